@@ -1,0 +1,58 @@
+package cdc
+
+import "time"
+
+// Op is the kind of a decoded change.
+type Op uint8
+
+const (
+	OpInsert Op = iota + 1
+	OpUpdate
+	OpDelete
+	// OpMessage is a transactional logical decoding message written by
+	// koordi_realtime.emit (prefix sql.EmitPrefix).
+	OpMessage
+)
+
+func (o Op) String() string {
+	switch o {
+	case OpInsert:
+		return "INSERT"
+	case OpUpdate:
+		return "UPDATE"
+	case OpDelete:
+		return "DELETE"
+	case OpMessage:
+		return "MESSAGE"
+	}
+	return "UNKNOWN"
+}
+
+// Value is one column value in PostgreSQL's text output format.
+type Value struct {
+	Text  string
+	Valid bool // false means SQL NULL
+}
+
+// Row is a decoded tuple: column values by column name, as the most recent
+// Relation message named them. Unchanged TOASTed values have already been
+// filled in from the old tuple, so a Row never holds a placeholder.
+type Row map[string]Value
+
+// Change is one decoded row change (or emit message) of a transaction.
+type Change struct {
+	Op    Op
+	Table string // unqualified table name; empty for OpMessage
+	Old   Row    // nil for OpInsert and OpMessage
+	New   Row    // nil for OpDelete and OpMessage
+	// Message is the content of an OpMessage.
+	Message []byte
+}
+
+// Tx is one committed transaction, buffered from BEGIN to COMMIT, with its
+// changes in WAL order. Derivation sees only committed transactions.
+type Tx struct {
+	CommitLSN  uint64
+	CommitTime time.Time
+	Changes    []Change
+}

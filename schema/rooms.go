@@ -1,0 +1,63 @@
+package schema
+
+import (
+	"errors"
+	"strings"
+)
+
+// Room prefixes. A room is "<prefix><uuid>".
+const (
+	UserRoomPrefix     = "user:"
+	CalendarRoomPrefix = "calendar:"
+)
+
+// ErrBadRoom is returned by [ParseRoom] for a room name the service does not serve.
+var ErrBadRoom = errors.New("unknown room")
+
+// UserRoom is the room every socket of a user joins on connect.
+func UserRoom(userID string) string { return UserRoomPrefix + userID }
+
+// CalendarRoom is the room of an event calendar's accepted members.
+func CalendarRoom(calendarID string) string { return CalendarRoomPrefix + calendarID }
+
+// RoomKind tells user rooms from calendar rooms.
+type RoomKind uint8
+
+const (
+	RoomUser RoomKind = iota + 1
+	RoomCalendar
+)
+
+// ParseRoom splits a room name into its kind and id. The id must be a
+// canonical uuid string; anything else is [ErrBadRoom].
+func ParseRoom(room string) (RoomKind, string, error) {
+	switch {
+	case strings.HasPrefix(room, UserRoomPrefix) && IsUUID(room[len(UserRoomPrefix):]):
+		return RoomUser, room[len(UserRoomPrefix):], nil
+	case strings.HasPrefix(room, CalendarRoomPrefix) && IsUUID(room[len(CalendarRoomPrefix):]):
+		return RoomCalendar, room[len(CalendarRoomPrefix):], nil
+	}
+	return 0, "", ErrBadRoom
+}
+
+// IsUUID reports whether s is a uuid in the canonical 8-4-4-4-12 hex form,
+// as PostgreSQL prints them (either case accepted).
+func IsUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < 36; i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -1,0 +1,164 @@
+package sql
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+var (
+	//go:embed koordi.sql
+	koordiSQL string
+	//go:embed setup.sql
+	setupSQL string
+)
+
+// WatchedTables are the Koordi tables the publication carries, in dependency
+// order. Derivation rules exist for each of them.
+var WatchedTables = []string{
+	"users",
+	"event_calendars",
+	"event_calendar_memberships",
+	"events",
+	"supplemental_events",
+}
+
+// EmitPrefix is the logical decoding message prefix koordi_realtime.emit uses.
+const EmitPrefix = "koordi_realtime"
+
+// Sentinel errors of [Preflight]; each wraps into a message that says what to do.
+var (
+	ErrWALLevel        = errors.New("wal_level is not logical")
+	ErrMissingTable    = errors.New("watched table missing")
+	ErrReplicaIdentity = errors.New("replica identity is not FULL")
+	ErrNoPublication   = errors.New("publication missing")
+	ErrNoEmitFunction  = errors.New("emit function missing")
+)
+
+// Migrate creates Koordi's tables if they do not exist.
+func Migrate(ctx context.Context, conn *pgx.Conn) error {
+	if _, err := conn.Exec(ctx, koordiSQL); err != nil {
+		return fmt.Errorf("migrate koordi schema: %w", err)
+	}
+	return nil
+}
+
+// Setup makes an existing Koordi database ready for the service: replica
+// identity, the koordi_realtime schema and emit function, and the
+// publication named publication over [WatchedTables]. Running it again
+// changes nothing; an existing publication is extended with any watched table
+// it lacks.
+func Setup(ctx context.Context, conn *pgx.Conn, publication string) error {
+	if publication == "" {
+		return errors.New("setup: empty publication name")
+	}
+	if _, err := conn.Exec(ctx, setupSQL); err != nil {
+		return fmt.Errorf("setup: %w", err)
+	}
+	var exists bool
+	if err := conn.QueryRow(ctx,
+		`SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, publication).Scan(&exists); err != nil {
+		return fmt.Errorf("setup: look up publication: %w", err)
+	}
+	pub := pgx.Identifier{publication}.Sanitize()
+	if !exists {
+		quoted := make([]string, len(WatchedTables))
+		for i, t := range WatchedTables {
+			quoted[i] = pgx.Identifier{t}.Sanitize()
+		}
+		if _, err := conn.Exec(ctx, fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s", pub, strings.Join(quoted, ", "))); err != nil {
+			return fmt.Errorf("setup: create publication %s: %w", publication, err)
+		}
+		return nil
+	}
+	missing, err := publicationMissing(ctx, conn, publication)
+	if err != nil {
+		return fmt.Errorf("setup: %w", err)
+	}
+	for _, t := range missing {
+		if _, err := conn.Exec(ctx, fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s", pub, pgx.Identifier{t}.Sanitize())); err != nil {
+			return fmt.Errorf("setup: add %s to publication %s: %w", t, publication, err)
+		}
+	}
+	return nil
+}
+
+// publicationMissing lists the watched tables the publication does not carry.
+func publicationMissing(ctx context.Context, conn *pgx.Conn, publication string) ([]string, error) {
+	rows, err := conn.Query(ctx,
+		`SELECT tablename FROM pg_publication_tables WHERE pubname = $1 AND schemaname = current_schema()`, publication)
+	if err != nil {
+		return nil, fmt.Errorf("list publication tables: %w", err)
+	}
+	have, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list publication tables: %w", err)
+	}
+	var missing []string
+	for _, t := range WatchedTables {
+		found := false
+		for _, h := range have {
+			found = found || h == t
+		}
+		if !found {
+			missing = append(missing, t)
+		}
+	}
+	return missing, nil
+}
+
+// Preflight checks that the database can be streamed from: wal_level,
+// the watched tables with REPLICA IDENTITY FULL, the publication and the emit
+// function. The error wraps one of the sentinels above and names the fix.
+func Preflight(ctx context.Context, conn *pgx.Conn, publication string) error {
+	var walLevel string
+	if err := conn.QueryRow(ctx, `SHOW wal_level`).Scan(&walLevel); err != nil {
+		return fmt.Errorf("read wal_level: %w", err)
+	}
+	if walLevel != "logical" {
+		return fmt.Errorf("%w (it is %q): set wal_level = logical in postgresql.conf and restart PostgreSQL", ErrWALLevel, walLevel)
+	}
+	for _, t := range WatchedTables {
+		var ident string
+		err := conn.QueryRow(ctx,
+			`SELECT c.relreplident::text FROM pg_class c
+			 WHERE c.oid = to_regclass(quote_ident($1)) AND c.relkind IN ('r', 'p')`, t).Scan(&ident)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("%w: table %q not found on the search_path: is DATABASE_URL the Koordi database? (`koordi-realtime migrate` creates the tables for development)", ErrMissingTable, t)
+		}
+		if err != nil {
+			return fmt.Errorf("check table %s: %w", t, err)
+		}
+		if ident != "f" {
+			return fmt.Errorf("%w on table %q: run `koordi-realtime setup`", ErrReplicaIdentity, t)
+		}
+	}
+	var exists bool
+	if err := conn.QueryRow(ctx,
+		`SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, publication).Scan(&exists); err != nil {
+		return fmt.Errorf("look up publication: %w", err)
+	}
+	if !exists {
+		return fmt.Errorf("%w: %q: run `koordi-realtime setup`", ErrNoPublication, publication)
+	}
+	missing, err := publicationMissing(ctx, conn, publication)
+	if err != nil {
+		return err
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: %q does not carry %s: run `koordi-realtime setup`", ErrNoPublication, publication, strings.Join(missing, ", "))
+	}
+	if err := conn.QueryRow(ctx,
+		`SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+		  WHERE n.nspname = 'koordi_realtime' AND p.proname = 'emit')`).Scan(&exists); err != nil {
+		return fmt.Errorf("look up emit function: %w", err)
+	}
+	if !exists {
+		return fmt.Errorf("%w: koordi_realtime.emit: run `koordi-realtime setup`", ErrNoEmitFunction)
+	}
+	return nil
+}
