@@ -1,4 +1,6 @@
-package cdc
+// Package wal holds decoded, committed transactions as the replication
+// consumer hands them to derivation: rows by column name, in text format.
+package wal
 
 import "time"
 
