@@ -3,8 +3,42 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"time"
+
+	"github.com/koordi/koordi-realtime/gateway/auth"
 )
 
-func runToken(_ context.Context, _ *environment, _ []string) error {
-	return errors.New("token: not implemented yet")
+// runToken mints a development JWT shaped as Koordi's API issues them
+// (HS256 over JWT_SECRET, claims userId, email, iat, exp) and prints it.
+func runToken(_ context.Context, env *environment, args []string) error {
+	var (
+		secret, userID, email string
+		ttl                   time.Duration
+	)
+	f := newFlags(env, "token", "Mint a development JWT as Koordi's API issues them and print it on stdout.")
+	f.String(&secret, "jwt-secret", "JWT_SECRET", "", "HS256 secret, at least 32 bytes (required)")
+	f.String(&userID, "user-id", "", "", "Koordi user id, a uuid (required)")
+	f.String(&email, "email", "", "", "email claim")
+	f.Duration(&ttl, "ttl", "", 7*24*time.Hour, "lifetime of the token")
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	switch {
+	case secret == "":
+		return userErr("JWT_SECRET is not set (flag --jwt-secret)")
+	case userID == "":
+		return userErr("--user-id is required")
+	case ttl <= 0:
+		return userErr("--ttl must be positive")
+	}
+	tok, err := auth.Mint([]byte(secret), userID, email, time.Now(), ttl)
+	if errors.Is(err, auth.ErrWeakSecret) {
+		return userErr("JWT_SECRET: %v", err)
+	}
+	if err != nil {
+		return userErr("%v", err)
+	}
+	fmt.Fprintln(env.stdout, tok)
+	return nil
 }
