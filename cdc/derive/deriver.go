@@ -1,0 +1,222 @@
+package derive
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"math"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/koordi/koordi-realtime/cdc/wal"
+	"github.com/koordi/koordi-realtime/schema"
+)
+
+// Watched table names, as wal.Change.Table carries them.
+const (
+	tableUsers        = "users"
+	tableCalendars    = "event_calendars"
+	tableMemberships  = "event_calendar_memberships"
+	tableEvents       = "events"
+	tableSupplemental = "supplemental_events"
+)
+
+// Config configures a Deriver. The zero value is ready to use.
+type Config struct {
+	Logger     *slog.Logger          // nil: discard
+	Registerer prometheus.Registerer // nil: no metrics
+}
+
+// Deriver turns committed transactions into Koordi socket events and keeps
+// the [State] those events are derived against. Derive and Bootstrap must be
+// called from one goroutine; State's read methods are safe from any.
+type Deriver struct {
+	log *slog.Logger
+	m   *metrics
+	st  *State
+
+	unknownTables map[string]bool // logged once each
+
+	// Per-transaction scratch, reused.
+	out         []schema.Envelope
+	lsn         uint64
+	deletedCals map[uid]bool
+	deletedEvts map[uid]bool
+	returns     []string // parent event ids of deleted `return` supplementals
+	departures  []string // parent event ids of deleted `departure` supplementals
+	userDeletes []uid
+	calDeletes  []uid
+}
+
+// New returns a Deriver with an empty state; call Bootstrap before the first
+// Derive to learn the existing rows.
+func New(cfg Config) *Deriver {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Deriver{
+		log:           log,
+		m:             newMetrics(cfg.Registerer),
+		st:            newState(),
+		unknownTables: make(map[string]bool),
+		deletedCals:   make(map[uid]bool),
+		deletedEvts:   make(map[uid]bool),
+	}
+}
+
+// State returns the live state; its read methods are safe for concurrent use.
+func (d *Deriver) State() *State { return d.st }
+
+// Derive turns one committed transaction into its events, with offsets
+// tx.CommitLSN-0000, -0001, … in order, and updates the state. It never
+// fails: malformed emit messages and unknown tables are logged, counted and
+// skipped. The returned slice is the caller's.
+//
+// A transaction is handled in three passes: (1) user and calendar inserts and
+// updates are applied to the state, and the calendars and events the
+// transaction deletes are noted, so every payload carries names as of the
+// commit and cascaded deletes can be recognised whatever their WAL order;
+// (2) the rules run change by change in WAL order; (3) the transaction's
+// conflict:resolved events are added and deleted users and calendars leave
+// the state.
+func (d *Deriver) Derive(tx *wal.Tx) []schema.Envelope {
+	d.begin(tx.CommitLSN)
+	d.prepass(tx)
+	for i := range tx.Changes {
+		c := &tx.Changes[i]
+		switch {
+		case c.Op == wal.OpMessage:
+			d.message(c)
+		case c.Table == tableUsers:
+			// Applied in the first pass, deletes in the third; no event (4.5).
+		case c.Table == tableCalendars:
+			d.calendarChange(tx, c)
+		case c.Table == tableMemberships:
+			d.membershipChange(c)
+		case c.Table == tableEvents:
+			d.eventChange(c)
+		case c.Table == tableSupplemental:
+			d.supplementalChange(c)
+		default:
+			d.unknownTable(c.Table)
+		}
+	}
+	d.conflicts()
+	d.finish()
+	out := d.out
+	d.out = nil
+	return out
+}
+
+func (d *Deriver) begin(lsn uint64) {
+	d.lsn = lsn
+	d.out = nil
+	clear(d.deletedCals)
+	clear(d.deletedEvts)
+	d.returns, d.departures = d.returns[:0], d.departures[:0]
+	d.userDeletes, d.calDeletes = d.userDeletes[:0], d.calDeletes[:0]
+}
+
+// prepass applies name-carrying changes first ("names as of the change's
+// commit", DESIGN.md 4.6) and notes deletions for cascade detection.
+func (d *Deriver) prepass(tx *wal.Tx) {
+	for i := range tx.Changes {
+		c := &tx.Changes[i]
+		switch c.Table {
+		case tableUsers:
+			switch c.Op {
+			case wal.OpInsert, wal.OpUpdate:
+				if id, ok := parseUID(str(c.New, "id")); ok {
+					d.st.setUser(id, str(c.New, "name"), str(c.New, "email"))
+				}
+			case wal.OpDelete:
+				if id, ok := parseUID(str(c.Old, "id")); ok {
+					d.userDeletes = append(d.userDeletes, id)
+				}
+			}
+		case tableCalendars:
+			switch c.Op {
+			case wal.OpInsert, wal.OpUpdate:
+				if id, ok := parseUID(str(c.New, "id")); ok {
+					if _, has := c.New["name"]; has {
+						d.st.calendar(id).name = str(c.New, "name")
+					} else {
+						d.st.calendar(id)
+					}
+				}
+			case wal.OpDelete:
+				if id, ok := parseUID(str(c.Old, "id")); ok {
+					d.deletedCals[id] = true
+					d.calDeletes = append(d.calDeletes, id)
+				}
+			}
+		case tableEvents:
+			if c.Op == wal.OpDelete {
+				if id, ok := parseUID(str(c.Old, "id")); ok {
+					d.deletedEvts[id] = true
+				}
+			}
+		}
+	}
+}
+
+// finish removes what the transaction deleted, after every payload that
+// could name it has been built.
+func (d *Deriver) finish() {
+	for _, id := range d.userDeletes {
+		d.st.deleteUser(id)
+	}
+	for _, id := range d.calDeletes {
+		delete(d.st.calendars, id)
+	}
+}
+
+// add appends one envelope. data is the payload marshalled once; the same
+// bytes may be shared by several envelopes (member:removed goes to two rooms).
+func (d *Deriver) add(room, event string, data []byte) {
+	if len(d.out) > math.MaxUint16 {
+		// Offsets index events within a transaction in 16 bits.
+		d.m.skipped.WithLabelValues(skipOverflow).Inc()
+		if len(d.out) == math.MaxUint16+1 {
+			d.log.Error("transaction derives more events than offsets can index; dropping the rest",
+				"commit_lsn", schema.Offset{LSN: d.lsn}.String())
+		}
+		return
+	}
+	d.out = append(d.out, schema.Envelope{
+		Offset: schema.Offset{LSN: d.lsn, Index: uint16(len(d.out))},
+		Room:   room,
+		Event:  event,
+		Data:   data,
+	})
+	d.m.derived.WithLabelValues(event).Inc()
+}
+
+// marshal encodes a payload struct of package schema, which cannot fail.
+func marshal(payload any) []byte {
+	b, err := json.Marshal(payload)
+	if err != nil {
+		panic("derive: marshal schema payload: " + err.Error())
+	}
+	return b
+}
+
+func (d *Deriver) unknownTable(table string) {
+	d.m.skipped.WithLabelValues(skipUnknownTable).Inc()
+	if !d.unknownTables[table] && len(d.unknownTables) < 1000 {
+		d.unknownTables[table] = true
+		d.log.Warn("change of an unwatched table ignored", "table", table)
+	}
+}
+
+func (d *Deriver) message(c *wal.Change) {
+	room, event, data, reason := parseEmit(c.Message)
+	if reason != "" {
+		d.m.rejected.WithLabelValues(reason).Inc()
+		d.log.Warn("emit message rejected", "reason", reason,
+			"commit_lsn", schema.Offset{LSN: d.lsn}.String(), "bytes", len(c.Message))
+		return
+	}
+	d.add(room, event, data)
+}

@@ -1,0 +1,73 @@
+package derive
+
+import (
+	"bytes"
+	"encoding/json"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/koordi/koordi-realtime/schema"
+)
+
+const (
+	// maxEmitBytes bounds an emit message. Socket.IO clients refuse frames
+	// over the 1 MB maxPayload, so anything near it could never be delivered.
+	maxEmitBytes = 1 << 20
+	// maxEventName bounds an emitted event name.
+	maxEventName = 128
+)
+
+// reserved are the event names socket.io-client handles itself; a server
+// event with one of them would confuse or crash the client.
+var reserved = map[string]bool{
+	"connect": true, "connect_error": true, "disconnect": true, "disconnecting": true,
+	"newListener": true, "removeListener": true,
+}
+
+// parseEmit validates the content written by koordi_realtime.emit:
+// {"room": "<user|calendar>:<uuid>", "event": "<name>", "data": <json>}.
+// It returns the compacted data, or the reject reason. Keys are matched
+// exactly (not case-insensitively, as encoding/json would); unknown keys are
+// ignored.
+func parseEmit(content []byte) (room, event string, data []byte, reason string) {
+	if len(content) > maxEmitBytes {
+		return "", "", nil, rejectTooLarge
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(content, &obj); err != nil || obj == nil {
+		return "", "", nil, rejectMalformed
+	}
+	if err := json.Unmarshal(obj["room"], &room); err != nil {
+		return "", "", nil, rejectBadRoom
+	}
+	if _, _, err := schema.ParseRoom(room); err != nil {
+		return "", "", nil, rejectBadRoom
+	}
+	if err := json.Unmarshal(obj["event"], &event); err != nil || !saneEventName(event) {
+		return "", "", nil, rejectBadEvent
+	}
+	raw, ok := obj["data"]
+	if !ok {
+		return "", "", nil, rejectBadData
+	}
+	var buf bytes.Buffer
+	buf.Grow(len(raw))
+	if err := json.Compact(&buf, raw); err != nil {
+		return "", "", nil, rejectBadData
+	}
+	return room, event, buf.Bytes(), ""
+}
+
+// saneEventName accepts short printable UTF-8 names that the client does not
+// reserve for itself.
+func saneEventName(s string) bool {
+	if s == "" || len(s) > maxEventName || !utf8.ValidString(s) || reserved[s] {
+		return false
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) || r == utf8.RuneError {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,514 @@
+package derive
+
+import (
+	"github.com/koordi/koordi-realtime/cdc/wal"
+	"github.com/koordi/koordi-realtime/schema"
+)
+
+// eventDetailColumns are the events columns whose change is an
+// event:updated, in table order; "changed" lists them in this order.
+var eventDetailColumns = []string{
+	"title", "description", "location", "start_time", "end_time", "is_all_day", "is_cancelled",
+}
+
+// eventAssignmentColumns are the events columns whose change is an
+// event:assigned / event:unassigned.
+var eventAssignmentColumns = []string{"assigned_to_user_id", "is_skipped"}
+
+// calendarDetailColumns are the event_calendars columns whose change is a
+// calendar:updated, in table order; "changed" lists them in this order.
+var calendarDetailColumns = []string{"name", "ics_url", "child_id", "color", "sync_enabled"}
+
+type countKind uint8
+
+const (
+	countCreated countKind = iota
+	countUpdated
+	countDeleted
+)
+
+// ---- events (DESIGN.md 4.1) ----
+
+// eventDiff tells which rule groups an UPDATE of events touches; detail
+// column names are appended to changed (nil when none).
+func eventDiff(old, new wal.Row) (assignment bool, details []string) {
+	for _, col := range eventAssignmentColumns {
+		assignment = assignment || changed(old, new, col)
+	}
+	for _, col := range eventDetailColumns {
+		if changed(old, new, col) {
+			details = append(details, col)
+		}
+	}
+	return assignment, details
+}
+
+// oldEventCalendar is the calendar an event belonged to before a change:
+// from the old tuple, or from the index when the old tuple lacks it.
+func (d *Deriver) oldEventCalendar(old wal.Row) string {
+	if v := old["event_calendar_id"]; v.Valid {
+		return v.Text
+	}
+	if id, ok := parseUID(str(old, "id")); ok {
+		if cal, ok := d.st.eventCalendar(id); ok {
+			return cal.String()
+		}
+	}
+	return ""
+}
+
+func (d *Deriver) eventChange(c *wal.Change) {
+	switch c.Op {
+	case wal.OpInsert:
+		cal := str(c.New, "event_calendar_id")
+		if cal == "" {
+			d.log.Warn("events insert without a calendar ignored", "event_id", str(c.New, "id"))
+			return
+		}
+		d.indexEvent(str(c.New, "id"), cal)
+		d.eventCreated(c.New, cal)
+		d.countEvent(cal, countCreated)
+
+	case wal.OpUpdate:
+		oldCal := d.oldEventCalendar(c.Old)
+		newCal := str(c.New, "event_calendar_id")
+		if newCal == "" {
+			d.log.Warn("events update without a calendar ignored", "event_id", str(c.New, "id"))
+			return
+		}
+		if oldID := str(c.Old, "id"); oldID != "" && oldID != str(c.New, "id") {
+			d.unindexEvent(oldID)
+		}
+		d.indexEvent(str(c.New, "id"), newCal)
+		if oldCal != "" && newCal != "" && oldCal != newCal {
+			// A move is a delete from one room and a create in the other.
+			d.add(schema.CalendarRoom(oldCal), schema.EventDeleted, marshal(schema.EventRef{
+				EventID:         str(c.Old, "id"),
+				EventTitle:      str(c.Old, "title"),
+				EventCalendarID: oldCal,
+			}))
+			d.countEvent(oldCal, countDeleted)
+			d.add(schema.CalendarRoom(newCal), schema.EventCreated, marshal(eventRef(c.New, newCal)))
+			d.countEvent(newCal, countCreated)
+			return
+		}
+		assignment, details := eventDiff(c.Old, c.New)
+		if assignment {
+			d.eventAssignment(c.New, c.Old, newCal)
+		}
+		if len(details) > 0 {
+			d.add(schema.CalendarRoom(newCal), schema.EventUpdated, marshal(schema.EventChange{
+				EventID:         str(c.New, "id"),
+				EventTitle:      str(c.New, "title"),
+				EventCalendarID: newCal,
+				Changed:         details,
+			}))
+		}
+		if assignment || len(details) > 0 {
+			d.countEvent(newCal, countUpdated)
+		}
+
+	case wal.OpDelete:
+		cal := d.oldEventCalendar(c.Old)
+		d.unindexEvent(str(c.Old, "id"))
+		if calID, ok := parseUID(cal); ok && d.deletedCals[calID] {
+			return // cascaded from calendar:deleted
+		}
+		if cal == "" {
+			d.log.Warn("events delete without a calendar ignored", "event_id", str(c.Old, "id"))
+			return
+		}
+		d.add(schema.CalendarRoom(cal), schema.EventDeleted, marshal(eventRef(c.Old, cal)))
+		d.countEvent(cal, countDeleted)
+	}
+}
+
+func eventRef(r wal.Row, cal string) schema.EventRef {
+	return schema.EventRef{EventID: str(r, "id"), EventTitle: str(r, "title"), EventCalendarID: cal}
+}
+
+// eventCreated emits event:created, and event:assigned when the new row is
+// already assigned.
+func (d *Deriver) eventCreated(r wal.Row, cal string) {
+	d.add(schema.CalendarRoom(cal), schema.EventCreated, marshal(eventRef(r, cal)))
+	if valid(r, "assigned_to_user_id") {
+		d.eventAssignment(r, nil, cal)
+	}
+}
+
+// eventAssignment emits event:assigned (new assignee set) or
+// event:unassigned (none) with the full assignment payload.
+func (d *Deriver) eventAssignment(r, old wal.Row, cal string) {
+	p := schema.EventAssignment{
+		EventID:                  str(r, "id"),
+		EventTitle:               str(r, "title"),
+		AssignedToUserID:         nullable(r, "assigned_to_user_id"),
+		PreviousAssignedToUserID: nullable(old, "assigned_to_user_id"),
+		IsSkipped:                boolCol(r, "is_skipped"),
+		StartTime:                rfc3339(str(r, "start_time")),
+		EndTime:                  rfc3339(str(r, "end_time")),
+		EventCalendarID:          cal,
+	}
+	name := schema.EventUnassigned
+	if p.AssignedToUserID != nil {
+		name = schema.EventAssigned
+	}
+	d.add(schema.CalendarRoom(cal), name, marshal(p))
+}
+
+func (d *Deriver) indexEvent(id, cal string) {
+	e, ok1 := parseUID(id)
+	c, ok2 := parseUID(cal)
+	if ok1 && ok2 {
+		d.st.events[e] = d.st.calNum(c)
+	}
+}
+
+func (d *Deriver) unindexEvent(id string) {
+	if e, ok := parseUID(id); ok {
+		delete(d.st.events, e)
+	}
+}
+
+// countEvent adds an events change to the calendar's open sync window.
+func (d *Deriver) countEvent(cal string, k countKind) {
+	id, ok := parseUID(cal)
+	if !ok {
+		return
+	}
+	c := d.st.calendars[id]
+	if c == nil || !c.window.open {
+		return
+	}
+	c.window.add(k)
+}
+
+func (w *syncWindow) add(k countKind) {
+	switch k {
+	case countCreated:
+		w.created++
+	case countUpdated:
+		w.updated++
+	case countDeleted:
+		w.deleted++
+	}
+}
+
+// txCounts counts the events changes of calendar cal in the whole
+// transaction: the calendar:synced counts when no sync window was seen.
+func (d *Deriver) txCounts(tx *wal.Tx, cal string) syncWindow {
+	var w syncWindow
+	for i := range tx.Changes {
+		c := &tx.Changes[i]
+		if c.Table != tableEvents {
+			continue
+		}
+		switch c.Op {
+		case wal.OpInsert:
+			if str(c.New, "event_calendar_id") == cal {
+				w.add(countCreated)
+			}
+		case wal.OpDelete:
+			if str(c.Old, "event_calendar_id") == cal {
+				w.add(countDeleted)
+			}
+		case wal.OpUpdate:
+			oldCal, newCal := str(c.Old, "event_calendar_id"), str(c.New, "event_calendar_id")
+			switch {
+			case oldCal != "" && newCal != "" && oldCal != newCal:
+				if oldCal == cal {
+					w.add(countDeleted)
+				}
+				if newCal == cal {
+					w.add(countCreated)
+				}
+			case newCal == cal:
+				if a, det := eventDiff(c.Old, c.New); a || len(det) > 0 {
+					w.add(countUpdated)
+				}
+			}
+		}
+	}
+	return w
+}
+
+// ---- event_calendars (DESIGN.md 4.3) ----
+
+func (d *Deriver) calendarChange(tx *wal.Tx, c *wal.Change) {
+	switch c.Op {
+	case wal.OpInsert:
+		id, ok := parseUID(str(c.New, "id"))
+		if !ok {
+			return
+		}
+		if boolCol(c.New, "sync_in_progress") {
+			d.st.calendar(id).window = syncWindow{open: true}
+		}
+
+	case wal.OpUpdate:
+		idText := str(c.New, "id")
+		id, ok := parseUID(idText)
+		if !ok {
+			return
+		}
+		cal := d.st.calendar(id)
+		was := cal.window.open
+		if v, ok := c.Old["sync_in_progress"]; ok {
+			was = v.Valid && boolText(v.Text)
+		}
+		now := was
+		if v, ok := c.New["sync_in_progress"]; ok {
+			now = v.Valid && boolText(v.Text)
+		}
+
+		if changed(c.Old, c.New, "last_sync_at") {
+			switch str(c.New, "last_sync_status") {
+			case "success":
+				w := cal.window
+				if !w.open {
+					w = d.txCounts(tx, idText)
+				}
+				d.add(schema.CalendarRoom(idText), schema.CalendarSynced, marshal(schema.CalendarSync{
+					CalendarID:    idText,
+					CalendarName:  cal.name,
+					EventsCreated: w.created,
+					EventsUpdated: w.updated,
+					EventsDeleted: w.deleted,
+				}))
+				cal.window = syncWindow{}
+			case "error":
+				d.add(schema.CalendarRoom(idText), schema.CalendarSyncFailed, marshal(schema.CalendarSyncFailure{
+					CalendarID:   idText,
+					CalendarName: cal.name,
+					Error:        str(c.New, "last_sync_error"),
+				}))
+				cal.window = syncWindow{}
+			}
+		}
+		switch {
+		case was && !now:
+			cal.window = syncWindow{} // the sync ended (or was abandoned) without an outcome
+		case !was && now:
+			cal.window = syncWindow{open: true}
+		}
+
+		var cols []string
+		for _, col := range calendarDetailColumns {
+			if changed(c.Old, c.New, col) {
+				cols = append(cols, col)
+			}
+		}
+		if len(cols) > 0 {
+			d.add(schema.CalendarRoom(idText), schema.CalendarUpdated, marshal(schema.CalendarChange{
+				CalendarID:   idText,
+				CalendarName: cal.name,
+				Changed:      cols,
+			}))
+		}
+
+	case wal.OpDelete:
+		idText := str(c.Old, "id")
+		id, ok := parseUID(idText)
+		if !ok {
+			return
+		}
+		name := str(c.Old, "name")
+		if _, has := c.Old["name"]; !has {
+			if cal := d.st.calendars[id]; cal != nil {
+				name = cal.name
+			}
+		}
+		d.add(schema.CalendarRoom(idText), schema.CalendarDeleted, marshal(schema.CalendarRef{
+			CalendarID:   idText,
+			CalendarName: name,
+		}))
+	}
+}
+
+// ---- event_calendar_memberships (DESIGN.md 4.2) ----
+
+// memberRow is a membership tuple as the rules read it; columns the tuple
+// lacks (a key-only old tuple) come from the state.
+type memberRow struct {
+	id        uid
+	idOK      bool
+	cal, user string
+	status    memberStatus
+}
+
+func (d *Deriver) memberRow(r wal.Row) memberRow {
+	m := memberRow{
+		cal:    str(r, "event_calendar_id"),
+		user:   str(r, "user_id"),
+		status: parseStatus(str(r, "status")),
+	}
+	m.id, m.idOK = parseUID(str(r, "id"))
+	if _, has := r["status"]; !has && m.idOK {
+		if s, ok := d.st.members[m.id]; ok {
+			m.cal, m.status = s.cal.String(), s.status
+			if s.hasUser {
+				m.user = s.user.String()
+			}
+		}
+	}
+	return m
+}
+
+func (m memberRow) accepted() bool { return m.status == statusAccepted && m.user != "" && m.cal != "" }
+
+func (m memberRow) state() membership {
+	s := membership{status: m.status}
+	s.cal, _ = parseUID(m.cal)
+	s.user, s.hasUser = parseUID(m.user)
+	return s
+}
+
+func (d *Deriver) membershipChange(c *wal.Change) {
+	switch c.Op {
+	case wal.OpInsert:
+		m := d.memberRow(c.New)
+		if m.idOK {
+			d.st.setMember(m.id, m.state())
+		}
+		switch {
+		case m.accepted():
+			d.memberEvent(schema.MemberAdded, m, c.New)
+		case m.status == statusPending:
+			d.invitation(m, c.New)
+		}
+
+	case wal.OpUpdate:
+		o, n := d.memberRow(c.Old), d.memberRow(c.New)
+		if o.idOK && o.id != n.id {
+			d.st.deleteMember(o.id)
+		}
+		if n.idOK {
+			d.st.setMember(n.id, n.state())
+		}
+		same := o.cal == n.cal && o.user == n.user
+		if o.accepted() && (!n.accepted() || !same) {
+			d.memberEvent(schema.MemberRemoved, o, c.Old)
+		}
+		if n.accepted() && (!o.accepted() || !same) {
+			d.memberEvent(schema.MemberAdded, n, c.New)
+		}
+
+	case wal.OpDelete:
+		m := d.memberRow(c.Old)
+		if m.idOK {
+			d.st.deleteMember(m.id)
+		}
+		if calID, ok := parseUID(m.cal); ok && d.deletedCals[calID] {
+			return // cascaded from calendar:deleted
+		}
+		if m.accepted() {
+			d.memberEvent(schema.MemberRemoved, m, c.Old)
+		}
+	}
+}
+
+// memberEvent emits member:added to the calendar room, or member:removed to
+// the calendar room and then the user's room. Name and email are the user's
+// as of the commit; a user unknown to the state falls back to the invited
+// email and an empty name.
+func (d *Deriver) memberEvent(event string, m memberRow, r wal.Row) {
+	p := schema.Member{CalendarID: m.cal, UserID: m.user, UserEmail: str(r, "invited_email")}
+	if u, ok := parseUID(m.user); ok {
+		if rec, ok := d.st.users[u]; ok {
+			p.UserName, p.UserEmail = rec.name, rec.email
+		}
+	}
+	data := marshal(p)
+	d.add(schema.CalendarRoom(m.cal), event, data)
+	if event == schema.MemberRemoved {
+		d.add(schema.UserRoom(m.user), event, data)
+	}
+}
+
+// invitation emits invitation:received to the invited user's room, if a
+// user with that email exists (as of the commit).
+func (d *Deriver) invitation(m memberRow, r wal.Row) {
+	email := str(r, "invited_email")
+	if email == "" {
+		return
+	}
+	to, ok := d.st.byEmail[emailKey(email)]
+	if !ok {
+		return
+	}
+	p := schema.Invitation{CalendarID: m.cal, InvitedEmail: email}
+	if cal, ok := parseUID(m.cal); ok {
+		if c := d.st.calendars[cal]; c != nil {
+			p.CalendarName = c.name
+		}
+	}
+	if inviter, ok := parseUID(str(r, "invited_by_user_id")); ok {
+		p.InviterName = d.st.users[inviter].name
+	}
+	d.add(schema.UserRoom(to.String()), schema.InvitationReceived, marshal(p))
+}
+
+// ---- supplemental_events (DESIGN.md 4.4) ----
+
+func (d *Deriver) supplementalChange(c *wal.Change) {
+	if c.Op != wal.OpDelete {
+		return
+	}
+	parent := str(c.Old, "parent_event_id")
+	p, ok := parseUID(parent)
+	if !ok || d.deletedEvts[p] {
+		return // cascaded from its event's deletion: not a conflict resolution
+	}
+	switch str(c.Old, "type") {
+	case "return":
+		d.returns = append(d.returns, parent)
+	case "departure":
+		d.departures = append(d.departures, parent)
+	}
+}
+
+// conflicts pairs the transaction's deleted returns and departures: each
+// return of event A, in WAL order, with the first unpaired departure of an
+// event B ≠ A. Each pair is one conflict:resolved to A's calendar room and,
+// when different, B's.
+func (d *Deriver) conflicts() {
+	if len(d.returns) == 0 || len(d.departures) == 0 {
+		return
+	}
+	used := make([]bool, len(d.departures))
+	for _, a := range d.returns {
+		for j, b := range d.departures {
+			if used[j] || b == a {
+				continue
+			}
+			used[j] = true
+			d.conflict(a, b)
+			break
+		}
+	}
+}
+
+func (d *Deriver) conflict(a, b string) {
+	var rooms [2]string
+	n := 0
+	ua, _ := parseUID(a)
+	ub, _ := parseUID(b)
+	calA, okA := d.st.eventCalendar(ua)
+	calB, okB := d.st.eventCalendar(ub)
+	if okA {
+		rooms[n] = schema.CalendarRoom(calA.String())
+		n++
+	}
+	if okB && (!okA || calB != calA) {
+		rooms[n] = schema.CalendarRoom(calB.String())
+		n++
+	}
+	if n == 0 {
+		d.log.Warn("conflict:resolved for events of unknown calendars dropped", "event1_id", a, "event2_id", b)
+		return
+	}
+	data := marshal(schema.Conflict{Event1ID: a, Event2ID: b, Reason: "same_location"})
+	for _, room := range rooms[:n] {
+		d.add(room, schema.ConflictResolved, data)
+	}
+}
