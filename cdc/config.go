@@ -1,0 +1,101 @@
+package cdc
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	ksql "github.com/koordi/koordi-realtime/sql"
+)
+
+// Config configures a [Consumer]. The zero value of every field but
+// ConnString is a documented default.
+type Config struct {
+	// ConnString is Koordi's DATABASE_URL. The consumer adds
+	// replication=database, TimeZone=UTC and DateStyle=ISO itself.
+	ConnString string
+	// SlotName is the logical replication slot; default "koordi_realtime".
+	// Lower-case letters, digits and underscores, as PostgreSQL requires.
+	SlotName string
+	// Publication is the publication to stream; default "koordi_realtime".
+	Publication string
+	// Retain makes the confirmed position trail the newest handed-off
+	// commit by this long, so a restarted process decodes that window
+	// again (DESIGN.md §5, the replay window). 0 confirms on hand-off.
+	Retain time.Duration
+	// StatusInterval is the period of standby status updates; default 10s.
+	StatusInterval time.Duration
+	// Logger receives one line per state change; nil discards.
+	Logger *slog.Logger
+	// Registerer receives the consumer's metrics; nil registers none.
+	Registerer prometheus.Registerer
+}
+
+const (
+	defaultSlot           = "koordi_realtime"
+	defaultPublication    = "koordi_realtime"
+	defaultStatusInterval = 10 * time.Second
+)
+
+var slotNameRE = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
+
+func (c *Config) fill() error {
+	if c.ConnString == "" {
+		return fmt.Errorf("%w: empty connection string", ErrConfig)
+	}
+	if c.SlotName == "" {
+		c.SlotName = defaultSlot
+	}
+	if !slotNameRE.MatchString(c.SlotName) {
+		return fmt.Errorf("%w: slot name %q: use 1-63 lower-case letters, digits and underscores", ErrConfig, c.SlotName)
+	}
+	if c.Publication == "" {
+		c.Publication = defaultPublication
+	}
+	if c.Retain < 0 {
+		return fmt.Errorf("%w: negative retain %s", ErrConfig, c.Retain)
+	}
+	if c.StatusInterval <= 0 {
+		c.StatusInterval = defaultStatusInterval
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Errors the user must fix; [Consumer.Run] returns them (wrapped) instead of
+// retrying. [IsConfigError] also covers the preflight sentinels of package
+// sql (wal_level, missing tables, replica identity, publication, emit).
+var (
+	// ErrConfig is an invalid Config.
+	ErrConfig = errors.New("invalid cdc configuration")
+	// ErrUnreachable means the database could not be reached at the first
+	// start. Later connection losses are retried, never returned.
+	ErrUnreachable = errors.New("cannot connect to PostgreSQL")
+	// ErrSlotActive means another process streams from the slot.
+	ErrSlotActive = errors.New("replication slot is in use by another process")
+	// ErrSlotConflict means the slot exists for another database or
+	// output plugin, or is a physical slot.
+	ErrSlotConflict = errors.New("replication slot exists with other settings")
+)
+
+// IsConfigError reports whether err is something the user must fix
+// (configuration, database setup, a slot used elsewhere) rather than a
+// failure while running.
+func IsConfigError(err error) bool {
+	for _, target := range []error{
+		ErrConfig, ErrUnreachable, ErrSlotActive, ErrSlotConflict,
+		ksql.ErrWALLevel, ksql.ErrMissingTable, ksql.ErrReplicaIdentity,
+		ksql.ErrNoPublication, ksql.ErrNoEmitFunction,
+	} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,278 @@
+package cdc
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/koordi/koordi-realtime/cdc/wal"
+	ksql "github.com/koordi/koordi-realtime/sql"
+)
+
+// errMalformed marks pgoutput data this decoder cannot make sense of. The
+// stream treats it as a broken connection: it reconnects and decodes the
+// same WAL again rather than skipping a change.
+var errMalformed = errors.New("malformed pgoutput message")
+
+// relation is what the decoder knows of one table from its latest Relation
+// message. Columns are kept by position only to name the tuple values; rows
+// are handed on by name, so a column added or dropped while streaming only
+// changes this list.
+type relation struct {
+	name    string
+	columns []string
+	watched bool
+}
+
+// committed is a decoded transaction plus the end of its commit record,
+// which is the position to confirm once it is handed off: PostgreSQL skips
+// a transaction on restart when its commit record begins before the
+// confirmed position, so confirming the end excludes exactly this one.
+type committed struct {
+	tx  *wal.Tx
+	end uint64
+}
+
+// decoder turns pgoutput protocol version 1 messages into committed wal.Tx
+// values. It is pure (no I/O) and owned by one goroutine; a new replication
+// session starts with a new decoder because pgoutput resends Relation
+// messages on every connection.
+type decoder struct {
+	relations map[uint32]*relation
+	tx        *wal.Tx // nil outside BEGIN … COMMIT
+	// skipped counts changes to tables that are not watched (and other
+	// ignored content); the consumer exports it as a metric.
+	skipped int
+	// toastFilled counts unchanged TOASTed values taken from old tuples.
+	toastFilled int
+}
+
+func newDecoder() *decoder {
+	return &decoder{relations: make(map[uint32]*relation)}
+}
+
+// inTx reports whether a transaction is open (BEGIN seen, COMMIT not yet).
+func (d *decoder) inTx() bool { return d.tx != nil }
+
+// decode consumes one XLogData payload. It returns the transaction when the
+// payload was its COMMIT, nil otherwise.
+func (d *decoder) decode(data []byte) (*committed, error) {
+	msg, err := parse(data)
+	if err != nil {
+		return nil, err
+	}
+	switch m := msg.(type) {
+	case *pglogrepl.RelationMessage:
+		cols := make([]string, len(m.Columns))
+		for i, c := range m.Columns {
+			cols[i] = c.Name
+		}
+		d.relations[m.RelationID] = &relation{
+			name:    m.RelationName,
+			columns: cols,
+			watched: slices.Contains(ksql.WatchedTables, m.RelationName),
+		}
+	case *pglogrepl.BeginMessage:
+		if d.tx != nil {
+			return nil, fmt.Errorf("%w: BEGIN inside a transaction", errMalformed)
+		}
+		d.tx = &wal.Tx{CommitLSN: uint64(m.FinalLSN), CommitTime: m.CommitTime.UTC()}
+	case *pglogrepl.CommitMessage:
+		if d.tx == nil {
+			return nil, fmt.Errorf("%w: COMMIT outside a transaction", errMalformed)
+		}
+		tx := d.tx
+		d.tx = nil
+		if uint64(m.CommitLSN) != tx.CommitLSN {
+			return nil, fmt.Errorf("%w: COMMIT at %s for BEGIN announcing %s", errMalformed, m.CommitLSN, pglogrepl.LSN(tx.CommitLSN))
+		}
+		tx.CommitTime = m.CommitTime.UTC()
+		return &committed{tx: tx, end: uint64(m.TransactionEndLSN)}, nil
+	case *pglogrepl.InsertMessage:
+		rel, err := d.change(m.RelationID)
+		if err != nil || rel == nil {
+			return nil, err
+		}
+		row, err := d.row(rel, m.Tuple, nil)
+		if err != nil {
+			return nil, err
+		}
+		d.tx.Changes = append(d.tx.Changes, wal.Change{Op: wal.OpInsert, Table: rel.name, New: row})
+	case *pglogrepl.UpdateMessage:
+		rel, err := d.change(m.RelationID)
+		if err != nil || rel == nil {
+			return nil, err
+		}
+		var old wal.Row
+		if m.OldTuple != nil {
+			if old, err = d.row(rel, m.OldTuple, nil); err != nil {
+				return nil, err
+			}
+		}
+		row, err := d.row(rel, m.NewTuple, old)
+		if err != nil {
+			return nil, err
+		}
+		d.tx.Changes = append(d.tx.Changes, wal.Change{Op: wal.OpUpdate, Table: rel.name, Old: old, New: row})
+	case *pglogrepl.DeleteMessage:
+		rel, err := d.change(m.RelationID)
+		if err != nil || rel == nil {
+			return nil, err
+		}
+		old, err := d.row(rel, m.OldTuple, nil)
+		if err != nil {
+			return nil, err
+		}
+		d.tx.Changes = append(d.tx.Changes, wal.Change{Op: wal.OpDelete, Table: rel.name, Old: old})
+	case *pglogrepl.LogicalDecodingMessage:
+		// emit writes transactional messages only; anything else (other
+		// prefixes, non-transactional messages) belongs to someone else.
+		if !m.Transactional || m.Prefix != ksql.EmitPrefix || d.tx == nil {
+			d.skipped++
+			return nil, nil
+		}
+		d.tx.Changes = append(d.tx.Changes, wal.Change{Op: wal.OpMessage, Message: slices.Clone(m.Content)})
+	case *pglogrepl.TruncateMessage:
+		// TRUNCATE has no per-row old values; nothing can be derived from it.
+		d.skipped++
+	default:
+		// Type and Origin messages carry nothing we use.
+	}
+	return nil, nil
+}
+
+// change resolves the relation of a row change. It returns nil (and counts
+// the change as skipped) for tables that are not watched.
+func (d *decoder) change(id uint32) (*relation, error) {
+	if d.tx == nil {
+		return nil, fmt.Errorf("%w: row change outside a transaction", errMalformed)
+	}
+	rel, ok := d.relations[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: change for relation %d before its Relation message", errMalformed, id)
+	}
+	if !rel.watched {
+		d.skipped++
+		return nil, nil
+	}
+	return rel, nil
+}
+
+// row names the values of a tuple. An unchanged TOASTed value ('u') is not
+// sent by PostgreSQL; it is taken from old (the full old tuple under REPLICA
+// IDENTITY FULL), or left out of the row if there is no old value to take.
+func (d *decoder) row(rel *relation, t *pglogrepl.TupleData, old wal.Row) (wal.Row, error) {
+	if t == nil {
+		return nil, fmt.Errorf("%w: %s: missing tuple", errMalformed, rel.name)
+	}
+	if len(t.Columns) != len(rel.columns) {
+		return nil, fmt.Errorf("%w: %s: tuple has %d columns, relation has %d", errMalformed, rel.name, len(t.Columns), len(rel.columns))
+	}
+	row := make(wal.Row, len(t.Columns))
+	for i, c := range t.Columns {
+		name := rel.columns[i]
+		switch c.DataType {
+		case pglogrepl.TupleDataTypeNull:
+			row[name] = wal.Value{}
+		case pglogrepl.TupleDataTypeText:
+			row[name] = wal.Value{Text: string(c.Data), Valid: true}
+		case pglogrepl.TupleDataTypeToast:
+			if v, ok := old[name]; ok {
+				row[name] = v
+				d.toastFilled++
+			}
+		default:
+			// Binary values are never requested (no 'binary' option).
+			return nil, fmt.Errorf("%w: %s.%s: tuple data type %q", errMalformed, rel.name, name, c.DataType)
+		}
+	}
+	return row, nil
+}
+
+// parse is pglogrepl.Parse made safe for any input. pglogrepl trusts the
+// lengths inside tuple data (it allocates what a length field claims and
+// indexes without bounds checks), which is right for a trusted server but
+// must not take the process down on a corrupt or hostile stream; the tuple
+// lengths are checked first and any remaining panic becomes errMalformed.
+func parse(data []byte) (msg pglogrepl.Message, err error) {
+	if len(data) == 0 {
+		return nil, fmt.Errorf("%w: empty", errMalformed)
+	}
+	if err := checkTuples(data); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			msg, err = nil, fmt.Errorf("%w: %c message: %v", errMalformed, data[0], r)
+		}
+	}()
+	msg, err = pglogrepl.Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errMalformed, err)
+	}
+	return msg, nil
+}
+
+// checkTuples verifies that the tuple data of an Insert, Update or Delete
+// message lies within data, so decoding never allocates more than the
+// message holds.
+func checkTuples(data []byte) error {
+	var tuples int
+	switch data[0] {
+	case 'I', 'D':
+		tuples = 1
+	case 'U':
+		tuples = 2 // an optional old tuple, then the new one
+	default:
+		return nil
+	}
+	p := 1 + 4 // type byte, relation id
+	for n := 0; n < tuples; n++ {
+		if p >= len(data) {
+			return fmt.Errorf("%w: %c message truncated", errMalformed, data[0])
+		}
+		kind := data[p]
+		p++
+		if data[0] == 'U' && n == 0 && kind == 'N' {
+			n++ // no old tuple: this is the last one
+		}
+		end, err := tupleEnd(data, p)
+		if err != nil {
+			return err
+		}
+		p = end
+	}
+	return nil
+}
+
+// tupleEnd returns the offset just past the TupleData starting at p.
+func tupleEnd(data []byte, p int) (int, error) {
+	short := fmt.Errorf("%w: tuple data truncated", errMalformed)
+	if p+2 > len(data) {
+		return 0, short
+	}
+	ncol := int(binary.BigEndian.Uint16(data[p:]))
+	p += 2
+	for i := 0; i < ncol; i++ {
+		if p >= len(data) {
+			return 0, short
+		}
+		kind := data[p]
+		p++
+		if kind == pglogrepl.TupleDataTypeText || kind == pglogrepl.TupleDataTypeBinary {
+			if p+4 > len(data) {
+				return 0, short
+			}
+			n := uint64(binary.BigEndian.Uint32(data[p:]))
+			p += 4
+			if n > uint64(len(data)-p) {
+				return 0, short
+			}
+			p += int(n)
+		}
+	}
+	return p, nil
+}

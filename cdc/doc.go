@@ -1,0 +1,79 @@
+// Package cdc reads Koordi's committed row changes from a PostgreSQL logical
+// replication slot (pgoutput, via [github.com/jackc/pglogrepl] on pgx/v5),
+// derives the Koordi socket events from them (package [github.com/koordi/koordi-realtime/cdc/derive]) and hands
+// each transaction's events to a [Sink]. It knows nothing of sockets.
+//
+// # Slot and publication
+//
+// The publication (Config.Publication, default "koordi_realtime") belongs to
+// `koordi-realtime setup`, which creates it over the watched tables together
+// with REPLICA IDENTITY FULL and koordi_realtime.emit; the consumer only
+// checks it ([github.com/koordi/koordi-realtime/sql.Preflight]) and never alters it.
+//
+// The slot (Config.SlotName, default "koordi_realtime") belongs to the
+// consumer. It is created on first start if missing — permanent, pgoutput —
+// with an exported snapshot, and the names state is bootstrapped inside that
+// snapshot (REPEATABLE READ, SET TRANSACTION SNAPSHOT), so state and stream
+// meet exactly at the slot's consistent point. At later starts the state is
+// bootstrapped with a plain read and the stream resumes from the slot's
+// confirmed position. A slot invalidated by PostgreSQL (wal_status "lost")
+// is dropped and created again, with a warning: changes were lost. The
+// consumer never drops a healthy slot; one slot serves one process at a
+// time (a second process gets [ErrSlotActive]).
+//
+// # What is acknowledged when
+//
+// Each transaction is buffered from BEGIN to COMMIT, derived at COMMIT, and,
+// if it derived events, passed to Sink.Deliver. When Deliver returns nil the
+// transaction is handed off; a transaction that derived nothing is handed
+// off as soon as all earlier ones are. Standby status updates are sent every
+// Config.StatusInterval and at once when the server asks, with the write,
+// flush and apply positions all set explicitly to the end of the newest
+// handed-off transaction — never to what was merely received. When idle
+// (no open transaction, everything queued handed off) the server's
+// keepalive position counts as handed off, so an idle slot does not pin WAL.
+//
+// With Config.Retain > 0 the confirmed position trails: it is the newest
+// position handed off at least Retain ago (kept in a bounded queue of about
+// 128 marks; marks closer than Retain/128 are merged, which may shorten the
+// trail by that much, never confirm anything not handed off). A restarted
+// process therefore decodes the last Retain of transactions again — the
+// replay window of DESIGN.md §5.
+//
+// # Delivery semantics and offsets
+//
+// At-least-once: after a crash the stream resumes from the slot's confirmed
+// position and may deliver transactions again. Offsets are
+// <commit LSN>-<index in transaction> ([github.com/koordi/koordi-realtime/schema.Offset]), so a transaction
+// decoded again carries the same offsets. Within one process a transaction
+// is derived and delivered once: after a reconnect, transactions whose
+// commit LSN is not above the newest one already queued are skipped.
+// Transactions are delivered in commit order; a Deliver error ends Run
+// (nothing after the previous hand-off is confirmed).
+//
+// # Errors and reconnection
+//
+// Lost connections and PostgreSQL restarts are retried with exponential
+// backoff (100 ms doubling to 5 s) and logged once per attempt. What the
+// user must fix — an unreachable database at first start, wal_level,
+// missing tables, replica identity, publication or emit function, a slot
+// used by another process or created for something else — is returned from
+// Run; [IsConfigError] tells those apart. Malformed pgoutput data ends the
+// connection (the same WAL is decoded again after reconnecting), never the
+// process; the decoder does not panic on any input.
+//
+// # Concurrency
+//
+// Run owns two goroutines, both ended before it returns:
+//
+//   - the stream goroutine owns both connections, the decoder and its
+//     relation cache (columns by name, updated by every Relation message,
+//     so columns added or dropped while streaming are followed), and sends
+//     status updates — also while waiting for the delivery goroutine;
+//   - the delivery goroutine owns the deriver after bootstrap and calls
+//     Sink.Deliver; it receives decoded transactions over a bounded queue
+//     (256), which is the backpressure towards PostgreSQL.
+//
+// Status and State may be called from any goroutine. Locks: the acker's
+// mutex and the status mutex are leaf locks, never held together.
+package cdc

@@ -1,0 +1,236 @@
+package cdc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/koordi/koordi-realtime/cdc/derive"
+	"github.com/koordi/koordi-realtime/cdc/wal"
+	"github.com/koordi/koordi-realtime/schema"
+	ksql "github.com/koordi/koordi-realtime/sql"
+	"github.com/koordi/koordi-realtime/sql/pgcluster"
+)
+
+// koordiDB creates a fresh database with Koordi's tables and the service's
+// objects, and returns its URL and a connection to it.
+func koordiDB(t *testing.T) (string, *pgx.Conn) {
+	t.Helper()
+	url := pgcluster.NewDatabase(t, cluster)
+	conn := dial(t, url)
+	ctx := context.Background()
+	if err := ksql.Migrate(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	if err := ksql.Setup(ctx, conn, "koordi_realtime"); err != nil {
+		t.Fatal(err)
+	}
+	return url, conn
+}
+
+func dial(t *testing.T, url string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+func exec(t *testing.T, conn *pgx.Conn, sql string, args ...any) {
+	t.Helper()
+	if _, err := conn.Exec(context.Background(), sql, args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// recorder stands in for the derivation rules: it records every decoded
+// transaction and turns each change into one envelope, so the stream's
+// tests see exactly what the decoder produced.
+type recorder struct {
+	mu  sync.Mutex
+	txs []*wal.Tx
+	ch  chan *wal.Tx
+}
+
+func newRecorder() *recorder { return &recorder{ch: make(chan *wal.Tx, 10000)} }
+
+func (r *recorder) Bootstrap(context.Context, derive.Querier) error { return nil }
+
+func (r *recorder) Derive(tx *wal.Tx) []schema.Envelope {
+	r.mu.Lock()
+	r.txs = append(r.txs, tx)
+	r.mu.Unlock()
+	r.ch <- tx
+	out := make([]schema.Envelope, len(tx.Changes))
+	for i, c := range tx.Changes {
+		out[i] = schema.Envelope{
+			Offset: schema.Offset{LSN: tx.CommitLSN, Index: uint16(i)},
+			Room:   "test",
+			Event:  c.Op.String() + " " + c.Table,
+			Data:   json.RawMessage(`{}`),
+		}
+	}
+	return out
+}
+
+// waitTx returns the next recorded transaction for which match is true.
+func (r *recorder) waitTx(t *testing.T, match func(*wal.Tx) bool) *wal.Tx {
+	t.Helper()
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case tx := <-r.ch:
+			if match(tx) {
+				return tx
+			}
+		case <-timeout:
+			t.Fatal("timed out waiting for a transaction")
+		}
+	}
+}
+
+// sets reports whether tx updates table so that column becomes value.
+func sets(table, column, value string) func(*wal.Tx) bool {
+	return func(tx *wal.Tx) bool {
+		for _, c := range tx.Changes {
+			if c.Table == table && c.New != nil && c.New[column].Text == value {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// running is a consumer run by a test.
+type running struct {
+	c    *Consumer
+	stop func() error
+}
+
+// start runs a consumer with d as deriver until the test ends or stop.
+func start(t *testing.T, cfg Config, d deriver, sink Sink) *running {
+	t.Helper()
+	if cfg.SlotName == "" {
+		cfg.SlotName = slotFor(cfg.ConnString)
+	}
+	if cfg.StatusInterval == 0 {
+		cfg.StatusInterval = 50 * time.Millisecond
+	}
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d != nil {
+		c.deriver = d
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx, sink) }()
+	var once sync.Once
+	var runErr error
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			runErr = <-done
+		})
+		return runErr
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil && !errors.Is(err, errSinkClosed) {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return &running{c: c, stop: stop}
+}
+
+var errSinkClosed = errors.New("test sink failed on purpose")
+
+// discard is a sink that accepts everything.
+var discard = SinkFunc(func(context.Context, schema.Transaction) error { return nil })
+
+// slotConfirmed reads the slot's confirmed_flush_lsn.
+func slotConfirmed(t *testing.T, conn *pgx.Conn, slot string) uint64 {
+	t.Helper()
+	var lsn string
+	err := conn.QueryRow(context.Background(),
+		`SELECT coalesce(confirmed_flush_lsn::text, '0/0') FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&lsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hi, lo uint64
+	if _, err := fmt.Sscanf(lsn, "%X/%X", &hi, &lo); err != nil {
+		t.Fatal(err)
+	}
+	return hi<<32 | lo
+}
+
+// render prints transactions for golden files, with LSNs replaced by their
+// order so the output is stable.
+func render(txs []*wal.Tx) string {
+	var b strings.Builder
+	for i, tx := range txs {
+		fmt.Fprintf(&b, "tx %d (%d changes)\n", i+1, len(tx.Changes))
+		for _, c := range tx.Changes {
+			if c.Op == wal.OpMessage {
+				fmt.Fprintf(&b, "  MESSAGE %s\n", c.Message)
+				continue
+			}
+			fmt.Fprintf(&b, "  %s %s\n", c.Op, c.Table)
+			if c.Old != nil {
+				fmt.Fprintf(&b, "    old: %s\n", renderRow(c.Old))
+			}
+			if c.New != nil {
+				fmt.Fprintf(&b, "    new: %s\n", renderRow(c.New))
+			}
+		}
+	}
+	return b.String()
+}
+
+func renderRow(r wal.Row) string {
+	keys := make([]string, 0, len(r))
+	for k := range r {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		v := r[k]
+		if !v.Valid {
+			parts[i] = k + "=NULL"
+			continue
+		}
+		parts[i] = fmt.Sprintf("%s=%q", k, v.Text)
+	}
+	return strings.Join(parts, " ")
+}
+
+// waitFor polls cond until it holds or 30 s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// slotFor names a slot after the test's database: slot names are
+// cluster-wide, databases are per test.
+func slotFor(url string) string {
+	db := url[strings.LastIndex(url, "/")+1:]
+	db, _, _ = strings.Cut(db, "?")
+	return "slot_" + db
+}

@@ -1,0 +1,52 @@
+package cdc
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+type metrics struct {
+	lagBytes     prometheus.Gauge
+	lagSeconds   prometheus.Gauge
+	confirmedLSN prometheus.Gauge
+	receivedLSN  prometheus.Gauge
+	transactions prometheus.Counter
+	skipped      prometheus.Counter
+	reconnects   prometheus.Counter
+}
+
+// newMetrics registers the consumer's metrics on reg; nil registers none
+// (the metrics still work, nobody collects them).
+func newMetrics(reg prometheus.Registerer) *metrics {
+	f := promauto.With(reg)
+	return &metrics{
+		lagBytes: f.NewGauge(prometheus.GaugeOpts{
+			Name: "koordi_replication_lag_bytes",
+			Help: "WAL bytes between the server's current position and the newest position handed off to fan-out.",
+		}),
+		lagSeconds: f.NewGauge(prometheus.GaugeOpts{
+			Name: "koordi_replication_lag_seconds",
+			Help: "Seconds between the commit of the newest handed-off transaction and its hand-off; 0 when caught up.",
+		}),
+		confirmedLSN: f.NewGauge(prometheus.GaugeOpts{
+			Name: "koordi_replication_confirmed_lsn",
+			Help: "The flush position last confirmed to PostgreSQL (the slot's confirmed_flush_lsn).",
+		}),
+		receivedLSN: f.NewGauge(prometheus.GaugeOpts{
+			Name: "koordi_replication_received_lsn",
+			Help: "The newest WAL position received from PostgreSQL.",
+		}),
+		transactions: f.NewCounter(prometheus.CounterOpts{
+			Name: "koordi_replication_transactions_total",
+			Help: "Committed transactions decoded from the replication stream.",
+		}),
+		skipped: f.NewCounter(prometheus.CounterOpts{
+			Name: "koordi_replication_skipped_changes_total",
+			Help: "Changes ignored by the decoder: tables that are not watched, TRUNCATE, foreign logical messages.",
+		}),
+		reconnects: f.NewCounter(prometheus.CounterOpts{
+			Name: "koordi_replication_reconnects_total",
+			Help: "Replication connections lost and re-established.",
+		}),
+	}
+}
