@@ -196,7 +196,13 @@ func (c *Consumer) stream(ctx context.Context, queue chan<- *committed) error {
 		c.status.Reconnects++
 		c.status.LastError = err.Error()
 		c.mu.Unlock()
-		c.log.Warn("replication connection lost; reconnecting", "attempt", attempt, "backoff", backoff, "error", err)
+		if !started && errors.Is(err, ErrSlotActive) {
+			// Retried briefly at first start; if the slot stays busy the
+			// error is returned and said once, by the caller.
+			c.log.Debug("replication slot busy; retrying", "attempt", attempt, "backoff", backoff, "error", err)
+		} else {
+			c.log.Warn("replication connection lost; reconnecting", "attempt", attempt, "backoff", backoff, "error", err)
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

@@ -113,8 +113,23 @@ func sets(table, column, value string) func(*wal.Tx) bool {
 
 // running is a consumer run by a test.
 type running struct {
-	c    *Consumer
-	stop func() error
+	c      *Consumer
+	cancel context.CancelFunc
+	result chan error
+	once   sync.Once
+	err    error
+}
+
+// wait returns Run's error once it has ended on its own.
+func (r *running) wait() error {
+	r.once.Do(func() { r.err = <-r.result })
+	return r.err
+}
+
+// stop cancels Run and returns its error.
+func (r *running) stop() error {
+	r.cancel()
+	return r.wait()
 }
 
 // start runs a consumer with d as deriver until the test ends or stop.
@@ -134,23 +149,14 @@ func start(t *testing.T, cfg Config, d deriver, sink Sink) *running {
 		c.deriver = d
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx, sink) }()
-	var once sync.Once
-	var runErr error
-	stop := func() error {
-		once.Do(func() {
-			cancel()
-			runErr = <-done
-		})
-		return runErr
-	}
+	r := &running{c: c, cancel: cancel, result: make(chan error, 1)}
+	go func() { r.result <- c.Run(ctx, sink) }()
 	t.Cleanup(func() {
-		if err := stop(); err != nil && !errors.Is(err, errSinkClosed) {
+		if err := r.stop(); err != nil && !errors.Is(err, errSinkClosed) {
 			t.Errorf("Run: %v", err)
 		}
 	})
-	return &running{c: c, stop: stop}
+	return r
 }
 
 var errSinkClosed = errors.New("test sink failed on purpose")

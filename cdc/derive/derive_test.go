@@ -361,3 +361,19 @@ func compareGolden(t *testing.T, path string, got []byte) {
 		t.Errorf("%s differs (go test ./cdc/derive -update to accept):\ngot:\n%s\nwant:\n%s", path, got, want)
 	}
 }
+
+// BenchmarkDerive measures the hot path: one transaction assigning an event
+// and changing its title (two envelopes).
+func BenchmarkDerive(b *testing.B) {
+	b.ReportAllocs()
+	d := New(Config{})
+	if err := d.Bootstrap(context.Background(), baseQuerier()); err != nil {
+		b.Fatal(err)
+	}
+	tx := &wal.Tx{CommitLSN: 1, Changes: []wal.Change{upd(tE, e1, with(e1, "assigned_to_user_id", U1, "title", "New"))}}
+	for b.Loop() {
+		if len(d.Derive(tx)) != 2 {
+			b.Fatal("want 2 envelopes")
+		}
+	}
+}

@@ -1,0 +1,284 @@
+package derive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/koordi/koordi-realtime/cdc/wal"
+	"github.com/koordi/koordi-realtime/schema"
+)
+
+func TestParseUID(t *testing.T) {
+	for _, s := range []string{U1, "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"} {
+		u, ok := parseUID(s)
+		if !ok {
+			t.Errorf("parseUID(%q) failed", s)
+			continue
+		}
+		if got := u.String(); got != strings.ToLower(s) {
+			t.Errorf("parseUID(%q).String() = %q", s, got)
+		}
+	}
+	for _, s := range []string{"", "x", "a0eebc999c0b4ef8bb6d6bb9bd380a11", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1g",
+		"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1", "a0eebc99x9c0b-4ef8-bb6d-6bb9bd380a11"} {
+		if _, ok := parseUID(s); ok {
+			t.Errorf("parseUID(%q) accepted", s)
+		}
+	}
+}
+
+func TestRFC3339(t *testing.T) {
+	for in, want := range map[string]string{
+		"2026-11-26 01:11:16.123456+00": "2026-11-26T01:11:16.123456Z",
+		"2026-11-26 01:11:16.123+00":    "2026-11-26T01:11:16.123Z",
+		"2026-11-26 01:11:16+00":        "2026-11-26T01:11:16.000Z",
+		"2026-11-26 03:11:16+02":        "2026-11-26T01:11:16.000Z",
+		"2026-11-26 06:41:16+05:30":     "2026-11-26T01:11:16.000Z",
+		"1900-01-01 00:09:21+00:09:21":  "1900-01-01T00:00:00.000Z",
+		"2026-11-26T01:11:16Z":          "2026-11-26T01:11:16.000Z",
+		"2026-11-26 01:11:16":           "2026-11-26T01:11:16.000Z",
+		"infinity":                      "infinity",
+		"":                              "",
+	} {
+		if got := rfc3339(in); got != want {
+			t.Errorf("rfc3339(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestBootstrapErrorKeepsState(t *testing.T) {
+	d := New(Config{})
+	if err := d.Bootstrap(context.Background(), baseQuerier()); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	if err := d.Bootstrap(context.Background(), &fakeQuerier{err: boom}); !errors.Is(err, boom) {
+		t.Fatalf("Bootstrap error = %v, want %v", err, boom)
+	}
+	if !d.State().IsAcceptedMember(U1, C1) {
+		t.Error("failed bootstrap dropped the previous state")
+	}
+}
+
+func TestBootstrapReplaces(t *testing.T) {
+	d := New(Config{})
+	d.Derive(&wal.Tx{CommitLSN: 1, Changes: []wal.Change{ins(tM, memberRowOf(M4, C3, U4, "dave@example.com", "accepted"))}})
+	if !d.State().IsAcceptedMember(U4, C3) {
+		t.Fatal("streamed membership not accepted")
+	}
+	if err := d.Bootstrap(context.Background(), baseQuerier()); err != nil {
+		t.Fatal(err)
+	}
+	if d.State().IsAcceptedMember(U4, C3) {
+		t.Error("bootstrap kept a membership the database does not have")
+	}
+	if got := d.State().AcceptedCalendars(U2); strings.Join(got, ",") != C1+","+C2 {
+		t.Errorf("AcceptedCalendars(U2) = %v", got)
+	}
+	if got := d.State().AcceptedCalendars("not-a-uuid"); got != nil {
+		t.Errorf("AcceptedCalendars(bad id) = %v", got)
+	}
+	if d.State().IsAcceptedMember("x", C1) || d.State().IsAcceptedMember(U1, "y") {
+		t.Error("bad ids reported as members")
+	}
+}
+
+// TestStateConcurrentReads runs readers against Derive under -race.
+func TestStateConcurrentReads(t *testing.T) {
+	d := New(Config{})
+	if err := d.Bootstrap(context.Background(), baseQuerier()); err != nil {
+		t.Fatal(err)
+	}
+	st := d.State()
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				st.IsAcceptedMember(U3, C1)
+				st.AcceptedCalendars(U3)
+			}
+		})
+	}
+	added := memberRowOf(M4, C1, U3, "carol@example.com", "accepted")
+	for i := range 500 {
+		d.Derive(&wal.Tx{CommitLSN: uint64(2 * i), Changes: []wal.Change{ins(tM, added)}})
+		d.Derive(&wal.Tx{CommitLSN: uint64(2*i + 1), Changes: []wal.Change{del(tM, added)}})
+	}
+	close(stop)
+	wg.Wait()
+	if st.IsAcceptedMember(U3, C1) {
+		t.Error("membership left accepted after its delete")
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	d := New(Config{Registerer: reg})
+	New(Config{Registerer: reg}) // a second Deriver shares the collectors
+	if err := d.Bootstrap(context.Background(), baseQuerier()); err != nil {
+		t.Fatal(err)
+	}
+	d.Derive(&wal.Tx{CommitLSN: 1, Changes: []wal.Change{
+		del(tM, memberRowOf(M2, C1, U2, "bob@example.com", "accepted")),
+		msg(`{"room":"nope","event":"x","data":1}`),
+		msg(`{`),
+		ins("children", row("id", tid(9, 1))),
+	}})
+	if got := testutil.ToFloat64(d.m.derived.WithLabelValues(schema.MemberRemoved)); got != 2 {
+		t.Errorf("member:removed derived = %v, want 2", got)
+	}
+	n, err := testutil.GatherAndCount(reg, "koordi_events_derived_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != len(schema.Names) {
+		t.Errorf("koordi_events_derived_total has %d series, want one per schema.Names (%d)", n, len(schema.Names))
+	}
+	want := `
+# HELP koordi_emit_rejected_total koordi_realtime.emit messages rejected, by reason.
+# TYPE koordi_emit_rejected_total counter
+koordi_emit_rejected_total{reason="bad_data"} 0
+koordi_emit_rejected_total{reason="bad_event"} 0
+koordi_emit_rejected_total{reason="bad_room"} 1
+koordi_emit_rejected_total{reason="malformed"} 1
+koordi_emit_rejected_total{reason="too_large"} 0
+# HELP koordi_derive_skipped_total Changes or events derivation skipped, by reason (unknown_table, index_overflow).
+# TYPE koordi_derive_skipped_total counter
+koordi_derive_skipped_total{reason="index_overflow"} 0
+koordi_derive_skipped_total{reason="unknown_table"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "koordi_emit_rejected_total", "koordi_derive_skipped_total"); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestEmitTooLarge(t *testing.T) {
+	big := `{"room":"user:` + U1 + `","event":"x","data":"` + strings.Repeat("a", maxEmitBytes) + `"}`
+	if _, _, _, reason := parseEmit([]byte(big)); reason != rejectTooLarge {
+		t.Errorf("reason = %q, want %q", reason, rejectTooLarge)
+	}
+}
+
+// TestOffsetOverflow checks that a transaction deriving more events than a
+// 16-bit index can number keeps the first 65536 with consecutive offsets.
+func TestOffsetOverflow(t *testing.T) {
+	d := New(Config{})
+	changes := make([]wal.Change, 0, 1<<16+10)
+	for i := range 1<<16 + 10 {
+		changes = append(changes, ins(tE, eventRow(fmt.Sprintf("00000004-0000-4000-8000-%012d", i), C1, "x")))
+	}
+	envs := d.Derive(&wal.Tx{CommitLSN: 7, Changes: changes})
+	if len(envs) != 1<<16 {
+		t.Fatalf("%d envelopes, want %d", len(envs), 1<<16)
+	}
+	if last := envs[len(envs)-1].Offset; last != (schema.Offset{LSN: 7, Index: 0xFFFF}) {
+		t.Errorf("last offset %v", last)
+	}
+	if got := testutil.ToFloat64(d.m.skipped.WithLabelValues(skipOverflow)); got != 10 {
+		t.Errorf("overflow count = %v, want 10", got)
+	}
+}
+
+// BenchmarkStateMemory measures the state's heap per user, membership and
+// event for 100k users (one accepted membership and ten events each), loaded
+// through Bootstrap. The figures are quoted in doc.go.
+func BenchmarkStateMemory(b *testing.B) {
+	b.ReportAllocs()
+	const users = 100_000
+	const eventsPerUser = 10
+	measure := func(q *genQuerier) float64 {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		d := New(Config{})
+		if err := d.Bootstrap(context.Background(), q); err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		runtime.KeepAlive(d)
+		return float64(after.HeapAlloc) - float64(before.HeapAlloc)
+	}
+	var perUser, perMember, perEvent float64
+	for b.Loop() {
+		onlyUsers := measure(&genQuerier{users: users})
+		withMembers := measure(&genQuerier{users: users, members: true})
+		withEvents := measure(&genQuerier{users: users, members: true, events: eventsPerUser})
+		perUser = onlyUsers / users
+		perMember = (withMembers - onlyUsers) / users
+		perEvent = (withEvents - withMembers) / (users * eventsPerUser)
+	}
+	b.ReportMetric(perUser, "B/user")
+	b.ReportMetric(perMember, "B/membership")
+	b.ReportMetric(perEvent, "B/event")
+}
+
+// genQuerier generates bootstrap rows on the fly, so the measured heap holds
+// only the state: user i is "User <i>" <user<i>@example.com>, accepted in
+// calendar i/20 (5000 calendars).
+type genQuerier struct {
+	users   int
+	members bool
+	events  int
+}
+
+func (g *genQuerier) Query(_ context.Context, sql string, _ ...any) (pgx.Rows, error) {
+	table := sql[strings.LastIndex(sql, " FROM ")+6:]
+	r := &genRows{table: table, g: g}
+	switch table {
+	case "users":
+		r.n = g.users
+	case "event_calendars":
+		r.n = g.users / 20
+	case "event_calendar_memberships":
+		if g.members {
+			r.n = g.users
+		}
+	case "events":
+		r.n = g.users * g.events
+	}
+	return r, nil
+}
+
+type genRows struct {
+	fakeRows
+	g     *genQuerier
+	table string
+	n, i  int
+	buf   [4][]byte
+}
+
+func (r *genRows) Next() bool {
+	if r.i >= r.n {
+		return false
+	}
+	i := r.i
+	r.i++
+	id := func(k, n int) []byte { return fmt.Appendf(nil, "%08d-0000-4000-8000-%012d", k, n) }
+	switch r.table {
+	case "users":
+		r.cur = [][]byte{id(1, i), fmt.Appendf(nil, "User %d", i), fmt.Appendf(nil, "user%d@example.com", i)}
+	case "event_calendars":
+		r.cur = [][]byte{id(2, i), fmt.Appendf(nil, "Calendar %d", i), []byte("false")}
+	case "event_calendar_memberships":
+		r.cur = [][]byte{id(3, i), id(2, i/20), id(1, i), []byte("accepted")}
+	case "events":
+		r.cur = [][]byte{id(4, i), id(2, i/(20*r.g.events))}
+	}
+	return true
+}
