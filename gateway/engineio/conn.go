@@ -1,0 +1,287 @@
+package engineio
+
+import (
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Request describes the HTTP request that opened a session.
+type Request struct {
+	Header     http.Header
+	Query      url.Values
+	RemoteAddr string
+	Time       time.Time
+}
+
+// Conn is one Engine.IO session. Its methods are safe for concurrent use.
+type Conn struct {
+	srv *Server
+	id  string
+	req Request
+
+	value atomic.Value // handler-owned slot
+
+	readMu sync.Mutex // serialises Handler.Message, Handler.Close and Dispatch
+
+	wake chan struct{} // capacity 1: the queue grew or the state changed
+	done chan struct{} // closed by close
+
+	mu          sync.Mutex
+	transport   string   // "polling" or "websocket"
+	queue       []Packet // waiting for the wire
+	spare       []Packet // the consumer's drained buffer, reused
+	closed      bool
+	reason      string
+	flush       bool // deliver what is queued before closing
+	closeFrame  byte // polling: what a pending GET answers on close (TypeClose, or TypeNoop when the peer closed)
+	getPending  bool
+	postPending bool
+	prober      *websocket.Conn // the WebSocket probing an upgrade, if any
+	ws          *websocket.Conn // the WebSocket transport once upgraded or opened on it
+
+	// heartbeat, under mu
+	timer        *time.Timer
+	timerAt      time.Time
+	awaitingPong bool
+}
+
+// ID returns the session id.
+func (c *Conn) ID() string { return c.id }
+
+// Request returns the opening request (headers, query, remote address, time).
+func (c *Conn) Request() Request { return c.req }
+
+// Transport returns the current transport, "polling" or "websocket".
+func (c *Conn) Transport() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.transport
+}
+
+// SetValue stores handler-owned data on the connection.
+func (c *Conn) SetValue(v any) { c.value.Store(&v) }
+
+// Value returns what SetValue stored, or nil.
+func (c *Conn) Value() any {
+	if p, ok := c.value.Load().(*any); ok {
+		return *p
+	}
+	return nil
+}
+
+// Done is closed when the connection has closed.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// SendText queues one text packet (type byte then data, e.g. "4hello").
+// It never blocks; false if the connection is closed or its queue was full,
+// in which case the connection is closed with ReasonSlowConsumer.
+// p must not be modified afterwards.
+func (c *Conn) SendText(p []byte) bool {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return false
+	}
+	if len(c.queue) >= c.srv.cfg.SendQueue {
+		c.mu.Unlock()
+		c.close(ReasonSlowConsumer, false)
+		return false
+	}
+	c.queue = append(c.queue, Packet{Data: p})
+	c.mu.Unlock()
+	c.signal()
+	return true
+}
+
+// SendPackets queues ps atomically: nothing else is queued between them
+// (a Socket.IO binary packet and its attachments). Same contract as SendText.
+func (c *Conn) SendPackets(ps ...Packet) bool {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return false
+	}
+	if len(c.queue)+len(ps) > c.srv.cfg.SendQueue {
+		c.mu.Unlock()
+		c.close(ReasonSlowConsumer, false)
+		return false
+	}
+	c.queue = append(c.queue, ps...)
+	c.mu.Unlock()
+	c.signal()
+	return true
+}
+
+// Close closes the connection with ReasonForcedClose after delivering what
+// is already queued (bounded by the heartbeat timeout).
+func (c *Conn) Close() { c.close(ReasonForcedClose, true) }
+
+// Dispatch runs f on a new goroutine owned by the Server, serialised with the
+// Handler's Message and Close calls for this connection. f must not call
+// Dispatch's caller back synchronously in a way that waits for f.
+func (c *Conn) Dispatch(f func()) {
+	c.srv.wg.Go(func() {
+		c.readMu.Lock()
+		defer c.readMu.Unlock()
+		f()
+	})
+}
+
+func (c *Conn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Conn) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+// close ends the session once: it leaves the table, stops the heartbeat,
+// wakes the consumer (which delivers the queue first when flush is set) and
+// schedules Handler.Close after any Message in progress.
+func (c *Conn) close(reason string, flush bool) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.reason = reason
+	c.flush = flush
+	if c.closeFrame == 0 {
+		c.closeFrame = TypeClose
+	}
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	ws := c.ws
+	// A polling peer that closed while no GET was waiting may still have one
+	// in flight: linger briefly so that GET gets its noop, as it would had it
+	// arrived first, instead of "Session ID unknown".
+	linger := c.transport == "polling" && c.closeFrame == TypeNoop && !c.getPending
+	c.mu.Unlock()
+	close(c.done)
+	if linger {
+		time.AfterFunc(c.srv.cfg.PingTimeout, func() { c.srv.remove(c) })
+	} else {
+		c.srv.remove(c)
+	}
+	if ws != nil && !flush {
+		// Abort a write that may be stuck on a dead peer; the writer and the
+		// reader then both fail and exit.
+		_ = ws.CloseNow()
+	}
+	c.signal()
+	c.srv.cfg.Logger.Debug("engine.io session closed", "sid", c.id, "reason", reason)
+	c.srv.wg.Go(func() {
+		c.readMu.Lock()
+		defer c.readMu.Unlock()
+		c.srv.h.Close(c, reason)
+	})
+}
+
+// take swaps the queue out for the consumer. The caller gives the slice back
+// with giveBack once written, so steady-state sending allocates nothing.
+func (c *Conn) takeLocked() []Packet {
+	batch := c.queue
+	c.queue = c.spare[:0]
+	c.spare = nil
+	return batch
+}
+
+func (c *Conn) giveBack(batch []Packet) {
+	clear(batch) // drop references to sent frames
+	c.mu.Lock()
+	if c.spare == nil {
+		c.spare = batch[:0]
+	}
+	c.mu.Unlock()
+}
+
+// startHeartbeat arms the ping timer: ping every PingInterval, close when
+// the pong has not come PingTimeout after a ping.
+func (c *Conn) startHeartbeat() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.timerAt = time.Now().Add(c.srv.cfg.PingInterval)
+	c.timer = time.AfterFunc(c.srv.cfg.PingInterval, c.onTimer)
+}
+
+func (c *Conn) resetTimerLocked(d time.Duration) {
+	c.timerAt = time.Now().Add(d)
+	c.timer.Reset(d)
+}
+
+func (c *Conn) onTimer() {
+	c.mu.Lock()
+	if c.closed || time.Now().Before(c.timerAt) {
+		// Closed, or a firing that raced with a Reset: the Reset fires later.
+		c.mu.Unlock()
+		return
+	}
+	if c.awaitingPong {
+		c.mu.Unlock()
+		c.close(ReasonPingTimeout, false)
+		return
+	}
+	c.awaitingPong = true
+	c.resetTimerLocked(c.srv.cfg.PingTimeout)
+	c.mu.Unlock()
+	c.SendText(pingPacket)
+}
+
+func (c *Conn) onPong() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || !c.awaitingPong {
+		return
+	}
+	c.awaitingPong = false
+	c.resetTimerLocked(c.srv.cfg.PingInterval)
+}
+
+var (
+	pingPacket  = []byte{TypePing}
+	noopPacket  = []byte{TypeNoop}
+	closePacket = []byte{TypeClose}
+)
+
+// deliver handles one decoded packet from the peer; false when the
+// connection must stop reading. The caller holds readMu.
+func (c *Conn) deliver(d Decoded) bool {
+	switch d.Type {
+	case TypeMessage:
+		if c.isClosed() {
+			return false
+		}
+		c.srv.h.Message(c, d.Data, d.Binary)
+	case TypePong:
+		c.onPong()
+	case TypePing:
+		// Engine.IO v3 clients ping; answer so they stay up.
+		c.SendText(append([]byte{TypePong}, d.Data...))
+	case TypeClose:
+		c.mu.Lock()
+		c.closeFrame = TypeNoop
+		c.mu.Unlock()
+		c.close(ReasonTransportClose, false)
+		return false
+	case TypeNoop:
+	default: // open, or upgrade outside an upgrade
+		c.close(ReasonParseError, false)
+		return false
+	}
+	return true
+}
+
+// Abort closes the connection at once with reason, dropping what is queued.
+func (c *Conn) Abort(reason string) { c.close(reason, false) }

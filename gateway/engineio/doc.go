@@ -1,0 +1,38 @@
+// Package engineio serves the Engine.IO v4 protocol: the session handshake,
+// the HTTP long-polling and WebSocket transports, the upgrade from the first
+// to the second, server-sent heartbeats and close semantics. It knows nothing
+// of Socket.IO: it carries opaque messages between a [Handler] and the peer.
+//
+// # Guarantees
+//
+//   - Packets queued with [Conn.SendText] and [Conn.SendPackets] reach the peer
+//     in queue order, across the polling→WebSocket upgrade: polling responses
+//     carry what is queued until the client completes the upgrade, the
+//     WebSocket writer carries the rest.
+//   - Sending never blocks. Each connection has a bounded queue
+//     (Config.SendQueue packets); a send that would exceed it closes the
+//     connection with reason [ReasonSlowConsumer] (the client reconnects).
+//   - Bad requests get the reference server's HTTP answers
+//     ({"code":0,"message":"Transport unknown"} with status 400, and so on for
+//     codes 1–5) and never a 500; a malformed packet closes the session.
+//   - Inbound data is bounded: a polling POST body or a WebSocket message
+//     larger than Config.MaxPayload is refused (413, or WebSocket close 1009).
+//
+// # Concurrency
+//
+// [Handler.Message] and [Handler.Close] calls for one connection never run
+// concurrently and arrive in order; Close is the last call. Message runs on
+// the WebSocket read goroutine or the goroutine of the polling POST that
+// carried it. Conn methods are safe for concurrent use.
+//
+// Goroutines: a WebSocket connection has one reader (the HTTP handler's own
+// goroutine) and one writer; a polling connection has none between requests,
+// only a heartbeat timer. Close callbacks and [Conn.Dispatch] run on short
+// goroutines owned by the Server; [Server.Shutdown] waits for all of them.
+//
+// # Lock order
+//
+// Conn.readMu (delivery serialisation) before Conn.mu (state and queue) before
+// Server.mu (session table). No lock is held while calling the Handler, except
+// readMu, which is what serialises the calls.
+package engineio

@@ -1,0 +1,156 @@
+package engineio
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"time"
+)
+
+// upgradeNoopDelay is how long a GET waits for packets during an upgrade
+// before it is answered with a noop.
+const upgradeNoopDelay = 100 * time.Millisecond
+
+// servePoll answers a long-polling GET with what is queued, waiting until
+// something is. Only one GET may wait at a time: a second one closes the
+// session (the reference server does the same).
+func (c *Conn) servePoll(w http.ResponseWriter, r *http.Request) {
+	c.mu.Lock()
+	if c.transport != "polling" {
+		c.mu.Unlock()
+		writeError(w, errBadRequest)
+		return
+	}
+	if c.closed {
+		// A lingering session (see close): answer its close once.
+		frame := c.closeFrame
+		c.mu.Unlock()
+		c.srv.remove(c)
+		writePayload(w, []byte{frame})
+		return
+	}
+	if c.getPending {
+		c.mu.Unlock()
+		c.close(ReasonTransportError, false)
+		writeError(w, errBadRequest)
+		return
+	}
+	c.getPending = true
+	var noop <-chan time.Time // fires while upgrading: release the GET with a noop
+	for len(c.queue) == 0 && !c.closed && c.transport == "polling" {
+		if c.prober != nil && noop == nil {
+			// Like the reference server's 100 ms upgrade check: the noop
+			// lets the client pause polling and complete the upgrade.
+			t := time.NewTimer(upgradeNoopDelay)
+			defer t.Stop()
+			noop = t.C
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.wake:
+		case <-noop:
+			c.mu.Lock()
+			goto answer
+		case <-c.done:
+		case <-r.Context().Done():
+			c.mu.Lock()
+			c.getPending = false
+			c.mu.Unlock()
+			// The reference server treats an aborted poll as a transport error.
+			c.close(ReasonTransportError, false)
+			return
+		}
+		c.mu.Lock()
+	}
+answer:
+	var batch []Packet
+	var tail []byte
+	switch {
+	case c.transport != "polling":
+		// Upgraded while we waited (a client pauses polling before it
+		// upgrades, so this one broke the protocol): the WebSocket writer
+		// owns the queue now.
+		c.getPending = false
+		c.mu.Unlock()
+		writeError(w, errBadRequest)
+		return
+	case c.closed:
+		if c.flush {
+			batch = c.takeLocked()
+		}
+		tail = []byte{c.closeFrame}
+	case len(c.queue) > 0:
+		batch = c.takeLocked()
+	default: // upgrading: release the GET so the client can pause polling
+		tail = noopPacket
+	}
+	c.getPending = false
+	c.mu.Unlock()
+
+	ps := batch
+	if tail != nil {
+		ps = append(ps, Packet{Data: tail})
+	}
+	body := AppendPayload(make([]byte, 0, payloadLen(ps)), ps)
+	if batch != nil {
+		c.giveBack(batch)
+	}
+	writePayload(w, body)
+}
+
+// servePost reads a polling payload and delivers its packets in order.
+func (c *Conn) servePost(w http.ResponseWriter, r *http.Request) {
+	c.mu.Lock()
+	if c.transport != "polling" || c.closed {
+		c.mu.Unlock()
+		writeError(w, errBadRequest)
+		return
+	}
+	if c.postPending {
+		c.mu.Unlock()
+		c.close(ReasonTransportError, false)
+		writeError(w, errBadRequest)
+		return
+	}
+	c.postPending = true
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.postPending = false
+		c.mu.Unlock()
+	}()
+
+	limit := c.srv.cfg.MaxPayload
+	if r.ContentLength > int64(limit) {
+		c.close(ReasonTransportError, false)
+		http.Error(w, "payload too large", http.StatusRequestEntityTooLarge)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(limit)))
+	if err != nil {
+		c.close(ReasonTransportError, false)
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			http.Error(w, "payload too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		writeError(w, errBadRequest)
+		return
+	}
+	packets, err := DecodePayload(body)
+	if err != nil {
+		c.close(ReasonParseError, false)
+		writeError(w, errBadRequest)
+		return
+	}
+	c.readMu.Lock()
+	for _, p := range packets {
+		if !c.deliver(p) {
+			break
+		}
+	}
+	c.readMu.Unlock()
+	w.Header().Set("Content-Type", "text/html")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write([]byte("ok"))
+}

@@ -1,0 +1,338 @@
+package engineio
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Config configures a Server. Zero values are the documented defaults.
+type Config struct {
+	PingInterval time.Duration // default 25s
+	PingTimeout  time.Duration // default 20s
+	MaxPayload   int           // bytes of one POST body or WebSocket message; default 1_000_000
+	// AllowedOrigins lists exact origins ("http://localhost:5173") allowed to
+	// make cross-origin requests, with credentials. "*" or an empty list allows
+	// any origin (the request's Origin is reflected). Same-host requests and
+	// requests without Origin are always allowed.
+	AllowedOrigins []string
+	SendQueue      int          // packets queued per connection before it is closed; default 1024
+	Logger         *slog.Logger // nil: discard
+}
+
+func (c *Config) setDefaults() {
+	if c.PingInterval <= 0 {
+		c.PingInterval = 25 * time.Second
+	}
+	if c.PingTimeout <= 0 {
+		c.PingTimeout = 20 * time.Second
+	}
+	if c.MaxPayload <= 0 {
+		c.MaxPayload = 1_000_000
+	}
+	if c.SendQueue <= 0 {
+		c.SendQueue = 1024
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Handler receives the life of each connection.
+type Handler interface {
+	// Open runs once the session exists, before the handshake answer is
+	// written and before any Message.
+	Open(c *Conn)
+	// Message runs for each message packet, in arrival order. data is the
+	// packet's data (without the type byte for text) and may be retained.
+	Message(c *Conn, data []byte, binary bool)
+	// Close runs once, after the last Message, with the close reason.
+	Close(c *Conn, reason string)
+}
+
+// Close reasons passed to Handler.Close.
+const (
+	ReasonTransportClose = "transport close"      // the peer closed or sent a close packet
+	ReasonTransportError = "transport error"      // a read or write failed, or polling misuse
+	ReasonPingTimeout    = "ping timeout"         // no pong within PingTimeout
+	ReasonParseError     = "parse error"          // malformed packet
+	ReasonForcedClose    = "forced close"         // Conn.Close
+	ReasonShutdown       = "server shutting down" // Server.Shutdown
+	ReasonSlowConsumer   = "slow consumer"        // the send queue overflowed
+)
+
+// Engine.IO error answers, as the reference server sends them.
+const (
+	errUnknownTransport = iota
+	errUnknownSID
+	errBadHandshakeMethod
+	errBadRequest
+	errForbidden
+	errUnsupportedProtocolVersion
+)
+
+var errorMessages = [...]string{
+	"Transport unknown",
+	"Session ID unknown",
+	"Bad handshake method",
+	"Bad request",
+	"Forbidden",
+	"Unsupported protocol version",
+}
+
+// Server is an Engine.IO v4 endpoint. Mount it at the protocol path (any path:
+// the query string carries the protocol).
+type Server struct {
+	cfg     Config
+	h       Handler
+	anyOrig bool
+	origins []string
+
+	wg sync.WaitGroup // writers, WebSocket handlers, close callbacks, dispatches
+
+	mu       sync.Mutex
+	conns    map[string]*Conn
+	shutdown bool
+}
+
+// NewServer returns a Server that reports connections to h.
+func NewServer(cfg Config, h Handler) *Server {
+	cfg.setDefaults()
+	s := &Server{cfg: cfg, h: h, conns: make(map[string]*Conn)}
+	s.anyOrig = len(cfg.AllowedOrigins) == 0 || slices.Contains(cfg.AllowedOrigins, "*")
+	for _, o := range cfg.AllowedOrigins {
+		s.origins = append(s.origins, strings.TrimRight(o, "/"))
+	}
+	return s
+}
+
+// Config returns the configuration with defaults applied.
+func (s *Server) Config() Config { return s.cfg }
+
+// Len returns the number of open sessions.
+func (s *Server) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// Shutdown closes every connection with [ReasonShutdown] (clients reconnect)
+// and refuses new sessions, then waits for the connections' goroutines or ctx.
+// It is idempotent.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.shutdown = true
+	conns := make([]*Conn, 0, len(s.conns))
+	for _, c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.close(ReasonShutdown, true)
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Server) lookup(sid string) *Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conns[sid]
+}
+
+func (s *Server) remove(c *Conn) {
+	s.mu.Lock()
+	if s.conns[c.id] == c {
+		delete(s.conns, c.id)
+	}
+	s.mu.Unlock()
+}
+
+// register adds c to the table; false once Shutdown has begun.
+func (s *Server) register(c *Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutdown {
+		return false
+	}
+	s.conns[c.id] = c
+	return true
+}
+
+// ServeHTTP implements http.Handler: handshakes, polling requests and
+// WebSocket connections.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	origin := r.Header.Get("Origin")
+	originOK := s.originAllowed(r, origin)
+	if originOK && origin != "" {
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Set("Access-Control-Allow-Credentials", "true")
+		h.Add("Vary", "Origin")
+	}
+	if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+		if !originOK {
+			writeError(w, errForbidden)
+			return
+		}
+		h := w.Header()
+		h.Set("Access-Control-Allow-Methods", "GET, POST")
+		if rh := r.Header.Get("Access-Control-Request-Headers"); rh != "" {
+			h.Set("Access-Control-Allow-Headers", rh)
+		}
+		h.Set("Access-Control-Max-Age", "86400")
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+
+	q := r.URL.Query()
+	transport := q.Get("transport")
+	if transport != "polling" && transport != "websocket" {
+		writeError(w, errUnknownTransport)
+		return
+	}
+	isUpgrade := strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+	if isUpgrade != (transport == "websocket") {
+		writeError(w, errBadRequest)
+		return
+	}
+	if !originOK {
+		writeError(w, errForbidden)
+		return
+	}
+	sid := q.Get("sid")
+	if sid == "" {
+		if r.Method != http.MethodGet {
+			writeError(w, errBadHandshakeMethod)
+			return
+		}
+		if q.Get("EIO") != "4" {
+			writeError(w, errUnsupportedProtocolVersion)
+			return
+		}
+		if isUpgrade {
+			s.serveWebSocket(w, r, q, nil)
+		} else {
+			s.handshakePolling(w, r, q)
+		}
+		return
+	}
+	c := s.lookup(sid)
+	if c == nil {
+		writeError(w, errUnknownSID)
+		return
+	}
+	if isUpgrade {
+		s.serveWebSocket(w, r, q, c)
+		return
+	}
+	switch r.Method {
+	case http.MethodGet:
+		c.servePoll(w, r)
+	case http.MethodPost:
+		c.servePost(w, r)
+	default:
+		writeError(w, errBadRequest)
+	}
+}
+
+func (s *Server) originAllowed(r *http.Request, origin string) bool {
+	if origin == "" || s.anyOrig {
+		return true
+	}
+	if u, err := url.Parse(origin); err == nil && strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	return slices.Contains(s.origins, origin)
+}
+
+func writeError(w http.ResponseWriter, code int) {
+	status := http.StatusBadRequest
+	if code == errForbidden {
+		status = http.StatusForbidden
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(`{"code":` + strconv.Itoa(code) + `,"message":"` + errorMessages[code] + `"}`))
+}
+
+// newConn creates and registers a session; nil during shutdown.
+func (s *Server) newConn(r *http.Request, q url.Values, transport string) *Conn {
+	c := &Conn{
+		srv:       s,
+		id:        rand.Text(),
+		transport: transport,
+		wake:      make(chan struct{}, 1),
+		done:      make(chan struct{}),
+		req: Request{
+			Header:     r.Header.Clone(),
+			Query:      q,
+			RemoteAddr: r.RemoteAddr,
+			Time:       time.Now(),
+		},
+	}
+	if !s.register(c) {
+		return nil
+	}
+	c.startHeartbeat()
+	return c
+}
+
+// openPacket is the handshake answer.
+func (s *Server) openPacket(sid string, upgrades bool) []byte {
+	type open struct {
+		SID          string   `json:"sid"`
+		Upgrades     []string `json:"upgrades"`
+		PingInterval int64    `json:"pingInterval"`
+		PingTimeout  int64    `json:"pingTimeout"`
+		MaxPayload   int      `json:"maxPayload"`
+	}
+	o := open{
+		SID:          sid,
+		Upgrades:     []string{},
+		PingInterval: s.cfg.PingInterval.Milliseconds(),
+		PingTimeout:  s.cfg.PingTimeout.Milliseconds(),
+		MaxPayload:   s.cfg.MaxPayload,
+	}
+	if upgrades {
+		o.Upgrades = []string{"websocket"}
+	}
+	b, _ := json.Marshal(o) // cannot fail: plain fields
+	return append([]byte{TypeOpen}, b...)
+}
+
+func (s *Server) handshakePolling(w http.ResponseWriter, r *http.Request, q url.Values) {
+	c := s.newConn(r, q, "polling")
+	if c == nil {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"code":3,"message":"Server shutting down"}`))
+		return
+	}
+	s.cfg.Logger.Debug("engine.io session opened", "sid", c.id, "transport", "polling", "remote", r.RemoteAddr)
+	s.h.Open(c)
+	writePayload(w, s.openPacket(c.id, true))
+}
+
+func writePayload(w http.ResponseWriter, body []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=UTF-8")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}

@@ -1,0 +1,255 @@
+package engineio
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+var probe = []byte("probe")
+
+// serveWebSocket runs a WebSocket transport: a fresh session when c is nil,
+// otherwise the upgrade of polling session c. It returns when the WebSocket
+// is closed; the calling goroutine is the reader.
+func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, q url.Values, c *Conn) {
+	opts := &websocket.AcceptOptions{InsecureSkipVerify: s.anyOrig}
+	if !s.anyOrig {
+		opts.OriginPatterns = s.origins
+	}
+	ws, err := websocket.Accept(w, r, opts)
+	if err != nil {
+		// Accept has answered the request (403 or 400).
+		return
+	}
+	s.wg.Add(1)
+	defer s.wg.Done()
+	ws.SetReadLimit(int64(s.cfg.MaxPayload))
+	if c != nil {
+		c.mu.Lock()
+		ok := c.transport == "polling" && c.prober == nil && !c.closed
+		c.mu.Unlock()
+		if !ok {
+			// Like the reference server: accept, then close a second
+			// upgrade of the same session.
+			_ = ws.CloseNow()
+			return
+		}
+	}
+
+	if c == nil {
+		c = s.newConn(r, q, "websocket")
+		if c == nil {
+			_ = ws.Close(websocket.StatusGoingAway, "server shutting down")
+			return
+		}
+		c.mu.Lock()
+		c.ws = ws
+		// The open packet goes first, through the queue like everything else.
+		c.queue = append(c.queue, Packet{Data: s.openPacket(c.id, false)})
+		c.mu.Unlock()
+		c.signal()
+		s.cfg.Logger.Debug("engine.io session opened", "sid", c.id, "transport", "websocket", "remote", r.RemoteAddr)
+		s.h.Open(c)
+	} else if !c.probe(ws) {
+		return
+	}
+
+	writerDone := make(chan struct{})
+	s.wg.Go(func() {
+		defer close(writerDone)
+		c.writeLoop(ws)
+	})
+	c.readLoop(ws)
+	<-writerDone
+}
+
+// probe runs the upgrade handshake on ws for polling session c: "2probe" →
+// "3probe", then "5" switches the session to ws. Anything else, or the
+// session ending, closes ws and leaves the session on polling.
+func (c *Conn) probe(ws *websocket.Conn) bool {
+	// Close ws if the session ends while we wait for the client.
+	stop := context.AfterFunc(doneContext{c.done}, func() { _ = ws.CloseNow() })
+	defer stop()
+	ctx := context.Background()
+	timeout := time.AfterFunc(c.srv.cfg.PingInterval+c.srv.cfg.PingTimeout, func() { _ = ws.CloseNow() })
+	defer timeout.Stop()
+	for {
+		typ, data, err := ws.Read(ctx)
+		if err != nil {
+			c.endUpgrade(ws)
+			_ = ws.CloseNow()
+			return false
+		}
+		if typ != websocket.MessageText {
+			break
+		}
+		switch {
+		case bytes.Equal(data, []byte("2probe")):
+			c.mu.Lock()
+			mine := c.prober == nil && !c.closed && c.transport == "polling"
+			if mine {
+				c.prober = ws
+			}
+			c.mu.Unlock()
+			if !mine {
+				_ = ws.CloseNow()
+				return false
+			}
+			if err := ws.Write(ctx, websocket.MessageText, []byte("3probe")); err != nil {
+				c.endUpgrade(ws)
+				_ = ws.CloseNow()
+				return false
+			}
+			c.signal() // a waiting GET starts its noop countdown
+			continue
+		case len(data) == 1 && data[0] == TypeUpgrade:
+			c.mu.Lock()
+			if c.closed || c.prober != ws {
+				c.mu.Unlock()
+				break
+			}
+			c.transport = "websocket"
+			c.prober = nil
+			c.ws = ws
+			c.mu.Unlock()
+			c.signal()
+			c.srv.cfg.Logger.Debug("engine.io session upgraded", "sid", c.id)
+			return true
+		}
+		break
+	}
+	c.endUpgrade(ws)
+	_ = ws.Close(websocket.StatusPolicyViolation, "bad upgrade")
+	return false
+}
+
+// endUpgrade abandons the upgrade that ws was probing, if it was.
+func (c *Conn) endUpgrade(ws *websocket.Conn) {
+	c.mu.Lock()
+	if c.prober == ws {
+		c.prober = nil
+	}
+	c.mu.Unlock()
+}
+
+// doneContext adapts a done channel to a context for context.AfterFunc.
+type doneContext struct{ done <-chan struct{} }
+
+func (doneContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (d doneContext) Done() <-chan struct{}     { return d.done }
+func (d doneContext) Err() error {
+	select {
+	case <-d.done:
+		return context.Canceled
+	default:
+		return nil
+	}
+}
+func (doneContext) Value(any) any { return nil }
+
+// readLoop reads until the WebSocket fails or the session closes.
+func (c *Conn) readLoop(ws *websocket.Conn) {
+	ctx := context.Background()
+	for {
+		typ, data, err := ws.Read(ctx)
+		if err != nil {
+			// A clean close from the peer is a transport close; a read
+			// failure, including a message over MaxPayload, is an error.
+			reason := ReasonTransportError
+			switch websocket.CloseStatus(err) {
+			case websocket.StatusNormalClosure, websocket.StatusGoingAway, websocket.StatusNoStatusRcvd:
+				reason = ReasonTransportClose
+			}
+			c.close(reason, false)
+			return
+		}
+		var d Decoded
+		if typ == websocket.MessageBinary {
+			d = Decoded{Type: TypeMessage, Data: data, Binary: true}
+		} else if d, err = DecodePacket(data, false); err != nil {
+			c.close(ReasonParseError, false)
+			_ = ws.Close(websocket.StatusPolicyViolation, "parse error")
+			return
+		}
+		c.readMu.Lock()
+		ok := c.deliver(d)
+		c.readMu.Unlock()
+		if !ok {
+			_ = ws.Close(websocket.StatusNormalClosure, "")
+			return
+		}
+	}
+}
+
+// writeLoop writes queued packets, one WebSocket message each, until the
+// session closes; then it delivers what is left when the close asks for it
+// and closes the WebSocket.
+func (c *Conn) writeLoop(ws *websocket.Conn) {
+	ctx := context.Background()
+	for {
+		select {
+		case <-c.wake:
+		case <-c.done:
+		}
+		c.mu.Lock()
+		closed, flush, reason := c.closed, c.flush, c.reason
+		var batch []Packet
+		if !closed || flush {
+			batch = c.takeLocked()
+		}
+		c.mu.Unlock()
+		if closed && flush && len(batch) > 0 {
+			// Bound the final flush: a dead peer must not hold the writer.
+			t := time.AfterFunc(c.srv.cfg.PingTimeout, func() { _ = ws.CloseNow() })
+			err := writeBatch(ctx, ws, batch)
+			t.Stop()
+			if err != nil {
+				_ = ws.CloseNow()
+				return
+			}
+		} else if err := writeBatch(ctx, ws, batch); err != nil {
+			c.close(ReasonTransportError, false)
+			_ = ws.CloseNow()
+			return
+		}
+		if batch != nil {
+			c.giveBack(batch)
+		}
+		if closed {
+			if flush {
+				status := websocket.StatusNormalClosure
+				if reason == ReasonShutdown {
+					status = websocket.StatusGoingAway
+				}
+				closeWithin(ws, status, c.srv.cfg.PingTimeout)
+			} else {
+				_ = ws.CloseNow()
+			}
+			return
+		}
+	}
+}
+
+func writeBatch(ctx context.Context, ws *websocket.Conn, batch []Packet) error {
+	for _, p := range batch {
+		typ := websocket.MessageText
+		if p.Binary {
+			typ = websocket.MessageBinary
+		}
+		if err := ws.Write(ctx, typ, p.Data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// closeWithin runs the closing handshake but gives up after d.
+func closeWithin(ws *websocket.Conn, status websocket.StatusCode, d time.Duration) {
+	t := time.AfterFunc(d, func() { _ = ws.CloseNow() })
+	_ = ws.Close(status, "")
+	t.Stop()
+}

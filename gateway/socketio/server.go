@@ -1,0 +1,151 @@
+package socketio
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/koordi/koordi-realtime/gateway/engineio"
+)
+
+// Config configures a Server. Zero values are the documented defaults.
+type Config struct {
+	PingInterval   time.Duration // default 25s
+	PingTimeout    time.Duration // default 20s
+	ConnectTimeout time.Duration // default 45s: engine connection without a namespace CONNECT is closed
+	MaxPayload     int           // default 1_000_000 bytes
+	AllowedOrigins []string      // exact origins ("http://localhost:5173"); "*" allows any; empty = any
+	SendQueue      int           // per-connection outbound frame queue, default 1024 frames
+	Logger         *slog.Logger  // nil: discard
+}
+
+// Handler serves one namespace. See the package documentation for when and
+// on which goroutine each method runs.
+type Handler interface {
+	// Connect runs for a namespace CONNECT packet; auth is the raw JSON auth
+	// object (nil if absent). Returning an error refuses: CONNECT_ERROR
+	// {"message": err.Error()} (the message is client-visible).
+	// reply.PID, when non-empty, is added as "pid" to the CONNECT reply.
+	Connect(s *Socket, auth json.RawMessage) (reply ConnectReply, err error)
+	// Connected runs right after the CONNECT reply is queued: frames sent
+	// from here on follow it.
+	Connected(s *Socket)
+	// Event runs for EVENT/BINARY_EVENT packets, in arrival order per socket.
+	// ack is nil when the client asked for no ack; calling it (once; later
+	// calls do nothing) sends ACK with args.
+	Event(s *Socket, event string, args []json.RawMessage, ack func(args ...any))
+	// Disconnected runs once when the namespace socket ends, with a
+	// Socket.IO reason string.
+	Disconnected(s *Socket, reason string)
+}
+
+// BinaryEventHandler is implemented by a Handler that wants the binary
+// attachments of BINARY_EVENT packets. Without it, Event receives such
+// packets with their placeholders ({"_placeholder":true,"num":n}) in args
+// and the attachments are dropped.
+type BinaryEventHandler interface {
+	BinaryEvent(s *Socket, event string, args []json.RawMessage, attachments [][]byte, ack func(args ...any))
+}
+
+// ConnectReply is what Handler.Connect adds to the CONNECT reply.
+type ConnectReply struct{ PID string }
+
+// Handshake describes the HTTP request that opened the engine connection.
+type Handshake struct {
+	Header     http.Header
+	Query      url.Values
+	RemoteAddr string
+	Time       time.Time
+}
+
+// Disconnect reasons passed to Handler.Disconnected, besides the Engine.IO
+// close reasons ("transport close", "transport error", "ping timeout",
+// "parse error", "forced close", "server shutting down", "slow consumer").
+const (
+	ReasonClientDisconnect = "client namespace disconnect"
+	ReasonServerDisconnect = "server namespace disconnect"
+)
+
+// Server is a Socket.IO v5 server over Engine.IO v4.
+type Server struct {
+	cfg Config
+	eio *engineio.Server
+
+	mu       sync.RWMutex
+	handlers map[string]Handler
+}
+
+// NewServer returns a Server with no namespaces; add them with Handle.
+func NewServer(cfg Config) *Server {
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 45 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, handlers: make(map[string]Handler)}
+	s.eio = engineio.NewServer(engineio.Config{
+		PingInterval:   cfg.PingInterval,
+		PingTimeout:    cfg.PingTimeout,
+		MaxPayload:     cfg.MaxPayload,
+		AllowedOrigins: cfg.AllowedOrigins,
+		SendQueue:      cfg.SendQueue,
+		Logger:         cfg.Logger,
+	}, (*engineHandler)(s))
+	return s
+}
+
+// Handle serves namespace (e.g. "/", "/custom") with h. Call it before
+// serving; a later call for the same namespace replaces the handler.
+func (s *Server) Handle(namespace string, h Handler) {
+	if namespace == "" {
+		namespace = "/"
+	}
+	s.mu.Lock()
+	s.handlers[namespace] = h
+	s.mu.Unlock()
+}
+
+func (s *Server) handler(namespace string) Handler {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.handlers[namespace]
+}
+
+// ServeHTTP serves the Engine.IO endpoint; mount it at /socket.io/ (any
+// path works: the protocol is in the query string).
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.eio.ServeHTTP(w, r) }
+
+// Shutdown closes every connection with reason "server shutting down" (a
+// transport close: clients reconnect) and waits for their goroutines, or ctx.
+// It is idempotent.
+func (s *Server) Shutdown(ctx context.Context) error { return s.eio.Shutdown(ctx) }
+
+// Conns returns the number of open engine connections.
+func (s *Server) Conns() int { return s.eio.Len() }
+
+// engineHandler adapts the Server to engineio.Handler.
+type engineHandler Server
+
+func (e *engineHandler) Open(c *engineio.Conn) {
+	s := (*Server)(e)
+	cl := &client{srv: s, conn: c, sockets: make(map[string]*Socket)}
+	c.SetValue(cl)
+	cl.connectTimer = time.AfterFunc(s.cfg.ConnectTimeout, cl.onConnectTimeout)
+}
+
+func (e *engineHandler) Message(c *engineio.Conn, data []byte, binary bool) {
+	if cl, ok := c.Value().(*client); ok {
+		cl.onMessage(data, binary)
+	}
+}
+
+func (e *engineHandler) Close(c *engineio.Conn, reason string) {
+	if cl, ok := c.Value().(*client); ok {
+		cl.onClose(reason)
+	}
+}

@@ -1,0 +1,285 @@
+package socketio
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/koordi/koordi-realtime/gateway/engineio"
+)
+
+// ErrNotSent reports that Emit could not queue its packet: the socket has
+// ended, or the connection's queue was full (the connection is then closed).
+var ErrNotSent = errors.New("socketio: socket ended or send queue full")
+
+// client is the Socket.IO state of one engine connection.
+type client struct {
+	srv          *Server
+	conn         *engineio.Conn
+	connectTimer *time.Timer
+
+	mu      sync.Mutex
+	sockets map[string]*Socket
+
+	// Binary packet being reassembled; touched only by Message calls, which
+	// engineio serialises.
+	pending     *Packet
+	attachments [][]byte
+}
+
+func (cl *client) fail() { cl.conn.Abort(engineio.ReasonParseError) }
+
+func (cl *client) onConnectTimeout() {
+	cl.mu.Lock()
+	n := len(cl.sockets)
+	cl.mu.Unlock()
+	if n == 0 {
+		cl.conn.Close()
+	}
+}
+
+func (cl *client) onMessage(data []byte, binary bool) {
+	if binary {
+		if cl.pending == nil {
+			cl.fail()
+			return
+		}
+		cl.attachments = append(cl.attachments, data)
+		if len(cl.attachments) < cl.pending.Attachments {
+			return
+		}
+		p, atts := *cl.pending, cl.attachments
+		cl.pending, cl.attachments = nil, nil
+		cl.dispatch(p, atts)
+		return
+	}
+	if cl.pending != nil {
+		cl.fail() // text while an attachment was expected
+		return
+	}
+	p, err := DecodePacket(data)
+	if err != nil {
+		cl.fail()
+		return
+	}
+	if p.Attachments > 0 {
+		cl.pending = &p
+		cl.attachments = make([][]byte, 0, p.Attachments)
+		return
+	}
+	cl.dispatch(p, nil)
+}
+
+func (cl *client) socket(namespace string) *Socket {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return cl.sockets[namespace]
+}
+
+func (cl *client) dispatch(p Packet, atts [][]byte) {
+	switch p.Type {
+	case Connect:
+		cl.connect(p)
+	case Disconnect:
+		if s := cl.socket(p.Namespace); s != nil && s.detach() {
+			s.h.Disconnected(s, ReasonClientDisconnect)
+		}
+	case Event, BinaryEvent:
+		s := cl.socket(p.Namespace)
+		if s == nil {
+			return // events for a namespace not joined are ignored, as by the reference server
+		}
+		if p.Type == BinaryEvent {
+			if err := checkPlaceholders(p.Data, len(atts)); err != nil {
+				cl.fail()
+				return
+			}
+		}
+		args, err := splitArgs(p.Data)
+		if err != nil || len(args) == 0 {
+			cl.fail()
+			return
+		}
+		name, err := eventName(p.Data)
+		if err != nil {
+			cl.fail()
+			return
+		}
+		var ack func(args ...any)
+		if p.ID >= 0 {
+			ack = s.ackFunc(p.ID)
+		}
+		if bh, ok := s.h.(BinaryEventHandler); ok && p.Type == BinaryEvent {
+			bh.BinaryEvent(s, name, args[1:], atts, ack)
+			return
+		}
+		s.h.Event(s, name, args[1:], ack)
+	case Ack, BinaryAck:
+		// The server asks for no acks, so there is nothing to resolve.
+	default: // CONNECT_ERROR is server→client only
+		cl.fail()
+	}
+}
+
+func (cl *client) connect(p Packet) {
+	h := cl.srv.handler(p.Namespace)
+	if h == nil {
+		cl.conn.SendText(packetFrame(Packet{Type: ConnectError, Namespace: p.Namespace, ID: -1,
+			Data: json.RawMessage(`{"message":"Invalid namespace"}`)}))
+		return
+	}
+	if old := cl.socket(p.Namespace); old != nil && old.detach() {
+		// A second CONNECT for a joined namespace starts a new socket.
+		old.h.Disconnected(old, ReasonClientDisconnect)
+	}
+	s := &Socket{cl: cl, id: rand.Text(), nsp: p.Namespace, h: h, done: make(chan struct{})}
+	reply, err := h.Connect(s, p.Data)
+	if err != nil {
+		close(s.done)
+		msg, _ := json.Marshal(struct {
+			Message string `json:"message"`
+		}{err.Error()})
+		cl.conn.SendText(packetFrame(Packet{Type: ConnectError, Namespace: p.Namespace, ID: -1, Data: msg}))
+		return
+	}
+	cl.mu.Lock()
+	cl.sockets[p.Namespace] = s
+	cl.mu.Unlock()
+	cl.connectTimer.Stop()
+	data, _ := json.Marshal(struct {
+		SID string `json:"sid"`
+		PID string `json:"pid,omitempty"`
+	}{s.id, reply.PID})
+	if !cl.conn.SendText(packetFrame(Packet{Type: Connect, Namespace: p.Namespace, ID: -1, Data: data})) {
+		return // the connection closed; onClose ends the socket
+	}
+	h.Connected(s)
+}
+
+// onClose ends every socket of the connection; it runs after the last Message.
+func (cl *client) onClose(reason string) {
+	cl.connectTimer.Stop()
+	cl.mu.Lock()
+	socks := make([]*Socket, 0, len(cl.sockets))
+	for _, s := range cl.sockets {
+		socks = append(socks, s)
+	}
+	cl.mu.Unlock()
+	for _, s := range socks {
+		if s.detach() {
+			s.h.Disconnected(s, reason)
+		}
+	}
+}
+
+// Socket is one client's connection to one namespace. Its methods are safe
+// for concurrent use.
+type Socket struct {
+	cl    *client
+	id    string
+	nsp   string
+	h     Handler
+	done  chan struct{}
+	ended atomic.Bool
+	value atomic.Value
+}
+
+// detach removes s from its connection and closes Done; true for the one
+// caller that ended it, which then runs Disconnected.
+func (s *Socket) detach() bool {
+	if !s.ended.CompareAndSwap(false, true) {
+		return false
+	}
+	s.cl.mu.Lock()
+	if s.cl.sockets[s.nsp] == s {
+		delete(s.cl.sockets, s.nsp)
+	}
+	s.cl.mu.Unlock()
+	close(s.done)
+	return true
+}
+
+// ID returns the Socket.IO socket id (the "sid" of the CONNECT reply).
+func (s *Socket) ID() string { return s.id }
+
+// Namespace returns the namespace, e.g. "/".
+func (s *Socket) Namespace() string { return s.nsp }
+
+// Transport returns the current transport: "polling" or "websocket".
+func (s *Socket) Transport() string { return s.cl.conn.Transport() }
+
+// Handshake returns the opening request of the engine connection.
+func (s *Socket) Handshake() Handshake {
+	r := s.cl.conn.Request()
+	return Handshake{Header: r.Header, Query: r.Query, RemoteAddr: r.RemoteAddr, Time: r.Time}
+}
+
+// Done is closed when the socket has ended.
+func (s *Socket) Done() <-chan struct{} { return s.done }
+
+// Send queues f. It never blocks; false if the socket has ended or the
+// connection's queue was full, in which case the connection is closed
+// (slow consumer; the client reconnects).
+func (s *Socket) Send(f Frame) bool {
+	if s.ended.Load() {
+		return false
+	}
+	return s.cl.conn.SendText(f)
+}
+
+// Emit JSON-encodes args (json.RawMessage verbatim, Binary as attachments)
+// and sends the event.
+func (s *Socket) Emit(event string, args ...any) error {
+	ps, err := encodePacket(Event, s.nsp, -1, []json.RawMessage{appendQuoted(nil, event)}, args)
+	if err != nil {
+		return err
+	}
+	if s.ended.Load() || !s.cl.conn.SendPackets(ps...) {
+		return ErrNotSent
+	}
+	return nil
+}
+
+func (s *Socket) ackFunc(id int64) func(args ...any) {
+	var once atomic.Bool
+	return func(args ...any) {
+		if !once.CompareAndSwap(false, true) || s.ended.Load() {
+			return
+		}
+		ps, err := encodePacket(Ack, s.nsp, id, nil, args)
+		if err != nil {
+			s.cl.srv.cfg.Logger.Warn("socket.io ack not sent", "sid", s.id, "err", err)
+			return
+		}
+		s.cl.conn.SendPackets(ps...)
+	}
+}
+
+// Disconnect sends a DISCONNECT packet for this namespace and ends the
+// socket: Done closes now, Disconnected runs soon after with
+// "server namespace disconnect" (after any Event in progress returns).
+func (s *Socket) Disconnect() {
+	if !s.detach() {
+		return
+	}
+	s.cl.conn.SendText(packetFrame(Packet{Type: Disconnect, Namespace: s.nsp, ID: -1}))
+	s.cl.conn.Dispatch(func() { s.h.Disconnected(s, ReasonServerDisconnect) })
+}
+
+// CloseTransport closes the whole engine connection after what is queued
+// (the client reconnects); every socket on it ends with "forced close".
+func (s *Socket) CloseTransport() { s.cl.conn.Close() }
+
+// SetValue stores one value of handler-owned data.
+func (s *Socket) SetValue(v any) { s.value.Store(&v) }
+
+// Value returns what SetValue stored, or nil.
+func (s *Socket) Value() any {
+	if p, ok := s.value.Load().(*any); ok {
+		return *p
+	}
+	return nil
+}
