@@ -1,0 +1,61 @@
+// Package gateway is Koordi's realtime product on top of the Socket.IO
+// protocol layer ([socketio]): JWT authentication, rooms, fan-out of
+// committed events, connection state recovery (replay), per-socket rate
+// limits and metrics. It knows nothing of WAL: events arrive through
+// [Gateway.Publish] as [schema.Transaction] values, in commit order.
+//
+// # Sockets and rooms
+//
+// A socket authenticates with the CONNECT packet's auth.token (see
+// [auth.Verifier]); a refusal is a CONNECT_ERROR whose message starts with
+// "Authentication error:". It then joins "user:<userId>" and
+// "calendar:<id>" for every calendar the user is an accepted member of (one
+// [Memberships] query per connect). Clients may emit "join:calendar" and
+// "leave:calendar" with a calendar id and an optional ack; refusals answer the
+// ack, or else an "error" event {error_code, message} with one of the codes
+// [CodeInvalidCalendarID], [CodeForbidden], [CodeRateLimited],
+// [CodeUnknownEvent], [CodeInternal]. The serve wiring changes rooms from the
+// replication stream with [Gateway.JoinUser], [Gateway.LeaveUser] and
+// [Gateway.CloseRoom]; a socket whose connect is still querying memberships
+// receives those changes too, applied after its query, so no change is lost
+// between the query and the join.
+//
+// A socket is closed at the transport level when its token expires: the
+// client reconnects with the expired token and is refused cleanly.
+//
+// # Fan-out
+//
+// Publish encodes each event once into a [socketio.Frame] (arguments: payload
+// and offset string, the offset last as socket.io-client's connection state
+// recovery expects) and queues the same bytes to every member socket with the
+// never-blocking [socketio.Socket.Send]. A socket whose queue is full is closed
+// by the protocol layer (a slow consumer) and recovers through replay; it
+// never delays others. Per room, sockets receive events in commit order,
+// because Publish calls are serialised and each socket's queue is FIFO.
+//
+// Publish drops events whose offset is not after the newest one it has
+// published: the stream re-sends a window of transactions after a
+// replication reconnect, and those were delivered already.
+//
+// # Recovery
+//
+// The CONNECT reply carries a pid: an HMAC-signed token (key derived from the
+// JWT secret) holding the user id, the process instance and the newest offset
+// at session start, so any process sharing the secret can resume the session.
+// A client reconnecting with pid (and the last offset it received) gets the
+// same pid back, which socket.io-client reports as socket.recovered, and every
+// event after its position for the rooms it is authorised for now, then live
+// events, with no gap and no duplicate: rooms are joined and the window is
+// read under the lock Publish holds. Recovery succeeds only if no event after
+// the position can be missing — it is retained in the window or will still be
+// published — otherwise the socket connects fresh with a new pid
+// (recovered false). See [Gateway.ResumeAfter] for recovery across restarts.
+//
+// # Concurrency and lock order
+//
+// Gateway methods are safe for concurrent use. Locks, always taken in this
+// order: Gateway.pubMu (serialises Publish, Reset and a socket's
+// join-and-replay step) → index.mu (rooms, users, socket room sets; RWMutex:
+// Publish reads) → window.mu (replay window). No lock is held while calling
+// [Memberships]; Send never blocks, so holding index.mu while sending is safe.
+package gateway

@@ -1,0 +1,324 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/koordi/koordi-realtime/gateway/auth"
+	"github.com/koordi/koordi-realtime/gateway/socketio"
+	"github.com/koordi/koordi-realtime/schema"
+)
+
+// Namespace is the Socket.IO namespace Koordi's client uses.
+const Namespace = "/"
+
+// Config configures a Gateway. Zero values are the documented defaults.
+type Config struct {
+	// JWTSecret is the HS256 secret Koordi's API signs tokens with
+	// (JWT_SECRET), at least 32 bytes. It also keys the recovery pids.
+	JWTSecret []byte
+	// JWTPublicKeysPEM optionally holds RS256/ES256 public keys (PEM).
+	JWTPublicKeysPEM []byte
+	// JWTLeeway tolerates clock skew on exp/nbf. Default 0.
+	JWTLeeway time.Duration
+	// PIDKey keys the recovery pids. Default: derived from JWTSecret; if
+	// that is empty too, a random key, so sessions recover only within this
+	// process.
+	PIDKey []byte
+
+	// Memberships answers which calendars a user may listen to. Required.
+	Memberships Memberships
+	// MembershipTimeout bounds one Memberships call. Default 5s.
+	MembershipTimeout time.Duration
+
+	// ReplayWindow is how long published events stay available to
+	// reconnecting clients. Default 2m; negative disables replay.
+	ReplayWindow time.Duration
+	// ReplayMaxEvents bounds the window's length. Default 100,000.
+	ReplayMaxEvents int
+	// ReplayMaxBytes bounds the window's memory. Default 64 MiB.
+	ReplayMaxBytes int
+
+	// RateLimit is the number of client events a socket may emit per minute
+	// (a token bucket of that size refilled over a minute). Default 100;
+	// negative disables the limit.
+	RateLimit int
+	// AbuseLimit is how many refused events within a minute disconnect the
+	// socket (a server DISCONNECT, which stops the client's reconnection).
+	// Default: RateLimit.
+	AbuseLimit int
+
+	// Protocol layer settings, passed to socketio.Config (see there for
+	// defaults): origins allowed for CORS and WebSocket (FRONTEND_URL;
+	// empty allows any), heartbeat, connect timeout, payload and queue sizes.
+	AllowedOrigins []string
+	PingInterval   time.Duration
+	PingTimeout    time.Duration
+	ConnectTimeout time.Duration
+	MaxPayload     int
+	SendQueue      int
+
+	// Logger receives one line per state change; nil discards. Tokens are
+	// never logged.
+	Logger *slog.Logger
+	// Registerer receives the koordi_gateway_* metrics; nil registers none.
+	Registerer prometheus.Registerer
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	if c.MembershipTimeout <= 0 {
+		c.MembershipTimeout = 5 * time.Second
+	}
+	if c.ReplayWindow == 0 {
+		c.ReplayWindow = 2 * time.Minute
+	}
+	if c.ReplayMaxEvents <= 0 {
+		c.ReplayMaxEvents = 100_000
+	}
+	if c.ReplayMaxBytes <= 0 {
+		c.ReplayMaxBytes = 64 << 20
+	}
+	if c.RateLimit == 0 {
+		c.RateLimit = 100
+	}
+	if c.AbuseLimit <= 0 {
+		c.AbuseLimit = max(c.RateLimit, 1)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Gateway serves Koordi's Socket.IO clients. Build it with New.
+type Gateway struct {
+	cfg      Config
+	log      *slog.Logger
+	verifier *auth.Verifier
+	pidKey   []byte
+	instance [8]byte
+	server   *socketio.Server
+	metrics  *metrics
+
+	// ctx ends at Shutdown; it bounds Memberships calls.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	pubMu  sync.Mutex // see the lock order in doc.go
+	idx    *index
+	window *window
+	closed atomic.Bool
+}
+
+// New validates cfg and builds a Gateway.
+func New(cfg Config) (*Gateway, error) {
+	cfg.setDefaults()
+	if cfg.Memberships == nil {
+		return nil, errors.New("gateway: Config.Memberships is required")
+	}
+	v, err := auth.NewVerifier(auth.Config{
+		Secret:        cfg.JWTSecret,
+		PublicKeysPEM: cfg.JWTPublicKeysPEM,
+		Leeway:        cfg.JWTLeeway,
+		Now:           cfg.Now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, verifier: v, idx: newIndex()}
+	switch {
+	case len(cfg.PIDKey) > 0:
+		g.pidKey = derivePIDKey(cfg.PIDKey)
+	case len(cfg.JWTSecret) > 0:
+		g.pidKey = derivePIDKey(cfg.JWTSecret)
+	default:
+		g.pidKey = make([]byte, 32)
+		_, _ = rand.Read(g.pidKey)
+	}
+	_, _ = rand.Read(g.instance[:])
+	maxEvents, maxBytes := cfg.ReplayMaxEvents, cfg.ReplayMaxBytes
+	if cfg.ReplayWindow < 0 {
+		maxEvents, maxBytes = 0, 0
+	}
+	g.window = newWindow(cfg.ReplayWindow, maxEvents, maxBytes)
+	g.ctx, g.cancel = context.WithCancel(context.Background())
+	g.metrics = newMetrics(cfg.Registerer, g)
+	g.server = socketio.NewServer(socketio.Config{
+		PingInterval:   cfg.PingInterval,
+		PingTimeout:    cfg.PingTimeout,
+		ConnectTimeout: cfg.ConnectTimeout,
+		MaxPayload:     cfg.MaxPayload,
+		AllowedOrigins: cfg.AllowedOrigins,
+		SendQueue:      cfg.SendQueue,
+		Logger:         cfg.Logger,
+	})
+	g.server.Handle(Namespace, (*handler)(g))
+	return g, nil
+}
+
+// Handler serves the Socket.IO endpoint; mount it at /socket.io/.
+func (g *Gateway) Handler() http.Handler { return g.server }
+
+// ResumeAfter tells the gateway that every event with an offset after off
+// will be published to it (again), as the serve wiring knows from the
+// replication slot's start position. Called before the first Publish, it lets
+// sessions that began in another process (before a restart) recover at once;
+// without it they can recover from the first published event on.
+func (g *Gateway) ResumeAfter(off schema.Offset) { g.window.resumeAfter(off) }
+
+// Publish delivers a committed transaction: each event is recorded in the
+// replay window, encoded once, and queued to every socket of its room.
+// Events whose offset is not after the newest published one are dropped as
+// duplicates. Calls are serialised; Publish never blocks on a socket.
+func (g *Gateway) Publish(ctx context.Context, tx schema.Transaction) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	g.pubMu.Lock()
+	defer g.pubMu.Unlock()
+	now := g.cfg.Now()
+	at := tx.CommitTime
+	if at.IsZero() {
+		at = now
+	}
+	for i := range tx.Events {
+		ev := &tx.Events[i]
+		if !g.window.accepts(ev.Offset) {
+			g.metrics.droppedDup.Inc()
+			continue
+		}
+		f := encodeEnvelope(ev)
+		g.window.add(entry{off: ev.Offset, room: ev.Room, frame: f, at: at})
+		g.idx.mu.RLock()
+		sent := g.fanOut(ev.Room, f)
+		g.idx.mu.RUnlock()
+		g.metrics.messagesSent.Add(float64(sent))
+	}
+	g.window.evict(now)
+	if !tx.CommitTime.IsZero() && len(tx.Events) > 0 {
+		g.metrics.latency.Observe(time.Since(tx.CommitTime).Seconds())
+	}
+	return nil
+}
+
+// fanOut queues f to every member of room r and returns how many took it.
+// The caller holds idx.mu (read). Nothing here allocates per recipient.
+func (g *Gateway) fanOut(r string, f socketio.Frame) int {
+	rm := g.idx.rooms[r]
+	if rm == nil {
+		return 0
+	}
+	sent := 0
+	for _, c := range rm.members {
+		if c.conn.Send(f) {
+			sent++
+		} else {
+			g.slowConsumer(c)
+		}
+	}
+	return sent
+}
+
+func (g *Gateway) slowConsumer(c *client) {
+	g.metrics.droppedSlow.Inc()
+	if c.slow.CompareAndSwap(false, true) {
+		g.metrics.slowDisconnects.Inc()
+		g.log.Info("slow consumer disconnected", "user", c.userID)
+	}
+}
+
+// encodeEnvelope builds an event's frame: [event, payload, offset].
+func encodeEnvelope(ev *schema.Envelope) socketio.Frame {
+	data := ev.Data
+	if len(data) == 0 {
+		data = json.RawMessage("null")
+	}
+	off := make([]byte, 0, 23)
+	off = append(off, '"')
+	off = ev.Offset.AppendText(off)
+	off = append(off, '"')
+	return socketio.EncodeEvent(Namespace, ev.Event, data, off)
+}
+
+// JoinUser makes every socket of userID join room, including sockets still
+// connecting. Events published after it returns reach them.
+func (g *Gateway) JoinUser(userID, room string) {
+	g.idx.mu.Lock()
+	defer g.idx.mu.Unlock()
+	g.idx.forUser(userID, func(c *client) { g.idx.join(c, room) })
+}
+
+// LeaveUser makes every socket of userID leave room, including sockets still
+// connecting. No event published after it returns reaches them through room.
+func (g *Gateway) LeaveUser(userID, room string) {
+	g.idx.mu.Lock()
+	defer g.idx.mu.Unlock()
+	g.idx.forUser(userID, func(c *client) { g.idx.leave(c, room) })
+}
+
+// CloseRoom makes every socket leave room (a deleted calendar).
+func (g *Gateway) CloseRoom(room string) {
+	g.idx.mu.Lock()
+	defer g.idx.mu.Unlock()
+	g.idx.closeRoom(room)
+}
+
+// Reset tells every connected socket that changes may have been lost (the
+// replication slot was recreated): it sends sync:reset {reason} and empties
+// the replay window, so sessions from before the gap connect fresh — and get
+// sync:reset too — instead of recovering.
+func (g *Gateway) Reset(reason string) {
+	g.pubMu.Lock()
+	defer g.pubMu.Unlock()
+	g.window.reset()
+	f := resetFrame(reason)
+	g.idx.mu.RLock()
+	defer g.idx.mu.RUnlock()
+	for _, u := range g.idx.users {
+		for c := range u {
+			if c.live && !c.conn.Send(f) {
+				g.slowConsumer(c)
+			}
+		}
+	}
+	g.log.Warn("sent sync:reset to every socket", "reason", reason)
+}
+
+func resetFrame(reason string) socketio.Frame {
+	payload, _ := json.Marshal(schema.Reset{Reason: reason})
+	return socketio.EncodeEvent(Namespace, schema.SyncReset, payload)
+}
+
+// Sockets reports the number of sockets registered (connected or connecting).
+func (g *Gateway) Sockets() int {
+	g.idx.mu.RLock()
+	defer g.idx.mu.RUnlock()
+	return g.idx.sockets
+}
+
+// Shutdown closes every socket at the transport level, a reason clients
+// reconnect on (to this process's successor). It is idempotent.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	if g.closed.CompareAndSwap(false, true) {
+		g.cancel()
+	}
+	if err := g.server.Shutdown(ctx); err != nil {
+		return fmt.Errorf("gateway shutdown: %w", err)
+	}
+	return nil
+}

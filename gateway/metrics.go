@@ -1,0 +1,124 @@
+package gateway
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the gateway's Prometheus series (DESIGN.md section 8). With a
+// nil Registerer they are created but never exported.
+type metrics struct {
+	messagesSent    prometheus.Counter
+	dropped         *prometheus.CounterVec
+	droppedSlow     prometheus.Counter
+	droppedDup      prometheus.Counter
+	authFailures    *prometheus.CounterVec
+	rateLimited     prometheus.Counter
+	slowDisconnects prometheus.Counter
+	replayHits      prometheus.Counter
+	replayMisses    prometheus.Counter
+	replayed        prometheus.Counter
+	latency         prometheus.Histogram
+}
+
+// Reasons a message is dropped.
+const (
+	dropSlowConsumer = "slow_consumer" // the socket's queue was full
+	dropDuplicate    = "duplicate"     // an offset already published (stream re-sent it)
+)
+
+func newMetrics(reg prometheus.Registerer, g *Gateway) *metrics {
+	m := &metrics{
+		messagesSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "koordi_gateway_messages_sent_total",
+			Help: "Event messages queued to sockets (one per recipient), replays included.",
+		}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "koordi_gateway_messages_dropped_total",
+			Help: "Event messages not delivered, by reason: slow_consumer (socket queue full, the socket is closed and recovers by replay), duplicate (offset already published).",
+		}, []string{"reason"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "koordi_gateway_auth_failures_total",
+			Help: "Refused CONNECTs by reason: token_required, invalid_token, token_expired.",
+		}, []string{"reason"}),
+		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "koordi_gateway_rate_limited_events_total",
+			Help: "Client events refused by the per-socket rate limit.",
+		}),
+		slowDisconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "koordi_gateway_slow_consumer_disconnects_total",
+			Help: "Sockets closed because their outbound queue was full.",
+		}),
+		replayHits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "koordi_gateway_replay_hits_total",
+			Help: "Reconnects with a pid that were recovered (recovered: true).",
+		}),
+		replayMisses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "koordi_gateway_replay_misses_total",
+			Help: "Reconnects with a pid that could not be recovered and connected fresh.",
+		}),
+		replayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "koordi_gateway_replayed_messages_total",
+			Help: "Event messages sent from the replay window to recovering sockets.",
+		}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "koordi_gateway_commit_to_send_seconds",
+			Help:    "Time from a transaction's commit in PostgreSQL to its events being queued to every member socket.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+	}
+	m.droppedSlow = m.dropped.WithLabelValues(dropSlowConsumer)
+	m.droppedDup = m.dropped.WithLabelValues(dropDuplicate)
+	for _, r := range []string{"token_required", "invalid_token", "token_expired"} {
+		m.authFailures.WithLabelValues(r)
+	}
+	if reg == nil {
+		return m
+	}
+	reg.MustRegister(m.messagesSent, m.dropped, m.authFailures, m.rateLimited, m.slowDisconnects,
+		m.replayHits, m.replayMisses, m.replayed, m.latency, &stateCollector{g: g})
+	return m
+}
+
+// stateCollector reports gauges computed at scrape time from the gateway's
+// state, so the hot path keeps no extra counters.
+type stateCollector struct{ g *Gateway }
+
+var (
+	descSockets = prometheus.NewDesc("koordi_gateway_connected_sockets",
+		"Connected sockets by current transport.", []string{"transport"}, nil)
+	descRooms = prometheus.NewDesc("koordi_gateway_rooms",
+		"Rooms with at least one member socket.", nil, nil)
+	descReplayEvents = prometheus.NewDesc("koordi_gateway_replay_window_events",
+		"Events retained in the replay window.", nil, nil)
+	descReplayBytes = prometheus.NewDesc("koordi_gateway_replay_window_bytes",
+		"Approximate memory of the replay window.", nil, nil)
+)
+
+func (s *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descSockets
+	ch <- descRooms
+	ch <- descReplayEvents
+	ch <- descReplayBytes
+}
+
+func (s *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	byTransport := map[string]int{"polling": 0, "websocket": 0}
+	x := s.g.idx
+	x.mu.RLock()
+	for _, u := range x.users {
+		for c := range u {
+			if c.live {
+				byTransport[c.conn.Transport()]++
+			}
+		}
+	}
+	rooms := len(x.rooms)
+	x.mu.RUnlock()
+	for t, n := range byTransport {
+		ch <- prometheus.MustNewConstMetric(descSockets, prometheus.GaugeValue, float64(n), t)
+	}
+	ch <- prometheus.MustNewConstMetric(descRooms, prometheus.GaugeValue, float64(rooms))
+	events, bytes := s.g.window.stats()
+	ch <- prometheus.MustNewConstMetric(descReplayEvents, prometheus.GaugeValue, float64(events))
+	ch <- prometheus.MustNewConstMetric(descReplayBytes, prometheus.GaugeValue, float64(bytes))
+}

@@ -1,0 +1,178 @@
+package gateway
+
+import (
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/koordi/koordi-realtime/gateway/socketio"
+	"github.com/koordi/koordi-realtime/schema"
+)
+
+// entry is one published event kept for replay: its encoded frame is the one
+// live members got, so a replay sends the very same bytes.
+type entry struct {
+	off   schema.Offset
+	room  string
+	frame socketio.Frame
+	at    time.Time
+}
+
+// entryOverhead approximates an entry's memory beyond its frame and room.
+const entryOverhead = 96
+
+func (e *entry) size() int { return len(e.frame) + len(e.room) + entryOverhead }
+
+// window is the replay buffer: the events published recently, in commit
+// order, bounded by age, count and bytes.
+//
+// It also knows which positions it can resume from. Every event after
+// evictFloor that this process published is retained; every event after
+// startFloor that exists was or will be published by this process (once
+// startKnown). A position is therefore resumable if it is not before
+// evictFloor and, for sessions begun in another process, not before
+// startFloor either.
+type window struct {
+	maxAge    time.Duration
+	maxEvents int
+	maxBytes  int
+
+	mu         sync.Mutex
+	buf        []entry // buf[head:] live, ascending offsets
+	head       int
+	bytes      int
+	newest     schema.Offset // newest offset published, even if evicted
+	published  bool
+	evictFloor schema.Offset
+	startFloor schema.Offset
+	startKnown bool
+	resetFloor schema.Offset // positions before it crossed a sync:reset gap
+}
+
+func newWindow(maxAge time.Duration, maxEvents, maxBytes int) *window {
+	return &window{maxAge: maxAge, maxEvents: maxEvents, maxBytes: maxBytes}
+}
+
+// resumeAfter records that every event after off will be published.
+func (w *window) resumeAfter(off schema.Offset) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.published {
+		w.startFloor, w.startKnown = off, true
+	}
+}
+
+// accepts reports whether off is after every offset published so far.
+func (w *window) accepts(off schema.Offset) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return !w.published || off.Compare(w.newest) > 0
+}
+
+// add appends e (whose offset accepts approved) and evicts what no longer fits.
+func (w *window) add(e entry) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.published {
+		w.published = true
+		if !w.startKnown {
+			// Events before the first one we saw may exist and were never
+			// ours to replay.
+			w.startFloor, w.startKnown = e.off, true
+		}
+	}
+	w.newest = e.off
+	if w.maxEvents <= 0 || w.maxBytes <= 0 || w.maxAge <= 0 {
+		w.evictFloor = e.off
+		return
+	}
+	w.buf = append(w.buf, e)
+	w.bytes += e.size()
+	for w.len() > w.maxEvents || w.bytes > w.maxBytes {
+		w.evictOne()
+	}
+}
+
+// evict drops entries older than the window's age.
+func (w *window) evict(now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	limit := now.Add(-w.maxAge)
+	for w.len() > 0 && w.buf[w.head].at.Before(limit) {
+		w.evictOne()
+	}
+}
+
+func (w *window) len() int { return len(w.buf) - w.head }
+
+func (w *window) evictOne() {
+	e := &w.buf[w.head]
+	w.evictFloor = e.off
+	w.bytes -= e.size()
+	*e = entry{} // release the frame
+	w.head++
+	// Compact when the dead prefix dominates, so memory follows the live part.
+	if w.head >= 1024 && w.head*2 >= len(w.buf) {
+		n := copy(w.buf, w.buf[w.head:])
+		clear(w.buf[n:])
+		w.buf = w.buf[:n]
+		w.head = 0
+	}
+}
+
+// reset forgets everything: positions before now cannot be resumed and are
+// told to refetch.
+func (w *window) reset() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	clear(w.buf)
+	w.buf, w.head, w.bytes = w.buf[:0], 0, 0
+	w.evictFloor, w.resetFloor = w.newest, w.newest
+}
+
+// position is the newest published offset: where a session that starts now
+// begins.
+func (w *window) position() schema.Offset {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.newest
+}
+
+// covers reports whether a session at pos can resume without a gap.
+// sameProcess tells whether the session began in this process.
+func (w *window) covers(pos schema.Offset, sameProcess bool) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if pos.Compare(w.evictFloor) < 0 {
+		return false
+	}
+	return sameProcess || (w.startKnown && pos.Compare(w.startFloor) >= 0)
+}
+
+// beforeReset reports whether pos lies before a sync:reset gap.
+func (w *window) beforeReset(pos schema.Offset) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return !w.resetFloor.IsZero() && pos.Compare(w.resetFloor) < 0
+}
+
+// after calls fn for every retained entry after pos, in order, until fn
+// returns false.
+func (w *window) after(pos schema.Offset, fn func(*entry) bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	live := w.buf[w.head:]
+	i := sort.Search(len(live), func(i int) bool { return live[i].off.Compare(pos) > 0 })
+	for j := i; j < len(live); j++ {
+		if !fn(&live[j]) {
+			return
+		}
+	}
+}
+
+// stats reports the retained events and bytes, for metrics.
+func (w *window) stats() (events, bytes int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.len(), w.bytes
+}

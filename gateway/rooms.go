@@ -1,0 +1,229 @@
+package gateway
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/koordi/koordi-realtime/gateway/socketio"
+	"github.com/koordi/koordi-realtime/schema"
+)
+
+// conn is what the gateway needs of a socket; *socketio.Socket implements it,
+// and tests and benchmarks use in-memory ones.
+type conn interface {
+	Send(f socketio.Frame) bool
+	Transport() string
+	CloseTransport()
+	Disconnect()
+}
+
+// client is the gateway's state of one socket.
+type client struct {
+	conn   conn
+	userID string
+	slow   atomic.Bool // counted once as a slow-consumer disconnect
+
+	// Set by Connect, read by Connected and Disconnected (the protocol
+	// layer orders them), never changed after.
+	start     schema.Offset // replay position
+	calendars []string      // accepted calendars at connect
+	notify    bool          // send sync:reset after connecting
+	expiry    *time.Timer
+
+	// Used only on the socket's read goroutine (Event).
+	limiter    *rate.Limiter
+	abuseSince time.Time
+	abuseCount int
+
+	// Guarded by index.mu.
+	rooms   map[string]struct{} // rooms joined (live) or to join (pending)
+	live    bool                // registered in rooms; false while connecting
+	gone    bool                // the socket ended; never register again
+	pending []roomOp            // room changes that arrived while connecting
+	leaves  uint64              // room removals so far; join:calendar rechecks if it moved
+}
+
+type roomOp struct {
+	room string
+	join bool
+}
+
+// room is one room's members, in a slice for fast iteration and a map for
+// O(1) removal.
+type room struct {
+	members []*client
+	pos     map[*client]int
+}
+
+// index maps rooms to member sockets and users to their sockets.
+// Concurrency: every field is guarded by mu; Publish holds the read lock
+// while sending.
+type index struct {
+	mu    sync.RWMutex
+	rooms map[string]*room
+	users map[string]map[*client]struct{}
+	// connecting holds the registered sockets that are not live yet.
+	connecting map[*client]struct{}
+	sockets    int
+}
+
+func newIndex() *index {
+	return &index{
+		rooms:      make(map[string]*room),
+		users:      make(map[string]map[*client]struct{}),
+		connecting: make(map[*client]struct{}),
+	}
+}
+
+// register adds c to its user's sockets, before it is live, so room changes
+// for the user reach it while it connects. Caller holds mu.
+func (x *index) register(c *client) {
+	u := x.users[c.userID]
+	if u == nil {
+		u = make(map[*client]struct{})
+		x.users[c.userID] = u
+	}
+	u[c] = struct{}{}
+	x.connecting[c] = struct{}{}
+	x.sockets++
+}
+
+// unregister removes c from every room and its user. Caller holds mu.
+func (x *index) unregister(c *client) {
+	if c.gone {
+		return
+	}
+	c.gone = true
+	delete(x.connecting, c)
+	if c.live {
+		for r := range c.rooms {
+			x.leaveRoom(c, r)
+		}
+	}
+	if u := x.users[c.userID]; u != nil {
+		delete(u, c)
+		if len(u) == 0 {
+			delete(x.users, c.userID)
+		}
+	}
+	x.sockets--
+}
+
+// activate makes a connecting client live: it applies the room changes that
+// arrived while it was connecting on top of initial and joins the result.
+// It reports false if the socket is already gone. Caller holds mu.
+func (x *index) activate(c *client, initial []string) bool {
+	if c.gone {
+		return false
+	}
+	for _, r := range initial {
+		c.rooms[r] = struct{}{}
+	}
+	for _, op := range c.pending {
+		if op.join {
+			c.rooms[op.room] = struct{}{}
+		} else {
+			delete(c.rooms, op.room)
+		}
+	}
+	c.pending = nil
+	c.live = true
+	delete(x.connecting, c)
+	for r := range c.rooms {
+		x.joinRoom(c, r)
+	}
+	return true
+}
+
+// join adds c to room r. Caller holds mu.
+func (x *index) join(c *client, r string) {
+	if c.gone {
+		return
+	}
+	if !c.live {
+		c.pending = append(c.pending, roomOp{r, true})
+		return
+	}
+	if _, ok := c.rooms[r]; ok {
+		return
+	}
+	c.rooms[r] = struct{}{}
+	x.joinRoom(c, r)
+}
+
+// leave removes c from room r. Caller holds mu.
+func (x *index) leave(c *client, r string) {
+	if c.gone {
+		return
+	}
+	c.leaves++
+	if !c.live {
+		c.pending = append(c.pending, roomOp{r, false})
+		return
+	}
+	if _, ok := c.rooms[r]; !ok {
+		return
+	}
+	delete(c.rooms, r)
+	x.leaveRoom(c, r)
+}
+
+func (x *index) joinRoom(c *client, r string) {
+	rm := x.rooms[r]
+	if rm == nil {
+		rm = &room{pos: make(map[*client]int)}
+		x.rooms[r] = rm
+	}
+	if _, ok := rm.pos[c]; ok {
+		return
+	}
+	rm.pos[c] = len(rm.members)
+	rm.members = append(rm.members, c)
+}
+
+func (x *index) leaveRoom(c *client, r string) {
+	rm := x.rooms[r]
+	if rm == nil {
+		return
+	}
+	i, ok := rm.pos[c]
+	if !ok {
+		return
+	}
+	last := len(rm.members) - 1
+	if i != last {
+		moved := rm.members[last]
+		rm.members[i] = moved
+		rm.pos[moved] = i
+	}
+	rm.members[last] = nil
+	rm.members = rm.members[:last]
+	delete(rm.pos, c)
+	if len(rm.members) == 0 {
+		delete(x.rooms, r)
+	}
+}
+
+// forUser calls fn for every socket of userID, live or connecting. Caller
+// holds mu.
+func (x *index) forUser(userID string, fn func(*client)) {
+	for c := range x.users[userID] {
+		fn(c)
+	}
+}
+
+// closeRoom removes every member of r and records the leave for connecting
+// sockets. Caller holds mu.
+func (x *index) closeRoom(r string) {
+	if rm := x.rooms[r]; rm != nil {
+		for _, c := range append([]*client(nil), rm.members...) {
+			x.leave(c, r)
+		}
+	}
+	for c := range x.connecting {
+		x.leave(c, r)
+	}
+}

@@ -1,0 +1,416 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/koordi/koordi-realtime/gateway/socketio"
+	"github.com/koordi/koordi-realtime/schema"
+)
+
+var testSecret = []byte("koordi-realtime test secret, 32+ bytes long")
+
+// memConn is an in-memory socket: it records frames up to a queue limit.
+type memConn struct {
+	mu     sync.Mutex
+	frames []socketio.Frame
+	limit  int // 0: unbounded
+	closed bool
+}
+
+func (m *memConn) Send(f socketio.Frame) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed || (m.limit > 0 && len(m.frames) >= m.limit) {
+		m.closed = true
+		return false
+	}
+	m.frames = append(m.frames, f)
+	return true
+}
+func (m *memConn) Transport() string { return "websocket" }
+func (m *memConn) CloseTransport()   { m.mu.Lock(); m.closed = true; m.mu.Unlock() }
+func (m *memConn) Disconnect()       { m.CloseTransport() }
+
+func (m *memConn) got() []socketio.Frame {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]socketio.Frame(nil), m.frames...)
+}
+
+// staticMemberships answers from a fixed map user → calendars.
+type staticMemberships struct {
+	mu  sync.Mutex
+	cal map[string][]string
+	err error
+}
+
+func (s *staticMemberships) AcceptedCalendars(_ context.Context, user string) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.cal[user]...), s.err
+}
+
+func (s *staticMemberships) IsAcceptedMember(_ context.Context, user, cal string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.cal[user] {
+		if c == cal {
+			return true, s.err
+		}
+	}
+	return false, s.err
+}
+
+func (s *staticMemberships) set(user string, cals ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cal == nil {
+		s.cal = map[string][]string{}
+	}
+	s.cal[user] = cals
+}
+
+func newTestGateway(t testing.TB, cfg Config) *Gateway {
+	t.Helper()
+	if cfg.JWTSecret == nil {
+		cfg.JWTSecret = testSecret
+	}
+	if cfg.Memberships == nil {
+		cfg.Memberships = &staticMemberships{}
+	}
+	g, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = g.Shutdown(context.Background()) })
+	return g
+}
+
+// attach registers an in-memory socket of user in rooms, as Connected does.
+func attach(g *Gateway, user string, c conn, rooms ...string) *client {
+	cl := &client{conn: c, userID: user, rooms: make(map[string]struct{})}
+	g.idx.mu.Lock()
+	defer g.idx.mu.Unlock()
+	g.idx.register(cl)
+	g.idx.activate(cl, rooms)
+	return cl
+}
+
+func uuid(n int) string { return fmt.Sprintf("00000000-0000-4000-8000-%012x", n) }
+
+func off(lsn uint64, i uint16) schema.Offset { return schema.Offset{LSN: lsn, Index: i} }
+
+func tx(lsn uint64, envs ...schema.Envelope) schema.Transaction {
+	for i := range envs {
+		envs[i].Offset = off(lsn, uint16(i))
+	}
+	return schema.Transaction{CommitLSN: lsn, Events: envs}
+}
+
+func env(room, event, data string) schema.Envelope {
+	return schema.Envelope{Room: room, Event: event, Data: json.RawMessage(data)}
+}
+
+func TestWindowBounds(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	fr := socketio.Frame("42[\"e\",{},\"x\"]")
+	tests := []struct {
+		name          string
+		maxAge        time.Duration
+		maxEvents     int
+		maxBytes      int
+		n             int
+		evictAt       time.Time
+		wantRetained  int
+		wantFirstKept uint64
+	}{
+		{"all fit", time.Minute, 10, 1 << 20, 5, t0, 5, 1},
+		{"count bound", time.Minute, 3, 1 << 20, 5, t0, 3, 3},
+		{"bytes bound", time.Minute, 100, 2 * (len(fr) + 1 + entryOverhead), 5, t0, 2, 4},
+		{"age bound", 2 * time.Second, 100, 1 << 20, 5, t0.Add(4 * time.Second), 4, 2},
+		{"disabled", 0, 0, 0, 5, t0, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := newWindow(tt.maxAge, tt.maxEvents, tt.maxBytes)
+			for i := 1; i <= tt.n; i++ {
+				w.add(entry{off: off(uint64(i), 0), room: "r", frame: fr, at: t0.Add(time.Duration(i) * time.Second)})
+			}
+			w.evict(tt.evictAt)
+			var kept []uint64
+			w.after(schema.Offset{}, func(e *entry) bool { kept = append(kept, e.off.LSN); return true })
+			if len(kept) != tt.wantRetained {
+				t.Fatalf("retained %v, want %d", kept, tt.wantRetained)
+			}
+			if len(kept) > 0 && kept[0] != tt.wantFirstKept {
+				t.Fatalf("first retained %d, want %d", kept[0], tt.wantFirstKept)
+			}
+			if n, _ := w.stats(); n != tt.wantRetained {
+				t.Fatalf("stats %d", n)
+			}
+			// Every position from the newest evicted one on is resumable in
+			// this process; anything older is not.
+			if tt.wantRetained < tt.n {
+				floor := uint64(tt.n - tt.wantRetained)
+				if !w.covers(off(floor, 0), true) || w.covers(off(floor-1, 0), true) {
+					t.Fatalf("covers around floor %d wrong", floor)
+				}
+			}
+		})
+	}
+}
+
+func TestWindowCompacts(t *testing.T) {
+	w := newWindow(time.Hour, 10, 1<<30)
+	for i := 1; i <= 5000; i++ {
+		w.add(entry{off: off(uint64(i), 0), room: "r", frame: socketio.Frame("x"), at: time.Now()})
+	}
+	if cap(w.buf) > 4096 {
+		t.Fatalf("buffer grew to %d entries for a window of 10", cap(w.buf))
+	}
+	var got []uint64
+	w.after(off(4995, 0), func(e *entry) bool { got = append(got, e.off.LSN); return true })
+	if fmt.Sprint(got) != "[4996 4997 4998 4999 5000]" {
+		t.Fatalf("after 4995: %v", got)
+	}
+}
+
+func TestWindowCovers(t *testing.T) {
+	tests := []struct {
+		name   string
+		setup  func(w *window)
+		pos    schema.Offset
+		same   bool
+		covers bool
+	}{
+		{"fresh process, same session", func(w *window) {}, schema.Offset{}, true, true},
+		{"fresh process, foreign session", func(w *window) {}, off(5, 0), false, false},
+		{"foreign session before first event", func(w *window) { w.add(entry{off: off(10, 0)}) }, off(9, 0), false, false},
+		{"foreign session at first event", func(w *window) { w.add(entry{off: off(10, 0)}) }, off(10, 0), false, true},
+		{"foreign session after resume point", func(w *window) { w.resumeAfter(off(5, 0)); w.add(entry{off: off(10, 0)}) }, off(6, 0), false, true},
+		{"foreign session before resume point", func(w *window) { w.resumeAfter(off(5, 0)) }, off(4, 0), false, false},
+		{"foreign session beyond newest", func(w *window) { w.resumeAfter(off(5, 0)) }, off(50, 0), false, true},
+		{"after reset", func(w *window) { w.add(entry{off: off(10, 0)}); w.reset() }, off(9, 0), true, false},
+		{"at reset point", func(w *window) { w.add(entry{off: off(10, 0)}); w.reset() }, off(10, 0), true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := newWindow(time.Hour, 100, 1<<20)
+			tt.setup(w)
+			if got := w.covers(tt.pos, tt.same); got != tt.covers {
+				t.Fatalf("covers(%v, same=%v) = %v, want %v", tt.pos, tt.same, got, tt.covers)
+			}
+		})
+	}
+}
+
+func TestPID(t *testing.T) {
+	key := derivePIDKey(testSecret)
+	p := pid{instance: [8]byte{1, 2, 3, 4, 5, 6, 7, 8}, start: off(0x169A3F8, 2), userID: uuid(7)}
+	s := encodePID(key, p)
+	got, err := decodePID(key, s)
+	if err != nil || got != p {
+		t.Fatalf("round trip: %+v, %v", got, err)
+	}
+	if strings.ContainsAny(s, "+/=") {
+		t.Fatalf("pid %q is not URL-safe", s)
+	}
+	flip := []byte(s)
+	flip[10] ^= 1
+	other := encodePID(derivePIDKey([]byte("another secret of at least 32 bytes!")), p)
+	for _, bad := range []string{"", "x", string(flip), other, s[:len(s)-1], s + "A", strings.Repeat("A", len(s))} {
+		if _, err := decodePID(key, bad); err == nil {
+			t.Errorf("decodePID(%q) accepted", bad)
+		}
+	}
+}
+
+func TestIndexPendingOps(t *testing.T) {
+	x := newIndex()
+	c := &client{conn: &memConn{}, userID: uuid(1), rooms: map[string]struct{}{}}
+	x.register(c)
+	// Changes that arrive while the membership query runs apply on top of
+	// its result, in order.
+	x.forUser(uuid(1), func(c *client) { x.join(c, "calendar:b") })
+	x.forUser(uuid(1), func(c *client) { x.leave(c, "calendar:a") })
+	x.closeRoom("calendar:c")
+	if !x.activate(c, []string{"user:1", "calendar:a", "calendar:c"}) {
+		t.Fatal("activate refused")
+	}
+	var rooms []string
+	for r := range x.rooms {
+		rooms = append(rooms, r)
+	}
+	if len(x.rooms) != 2 || x.rooms["user:1"] == nil || x.rooms["calendar:b"] == nil {
+		t.Fatalf("rooms = %v", rooms)
+	}
+	x.unregister(c)
+	if len(x.rooms) != 0 || len(x.users) != 0 || len(x.connecting) != 0 || x.sockets != 0 {
+		t.Fatalf("index not empty: %+v", x)
+	}
+	if x.activate(c, []string{"user:1"}) {
+		t.Fatal("activated a gone socket")
+	}
+}
+
+func TestIndexSwapRemove(t *testing.T) {
+	x := newIndex()
+	var cs []*client
+	for i := range 5 {
+		c := &client{conn: &memConn{}, userID: uuid(i), rooms: map[string]struct{}{}}
+		x.register(c)
+		x.activate(c, []string{"r"})
+		cs = append(cs, c)
+	}
+	x.unregister(cs[1])
+	x.forUser(uuid(3), func(c *client) { x.leave(c, "r") })
+	rm := x.rooms["r"]
+	if len(rm.members) != 3 {
+		t.Fatalf("members %d", len(rm.members))
+	}
+	for i, c := range rm.members {
+		if rm.pos[c] != i {
+			t.Fatalf("pos of member %d is %d", i, rm.pos[c])
+		}
+	}
+}
+
+func TestPublish(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	g := newTestGateway(t, Config{Registerer: reg})
+	calA, calB := schema.CalendarRoom(uuid(0xA)), schema.CalendarRoom(uuid(0xB))
+	alice, bob, carol := &memConn{}, &memConn{}, &memConn{limit: 1}
+	attach(g, uuid(1), alice, schema.UserRoom(uuid(1)), calA)
+	attach(g, uuid(2), bob, schema.UserRoom(uuid(2)), calA, calB)
+	attach(g, uuid(3), carol, calA)
+
+	ctx := context.Background()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(g.Publish(ctx, tx(100, env(calA, schema.EventCreated, `{"n":1}`), env(calB, schema.EventCreated, `{"n":2}`))))
+	must(g.Publish(ctx, tx(200, env(calA, schema.EventDeleted, `{"n":3}`))))
+	must(g.Publish(ctx, tx(100, env(calA, schema.EventCreated, `{"n":1}`)))) // re-sent by the stream
+
+	a, b := alice.got(), bob.got()
+	wantA := []string{
+		`42["event:created",{"n":1},"0000000000000064-0000"]`,
+		`42["event:deleted",{"n":3},"00000000000000C8-0000"]`,
+	}
+	if len(a) != 2 || string(a[0]) != wantA[0] || string(a[1]) != wantA[1] {
+		t.Fatalf("alice got %q, want %q", a, wantA)
+	}
+	if len(b) != 3 || string(b[1]) != `42["event:created",{"n":2},"0000000000000064-0001"]` {
+		t.Fatalf("bob got %q", b)
+	}
+	// One encoding per event, shared by every recipient.
+	if &a[0][0] != &b[0][0] {
+		t.Fatal("alice and bob got different copies of one event")
+	}
+	if c := carol.got(); len(c) != 1 {
+		t.Fatalf("carol (queue of 1) got %d frames", len(c))
+	}
+	if got := testutil.ToFloat64(g.metrics.slowDisconnects); got != 1 {
+		t.Fatalf("slow consumer disconnects = %v", got)
+	}
+	if got := testutil.ToFloat64(g.metrics.droppedDup); got != 1 {
+		t.Fatalf("duplicates dropped = %v", got)
+	}
+	if got := testutil.ToFloat64(g.metrics.messagesSent); got != 6 {
+		t.Fatalf("messages sent = %v", got)
+	}
+
+	// Leaving a room stops delivery at once; closing a room empties it.
+	g.LeaveUser(uuid(2), calA)
+	g.CloseRoom(calB)
+	must(g.Publish(ctx, tx(300, env(calA, "x", `1`), env(calB, "y", `2`))))
+	if n := len(bob.got()); n != 3 {
+		t.Fatalf("bob got %d frames after leaving", n)
+	}
+	g.JoinUser(uuid(2), calB)
+	must(g.Publish(ctx, tx(400, env(calB, "z", `3`))))
+	if b := bob.got(); len(b) != 4 || !bytes.Contains(b[3], []byte(`"z"`)) {
+		t.Fatalf("bob after JoinUser: %q", b)
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP koordi_gateway_rooms Rooms with at least one member socket.
+# TYPE koordi_gateway_rooms gauge
+koordi_gateway_rooms 4
+`), "koordi_gateway_rooms"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReset(t *testing.T) {
+	g := newTestGateway(t, Config{})
+	c := &memConn{}
+	attach(g, uuid(1), c, schema.UserRoom(uuid(1)))
+	if err := g.Publish(context.Background(), tx(10, env(schema.UserRoom(uuid(1)), "e", `{}`))); err != nil {
+		t.Fatal(err)
+	}
+	g.Reset("slot_recreated")
+	got := c.got()
+	if len(got) != 2 || string(got[1]) != `42["sync:reset",{"reason":"slot_recreated"}]` {
+		t.Fatalf("got %q", got)
+	}
+	if g.window.covers(off(9, 0), true) || !g.window.beforeReset(off(9, 0)) {
+		t.Fatal("a position before the reset is still resumable")
+	}
+}
+
+// countConn is the cheapest possible socket, for the fan-out benchmark.
+type countConn struct{ n atomic.Int64 }
+
+func (c *countConn) Send(socketio.Frame) bool { c.n.Add(1); return true }
+func (c *countConn) Transport() string        { return "websocket" }
+func (c *countConn) CloseTransport()          {}
+func (c *countConn) Disconnect()              {}
+
+// BenchmarkPublishFanOut publishes one event to a room of 10,000 sockets.
+// allocs/op covers the whole event (one encoding, one replay entry); the
+// custom metric divides by recipients and must stay ~0.
+func BenchmarkPublishFanOut(b *testing.B) {
+	const sockets = 10_000
+	g := newTestGateway(b, Config{ReplayMaxEvents: 1024})
+	r := schema.CalendarRoom(uuid(1))
+	conns := make([]*countConn, sockets)
+	for i := range conns {
+		conns[i] = &countConn{}
+		attach(g, uuid(i+10), conns[i], r)
+	}
+	payload := json.RawMessage(`{"event_id":"6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b","event_title":"Swimming","event_calendar_id":"00000000-0000-4000-8000-000000000001"}`)
+	t := schema.Transaction{Events: []schema.Envelope{{Room: r, Event: schema.EventCreated, Data: payload}}}
+	ctx := context.Background()
+	var ms runtimeMemStats
+	b.ReportAllocs()
+	b.ResetTimer()
+	ms.start()
+	for i := 0; i < b.N; i++ {
+		t.CommitLSN = uint64(i + 1)
+		t.Events[0].Offset = off(uint64(i+1), 0)
+		if err := g.Publish(ctx, t); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	allocs := ms.stop()
+	b.ReportMetric(float64(allocs)/float64(b.N*sockets), "allocs/delivery")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*sockets), "ns/delivery")
+	if got := conns[sockets-1].n.Load(); got != int64(b.N) {
+		b.Fatalf("last socket got %d of %d", got, b.N)
+	}
+}
