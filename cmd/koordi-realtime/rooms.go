@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/koordi/koordi-realtime/cdc/derive"
+	"github.com/koordi/koordi-realtime/schema"
+)
+
+// roomGateway is what roomSink needs of the gateway.
+type roomGateway interface {
+	Publish(ctx context.Context, tx schema.Transaction) error
+	JoinUser(userID, room string)
+	LeaveUser(userID, room string)
+	CloseRoom(room string)
+}
+
+// roomSink connects the consumer to the gateway. Beyond publishing, it moves
+// sockets between rooms at the exact point of the transaction where
+// membership changes (DESIGN.md §4.2, §4.3):
+//
+//   - member:added: the user's sockets join the calendar room first, so they
+//     receive member:added itself and every later event of the calendar;
+//   - member:removed: the user's sockets leave the calendar room first, so
+//     nothing later reaches them; they get member:removed once, through the
+//     copy derivation addresses to the user's own room;
+//   - calendar:deleted: published, then every socket leaves the room.
+//
+// A transaction is therefore published in runs split at those events; the
+// gateway's Publish is called in commit order, so order per room holds.
+type roomSink struct {
+	rooms roomGateway
+}
+
+func (s *roomSink) Deliver(ctx context.Context, tx schema.Transaction) error {
+	publish := func(events []schema.Envelope) error {
+		if len(events) == 0 {
+			return nil
+		}
+		return s.rooms.Publish(ctx, schema.Transaction{CommitLSN: tx.CommitLSN, CommitTime: tx.CommitTime, Events: events})
+	}
+	start := 0
+	for i := range tx.Events {
+		ev := &tx.Events[i]
+		kind, _, err := schema.ParseRoom(ev.Room)
+		if err != nil || kind != schema.RoomCalendar {
+			continue
+		}
+		switch ev.Event {
+		case schema.MemberAdded:
+			m, err := memberOf(ev)
+			if err != nil {
+				return err
+			}
+			if err := publish(tx.Events[start:i]); err != nil {
+				return err
+			}
+			s.rooms.JoinUser(m.UserID, ev.Room)
+			start = i
+		case schema.MemberRemoved:
+			m, err := memberOf(ev)
+			if err != nil {
+				return err
+			}
+			if err := publish(tx.Events[start:i]); err != nil {
+				return err
+			}
+			s.rooms.LeaveUser(m.UserID, ev.Room)
+			start = i
+		case schema.CalendarDeleted:
+			if err := publish(tx.Events[start : i+1]); err != nil {
+				return err
+			}
+			s.rooms.CloseRoom(ev.Room)
+			start = i + 1
+		}
+	}
+	return publish(tx.Events[start:])
+}
+
+func memberOf(ev *schema.Envelope) (schema.Member, error) {
+	var m schema.Member
+	if err := json.Unmarshal(ev.Data, &m); err != nil || m.UserID == "" {
+		return m, fmt.Errorf("%s %s: payload without user_id: %s", ev.Event, ev.Offset, ev.Data)
+	}
+	return m, nil
+}
+
+// stateMemberships answers the gateway's membership questions from the state
+// the consumer keeps current from the stream, so connects and join:calendar
+// are checked against the same view that moves sockets between rooms, without
+// a query.
+type stateMemberships struct{ state *derive.State }
+
+func (m stateMemberships) AcceptedCalendars(_ context.Context, userID string) ([]string, error) {
+	return m.state.AcceptedCalendars(userID), nil
+}
+
+func (m stateMemberships) IsAcceptedMember(_ context.Context, userID, calendarID string) (bool, error) {
+	return m.state.IsAcceptedMember(userID, calendarID), nil
+}
