@@ -1,0 +1,157 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/koordi/koordi-realtime/schema"
+)
+
+// rawClient speaks Engine.IO/Socket.IO over a WebSocket by hand, for the
+// recovery cases socket.io-client cannot be made to produce (forged or
+// foreign pids).
+type rawClient struct {
+	t  *testing.T
+	ws *websocket.Conn
+}
+
+func dialRaw(t *testing.T, url string, auth any) *rawClient {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(url, "http")+"/socket.io/?EIO=4&transport=websocket", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ws.CloseNow() })
+	c := &rawClient{t: t, ws: ws}
+	if open, err := c.read(); err != nil || !strings.HasPrefix(open, "0{") {
+		t.Fatalf("open packet %q, %v", open, err)
+	}
+	b, _ := json.Marshal(auth)
+	if err := ws.Write(ctx, websocket.MessageText, append([]byte("40"), b...)); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// read returns the next message that is not a ping (pings are answered).
+func (c *rawClient) read() (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	for {
+		_, b, err := c.ws.Read(ctx)
+		if err != nil {
+			return "", err
+		}
+		if string(b) == "2" {
+			_ = c.ws.Write(ctx, websocket.MessageText, []byte("3"))
+			continue
+		}
+		return string(b), nil
+	}
+}
+
+// connected reads the CONNECT reply and returns its pid.
+func (c *rawClient) connected() string {
+	c.t.Helper()
+	m, err := c.read()
+	if err != nil || !strings.HasPrefix(m, "40{") {
+		c.t.Fatalf("CONNECT reply %q, %v", m, err)
+	}
+	var reply struct{ SID, PID string }
+	if err := json.Unmarshal([]byte(m[2:]), &reply); err != nil || reply.SID == "" || reply.PID == "" {
+		c.t.Fatalf("CONNECT reply %q", m)
+	}
+	return reply.PID
+}
+
+func TestRecoveryRefused(t *testing.T) {
+	s := startServer(t, Config{})
+	alice, bob := uuid(0x61), uuid(0x62)
+	tokA, tokB := s.token(t, alice, time.Hour), s.token(t, bob, time.Hour)
+
+	c := dialRaw(t, s.url, map[string]any{"token": tokB})
+	bobPID := c.connected()
+	c = dialRaw(t, s.url, map[string]any{"token": tokA})
+	alicePID := c.connected()
+	_ = c.ws.CloseNow()
+	s.waitSockets(t, 1)
+
+	forged := []byte(alicePID)
+	forged[len(forged)/2] ^= 2
+	foreignKey := encodePID(derivePIDKey([]byte("a different JWT secret of 32+ bytes")),
+		pid{instance: s.g.instance, userID: alice})
+	tests := []struct {
+		name      string
+		pid       string
+		offset    any
+		recovered bool
+	}{
+		{"own pid", alicePID, nil, true},
+		{"own pid and an offset", alicePID, schema.Offset{LSN: 1}.String(), true},
+		{"own pid and a malformed offset", alicePID, "yesterday", true},
+		{"own pid and a non-string offset", alicePID, 42, true},
+		{"another user's pid", bobPID, nil, false},
+		{"tampered pid", string(forged), nil, false},
+		{"pid signed with another key", foreignKey, nil, false},
+		{"garbage", "not a pid", nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := dialRaw(t, s.url, map[string]any{"token": tokA, "pid": tt.pid, "offset": tt.offset})
+			got := c.connected()
+			if (got == tt.pid) != tt.recovered {
+				t.Fatalf("pid %q back for %q: recovered %v, want %v", got, tt.pid, got == tt.pid, tt.recovered)
+			}
+			_ = c.ws.CloseNow()
+			s.waitSockets(t, 1)
+		})
+	}
+}
+
+func TestRecoveryAcrossReset(t *testing.T) {
+	s := startServer(t, Config{})
+	user := uuid(0x63)
+	tok := s.token(t, user, time.Hour)
+	c := dialRaw(t, s.url, map[string]any{"token": tok})
+	p := c.connected()
+	_ = c.ws.CloseNow()
+	s.waitSockets(t, 0)
+	s.publish(t, schema.Envelope{Room: schema.UserRoom(user), Event: "e", Data: json.RawMessage(`1`)})
+	s.g.Reset("slot_recreated")
+
+	c = dialRaw(t, s.url, map[string]any{"token": tok, "pid": p})
+	if got := c.connected(); got == p {
+		t.Fatal("recovered across a sync:reset gap")
+	}
+	if m, err := c.read(); err != nil || m != `42["sync:reset",{"reason":"replay_unavailable"}]` {
+		t.Fatalf("after connect: %q, %v", m, err)
+	}
+}
+
+func TestConnectMembershipsDown(t *testing.T) {
+	s := startServer(t, Config{})
+	s.ms.mu.Lock()
+	s.ms.err = errors.New("database unreachable")
+	s.ms.mu.Unlock()
+	c := dialRaw(t, s.url, map[string]any{"token": s.token(t, uuid(0x64), time.Hour)})
+	// The transport closes without a CONNECT_ERROR, which would stop the
+	// client from retrying.
+	for {
+		m, err := c.read()
+		if err != nil {
+			break
+		}
+		if strings.HasPrefix(m, "44") || strings.HasPrefix(m, "40") {
+			t.Fatalf("got %q, want the transport closed", m)
+		}
+	}
+	s.waitSockets(t, 0)
+}
