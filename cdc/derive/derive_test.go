@@ -157,6 +157,15 @@ func deriveCases() []deriveCase {
 				}
 			}},
 
+		{name: "member_update_without_old_tuple", txs: [][]wal.Change{
+			{upd(tM, nil, memberRowOf(M2, C1, U2, "bob@example.com", "accepted", "updated_at", "2026-11-26 02:00:00+00"))},
+			{upd(tM, nil, memberRowOf(M2, C1, U2, "bob@example.com", "declined"))},
+		}, want: []string{"C1 member:removed", "U2 member:removed"}},
+		{name: "user_deleted_and_recreated_one_tx", txs: [][]wal.Change{
+			{del(tU, userRow(U3, "Carol", "Carol@Example.com")), ins(tU, userRow(U3, "Carol Again", "carol@example.com"))},
+			{ins(tM, memberRowOf(M4, C1, U3, "carol@example.com", "accepted"))},
+		}, want: []string{"C1 member:added"}},
+
 		// ---- 4.3 calendars ----
 		{name: "calendar_updated", txs: [][]wal.Change{{upd(tC, c1, with(c1, "name", "Soccer Club", "color", "#FF0000", "updated_at", "2026-11-26 03:00:00+00"))}},
 			want: []string{"C1 calendar:updated"}},

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -40,6 +41,7 @@ type Deriver struct {
 	// Per-transaction scratch, reused.
 	out         []schema.Envelope
 	lsn         uint64
+	dropped     int // events beyond the offset index's range
 	deletedCals map[uid]bool
 	deletedEvts map[uid]bool
 	returns     []string // parent event ids of deleted `return` supplementals
@@ -112,6 +114,7 @@ func (d *Deriver) Derive(tx *wal.Tx) []schema.Envelope {
 func (d *Deriver) begin(lsn uint64) {
 	d.lsn = lsn
 	d.out = nil
+	d.dropped = 0
 	clear(d.deletedCals)
 	clear(d.deletedEvts)
 	d.returns, d.departures = d.returns[:0], d.departures[:0]
@@ -129,6 +132,7 @@ func (d *Deriver) prepass(tx *wal.Tx) {
 			case wal.OpInsert, wal.OpUpdate:
 				if id, ok := parseUID(str(c.New, "id")); ok {
 					d.st.setUser(id, str(c.New, "name"), str(c.New, "email"))
+					d.userDeletes = slices.DeleteFunc(d.userDeletes, func(u uid) bool { return u == id })
 				}
 			case wal.OpDelete:
 				if id, ok := parseUID(str(c.Old, "id")); ok {
@@ -139,6 +143,7 @@ func (d *Deriver) prepass(tx *wal.Tx) {
 			switch c.Op {
 			case wal.OpInsert, wal.OpUpdate:
 				if id, ok := parseUID(str(c.New, "id")); ok {
+					d.calDeletes = slices.DeleteFunc(d.calDeletes, func(u uid) bool { return u == id })
 					if _, has := c.New["name"]; has {
 						d.st.calendar(id).name = str(c.New, "name")
 					} else {
@@ -178,7 +183,8 @@ func (d *Deriver) add(room, event string, data []byte) {
 	if len(d.out) > math.MaxUint16 {
 		// Offsets index events within a transaction in 16 bits.
 		d.m.skipped.WithLabelValues(skipOverflow).Inc()
-		if len(d.out) == math.MaxUint16+1 {
+		d.dropped++
+		if d.dropped == 1 {
 			d.log.Error("transaction derives more events than offsets can index; dropping the rest",
 				"commit_lsn", schema.Offset{LSN: d.lsn}.String())
 		}

@@ -378,7 +378,12 @@ func (d *Deriver) membershipChange(c *wal.Change) {
 		}
 
 	case wal.OpUpdate:
-		o, n := d.memberRow(c.Old), d.memberRow(c.New)
+		oldRow := c.Old
+		if _, has := oldRow["id"]; !has {
+			// No old tuple (replica identity not FULL): the state knows the row.
+			oldRow = wal.Row{"id": c.New["id"]}
+		}
+		o, n := d.memberRow(oldRow), d.memberRow(c.New)
 		if o.idOK && o.id != n.id {
 			d.st.deleteMember(o.id)
 		}
