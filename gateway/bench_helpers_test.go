@@ -1,9 +1,11 @@
 package gateway
 
 import (
+	"io"
 	"runtime"
 
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
 )
 
 // runtimeMemStats measures heap allocations over a span.
@@ -25,4 +27,9 @@ func testutilValue(c interface{ Write(*dto.Metric) error }) float64 {
 	var m dto.Metric
 	_ = c.Write(&m)
 	return m.GetCounter().GetValue()
+}
+
+func writeText(w io.Writer, mf *dto.MetricFamily) error {
+	_, err := expfmt.MetricFamilyToText(w, mf)
+	return err
 }

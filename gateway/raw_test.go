@@ -155,3 +155,36 @@ func TestConnectMembershipsDown(t *testing.T) {
 	}
 	s.waitSockets(t, 0)
 }
+
+// TestSlowConsumer: a socket that stops reading is closed once its queue is
+// full; Publish never waits for it, and the others keep receiving.
+func TestSlowConsumer(t *testing.T) {
+	s := startServer(t, Config{SendQueue: 8})
+	slowUser, fastUser, cal := uuid(0x81), uuid(0x82), uuid(0x83)
+	s.ms.set(slowUser, cal)
+	s.ms.set(fastUser, cal)
+	slow := dialRaw(t, s.url, map[string]any{"token": s.token(t, slowUser, time.Hour)})
+	slow.connected()
+	fast := newMemberConn(s, fastUser, cal)
+	s.waitSockets(t, 2)
+
+	big := json.RawMessage(`"` + strings.Repeat("x", 64<<10) + `"`)
+	const n = 400 // 25 MiB: more than any socket buffer holds
+	for range n {
+		s.publish(t, schema.Envelope{Room: schema.CalendarRoom(cal), Event: "big", Data: big})
+	}
+	s.waitSockets(t, 1)
+	if got := testutilValue(s.g.metrics.slowDisconnects); got != 1 {
+		t.Fatalf("slow consumer disconnects = %v", got)
+	}
+	if got := len(fast.got()); got != n {
+		t.Fatalf("the other socket got %d of %d", got, n)
+	}
+}
+
+// newMemberConn attaches an in-memory socket next to the real ones.
+func newMemberConn(s *testServer, user, cal string) *memConn {
+	c := &memConn{}
+	attach(s.g, user, c, schema.UserRoom(user), schema.CalendarRoom(cal))
+	return c
+}

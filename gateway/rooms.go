@@ -31,6 +31,8 @@ type client struct {
 	start     schema.Offset // replay position
 	calendars []string      // accepted calendars at connect
 	notify    bool          // send sync:reset after connecting
+	recovered bool          // the CONNECT reply promised recovery from start
+	sameProc  bool          // the session began in this process
 	expiry    *time.Timer
 
 	// Used only on the socket's read goroutine (Event).

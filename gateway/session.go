@@ -125,6 +125,7 @@ func (h *handler) Connect(s *socketio.Socket, raw json.RawMessage) (socketio.Con
 		switch {
 		case err == nil && p.userID == claims.UserID && g.window.covers(pos, p.instance == g.instance):
 			c.start, pidStr = pos, a.PID
+			c.recovered, c.sameProc = true, p.instance == g.instance
 			g.metrics.replayHits.Inc()
 		default:
 			g.metrics.replayMisses.Inc()
@@ -171,6 +172,11 @@ func (h *handler) Connected(s *socketio.Socket) {
 	replayed := 0
 	g.pubMu.Lock()
 	g.idx.mu.Lock()
+	if c.recovered && !g.window.covers(c.start, c.sameProc) {
+		// Evicted between Connect and now: the promise cannot be kept, so
+		// the client is told to refetch.
+		c.notify = true
+	}
 	if g.idx.activate(c, c.calendars) {
 		g.window.after(c.start, func(e *entry) bool {
 			if _, ok := c.rooms[e.room]; !ok {

@@ -1,0 +1,67 @@
+package gateway
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files in testdata/")
+
+// TestMetricsExposition compares the exposition of the gateway's series
+// after a refused and an accepted connect with testdata/metrics.golden.
+func TestMetricsExposition(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	s := startServer(t, Config{Registerer: reg})
+	bad := dialRaw(t, s.url, map[string]any{"token": "x.y.z"})
+	if m, err := bad.read(); err != nil || !strings.HasPrefix(m, `44{"message":"Authentication error: invalid token"}`) {
+		t.Fatalf("refusal %q, %v", m, err)
+	}
+	user := uuid(0x71)
+	s.ms.set(user, uuid(0x72))
+	c := dialRaw(t, s.url, map[string]any{"token": s.token(t, user, time.Hour)})
+	c.connected()
+	s.waitSockets(t, 1)
+
+	names := []string{
+		"koordi_gateway_auth_failures_total",
+		"koordi_gateway_connected_sockets",
+		"koordi_gateway_rooms",
+		"koordi_gateway_replay_hits_total",
+		"koordi_gateway_slow_consumer_disconnects_total",
+	}
+	golden := filepath.Join("testdata", "metrics.golden")
+	if *update {
+		var b strings.Builder
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			for _, n := range names {
+				if mf.GetName() == n {
+					if err := writeText(&b, mf); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		}
+		if err := os.WriteFile(golden, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := os.Open(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := testutil.GatherAndCompare(reg, f, names...); err != nil {
+		t.Fatal(err)
+	}
+}
