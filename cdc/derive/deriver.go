@@ -180,6 +180,13 @@ func (d *Deriver) finish() {
 // add appends one envelope. data is the payload marshalled once; the same
 // bytes may be shared by several envelopes (member:removed goes to two rooms).
 func (d *Deriver) add(room, event string, data []byte) {
+	if _, _, err := schema.ParseRoom(room); err != nil {
+		// Only rows whose ids are not uuids get here; no socket could be in
+		// such a room.
+		d.m.skipped.WithLabelValues(skipInvalidID).Inc()
+		d.log.Warn("event for a row with a non-uuid id dropped", "event", event, "room", room)
+		return
+	}
 	if len(d.out) > math.MaxUint16 {
 		// Offsets index events within a transaction in 16 bits.
 		d.m.skipped.WithLabelValues(skipOverflow).Inc()

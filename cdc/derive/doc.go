@@ -39,6 +39,8 @@
 //     the counts of that calendar's events rows inserted / updated (an UPDATE
 //     that derived an event) / deleted since the window opened, a move
 //     counting as a delete from one calendar and an insert into the other.
+//     Changes are counted, not distinct rows: a row inserted and then
+//     updated within one window counts once in each column.
 //     With no open window the counts are those of the whole transaction.
 //     With 'error': calendar:sync_failed {error: last_sync_error}. Either
 //     outcome consumes the window. Bootstrapped windows count from zero.
@@ -63,11 +65,12 @@
 //
 // Emit messages (koordi_realtime.emit) become an envelope at their position in
 // the transaction when the content is a JSON object with "room" (a valid
-// user:/calendar: room), "event" (1–128 printable characters, not a name
+// user:/calendar: room), "event" (printable, 1 to 128 bytes, not a name
 // socket.io-client reserves such as "connect") and "data" (any JSON value,
 // compacted). Anything else is logged, counted in koordi_emit_rejected_total
-// by reason, and skipped. Changes of unknown tables are counted in
-// koordi_derive_skipped_total.
+// by reason, and skipped. Changes of unknown tables, and events whose room
+// would not be a uuid room (ids that are not uuids), are counted in
+// koordi_derive_skipped_total and skipped.
 //
 // Missing columns (dropped while streaming, or a key-only old tuple) never
 // panic: a column absent from either tuple is treated as unchanged, and a
@@ -101,7 +104,7 @@
 // the only writers of the state. [State.IsAcceptedMember] and
 // [State.AcceptedCalendars] may be called from any goroutine: the accepted
 // index is guarded by a sync.RWMutex held only for single map operations, and
-// is the only lock in the package. The state is updated when a transaction is
+// is the only lock in the package. AcceptedCalendars returns a sorted copy. The state is updated when a transaction is
 // derived, which is before its events are delivered: a reader may see a
 // membership slightly before member:added reaches sockets.
 //

@@ -103,8 +103,8 @@ func FuzzDerive(f *testing.F) {
 				if !json.Valid(e.Data) {
 					t.Fatalf("envelope %d: invalid JSON %q", i, e.Data)
 				}
-				if e.Event == "" || e.Room == "" {
-					t.Fatalf("envelope %d: empty room or event: %+v", i, e)
+				if _, _, err := schema.ParseRoom(e.Room); err != nil || e.Event == "" {
+					t.Fatalf("envelope %d: bad room or event: %+v", i, e)
 				}
 			}
 		}

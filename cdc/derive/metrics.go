@@ -23,6 +23,7 @@ var rejectReasons = []string{rejectTooLarge, rejectMalformed, rejectBadRoom, rej
 const (
 	skipUnknownTable = "unknown_table"
 	skipOverflow     = "index_overflow"
+	skipInvalidID    = "invalid_id"
 )
 
 type metrics struct {
@@ -46,7 +47,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"reason"}),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "koordi_derive_skipped_total",
-			Help: "Changes or events derivation skipped, by reason (unknown_table, index_overflow).",
+			Help: "Changes or events derivation skipped, by reason (unknown_table, index_overflow, invalid_id).",
 		}, []string{"reason"}),
 	}
 	if reg != nil {
@@ -64,6 +65,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	m.skipped.WithLabelValues(skipUnknownTable)
 	m.skipped.WithLabelValues(skipOverflow)
+	m.skipped.WithLabelValues(skipInvalidID)
 	return m
 }
 
