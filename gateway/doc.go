@@ -49,7 +49,28 @@
 // read under the lock Publish holds. Recovery succeeds only if no event after
 // the position can be missing — it is retained in the window or will still be
 // published — otherwise the socket connects fresh with a new pid
-// (recovered false). See [Gateway.ResumeAfter] for recovery across restarts.
+// (recovered false). "Inside the window" is thus about events, not time: a
+// client away longer than the window recovers if nothing it could have
+// missed was evicted meanwhile. See [Gateway.ResumeAfter] for recovery
+// across restarts.
+//
+// A recovering client whose position lies before a [Gateway.Reset] gap
+// connects fresh and receives sync:reset {reason: "replay_unavailable"}, so it
+// refetches instead of trusting stale state.
+//
+// # Metrics
+//
+// On Config.Registerer: koordi_gateway_connected_sockets{transport},
+// koordi_gateway_rooms, koordi_gateway_messages_sent_total,
+// koordi_gateway_messages_dropped_total{reason="slow_consumer"|"duplicate"},
+// koordi_gateway_auth_failures_total{reason},
+// koordi_gateway_rate_limited_events_total,
+// koordi_gateway_slow_consumer_disconnects_total,
+// koordi_gateway_replay_hits_total, koordi_gateway_replay_misses_total,
+// koordi_gateway_replayed_messages_total,
+// koordi_gateway_replay_window_events, koordi_gateway_replay_window_bytes and
+// the histogram koordi_gateway_commit_to_send_seconds (commit time in
+// PostgreSQL to queued on every member socket).
 //
 // # Concurrency and lock order
 //
