@@ -217,11 +217,17 @@ func parse(data []byte) (msg pglogrepl.Message, err error) {
 }
 
 // checkTuples verifies that the tuple data of an Insert, Update or Delete
-// message lies within data, so decoding never allocates more than the
-// message holds.
+// message, and the relation ids of a Truncate, lie within data, so decoding
+// never allocates more than the message holds.
 func checkTuples(data []byte) error {
 	var tuples int
 	switch data[0] {
+	case 'T':
+		// pglogrepl allocates the relation count before reading the ids.
+		if len(data) >= 5 && uint64(binary.BigEndian.Uint32(data[1:]))*4 > uint64(len(data)) {
+			return fmt.Errorf("%w: TRUNCATE relation count beyond the message", errMalformed)
+		}
+		return nil
 	case 'I', 'D':
 		tuples = 1
 	case 'U':
