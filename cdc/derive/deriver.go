@@ -203,7 +203,7 @@ func (d *Deriver) add(room, event string, data []byte) {
 		Event:  event,
 		Data:   data,
 	})
-	d.m.derived.WithLabelValues(event).Inc()
+	d.m.countDerived(event)
 }
 
 // marshal encodes a payload struct of package schema, which cannot fail.

@@ -67,7 +67,9 @@
 // the transaction when the content is a JSON object with "room" (a valid
 // user:/calendar: room), "event" (printable, 1 to 128 bytes, not a name
 // socket.io-client reserves such as "connect") and "data" (any JSON value,
-// compacted). Anything else is logged, counted in koordi_emit_rejected_total
+// compacted); koordi_events_derived_total counts them under their name when
+// it is in the catalogue (schema.Names), else under "other", so SQL cannot
+// grow the series count. Anything else is logged, counted in koordi_emit_rejected_total
 // by reason, and skipped. Changes of unknown tables, and events whose room
 // would not be a uuid room (ids that are not uuids), are counted in
 // koordi_derive_skipped_total and skipped.

@@ -2,6 +2,7 @@ package derive
 
 import (
 	"errors"
+	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -26,10 +27,16 @@ const (
 	skipInvalidID    = "invalid_id"
 )
 
+// emitLabel is the event label of koordi_events_derived_total for emitted
+// events whose name is not in the catalogue: emit names come from SQL, and
+// labelling by them would make the series count unbounded.
+const emitLabel = "other"
+
 type metrics struct {
-	derived  *prometheus.CounterVec
-	rejected *prometheus.CounterVec
-	skipped  *prometheus.CounterVec
+	derivedBy map[string]prometheus.Counter // catalogue name (and emitLabel) → series
+	derived   *prometheus.CounterVec
+	rejected  *prometheus.CounterVec
+	skipped   *prometheus.CounterVec
 }
 
 // newMetrics registers the deriver's metrics on reg; nil reg gives working
@@ -39,7 +46,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		derived: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "koordi_events_derived_total",
-			Help: "Events derived from committed transactions, by event name.",
+			Help: "Events derived from committed transactions, by event name (\"other\": emitted names outside the catalogue).",
 		}, []string{"event"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "koordi_emit_rejected_total",
@@ -57,8 +64,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	// Every label exists from the start, so rates and absent() work before
 	// the first occurrence.
-	for _, n := range schema.Names {
-		m.derived.WithLabelValues(n)
+	m.derivedBy = make(map[string]prometheus.Counter, len(schema.Names)+1)
+	for _, n := range append(slices.Clip(schema.Names), emitLabel) {
+		m.derivedBy[n] = m.derived.WithLabelValues(n)
 	}
 	for _, r := range rejectReasons {
 		m.rejected.WithLabelValues(r)
@@ -67,6 +75,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.skipped.WithLabelValues(skipOverflow)
 	m.skipped.WithLabelValues(skipInvalidID)
 	return m
+}
+
+// countDerived counts one envelope of the named event.
+func (m *metrics) countDerived(event string) {
+	c, ok := m.derivedBy[event]
+	if !ok {
+		c = m.derivedBy[emitLabel]
+	}
+	c.Inc()
 }
 
 func register(reg prometheus.Registerer, c *prometheus.CounterVec) *prometheus.CounterVec {

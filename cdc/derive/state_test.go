@@ -136,18 +136,22 @@ func TestMetrics(t *testing.T) {
 	d.Derive(&wal.Tx{CommitLSN: 1, Changes: []wal.Change{
 		del(tM, memberRowOf(M2, C1, U2, "bob@example.com", "accepted")),
 		msg(`{"room":"nope","event":"x","data":1}`),
+		msg(`{"room":"user:` + U1 + `","event":"anything","data":1}`),
+		msg(`{"room":"user:` + U1 + `","event":"member:added","data":1}`),
 		msg(`{`),
 		ins("children", row("id", tid(9, 1))),
 	}})
-	if got := testutil.ToFloat64(d.m.derived.WithLabelValues(schema.MemberRemoved)); got != 2 {
-		t.Errorf("member:removed derived = %v, want 2", got)
+	for label, want := range map[string]float64{schema.MemberRemoved: 2, schema.MemberAdded: 1, emitLabel: 1} {
+		if got := testutil.ToFloat64(d.m.derived.WithLabelValues(label)); got != want {
+			t.Errorf("koordi_events_derived_total{event=%q} = %v, want %v", label, got, want)
+		}
 	}
 	n, err := testutil.GatherAndCount(reg, "koordi_events_derived_total")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != len(schema.Names) {
-		t.Errorf("koordi_events_derived_total has %d series, want one per schema.Names (%d)", n, len(schema.Names))
+	if n != len(schema.Names)+1 {
+		t.Errorf("koordi_events_derived_total has %d series, want one per schema.Names and %q (%d)", n, emitLabel, len(schema.Names)+1)
 	}
 	want := `
 # HELP koordi_emit_rejected_total koordi_realtime.emit messages rejected, by reason.
