@@ -69,8 +69,8 @@
 // socket.io-client reserves such as "connect") and "data" (any JSON value,
 // compacted); koordi_events_derived_total counts them under their name when
 // it is in the catalogue (schema.Names), else under "other", so SQL cannot
-// grow the series count. Anything else is logged, counted in koordi_emit_rejected_total
-// by reason, and skipped. Changes of unknown tables, and events whose room
+// grow the series count. Anything else is logged, counted in
+// koordi_emit_rejected_total by reason, and skipped. Changes of unknown tables, and events whose room
 // would not be a uuid room (ids that are not uuids), are counted in
 // koordi_derive_skipped_total and skipped.
 //
@@ -89,6 +89,12 @@
 // transaction" carries the new name whether the rename comes before or after
 // the removal, and a user deleted together with their memberships is still
 // named in member:removed.
+//
+// The state is as current as the last transaction derived. When a restarted
+// process re-decodes transactions older than its bootstrap (the replay
+// window), their offsets are the same but state-dependent parts — names,
+// the invitation's recipient, sync counts of a window opened before the
+// bootstrap — reflect the newer state.
 //
 // # Ordering and offsets
 //
