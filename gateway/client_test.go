@@ -232,7 +232,9 @@ type testServer struct {
 func startServer(t *testing.T, cfg Config) *testServer {
 	t.Helper()
 	ms := &staticMemberships{}
-	cfg.Memberships = ms
+	if cfg.Memberships == nil {
+		cfg.Memberships = ms
+	}
 	if cfg.JWTSecret == nil {
 		cfg.JWTSecret = testSecret
 	}
