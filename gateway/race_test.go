@@ -15,9 +15,9 @@ import (
 // changes exactly between a query and the join it decides.
 type hookMemberships struct {
 	staticMemberships
-	mu       sync.Mutex
-	onQuery  func()
-	onCheck  func() bool // result of IsAcceptedMember
+	mu      sync.Mutex
+	onQuery func()
+	onCheck func() bool // result of IsAcceptedMember
 }
 
 func (h *hookMemberships) AcceptedCalendars(ctx context.Context, user string) ([]string, error) {
