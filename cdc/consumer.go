@@ -291,7 +291,7 @@ func (c *Consumer) session(ctx context.Context, queue chan<- *committed, first b
 		// Confirm what was handed off before going away, so a restart
 		// redelivers as little as possible.
 		finalCtx, cancel := context.WithTimeout(context.Background(), ioTimeout)
-		_ = c.sendStatus(finalCtx, repl)
+		_ = c.sendStatus(finalCtx, repl, false)
 		cancel()
 	}
 	return true, err
@@ -302,12 +302,12 @@ func (c *Consumer) receive(ctx context.Context, repl *pgconn.PgConn, queue chan<
 	dec := newDecoder()
 	skipped, toast := 0, 0
 	next := time.Now().Add(c.cfg.StatusInterval)
-	if err := c.sendStatus(ctx, repl); err != nil {
+	if err := c.sendStatus(ctx, repl, true); err != nil {
 		return err
 	}
 	for {
 		if !time.Now().Before(next) {
-			if err := c.sendStatus(ctx, repl); err != nil {
+			if err := c.sendStatus(ctx, repl, true); err != nil {
 				return err
 			}
 			next = time.Now().Add(c.cfg.StatusInterval)
@@ -344,10 +344,10 @@ func (c *Consumer) receive(ctx context.Context, repl *pgconn.PgConn, queue chan<
 			if err != nil {
 				return fmt.Errorf("keepalive: %w", err)
 			}
-			c.observe(0, uint64(ka.ServerWALEnd))
 			if !dec.inTx() {
 				c.ack.idle(c.queuedEnd, uint64(ka.ServerWALEnd), time.Now())
 			}
+			c.observe(0, uint64(ka.ServerWALEnd))
 			if ka.ReplyRequested {
 				next = time.Now()
 			}
@@ -397,7 +397,7 @@ func (c *Consumer) enqueue(ctx context.Context, repl *pgconn.PgConn, queue chan<
 			timer.Stop()
 			return ctx.Err()
 		case <-timer.C:
-			if err := c.sendStatus(ctx, repl); err != nil {
+			if err := c.sendStatus(ctx, repl, true); err != nil {
 				return err
 			}
 			*next = time.Now().Add(c.cfg.StatusInterval)
@@ -408,7 +408,10 @@ func (c *Consumer) enqueue(ctx context.Context, repl *pgconn.PgConn, queue chan<
 // sendStatus confirms the safe position: write, flush and apply are all set
 // to it explicitly, because pglogrepl fills zero fields with the write
 // position and PostgreSQL treats the flush position as confirmed.
-func (c *Consumer) sendStatus(ctx context.Context, repl *pgconn.PgConn) error {
+// requestReply asks the server for a keepalive at once, which carries its
+// current position: an idle stream learns it is caught up within one
+// status interval instead of wal_sender_timeout/2.
+func (c *Consumer) sendStatus(ctx context.Context, repl *pgconn.PgConn, requestReply bool) error {
 	safe := c.ack.safe(time.Now())
 	if safe == 0 {
 		return nil
@@ -419,6 +422,7 @@ func (c *Consumer) sendStatus(ctx context.Context, repl *pgconn.PgConn) error {
 		WALFlushPosition: lsn,
 		WALApplyPosition: lsn,
 		ClientTime:       time.Now(),
+		ReplyRequested:   requestReply,
 	})
 	if err != nil {
 		return fmt.Errorf("send standby status: %w", err)

@@ -36,6 +36,10 @@ func TestMetrics(t *testing.T) {
 	if got := testutil.ToFloat64(r.c.m.receivedLSN); uint64(got) < tx.CommitLSN {
 		t.Fatalf("received LSN gauge %v, want at least %X", got, tx.CommitLSN)
 	}
+	waitFor(t, "caught up", func() bool { return r.c.Status().CaughtUp })
+	if got := testutil.ToFloat64(r.c.m.lagBytes); got != 0 {
+		t.Fatalf("lag bytes %v when caught up", got)
+	}
 	if n, err := testutil.GatherAndCount(reg, "koordi_replication_lag_bytes", "koordi_replication_lag_seconds"); err != nil || n != 2 {
 		t.Fatalf("lag gauges: %d, %v", n, err)
 	}
