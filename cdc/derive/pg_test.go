@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,7 +19,10 @@ import (
 	"github.com/koordi/koordi-realtime/sql/pgcluster"
 )
 
-var cluster *pgcluster.Cluster
+var (
+	cluster *pgcluster.Cluster
+	slotSeq atomic.Int64
+)
 
 // TestMain starts one PostgreSQL cluster for the package's database tests
 // (each gets its own database) and fails the run on leaked goroutines.
@@ -142,7 +146,9 @@ func startStream(t *testing.T) *stream {
 	if _, err := conn.Exec(ctx, sqlIDs(seedSQL)); err != nil {
 		t.Fatalf("seed: %v", err)
 	}
-	c, err := cdc.New(cdc.Config{ConnString: url, StatusInterval: 100 * time.Millisecond})
+	// Slots are cluster-wide: one per stream, dropped when the test ends.
+	slot := fmt.Sprintf("derive_test_%d_%d", os.Getpid(), slotSeq.Add(1))
+	c, err := cdc.New(cdc.Config{ConnString: url, SlotName: slot, StatusInterval: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,6 +169,20 @@ func startStream(t *testing.T) *stream {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("consumer Run: %v", err)
+		}
+		// The walsender may outlive the connection by a moment.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_, err := conn.Exec(context.Background(),
+				`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, slot)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("drop slot %s: %v", slot, err)
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	})
 	// Changes committed before the slot exists are not streamed: wait until
