@@ -29,6 +29,13 @@ type Config struct {
 	Retain time.Duration
 	// StatusInterval is the period of standby status updates; default 10s.
 	StatusInterval time.Duration
+	// OnReset, if set, is called when changes may have been lost: the slot
+	// was invalidated by PostgreSQL ("slot_invalidated") or vanished while
+	// streaming ("slot_recreated") and was created again. Everything
+	// before the gap has been handed off when it is called and nothing
+	// after it yet; serve wires it to the gateway's sync:reset. Called from
+	// the stream goroutine; it must not block for long.
+	OnReset func(reason string)
 	// Logger receives one line per state change; nil discards.
 	Logger *slog.Logger
 	// Registerer receives the consumer's metrics; nil registers none.

@@ -126,12 +126,19 @@ func (c *Consumer) Status() Status {
 // Run streams until ctx is cancelled (then it returns nil) or an error the
 // user must fix ([IsConfigError]) or a Sink error occurs. Lost connections
 // and PostgreSQL restarts are retried with backoff. Run may be called again
-// after it returned, not concurrently.
+// after it returned, not concurrently; it then resumes after the last
+// transaction handed off (one that failed in Deliver is derived again).
 func (c *Consumer) Run(ctx context.Context, sink Sink) error {
 	if !c.running.CompareAndSwap(false, true) {
 		return errors.New("cdc: Run is already running")
 	}
 	defer c.running.Store(false)
+	if sink == nil {
+		return errors.New("cdc: Run needs a Sink")
+	}
+	// Transactions queued by an earlier Run but not handed off must be
+	// derived again: resume the in-process skip from the last hand-off.
+	c.queuedEnd, c.queuedCommit = c.ack.handedOff()
 	queue := make(chan *committed, queueLen)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.deliver(gctx, sink, queue) })
@@ -246,8 +253,18 @@ func (c *Consumer) session(ctx context.Context, queue chan<- *committed, first b
 
 	var start uint64
 	if !slot.exists {
+		recreated := c.bootstrapped // it vanished while this process streamed
 		if start, err = c.createSlot(ctx, conn, repl); err != nil {
 			return false, err
+		}
+		// Everything decoded before the gap has been handed off (createSlot
+		// drained the queue) and nothing after it is queued yet.
+		switch {
+		case slot.lost:
+			c.reset("slot_invalidated")
+		case recreated:
+			c.log.Warn("replication slot disappeared while streaming; created it again, changes in between are lost", "slot", c.cfg.SlotName)
+			c.reset("slot_recreated")
 		}
 	} else {
 		start = slot.confirmed
@@ -514,6 +531,7 @@ func stabilise(params map[string]string) {
 type slotInfo struct {
 	exists    bool
 	confirmed uint64
+	lost      bool // it existed but was invalidated, and was dropped
 }
 
 // lookupSlot checks the configured slot: usable, in use elsewhere, or
@@ -549,7 +567,7 @@ func (c *Consumer) lookupSlot(ctx context.Context, conn *pgx.Conn) (slotInfo, er
 		if _, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, c.cfg.SlotName); err != nil {
 			return slotInfo{}, fmt.Errorf("drop invalidated slot: %w", err)
 		}
-		return slotInfo{}, nil
+		return slotInfo{lost: true}, nil
 	}
 	if confirmed == nil {
 		return slotInfo{}, fmt.Errorf("%w: slot %q has no confirmed position", ErrSlotConflict, c.cfg.SlotName)
@@ -601,6 +619,13 @@ func (c *Consumer) createSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.
 	c.bootstrapped = true
 	c.log.Info("replication slot created", "slot", c.cfg.SlotName, "lsn", res.ConsistentPoint)
 	return uint64(lsn), nil
+}
+
+// reset reports a gap in the stream to Config.OnReset.
+func (c *Consumer) reset(reason string) {
+	if c.cfg.OnReset != nil {
+		c.cfg.OnReset(reason)
+	}
 }
 
 // drain waits until everything queued has been handed off.

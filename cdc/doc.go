@@ -17,7 +17,9 @@
 // meet exactly at the slot's consistent point. At later starts the state is
 // bootstrapped with a plain read and the stream resumes from the slot's
 // confirmed position. A slot invalidated by PostgreSQL (wal_status "lost")
-// is dropped and created again, with a warning: changes were lost. The
+// is dropped and created again, as is one that vanished while streaming:
+// changes were lost, so the consumer warns and calls Config.OnReset (serve
+// sends sync:reset) once everything before the gap is handed off. The
 // consumer never drops a healthy slot; one slot serves one process at a
 // time (a second process gets [ErrSlotActive]).
 //

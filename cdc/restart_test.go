@@ -162,3 +162,34 @@ func TestReconnectDerivesOnce(t *testing.T) {
 		t.Fatalf("%d reconnects, want at least 3", st.Reconnects)
 	}
 }
+
+// TestSlotDroppedWhileStreaming: a slot that disappears under a running
+// consumer is created again, OnReset reports the gap, and streaming goes on.
+func TestSlotDroppedWhileStreaming(t *testing.T) {
+	url, conn := koordiDB(t)
+	slot := slotFor(url)
+	resets := make(chan string, 4)
+	rec := newRecorder()
+	r := start(t, Config{ConnString: url, SlotName: slot, OnReset: func(reason string) { resets <- reason }}, rec, discard)
+	waitStreaming(t, r.c)
+	exec(t, conn, `INSERT INTO users (id, email, name) VALUES ($1, 'a@example.com', 'before')`, user1)
+	rec.waitTx(t, sets("users", "name", "before"))
+
+	ctx := context.Background()
+	waitFor(t, "the slot dropped", func() bool {
+		_, _ = conn.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`, slot)
+		_, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot)
+		return err == nil
+	})
+	select {
+	case reason := <-resets:
+		if reason != "slot_recreated" {
+			t.Fatalf("OnReset(%q), want slot_recreated", reason)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("OnReset was not called")
+	}
+	waitStreaming(t, r.c)
+	exec(t, conn, `UPDATE users SET name = 'after' WHERE id = $1`, user1)
+	rec.waitTx(t, sets("users", "name", "after"))
+}

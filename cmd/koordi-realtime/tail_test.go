@@ -308,6 +308,24 @@ func TestTailCrashRedelivers(t *testing.T) {
 	if err := second.cmd.Wait(); err != nil {
 		t.Fatalf("tail after SIGTERM: %v; stderr:\n%s", err, second.stderr.String())
 	}
+	// On SIGTERM tail confirms what it printed before it exits.
+	lastLines := tailLines(t, second.stdout.String(), false)
+	lastOff, err := schema.ParseOffset(lastLines[len(lastLines)-1].Offset)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var confirmed string
+	if err := conn.QueryRow(context.Background(),
+		`SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, tailSlot(url)).Scan(&confirmed); err != nil {
+		t.Fatal(err)
+	}
+	var hi, lo uint64
+	if _, err := fmt.Sscanf(confirmed, "%X/%X", &hi, &lo); err != nil {
+		t.Fatal(err)
+	}
+	if hi<<32|lo <= lastOff.LSN {
+		t.Fatalf("after SIGTERM the slot confirms %s, not past the last printed commit %X", confirmed, lastOff.LSN)
+	}
 
 	runs := [][]line{tailLines(t, first.stdout.String(), true), tailLines(t, second.stdout.String(), false)}
 	offsets := map[string]string{} // title → offset
