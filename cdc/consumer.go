@@ -119,7 +119,7 @@ func (c *Consumer) Status() Status {
 	s := c.status
 	c.mu.Unlock()
 	s.HandedOffLSN, _ = c.ack.handedOff()
-	s.CaughtUp = s.Streaming && s.HandedOffLSN >= s.ServerLSN
+	s.CaughtUp = s.Streaming && s.ServerLSN > 0 && s.HandedOffLSN >= s.ServerLSN
 	return s
 }
 
@@ -197,6 +197,9 @@ func (c *Consumer) stream(ctx context.Context, queue chan<- *committed) error {
 			// disconnect yet; another process keeps it longer.
 		case IsConfigError(err) && (!started || !errors.Is(err, ErrUnreachable)):
 			return err
+		}
+		if err == nil {
+			err = errors.New("replication stream ended")
 		}
 		c.m.reconnects.Inc()
 		c.mu.Lock()

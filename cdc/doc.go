@@ -76,6 +76,11 @@
 //     Sink.Deliver; it receives decoded transactions over a bounded queue
 //     (256), which is the backpressure towards PostgreSQL.
 //
+// Memory: a transaction is held whole from BEGIN to COMMIT (what it
+// changed in the watched tables, as text), and at most 256 decoded
+// transactions wait for delivery; the relation cache holds one column list
+// per published table.
+//
 // Status and State may be called from any goroutine. Locks: the acker's
 // mutex and the status mutex are leaf locks, never held together.
 package cdc
