@@ -27,7 +27,14 @@ func TestMetricsExposition(t *testing.T) {
 	s.ms.set(user, uuid(0x72))
 	c := dialRaw(t, s.url, map[string]any{"token": s.token(t, user, time.Hour)})
 	c.connected()
-	s.waitSockets(t, 1)
+	// The reply can be read before Connected has joined the rooms.
+	deadline := time.Now().Add(waitFor)
+	for s.liveRooms() != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("rooms = %d, want 2", s.liveRooms())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 
 	names := []string{
 		"koordi_gateway_auth_failures_total",
@@ -64,4 +71,10 @@ func TestMetricsExposition(t *testing.T) {
 	if err := testutil.GatherAndCompare(reg, f, names...); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func (s *testServer) liveRooms() int {
+	s.g.idx.mu.RLock()
+	defer s.g.idx.mu.RUnlock()
+	return len(s.g.idx.rooms)
 }
