@@ -62,7 +62,7 @@
 //
 // On Config.Registerer: koordi_gateway_connected_sockets{transport},
 // koordi_gateway_rooms, koordi_gateway_messages_sent_total,
-// koordi_gateway_messages_dropped_total{reason="slow_consumer"|"duplicate"},
+// koordi_gateway_messages_dropped_total{reason="socket_closed"|"duplicate"},
 // koordi_gateway_auth_failures_total{reason},
 // koordi_gateway_rate_limited_events_total,
 // koordi_gateway_slow_consumer_disconnects_total,

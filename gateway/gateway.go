@@ -228,18 +228,17 @@ func (g *Gateway) fanOut(r string, f socketio.Frame) int {
 		if c.conn.Send(f) {
 			sent++
 		} else {
-			g.slowConsumer(c)
+			g.notQueued(c)
 		}
 	}
 	return sent
 }
 
-func (g *Gateway) slowConsumer(c *client) {
-	g.metrics.droppedSlow.Inc()
-	if c.slow.CompareAndSwap(false, true) {
-		g.metrics.slowDisconnects.Inc()
-		g.log.Info("slow consumer disconnected", "user", c.userID)
-	}
+// notQueued counts a frame a socket did not take: its queue was full (the
+// protocol layer then closes it, and Disconnected counts the slow consumer)
+// or it is closing. Either way it recovers by replay.
+func (g *Gateway) notQueued(*client) {
+	g.metrics.droppedClosed.Inc()
 }
 
 // encodeEnvelope builds an event's frame: [event, payload, offset].
@@ -292,7 +291,7 @@ func (g *Gateway) Reset(reason string) {
 	for _, u := range g.idx.users {
 		for c := range u {
 			if c.live && !c.conn.Send(f) {
-				g.slowConsumer(c)
+				g.notQueued(c)
 			}
 		}
 	}

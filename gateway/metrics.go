@@ -9,7 +9,7 @@ import (
 type metrics struct {
 	messagesSent    prometheus.Counter
 	dropped         *prometheus.CounterVec
-	droppedSlow     prometheus.Counter
+	droppedClosed   prometheus.Counter
 	droppedDup      prometheus.Counter
 	authFailures    *prometheus.CounterVec
 	rateLimited     prometheus.Counter
@@ -22,7 +22,7 @@ type metrics struct {
 
 // Reasons a message is dropped.
 const (
-	dropSlowConsumer = "slow_consumer" // the socket's queue was full
+	dropSocketClosed = "socket_closed" // the socket's queue was full (slow consumer) or it was closing
 	dropDuplicate    = "duplicate"     // an offset already published (stream re-sent it)
 )
 
@@ -34,7 +34,7 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) *metrics {
 		}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "koordi_gateway_messages_dropped_total",
-			Help: "Event messages not delivered, by reason: slow_consumer (socket queue full, the socket is closed and recovers by replay), duplicate (offset already published).",
+			Help: "Event messages not delivered, by reason: socket_closed (the socket's queue was full or it was closing; it recovers by replay), duplicate (offset already published).",
 		}, []string{"reason"}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "koordi_gateway_auth_failures_total",
@@ -66,7 +66,7 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) *metrics {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}),
 	}
-	m.droppedSlow = m.dropped.WithLabelValues(dropSlowConsumer)
+	m.droppedClosed = m.dropped.WithLabelValues(dropSocketClosed)
 	m.droppedDup = m.dropped.WithLabelValues(dropDuplicate)
 	for _, r := range []string{"token_required", "invalid_token", "token_expired"} {
 		m.authFailures.WithLabelValues(r)

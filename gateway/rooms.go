@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -24,7 +23,6 @@ type conn interface {
 type client struct {
 	conn   conn
 	userID string
-	slow   atomic.Bool // counted once as a slow-consumer disconnect
 
 	// Set by Connect, read by Connected and Disconnected (the protocol
 	// layer orders them), never changed after.

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/koordi/koordi-realtime/gateway/auth"
+	"github.com/koordi/koordi-realtime/gateway/engineio"
 	"github.com/koordi/koordi-realtime/gateway/socketio"
 	"github.com/koordi/koordi-realtime/schema"
 )
@@ -183,7 +184,7 @@ func (h *handler) Connected(s *socketio.Socket) {
 				return true
 			}
 			if !c.conn.Send(e.frame) {
-				g.slowConsumer(c)
+				g.notQueued(c)
 				return false
 			}
 			replayed++
@@ -310,6 +311,10 @@ func (h *handler) Disconnected(s *socketio.Socket, reason string) {
 	}
 	if c.expiry != nil {
 		c.expiry.Stop()
+	}
+	if reason == engineio.ReasonSlowConsumer {
+		g.metrics.slowDisconnects.Inc()
+		g.log.Info("slow consumer disconnected", "user", c.userID)
 	}
 	g.idx.mu.Lock()
 	g.idx.unregister(c)
