@@ -1,0 +1,353 @@
+package main
+
+// End-to-end tests of `koordi-realtime serve` (issue 4): the real binary as a
+// subprocess, real PostgreSQL (the package's cluster), the real
+// socket.io-client in Node (testdata/e2e/clients.mjs). Every test prepares
+// its database with the binary's migrate and setup commands and mints its
+// tokens with the token command.
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/koordi/koordi-realtime/gateway"
+	"github.com/koordi/koordi-realtime/schema"
+)
+
+// Ids of the end-to-end scenario.
+const (
+	e2eAda   = "a1000000-0000-4000-8000-000000000001"
+	e2eBob   = "a1000000-0000-4000-8000-000000000002"
+	e2eCyd   = "a1000000-0000-4000-8000-000000000003"
+	e2eDan   = "a1000000-0000-4000-8000-000000000004"
+	e2eEve   = "a1000000-0000-4000-8000-000000000005"
+	e2eKid   = "b1000000-0000-4000-8000-000000000001"
+	e2eCalA  = "c1000000-0000-4000-8000-00000000000a" // Soccer: ada (owner), bob
+	e2eCalB  = "c1000000-0000-4000-8000-00000000000b" // Piano: cyd (owner), bob
+	e2eCalC  = "c1000000-0000-4000-8000-00000000000c" // Swim: dan (owner)
+	e2eEvt1  = "e1000000-0000-4000-8000-000000000001" // Practice, in A
+	e2eEvt2  = "e1000000-0000-4000-8000-000000000002" // Lesson, in B
+	e2eEvt10 = "e1000000-0000-4000-8000-000000000010"
+	e2eEvt11 = "e1000000-0000-4000-8000-000000000011"
+	e2eEvt12 = "e1000000-0000-4000-8000-000000000012"
+	e2eEvt13 = "e1000000-0000-4000-8000-000000000013"
+	e2eEvt14 = "e1000000-0000-4000-8000-000000000014"
+)
+
+const e2eStart, e2eEnd = "2026-12-01T10:00:00.000Z", "2026-12-01T11:00:00.000Z"
+
+// e2eSeed writes the scenario's users, calendars, memberships and events
+// (before setup and serve: the service bootstraps them).
+func e2eSeed(t *testing.T, conn *pgx.Conn) {
+	t.Helper()
+	ids := strings.NewReplacer("{ADA}", e2eAda, "{BOB}", e2eBob, "{CYD}", e2eCyd, "{DAN}", e2eDan, "{EVE}", e2eEve,
+		"{KID}", e2eKid, "{A}", e2eCalA, "{B}", e2eCalB, "{C}", e2eCalC)
+	e2eExec(t, conn, ids.Replace(`
+		INSERT INTO users (id, email, name) VALUES
+		  ('{ADA}', 'ada@example.com', 'Ada'), ('{BOB}', 'bob@example.com', 'Bob'), ('{CYD}', 'cyd@example.com', 'Cyd'),
+		  ('{DAN}', 'dan@example.com', 'Dan'), ('{EVE}', 'eve@example.com', 'Eve');
+		INSERT INTO children (id, name) VALUES ('{KID}', 'Kid');
+		INSERT INTO event_calendars (id, name, ics_url, child_id, owner_id) VALUES
+		  ('{A}', 'Soccer', 'https://example.com/a.ics', '{KID}', '{ADA}'),
+		  ('{B}', 'Piano', 'https://example.com/b.ics', '{KID}', '{CYD}'),
+		  ('{C}', 'Swim', 'https://example.com/c.ics', '{KID}', '{DAN}');`))
+	for _, m := range [][2]string{{e2eCalA, e2eAda}, {e2eCalA, e2eBob}, {e2eCalB, e2eCyd}, {e2eCalB, e2eBob}, {e2eCalC, e2eDan}} {
+		e2eExec(t, conn, e2eAcceptedSQL(m[0], m[1], e2eAda))
+	}
+	e2eExec(t, conn, e2eInsertEventSQL(e2eEvt1, e2eCalA, "Practice", ""))
+	e2eExec(t, conn, e2eInsertEventSQL(e2eEvt2, e2eCalB, "Lesson", ""))
+	for _, s := range [][2]string{{e2eEvt1, "return"}, {e2eEvt2, "departure"}} {
+		e2eExec(t, conn, fmt.Sprintf(`INSERT INTO supplemental_events (parent_event_id, type, title, start_time, end_time,
+			origin_address, origin_lat, origin_lng, destination_address, destination_lat, destination_lng, drive_time_minutes)
+			VALUES ('%s', '%s', 'Drive', '2026-12-01 09:30:00+00', '2026-12-01 10:00:00+00', 'A', 1, 1, 'B', 2, 2, 30)`, s[0], s[1]))
+	}
+}
+
+// e2eAcceptedSQL inserts an accepted membership; the invitation token and
+// email are derived from the pair.
+func e2eAcceptedSQL(cal, user, inviter string) string {
+	return fmt.Sprintf(`INSERT INTO event_calendar_memberships (event_calendar_id, user_id, invited_email, invitation_token, status, invited_by_user_id, responded_at)
+		VALUES ('%s', '%s', (SELECT email FROM users WHERE id = '%[2]s'), 'tok-' || gen_random_uuid(), 'accepted', '%s', now())`, cal, user, inviter)
+}
+
+func e2eInsertEventSQL(id, cal, title, assignee string) string {
+	a := "NULL"
+	if assignee != "" {
+		a = "'" + assignee + "'"
+	}
+	return fmt.Sprintf(`INSERT INTO events (id, event_calendar_id, ics_uid, title, start_time, end_time, assigned_to_user_id)
+		VALUES ('%s', '%s', 'uid-' || gen_random_uuid(), '%s', '%s', '%s', %s)`, id, cal, title, e2eStart, e2eEnd, a)
+}
+
+// e2eWant is one event a socket must receive; key names it across sockets
+// (every socket receiving the same key must see the same offset).
+type e2eWant struct {
+	key    string
+	event  string
+	fields map[string]any
+}
+
+// e2eExpect collects, per socket, the exact sequence it must receive.
+type e2eExpect struct {
+	want map[string][]e2eWant
+	n    int
+}
+
+func (x *e2eExpect) to(sockets []string, event string, fields map[string]any) {
+	x.n++
+	for _, s := range sockets {
+		x.want[s] = append(x.want[s], e2eWant{key: fmt.Sprintf("#%d %s", x.n, event), event: event, fields: fields})
+	}
+}
+
+// check compares what every socket received with what it must have, exactly:
+// same events, same order, payload fields equal, offsets increasing, and one
+// offset per event across sockets.
+func (x *e2eExpect) check(t *testing.T, c *e2eClients) {
+	t.Helper()
+	offsets := map[string]string{}
+	for id, want := range x.want {
+		got := c.events(id)
+		var prev schema.Offset
+		for i := 0; i < max(len(got), len(want)); i++ {
+			switch {
+			case i >= len(got):
+				t.Errorf("%s: missing %s (%v) and %d more", id, want[i].key, want[i].fields, len(want)-i-1)
+			case i >= len(want):
+				t.Errorf("%s: unexpected %s %s at %s", id, got[i].Event, got[i].Data, got[i].Raw)
+			case got[i].Event != want[i].event:
+				t.Errorf("%s: event %d is %s %s, want %s %v", id, i, got[i].Event, got[i].Data, want[i].key, want[i].fields)
+			default:
+				if err := e2eSubset(got[i].Data, want[i].fields); err != nil {
+					t.Errorf("%s: %s: %v", id, want[i].key, err)
+				}
+				if o, ok := offsets[want[i].key]; ok && o != got[i].Raw {
+					t.Errorf("%s: %s has offset %s, another socket got %s", id, want[i].key, got[i].Raw, o)
+				}
+				offsets[want[i].key] = got[i].Raw
+			}
+			if i < len(got) {
+				if got[i].Offset.Compare(prev) <= 0 {
+					t.Errorf("%s: offset %s after %s", id, got[i].Raw, prev)
+				}
+				prev = got[i].Offset
+			}
+			if t.Failed() && i >= len(got) {
+				break
+			}
+		}
+	}
+}
+
+// TestServeEndToEnd runs the scenario of issue 4: five users in three
+// calendars, sockets over websocket, polling and polling-with-upgrade, and
+// SQL writes of every kind of DESIGN.md section 4; every socket must receive
+// exactly its events with the right payloads, in commit order. Along the way:
+// a membership accepted mid-stream adds the member's sockets to the room
+// without join:calendar; a removed member gets nothing of the calendar after
+// the removal, neither from the same transaction nor from the next commit; a
+// deleted calendar sends nothing after calendar:deleted; join:calendar is
+// checked against the current state; a token that expires closes its socket
+// and the reconnect is refused with "Authentication error: token expired".
+func TestServeEndToEnd(t *testing.T) {
+	url, conn := e2eDatabase(t)
+	e2eSeed(t, conn)
+	e2eSetup(t, url)
+	srv := startE2EServer(t, url)
+	c := startE2EClients(t, srv.url())
+
+	// Sockets: ada has two (one per transport), the others one each.
+	const adaWS, adaPoll, bob, cyd, dan, eve = "ada-ws", "ada-poll", "bob", "cyd", "dan", "eve"
+	users := map[string][2]string{
+		adaWS: {e2eAda, "ada@example.com"}, adaPoll: {e2eAda, "ada@example.com"}, bob: {e2eBob, "bob@example.com"},
+		cyd: {e2eCyd, "cyd@example.com"}, dan: {e2eDan, "dan@example.com"}, eve: {e2eEve, "eve@example.com"},
+	}
+	transports := map[string][]string{
+		adaWS: {"websocket"}, adaPoll: {"polling"}, bob: nil, cyd: {"websocket"}, dan: {"polling"}, eve: nil,
+	}
+	for _, id := range []string{adaWS, adaPoll, bob, cyd, dan, eve} {
+		u := users[id]
+		r := c.connect(id, e2eToken(t, u[0], u[1], time.Hour), transports[id]...)
+		if r.Recovered || r.PID == "" {
+			t.Fatalf("%s: first connect %+v: want a pid and recovered false", id, r)
+		}
+	}
+	// A short-lived token: its socket is closed when it expires, whatever
+	// the transport.
+	expiring := e2eToken(t, e2eCyd, "cyd@example.com", 3*time.Second)
+	c.connect("exp-ws", expiring, "websocket")
+	c.connect("exp-poll", expiring, "polling")
+
+	x := &e2eExpect{want: map[string][]e2eWant{}}
+	calA := []string{adaWS, adaPoll, bob}
+	calB := []string{cyd, bob}
+	calC := []string{dan}
+	assigned := func(event, assignee, prev string, skipped bool, cal string) map[string]any {
+		f := map[string]any{"event_id": e2eEvt10, "assigned_to_user_id": nil, "previous_assigned_to_user_id": nil,
+			"is_skipped": skipped, "start_time": e2eStart, "end_time": e2eEnd, "event_calendar_id": cal}
+		if assignee != "" {
+			f["assigned_to_user_id"] = assignee
+		}
+		if prev != "" {
+			f["previous_assigned_to_user_id"] = prev
+		}
+		return f
+	}
+	ref := func(id, title, cal string) map[string]any {
+		return map[string]any{"event_id": id, "event_title": title, "event_calendar_id": cal}
+	}
+	member := func(cal, user, email, name string) map[string]any {
+		return map[string]any{"calendar_id": cal, "user_id": user, "user_email": email, "user_name": name}
+	}
+
+	// §4.1 events.
+	e2eExec(t, conn, e2eInsertEventSQL(e2eEvt10, e2eCalA, "Game", e2eBob))
+	x.to(calA, schema.EventCreated, ref(e2eEvt10, "Game", e2eCalA))
+	x.to(calA, schema.EventAssigned, assigned(schema.EventAssigned, e2eBob, "", false, e2eCalA))
+	e2eExec(t, conn, `UPDATE events SET title = 'Big game', location = 'Field 2' WHERE id = $1`, e2eEvt10)
+	x.to(calA, schema.EventUpdated, map[string]any{"event_id": e2eEvt10, "event_title": "Big game", "changed": []string{"title", "location"}})
+	e2eExec(t, conn, `UPDATE events SET assigned_to_user_id = NULL WHERE id = $1`, e2eEvt10)
+	x.to(calA, schema.EventUnassigned, assigned(schema.EventUnassigned, "", e2eBob, false, e2eCalA))
+	e2eExec(t, conn, `UPDATE events SET assigned_to_user_id = $2, description = 'Bring water' WHERE id = $1`, e2eEvt10, e2eAda)
+	x.to(calA, schema.EventAssigned, assigned(schema.EventAssigned, e2eAda, "", false, e2eCalA))
+	x.to(calA, schema.EventUpdated, map[string]any{"event_id": e2eEvt10, "changed": []string{"description"}})
+	e2eExec(t, conn, `UPDATE events SET is_skipped = true WHERE id = $1`, e2eEvt10)
+	x.to(calA, schema.EventAssigned, assigned(schema.EventAssigned, e2eAda, e2eAda, true, e2eCalA))
+	e2eExec(t, conn, `UPDATE events SET version = version + 1, updated_at = now(), sync_in_progress = true, last_modified = now() WHERE id = $1`, e2eEvt10)
+	e2eExec(t, conn, `BEGIN; `+e2eInsertEventSQL(e2eEvt13, e2eCalA, "Rolled back", "")+`; ROLLBACK`)
+	e2eExec(t, conn, `UPDATE events SET event_calendar_id = $2 WHERE id = $1`, e2eEvt10, e2eCalB)
+	x.to(calA, schema.EventDeleted, ref(e2eEvt10, "Big game", e2eCalA))
+	x.to(calB, schema.EventCreated, ref(e2eEvt10, "Big game", e2eCalB))
+	e2eExec(t, conn, `DELETE FROM events WHERE id = $1`, e2eEvt10)
+	x.to(calB, schema.EventDeleted, ref(e2eEvt10, "Big game", e2eCalB))
+
+	// §4.3 calendars: a sync window, a failed sync, a rename.
+	e2eExec(t, conn, `UPDATE event_calendars SET sync_in_progress = true WHERE id = $1`, e2eCalA)
+	e2eExec(t, conn, e2eInsertEventSQL(e2eEvt11, e2eCalA, "Synced", ""))
+	x.to(calA, schema.EventCreated, ref(e2eEvt11, "Synced", e2eCalA))
+	e2eExec(t, conn, `UPDATE events SET title = 'Practice (moved)' WHERE id = $1`, e2eEvt1)
+	x.to(calA, schema.EventUpdated, map[string]any{"event_id": e2eEvt1, "changed": []string{"title"}})
+	e2eExec(t, conn, `UPDATE event_calendars SET sync_in_progress = false, last_sync_at = now(), last_sync_status = 'success' WHERE id = $1`, e2eCalA)
+	x.to(calA, schema.CalendarSynced, map[string]any{"calendar_id": e2eCalA, "calendar_name": "Soccer",
+		"events_created": 1, "events_updated": 1, "events_deleted": 0})
+	e2eExec(t, conn, `UPDATE event_calendars SET last_sync_at = now(), last_sync_status = 'error', last_sync_error = 'ICS feed returned 404' WHERE id = $1`, e2eCalB)
+	x.to(calB, schema.CalendarSyncFailed, map[string]any{"calendar_id": e2eCalB, "calendar_name": "Piano", "error": "ICS feed returned 404"})
+	e2eExec(t, conn, `UPDATE event_calendars SET name = 'Swimming', color = '#00FF00' WHERE id = $1`, e2eCalC)
+	x.to(calC, schema.CalendarUpdated, map[string]any{"calendar_id": e2eCalC, "calendar_name": "Swimming", "changed": []string{"name", "color"}})
+
+	// §4.4 supplemental events: a conflict across calendars A and B.
+	e2eExec(t, conn, `DELETE FROM supplemental_events WHERE (parent_event_id = $1 AND type = 'return') OR (parent_event_id = $2 AND type = 'departure')`, e2eEvt1, e2eEvt2)
+	conflict := map[string]any{"event1_id": e2eEvt1, "event2_id": e2eEvt2, "reason": "same_location"}
+	x.to(calA, schema.ConflictResolved, conflict)
+	x.to(calB, schema.ConflictResolved, conflict)
+
+	// §4.7 explicit events.
+	e2eExec(t, conn, `SELECT koordi_realtime.emit('calendar:' || $1::text, 'event:reminder', jsonb_build_object('minutes', 15))`, e2eCalB)
+	x.to(calB, "event:reminder", map[string]any{"minutes": 15})
+	e2eExec(t, conn, `BEGIN; SELECT koordi_realtime.emit('calendar:`+e2eCalB+`', 'event:reminder', '{"minutes": 99}'); ROLLBACK`)
+
+	// §4.2 memberships. An invitation reaches the invited user only; its
+	// acceptance adds eve's socket to Swim's room without join:calendar, so
+	// she gets member:added and the next event of the calendar.
+	e2eExec(t, conn, `INSERT INTO event_calendar_memberships (id, event_calendar_id, invited_email, invitation_token, status, invited_by_user_id)
+		VALUES ('d1000000-0000-4000-8000-000000000001', $1, 'eve@example.com', 'tok-eve', 'pending', $2)`, e2eCalC, e2eDan)
+	x.to([]string{eve}, schema.InvitationReceived, map[string]any{"calendar_id": e2eCalC, "calendar_name": "Swimming",
+		"inviter_name": "Dan", "invited_email": "eve@example.com"})
+	e2eExec(t, conn, `UPDATE event_calendar_memberships SET status = 'accepted', user_id = $1, responded_at = now() WHERE id = 'd1000000-0000-4000-8000-000000000001'`, e2eEve)
+	calC = []string{dan, eve}
+	x.to(calC, schema.MemberAdded, member(e2eCalC, e2eEve, "eve@example.com", "Eve"))
+	e2eExec(t, conn, e2eInsertEventSQL(e2eEvt12, e2eCalC, "Laps", ""))
+	x.to(calC, schema.EventCreated, ref(e2eEvt12, "Laps", e2eCalC))
+
+	// bob leaves Soccer; an event committed right after (next commit, no
+	// pause) must not reach him. He leaves Piano in the same transaction as
+	// an event of Piano, which must not reach him either. He gets each
+	// member:removed once, through his user room.
+	e2eExec(t, conn, `DELETE FROM event_calendar_memberships WHERE event_calendar_id = $1 AND user_id = $2`, e2eCalA, e2eBob)
+	e2eExec(t, conn, e2eInsertEventSQL(e2eEvt13, e2eCalA, "After bob", ""))
+	bobA := member(e2eCalA, e2eBob, "bob@example.com", "Bob")
+	x.to([]string{adaWS, adaPoll}, schema.MemberRemoved, bobA)
+	x.to([]string{bob}, schema.MemberRemoved, bobA)
+	x.to([]string{adaWS, adaPoll}, schema.EventCreated, ref(e2eEvt13, "After bob", e2eCalA))
+	e2eExec(t, conn, `BEGIN;
+		UPDATE event_calendar_memberships SET status = 'declined' WHERE event_calendar_id = '`+e2eCalB+`' AND user_id = '`+e2eBob+`';
+		`+e2eInsertEventSQL(e2eEvt14, e2eCalB, "Without bob", "")+`;
+		COMMIT`)
+	bobB := member(e2eCalB, e2eBob, "bob@example.com", "Bob")
+	x.to([]string{cyd}, schema.MemberRemoved, bobB)
+	x.to([]string{bob}, schema.MemberRemoved, bobB)
+	x.to([]string{cyd}, schema.EventCreated, ref(e2eEvt14, "Without bob", e2eCalB))
+
+	// join:calendar is checked against the same state: bob is refused,
+	// ada is accepted (she is in the room already).
+	if code := e2eAckCode(t, c.emit(bob, gateway.EventJoinCalendar, e2eCalA)); code != gateway.CodeForbidden {
+		t.Errorf("bob join:calendar Soccer after his removal: %q, want %s", code, gateway.CodeForbidden)
+	}
+	if code := e2eAckCode(t, c.emit(adaWS, gateway.EventJoinCalendar, e2eCalA)); code != "" {
+		t.Errorf("ada join:calendar Soccer: refused with %s", code)
+	}
+
+	// §4.6: a rename and a membership in one transaction carry the new name.
+	e2eExec(t, conn, `BEGIN; UPDATE users SET name = 'Daniel' WHERE id = '`+e2eDan+`'; `+e2eAcceptedSQL(e2eCalA, e2eDan, e2eAda)+`; COMMIT`)
+	calA = []string{adaWS, adaPoll, dan}
+	x.to(calA, schema.MemberAdded, member(e2eCalA, e2eDan, "dan@example.com", "Daniel"))
+
+	// A deleted calendar: calendar:deleted (nothing for the cascaded rows),
+	// then nothing, even an explicit event to its room committed right after.
+	e2eExec(t, conn, `DELETE FROM event_calendars WHERE id = $1`, e2eCalC)
+	x.to(calC, schema.CalendarDeleted, map[string]any{"calendar_id": e2eCalC, "calendar_name": "Swimming"})
+	e2eExec(t, conn, `SELECT koordi_realtime.emit('calendar:' || $1::text, 'event:reminder', '{"minutes": 1}')`, e2eCalC)
+	if code := e2eAckCode(t, c.emit(dan, gateway.EventJoinCalendar, e2eCalC)); code != gateway.CodeForbidden {
+		t.Errorf("dan join:calendar of the deleted calendar: %q, want %s", code, gateway.CodeForbidden)
+	}
+
+	e2eEmitFence(t, conn, 1, e2eAda, e2eBob, e2eCyd, e2eDan, e2eEve)
+	all := []string{adaWS, adaPoll, bob, cyd, dan, eve}
+	for _, sockets := range [][]string{{adaWS, adaPoll}, {bob}, {cyd}, {dan}, {eve}} {
+		x.to(sockets, e2eFence, map[string]any{"n": 1}) // one event per user room
+	}
+	c.waitFence(1, all...)
+	x.check(t, c)
+
+	// The expiring token: both sockets are closed at the transport level,
+	// reconnect, and are refused; no further connect follows.
+	for _, id := range []string{"exp-ws", "exp-poll"} {
+		c.waitFor(id+" refused after its token expired", func(rs []e2eReport) bool {
+			for _, r := range rs {
+				if r.ID == id && r.Ev == "connect_error" && r.Message == "Authentication error: token expired" {
+					return true
+				}
+			}
+			return false
+		})
+		if d := c.of(id, "disconnect"); len(d) != 1 || d[0].Reason != "transport close" {
+			t.Errorf("%s: disconnects %+v, want one with reason transport close", id, d)
+		}
+		if n := len(c.of(id, "connect")); n != 1 {
+			t.Errorf("%s connected %d times, want once (the expired token is refused)", id, n)
+		}
+	}
+	for _, id := range all {
+		if d := c.of(id, "disconnect"); len(d) != 0 {
+			t.Errorf("%s was disconnected: %+v", id, d)
+		}
+	}
+}
+
+// e2eAckCode is the error_code of a refusal ack ("" for an accepted one).
+func e2eAckCode(t *testing.T, args []json.RawMessage) string {
+	t.Helper()
+	var r gateway.Refusal
+	if len(args) != 1 || json.Unmarshal(args[0], &r) != nil {
+		t.Fatalf("ack %s: want one object", args)
+	}
+	if r.OK {
+		return ""
+	}
+	return r.ErrorCode
+}
