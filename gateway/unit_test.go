@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/koordi/koordi-realtime/gateway/auth"
 	"github.com/koordi/koordi-realtime/gateway/socketio"
 	"github.com/koordi/koordi-realtime/schema"
 )
@@ -412,5 +414,30 @@ func BenchmarkPublishFanOut(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*sockets), "ns/delivery")
 	if got := conns[sockets-1].n.Load(); got != int64(b.N) {
 		b.Fatalf("last socket got %d of %d", got, b.N)
+	}
+}
+
+func TestNewRefuses(t *testing.T) {
+	ms := &staticMemberships{}
+	tests := []struct {
+		name string
+		cfg  Config
+		want error
+	}{
+		{"no memberships", Config{JWTSecret: testSecret}, nil},
+		{"short secret", Config{JWTSecret: []byte("short"), Memberships: ms}, auth.ErrWeakSecret},
+		{"no key at all", Config{Memberships: ms}, auth.ErrNoKey},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g, err := New(tt.cfg)
+			if err == nil {
+				_ = g.Shutdown(context.Background())
+				t.Fatal("New accepted the config")
+			}
+			if tt.want != nil && !errors.Is(err, tt.want) {
+				t.Fatalf("error %v, want %v", err, tt.want)
+			}
+		})
 	}
 }
