@@ -7,8 +7,12 @@ package main
 // tokens with the token command.
 
 import (
+	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
+	"math/rand"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -350,4 +354,363 @@ func e2eAckCode(t *testing.T, args []json.RawMessage) string {
 		return ""
 	}
 	return r.ErrorCode
+}
+
+var e2eSeedFlag = flag.Int64("e2e.seed", 0, "seed of TestServeRandomOperations (0: from the clock)")
+
+// e2eModel is what the property test believes the database holds.
+type e2eModel struct {
+	users   []string
+	cals    []string             // live calendars
+	owner   map[string]string    // calendar → owner
+	rows    map[[2]string]string // (calendar, user) → membership status
+	events  map[string]string    // event → calendar
+	added   int                  // member:added the operations must produce
+	removed int                  // member:removed (calendar copies) they must produce
+	emitted map[string]int       // user → explicit events sent to the user room
+	seq     int
+}
+
+func (m *e2eModel) member(cal, user string) bool { return m.rows[[2]string{cal, user}] == "accepted" }
+
+func (m *e2eModel) id(prefix string) string {
+	m.seq++
+	return fmt.Sprintf("%s-0000-4000-8000-%012d", prefix, m.seq)
+}
+
+func e2ePick[T any](r *rand.Rand, xs []T) T { return xs[r.Intn(len(xs))] }
+
+// TestServeRandomOperations is the property test of issue 4: a random,
+// seeded sequence of ~200 operations (memberships added, accepted, declined
+// and deleted, events created, assigned, edited, moved and deleted,
+// calendars created and deleted, explicit events, removals in the same
+// transaction as an event of the calendar) across 6 users and about 4
+// calendars, committed back to back while 8 sockets (websocket, polling,
+// polling with upgrade) stay connected. Afterwards each socket must have
+// received exactly the events of the calendars its user was an accepted
+// member of at each event's commit, and its user room's events, with the
+// same offsets and payloads, in commit order: no leak, no loss.
+//
+// The oracle is `koordi-realtime tail` on the same database with its own
+// slot (every derived event with its room and offset), combined with the
+// membership timeline, which the stream itself carries (member:added,
+// member:removed, calendar:deleted), starting from the seeded memberships;
+// the timeline is cross-checked against the operations that were run.
+// Reproduce a failure with -e2e.seed=<printed seed>.
+func TestServeRandomOperations(t *testing.T) {
+	seed := *e2eSeedFlag
+	if seed == 0 {
+		seed = time.Now().UnixNano()
+	}
+	t.Logf("seed %d (rerun with -run TestServeRandomOperations -e2e.seed=%d)", seed, seed)
+	r := rand.New(rand.NewSource(seed))
+
+	url, conn := e2eDatabase(t)
+	m := &e2eModel{owner: map[string]string{}, rows: map[[2]string]string{}, events: map[string]string{}, emitted: map[string]int{}}
+	for i := 0; i < 6; i++ {
+		u := fmt.Sprintf("a2000000-0000-4000-8000-%012d", i)
+		m.users = append(m.users, u)
+		e2eExec(t, conn, `INSERT INTO users (id, email, name) VALUES ($1, $2, $3)`, u, fmt.Sprintf("u%d@example.com", i), fmt.Sprintf("User %d", i))
+	}
+	e2eExec(t, conn, `INSERT INTO children (id, name) VALUES ($1, 'Kid')`, e2eKid)
+	newCalendar := func(seeding bool) string {
+		cal, owner := m.id("c2000000"), e2ePick(r, m.users)
+		e2eExec(t, conn, `BEGIN; INSERT INTO event_calendars (id, name, ics_url, child_id, owner_id)
+			VALUES ('`+cal+`', 'Cal `+cal[len(cal)-4:]+`', 'https://example.com/x.ics', '`+e2eKid+`', '`+owner+`'); `+
+			e2eAcceptedSQL(cal, owner, owner)+`; COMMIT`)
+		m.cals = append(m.cals, cal)
+		m.owner[cal] = owner
+		m.rows[[2]string{cal, owner}] = "accepted"
+		if !seeding {
+			m.added++
+		}
+		return cal
+	}
+	for i := 0; i < 4; i++ {
+		cal := newCalendar(true)
+		for _, u := range m.users {
+			if !m.member(cal, u) && r.Intn(10) < 4 {
+				e2eExec(t, conn, e2eAcceptedSQL(cal, u, m.owner[cal]))
+				m.rows[[2]string{cal, u}] = "accepted"
+			}
+		}
+	}
+	initial := map[string]map[string]bool{} // calendar → accepted users, at the start
+	for k, st := range m.rows {
+		if st == "accepted" {
+			if initial[k[0]] == nil {
+				initial[k[0]] = map[string]bool{}
+			}
+			initial[k[0]][k[1]] = true
+		}
+	}
+	e2eSetup(t, url)
+
+	srv := startE2EServer(t, url)
+	var tailOut, tailErr syncBuffer
+	tailCtx, stopTail := context.WithCancel(context.Background())
+	tailDone := make(chan int, 1)
+	go func() {
+		tailDone <- run(tailCtx, envOf(map[string]string{"DATABASE_URL": url, "TAIL_SLOT_NAME": e2eSlot("oracle", url)}, &tailOut, &tailErr), []string{"tail"})
+	}()
+	defer func() {
+		stopTail()
+		if code := <-tailDone; code != 0 {
+			t.Errorf("tail exit %d: %s", code, tailErr.String())
+		}
+	}()
+	waitUntil(t, "tail streaming", func() bool { return strings.Contains(tailErr.String(), "streaming started") })
+
+	c := startE2EClients(t, srv.url())
+	socketsOf := map[string][]string{}
+	transports := [][]string{{"websocket"}, {"polling"}, nil}
+	var sockets []string
+	for i, u := range append(append([]string{}, m.users...), m.users[0], m.users[1]) {
+		id := fmt.Sprintf("s%d-u%s", i, u[len(u)-1:])
+		c.connect(id, e2eToken(t, u, "", time.Hour), transports[i%len(transports)]...)
+		socketsOf[u] = append(socketsOf[u], id)
+		sockets = append(sockets, id)
+	}
+
+	// The operations, committed back to back.
+	counts := map[string]int{}
+	pickEvent := func() (string, bool) {
+		if len(m.events) == 0 {
+			return "", false
+		}
+		ids := make([]string, 0, len(m.events))
+		for id := range m.events {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		return e2ePick(r, ids), true
+	}
+	assignee := func() string {
+		if r.Intn(4) == 0 {
+			return ""
+		}
+		return e2ePick(r, m.users)
+	}
+	const ops = 200
+	for done := 0; done < ops; {
+		op := r.Intn(100)
+		switch {
+		case op < 25: // add a member
+			cal, u := e2ePick(r, m.cals), e2ePick(r, m.users)
+			k := [2]string{cal, u}
+			if m.member(cal, u) {
+				continue
+			}
+			switch {
+			case m.rows[k] == "declined":
+				e2eExec(t, conn, `UPDATE event_calendar_memberships SET status = 'accepted' WHERE event_calendar_id = $1 AND user_id = $2`, cal, u)
+				counts["re-accept"]++
+			case r.Intn(2) == 0:
+				e2eExec(t, conn, e2eAcceptedSQL(cal, u, m.owner[cal]))
+				counts["insert accepted"]++
+			default:
+				mid := m.id("d2000000")
+				e2eExec(t, conn, `INSERT INTO event_calendar_memberships (id, event_calendar_id, invited_email, invitation_token, status, invited_by_user_id)
+					VALUES ($1::uuid, $2, (SELECT email FROM users WHERE id = $3), $1::text, 'pending', $4)`, mid, cal, u, m.owner[cal])
+				e2eExec(t, conn, `UPDATE event_calendar_memberships SET status = 'accepted', user_id = $2 WHERE id = $1`, mid, u)
+				counts["invite and accept"]++
+			}
+			m.rows[k] = "accepted"
+			m.added++
+		case op < 45: // remove a member (never the owner)
+			cal, u := e2ePick(r, m.cals), e2ePick(r, m.users)
+			k := [2]string{cal, u}
+			if !m.member(cal, u) || m.owner[cal] == u {
+				continue
+			}
+			del := `DELETE FROM event_calendar_memberships WHERE event_calendar_id = '` + cal + `' AND user_id = '` + u + `'`
+			if r.Intn(2) == 0 {
+				del = `UPDATE event_calendar_memberships SET status = 'declined' WHERE event_calendar_id = '` + cal + `' AND user_id = '` + u + `'`
+				m.rows[k] = "declined"
+			} else {
+				delete(m.rows, k)
+			}
+			if r.Intn(3) == 0 {
+				// The removal and an event of the calendar in one transaction.
+				ev := m.id("e2000000")
+				e2eExec(t, conn, "BEGIN; "+del+"; "+e2eInsertEventSQL(ev, cal, "with removal", assignee())+"; COMMIT")
+				m.events[ev] = cal
+				counts["remove with event"]++
+			} else {
+				e2eExec(t, conn, del)
+				counts["remove"]++
+			}
+			m.removed++
+		case op < 60: // create an event
+			ev, cal := m.id("e2000000"), e2ePick(r, m.cals)
+			e2eExec(t, conn, e2eInsertEventSQL(ev, cal, "created", assignee()))
+			m.events[ev] = cal
+			counts["create event"]++
+		case op < 75: // (re)assign or skip
+			ev, ok := pickEvent()
+			if !ok {
+				continue
+			}
+			if a := assignee(); a == "" {
+				e2eExec(t, conn, `UPDATE events SET assigned_to_user_id = NULL, is_skipped = NOT is_skipped WHERE id = $1`, ev)
+			} else {
+				e2eExec(t, conn, `UPDATE events SET assigned_to_user_id = $2 WHERE id = $1`, ev, a)
+			}
+			counts["assign"]++
+		case op < 85: // edit
+			ev, ok := pickEvent()
+			if !ok {
+				continue
+			}
+			e2eExec(t, conn, `UPDATE events SET title = $2, version = version + 1 WHERE id = $1`, ev, fmt.Sprintf("edit %d", done))
+			counts["edit"]++
+		case op < 92: // delete an event
+			ev, ok := pickEvent()
+			if !ok {
+				continue
+			}
+			e2eExec(t, conn, `DELETE FROM events WHERE id = $1`, ev)
+			delete(m.events, ev)
+			counts["delete event"]++
+		case op < 95: // move an event to another calendar
+			ev, ok := pickEvent()
+			to := e2ePick(r, m.cals)
+			if !ok || m.events[ev] == to {
+				continue
+			}
+			e2eExec(t, conn, `UPDATE events SET event_calendar_id = $2 WHERE id = $1`, ev, to)
+			m.events[ev] = to
+			counts["move event"]++
+		case op < 97: // an explicit event to a user room
+			u := e2ePick(r, m.users)
+			e2eExec(t, conn, `SELECT koordi_realtime.emit('user:' || $1::text, 'e2e:note', jsonb_build_object('n', $2::int))`, u, done)
+			m.emitted[u]++
+			counts["emit"]++
+		case op < 98: // delete a calendar, create another
+			if len(m.cals) < 3 {
+				continue
+			}
+			i := r.Intn(len(m.cals))
+			cal := m.cals[i]
+			e2eExec(t, conn, `DELETE FROM event_calendars WHERE id = $1`, cal)
+			m.cals = append(m.cals[:i], m.cals[i+1:]...)
+			for k := range m.rows {
+				if k[0] == cal {
+					delete(m.rows, k)
+				}
+			}
+			for ev, c := range m.events {
+				if c == cal {
+					delete(m.events, ev)
+				}
+			}
+			counts["delete calendar"]++
+		default:
+			if len(m.cals) >= 5 {
+				continue
+			}
+			newCalendar(false)
+			counts["create calendar"]++
+		}
+		done++
+	}
+	t.Logf("operations: %v", counts)
+
+	e2eEmitFence(t, conn, 1, m.users...)
+	c.waitFence(1, sockets...)
+	waitUntil(t, "tail printing the fence", func() bool { return strings.Count(tailOut.String(), `"`+e2eFence+`"`) == len(m.users) })
+
+	// Replay the oracle over the membership timeline.
+	members := map[string]map[string]bool{}
+	for cal, us := range initial {
+		members[cal] = map[string]bool{}
+		for u := range us {
+			members[cal][u] = true
+		}
+	}
+	want := map[string][]line{}
+	addedSeen, removedSeen, emittedSeen := 0, 0, map[string]int{}
+	for _, l := range parseLines(t, tailOut.String()) {
+		kind, id, err := schema.ParseRoom(l.Room)
+		if err != nil {
+			t.Fatalf("tail printed room %q: %v", l.Room, err)
+		}
+		if kind == schema.RoomUser {
+			if l.Event == "e2e:note" {
+				emittedSeen[id]++
+			}
+			want[id] = append(want[id], l)
+			continue
+		}
+		if members[id] == nil {
+			members[id] = map[string]bool{}
+		}
+		var who schema.Member
+		switch l.Event {
+		case schema.MemberAdded:
+			if err := json.Unmarshal(l.Data, &who); err != nil {
+				t.Fatal(err)
+			}
+			members[id][who.UserID] = true // joins first: gets member:added
+			addedSeen++
+		case schema.MemberRemoved:
+			if err := json.Unmarshal(l.Data, &who); err != nil {
+				t.Fatal(err)
+			}
+			delete(members[id], who.UserID) // leaves first: only the user-room copy
+			removedSeen++
+		}
+		for u := range members[id] {
+			want[u] = append(want[u], l)
+		}
+		if l.Event == schema.CalendarDeleted {
+			delete(members, id)
+		}
+	}
+	// The timeline the stream carried is the one the operations made.
+	if addedSeen != m.added || removedSeen != m.removed {
+		t.Errorf("tail saw %d member:added and %d member:removed; the operations made %d and %d", addedSeen, removedSeen, m.added, m.removed)
+	}
+	for k, st := range m.rows {
+		if (st == "accepted") != members[k[0]][k[1]] {
+			t.Errorf("membership %v: model %s, timeline %v", k, st, members[k[0]][k[1]])
+		}
+	}
+	for cal, us := range members {
+		for u := range us {
+			if !m.member(cal, u) {
+				t.Errorf("timeline has %s in %s; the model does not", u, cal)
+			}
+		}
+	}
+	for u, n := range m.emitted {
+		if emittedSeen[u] != n {
+			t.Errorf("user %s: %d explicit events printed, %d emitted", u, emittedSeen[u], n)
+		}
+	}
+
+	delivered := 0
+	for u, ids := range socketsOf {
+		for _, id := range ids {
+			got := c.events(id)
+			exp := want[u]
+			delivered += len(got)
+			for i := 0; i < max(len(got), len(exp)); i++ {
+				if i >= len(got) {
+					t.Errorf("%s (user %s): lost %s %s %s and %d more", id, u, exp[i].Offset, exp[i].Event, exp[i].Data, len(exp)-i-1)
+					break
+				}
+				if i >= len(exp) {
+					t.Errorf("%s (user %s): leaked %s %s %s", id, u, got[i].Raw, got[i].Event, got[i].Data)
+					break
+				}
+				if got[i].Raw != exp[i].Offset || got[i].Event != exp[i].Event || !e2eJSONEqual(got[i].Data, exp[i].Data) {
+					t.Errorf("%s (user %s): event %d is %s %s %s, want %s %s %s", id, u, i,
+						got[i].Raw, got[i].Event, got[i].Data, exp[i].Offset, exp[i].Event, exp[i].Data)
+					break
+				}
+			}
+		}
+	}
+	t.Logf("%d events derived, %d delivered to %d sockets", strings.Count(tailOut.String(), "\n"), delivered, len(sockets))
 }
