@@ -175,7 +175,7 @@ func (c *Conn) close(reason string, flush bool) {
 	} else {
 		c.srv.remove(c)
 	}
-	if ws != nil && !flush {
+	if ws != nil && !flush && reason != ReasonParseError {
 		// Abort a write that may be stuck on a dead peer; the writer and the
 		// reader then both fail and exit.
 		_ = ws.CloseNow()

@@ -171,15 +171,13 @@ func (c *Conn) readLoop(ws *websocket.Conn) {
 		if typ == websocket.MessageBinary {
 			d = Decoded{Type: TypeMessage, Data: data, Binary: true}
 		} else if d, err = DecodePacket(data, false); err != nil {
-			c.close(ReasonParseError, false)
-			_ = ws.Close(websocket.StatusPolicyViolation, "parse error")
+			c.close(ReasonParseError, false) // the writer sends the close frame
 			return
 		}
 		c.readMu.Lock()
 		ok := c.deliver(d)
 		c.readMu.Unlock()
 		if !ok {
-			_ = ws.Close(websocket.StatusNormalClosure, "")
 			return
 		}
 	}
@@ -226,6 +224,8 @@ func (c *Conn) writeLoop(ws *websocket.Conn) {
 					status = websocket.StatusGoingAway
 				}
 				closeWithin(ws, status, c.srv.cfg.PingTimeout)
+			} else if reason == ReasonParseError {
+				closeWithin(ws, websocket.StatusPolicyViolation, c.srv.cfg.PingTimeout)
 			} else {
 				_ = ws.CloseNow()
 			}

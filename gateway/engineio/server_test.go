@@ -1,0 +1,685 @@
+package engineio
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// recHandler records the life of connections and echoes messages.
+type recHandler struct {
+	noEcho bool
+	opened chan *Conn
+	closed chan string // reasons
+	mu     sync.Mutex
+	msgs   []string
+}
+
+func newRecHandler() *recHandler {
+	return &recHandler{opened: make(chan *Conn, 100), closed: make(chan string, 100)}
+}
+
+func (h *recHandler) Open(c *Conn) { h.opened <- c }
+
+func (h *recHandler) Message(c *Conn, data []byte, binary bool) {
+	h.mu.Lock()
+	h.msgs = append(h.msgs, fmt.Sprintf("%v:%q", binary, data))
+	h.mu.Unlock()
+	if h.noEcho {
+		return
+	}
+	if binary {
+		c.SendPackets(Packet{Data: data, Binary: true})
+	} else {
+		c.SendText(append([]byte{TypeMessage}, data...))
+	}
+}
+
+func (h *recHandler) Close(c *Conn, reason string) { h.closed <- reason }
+
+func (h *recHandler) waitClose(t *testing.T) string {
+	t.Helper()
+	select {
+	case r := <-h.closed:
+		return r
+	case <-time.After(5 * time.Second):
+		t.Fatal("connection not closed")
+		return ""
+	}
+}
+
+type testServer struct {
+	*Server
+	h   *recHandler
+	url string // http://host/engine.io/
+}
+
+// newTestServer starts a Server with long heartbeats unless cfg sets them.
+func newTestServer(t *testing.T, cfg Config) *testServer {
+	t.Helper()
+	if cfg.PingInterval == 0 {
+		cfg.PingInterval = time.Minute
+	}
+	if cfg.PingTimeout == 0 {
+		cfg.PingTimeout = time.Minute
+	}
+	h := newRecHandler()
+	s := NewServer(cfg, h)
+	hs := httptest.NewServer(s)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		hs.Close()
+	})
+	return &testServer{Server: s, h: h, url: hs.URL + "/engine.io/"}
+}
+
+func do(t *testing.T, method, url string, body string, hdr ...string) (int, string, http.Header) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp.Header
+}
+
+type openPacket struct {
+	SID          string   `json:"sid"`
+	Upgrades     []string `json:"upgrades"`
+	PingInterval int      `json:"pingInterval"`
+	PingTimeout  int      `json:"pingTimeout"`
+	MaxPayload   int      `json:"maxPayload"`
+}
+
+func parseOpen(t *testing.T, body string) openPacket {
+	t.Helper()
+	if !strings.HasPrefix(body, "0") {
+		t.Fatalf("handshake %q does not start with 0", body)
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(body[1:]), &fields); err != nil {
+		t.Fatal(err)
+	}
+	if len(fields) != 5 {
+		t.Errorf("open packet has fields %v, want exactly sid, upgrades, pingInterval, pingTimeout, maxPayload", fields)
+	}
+	var o openPacket
+	if err := json.Unmarshal([]byte(body[1:]), &o); err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+func (ts *testServer) handshake(t *testing.T) string {
+	t.Helper()
+	status, body, _ := do(t, "GET", ts.url+"?EIO=4&transport=polling", "")
+	if status != 200 {
+		t.Fatalf("handshake: %d %s", status, body)
+	}
+	return parseOpen(t, body).SID
+}
+
+func (ts *testServer) poll(t *testing.T, sid string) (int, string) {
+	t.Helper()
+	status, body, _ := do(t, "GET", ts.url+"?EIO=4&transport=polling&sid="+sid, "")
+	return status, body
+}
+
+func (ts *testServer) post(t *testing.T, sid, body string) (int, string) {
+	t.Helper()
+	status, b, _ := do(t, "POST", ts.url+"?EIO=4&transport=polling&sid="+sid, body)
+	return status, b
+}
+
+func (ts *testServer) dial(t *testing.T, query string) *websocket.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(ts.url, "http")+"?"+query, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ws.CloseNow() })
+	return ws
+}
+
+func read(t *testing.T, ws *websocket.Conn) (websocket.MessageType, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	typ, b, err := ws.Read(ctx)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return typ, string(b)
+}
+
+func write(t *testing.T, ws *websocket.Conn, s string) {
+	t.Helper()
+	if err := ws.Write(context.Background(), websocket.MessageText, []byte(s)); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+}
+
+// readErr reads until the connection fails and returns the error.
+func readErr(t *testing.T, ws *websocket.Conn) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for {
+		if _, _, err := ws.Read(ctx); err != nil {
+			if ctx.Err() != nil {
+				t.Fatal("connection not closed")
+			}
+			return err
+		}
+	}
+}
+
+func TestHandshake(t *testing.T) {
+	ts := newTestServer(t, Config{PingInterval: 300 * time.Millisecond, PingTimeout: 200 * time.Millisecond})
+	status, body, hdr := do(t, "GET", ts.url+"?EIO=4&transport=polling", "")
+	if status != 200 || !strings.HasPrefix(hdr.Get("Content-Type"), "text/plain") {
+		t.Fatalf("polling handshake: %d %s", status, hdr.Get("Content-Type"))
+	}
+	o := parseOpen(t, body)
+	want := openPacket{SID: o.SID, Upgrades: []string{"websocket"}, PingInterval: 300, PingTimeout: 200, MaxPayload: 1_000_000}
+	if o.SID == "" || fmt.Sprint(o) != fmt.Sprint(want) {
+		t.Errorf("polling open = %+v, want %+v", o, want)
+	}
+
+	ws := ts.dial(t, "EIO=4&transport=websocket")
+	_, msg := read(t, ws)
+	o = parseOpen(t, msg)
+	want = openPacket{SID: o.SID, Upgrades: []string{}, PingInterval: 300, PingTimeout: 200, MaxPayload: 1_000_000}
+	if o.SID == "" || fmt.Sprint(o) != fmt.Sprint(want) {
+		t.Errorf("websocket open = %+v, want %+v", o, want)
+	}
+	ws.Close(websocket.StatusNormalClosure, "")
+	if r := ts.h.waitClose(t); r != ReasonTransportClose {
+		t.Errorf("close reason %q, want %q", r, ReasonTransportClose)
+	}
+}
+
+func TestErrorAnswers(t *testing.T) {
+	ts := newTestServer(t, Config{AllowedOrigins: []string{"http://app.example"}})
+	sid := ts.handshake(t)
+	cases := []struct {
+		name, method, query string
+		hdr                 []string
+		status              int
+		body                string
+	}{
+		{"no transport", "GET", "EIO=4", nil, 400, `{"code":0,"message":"Transport unknown"}`},
+		{"bad transport", "GET", "EIO=4&transport=abc", nil, 400, `{"code":0,"message":"Transport unknown"}`},
+		{"unknown sid", "GET", "EIO=4&transport=polling&sid=nope", nil, 400, `{"code":1,"message":"Session ID unknown"}`},
+		{"handshake by POST", "POST", "EIO=4&transport=polling", nil, 400, `{"code":2,"message":"Bad handshake method"}`},
+		{"handshake by PUT", "PUT", "EIO=4&transport=polling", nil, 400, `{"code":2,"message":"Bad handshake method"}`},
+		{"no EIO", "GET", "transport=polling", nil, 400, `{"code":5,"message":"Unsupported protocol version"}`},
+		{"EIO=abc", "GET", "EIO=abc&transport=polling", nil, 400, `{"code":5,"message":"Unsupported protocol version"}`},
+		{"EIO=3", "GET", "EIO=3&transport=polling", nil, 400, `{"code":5,"message":"Unsupported protocol version"}`},
+		{"websocket without upgrade", "GET", "EIO=4&transport=websocket", nil, 400, `{"code":3,"message":"Bad request"}`},
+		{"PUT with sid", "PUT", "EIO=4&transport=polling&sid=" + sid, nil, 400, `{"code":3,"message":"Bad request"}`},
+		{"foreign origin", "GET", "EIO=4&transport=polling", []string{"Origin", "http://evil.example"}, 403, `{"code":4,"message":"Forbidden"}`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			status, body, hdr := do(t, c.method, ts.url+"?"+c.query, "", c.hdr...)
+			if status != c.status || body != c.body {
+				t.Errorf("%d %s, want %d %s", status, body, c.status, c.body)
+			}
+			if hdr.Get("Content-Type") != "application/json" {
+				t.Errorf("content type %q", hdr.Get("Content-Type"))
+			}
+		})
+	}
+	// A WebSocket handshake with bad parameters is refused before the upgrade.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, q := range []string{"transport=websocket", "EIO=abc&transport=websocket", "EIO=4", "EIO=4&transport=abc", "EIO=4&transport=polling", "EIO=4&transport=websocket&sid=nope"} {
+		_, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(ts.url, "http")+"?"+q, nil)
+		if err == nil || resp == nil || resp.StatusCode != 400 {
+			t.Errorf("websocket %s: err %v, resp %v; want 400", q, err, resp)
+		}
+	}
+}
+
+func TestCORS(t *testing.T) {
+	ts := newTestServer(t, Config{AllowedOrigins: []string{"http://app.example"}})
+	_, _, hdr := do(t, "GET", ts.url+"?EIO=4&transport=polling", "", "Origin", "http://app.example")
+	if hdr.Get("Access-Control-Allow-Origin") != "http://app.example" || hdr.Get("Access-Control-Allow-Credentials") != "true" {
+		t.Errorf("allowed origin: headers %v", hdr)
+	}
+	status, _, hdr := do(t, "OPTIONS", ts.url+"?EIO=4&transport=polling", "",
+		"Origin", "http://app.example", "Access-Control-Request-Method", "POST", "Access-Control-Request-Headers", "content-type")
+	if status != 204 || hdr.Get("Access-Control-Allow-Headers") != "content-type" || !strings.Contains(hdr.Get("Access-Control-Allow-Methods"), "POST") {
+		t.Errorf("preflight: %d %v", status, hdr)
+	}
+	status, _, _ = do(t, "OPTIONS", ts.url, "", "Origin", "http://evil.example", "Access-Control-Request-Method", "GET")
+	if status != 403 {
+		t.Errorf("preflight from a foreign origin: %d, want 403", status)
+	}
+	// A foreign origin cannot open a WebSocket either; an allowed one can.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	wsURL := "ws" + strings.TrimPrefix(ts.url, "http") + "?EIO=4&transport=websocket"
+	_, resp, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPHeader: http.Header{"Origin": {"http://evil.example"}}})
+	if err == nil || resp.StatusCode != 403 {
+		t.Errorf("foreign websocket: %v", err)
+	}
+	ws, _, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPHeader: http.Header{"Origin": {"http://app.example"}}})
+	if err != nil {
+		t.Fatalf("allowed websocket: %v", err)
+	}
+	ws.CloseNow()
+
+	// "*" reflects any origin, with credentials.
+	any := newTestServer(t, Config{AllowedOrigins: []string{"*"}})
+	_, _, hdr = do(t, "GET", any.url+"?EIO=4&transport=polling", "", "Origin", "http://x.example:8080")
+	if hdr.Get("Access-Control-Allow-Origin") != "http://x.example:8080" || hdr.Get("Access-Control-Allow-Credentials") != "true" {
+		t.Errorf("wildcard: headers %v", hdr)
+	}
+}
+
+func TestPollingMessages(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	for _, body := range []string{"4hello", "4test1\x1e4test2\x1e4test3", "4hello\x1ebAQIDBA=="} {
+		sid := ts.handshake(t)
+		if status, b := ts.post(t, sid, body); status != 200 || b != "ok" {
+			t.Fatalf("post: %d %s", status, b)
+		}
+		if status, b := ts.poll(t, sid); status != 200 || b != body {
+			t.Errorf("poll = %d %q, want echo %q", status, b, body)
+		}
+	}
+}
+
+func TestPollingBadPacketClosesSession(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	sid := ts.handshake(t)
+	if status, _ := ts.post(t, sid, "abc"); status != 400 {
+		t.Errorf("bad packet: %d, want 400", status)
+	}
+	if r := ts.h.waitClose(t); r != ReasonParseError {
+		t.Errorf("reason %q", r)
+	}
+	if status, _ := ts.poll(t, sid); status != 400 {
+		t.Errorf("poll after close: %d, want 400", status)
+	}
+}
+
+func TestDuplicatePollClosesSession(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	sid := ts.handshake(t)
+	first := make(chan string)
+	go func() {
+		resp, err := http.Get(ts.url + "?EIO=4&transport=polling&sid=" + sid)
+		if err != nil {
+			first <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		first <- fmt.Sprint(resp.StatusCode, " ", string(b))
+	}()
+	waitFor(t, func() bool { c := ts.lookup(sid); c.mu.Lock(); defer c.mu.Unlock(); return c.getPending })
+	if status, _ := ts.poll(t, sid); status != 400 {
+		t.Errorf("second poll: %d, want 400", status)
+	}
+	if got := <-first; got != "200 1" {
+		t.Errorf("first poll = %q, want the close packet", got)
+	}
+	if status, _ := ts.poll(t, sid); status != 400 {
+		t.Errorf("poll after close: %d", status)
+	}
+	ts.h.waitClose(t)
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatal("condition not met in time")
+}
+
+func TestClientClose(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	sid := ts.handshake(t)
+	pollDone := make(chan string)
+	go func() {
+		resp, err := http.Get(ts.url + "?EIO=4&transport=polling&sid=" + sid)
+		if err != nil {
+			pollDone <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		pollDone <- string(b)
+	}()
+	waitFor(t, func() bool { c := ts.lookup(sid); c.mu.Lock(); defer c.mu.Unlock(); return c.getPending })
+	ts.post(t, sid, "1")
+	if got := <-pollDone; got != "6" {
+		t.Errorf("pending poll got %q, want noop", got)
+	}
+	if r := ts.h.waitClose(t); r != ReasonTransportClose {
+		t.Errorf("reason %q", r)
+	}
+	if status, _ := ts.poll(t, sid); status != 400 {
+		t.Errorf("poll after close: %d", status)
+	}
+
+	ws := ts.dial(t, "EIO=4&transport=websocket")
+	read(t, ws)
+	write(t, ws, "1")
+	readErr(t, ws)
+	if r := ts.h.waitClose(t); r != ReasonTransportClose {
+		t.Errorf("websocket reason %q", r)
+	}
+}
+
+func TestWebSocketMessages(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	ws := ts.dial(t, "EIO=4&transport=websocket")
+	read(t, ws)
+	write(t, ws, "4hello")
+	if typ, m := read(t, ws); typ != websocket.MessageText || m != "4hello" {
+		t.Errorf("echo %v %q", typ, m)
+	}
+	if err := ws.Write(context.Background(), websocket.MessageBinary, []byte{1, 2, 3, 4}); err != nil {
+		t.Fatal(err)
+	}
+	if typ, m := read(t, ws); typ != websocket.MessageBinary || m != "\x01\x02\x03\x04" {
+		t.Errorf("binary echo %v %q", typ, m)
+	}
+	write(t, ws, "abc")
+	if err := readErr(t, ws); websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+		t.Errorf("bad packet: %v", err)
+	}
+	if r := ts.h.waitClose(t); r != ReasonParseError {
+		t.Errorf("reason %q", r)
+	}
+}
+
+func TestHeartbeat(t *testing.T) {
+	ts := newTestServer(t, Config{PingInterval: 50 * time.Millisecond, PingTimeout: 100 * time.Millisecond})
+	t.Run("polling", func(t *testing.T) {
+		sid := ts.handshake(t)
+		for range 3 {
+			if status, b := ts.poll(t, sid); status != 200 || b != "2" {
+				t.Fatalf("poll = %d %q, want ping", status, b)
+			}
+			ts.post(t, sid, "3")
+		}
+		if r := ts.h.waitClose(t); r != ReasonPingTimeout {
+			t.Errorf("reason %q", r)
+		}
+		if status, _ := ts.poll(t, sid); status != 400 {
+			t.Errorf("poll after ping timeout: %d", status)
+		}
+	})
+	t.Run("websocket", func(t *testing.T) {
+		ws := ts.dial(t, "EIO=4&transport=websocket")
+		read(t, ws)
+		for range 3 {
+			if _, m := read(t, ws); m != "2" {
+				t.Fatalf("got %q, want ping", m)
+			}
+			write(t, ws, "3")
+		}
+		readErr(t, ws) // no pong: closed
+		if r := ts.h.waitClose(t); r != ReasonPingTimeout {
+			t.Errorf("reason %q", r)
+		}
+	})
+}
+
+func TestMaxPayload(t *testing.T) {
+	ts := newTestServer(t, Config{MaxPayload: 100})
+	sid := ts.handshake(t)
+	if status, _ := ts.post(t, sid, "4"+strings.Repeat("x", 100)); status != 413 {
+		t.Errorf("large POST: %d, want 413", status)
+	}
+	ts.h.waitClose(t)
+	if status, _ := ts.poll(t, sid); status != 400 {
+		t.Errorf("poll after refusal: %d", status)
+	}
+
+	ws := ts.dial(t, "EIO=4&transport=websocket")
+	read(t, ws)
+	write(t, ws, "4"+strings.Repeat("x", 99)) // exactly the limit
+	if _, m := read(t, ws); len(m) != 100 {
+		t.Errorf("echo of %d bytes", len(m))
+	}
+	write(t, ws, "4"+strings.Repeat("x", 100))
+	if err := readErr(t, ws); websocket.CloseStatus(err) != websocket.StatusMessageTooBig {
+		t.Errorf("large message: %v, want close 1009", err)
+	}
+	ts.h.waitClose(t)
+}
+
+func TestSlowConsumer(t *testing.T) {
+	ts := newTestServer(t, Config{SendQueue: 4})
+	ts.handshake(t)
+	c := <-ts.h.opened
+	for i := range 4 {
+		if !c.SendText([]byte("4x")) {
+			t.Fatalf("send %d refused", i)
+		}
+	}
+	if c.SendText([]byte("4x")) {
+		t.Fatal("fifth send accepted beyond SendQueue")
+	}
+	select {
+	case <-c.Done():
+	default:
+		t.Fatal("connection not closed")
+	}
+	if r := ts.h.waitClose(t); r != ReasonSlowConsumer {
+		t.Errorf("reason %q", r)
+	}
+	if c.SendText([]byte("4x")) {
+		t.Error("send after close accepted")
+	}
+}
+
+// TestUpgradeOrder sends numbered frames from the server all through an
+// upgrade and checks that the client sees each exactly once, in order.
+func TestUpgradeOrder(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	sid := ts.handshake(t)
+	c := <-ts.h.opened
+	stop := make(chan struct{})
+	sent := make(chan int)
+	go func() {
+		n := 0
+		defer func() { sent <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if !c.SendText([]byte(fmt.Sprintf("4%d", n))) {
+				return
+			}
+			n++
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
+	var got []string
+	collect := func(payload string) {
+		for _, p := range strings.Split(payload, "\x1e") {
+			if p != "6" {
+				got = append(got, p)
+			}
+		}
+	}
+	_, b := ts.poll(t, sid)
+	collect(b)
+	ws := ts.dial(t, "EIO=4&transport=websocket&sid="+sid)
+	write(t, ws, "2probe")
+	if _, m := read(t, ws); m != "3probe" {
+		t.Fatalf("probe answer %q", m)
+	}
+	// Poll until the noop that lets the client pause polling.
+	for {
+		status, b := ts.poll(t, sid)
+		if status != 200 {
+			t.Fatalf("poll during upgrade: %d", status)
+		}
+		collect(b)
+		if strings.HasSuffix(b, "6") {
+			break
+		}
+	}
+	write(t, ws, "5")
+	if c.Transport() != "websocket" {
+		waitFor(t, func() bool { return c.Transport() == "websocket" })
+	}
+	time.Sleep(20 * time.Millisecond)
+	close(stop)
+	n := <-sent
+	for len(got) < n {
+		_, m := read(t, ws)
+		got = append(got, m)
+	}
+	for i, m := range got {
+		if m != fmt.Sprintf("4%d", i) {
+			t.Fatalf("frame %d is %q (of %d frames)", i, m, n)
+		}
+	}
+	if status, _ := ts.poll(t, sid); status != 400 {
+		t.Errorf("poll after upgrade: %d, want 400", status)
+	}
+	// A second upgrade of the same session is accepted and closed at once.
+	ws2 := ts.dial(t, "EIO=4&transport=websocket&sid="+sid)
+	readErr(t, ws2)
+	write(t, ws, "4after")
+	if _, m := read(t, ws); m != "4after" {
+		t.Errorf("echo after upgrade %q", m)
+	}
+}
+
+func TestShutdown(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	sid := ts.handshake(t)
+	ws := ts.dial(t, "EIO=4&transport=websocket")
+	read(t, ws)
+	pollDone := make(chan string)
+	go func() {
+		resp, err := http.Get(ts.url + "?EIO=4&transport=polling&sid=" + sid)
+		if err != nil {
+			pollDone <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		pollDone <- string(b)
+	}()
+	waitFor(t, func() bool { c := ts.lookup(sid); c.mu.Lock(); defer c.mu.Unlock(); return c.getPending })
+	wsErr := make(chan error, 1)
+	go func() { // a live client answers the closing handshake
+		_, _, err := ws.Read(context.Background())
+		wsErr <- err
+	}()
+	if err := ts.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-pollDone; got != "1" {
+		t.Errorf("pending poll got %q, want the close packet", got)
+	}
+	if err := <-wsErr; websocket.CloseStatus(err) != websocket.StatusGoingAway {
+		t.Errorf("websocket: %v, want going away", err)
+	}
+	for range 2 {
+		if r := ts.h.waitClose(t); r != ReasonShutdown {
+			t.Errorf("reason %q", r)
+		}
+	}
+	if err := ts.Shutdown(context.Background()); err != nil {
+		t.Errorf("second shutdown: %v", err)
+	}
+	if status, _, _ := do(t, "GET", ts.url+"?EIO=4&transport=polling", ""); status != 503 {
+		t.Errorf("handshake after shutdown: %d", status)
+	}
+	if ts.Len() != 0 {
+		t.Errorf("%d sessions left", ts.Len())
+	}
+}
+
+// BenchmarkSendText queues one shared frame on many polling connections and
+// drains them: the send path allocates nothing per recipient.
+func BenchmarkSendText(b *testing.B) {
+	const conns = 1000
+	h := newRecHandler()
+	h.opened = make(chan *Conn, conns)
+	h.closed = make(chan string, conns)
+	s := NewServer(Config{PingInterval: time.Hour, PingTimeout: time.Hour, SendQueue: 1 << 20}, h)
+	var cs []*Conn
+	for range conns {
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, httptest.NewRequest("GET", "/engine.io/?EIO=4&transport=polling", nil))
+		cs = append(cs, <-h.opened)
+	}
+	frame := bytes.Repeat([]byte("x"), 200)
+	frame[0] = TypeMessage
+	drain := func() { // what a consumer does, keeping the queues' capacity
+		for _, c := range cs {
+			c.mu.Lock()
+			batch := c.takeLocked()
+			c.mu.Unlock()
+			c.giveBack(batch)
+		}
+	}
+	for range 2 { // warm up: both swap buffers reach their working size
+		for range 256 {
+			for _, c := range cs {
+				c.SendText(frame)
+			}
+		}
+		drain()
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		for _, c := range cs {
+			c.SendText(frame)
+		}
+		if i%256 == 255 {
+			b.StopTimer()
+			drain()
+			b.StartTimer()
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*conns), "ns/send")
+	_ = s.Shutdown(context.Background())
+}
