@@ -77,6 +77,8 @@ type Server struct {
 
 	mu       sync.RWMutex
 	handlers map[string]Handler
+
+	onOpen func(*client) // test hook
 }
 
 // NewServer returns a Server with no namespaces; add them with Handle.
@@ -136,6 +138,9 @@ func (e *engineHandler) Open(c *engineio.Conn) {
 	cl := &client{srv: s, conn: c, sockets: make(map[string]*Socket)}
 	c.SetValue(cl)
 	cl.connectTimer = time.AfterFunc(s.cfg.ConnectTimeout, cl.onConnectTimeout)
+	if s.onOpen != nil {
+		s.onOpen(cl)
+	}
 }
 
 func (e *engineHandler) Message(c *engineio.Conn, data []byte, binary bool) {

@@ -1,0 +1,36 @@
+// Package socketio serves Socket.IO v5 over Engine.IO v4 (package
+// [github.com/koordi/koordi-realtime/gateway/engineio]): the packet codec,
+// namespaces, CONNECT/CONNECT_ERROR, EVENT and ACK (binary variants
+// included), DISCONNECT and the connect timeout. It knows nothing of JWTs,
+// rooms or Koordi: a [Handler] per namespace decides.
+//
+// # Sending
+//
+// A [Frame] is one encoded Engine.IO packet. [EncodeEvent] builds it once;
+// [Socket.Send] queues the same bytes on any number of sockets without
+// copying or allocating. Sending never blocks: each engine connection has a
+// bounded queue (Config.SendQueue) and a socket whose queue is full has its
+// connection closed ("slow consumer"); the client reconnects. Frames go out
+// in Send order per connection, across the polling→WebSocket upgrade.
+//
+// # Handler calls
+//
+// For one engine connection, Connect, Connected, Event, BinaryEvent and
+// Disconnected never run concurrently: they run in packet order on the
+// connection's read goroutine (WebSocket reader or polling POST), except
+// Disconnected after [Socket.Disconnect], which runs on a short goroutine
+// serialised with the others. Disconnected runs exactly once per socket
+// whose Connect succeeded, after its last Event. A handler may block only
+// briefly: it holds up that connection's reading, not others'.
+//
+// Unknown namespaces are refused with CONNECT_ERROR {"message":"Invalid
+// namespace"}. A malformed packet, or an attachment out of place, closes the
+// engine connection ("parse error"), as the reference server does. Client
+// ACK packets are ignored: the server asks for no acks.
+//
+// # Lock order
+//
+// engineio's per-connection read lock (held during Handler calls) before
+// client.mu (the namespace table of one connection). Socket methods take no
+// lock the Handler could hold.
+package socketio
