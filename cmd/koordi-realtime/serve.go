@@ -231,11 +231,14 @@ func (s *server) run(ctx context.Context) error {
 		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.shutdownGrace)
 		defer cancel()
 		s.log.Info("shutting down")
-		// Shutdown does not wait for hijacked WebSocket connections, so the
-		// gateway closes those itself.
+		// Both at once: http.Server.Shutdown closes the listener, then waits
+		// for active requests, which include long-polling GETs that only
+		// the gateway's Shutdown ends; it does not wait for hijacked
+		// WebSocket connections, which the gateway closes too.
+		gwErr := make(chan error, 1)
+		go func() { gwErr <- s.gateway.Shutdown(stopCtx) }()
 		httpErr := httpServer.Shutdown(stopCtx)
-		gwErr := s.gateway.Shutdown(stopCtx)
-		return errors.Join(httpErr, gwErr)
+		return errors.Join(httpErr, <-gwErr)
 	})
 	err = g.Wait()
 	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
