@@ -263,6 +263,10 @@ func TestServeEndToEnd(t *testing.T) {
 		VALUES ('d1000000-0000-4000-8000-000000000001', $1, 'eve@example.com', 'tok-eve', 'pending', $2)`, e2eCalC, e2eDan)
 	x.to([]string{eve}, schema.InvitationReceived, map[string]any{"calendar_id": e2eCalC, "calendar_name": "Swimming",
 		"inviter_name": "Dan", "invited_email": "eve@example.com"})
+	// An invitation to an email no user has, and its withdrawal: nothing.
+	e2eExec(t, conn, `INSERT INTO event_calendar_memberships (id, event_calendar_id, invited_email, invitation_token, status, invited_by_user_id)
+		VALUES ('d1000000-0000-4000-8000-000000000002', $1, 'nobody@example.com', 'tok-nobody', 'pending', $2)`, e2eCalC, e2eDan)
+	e2eExec(t, conn, `DELETE FROM event_calendar_memberships WHERE id = 'd1000000-0000-4000-8000-000000000002'`)
 	e2eExec(t, conn, `UPDATE event_calendar_memberships SET status = 'accepted', user_id = $1, responded_at = now() WHERE id = 'd1000000-0000-4000-8000-000000000001'`, e2eEve)
 	calC = []string{dan, eve}
 	x.to(calC, schema.MemberAdded, member(e2eCalC, e2eEve, "eve@example.com", "Eve"))
@@ -399,10 +403,18 @@ func e2ePick[T any](r *rand.Rand, xs []T) T { return xs[r.Intn(len(xs))] }
 // the timeline is cross-checked against the operations that were run.
 // Reproduce a failure with -e2e.seed=<printed seed>.
 func TestServeRandomOperations(t *testing.T) {
-	seed := *e2eSeedFlag
-	if seed == 0 {
-		seed = time.Now().UnixNano()
+	if seed := *e2eSeedFlag; seed != 0 {
+		e2eRandomOperations(t, seed)
+		return
 	}
+	base := time.Now().UnixNano()
+	for i := int64(0); i < 3; i++ {
+		seed := base + i
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { e2eRandomOperations(t, seed) })
+	}
+}
+
+func e2eRandomOperations(t *testing.T, seed int64) {
 	t.Logf("seed %d (rerun with -run TestServeRandomOperations -e2e.seed=%d)", seed, seed)
 	r := rand.New(rand.NewSource(seed))
 
@@ -594,6 +606,11 @@ func TestServeRandomOperations(t *testing.T) {
 			i := r.Intn(len(m.cals))
 			cal := m.cals[i]
 			e2eExec(t, conn, `DELETE FROM event_calendars WHERE id = $1`, cal)
+			if r.Intn(2) == 0 {
+				// A stale explicit event to the deleted room, committed right
+				// after: it must reach nobody.
+				e2eExec(t, conn, `SELECT koordi_realtime.emit('calendar:' || $1::text, 'e2e:stale', '{}')`, cal)
+			}
 			m.cals = append(m.cals[:i], m.cals[i+1:]...)
 			for k := range m.rows {
 				if k[0] == cal {
@@ -856,6 +873,9 @@ func TestServeCrashRecovery(t *testing.T) {
 	srv.kill()
 	killedAt := w.count.Load()
 	srv.start()
+	if w.count.Load() == killedAt {
+		t.Fatal("no commit while serve was down: the test proves nothing")
+	}
 	w.wait(t)
 	last := fmt.Sprintf("w-%04d", w.n-1)
 	for _, id := range []string{"ada", "bob"} {
