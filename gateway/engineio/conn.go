@@ -47,6 +47,7 @@ type Conn struct {
 	// heartbeat, under mu
 	timer        *time.Timer
 	timerAt      time.Time
+	lastPing     time.Time
 	awaitingPong bool
 }
 
@@ -212,7 +213,8 @@ func (c *Conn) giveBack(batch []Packet) {
 func (c *Conn) startHeartbeat() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.timerAt = time.Now().Add(c.srv.cfg.PingInterval)
+	c.lastPing = time.Now() // the schedule starts at the handshake
+	c.timerAt = c.lastPing.Add(c.srv.cfg.PingInterval)
 	c.timer = time.AfterFunc(c.srv.cfg.PingInterval, c.onTimer)
 }
 
@@ -234,6 +236,7 @@ func (c *Conn) onTimer() {
 		return
 	}
 	c.awaitingPong = true
+	c.lastPing = time.Now()
 	c.resetTimerLocked(c.srv.cfg.PingTimeout)
 	c.mu.Unlock()
 	c.SendText(pingPacket)
@@ -246,7 +249,17 @@ func (c *Conn) onPong() {
 		return
 	}
 	c.awaitingPong = false
-	c.resetTimerLocked(c.srv.cfg.PingInterval)
+	// Pings keep their rhythm (one per PingInterval from the previous one),
+	// whatever the round trip took.
+	c.resetTimerLocked(max(time.Until(c.lastPing.Add(c.srv.cfg.PingInterval)), 0))
+}
+
+// pongOverdue reports whether the pong deadline has passed; a request that
+// finds it so closes the session at once rather than racing the timer.
+func (c *Conn) pongOverdue() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.awaitingPong && !c.closed && !time.Now().Before(c.timerAt)
 }
 
 var (

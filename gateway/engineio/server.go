@@ -232,6 +232,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := s.lookup(sid)
+	if c != nil && c.pongOverdue() {
+		c.close(ReasonPingTimeout, false)
+		c = nil
+	}
 	if c == nil {
 		writeError(w, errUnknownSID)
 		return
