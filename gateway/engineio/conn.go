@@ -126,7 +126,7 @@ func (c *Conn) Close() { c.close(ReasonForcedClose, true) }
 // Handler's Message and Close calls for this connection. f must not call
 // Dispatch's caller back synchronously in a way that waits for f.
 func (c *Conn) Dispatch(f func()) {
-	c.srv.wg.Go(func() {
+	c.srv.wg.goFunc(func() {
 		c.readMu.Lock()
 		defer c.readMu.Unlock()
 		f()
@@ -183,7 +183,7 @@ func (c *Conn) close(reason string, flush bool) {
 	}
 	c.signal()
 	c.srv.cfg.Logger.Debug("engine.io session closed", "sid", c.id, "reason", reason)
-	c.srv.wg.Go(func() {
+	c.srv.wg.goFunc(func() {
 		c.readMu.Lock()
 		defer c.readMu.Unlock()
 		c.srv.h.Close(c, reason)

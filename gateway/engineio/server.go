@@ -96,7 +96,7 @@ type Server struct {
 	anyOrig bool
 	origins []string
 
-	wg sync.WaitGroup // writers, WebSocket handlers, close callbacks, dispatches
+	wg tracker // writers, WebSocket handlers, close callbacks, dispatches
 
 	mu       sync.Mutex
 	conns    map[string]*Conn
@@ -138,10 +138,67 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, c := range conns {
 		c.close(ReasonShutdown, true)
 	}
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
+	return s.wg.wait(ctx)
+}
+
+// tracker counts the goroutines a Server owns. Unlike sync.WaitGroup it may
+// be added to while someone waits (a close callback spawned during
+// Shutdown), and it refuses new WebSocket handlers once shutdown began.
+type tracker struct {
+	mu      sync.Mutex
+	n       int
+	closing bool
+	zero    chan struct{} // closed when n drops to 0 while closing
+}
+
+// add counts one more goroutine; false once wait has begun (for handlers).
+func (t *tracker) add() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closing {
+		return false
+	}
+	t.n++
+	return true
+}
+
+func (t *tracker) done() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.n--
+	if t.n == 0 && t.zero != nil {
+		close(t.zero)
+		t.zero = nil
+	}
+}
+
+// goFunc runs f on a counted goroutine, also during shutdown (callbacks
+// of connections that Shutdown itself closed).
+func (t *tracker) goFunc(f func()) {
+	t.mu.Lock()
+	t.n++
+	t.mu.Unlock()
+	go func() {
+		defer t.done()
+		f()
+	}()
+}
+
+// wait marks shutdown and returns when no counted goroutine is left, or ctx ends.
+func (t *tracker) wait(ctx context.Context) error {
+	t.mu.Lock()
+	t.closing = true
+	if t.n == 0 {
+		t.mu.Unlock()
+		return nil
+	}
+	if t.zero == nil {
+		t.zero = make(chan struct{})
+	}
+	zero := t.zero
+	t.mu.Unlock()
 	select {
-	case <-done:
+	case <-zero:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -322,14 +379,19 @@ func (s *Server) openPacket(sid string, upgrades bool) []byte {
 func (s *Server) handshakePolling(w http.ResponseWriter, r *http.Request, q url.Values) {
 	c := s.newConn(r, q, "polling")
 	if c == nil {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.Write([]byte(`{"code":3,"message":"Server shutting down"}`))
+		writeShuttingDown(w)
 		return
 	}
 	s.cfg.Logger.Debug("engine.io session opened", "sid", c.id, "transport", "polling", "remote", r.RemoteAddr)
 	s.h.Open(c)
 	writePayload(w, s.openPacket(c.id, true))
+}
+
+// writeShuttingDown refuses a new session during shutdown; clients retry.
+func writeShuttingDown(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	_, _ = w.Write([]byte(`{"code":3,"message":"Server shutting down"}`))
 }
 
 func writePayload(w http.ResponseWriter, body []byte) {

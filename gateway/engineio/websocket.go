@@ -10,8 +10,6 @@ import (
 	"github.com/coder/websocket"
 )
 
-var probe = []byte("probe")
-
 // serveWebSocket runs a WebSocket transport: a fresh session when c is nil,
 // otherwise the upgrade of polling session c. It returns when the WebSocket
 // is closed; the calling goroutine is the reader.
@@ -20,13 +18,16 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, q url.Va
 	if !s.anyOrig {
 		opts.OriginPatterns = s.origins
 	}
+	if !s.wg.add() {
+		writeShuttingDown(w)
+		return
+	}
+	defer s.wg.done()
 	ws, err := websocket.Accept(w, r, opts)
 	if err != nil {
 		// Accept has answered the request (403 or 400).
 		return
 	}
-	s.wg.Add(1)
-	defer s.wg.Done()
 	ws.SetReadLimit(int64(s.cfg.MaxPayload))
 	if c != nil {
 		c.mu.Lock()
@@ -43,7 +44,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, q url.Va
 	if c == nil {
 		c = s.newConn(r, q, "websocket")
 		if c == nil {
-			_ = ws.Close(websocket.StatusGoingAway, "server shutting down")
+			closeWithin(ws, websocket.StatusGoingAway, time.Second)
 			return
 		}
 		c.mu.Lock()
@@ -59,7 +60,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, q url.Va
 	}
 
 	writerDone := make(chan struct{})
-	s.wg.Go(func() {
+	s.wg.goFunc(func() {
 		defer close(writerDone)
 		c.writeLoop(ws)
 	})
@@ -189,10 +190,8 @@ func (c *Conn) readLoop(ws *websocket.Conn) {
 func (c *Conn) writeLoop(ws *websocket.Conn) {
 	ctx := context.Background()
 	for {
-		select {
-		case <-c.wake:
-		case <-c.done:
-		}
+		// Drain before waiting: packets may have been queued (and their
+		// wake-up consumed by a polling GET) before this writer started.
 		c.mu.Lock()
 		closed, flush, reason := c.closed, c.flush, c.reason
 		var batch []Packet
@@ -214,8 +213,16 @@ func (c *Conn) writeLoop(ws *websocket.Conn) {
 			_ = ws.CloseNow()
 			return
 		}
+		n := len(batch)
 		if batch != nil {
 			c.giveBack(batch)
+		}
+		if !closed && n == 0 {
+			select {
+			case <-c.wake:
+			case <-c.done:
+			}
+			continue
 		}
 		if closed {
 			if flush {
