@@ -178,8 +178,9 @@ func (c *Conn) close(reason string, flush bool) {
 	}
 	if ws != nil && !flush && reason != ReasonParseError {
 		// Abort a write that may be stuck on a dead peer; the writer and the
-		// reader then both fail and exit.
-		_ = ws.CloseNow()
+		// reader then both fail and exit. CloseNow waits for them to let go
+		// of the connection, so it runs aside: close may be called from Send.
+		c.srv.wg.goFunc(func() { _ = ws.CloseNow() })
 	}
 	c.signal()
 	c.srv.cfg.Logger.Debug("engine.io session closed", "sid", c.id, "reason", reason)

@@ -683,3 +683,43 @@ func BenchmarkSendText(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*conns), "ns/send")
 	_ = s.Shutdown(context.Background())
 }
+
+// TestConcurrentSendAndClose races senders against a slow reader, Close and
+// Shutdown (run with -race); every sender stops with false, none blocks.
+func TestConcurrentSendAndClose(t *testing.T) {
+	ts := newTestServer(t, Config{SendQueue: 64})
+	ts.h.noEcho = true
+	for round := range 2 {
+		ws := ts.dial(t, "EIO=4&transport=websocket")
+		c := <-ts.h.opened
+		var wg sync.WaitGroup
+		for g := range 8 {
+			wg.Go(func() {
+				f := []byte(fmt.Sprintf("4sender %d", g))
+				for c.SendText(f) {
+					if g == 0 && round == 0 {
+						time.Sleep(time.Microsecond)
+					}
+				}
+			})
+		}
+		go func() {
+			for {
+				if _, _, err := ws.Read(context.Background()); err != nil {
+					return
+				}
+				time.Sleep(50 * time.Microsecond)
+			}
+		}()
+		time.Sleep(5 * time.Millisecond)
+		if round == 0 {
+			c.Close()
+		} else {
+			if err := ts.Shutdown(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		wg.Wait()
+		ts.h.waitClose(t)
+	}
+}
