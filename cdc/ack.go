@@ -117,6 +117,13 @@ func (a *acker) safe(now time.Time) uint64 {
 	return max(a.floor, a.trailing)
 }
 
+// untrailed returns the newest handed-off position, ignoring retain.
+func (a *acker) untrailed() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return max(a.floor, a.handed)
+}
+
 // handedOff returns the end and commit LSN of the newest hand-off.
 func (a *acker) handedOff() (end, commit uint64) {
 	a.mu.Lock()

@@ -311,7 +311,7 @@ func (c *Consumer) session(ctx context.Context, queue chan<- *committed, first b
 		// Confirm what was handed off before going away, so a restart
 		// redelivers as little as possible.
 		finalCtx, cancel := context.WithTimeout(context.Background(), ioTimeout)
-		_ = c.sendStatus(finalCtx, repl, false)
+		_ = c.sendStatus(finalCtx, repl, false, false)
 		cancel()
 	}
 	return true, err
@@ -322,12 +322,12 @@ func (c *Consumer) receive(ctx context.Context, repl *pgconn.PgConn, queue chan<
 	dec := newDecoder()
 	skipped, toast := 0, 0
 	next := time.Now().Add(c.cfg.StatusInterval)
-	if err := c.sendStatus(ctx, repl, true); err != nil {
+	if err := c.sendStatus(ctx, repl, true, false); err != nil {
 		return err
 	}
 	for {
 		if !time.Now().Before(next) {
-			if err := c.sendStatus(ctx, repl, true); err != nil {
+			if err := c.sendStatus(ctx, repl, true, false); err != nil {
 				return err
 			}
 			next = time.Now().Add(c.cfg.StatusInterval)
@@ -369,7 +369,20 @@ func (c *Consumer) receive(ctx context.Context, repl *pgconn.PgConn, queue chan<
 			}
 			c.observe(0, uint64(ka.ServerWALEnd))
 			if ka.ReplyRequested {
-				next = time.Now()
+				// PostgreSQL asks for a reply when it has not heard from
+				// us for wal_sender_timeout/2 — never, with status
+				// updates every StatusInterval — and, in a loop, while
+				// it shuts down: then the walsender exits only once the
+				// flush position reaches everything it sent. A position
+				// trailing by Retain would hold a fast shutdown until
+				// wal_sender_timeout, so the reply confirms everything
+				// handed off (never more). The replay window in this
+				// process is unaffected; only a restart of this process
+				// right after would decode less again.
+				if err := c.sendStatus(ctx, repl, false, true); err != nil {
+					return err
+				}
+				next = time.Now().Add(c.cfg.StatusInterval)
 			}
 		case pglogrepl.XLogDataByteID:
 			xld, err := pglogrepl.ParseXLogData(data[1:])
@@ -417,7 +430,7 @@ func (c *Consumer) enqueue(ctx context.Context, repl *pgconn.PgConn, queue chan<
 			timer.Stop()
 			return ctx.Err()
 		case <-timer.C:
-			if err := c.sendStatus(ctx, repl, true); err != nil {
+			if err := c.sendStatus(ctx, repl, true, false); err != nil {
 				return err
 			}
 			*next = time.Now().Add(c.cfg.StatusInterval)
@@ -430,9 +443,13 @@ func (c *Consumer) enqueue(ctx context.Context, repl *pgconn.PgConn, queue chan<
 // position and PostgreSQL treats the flush position as confirmed.
 // requestReply asks the server for a keepalive at once, which carries its
 // current position: an idle stream learns it is caught up within one
-// status interval instead of wal_sender_timeout/2.
-func (c *Consumer) sendStatus(ctx context.Context, repl *pgconn.PgConn, requestReply bool) error {
+// status interval instead of wal_sender_timeout/2. untrailed confirms
+// everything handed off, ignoring Retain.
+func (c *Consumer) sendStatus(ctx context.Context, repl *pgconn.PgConn, requestReply, untrailed bool) error {
 	safe := c.ack.safe(time.Now())
+	if untrailed {
+		safe = c.ack.untrailed()
+	}
 	if safe == 0 {
 		return nil
 	}
@@ -447,10 +464,13 @@ func (c *Consumer) sendStatus(ctx context.Context, repl *pgconn.PgConn, requestR
 	if err != nil {
 		return fmt.Errorf("send standby status: %w", err)
 	}
-	c.m.confirmedLSN.Set(float64(safe))
+	// PostgreSQL never moves a slot's confirmed position back, so a
+	// trailing update after an untrailed one changes nothing there.
 	c.mu.Lock()
-	c.status.ConfirmedLSN = safe
+	c.status.ConfirmedLSN = max(c.status.ConfirmedLSN, safe)
+	confirmed := c.status.ConfirmedLSN
 	c.mu.Unlock()
+	c.m.confirmedLSN.Set(float64(confirmed))
 	return nil
 }
 

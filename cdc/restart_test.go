@@ -193,3 +193,29 @@ func TestSlotDroppedWhileStreaming(t *testing.T) {
 	exec(t, conn, `UPDATE users SET name = 'after' WHERE id = $1`, user1)
 	rec.waitTx(t, sets("users", "name", "after"))
 }
+
+// TestFastShutdownWithRetain: PostgreSQL's fast shutdown waits until each
+// logical walsender's client confirms everything sent. A consumer whose
+// confirmed position trails by Retain must still let it finish (it answers
+// the shutdown's reply requests with everything handed off), and resumes
+// afterwards.
+func TestFastShutdownWithRetain(t *testing.T) {
+	url, conn := koordiDB(t)
+	exec(t, conn, `INSERT INTO users (id, email, name) VALUES ($1, 'a@example.com', 'start')`, user1)
+	rec := newRecorder()
+	r := start(t, Config{ConnString: url, Retain: time.Hour}, rec, discard)
+	waitStreaming(t, r.c)
+	exec(t, conn, `UPDATE users SET name = 'before' WHERE id = $1`, user1)
+	rec.waitTx(t, sets("users", "name", "before"))
+
+	// pg_ctl itself would wait 60 s; a shutdown held by the trailing
+	// position would take wal_sender_timeout (60 s).
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := cluster.Restart(ctx, "fast"); err != nil {
+		t.Fatalf("fast restart with a consumer retaining an hour: %v", err)
+	}
+	conn2 := dial(t, url)
+	exec(t, conn2, `UPDATE users SET name = 'after' WHERE id = $1`, user1)
+	rec.waitTx(t, sets("users", "name", "after"))
+}
