@@ -40,7 +40,13 @@
 // 128 marks; marks closer than Retain/128 are merged, which may shorten the
 // trail by that much, never confirm anything not handed off). A restarted
 // process therefore decodes the last Retain of transactions again — the
-// replay window of DESIGN.md §5.
+// replay window of DESIGN.md §5. One exception: when PostgreSQL asks for an
+// immediate reply — it does so in a loop while shutting down, and the
+// walsender exits only once the client confirms everything sent — the reply
+// confirms everything handed off, ignoring Retain, so a trailing position
+// never holds a fast shutdown for wal_sender_timeout. (With status updates
+// every StatusInterval, well below wal_sender_timeout/2, PostgreSQL has no
+// other reason to ask.)
 //
 // # Delivery semantics and offsets
 //
