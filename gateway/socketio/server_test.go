@@ -22,12 +22,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // recHandler records calls and implements the conformance echo.
 type recHandler struct {
-	refuse    string // Connect refuses with this message when set
-	pid       string
-	mu        sync.Mutex
-	connected chan *Socket
-	events    chan string
-	discon    chan string
+	refuse      string // Connect refuses with this message when set
+	lastRefused *Socket
+	pid         string
+	mu          sync.Mutex
+	connected   chan *Socket
+	events      chan string
+	discon      chan string
 }
 
 func newRecHandler() *recHandler {
@@ -36,6 +37,7 @@ func newRecHandler() *recHandler {
 
 func (h *recHandler) Connect(s *Socket, auth json.RawMessage) (ConnectReply, error) {
 	if h.refuse != "" {
+		h.lastRefused = s
 		return ConnectReply{}, fmt.Errorf("%s", h.refuse)
 	}
 	if auth == nil {
@@ -254,6 +256,11 @@ func TestConnectRefusedAndPID(t *testing.T) {
 	cl.send(`40{"token":"x"}`)
 	if m := cl.read(); m != `44{"message":"Authentication error: invalid token"}` {
 		t.Errorf("got %q", m)
+	}
+	if s := ts.h.lastRefused; s == nil || s.Send(EncodeEvent("/", "x")) || s.Emit("x") == nil {
+		t.Error("a refused socket can send")
+	} else {
+		<-s.Done()
 	}
 	ts.h.refuse = ""
 	ts.h.pid = "p1"

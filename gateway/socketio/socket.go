@@ -138,6 +138,7 @@ func (cl *client) connect(p Packet) {
 	s := &Socket{cl: cl, id: rand.Text(), nsp: p.Namespace, h: h, done: make(chan struct{})}
 	reply, err := h.Connect(s, p.Data)
 	if err != nil {
+		s.ended.Store(true) // a refused socket never sends
 		close(s.done)
 		msg, _ := json.Marshal(struct {
 			Message string `json:"message"`
