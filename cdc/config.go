@@ -28,6 +28,9 @@ type Config struct {
 	// again (DESIGN.md §5, the replay window). 0 confirms on hand-off.
 	Retain time.Duration
 	// StatusInterval is the period of standby status updates; default 10s.
+	// Keep it well below PostgreSQL's wal_sender_timeout/2 (30 s by
+	// default), or the server times the connection out or keeps asking for
+	// replies, which are answered ignoring Retain (see the package doc).
 	StatusInterval time.Duration
 	// OnReset, if set, is called when changes may have been lost: the slot
 	// was invalidated by PostgreSQL ("slot_invalidated") or vanished while

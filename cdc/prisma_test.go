@@ -83,3 +83,32 @@ func TestPrismaSchema(t *testing.T) {
 		t.Fatalf("event:assigned payload %s", got[1].Data)
 	}
 }
+
+// TestStateFollowsStream: Consumer.State answers from the derivation state
+// as of the last transaction handed off — bootstrapped from the slot's
+// snapshot, then kept current by the stream.
+func TestStateFollowsStream(t *testing.T) {
+	url, conn := koordiDB(t)
+	exec(t, conn, `INSERT INTO users (id, email, name) VALUES ($1, 'ada@example.com', 'Ada'), ($2, 'bob@example.com', 'Bob')`, user1, user2)
+	exec(t, conn, `INSERT INTO children (id, name) VALUES ($1, 'Kid')`, child)
+	exec(t, conn, `INSERT INTO event_calendars (id, name, ics_url, child_id, owner_id) VALUES ($1, 'Soccer', 'x', $2, $3)`, cal1, child, user1)
+	exec(t, conn, `INSERT INTO event_calendar_memberships (event_calendar_id, user_id, invited_email, invitation_token, status, invited_by_user_id)
+	               VALUES ($1, $2, 'ada@example.com', 't1', 'accepted', $2)`, cal1, user1)
+	sink := &envelopes{}
+	r := start(t, Config{ConnString: url}, nil, sink)
+	waitStreaming(t, r.c)
+	if !r.c.State().IsAcceptedMember(user1, cal1) {
+		t.Fatal("bootstrap: ada is not an accepted member")
+	}
+	exec(t, conn, `INSERT INTO event_calendar_memberships (event_calendar_id, user_id, invited_email, invitation_token, status, invited_by_user_id)
+	               VALUES ($1, $2, 'bob@example.com', 't2', 'accepted', $3)`, cal1, user2, user1)
+	waitFor(t, "member:added", func() bool { return len(sink.named(schema.MemberAdded)) == 1 })
+	if !r.c.State().IsAcceptedMember(user2, cal1) {
+		t.Fatal("bob is not an accepted member after member:added")
+	}
+	exec(t, conn, `DELETE FROM event_calendar_memberships WHERE event_calendar_id = $1 AND user_id = $2`, cal1, user2)
+	waitFor(t, "member:removed", func() bool { return len(sink.named(schema.MemberRemoved)) >= 1 })
+	if r.c.State().IsAcceptedMember(user2, cal1) {
+		t.Fatal("bob is still an accepted member after member:removed")
+	}
+}
