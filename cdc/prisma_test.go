@@ -112,3 +112,38 @@ func TestStateFollowsStream(t *testing.T) {
 		t.Fatal("bob is still an accepted member after member:removed")
 	}
 }
+
+// TestToastedAssignmentYieldsOneEvent: with the real rules, an
+// assignment-only UPDATE of an event whose description is TOASTed yields
+// exactly one event:assigned (the unchanged description is neither NULL nor
+// a change).
+func TestToastedAssignmentYieldsOneEvent(t *testing.T) {
+	url, conn := koordiDB(t)
+	var txs []schema.Transaction
+	var mu sync.Mutex
+	sink := SinkFunc(func(_ context.Context, tx schema.Transaction) error {
+		mu.Lock()
+		defer mu.Unlock()
+		txs = append(txs, tx)
+		return nil
+	})
+	r := start(t, Config{ConnString: url}, nil, sink)
+	waitStreaming(t, r.c)
+	seed(t, func(sql string, args ...any) { exec(t, conn, sql, args...) })
+	exec(t, conn, `UPDATE events SET description = (SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 1250)) WHERE id = $1`, evt1)
+	exec(t, conn, `UPDATE events SET assigned_to_user_id = $1 WHERE id = $2`, user2, evt1)
+	waitFor(t, "event:assigned", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(txs) > 0 && txs[len(txs)-1].Events[0].Event == schema.EventAssigned
+	})
+	mu.Lock()
+	last := txs[len(txs)-1]
+	mu.Unlock()
+	if len(last.Events) != 1 {
+		t.Fatalf("assignment-only update of a TOASTed event: %d events %+v, want one event:assigned", len(last.Events), last.Events)
+	}
+	if r.c.toastFilled.Load() == 0 {
+		t.Fatal("the description was not sent as unchanged TOAST")
+	}
+}
