@@ -625,23 +625,38 @@ func (c *Consumer) createSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.
 	if err != nil {
 		return 0, fmt.Errorf("create replication slot %s: consistent point: %w", c.cfg.SlotName, err)
 	}
-	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-	if err != nil {
-		return 0, fmt.Errorf("bootstrap: begin: %w", err)
-	}
-	defer func() { _ = tx.Rollback(context.Background()) }()
-	if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT "+quoteLiteral(res.SnapshotName)); err != nil {
-		return 0, fmt.Errorf("bootstrap: use the slot's snapshot: %w", err)
-	}
-	if err := c.deriver.Bootstrap(ctx, tx); err != nil {
-		return 0, fmt.Errorf("bootstrap names state: %w", err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return 0, fmt.Errorf("bootstrap: commit: %w", err)
+	if err := c.bootstrapAt(ctx, conn, res.SnapshotName); err != nil {
+		// A new slot that the state does not match is worse than none:
+		// drop it, so the next attempt creates it with a fresh snapshot.
+		dropCtx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+		defer cancel()
+		if derr := pglogrepl.DropReplicationSlot(dropCtx, repl, c.cfg.SlotName, pglogrepl.DropReplicationSlotOptions{}); derr != nil {
+			c.log.Warn("could not drop the slot whose bootstrap failed", "slot", c.cfg.SlotName, "error", derr)
+		}
+		return 0, err
 	}
 	c.bootstrapped = true
 	c.log.Info("replication slot created", "slot", c.cfg.SlotName, "lsn", res.ConsistentPoint)
 	return uint64(lsn), nil
+}
+
+// bootstrapAt loads the names state in the exported snapshot.
+func (c *Consumer) bootstrapAt(ctx context.Context, conn *pgx.Conn, snapshot string) error {
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return fmt.Errorf("bootstrap: begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT "+quoteLiteral(snapshot)); err != nil {
+		return fmt.Errorf("bootstrap: use the slot's snapshot: %w", err)
+	}
+	if err := c.deriver.Bootstrap(ctx, tx); err != nil {
+		return fmt.Errorf("bootstrap names state: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("bootstrap: commit: %w", err)
+	}
+	return nil
 }
 
 // reset reports a gap in the stream to Config.OnReset.

@@ -1,14 +1,21 @@
 package cdc
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/koordi/koordi-realtime/cdc/derive"
 )
 
 // TestResumesAfterPostgresRestart restarts PostgreSQL (clean and crash)
@@ -218,4 +225,57 @@ func TestFastShutdownWithRetain(t *testing.T) {
 	conn2 := dial(t, url)
 	exec(t, conn2, `UPDATE users SET name = 'after' WHERE id = $1`, user1)
 	rec.waitTx(t, sets("users", "name", "after"))
+}
+
+// failingBootstrap fails its first Bootstrap.
+type failingBootstrap struct {
+	*recorder
+	calls atomic.Int32
+}
+
+func (f *failingBootstrap) Bootstrap(ctx context.Context, q derive.Querier) error {
+	if f.calls.Add(1) == 1 {
+		return errors.New("bootstrap failed on purpose")
+	}
+	return f.recorder.Bootstrap(ctx, q)
+}
+
+// TestBootstrapFailureDropsNewSlot: when the names state cannot be loaded in
+// a new slot's snapshot, the slot is dropped and created again with a fresh
+// snapshot, rather than kept with state that does not match it.
+func TestBootstrapFailureDropsNewSlot(t *testing.T) {
+	url, conn := koordiDB(t)
+	d := &failingBootstrap{recorder: newRecorder()}
+	var logs syncBuffer
+	r := start(t, Config{ConnString: url, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, d, discard)
+	waitStreaming(t, r.c)
+	if n := strings.Count(logs.String(), `msg="replication slot created"`); n != 1 {
+		t.Fatalf("slot created %d times after the failure, want once; log:\n%s", n, logs.String())
+	}
+	if n := d.calls.Load(); n != 2 {
+		t.Fatalf("%d bootstraps, want 2 (one failed, one in the recreated slot's snapshot)", n)
+	}
+	if st := r.c.Status(); st.Reconnects != 1 || !strings.Contains(st.LastError, "bootstrap failed on purpose") {
+		t.Fatalf("status %+v", st)
+	}
+	exec(t, conn, `INSERT INTO users (id, email, name) VALUES ($1, 'a@example.com', 'A')`, user1)
+	d.waitTx(t, sets("users", "name", "A"))
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers and readers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
