@@ -1,22 +1,25 @@
 // Package cdc reads Koordi's committed row changes from a PostgreSQL logical
 // replication slot (pgoutput, via [github.com/jackc/pglogrepl] on pgx/v5),
-// derives the Koordi socket events from them (package [github.com/koordi/koordi-realtime/cdc/derive]) and hands
-// each transaction's events to a [Sink]. It knows nothing of sockets.
+// derives the Koordi socket events from them (package
+// [github.com/koordi/koordi-realtime/cdc/derive]) and hands each
+// transaction's events to a [Sink]. It knows nothing of sockets.
 //
 // # Slot and publication
 //
 // The publication (Config.Publication, default "koordi_realtime") belongs to
 // `koordi-realtime setup`, which creates it over the watched tables together
 // with REPLICA IDENTITY FULL and koordi_realtime.emit; the consumer only
-// checks it ([github.com/koordi/koordi-realtime/sql.Preflight]) and never alters it.
+// checks it ([github.com/koordi/koordi-realtime/sql.Preflight]) and never
+// alters it.
 //
 // The slot (Config.SlotName, default "koordi_realtime") belongs to the
 // consumer. It is created on first start if missing — permanent, pgoutput —
 // with an exported snapshot, and the names state is bootstrapped inside that
 // snapshot (REPEATABLE READ, SET TRANSACTION SNAPSHOT), so state and stream
-// meet exactly at the slot's consistent point. At later starts the state is
-// bootstrapped with a plain read and the stream resumes from the slot's
-// confirmed position. A slot invalidated by PostgreSQL (wal_status "lost")
+// meet exactly at the slot's consistent point (if that bootstrap fails, the
+// new slot is dropped and the next attempt starts over). At later starts the
+// state is bootstrapped with a plain read and the stream resumes from the
+// slot's confirmed position. A slot invalidated by PostgreSQL (wal_status "lost")
 // is dropped and created again, as is one that vanished while streaming:
 // changes were lost, so the consumer warns and calls Config.OnReset (serve
 // sends sync:reset) once everything before the gap is handed off. The
