@@ -177,7 +177,8 @@ func TestConfirmedNeverPassesSink(t *testing.T) {
 }
 
 // TestRetainTrails: with Retain the confirmed position stays behind what
-// was handed off for the whole window.
+// was handed off for the whole window, also across a graceful stop, so a
+// restarted process delivers the window again.
 func TestRetainTrails(t *testing.T) {
 	url, conn := koordiDB(t)
 	slot := slotFor(url)
@@ -194,6 +195,17 @@ func TestRetainTrails(t *testing.T) {
 	}
 	if st := r.c.Status(); st.ConfirmedLSN >= tx.CommitLSN {
 		t.Fatalf("status confirms %X, handed off %X", st.ConfirmedLSN, tx.CommitLSN)
+	}
+
+	// A restarted process decodes the window again: same transaction,
+	// same commit LSN, so the same offsets.
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	again := newRecorder()
+	start(t, Config{ConnString: url, SlotName: slot, Retain: time.Hour}, again, discard)
+	if first := again.waitTx(t, func(*wal.Tx) bool { return true }); first.CommitLSN != tx.CommitLSN {
+		t.Fatalf("after restart the window starts at %X, want %X", first.CommitLSN, tx.CommitLSN)
 	}
 }
 
