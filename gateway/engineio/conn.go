@@ -28,8 +28,9 @@ type Conn struct {
 
 	readMu sync.Mutex // serialises Handler.Message, Handler.Close and Dispatch
 
-	wake chan struct{} // capacity 1: the queue grew or the state changed
-	done chan struct{} // closed by close
+	wake     chan struct{} // capacity 1: the queue grew or the state changed
+	done     chan struct{} // closed by close
+	upgraded chan struct{} // closed when the upgrade to WebSocket completes
 
 	mu          sync.Mutex
 	transport   string   // "polling" or "websocket"
@@ -46,8 +47,8 @@ type Conn struct {
 
 	// heartbeat, under mu
 	timer        *time.Timer
-	timerAt      time.Time
-	lastPing     time.Time
+	timerAt      time.Time // when the timer is due: next ping, or pong deadline
+	lastPing     time.Time // when the last ping was due
 	awaitingPong bool
 }
 
@@ -211,22 +212,30 @@ func (c *Conn) giveBack(batch []Packet) {
 
 // startHeartbeat arms the ping timer: ping every PingInterval, close when
 // the pong has not come PingTimeout after a ping.
+//
+// Deadlines follow the schedule, not the moment a timer callback happened
+// to run: the pong is due PingTimeout after the ping was due (but never
+// sooner than PingTimeout/2 after it was actually sent), and the next ping
+// is due PingInterval after the previous one, whatever the round trip took.
+// A loaded process thus neither stretches the heartbeat nor lets a session
+// outlive its timeout.
 func (c *Conn) startHeartbeat() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.lastPing = time.Now() // the schedule starts at the handshake
-	c.timerAt = c.lastPing.Add(c.srv.cfg.PingInterval)
+	c.timerAt = time.Now().Add(c.srv.cfg.PingInterval)
 	c.timer = time.AfterFunc(c.srv.cfg.PingInterval, c.onTimer)
 }
 
-func (c *Conn) resetTimerLocked(d time.Duration) {
-	c.timerAt = time.Now().Add(d)
-	c.timer.Reset(d)
+// setTimerLocked makes the timer fire at t (at once if t has passed).
+func (c *Conn) setTimerLocked(t time.Time) {
+	c.timerAt = t
+	c.timer.Reset(max(time.Until(t), 0))
 }
 
 func (c *Conn) onTimer() {
 	c.mu.Lock()
-	if c.closed || time.Now().Before(c.timerAt) {
+	now := time.Now()
+	if c.closed || now.Before(c.timerAt) {
 		// Closed, or a firing that raced with a Reset: the Reset fires later.
 		c.mu.Unlock()
 		return
@@ -237,8 +246,12 @@ func (c *Conn) onTimer() {
 		return
 	}
 	c.awaitingPong = true
-	c.lastPing = time.Now()
-	c.resetTimerLocked(c.srv.cfg.PingTimeout)
+	c.lastPing = c.timerAt // when this ping was due
+	deadline := c.lastPing.Add(c.srv.cfg.PingTimeout)
+	if soonest := now.Add(c.srv.cfg.PingTimeout / 2); deadline.Before(soonest) {
+		deadline = soonest
+	}
+	c.setTimerLocked(deadline)
 	c.mu.Unlock()
 	c.SendText(pingPacket)
 }
@@ -250,9 +263,7 @@ func (c *Conn) onPong() {
 		return
 	}
 	c.awaitingPong = false
-	// Pings keep their rhythm (one per PingInterval from the previous one),
-	// whatever the round trip took.
-	c.resetTimerLocked(max(time.Until(c.lastPing.Add(c.srv.cfg.PingInterval)), 0))
+	c.setTimerLocked(c.lastPing.Add(c.srv.cfg.PingInterval))
 }
 
 // pongOverdue reports whether the pong deadline has passed; a request that

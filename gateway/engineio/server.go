@@ -339,6 +339,7 @@ func (s *Server) newConn(r *http.Request, q url.Values, transport string) *Conn 
 		transport: transport,
 		wake:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
+		upgraded:  make(chan struct{}),
 		req: Request{
 			Header:     r.Header.Clone(),
 			Query:      q,

@@ -723,3 +723,23 @@ func TestConcurrentSendAndClose(t *testing.T) {
 		ts.h.waitClose(t)
 	}
 }
+
+// TestCompetingUpgrade opens two WebSockets for one polling session before
+// either probes: the one that completes the upgrade is kept, the other is
+// closed at once.
+func TestCompetingUpgrade(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	sid := ts.handshake(t)
+	ws1 := ts.dial(t, "EIO=4&transport=websocket&sid="+sid)
+	ws2 := ts.dial(t, "EIO=4&transport=websocket&sid="+sid)
+	write(t, ws1, "2probe")
+	if _, m := read(t, ws1); m != "3probe" {
+		t.Fatalf("probe answer %q", m)
+	}
+	write(t, ws1, "5")
+	readErr(t, ws2)
+	write(t, ws1, "4kept")
+	if _, m := read(t, ws1); m != "4kept" {
+		t.Errorf("echo %q", m)
+	}
+}

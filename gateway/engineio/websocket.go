@@ -72,9 +72,12 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, q url.Va
 // "3probe", then "5" switches the session to ws. Anything else, or the
 // session ending, closes ws and leaves the session on polling.
 func (c *Conn) probe(ws *websocket.Conn) bool {
-	// Close ws if the session ends while we wait for the client.
+	// Close ws if the session ends, or another WebSocket completes the
+	// upgrade, while we wait for the client.
 	stop := context.AfterFunc(doneContext{c.done}, func() { _ = ws.CloseNow() })
 	defer stop()
+	stopUpgraded := context.AfterFunc(doneContext{c.upgraded}, func() { _ = ws.CloseNow() })
+	defer stopUpgraded()
 	ctx := context.Background()
 	timeout := time.AfterFunc(c.srv.cfg.PingInterval+c.srv.cfg.PingTimeout, func() { _ = ws.CloseNow() })
 	defer timeout.Stop()
@@ -117,6 +120,8 @@ func (c *Conn) probe(ws *websocket.Conn) bool {
 			c.prober = nil
 			c.ws = ws
 			c.mu.Unlock()
+			stopUpgraded() // before announcing: this WebSocket is the one kept
+			close(c.upgraded)
 			c.signal()
 			c.srv.cfg.Logger.Debug("engine.io session upgraded", "sid", c.id)
 			return true
