@@ -93,8 +93,9 @@ var errorMessages = [...]string{
 type Server struct {
 	cfg     Config
 	h       Handler
-	anyOrig bool
-	origins []string
+	anyOrig   bool
+	origins   []string // exact allowed origins
+	wsOrigins []string // the same as OriginPatterns for coder/websocket
 
 	wg tracker // writers, WebSocket handlers, close callbacks, dispatches
 
@@ -109,10 +110,16 @@ func NewServer(cfg Config, h Handler) *Server {
 	s := &Server{cfg: cfg, h: h, conns: make(map[string]*Conn)}
 	s.anyOrig = len(cfg.AllowedOrigins) == 0 || slices.Contains(cfg.AllowedOrigins, "*")
 	for _, o := range cfg.AllowedOrigins {
-		s.origins = append(s.origins, strings.TrimRight(o, "/"))
+		o = strings.TrimRight(o, "/")
+		s.origins = append(s.origins, o)
+		s.wsOrigins = append(s.wsOrigins, patternEscaper.Replace(o))
 	}
 	return s
 }
+
+// patternEscaper quotes an exact origin for websocket.AcceptOptions.OriginPatterns,
+// which are path.Match patterns ("http://[::1]:5173" would not parse).
+var patternEscaper = strings.NewReplacer(`\`, `\\`, `*`, `\*`, `?`, `\?`, `[`, `\[`)
 
 // Config returns the configuration with defaults applied.
 func (s *Server) Config() Config { return s.cfg }

@@ -270,7 +270,7 @@ func TestErrorAnswers(t *testing.T) {
 }
 
 func TestCORS(t *testing.T) {
-	ts := newTestServer(t, Config{AllowedOrigins: []string{"http://app.example"}})
+	ts := newTestServer(t, Config{AllowedOrigins: []string{"http://app.example", "http://[::1]:5173/"}})
 	_, _, hdr := do(t, "GET", ts.url+"?EIO=4&transport=polling", "", "Origin", "http://app.example")
 	if hdr.Get("Access-Control-Allow-Origin") != "http://app.example" || hdr.Get("Access-Control-Allow-Credentials") != "true" {
 		t.Errorf("allowed origin: headers %v", hdr)
@@ -292,11 +292,13 @@ func TestCORS(t *testing.T) {
 	if err == nil || resp.StatusCode != 403 {
 		t.Errorf("foreign websocket: %v", err)
 	}
-	ws, _, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPHeader: http.Header{"Origin": {"http://app.example"}}})
-	if err != nil {
-		t.Fatalf("allowed websocket: %v", err)
+	for _, origin := range []string{"http://app.example", "http://[::1]:5173"} {
+		ws, _, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPHeader: http.Header{"Origin": {origin}}})
+		if err != nil {
+			t.Fatalf("allowed websocket from %s: %v", origin, err)
+		}
+		ws.CloseNow()
 	}
-	ws.CloseNow()
 
 	// "*" reflects any origin, with credentials.
 	any := newTestServer(t, Config{AllowedOrigins: []string{"*"}})

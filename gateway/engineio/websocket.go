@@ -16,7 +16,7 @@ import (
 func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, q url.Values, c *Conn) {
 	opts := &websocket.AcceptOptions{InsecureSkipVerify: s.anyOrig}
 	if !s.anyOrig {
-		opts.OriginPatterns = s.origins
+		opts.OriginPatterns = s.wsOrigins
 	}
 	if !s.wg.add() {
 		writeShuttingDown(w)
