@@ -91,8 +91,8 @@ var errorMessages = [...]string{
 // Server is an Engine.IO v4 endpoint. Mount it at the protocol path (any path:
 // the query string carries the protocol).
 type Server struct {
-	cfg     Config
-	h       Handler
+	cfg       Config
+	h         Handler
 	anyOrig   bool
 	origins   []string // exact allowed origins
 	wsOrigins []string // the same as OriginPatterns for coder/websocket
