@@ -280,6 +280,21 @@ var (
 	closePacket = []byte{TypeClose}
 )
 
+// deliverSerialized is deliver under readMu. A panicking Handler still
+// releases the lock and closes the connection (so its writer and callbacks
+// end) before the panic goes on to net/http, which logs it.
+func (c *Conn) deliverSerialized(d Decoded) bool {
+	c.readMu.Lock()
+	defer func() {
+		c.readMu.Unlock()
+		if p := recover(); p != nil {
+			c.close(ReasonTransportError, false)
+			panic(p)
+		}
+	}()
+	return c.deliver(d)
+}
+
 // deliver handles one decoded packet from the peer; false when the
 // connection must stop reading. The caller holds readMu.
 func (c *Conn) deliver(d Decoded) bool {

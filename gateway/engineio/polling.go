@@ -143,13 +143,11 @@ func (c *Conn) servePost(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errBadRequest)
 		return
 	}
-	c.readMu.Lock()
 	for _, p := range packets {
-		if !c.deliver(p) {
+		if !c.deliverSerialized(p) {
 			break
 		}
 	}
-	c.readMu.Unlock()
 	w.Header().Set("Content-Type", "text/html")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write([]byte("ok"))

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -742,6 +743,51 @@ func TestCompetingUpgrade(t *testing.T) {
 	readErr(t, ws2)
 	write(t, ws1, "4kept")
 	if _, m := read(t, ws1); m != "4kept" {
+		t.Errorf("echo %q", m)
+	}
+}
+
+// panicHandler panics on "4panic".
+type panicHandler struct{ *recHandler }
+
+func (h panicHandler) Message(c *Conn, data []byte, binary bool) {
+	if string(data) == "panic" {
+		panic("handler bug")
+	}
+	h.recHandler.Message(c, data, binary)
+}
+
+// TestHandlerPanic: a panicking Handler closes its connection (net/http
+// logs the panic); the server and other connections go on.
+func TestHandlerPanic(t *testing.T) {
+	h := panicHandler{newRecHandler()}
+	s := NewServer(Config{PingInterval: time.Minute, PingTimeout: time.Minute}, h)
+	hs := httptest.NewUnstartedServer(s)
+	hs.Config.ErrorLog = log.New(io.Discard, "", 0)
+	hs.Start()
+	defer hs.Close()
+	defer s.Shutdown(context.Background())
+	ts := &testServer{Server: s, h: h.recHandler, url: hs.URL + "/engine.io/"}
+
+	ws := ts.dial(t, "EIO=4&transport=websocket")
+	read(t, ws)
+	write(t, ws, "4panic")
+	readErr(t, ws)
+	if r := h.waitClose(t); r != ReasonTransportError {
+		t.Errorf("reason %q", r)
+	}
+	sid := ts.handshake(t)
+	if resp, err := http.Post(ts.url+"?EIO=4&transport=polling&sid="+sid, "text/plain", strings.NewReader("4panic")); err == nil {
+		resp.Body.Close() // net/http aborts the request; either way is fine
+	}
+	h.waitClose(t)
+	if status, _ := ts.poll(t, sid); status != 400 {
+		t.Errorf("poll after panic: %d", status)
+	}
+	ws = ts.dial(t, "EIO=4&transport=websocket")
+	read(t, ws)
+	write(t, ws, "4fine")
+	if _, m := read(t, ws); m != "4fine" {
 		t.Errorf("echo %q", m)
 	}
 }

@@ -180,10 +180,7 @@ func (c *Conn) readLoop(ws *websocket.Conn) {
 			c.close(ReasonParseError, false) // the writer sends the close frame
 			return
 		}
-		c.readMu.Lock()
-		ok := c.deliver(d)
-		c.readMu.Unlock()
-		if !ok {
+		if !c.deliverSerialized(d) {
 			return
 		}
 	}
