@@ -203,7 +203,7 @@ func (s *e2eServer) start() {
 		s.waitErr = cmd.Wait()
 		close(done)
 	}()
-	client := &http.Client{Timeout: 2 * time.Second}
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	deadline := time.Now().Add(e2eWait)
 	for {
 		resp, err := client.Get("http://" + s.addr + "/readyz")
