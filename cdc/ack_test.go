@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -202,10 +203,19 @@ func TestRetainTrails(t *testing.T) {
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
 	}
+	// OnStream tells where the restarted stream starts, before anything of
+	// it is delivered: the gateway uses it to let old sessions recover.
+	confirmed := slotConfirmed(t, conn, slot)
+	var from atomic.Uint64
 	again := newRecorder()
-	start(t, Config{ConnString: url, SlotName: slot, Retain: time.Hour}, again, discard)
-	if first := again.waitTx(t, func(*wal.Tx) bool { return true }); first.CommitLSN != tx.CommitLSN {
+	start(t, Config{ConnString: url, SlotName: slot, Retain: time.Hour,
+		OnStream: func(lsn uint64) { from.CompareAndSwap(0, lsn) }}, again, discard)
+	first := again.waitTx(t, func(*wal.Tx) bool { return true })
+	if first.CommitLSN != tx.CommitLSN {
 		t.Fatalf("after restart the window starts at %X, want %X", first.CommitLSN, tx.CommitLSN)
+	}
+	if got := from.Load(); got != confirmed || got >= first.CommitLSN {
+		t.Fatalf("OnStream reported %X; want the slot's confirmed position %X, before the first commit %X", got, confirmed, first.CommitLSN)
 	}
 }
 

@@ -284,6 +284,9 @@ func (c *Consumer) session(ctx context.Context, queue chan<- *committed, first b
 	cancel()
 	conn = nil
 
+	if c.cfg.OnStream != nil {
+		c.cfg.OnStream(start)
+	}
 	err = pglogrepl.StartReplication(ctx, repl, c.cfg.SlotName, pglogrepl.LSN(start), pglogrepl.StartReplicationOptions{
 		Mode: pglogrepl.LogicalReplication,
 		PluginArgs: []string{

@@ -34,6 +34,7 @@ type flags struct {
 	env      *environment
 	entries  []flagEntry
 	deferred []error // malformed environment values, reported by parse
+	help     func()
 }
 
 type flagEntry struct {
@@ -44,7 +45,10 @@ func newFlags(env *environment, command, summary string) *flags {
 	fs := flag.NewFlagSet(command, flag.ContinueOnError)
 	f := &flags{fs: fs, env: env}
 	fs.SetOutput(io.Discard)
-	f.fs.Usage = func() { f.printHelp(command, summary) }
+	// The flag package calls Usage on every parse error too; a bad flag must
+	// end in one line, so help is printed only when asked for, by parse.
+	f.fs.Usage = func() {}
+	f.help = func() { f.printHelp(command, summary) }
 	return f
 }
 
@@ -120,7 +124,7 @@ func (f *flags) Int(p *int, name, envName string, def int, usage string) {
 func (f *flags) parse(args []string) error {
 	if err := f.fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			f.fs.Usage()
+			f.help()
 			return errHelp
 		}
 		return userErr("%v (see --help)", err)

@@ -15,6 +15,8 @@ type roomGateway interface {
 	JoinUser(userID, room string)
 	LeaveUser(userID, room string)
 	CloseRoom(room string)
+	ResumeAfter(off schema.Offset)
+	Reset(reason string)
 }
 
 // roomSink connects the consumer to the gateway. Beyond publishing, it moves
@@ -30,9 +32,27 @@ type roomGateway interface {
 //
 // A transaction is therefore published in runs split at those events; the
 // gateway's Publish is called in commit order, so order per room holds.
+//
+// It also relays the consumer's stream position: where a (re)started stream
+// begins, so sessions from a previous process can recover, and gaps, which
+// become sync:reset.
 type roomSink struct {
-	rooms roomGateway
+	rooms   roomGateway
+	resumed bool // the first stream start was relayed
 }
+
+// streamFrom is cdc.Config.OnStream. Only the first start matters to the
+// gateway: later ones (reconnects) resend what it has already published,
+// which it drops as duplicates.
+func (s *roomSink) streamFrom(lsn uint64) {
+	if !s.resumed {
+		s.resumed = true
+		s.rooms.ResumeAfter(schema.Offset{LSN: lsn})
+	}
+}
+
+// reset is cdc.Config.OnReset: changes may have been lost.
+func (s *roomSink) reset(reason string) { s.rooms.Reset(reason) }
 
 func (s *roomSink) Deliver(ctx context.Context, tx schema.Transaction) error {
 	publish := func(events []schema.Envelope) error {

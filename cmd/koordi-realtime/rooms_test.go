@@ -28,6 +28,10 @@ func (r *recordingRooms) LeaveUser(userID, room string) {
 	r.calls = append(r.calls, "leave "+userID+" "+room)
 }
 func (r *recordingRooms) CloseRoom(room string) { r.calls = append(r.calls, "close "+room) }
+func (r *recordingRooms) ResumeAfter(off schema.Offset) {
+	r.calls = append(r.calls, "resume after "+off.String())
+}
+func (r *recordingRooms) Reset(reason string) { r.calls = append(r.calls, "reset "+reason) }
 
 const (
 	cal  = "c0000000-0000-4000-8000-000000000001"
@@ -97,5 +101,17 @@ func TestRoomSinkRefusesMemberEventWithoutUser(t *testing.T) {
 	tx := schema.Transaction{Events: []schema.Envelope{env(schema.MemberAdded, schema.CalendarRoom(cal), map[string]string{})}}
 	if err := sink.Deliver(context.Background(), tx); err == nil {
 		t.Fatal("member:added without user_id was accepted")
+	}
+}
+
+func TestRoomSinkRelaysStreamPosition(t *testing.T) {
+	rec := &recordingRooms{}
+	sink := &roomSink{rooms: rec}
+	sink.streamFrom(0x100)
+	sink.streamFrom(0x200) // a reconnect: the gateway already knows
+	sink.reset("slot_invalidated")
+	want := []string{"resume after 0000000000000100-0000", "reset slot_invalidated"}
+	if fmt.Sprint(rec.calls) != fmt.Sprint(want) {
+		t.Errorf("calls %q, want %q", rec.calls, want)
 	}
 }

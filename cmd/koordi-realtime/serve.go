@@ -123,7 +123,13 @@ func newServer(cfg serveConfig, logger *slog.Logger) (*server, error) {
 		}
 		publicKeys = b
 	}
+	// The sink's gateway is set once both exist: the gateway reads the
+	// consumer's state, the consumer reports to the sink. Neither calls the
+	// other before Run.
+	sink := &roomSink{}
 	consumer, err := cdc.New(cdc.Config{
+		OnStream:    sink.streamFrom,
+		OnReset:     sink.reset,
 		ConnString:  cfg.db.url,
 		SlotName:    cfg.db.slot,
 		Publication: cfg.db.publication,
@@ -147,10 +153,11 @@ func newServer(cfg serveConfig, logger *slog.Logger) (*server, error) {
 	if err != nil {
 		return nil, userError{err}
 	}
+	sink.rooms = gw
 	return &server{
 		cfg: cfg, log: logger, registry: registry,
 		consumer: consumer, gateway: gw,
-		sink: &roomSink{rooms: gw},
+		sink: sink,
 	}, nil
 }
 
