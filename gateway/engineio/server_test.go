@@ -790,4 +790,6 @@ func TestHandlerPanic(t *testing.T) {
 	if _, m := read(t, ws); m != "4fine" {
 		t.Errorf("echo %q", m)
 	}
+	ws.CloseNow()
+	h.waitClose(t)
 }
