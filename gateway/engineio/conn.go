@@ -124,8 +124,9 @@ func (c *Conn) SendPackets(ps ...Packet) bool {
 func (c *Conn) Close() { c.close(ReasonForcedClose, true) }
 
 // Dispatch runs f on a new goroutine owned by the Server, serialised with the
-// Handler's Message and Close calls for this connection. f must not call
-// Dispatch's caller back synchronously in a way that waits for f.
+// Handler's Message and Close calls for this connection (it waits for a
+// Message in progress). It is how work started outside the read path joins
+// the connection's order of calls.
 func (c *Conn) Dispatch(f func()) {
 	c.srv.wg.goFunc(func() {
 		c.readMu.Lock()

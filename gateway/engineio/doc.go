@@ -18,6 +18,17 @@
 //   - Inbound data is bounded: a polling POST body or a WebSocket message
 //     larger than Config.MaxPayload is refused (413, or WebSocket close 1009).
 //
+// # Upgrade and heartbeat
+//
+// A WebSocket opened with the sid of a polling session probes ("2probe" →
+// "3probe"); a GET waiting meanwhile is answered with a noop after 100 ms so
+// the client can pause polling; "5" moves the session to the WebSocket, which
+// then writes whatever is still queued. Later polling requests get 400, and a
+// second WebSocket for the session is accepted and closed at once (as the
+// reference server does). The server pings every PingInterval and closes a
+// session whose pong is PingTimeout late; both deadlines follow the schedule,
+// so a late timer neither stretches the heartbeat nor extends a timeout.
+//
 // # Concurrency
 //
 // [Handler.Message] and [Handler.Close] calls for one connection never run
@@ -29,6 +40,8 @@
 // goroutine) and one writer; a polling connection has none between requests,
 // only a heartbeat timer. Close callbacks and [Conn.Dispatch] run on short
 // goroutines owned by the Server; [Server.Shutdown] waits for all of them.
+// A Handler that panics in Message has its connection closed, then the panic
+// continues to net/http, which logs it.
 //
 // # Lock order
 //
