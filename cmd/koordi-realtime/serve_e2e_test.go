@@ -873,38 +873,48 @@ func e2eStreamSetup(t *testing.T, vars ...string) (url string, conn *pgx.Conn, s
 	return url, conn, srv, c
 }
 
-// TestServeCrashRecovery kills serve with SIGKILL while a writer commits
-// about one event every 10 ms, and starts it again on the same port. Both
-// sockets, connected before the crash, reconnect by themselves to the new
+// TestServeCrashRecovery stops serve while a writer commits about one
+// event every 10 ms, and starts it again on the same port: with SIGKILL (a
+// crash: no goodbye, no last confirmation) and with SIGTERM (a deploy: exit
+// 0). Both sockets, connected before, reconnect by themselves to the new
 // process with socket.recovered === true (connection state recovery with the
 // pid the old process issued and the last offset received) and receive every
-// commit, in commit order; repeats are allowed only as exact repeats (same
-// offset). The new process rebuilds its replay window from the WAL the slot
-// retained (DESIGN.md §5).
+// commit, including those made while no process ran, in commit order;
+// repeats are allowed only as exact repeats (same offset). The new process
+// rebuilds its replay window from the WAL the slot retained (the default 2m
+// window, DESIGN.md §5).
 func TestServeCrashRecovery(t *testing.T) {
-	url, _, srv, c := e2eStreamSetup(t)
-	w := startE2EWriter(t, url, e2eEvt1, 600)
-	for _, id := range []string{"ada", "bob"} {
-		c.waitFor(id+" receiving 150 commits", e2eUpdatedAtLeast(id, 150))
-	}
-	srv.kill()
-	killedAt := w.count.Load()
-	srv.start()
-	if w.count.Load() == killedAt {
-		t.Fatal("no commit while serve was down: the test proves nothing")
-	}
-	w.wait(t)
-	last := fmt.Sprintf("w-%04d", w.n-1)
-	for _, id := range []string{"ada", "bob"} {
-		r := c.waitConnect(id, 2)
-		if !r.Recovered {
-			t.Errorf("%s reconnected after the crash with recovered = false (pid %s): missed events cannot be replayed", id, r.PID)
-		}
-		c.waitEvent(id, last, func(ev e2eEvent) bool {
-			return ev.Event == schema.EventUpdated && strings.Contains(string(ev.Data), `"`+last+`"`)
+	for _, how := range []string{"SIGKILL", "SIGTERM"} {
+		t.Run(how, func(t *testing.T) {
+			url, _, srv, c := e2eStreamSetup(t)
+			w := startE2EWriter(t, url, e2eEvt1, 500)
+			for _, id := range []string{"ada", "bob"} {
+				c.waitFor(id+" receiving 150 commits", e2eUpdatedAtLeast(id, 150))
+			}
+			if how == "SIGKILL" {
+				srv.kill()
+			} else if err, took := srv.stop(15 * time.Second); err != nil {
+				t.Fatalf("serve after SIGTERM: %v (in %s)", err, took)
+			}
+			stoppedAt := w.count.Load()
+			srv.start()
+			if w.count.Load() == stoppedAt {
+				t.Fatal("no commit while serve was down: the test proves nothing")
+			}
+			w.wait(t)
+			last := fmt.Sprintf("w-%04d", w.n-1)
+			for _, id := range []string{"ada", "bob"} {
+				r := c.waitConnect(id, 2)
+				if !r.Recovered {
+					t.Errorf("%s reconnected after %s with recovered = false (pid %s): missed events cannot be replayed", id, how, r.PID)
+				}
+				c.waitEvent(id, last, func(ev e2eEvent) bool {
+					return ev.Event == schema.EventUpdated && strings.Contains(string(ev.Data), `"`+last+`"`)
+				})
+				repeats := e2eTitles(t, c, id, w.n)
+				t.Logf("%s: stopped after %d commits; %d repeats; disconnects %v", id, stoppedAt, repeats, c.of(id, "disconnect"))
+			}
 		})
-		repeats := e2eTitles(t, c, id, w.n)
-		t.Logf("%s: killed after %d commits; %d repeats; disconnects %v", id, killedAt, repeats, c.of(id, "disconnect"))
 	}
 }
 
