@@ -64,22 +64,29 @@ func DecodePacket(text []byte, polling bool) (Decoded, error) {
 // DecodePayload decodes a polling POST body: packets separated by \x1e.
 // It fails on the first malformed record, returning nothing.
 func DecodePayload(body []byte) ([]Decoded, error) {
-	n := bytes.Count(body, []byte{recordSeparator}) + 1
-	out := make([]Decoded, 0, n)
-	for len(body) > 0 || n > len(out) {
-		rec := body
-		if i := bytes.IndexByte(body, recordSeparator); i >= 0 {
-			rec, body = body[:i], body[i+1:]
-		} else {
-			body = nil
-		}
-		d, err := DecodePacket(rec, true)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, d)
+	var out []Decoded
+	if err := forEachPacket(body, func(d Decoded) bool { out = append(out, d); return true }); err != nil {
+		return nil, err
 	}
 	return out, nil
+}
+
+// forEachPacket decodes body record by record and calls f with each packet
+// until f returns false. It returns the first decoding error; packets before
+// it have been handed to f (as the reference server delivers them). Memory
+// beyond body is one packet at a time.
+func forEachPacket(body []byte, f func(Decoded) bool) error {
+	for {
+		rec, rest, more := bytes.Cut(body, []byte{recordSeparator})
+		d, err := DecodePacket(rec, true)
+		if err != nil {
+			return err
+		}
+		if !f(d) || !more {
+			return nil
+		}
+		body = rest
+	}
 }
 
 // AppendPayload appends the polling encoding of ps to dst: text packets as

@@ -137,16 +137,10 @@ func (c *Conn) servePost(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errBadRequest)
 		return
 	}
-	packets, err := DecodePayload(body)
-	if err != nil {
+	if err := forEachPacket(body, c.deliverSerialized); err != nil {
 		c.close(ReasonParseError, false)
 		writeError(w, errBadRequest)
 		return
-	}
-	for _, p := range packets {
-		if !c.deliverSerialized(p) {
-			break
-		}
 	}
 	w.Header().Set("Content-Type", "text/html")
 	w.WriteHeader(http.StatusOK)
