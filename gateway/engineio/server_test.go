@@ -334,6 +334,18 @@ func TestPollingBadPacketClosesSession(t *testing.T) {
 	if status, _ := ts.poll(t, sid); status != 400 {
 		t.Errorf("poll after close: %d, want 400", status)
 	}
+	// Packets before the malformed one were delivered, as by the reference server.
+	sid = ts.handshake(t)
+	if status, _ := ts.post(t, sid, "4first\x1e4second\x1e9bad\x1e4never"); status != 400 {
+		t.Errorf("bad packet: %d, want 400", status)
+	}
+	ts.h.waitClose(t)
+	ts.h.mu.Lock()
+	got := strings.Join(ts.h.msgs, " ")
+	ts.h.mu.Unlock()
+	if got != `false:"first" false:"second"` {
+		t.Errorf("delivered %s", got)
+	}
 }
 
 func TestDuplicatePollClosesSession(t *testing.T) {
