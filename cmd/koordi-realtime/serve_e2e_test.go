@@ -1135,3 +1135,73 @@ func TestServeCrashMembershipChanges(t *testing.T) {
 	}
 	x.check(t, c)
 }
+
+// TestServeSlotInvalidated: while serve is down, PostgreSQL invalidates its
+// slot (max_slot_wal_keep_size exceeded), so the commits made meanwhile are
+// lost to it. The next serve says so in its log, recreates the slot and
+// streams on; the sockets from before the gap reconnect with
+// recovered = false and get sync:reset {reason}, so they refetch instead of
+// trusting stale state (DESIGN.md §5, issue 4 item 6); later commits reach
+// them.
+func TestServeSlotInvalidated(t *testing.T) {
+	url, conn, srv, c := e2eStreamSetup(t)
+	slot := e2eSlot("serve", url)
+	e2eExec(t, conn, `UPDATE events SET title = 'before' WHERE id = $1`, e2eEvt1)
+	for _, id := range []string{"ada", "bob"} {
+		c.waitEvent(id, "before", func(ev e2eEvent) bool { return strings.Contains(string(ev.Data), `"before"`) })
+	}
+	srv.kill()
+
+	e2eExec(t, conn, `ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'`)
+	e2eExec(t, conn, `SELECT pg_reload_conf()`)
+	t.Cleanup(func() {
+		ctx := context.Background()
+		if c, err := pgx.Connect(ctx, url); err == nil {
+			_, _ = c.Exec(ctx, `ALTER SYSTEM RESET max_slot_wal_keep_size`)
+			_, _ = c.Exec(ctx, `SELECT pg_reload_conf()`)
+			c.Close(ctx)
+		}
+	})
+	e2eExec(t, conn, `UPDATE events SET title = 'lost' WHERE id = $1`, e2eEvt1)
+	status := ""
+	for i := 0; i < 20 && status != "lost"; i++ {
+		e2eExec(t, conn, `UPDATE events SET version = version + 1 WHERE id = $1`, e2eEvt1)
+		e2eExec(t, conn, `SELECT pg_switch_wal()`)
+		e2eExec(t, conn, `CHECKPOINT`)
+		if err := conn.QueryRow(context.Background(), `SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&status); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if status != "lost" {
+		t.Fatalf("slot %s: wal_status %q, could not invalidate it", slot, status)
+	}
+
+	srv.start()
+	if !strings.Contains(srv.stderr.String(), "invalidated") {
+		t.Errorf("serve did not say that its slot was invalidated")
+	}
+	for _, id := range []string{"ada", "bob"} {
+		r := c.waitConnect(id, 2)
+		if r.Recovered {
+			t.Errorf("%s recovered across a gap in the stream", id)
+		}
+	}
+	e2eExec(t, conn, `UPDATE events SET title = 'after' WHERE id = $1`, e2eEvt1)
+	for _, id := range []string{"ada", "bob"} {
+		c.waitEvent(id, "after", func(ev e2eEvent) bool { return strings.Contains(string(ev.Data), `"after"`) })
+		var resets []string
+		for _, ev := range c.events(id) {
+			if strings.Contains(string(ev.Data), `"lost"`) {
+				t.Errorf("%s received the commit made while the slot was being invalidated: %s", id, ev.Data)
+			}
+		}
+		for _, r := range c.of(id, "event") {
+			if r.Event == schema.SyncReset {
+				resets = append(resets, string(r.Args[0]))
+			}
+		}
+		if len(resets) != 1 {
+			t.Errorf("%s: sync:reset received %d times %v, want once: its session began before the gap", id, len(resets), resets)
+		}
+	}
+}
