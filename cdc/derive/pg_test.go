@@ -27,28 +27,7 @@ var (
 // TestMain starts one PostgreSQL cluster for the package's database tests
 // (each gets its own database) and fails the run on leaked goroutines.
 func TestMain(m *testing.M) {
-	c, err := pgcluster.Start(context.Background(), pgcluster.Config{})
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			fmt.Fprintf(os.Stderr, "pgcluster: %v\n", err)
-			os.Exit(1)
-		}
-		fmt.Fprintf(os.Stderr, "pgcluster: %v (PostgreSQL tests skip)\n", err)
-	}
-	cluster = c
-	code := m.Run()
-	if c != nil {
-		if err := c.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "pgcluster: %v\n", err)
-		}
-	}
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	pgcluster.TestMain(m, &cluster, func() error { return goleak.Find() })
 }
 
 // Fixed ids, so expected payloads are exact. render() prints them by name.

@@ -2,6 +2,7 @@ package pgcluster
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"sync/atomic"
@@ -11,18 +12,29 @@ import (
 // TestMain runs a test package's tests against one shared throwaway cluster:
 //
 //	var cluster *pgcluster.Cluster
-//	func TestMain(m *testing.M) { pgcluster.TestMain(m, &cluster) }
+//	func TestMain(m *testing.M) {
+//		pgcluster.TestMain(m, &cluster, func() error { return goleak.Find() })
+//	}
+//
+// after runs once the tests passed and the cluster is stopped (a goroutine
+// leak check, say); an error from it fails the run.
 //
 // When no PostgreSQL binaries are found the tests run with *cluster nil and
-// tests call [Require], which skips them — except under CI (CI set), where a
-// missing service is a failure, never a skip.
-func TestMain(m *testing.M, cluster **Cluster) {
+// tests that call [Require] or [NewDatabase] skip — except under CI (CI set),
+// where a missing service is a failure, never a skip. Fuzz workers start no
+// cluster: fuzz targets must not need one.
+func TestMain(m *testing.M, cluster **Cluster, after ...func() error) {
+	flag.Parse()
+	if f := flag.Lookup("test.fuzzworker"); f != nil && f.Value.String() == "true" {
+		os.Exit(m.Run())
+	}
 	c, err := Start(context.Background(), Config{})
 	if err != nil {
 		if os.Getenv("CI") != "" {
 			fmt.Fprintf(os.Stderr, "pgcluster: %v\n", err)
 			os.Exit(1)
 		}
+		fmt.Fprintf(os.Stderr, "pgcluster: %v (PostgreSQL tests skip)\n", err)
 		startErr = err
 	}
 	*cluster = c
@@ -30,6 +42,15 @@ func TestMain(m *testing.M, cluster **Cluster) {
 	if c != nil {
 		if err := c.Stop(); err != nil {
 			fmt.Fprintf(os.Stderr, "pgcluster: %v\n", err)
+		}
+	}
+	for _, check := range after {
+		if code != 0 {
+			break
+		}
+		if err := check(); err != nil {
+			fmt.Fprintf(os.Stderr, "after tests: %v\n", err)
+			code = 1
 		}
 	}
 	os.Exit(code)
