@@ -4,14 +4,30 @@ BIN       := bin/koordi-realtime
 PKGS      := ./...
 NPM_DIR   := testdata
 
-.PHONY: run test lint bench build clean node-deps demo-writes
+.PHONY: run test lint bench build clean node-deps inspector-bundle demo-writes
 
-## run: local PostgreSQL cluster under ./.koordi, demo data, gateway on :3000
+## run: local PostgreSQL cluster under ./.koordi, demo data, gateway and inspector on :3000
 run: build
 	./$(BIN) dev
 
-build:
+## demo-writes: the same, plus a realistic stream of writes every second
+demo-writes: build
+	./$(BIN) dev --simulate
+
+build: inspector-bundle
 	$(GO) build -o $(BIN) ./cmd/koordi-realtime
+
+## inspector-bundle: socket.io-client's browser bundle, embedded by the
+## inspector page (gateway/inspector). Copied from the npm package, never
+## committed; without npm the binary still builds and the page says so.
+BUNDLE_SRC := $(NPM_DIR)/node_modules/socket.io-client/dist/socket.io.min.js
+BUNDLE_DST := gateway/inspector/static/vendor/socket.io.min.js
+inspector-bundle:
+	@if command -v npm >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory node-deps && cp $(BUNDLE_SRC) $(BUNDLE_DST); \
+	else \
+		echo "make: npm not found; building without socket.io-client's browser bundle (the inspector page will say so)"; \
+	fi
 
 ## node-deps: the JavaScript clients the tests drive (socket.io-client, …)
 node-deps: $(NPM_DIR)/node_modules/.package-lock.json
@@ -19,7 +35,7 @@ $(NPM_DIR)/node_modules/.package-lock.json: $(NPM_DIR)/package.json $(NPM_DIR)/p
 	cd $(NPM_DIR) && npm ci --no-audit --no-fund --loglevel=error
 
 ## test: every test, race detector on, real PostgreSQL and real clients
-test: node-deps
+test: node-deps inspector-bundle
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 12m $(PKGS)
 
@@ -34,4 +50,4 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x $(PKGS)
 
 clean:
-	rm -rf bin .koordi
+	rm -rf bin .koordi testdata/artifacts $(BUNDLE_DST)

@@ -7,6 +7,9 @@
 //     REPLICA IDENTITY FULL on the watched tables, the schema
 //     koordi_realtime with emit(room, event, payload) — plus the publication
 //     ([Setup], `koordi-realtime setup`);
+//   - demo.sql: a small demo family (users, a child, two calendars,
+//     memberships, a week of events) for `koordi-realtime dev` ([SeedDemo],
+//     idempotent), and [DemoStep], the writes of `dev --simulate`;
 //   - [Preflight]: the checks `serve` and `tail` run before streaming, each
 //     failing with a sentinel error and one line that says what to do.
 //

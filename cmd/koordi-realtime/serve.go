@@ -19,6 +19,7 @@ import (
 
 	"github.com/koordi/koordi-realtime/cdc"
 	"github.com/koordi/koordi-realtime/gateway"
+	"github.com/koordi/koordi-realtime/gateway/inspector"
 )
 
 // serveConfig is everything `serve` reads from flags and environment.
@@ -33,13 +34,21 @@ type serveConfig struct {
 	rateLimit     int
 	readyMaxLag   int
 	shutdownGrace time.Duration
+	inspector     bool
 }
 
 func (c *serveConfig) bind(f *flags) {
+	c.bindWith(f, ":3000")
+	f.Bool(&c.inspector, "inspector", "INSPECTOR", false, "serve the inspector page at / (a browser view of sockets, events and lag)")
+}
+
+// bindWith binds every serve setting; dev shares them with its own
+// listening default.
+func (c *serveConfig) bindWith(f *flags, listenDefault string) {
 	c.db.bind(f, true)
 	f.String(&c.jwtSecret, "jwt-secret", "JWT_SECRET", "", "HS256 secret of Koordi's API tokens, at least 32 bytes")
 	f.String(&c.jwtPublicKey, "jwt-public-key-file", "JWT_PUBLIC_KEY_FILE", "", "PEM file of RS256/ES256 public keys (optional)")
-	f.String(&c.listenAddr, "listen-addr", "LISTEN_ADDR", ":3000", "HTTP address for /socket.io/, /healthz, /readyz, /metrics")
+	f.String(&c.listenAddr, "listen-addr", "LISTEN_ADDR", listenDefault, "HTTP address for /socket.io/, /healthz, /readyz, /metrics")
 	f.String(&c.frontendURL, "frontend-url", "FRONTEND_URL", "http://localhost:5173", "allowed browser origins, comma-separated")
 	f.Duration(&c.replayWindow, "replay-window", "REPLAY_WINDOW", 2*time.Minute, "how long reconnecting clients can recover missed events")
 	f.String(&c.natsURL, "nats-url", "NATS_URL", "", "NATS server for multi-node fan-out (unset: single node)")
@@ -96,6 +105,9 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
+	if cfg.inspector {
+		srv.pages = inspector.New(inspector.Config{Metrics: srv.registry, Mode: "serve", Logger: logger.With("component", "inspector")})
+	}
 	return srv.run(ctx)
 }
 
@@ -109,6 +121,10 @@ type server struct {
 	gateway  *gateway.Gateway
 	sink     *roomSink
 	started  atomic.Bool // the consumer has streamed at least once
+
+	// Set between newServer and run, by the command.
+	pages    http.Handler // served at "/" when set (the inspector)
+	listener net.Listener // used instead of listening on cfg.listenAddr when set
 }
 
 func newServer(cfg serveConfig, logger *slog.Logger) (*server, error) {
@@ -169,6 +185,9 @@ func (s *server) handler() http.Handler {
 	})
 	mux.HandleFunc("/readyz", s.readyz)
 	mux.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
+	if s.pages != nil {
+		mux.Handle("/", s.pages)
+	}
 	return mux
 }
 
@@ -212,9 +231,12 @@ func (s *server) readyz(w http.ResponseWriter, _ *http.Request) {
 // stop accepting, close sockets (clients reconnect elsewhere or to the next
 // process and recover), stop the consumer, which confirms what was handed off.
 func (s *server) run(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.cfg.listenAddr)
-	if err != nil {
-		return userErr("listen on %s: %v", s.cfg.listenAddr, err)
+	ln := s.listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", s.cfg.listenAddr); err != nil {
+			return userErr("listen on %s: %v", s.cfg.listenAddr, err)
+		}
 	}
 	httpServer := &http.Server{Handler: s.handler(), ReadHeaderTimeout: 10 * time.Second}
 	s.log.Info("listening", "addr", ln.Addr().String(), "slot", s.cfg.db.slot, "publication", s.cfg.db.publication)
@@ -247,7 +269,7 @@ func (s *server) run(ctx context.Context) error {
 		httpErr := httpServer.Shutdown(stopCtx)
 		return errors.Join(httpErr, <-gwErr)
 	})
-	err = g.Wait()
+	err := g.Wait()
 	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
 		s.log.Info("stopped")
 		return nil
