@@ -76,9 +76,11 @@ func e2eCommand(t *testing.T, vars map[string]string, args ...string) string {
 
 // e2eDatabase creates a fresh database with Koordi's tables (the migrate
 // command) and returns its URL and a connection for seeding and writing.
-// Call e2eSetup after seeding.
+// Call e2eSetup after seeding. Every e2e test starts here, so a missing
+// Node is reported before anything else starts.
 func e2eDatabase(t *testing.T) (string, *pgx.Conn) {
 	t.Helper()
+	e2eRequireNode(t)
 	url := pgcluster.NewDatabase(t, cluster)
 	e2eCommand(t, map[string]string{"DATABASE_URL": url}, "migrate")
 	return url, tailDial(t, url)
@@ -567,7 +569,7 @@ func (c *e2eClients) waitEvent(id, what string, match func(e2eEvent) bool) {
 // commit order).
 const e2eFence = "e2e:fence"
 
-// fence emits e2eFence number n to every given user room in one transaction.
+// e2eEmitFence emits e2eFence number n to every given user room in one transaction.
 func e2eEmitFence(t *testing.T, conn *pgx.Conn, n int, userIDs ...string) {
 	t.Helper()
 	var sql strings.Builder

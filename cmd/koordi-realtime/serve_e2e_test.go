@@ -198,7 +198,7 @@ func TestServeEndToEnd(t *testing.T) {
 	calA := []string{adaWS, adaPoll, bob}
 	calB := []string{cyd, bob}
 	calC := []string{dan}
-	assigned := func(event, assignee, prev string, skipped bool, cal string) map[string]any {
+	assignment := func(assignee, prev string, skipped bool, cal string) map[string]any {
 		f := map[string]any{"event_id": e2eEvt10, "assigned_to_user_id": nil, "previous_assigned_to_user_id": nil,
 			"is_skipped": skipped, "start_time": e2eStart, "end_time": e2eEnd, "event_calendar_id": cal}
 		if assignee != "" {
@@ -219,16 +219,16 @@ func TestServeEndToEnd(t *testing.T) {
 	// §4.1 events.
 	e2eExec(t, conn, e2eInsertEventSQL(e2eEvt10, e2eCalA, "Game", e2eBob))
 	x.to(calA, schema.EventCreated, ref(e2eEvt10, "Game", e2eCalA))
-	x.to(calA, schema.EventAssigned, assigned(schema.EventAssigned, e2eBob, "", false, e2eCalA))
+	x.to(calA, schema.EventAssigned, assignment(e2eBob, "", false, e2eCalA))
 	e2eExec(t, conn, `UPDATE events SET title = 'Big game', location = 'Field 2' WHERE id = $1`, e2eEvt10)
 	x.to(calA, schema.EventUpdated, map[string]any{"event_id": e2eEvt10, "event_title": "Big game", "changed": []string{"title", "location"}})
 	e2eExec(t, conn, `UPDATE events SET assigned_to_user_id = NULL WHERE id = $1`, e2eEvt10)
-	x.to(calA, schema.EventUnassigned, assigned(schema.EventUnassigned, "", e2eBob, false, e2eCalA))
+	x.to(calA, schema.EventUnassigned, assignment("", e2eBob, false, e2eCalA))
 	e2eExec(t, conn, `UPDATE events SET assigned_to_user_id = $2, description = 'Bring water' WHERE id = $1`, e2eEvt10, e2eAda)
-	x.to(calA, schema.EventAssigned, assigned(schema.EventAssigned, e2eAda, "", false, e2eCalA))
+	x.to(calA, schema.EventAssigned, assignment(e2eAda, "", false, e2eCalA))
 	x.to(calA, schema.EventUpdated, map[string]any{"event_id": e2eEvt10, "changed": []string{"description"}})
 	e2eExec(t, conn, `UPDATE events SET is_skipped = true WHERE id = $1`, e2eEvt10)
-	x.to(calA, schema.EventAssigned, assigned(schema.EventAssigned, e2eAda, e2eAda, true, e2eCalA))
+	x.to(calA, schema.EventAssigned, assignment(e2eAda, e2eAda, true, e2eCalA))
 	e2eExec(t, conn, `UPDATE events SET version = version + 1, updated_at = now(), sync_in_progress = true, last_modified = now() WHERE id = $1`, e2eEvt10)
 	e2eExec(t, conn, `BEGIN; `+e2eInsertEventSQL(e2eEvt13, e2eCalA, "Rolled back", "")+`; ROLLBACK`)
 	e2eExec(t, conn, `UPDATE events SET event_calendar_id = $2 WHERE id = $1`, e2eEvt10, e2eCalB)
