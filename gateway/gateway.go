@@ -279,13 +279,16 @@ func (g *Gateway) CloseRoom(room string) {
 
 // Reset tells every connected socket that changes may have been lost (the
 // replication slot was recreated): it sends sync:reset {reason} and empties
-// the replay window, so sessions from before the gap connect fresh — and get
-// sync:reset too — instead of recovering.
+// the replay window, so sessions from before the gap — also one that had
+// received every event before it, and one from a previous process when the
+// gap is found at start, before anything was published — connect fresh and
+// get sync:reset too, instead of recovering. The event's offset argument is
+// the position after the gap, so a client told once is not told again.
 func (g *Gateway) Reset(reason string) {
 	g.pubMu.Lock()
 	defer g.pubMu.Unlock()
 	g.window.reset()
-	f := resetFrame(reason)
+	f := resetFrame(reason, g.window.position())
 	g.idx.mu.RLock()
 	defer g.idx.mu.RUnlock()
 	for _, u := range g.idx.users {
@@ -298,9 +301,14 @@ func (g *Gateway) Reset(reason string) {
 	g.log.Warn("sent sync:reset to every socket", "reason", reason)
 }
 
-func resetFrame(reason string) socketio.Frame {
+// resetFrame carries, like every event, an offset as its last argument: the
+// position after the gap. socket.io-client records it, so a client that got
+// sync:reset recovers normally on its next reconnect instead of being told
+// again.
+func resetFrame(reason string, at schema.Offset) socketio.Frame {
 	payload, _ := json.Marshal(schema.Reset{Reason: reason})
-	return socketio.EncodeEvent(Namespace, schema.SyncReset, payload)
+	offset, _ := json.Marshal(at.String())
+	return socketio.EncodeEvent(Namespace, schema.SyncReset, payload, offset)
 }
 
 // Sockets reports the number of sockets registered (connected or connecting).

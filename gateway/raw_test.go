@@ -128,11 +128,25 @@ func TestRecoveryAcrossReset(t *testing.T) {
 	s.g.Reset("slot_recreated")
 
 	c = dialRaw(t, s.url, map[string]any{"token": tok, "pid": p})
-	if got := c.connected(); got == p {
+	fresh := c.connected()
+	if fresh == p {
 		t.Fatal("recovered across a sync:reset gap")
 	}
-	if m, err := c.read(); err != nil || m != `42["sync:reset",{"reason":"replay_unavailable"}]` {
+	if m, err := c.read(); err != nil || m != `42["sync:reset",{"reason":"replay_unavailable"},"0000000000000100-0001"]` {
 		t.Fatalf("after connect: %q, %v", m, err)
+	}
+	_ = c.ws.CloseNow()
+	s.waitSockets(t, 0)
+
+	// The offset sync:reset carried is a position after the gap: a client
+	// that comes back with it recovers and is not told again.
+	c = dialRaw(t, s.url, map[string]any{"token": tok, "pid": fresh, "offset": "0000000000000100-0001"})
+	if got := c.connected(); got != fresh {
+		t.Fatal("a client that was told of the gap did not recover from the reset's offset")
+	}
+	s.publish(t, schema.Envelope{Room: schema.UserRoom(user), Event: "after", Data: json.RawMessage(`2`)})
+	if m, err := c.read(); err != nil || !strings.HasPrefix(m, `42["after"`) {
+		t.Fatalf("after recovery: %q, %v (want the next event, no second sync:reset)", m, err)
 	}
 }
 

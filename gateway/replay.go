@@ -46,7 +46,12 @@ type window struct {
 	evictFloor schema.Offset
 	startFloor schema.Offset
 	startKnown bool
-	resetFloor schema.Offset // positions before it crossed a sync:reset gap
+	// Positions before resetFloor crossed a sync:reset gap (once
+	// resetKnown). The floor sits just after the newest offset published
+	// before the gap, so a session that had received everything before it
+	// is still told; a stream start reported after the gap raises it there.
+	resetFloor schema.Offset
+	resetKnown bool
 }
 
 func newWindow(maxAge time.Duration, maxEvents, maxBytes int) *window {
@@ -59,6 +64,9 @@ func (w *window) resumeAfter(off schema.Offset) {
 	defer w.mu.Unlock()
 	if !w.published {
 		w.startFloor, w.startKnown = off, true
+	}
+	if w.resetKnown && off.Compare(w.resetFloor) > 0 {
+		w.resetFloor = off
 	}
 }
 
@@ -127,14 +135,29 @@ func (w *window) reset() {
 	defer w.mu.Unlock()
 	clear(w.buf)
 	w.buf, w.head, w.bytes = w.buf[:0], 0, 0
-	w.evictFloor, w.resetFloor = w.newest, w.newest
+	w.evictFloor = w.newest
+	if floor := justAfter(w.newest); !w.resetKnown || floor.Compare(w.resetFloor) > 0 {
+		w.resetFloor = floor
+	}
+	w.resetKnown = true
 }
 
-// position is the newest published offset: where a session that starts now
-// begins.
+// justAfter is the smallest offset after off.
+func justAfter(off schema.Offset) schema.Offset {
+	if off.Index == ^uint16(0) {
+		return schema.Offset{LSN: off.LSN + 1}
+	}
+	return schema.Offset{LSN: off.LSN, Index: off.Index + 1}
+}
+
+// position is where a session that starts now begins: the newest published
+// offset, or the reset floor if a gap came after it.
 func (w *window) position() schema.Offset {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.resetKnown && w.resetFloor.Compare(w.newest) > 0 {
+		return w.resetFloor
+	}
 	return w.newest
 }
 
@@ -143,7 +166,7 @@ func (w *window) position() schema.Offset {
 func (w *window) covers(pos schema.Offset, sameProcess bool) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if pos.Compare(w.evictFloor) < 0 {
+	if pos.Compare(w.evictFloor) < 0 || w.resetKnown && pos.Compare(w.resetFloor) < 0 {
 		return false
 	}
 	return sameProcess || (w.startKnown && pos.Compare(w.startFloor) >= 0)
@@ -153,7 +176,7 @@ func (w *window) covers(pos schema.Offset, sameProcess bool) bool {
 func (w *window) beforeReset(pos schema.Offset) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return !w.resetFloor.IsZero() && pos.Compare(w.resetFloor) < 0
+	return w.resetKnown && pos.Compare(w.resetFloor) < 0
 }
 
 // after calls fn for every retained entry after pos, in order, until fn

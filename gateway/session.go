@@ -191,13 +191,15 @@ func (h *handler) Connected(s *socketio.Socket) {
 			return true
 		})
 	}
+	if c.notify {
+		// Under pubMu, so no live event slips between: the offset it carries
+		// is the client's position from now on.
+		c.conn.Send(resetFrame("replay_unavailable", g.window.position()))
+	}
 	g.idx.mu.Unlock()
 	g.pubMu.Unlock()
 	g.metrics.replayed.Add(float64(replayed))
 	g.metrics.messagesSent.Add(float64(replayed))
-	if c.notify {
-		c.conn.Send(resetFrame("replay_unavailable"))
-	}
 }
 
 // Event handles join:calendar and leave:calendar, after the rate limit.

@@ -204,7 +204,8 @@ func TestWindowCovers(t *testing.T) {
 		{"foreign session before resume point", func(w *window) { w.resumeAfter(off(5, 0)) }, off(4, 0), false, false},
 		{"foreign session beyond newest", func(w *window) { w.resumeAfter(off(5, 0)) }, off(50, 0), false, true},
 		{"after reset", func(w *window) { w.add(entry{off: off(10, 0)}); w.reset() }, off(9, 0), true, false},
-		{"at reset point", func(w *window) { w.add(entry{off: off(10, 0)}); w.reset() }, off(10, 0), true, true},
+		{"at the last event before a reset", func(w *window) { w.add(entry{off: off(10, 0)}); w.reset() }, off(10, 0), true, false},
+		{"at the reset point", func(w *window) { w.add(entry{off: off(10, 0)}); w.reset() }, off(10, 1), true, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -366,12 +367,47 @@ func TestReset(t *testing.T) {
 	}
 	g.Reset("slot_recreated")
 	got := c.got()
-	if len(got) != 2 || string(got[1]) != `42["sync:reset",{"reason":"slot_recreated"}]` {
+	if len(got) != 2 || string(got[1]) != `42["sync:reset",{"reason":"slot_recreated"},"000000000000000A-0001"]` {
 		t.Fatalf("got %q", got)
 	}
 	if g.window.covers(off(9, 0), true) || !g.window.beforeReset(off(9, 0)) {
 		t.Fatal("a position before the reset is still resumable")
 	}
+}
+
+// TestResetGapFloor: every session from before a sync:reset gap is told to
+// refetch — including one that had received everything before it, and one
+// from a process whose successor resets before publishing anything (the
+// slot was invalidated while serve was down) — and sessions that start
+// after the gap are not.
+func TestResetGapFloor(t *testing.T) {
+	t.Run("after publishing", func(t *testing.T) {
+		w := newWindow(time.Minute, 100, 1<<20)
+		w.add(entry{off: off(10, 1), at: time.Now()})
+		w.reset()
+		for _, pos := range []schema.Offset{off(9, 0), off(10, 1)} {
+			if w.covers(pos, true) || !w.beforeReset(pos) {
+				t.Errorf("position %v from before the gap: covers=%v beforeReset=%v", pos, w.covers(pos, true), w.beforeReset(pos))
+			}
+		}
+		fresh := w.position()
+		if !w.covers(fresh, true) || w.beforeReset(fresh) {
+			t.Errorf("a session started after the gap at %v is treated as before it", fresh)
+		}
+	})
+	t.Run("before publishing, then the stream start", func(t *testing.T) {
+		w := newWindow(time.Minute, 100, 1<<20)
+		w.reset()                 // OnReset: the slot was recreated
+		w.resumeAfter(off(50, 0)) // OnStream: the new slot starts here
+		for _, pos := range []schema.Offset{{}, off(10, 1), off(49, 3)} {
+			if w.covers(pos, false) || !w.beforeReset(pos) {
+				t.Errorf("position %v from a previous process: covers=%v beforeReset=%v", pos, w.covers(pos, false), w.beforeReset(pos))
+			}
+		}
+		if pos := off(50, 0); !w.covers(pos, false) || w.beforeReset(pos) {
+			t.Errorf("position at the new stream start is treated as before the gap")
+		}
+	})
 }
 
 // countConn is the cheapest possible socket, for the fan-out benchmark.
