@@ -1,0 +1,161 @@
+package scenario
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/harness"
+	"github.com/koordi/koordi-realtime/gateway/auth"
+)
+
+// Env is what every scenario needs from the command line.
+type Env struct {
+	DatabaseURL string // a prepared Koordi database (harness.Prepare)
+	JWTSecret   string
+	KoordiBin   string // koordi-realtime binary for server "koordi"
+	BenchBin    string // this binary, for server "inproc"
+	NodeDir     string // testdata/bench, for server "node"
+	// Target and TargetPID describe an external server ("url").
+	Target    string
+	TargetPID int
+	// PprofDir, if set, receives CPU and heap profiles of server "inproc".
+	PprofDir   string
+	ResultsDir string
+	Out        io.Writer
+	Log        io.Writer
+}
+
+func (e *Env) logf(format string, args ...any) {
+	fmt.Fprintf(e.Log, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+// server is one server under test, running.
+type server struct {
+	name       string
+	url        string
+	pid        int    // 0 if unknown (external without --target-pid)
+	readyEvent string // see sioclient.Options.ReadyEvent
+	pprof      string // pprof base URL for inproc
+	stop       func()
+}
+
+// startServer starts the named server: koordi, node, inproc or url.
+func (e *Env) startServer(ctx context.Context, name string) (*server, error) {
+	if name == "url" {
+		if e.Target == "" {
+			return nil, fmt.Errorf("server url needs --target")
+		}
+		return &server{name: "url", url: strings.TrimRight(e.Target, "/"), pid: e.TargetPID, stop: func() {}}, nil
+	}
+	port, err := harness.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	url := "http://" + addr
+	base := []string{"DATABASE_URL=" + e.DatabaseURL, "JWT_SECRET=" + e.JWTSecret}
+	switch name {
+	case "koordi":
+		slot := "koordi_bench_serve"
+		if err := dropSlot(ctx, e.DatabaseURL, slot); err != nil {
+			return nil, err
+		}
+		p, err := harness.StartProcess(ctx, name, url, append(base, "LISTEN_ADDR="+addr, "SLOT_NAME="+slot,
+			"PUBLICATION_NAME="+harness.Publication, "FRONTEND_URL="), "", e.KoordiBin, "serve")
+		if err != nil {
+			return nil, err
+		}
+		return &server{name: name, url: url, pid: p.PID(), stop: func() { p.Stop(); _ = dropSlot(context.Background(), e.DatabaseURL, slot) }}, nil
+	case "inproc":
+		slot := "koordi_bench_inproc"
+		if err := dropSlot(ctx, e.DatabaseURL, slot); err != nil {
+			return nil, err
+		}
+		pport, err := harness.FreePort()
+		if err != nil {
+			return nil, err
+		}
+		paddr := "127.0.0.1:" + strconv.Itoa(pport)
+		p, err := harness.StartProcess(ctx, name, url, base, "", e.BenchBin, "serve-inproc", "--listen", addr, "--pprof", paddr, "--slot", slot)
+		if err != nil {
+			return nil, err
+		}
+		return &server{name: name, url: url, pid: p.PID(), pprof: "http://" + paddr,
+			stop: func() { p.Stop(); _ = dropSlot(context.Background(), e.DatabaseURL, slot) }}, nil
+	case "node":
+		if _, err := os.Stat(filepath.Join(e.NodeDir, "node_modules", "socket.io")); err != nil {
+			return nil, fmt.Errorf("node reference: run `cd %s && npm ci` first: %w", e.NodeDir, err)
+		}
+		if err := harness.InstallNotifyTriggers(ctx, e.DatabaseURL); err != nil {
+			return nil, err
+		}
+		p, err := harness.StartProcess(ctx, name, url, append(base, "PORT="+strconv.Itoa(port), "NOTIFY_CHANNEL="+harness.NotifyChannel),
+			e.NodeDir, "node", "server.js")
+		if err != nil {
+			_ = harness.DropNotifyTriggers(context.Background(), e.DatabaseURL)
+			return nil, err
+		}
+		return &server{name: name, url: url, pid: p.PID(), readyEvent: "bench:ready",
+			stop: func() { p.Stop(); _ = harness.DropNotifyTriggers(context.Background(), e.DatabaseURL) }}, nil
+	}
+	return nil, fmt.Errorf("unknown server %q (koordi, node, inproc, url)", name)
+}
+
+func dropSlot(ctx context.Context, url, slot string) error {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active`, slot)
+	return err
+}
+
+// tokens mints one token per user, valid for the run.
+func (e *Env) tokens(users int) (func(i int) string, error) {
+	toks := make([]string, users)
+	now := time.Now()
+	for u := range toks {
+		t, err := auth.Mint([]byte(e.JWTSecret), harness.UserID(u), fmt.Sprintf("u%d@bench.test", u), now, 6*time.Hour)
+		if err != nil {
+			return nil, err
+		}
+		toks[u] = t
+	}
+	return func(i int) string { return toks[i%users] }, nil
+}
+
+// procSample is CPU time and RSS of the server and of this process.
+type procSample struct {
+	at        time.Time
+	serverCPU time.Duration
+	benchCPU  time.Duration
+	serverRSS int64
+}
+
+func sample(pid int) procSample {
+	s := procSample{at: time.Now()}
+	if pid > 0 {
+		s.serverCPU, _ = harness.CPUTime(pid)
+		s.serverRSS, _ = harness.RSS(pid)
+	}
+	s.benchCPU, _ = harness.CPUTime(os.Getpid())
+	return s
+}
+
+// cores is the CPU used between a and b, in cores.
+func cores(a, b procSample) (server, bench float64) {
+	wall := b.at.Sub(a.at).Seconds()
+	if wall <= 0 {
+		return 0, 0
+	}
+	return (b.serverCPU - a.serverCPU).Seconds() / wall, (b.benchCPU - a.benchCPU).Seconds() / wall
+}

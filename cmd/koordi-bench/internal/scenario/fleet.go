@@ -1,0 +1,174 @@
+package scenario
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/sioclient"
+	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/stats"
+)
+
+// stampPrefix starts every title the writers set; the rest is the write
+// time in Unix nanoseconds.
+const stampPrefix = "bench:"
+
+// fleet is N connected clients and what they received.
+type fleet struct {
+	conns     []*sioclient.Conn
+	received  []atomic.Int64 // per client, event:updated with a stamp
+	total     atomic.Int64
+	other     atomic.Int64 // other events
+	bad       atomic.Int64 // unparseable stamps
+	lat       *stats.Histogram
+	recording atomic.Bool
+	wg        sync.WaitGroup
+	runErrs   atomic.Int64
+	firstErr  atomic.Value
+}
+
+type fleetConfig struct {
+	URL        string
+	Tokens     func(i int) string // token of client i
+	N          int
+	Parallel   int // concurrent handshakes; default 200
+	ReadyEvent string
+	Sources    int // source addresses 127.0.0.1..; default 1
+}
+
+// connect dials all clients; each starts reading at once.
+func connect(ctx context.Context, cfg fleetConfig) (*fleet, time.Duration, error) {
+	f := &fleet{conns: make([]*sioclient.Conn, cfg.N), received: make([]atomic.Int64, cfg.N), lat: &stats.Histogram{}}
+	if cfg.Parallel <= 0 {
+		cfg.Parallel = 200
+	}
+	if cfg.Sources <= 0 {
+		cfg.Sources = 1
+	}
+	clients := make([]*http.Client, cfg.Sources)
+	for i := range clients {
+		clients[i] = sioclient.SourceClient(net.IPv4(127, 0, 0, byte(1+i)))
+	}
+	start := time.Now()
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(cfg.Parallel)
+	for i := 0; i < cfg.N; i++ {
+		g.Go(func() error {
+			c, err := sioclient.Dial(gctx, sioclient.Options{
+				URL: cfg.URL, Token: cfg.Tokens(i), ReadyEvent: cfg.ReadyEvent,
+				HTTPClient: clients[i%len(clients)], Timeout: 60 * time.Second,
+			})
+			if err != nil {
+				return fmt.Errorf("client %d: %w", i, err)
+			}
+			f.conns[i] = c
+			f.wg.Add(1)
+			go f.read(i, c)
+			return nil
+		})
+	}
+	err := g.Wait()
+	took := time.Since(start)
+	if err != nil {
+		f.close()
+		return nil, took, err
+	}
+	return f, took, nil
+}
+
+func (f *fleet) read(i int, c *sioclient.Conn) {
+	defer f.wg.Done()
+	err := c.Run(func(name, args []byte) {
+		if string(name) != "event:updated" {
+			f.other.Add(1)
+			return
+		}
+		now := time.Now().UnixNano()
+		title, ok := sioclient.StringField(args, "event_title")
+		if !ok || len(title) <= len(stampPrefix) || string(title[:len(stampPrefix)]) != stampPrefix {
+			f.bad.Add(1)
+			return
+		}
+		ns, err := strconv.ParseInt(string(title[len(stampPrefix):]), 10, 64)
+		if err != nil {
+			f.bad.Add(1)
+			return
+		}
+		f.received[i].Add(1)
+		f.total.Add(1)
+		if f.recording.Load() {
+			f.lat.Record(now - ns)
+		}
+	})
+	if err != nil {
+		if f.runErrs.Add(1) == 1 {
+			f.firstErr.Store(fmt.Errorf("client %d: %w", i, err))
+		}
+	}
+}
+
+// close disconnects every client and waits for the readers.
+func (f *fleet) close() {
+	for _, c := range f.conns {
+		if c != nil {
+			c.Close()
+		}
+	}
+	f.wg.Wait()
+}
+
+// waitFor waits until total reaches want, nothing arrived for idle, or ctx
+// ends; it returns when the last delivery was counted.
+func (f *fleet) waitFor(ctx context.Context, want int64, idle time.Duration) time.Time {
+	last, lastAt := f.total.Load(), time.Now()
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		n := f.total.Load()
+		if n != last {
+			last, lastAt = n, time.Now()
+		}
+		if n >= want || time.Since(lastAt) > idle {
+			return lastAt
+		}
+		select {
+		case <-ctx.Done():
+			return lastAt
+		case <-t.C:
+		}
+	}
+}
+
+// accounting compares what each client got with what it should have.
+type accounting struct {
+	Expected   int64 `json:"expected"`
+	Delivered  int64 `json:"delivered"`
+	Lost       int64 `json:"lost"`
+	Duplicates int64 `json:"duplicates"`
+	Other      int64 `json:"other_events"`
+	BadStamps  int64 `json:"bad_stamps"`
+	Dropped    int64 `json:"clients_dropped"`
+}
+
+func (f *fleet) account(expected func(i int) int64) accounting {
+	var a accounting
+	for i := range f.received {
+		e, got := expected(i), f.received[i].Load()
+		a.Expected += e
+		a.Delivered += got
+		if got < e {
+			a.Lost += e - got
+		} else {
+			a.Duplicates += got - e
+		}
+	}
+	a.Other, a.BadStamps, a.Dropped = f.other.Load(), f.bad.Load(), f.runErrs.Load()
+	return a
+}

@@ -1,0 +1,122 @@
+package scenario
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/harness"
+)
+
+// IdleConfig configures the idle scenario.
+type IdleConfig struct {
+	Servers     []string
+	Connections int
+	Users       int           // default min(Connections, 10000)
+	RoomSize    int           // default 100
+	Hold        time.Duration // idle measurement window; default 10s
+	Sources     int           // default: one source address per 25,000 connections
+}
+
+// IdleRow is one server's figures.
+type IdleRow struct {
+	Server         string  `json:"server"`
+	Connections    int     `json:"connections"`
+	Failed         string  `json:"failed,omitempty"`
+	ConnectSeconds float64 `json:"connect_seconds"`
+	RSSBefore      int64   `json:"rss_before_bytes"`
+	RSSAfter       int64   `json:"rss_after_bytes"`
+	RSSPerConn     float64 `json:"rss_per_connection_bytes"`
+	IdleCores      float64 `json:"idle_server_cpu_cores"`
+	Load           string  `json:"loadavg"`
+}
+
+// Idle connects Connections sockets to each server and reports the RSS
+// delta per connection and the CPU the server uses holding them.
+func Idle(ctx context.Context, e *Env, cfg IdleConfig) (*Report, error) {
+	if cfg.Users <= 0 {
+		cfg.Users = min(cfg.Connections, 10_000)
+	}
+	if cfg.RoomSize <= 0 {
+		cfg.RoomSize = min(100, cfg.Users)
+	}
+	cfg.Users -= cfg.Users % cfg.RoomSize
+	if cfg.Hold <= 0 {
+		cfg.Hold = 10 * time.Second
+	}
+	if cfg.Sources <= 0 {
+		cfg.Sources = (cfg.Connections + 24_999) / 25_000
+	}
+	if _, err := harness.RaiseNoFile(uint64(cfg.Connections)*2 + 10_000); err != nil {
+		return nil, err
+	}
+	topo := harness.Topology{Users: cfg.Users, Calendars: cfg.Users / cfg.RoomSize, EventsPerCalendar: 1}
+	if err := harness.Seed(ctx, e.DatabaseURL, topo); err != nil {
+		return nil, err
+	}
+	tokens, err := e.tokens(cfg.Users)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{Scenario: "idle", Started: time.Now(), Config: cfg, Machine: machine()}
+	var rows []IdleRow
+	defer func() { rep.Rows = rows }()
+	for _, name := range cfg.Servers {
+		row, err := e.idleOne(ctx, name, cfg, tokens)
+		if err != nil {
+			// A server that cannot hold the count is a result, not an abort.
+			row.Failed = err.Error()
+			e.logf("idle/%s: %v", name, err)
+		}
+		rows = append(rows, row)
+	}
+	var node *IdleRow
+	for i := range rows {
+		if rows[i].Server == "node" && rows[i].Failed == "" {
+			node = &rows[i]
+		}
+	}
+	for _, x := range rows {
+		if x.Server != "node" && node != nil && x.Failed == "" && node.RSSPerConn > 0 {
+			v := x.RSSPerConn / node.RSSPerConn
+			rep.Ratios = append(rep.Ratios, Ratio{Figure: "RSS per idle connection", Subject: x.Server, Baseline: "node", Value: v, Goal: "<= 0.75", Met: v <= 0.75})
+		}
+	}
+	return rep, nil
+}
+
+func (e *Env) idleOne(ctx context.Context, name string, cfg IdleConfig, tokens func(int) string) (IdleRow, error) {
+	row := IdleRow{Server: name, Connections: cfg.Connections}
+	srv, err := e.startServer(ctx, name)
+	if err != nil {
+		return row, err
+	}
+	defer srv.stop()
+	time.Sleep(500 * time.Millisecond)
+	row.RSSBefore = sample(srv.pid).serverRSS
+	e.logf("idle/%s: connecting %d sockets from %d source addresses", name, cfg.Connections, cfg.Sources)
+	f, took, err := connect(ctx, fleetConfig{URL: srv.url, Tokens: tokens, N: cfg.Connections, ReadyEvent: srv.readyEvent, Sources: cfg.Sources})
+	row.ConnectSeconds = took.Seconds()
+	if err != nil {
+		return row, err
+	}
+	defer f.close()
+	time.Sleep(2 * time.Second)
+	s0 := sample(srv.pid)
+	select {
+	case <-time.After(cfg.Hold):
+	case <-ctx.Done():
+		return row, ctx.Err()
+	}
+	s1 := sample(srv.pid)
+	row.RSSAfter = s1.serverRSS
+	row.RSSPerConn = float64(row.RSSAfter-row.RSSBefore) / float64(cfg.Connections)
+	row.IdleCores, _ = cores(s0, s1)
+	row.Load = harness.LoadAvg()
+	if n := f.runErrs.Load(); n > 0 {
+		return row, fmt.Errorf("%d connections dropped while idle: %v", n, f.firstErr.Load())
+	}
+	e.logf("idle/%s: %d sockets, RSS %s -> %s (%.1f KiB/conn), %.3f cores idle", name, cfg.Connections,
+		mib(row.RSSBefore), mib(row.RSSAfter), row.RSSPerConn/1024, row.IdleCores)
+	return row, nil
+}

@@ -1,0 +1,126 @@
+package scenario
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Report is one scenario run: its configuration, the machine and one row
+// per server (or consumer).
+type Report struct {
+	Scenario string    `json:"scenario"`
+	Command  string    `json:"command"`
+	Started  time.Time `json:"started"`
+	Machine  Machine   `json:"machine"`
+	Config   any       `json:"config"`
+	Rows     any       `json:"rows"`
+	Ratios   []Ratio   `json:"ratios,omitempty"`
+}
+
+// Ratio is one figure of a server against the baseline of the same run.
+type Ratio struct {
+	Figure   string  `json:"figure"`
+	Subject  string  `json:"subject"`
+	Baseline string  `json:"baseline"`
+	Value    float64 `json:"value"`
+	Goal     string  `json:"goal"`
+	Met      bool    `json:"met"`
+}
+
+// Machine describes where the figures come from.
+type Machine struct {
+	CPUs    int    `json:"cpus"`
+	Model   string `json:"cpu_model"`
+	MemMiB  int64  `json:"mem_mib"`
+	Kernel  string `json:"kernel"`
+	Go      string `json:"go"`
+	LoadAvg string `json:"loadavg_at_start"`
+}
+
+func machine() Machine {
+	m := Machine{CPUs: runtime.NumCPU(), Go: runtime.Version()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				m.Model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int64
+		fmt.Sscanf(strings.TrimPrefix(strings.SplitN(string(b), "\n", 2)[0], "MemTotal:"), "%d", &kb)
+		m.MemMiB = kb >> 10
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		f := strings.Fields(string(b))
+		if len(f) >= 3 {
+			m.LoadAvg = strings.Join(f[:3], " ")
+		}
+	}
+	return m
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }
+
+// WriteJSON writes the report to dir/<scenario>-<time>.json and returns the path.
+func (r *Report) WriteJSON(dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, fmt.Sprintf("%s-%s.json", r.Scenario, r.Started.UTC().Format("20060102T150405Z")))
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	return path, os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// Print writes the report as a table.
+func (r *Report) Print(w io.Writer) {
+	fmt.Fprintf(w, "\n== %s  (%d CPUs %s, load %s at start)\n", r.Scenario, r.Machine.CPUs, r.Machine.Model, r.Machine.LoadAvg)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	switch rows := r.Rows.(type) {
+	case []DeliveryRow:
+		fmt.Fprintln(tw, "server\tclients\troom\tcommits\tdelivered\texpected\tlost\tdup\tsecs\tmsgs/s\tp50\tp99\tmax\tRSS idle\tRSS conn\tKiB/conn\tsrv cores\tbench cores\tload\t")
+		for _, x := range rows {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.2f\t%.2f\t%s\t\n",
+				x.Server, x.Clients, x.RoomSize, x.Commits, x.Accounting.Delivered, x.Accounting.Expected,
+				x.Accounting.Lost, x.Accounting.Duplicates, x.DeliverySeconds, x.MsgsPerSec,
+				ms(x.Latency.P50), ms(x.Latency.P99), ms(x.Latency.Max),
+				mib(x.RSSBefore), mib(x.RSSConnected), x.RSSPerConn/1024, x.ServerCores, x.BenchCores, x.Load)
+		}
+	case []IdleRow:
+		fmt.Fprintln(tw, "server\tconnections\tconnect secs\tRSS before\tRSS after\tKiB/conn\tidle srv cores\tload\t")
+		for _, x := range rows {
+			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%s\t%s\t%.1f\t%.3f\t%s\t\n", x.Server, x.Connections, x.ConnectSeconds,
+				mib(x.RSSBefore), mib(x.RSSAfter), x.RSSPerConn/1024, x.IdleCores, x.Load)
+		}
+	case []CDCRow:
+		fmt.Fprintln(tw, "backlog\tconsumer\trun\tcommits\trows\tevents\tsecs\tcommits/s\trows/s\tload\t")
+		for _, x := range rows {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%.2f\t%.0f\t%.0f\t%s\t\n", x.Backlog, x.Consumer, x.Run,
+				x.Commits, x.Rows, x.Events, x.Seconds, x.CommitsPerSec, x.RowsPerSec, x.Load)
+		}
+	}
+	tw.Flush()
+	for _, q := range r.Ratios {
+		met := "MISSED"
+		if q.Met {
+			met = "met"
+		}
+		fmt.Fprintf(w, "ratio %-34s %s/%s = %.2f  (goal %s: %s)\n", q.Figure, q.Subject, q.Baseline, q.Value, q.Goal, met)
+	}
+}

@@ -1,0 +1,254 @@
+// Command koordi-bench is koordi-realtime's load generator and benchmark
+// driver (DESIGN.md §9). It starts a throwaway PostgreSQL cluster (or uses
+// --database-url), seeds Koordi's tables, starts the servers under test,
+// connects Socket.IO clients over WebSocket, drives writes through SQL, and
+// prints a table per scenario and writes it as JSON under --results.
+//
+//	koordi-bench [flags] cdc|fanout|latency|idle|all|short
+//
+// Scenarios (see cmd/koordi-bench/RESULTS.md for figures):
+//
+//	cdc      backlog catch-up: koordi's consumer vs pg_recvlogical, same slot options
+//	fanout   deliveries/s, clients in rooms, vs the Node Socket.IO reference
+//	latency  write-to-receive latency at a fixed commit rate
+//	idle     server RSS per idle connection
+//	all      the four with the full sizes of issue 6; short: the same, small (make bench)
+//
+// main only wires flags to the scenario package.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/harness"
+	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/inproc"
+	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/scenario"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if len(os.Args) > 1 && os.Args[1] == "serve-inproc" {
+		if err := serveInproc(ctx, os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "koordi-bench serve-inproc:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := run(ctx, os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "koordi-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func serveInproc(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("serve-inproc", flag.ContinueOnError)
+	var cfg inproc.Config
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:3000", "Socket.IO address")
+	fs.StringVar(&cfg.PprofListen, "pprof", "127.0.0.1:6060", "pprof address")
+	fs.StringVar(&cfg.SlotName, "slot", "koordi_bench_inproc", "replication slot")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg.DatabaseURL, cfg.JWTSecret = os.Getenv("DATABASE_URL"), os.Getenv("JWT_SECRET")
+	return inproc.Run(ctx, cfg)
+}
+
+type options struct {
+	servers, dbURL, koordiBin, nodeDir, results, pprofDir, target string
+	targetPID                                                     int
+	clients, roomSize, backlog, rate, idleConns, sources          int
+	commits, txs, txRows, reps                                    int
+	duration, hold                                                time.Duration
+	profile                                                       bool
+}
+
+func run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("koordi-bench", flag.ContinueOnError)
+	var o options
+	fs.StringVar(&o.servers, "servers", "koordi,node", "servers to measure, in order: koordi (koordi-realtime serve), node (testdata/bench reference), inproc (bench's own build with pprof), url (--target)")
+	fs.StringVar(&o.dbURL, "database-url", "", "prepared or empty Koordi database (migrated and set up here); unset: start a throwaway cluster")
+	fs.StringVar(&o.koordiBin, "koordi-bin", "", "koordi-realtime binary; unset: go build it")
+	fs.StringVar(&o.nodeDir, "node-dir", "testdata/bench", "directory of the Node reference server (npm ci there first)")
+	fs.StringVar(&o.results, "results", "cmd/koordi-bench/results", "directory for the JSON reports")
+	fs.StringVar(&o.pprofDir, "pprof-dir", "", "directory for server profiles (default --results)")
+	fs.StringVar(&o.target, "target", "", "base URL of any Socket.IO server, measured as server \"url\" (writes go to --database-url)")
+	fs.IntVar(&o.targetPID, "target-pid", 0, "pid of the --target server, for RSS and CPU")
+	fs.IntVar(&o.clients, "clients", 0, "fanout/latency: clients (default per scenario)")
+	fs.IntVar(&o.roomSize, "room-size", 100, "fanout/latency: users per calendar room")
+	fs.IntVar(&o.backlog, "backlog", 0, "fanout: transactions, each updating one event in every calendar")
+	fs.IntVar(&o.rate, "rate", 2000, "latency: commits per second")
+	fs.DurationVar(&o.duration, "duration", 0, "latency: how long to write")
+	fs.IntVar(&o.idleConns, "connections", 0, "idle: connections")
+	fs.DurationVar(&o.hold, "hold", 0, "idle: measurement window")
+	fs.IntVar(&o.sources, "sources", 0, "client source addresses 127.0.0.1.. (default: one per 25,000 clients)")
+	fs.IntVar(&o.commits, "commits", 0, "cdc: single-row commits")
+	fs.IntVar(&o.txs, "txs", 0, "cdc: multi-row transactions")
+	fs.IntVar(&o.txRows, "tx-rows", 1000, "cdc: rows per multi-row transaction")
+	fs.IntVar(&o.reps, "reps", 2, "cdc: runs per consumer (ABBA order)")
+	fs.BoolVar(&o.profile, "profile", false, "fanout/latency: CPU, heap and allocation profiles of server inproc")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: koordi-bench [flags] cdc|fanout|latency|idle|all|short")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return errors.New("one scenario expected")
+	}
+	which := fs.Arg(0)
+	full := which == "all"
+	short := which == "short"
+	if which != "all" && which != "short" && which != "cdc" && which != "fanout" && which != "latency" && which != "idle" {
+		return fmt.Errorf("unknown scenario %q", which)
+	}
+	// Connections are file descriptors on both ends.
+	if _, err := harness.RaiseNoFile(200_000); err != nil {
+		fmt.Fprintln(os.Stderr, "warning:", err)
+	}
+
+	env, cleanup, err := buildEnv(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	servers := strings.Split(o.servers, ",")
+	size := func(v, fullV, shortV int) int {
+		switch {
+		case v > 0:
+			return v
+		case short:
+			return shortV
+		default:
+			return fullV
+		}
+	}
+	dur := func(v, fullV, shortV time.Duration) time.Duration {
+		switch {
+		case v > 0:
+			return v
+		case short:
+			return shortV
+		default:
+			return fullV
+		}
+	}
+	var reports []*scenario.Report
+	do := func(name string, f func() (*scenario.Report, error)) error {
+		if which != name && !full && !short {
+			return nil
+		}
+		rep, err := f()
+		if rep != nil {
+			rep.Command = "koordi-bench " + strings.Join(args, " ")
+			rep.Print(os.Stdout)
+			if path, werr := rep.WriteJSON(env.ResultsDir); werr == nil {
+				fmt.Printf("wrote %s\n", path)
+			}
+			reports = append(reports, rep)
+		}
+		return err
+	}
+	if err := do("cdc", func() (*scenario.Report, error) {
+		return scenario.CDC(ctx, env, scenario.CDCConfig{
+			Commits: size(o.commits, 100_000, 10_000), Txs: size(o.txs, 200, 20), TxRows: o.txRows, Reps: o.reps,
+		})
+	}); err != nil {
+		return err
+	}
+	if err := do("fanout", func() (*scenario.Report, error) {
+		return scenario.Delivery(ctx, env, "fanout", scenario.DeliveryConfig{
+			Servers: servers, Clients: size(o.clients, 10_000, 1_000), RoomSize: o.roomSize,
+			Backlog: size(o.backlog, 300, 50), Sources: o.sources, Profile: o.profile,
+		})
+	}); err != nil {
+		return err
+	}
+	if err := do("latency", func() (*scenario.Report, error) {
+		return scenario.Delivery(ctx, env, "latency", scenario.DeliveryConfig{
+			Servers: servers, Clients: size(o.clients, 10_000, 1_000), RoomSize: o.roomSize,
+			Rate: o.rate, Duration: dur(o.duration, 20*time.Second, 5*time.Second), Warmup: 2 * time.Second,
+			Sources: o.sources, Profile: o.profile,
+		})
+	}); err != nil {
+		return err
+	}
+	return do("idle", func() (*scenario.Report, error) {
+		return scenario.Idle(ctx, env, scenario.IdleConfig{
+			Servers: servers, Connections: size(o.idleConns, 50_000, 2_000), Sources: o.sources,
+			Hold: dur(o.hold, 30*time.Second, 3*time.Second),
+		})
+	})
+}
+
+// buildEnv starts what the flags do not provide: a cluster, the
+// koordi-realtime binary, a JWT secret.
+func buildEnv(ctx context.Context, o options) (*scenario.Env, func(), error) {
+	var cleanups []func()
+	cleanup := func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+	}
+	secret := make([]byte, 24)
+	_, _ = rand.Read(secret)
+	self, err := os.Executable()
+	if err != nil {
+		return nil, nil, err
+	}
+	env := &scenario.Env{
+		DatabaseURL: o.dbURL, JWTSecret: hex.EncodeToString(secret), KoordiBin: o.koordiBin, BenchBin: self,
+		NodeDir: o.nodeDir, Target: o.target, TargetPID: o.targetPID, PprofDir: o.pprofDir, ResultsDir: o.results,
+		Out: os.Stdout, Log: os.Stderr,
+	}
+	if s := os.Getenv("JWT_SECRET"); s != "" && o.target != "" {
+		env.JWTSecret = s // an external server verifies with its own secret
+	}
+	if err := os.MkdirAll(o.results, 0o755); err != nil {
+		return nil, nil, err
+	}
+	if env.KoordiBin == "" && strings.Contains(o.servers, "koordi") {
+		dir, err := os.MkdirTemp("", "koordi-bench-")
+		if err != nil {
+			return nil, nil, err
+		}
+		cleanups = append(cleanups, func() { os.RemoveAll(dir) })
+		env.KoordiBin = filepath.Join(dir, "koordi-realtime")
+		fmt.Fprintln(os.Stderr, "building koordi-realtime …")
+		if out, err := exec.CommandContext(ctx, "go", "build", "-o", env.KoordiBin, "./cmd/koordi-realtime").CombinedOutput(); err != nil {
+			cleanup()
+			return nil, nil, fmt.Errorf("go build ./cmd/koordi-realtime (run from the module root or pass --koordi-bin): %w: %s", err, out)
+		}
+	}
+	if env.DatabaseURL == "" {
+		fmt.Fprintln(os.Stderr, "starting a throwaway PostgreSQL cluster …")
+		c, url, err := harness.StartCluster(ctx)
+		if err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+		cleanups = append(cleanups, func() { _ = c.Stop() })
+		env.DatabaseURL = url
+	} else if err := harness.Prepare(ctx, env.DatabaseURL); err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	return env, cleanup, nil
+}
