@@ -75,6 +75,9 @@ func runDev(ctx context.Context, env *environment, args []string) error {
 	defer ln.Close() // after serving, a no-op; before, it frees the port
 
 	if cfg.serve.db.url == "" {
+		if err := devReachable(cfg.dir); err != nil {
+			return err
+		}
 		cluster, err := pgcluster.Start(ctx, pgcluster.Config{Dir: cfg.dir})
 		if err != nil {
 			if errors.Is(err, pgcluster.ErrNoBinaries) {
@@ -162,6 +165,29 @@ func devSecret(dir string) (string, error) {
 		return "", userErr("write %s: %v", path, err)
 	}
 	return secret, nil
+}
+
+// devReachable checks, when running as root, that the postgres user that
+// pgcluster runs the server as can reach dir: a checkout under a private
+// home directory (/root) is a common first-run failure whose initdb error
+// ("Permission denied") does not say what to do.
+func devReachable(dir string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	for p := filepath.Dir(abs); ; p = filepath.Dir(p) {
+		if st, err := os.Stat(p); err == nil && st.Mode().Perm()&0o001 == 0 {
+			return userErr("PostgreSQL runs as the postgres user, which cannot enter %s (not searchable by others): "+
+				"use --dir in a directory it can reach (e.g. --dir /var/tmp/koordi) or chmod o+x %s", p, p)
+		}
+		if p == filepath.Dir(p) {
+			return nil
+		}
+	}
 }
 
 // devPrepare creates Koordi's tables, the service's objects and the demo

@@ -84,6 +84,11 @@ function renderJSON(value, indent = "") {
   if (value === null) put("j-null", "null");
   else if (Array.isArray(value)) {
     if (value.length === 0) put("", "[]");
+    else if (value.every((v) => v === null || typeof v !== "object") && JSON.stringify(value).length < 60) {
+      put("", "[");
+      value.forEach((v, i) => { frag.append(renderJSON(v)); if (i < value.length - 1) put("", ", "); });
+      put("", "]");
+    }
     else {
       put("", "[\n");
       value.forEach((v, i) => {
@@ -282,7 +287,7 @@ function connect(token, user) {
 
 // ---------- service stats ----------
 const history = new Array(60).fill(0); // a flat start, filled from the right
-let prev = null;
+const samples = [];
 
 function fmtBytes(n) {
   if (n < 1024) return `${n} B`;
@@ -319,15 +324,18 @@ async function pollStats() {
     const ws = s.sockets.websocket || 0, poll = s.sockets.polling || 0;
     $("st-sockets").textContent = fmtNum(ws + poll);
     $("st-transports").textContent = `websocket ${ws} · polling ${poll}`;
+    // Rates over the last five seconds: steadier than poll to poll.
+    samples.push({ t, derived: s.events_derived_total, sent: s.messages_sent_total });
+    while (samples.length > 6) samples.shift();
     let rate = 0, sent = 0;
-    if (prev && t > prev.t) {
-      rate = Math.max(0, (s.events_derived_total - prev.derived) / (t - prev.t));
-      sent = Math.max(0, (s.messages_sent_total - prev.sent) / (t - prev.t));
+    const first = samples[0];
+    if (t > first.t) {
+      rate = Math.max(0, (s.events_derived_total - first.derived) / (t - first.t));
+      sent = Math.max(0, (s.messages_sent_total - first.sent) / (t - first.t));
       history.push(rate);
       if (history.length > 120) history.shift();
       drawSpark();
     }
-    prev = { t, derived: s.events_derived_total, sent: s.messages_sent_total };
     $("st-rate").textContent = fmtRate(rate);
     $("st-derived").textContent = `${fmtNum(s.events_derived_total)} total · ${fmtNum(s.transactions_total)} tx`;
     const lag = $("st-lag");
