@@ -9,6 +9,8 @@
 //   {"op":"connect","id":"a","token":"…","transports":["websocket"],"upgrade":true}
 //   {"op":"emit","id":"a","event":"join:calendar","args":["<uuid>"],"seq":1}  (with an ack)
 //   {"op":"disconnect","id":"a"}
+//   {"op":"drop","id":"a"}      close the transport as a network blip would: the
+//                               client reconnects and recovers by itself
 //   {"op":"exit"}
 // Reports:
 //   {"ev":"ready"}
@@ -63,6 +65,9 @@ function handle(cmd) {
       return;
     case "disconnect":
       socket.disconnect();
+      return;
+    case "drop":
+      socket.io.engine.close();
       return;
     default:
       out({ ev: "fatal", message: `unknown op ${cmd.op}` });
