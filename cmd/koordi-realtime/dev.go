@@ -60,12 +60,6 @@ func runDev(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
-	if cfg.serve.jwtSecret == "" && cfg.serve.jwtPublicKey == "" {
-		if cfg.serve.jwtSecret, err = devSecret(cfg.dir); err != nil {
-			return err
-		}
-	}
-
 	// Listen first: a busy port fails before anything is started, and the
 	// printed address is the real one (port 0 picks a free one).
 	ln, err := net.Listen("tcp", cfg.serve.listenAddr)
@@ -73,6 +67,11 @@ func runDev(ctx context.Context, env *environment, args []string) error {
 		return userErr("listen on %s: %v (set LISTEN_ADDR to another address)", cfg.serve.listenAddr, err)
 	}
 	defer ln.Close() // after serving, a no-op; before, it frees the port
+	if cfg.serve.jwtSecret == "" && cfg.serve.jwtPublicKey == "" {
+		if cfg.serve.jwtSecret, err = devSecret(cfg.dir); err != nil {
+			return err
+		}
+	}
 
 	if cfg.serve.db.url == "" {
 		if err := devReachable(cfg.dir); err != nil {

@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -76,7 +77,7 @@ func run(ctx context.Context, env *environment, args []string) int {
 		case errors.Is(err, context.Canceled) && ctx.Err() != nil:
 			return 0
 		case isUserError(err):
-			fmt.Fprintf(env.stderr, "koordi-realtime %s: %v\n", c.name, err)
+			fmt.Fprintf(env.stderr, "koordi-realtime %s: %s\n", c.name, oneLine(err.Error()))
 			return 2
 		default:
 			fmt.Fprintf(env.stderr, "koordi-realtime %s: %v\n", c.name, err)
@@ -85,6 +86,12 @@ func run(ctx context.Context, env *environment, args []string) int {
 	}
 	fmt.Fprintf(env.stderr, "koordi-realtime: unknown command %q (run koordi-realtime --help)\n", args[0])
 	return 2
+}
+
+// oneLine folds a multi-line error (pgx lists every address it tried on its
+// own line) into the one line a user error must be.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
 }
 
 func usage(w io.Writer) {

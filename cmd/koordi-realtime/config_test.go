@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestHelpListsEveryFlag: every command's --help exits 0 and lists each flag
+// with its environment variable (or "-") and default; serve's covers every
+// variable of DESIGN.md section 7.
+func TestHelpListsEveryFlag(t *testing.T) {
+	entry := regexp.MustCompile(`^  --(\S+)\s+(\S+)\s+default (.+)$`)
+	for _, c := range commands() {
+		if c.name == "version" {
+			continue
+		}
+		var stdout, stderr syncBuffer
+		if code := run(context.Background(), envOf(nil, &stdout, &stderr), []string{c.name, "--help"}); code != 0 {
+			t.Errorf("%s --help: exit %d", c.name, code)
+			continue
+		}
+		help := stderr.String()
+		envs := map[string]bool{}
+		n := 0
+		for _, line := range strings.Split(help, "\n") {
+			if strings.HasPrefix(line, "  --") {
+				m := entry.FindStringSubmatch(line)
+				if m == nil {
+					t.Errorf("%s --help: malformed flag line %q", c.name, line)
+					continue
+				}
+				envs[m[2]] = true
+				n++
+			}
+		}
+		if n == 0 {
+			t.Errorf("%s --help lists no flags:\n%s", c.name, help)
+		}
+		if strings.Count(help, "usage: koordi-realtime "+c.name) != 1 {
+			t.Errorf("%s --help: usage printed %d times", c.name, strings.Count(help, "usage:"))
+		}
+		want := map[string][]string{
+			"serve": {"DATABASE_URL", "JWT_SECRET", "JWT_PUBLIC_KEY_FILE", "LISTEN_ADDR", "FRONTEND_URL", "SLOT_NAME",
+				"PUBLICATION_NAME", "REPLAY_WINDOW", "NATS_URL", "LOG_FORMAT", "LOG_LEVEL", "INSPECTOR"},
+			"dev":     {"DATABASE_URL", "JWT_SECRET", "LISTEN_ADDR", "SLOT_NAME", "LOG_FORMAT", "KOORDI_DEV_DIR", "SIMULATE"},
+			"setup":   {"DATABASE_URL", "PUBLICATION_NAME", "LOG_FORMAT"},
+			"migrate": {"DATABASE_URL", "LOG_FORMAT"},
+		}[c.name]
+		for _, v := range want {
+			if !envs[v] {
+				t.Errorf("%s --help does not list %s", c.name, v)
+			}
+		}
+	}
+}
+
+// TestConfigErrorsAreOneLine: everything a user can fix ends in exit 2 and
+// exactly one line on stderr, never a stack trace.
+func TestConfigErrorsAreOneLine(t *testing.T) {
+	secret := "0123456789abcdef0123456789abcdef"
+	unreachable := "postgres://nobody@127.0.0.1:1/koordi?connect_timeout=2"
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"nope"}, nil, "unknown command"},
+		{[]string{"serve"}, nil, "DATABASE_URL is not set"},
+		{[]string{"serve", "--bogus"}, nil, "flag provided but not defined"},
+		{[]string{"serve", "stray"}, map[string]string{"DATABASE_URL": unreachable}, "unexpected argument"},
+		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable}, "JWT_SECRET is not set"},
+		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": "short"}, "at least 32"},
+		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "REPLAY_WINDOW": "soon"}, "not a duration"},
+		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "RATE_LIMIT": "many"}, "not an integer"},
+		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "LOG_FORMAT": "xml"}, "want text or json"},
+		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "NATS_URL": "nats://x"}, "NATS_URL"},
+		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "LISTEN_ADDR": "127.0.0.1:0"}, "cannot connect"},
+		{[]string{"migrate"}, map[string]string{"DATABASE_URL": unreachable}, "cannot connect"},
+		{[]string{"setup"}, map[string]string{"DATABASE_URL": "not a url"}, "DATABASE_URL"},
+		{[]string{"dev", "--token-ttl", "-1s"}, nil, "TOKEN_TTL"},
+		{[]string{"dev"}, map[string]string{"LOG_FORMAT": "xml"}, "want text or json"},
+		{[]string{"dev"}, map[string]string{"LISTEN_ADDR": "256.0.0.1:0", "KOORDI_DEV_DIR": t.TempDir()}, "listen on"},
+		{[]string{"token"}, nil, "JWT_SECRET is not set"},
+		{[]string{"token", "--user-id", "u"}, map[string]string{"JWT_SECRET": "short"}, "JWT_SECRET"},
+	} {
+		var stdout, stderr syncBuffer
+		code := run(context.Background(), envOf(tc.env, &stdout, &stderr), tc.args)
+		out := stderr.String()
+		// serve may log its state changes before the error; the error is
+		// the one line that is not a log record.
+		var lines []string
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			if !strings.HasPrefix(l, "time=") {
+				lines = append(lines, l)
+			}
+		}
+		if code != 2 || len(lines) != 1 || !strings.Contains(lines[0], tc.want) || strings.Contains(out, "goroutine ") {
+			t.Errorf("%v %v: exit %d, stderr:\n%s\nwant exit 2 and one line containing %q", tc.args, tc.env, code, out, tc.want)
+		}
+	}
+}
