@@ -11,7 +11,9 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand"
+	"net/http"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -1244,6 +1246,86 @@ func TestServeRecoveryAcrossBlips(t *testing.T) {
 		}
 		if d := c.of(id, "disconnect"); len(d) != drops {
 			t.Errorf("%s: %d disconnects, want %d: %+v", id, len(d), drops, d)
+		}
+	}
+}
+
+// TestServeEndpoints checks the operability surface of a running serve
+// (DESIGN.md §8) after real traffic: /healthz, /readyz once caught up, and
+// /metrics counting the sockets by transport, the refused CONNECT, the
+// derived and sent events, the commit-to-send latency and the replication
+// positions.
+func TestServeEndpoints(t *testing.T) {
+	_, conn, srv, c := e2eStreamSetup(t)
+	c.connectAsync("forged", e2eToken(t, e2eAda, "ada@example.com", time.Hour)+"x", "websocket")
+	c.waitFor("the forged token refused", func(rs []e2eReport) bool {
+		for _, r := range rs {
+			if r.ID == "forged" && r.Ev == "connect_error" && r.Message == "Authentication error: invalid token" {
+				return true
+			}
+		}
+		return false
+	})
+	const n = 50
+	for i := 0; i < n; i++ {
+		e2eExec(t, conn, `UPDATE events SET title = $1 WHERE id = $2`, fmt.Sprintf("w-%04d", i), e2eEvt1)
+	}
+	for _, id := range []string{"ada", "bob"} {
+		c.waitFor(id+" receiving every commit", e2eUpdatedAtLeast(id, n))
+	}
+
+	get := func(path string) (int, string) {
+		t.Helper()
+		client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := client.Get(srv.url() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/healthz"); code != http.StatusOK || strings.TrimSpace(body) != "ok" {
+		t.Errorf("/healthz: %d %q", code, body)
+	}
+	if code, body := get("/readyz"); code != http.StatusOK || !strings.HasPrefix(body, "ready") {
+		t.Errorf("/readyz: %d %q", code, body)
+	}
+	_, metrics := get("/metrics")
+	value := func(series string) float64 {
+		for _, l := range strings.Split(metrics, "\n") {
+			if name, v, ok := strings.Cut(l, " "); ok && name == series {
+				var f float64
+				if _, err := fmt.Sscan(v, &f); err != nil {
+					t.Fatalf("%s: %v", l, err)
+				}
+				return f
+			}
+		}
+		t.Errorf("/metrics has no series %s", series)
+		return -1
+	}
+	checks := []struct {
+		series string
+		ok     func(float64) bool
+		want   string
+	}{
+		{`koordi_gateway_connected_sockets{transport="websocket"}`, func(v float64) bool { return v == 1 }, "1 (ada)"},
+		{`koordi_gateway_connected_sockets{transport="polling"}`, func(v float64) bool { return v == 1 }, "1 (bob)"},
+		{`koordi_gateway_auth_failures_total{reason="invalid_token"}`, func(v float64) bool { return v == 1 }, "1"},
+		{`koordi_events_derived_total{event="event:updated"}`, func(v float64) bool { return v == n }, fmt.Sprint(n)},
+		{`koordi_gateway_messages_sent_total`, func(v float64) bool { return v >= 2*n }, fmt.Sprintf(">= %d", 2*n)},
+		{`koordi_gateway_commit_to_send_seconds_count`, func(v float64) bool { return v >= n }, fmt.Sprintf(">= %d", n)},
+		{`koordi_gateway_rooms`, func(v float64) bool { return v >= 3 }, ">= 3 (two user rooms, Soccer)"},
+		{`koordi_replication_received_lsn`, func(v float64) bool { return v > 0 }, "> 0"},
+		{`koordi_replication_lag_bytes`, func(v float64) bool { return v >= 0 }, ">= 0"},
+	}
+	for _, ch := range checks {
+		if v := value(ch.series); !ch.ok(v) {
+			t.Errorf("%s = %v, want %s", ch.series, v, ch.want)
 		}
 	}
 }
