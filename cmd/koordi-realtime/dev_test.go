@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -255,7 +256,11 @@ func TestDevFirstRun(t *testing.T) {
 	env := devEnv("LISTEN_ADDR=127.0.0.1:0", "LOG_FORMAT=json")
 
 	for run := 1; run <= 2; run++ {
-		p := startDev(t, dir, env)
+		runEnv := env
+		if run == 2 { // debug lines too must not carry a token
+			runEnv = append(append([]string{}, env...), "LOG_LEVEL=debug")
+		}
+		p := startDev(t, dir, runEnv)
 		if _, err := os.Stat(filepath.Join(dir, ".koordi", "data", "PG_VERSION")); err != nil {
 			t.Fatalf("run %d: no cluster under ./.koordi: %v", run, err)
 		}
@@ -309,6 +314,17 @@ func devCheckLogs(t *testing.T, run int, logs, stdout string) {
 	for _, msg := range []string{"local PostgreSQL running", "listening", "streaming started", "shutting down", "stopped", "local PostgreSQL stopped"} {
 		if counts[msg] != 1 {
 			t.Errorf("run %d: log %q appears %d times, want once (%v)", run, msg, counts[msg], counts)
+		}
+	}
+	if run == 1 {
+		// At the default level only state changes are logged, never a
+		// line per event or per socket.
+		known := []string{"local PostgreSQL running", "listening", "derivation state bootstrapped", "replication slot created",
+			"streaming started", "shutting down", "stopped", "local PostgreSQL stopped"}
+		for msg := range counts {
+			if !slices.Contains(known, msg) {
+				t.Errorf("run 1: unexpected log line at the default level: %q", msg)
+			}
 		}
 	}
 	if want := map[int]int{1: 1, 2: 0}[run]; counts["replication slot created"] != want {
