@@ -1329,3 +1329,49 @@ func TestServeEndpoints(t *testing.T) {
 		}
 	}
 }
+
+// TestServeLargeTransaction imports many events in one transaction (an ICS
+// feed synced for the first time), more than a socket's outbound queue
+// holds: every socket of the calendar — websocket and polling — ends up with
+// every event:created exactly once, in commit order. A socket may be cut as a
+// slow consumer on the way; it must then recover (recovered === true) and get
+// the rest through replay.
+func TestServeLargeTransaction(t *testing.T) {
+	_, conn, _, c := e2eStreamSetup(t)
+	const n = 3000
+	e2eExec(t, conn, fmt.Sprintf(`INSERT INTO events (event_calendar_id, ics_uid, title, start_time, end_time)
+		SELECT '%s', 'bulk-' || i, 'bulk-' || lpad(i::text, 5, '0'), '%s', '%s' FROM generate_series(0, %d) AS i`, e2eCalA, e2eStart, e2eEnd, n-1))
+	for _, id := range []string{"ada", "bob"} {
+		c.waitFor(fmt.Sprintf("%s receiving %d event:created", id, n), func(rs []e2eReport) bool {
+			k := 0
+			for _, r := range rs {
+				if r.ID == id && r.Ev == "event" && r.Event == schema.EventCreated {
+					k++
+				}
+			}
+			return k >= n
+		})
+		var prev schema.Offset
+		titles := map[string]bool{}
+		for _, ev := range c.events(id) {
+			if ev.Offset.Compare(prev) <= 0 {
+				t.Fatalf("%s: offset %s after %s", id, ev.Raw, prev)
+			}
+			prev = ev.Offset
+			var p schema.EventRef
+			if err := json.Unmarshal(ev.Data, &p); err != nil {
+				t.Fatal(err)
+			}
+			titles[p.EventTitle] = true
+		}
+		if len(titles) != n {
+			t.Errorf("%s: %d distinct titles, want %d", id, len(titles), n)
+		}
+		for i, r := range c.of(id, "connect")[1:] {
+			if !r.Recovered {
+				t.Errorf("%s: reconnect %d not recovered", id, i+1)
+			}
+		}
+		t.Logf("%s: %d disconnects %v", id, len(c.of(id, "disconnect")), c.of(id, "disconnect"))
+	}
+}
