@@ -98,7 +98,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.txs, "txs", 0, "cdc: multi-row transactions")
 	fs.IntVar(&o.txRows, "tx-rows", 1000, "cdc: rows per multi-row transaction")
 	fs.IntVar(&o.reps, "reps", 2, "cdc: runs per consumer (ABBA order)")
-	fs.BoolVar(&o.profile, "profile", false, "fanout/latency: CPU, heap and allocation profiles of server inproc")
+	fs.BoolVar(&o.profile, "profile", false, "fanout/latency: CPU, heap and allocation profiles of server inproc; cdc: CPU profile of the koordi consumer")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: koordi-bench [flags] cdc|fanout|latency|idle|all|short")
 		fs.PrintDefaults()
@@ -168,7 +168,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	if err := do("cdc", func() (*scenario.Report, error) {
 		return scenario.CDC(ctx, env, scenario.CDCConfig{
-			Commits: size(o.commits, 100_000, 10_000), Txs: size(o.txs, 200, 20), TxRows: o.txRows, Reps: o.reps,
+			Commits: size(o.commits, 100_000, 10_000), Txs: size(o.txs, 200, 20), TxRows: o.txRows, Reps: o.reps, Profile: o.profile,
 		})
 	}); err != nil {
 		return err

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +28,9 @@ type CDCConfig struct {
 	Reps      int // runs per consumer, in ABBA order; default 2
 	Writers   int // connections writing the single-row backlog; default 4
 	Consumers []string
+	// Profile writes a CPU profile of this process (where the koordi
+	// consumer runs) over the koordi runs of each backlog.
+	Profile bool `json:"-"`
 }
 
 // CDCRow is one consumer's catch-up of one backlog.
@@ -63,7 +68,10 @@ func CDC(ctx context.Context, e *Env, cfg CDCConfig) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	recv := filepath.Join(bin, "pg_recvlogical")
+	recv, err := findRecvLogical(bin)
+	if err != nil {
+		return nil, err
+	}
 	topo := harness.Topology{Users: 10, Calendars: 10, EventsPerCalendar: 1000}
 	if err := harness.Seed(ctx, e.DatabaseURL, topo); err != nil {
 		return nil, err
@@ -121,7 +129,12 @@ func CDC(ctx context.Context, e *Env, cfg CDCConfig) (*Report, error) {
 				case consumerRecv:
 					took, err = runRecvLogical(ctx, recv, e.DatabaseURL, slots[c][r], end)
 				case consumerKoordi:
+					stop := func() {}
+					if cfg.Profile && r == 0 {
+						stop = e.startCPUProfile(fmt.Sprintf("cdc-%d-koordi-cpu.pprof", bi))
+					}
 					took, row.Events, err = runKoordiConsumer(ctx, e.DatabaseURL, slots[c][r], int64(b.rows))
+					stop()
 				}
 				if err != nil {
 					return rep, fmt.Errorf("%s on %s: %w", c, b.name, err)
@@ -295,4 +308,43 @@ func runKoordiConsumer(ctx context.Context, url, slot string, want int64) (time.
 		return time.Since(t0), n.Load(), fmt.Errorf("koordi consumer: %d of %d events: %w", n.Load(), want, err)
 	}
 	return time.Duration(doneAt.Load()), n.Load(), nil
+}
+
+// findRecvLogical finds pg_recvlogical of the server's version: next to
+// initdb, following a symlink (/usr/local/bin/initdb ->
+// /usr/lib/postgresql/15/bin/initdb), or on PATH.
+func findRecvLogical(bin string) (string, error) {
+	candidates := []string{filepath.Join(bin, "pg_recvlogical")}
+	if real, err := filepath.EvalSymlinks(filepath.Join(bin, "initdb")); err == nil {
+		candidates = append(candidates, filepath.Join(filepath.Dir(real), "pg_recvlogical"))
+	}
+	for _, c := range candidates {
+		if _, err := os.Stat(c); err == nil {
+			return c, nil
+		}
+	}
+	if p, err := exec.LookPath("pg_recvlogical"); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("pg_recvlogical not found (looked in %v and PATH)", candidates)
+}
+
+// startCPUProfile profiles this process into file under the profile
+// directory until the returned function is called.
+func (e *Env) startCPUProfile(file string) func() {
+	dir := e.PprofDir
+	if dir == "" {
+		dir = e.ResultsDir
+	}
+	f, err := os.Create(filepath.Join(dir, file))
+	if err != nil {
+		e.logf("profile: %v", err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		e.logf("profile: %v", err)
+		f.Close()
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }

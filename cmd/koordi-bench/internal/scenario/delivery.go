@@ -168,6 +168,11 @@ func (e *Env) deliveryOne(ctx context.Context, name, srvName string, cfg Deliver
 		}()
 	}
 
+	if cfg.Profile {
+		// The load generator's own profile shows whether it is the limit.
+		stopBench := e.startCPUProfile(fmt.Sprintf("%s-%s-bench-cpu.pprof", name, srvName))
+		defer stopBench()
+	}
 	s0 := sample(srv.pid)
 	var perCal []int64
 	if cfg.Backlog > 0 {

@@ -47,8 +47,10 @@ func Idle(ctx context.Context, e *Env, cfg IdleConfig) (*Report, error) {
 	if cfg.Sources <= 0 {
 		cfg.Sources = (cfg.Connections + 24_999) / 25_000
 	}
-	if _, err := harness.RaiseNoFile(uint64(cfg.Connections)*2 + 10_000); err != nil {
-		return nil, err
+	if have, err := harness.RaiseNoFile(uint64(cfg.Connections) + 1_000); err != nil {
+		// Without CAP_SYS_RESOURCE the hard limit stays; each process (this
+		// one and the server) can hold about that many sockets.
+		e.logf("idle: %v: at most about %d connections per process", err, have-1_000)
 	}
 	topo := harness.Topology{Users: cfg.Users, Calendars: cfg.Users / cfg.RoomSize, EventsPerCalendar: 1}
 	if err := harness.Seed(ctx, e.DatabaseURL, topo); err != nil {
