@@ -90,9 +90,11 @@ func (b *browserPage) await(ev string) map[string]any {
 func TestInspectorBrowser(t *testing.T) {
 	node, dir, chromium := browserRequire(t)
 	url := pgcluster.NewDatabase(t, cluster)
+	slot := e2eSlot("inspector", url)
+	t.Cleanup(func() { dropSlot(t, url, slot) }) // runs after dev has stopped
 	p := startDev(t, t.TempDir(), devEnv(
 		"DATABASE_URL="+url,
-		"SLOT_NAME="+e2eSlot("inspector", url),
+		"SLOT_NAME="+slot,
 		"LISTEN_ADDR=127.0.0.1:0",
 		"JWT_SECRET="+e2eSecret,
 	))
