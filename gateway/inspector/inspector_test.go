@@ -33,7 +33,7 @@ func TestRoutes(t *testing.T) {
 		{"/inspector/vendor/README.md", 404, ""},
 		{"/inspector/", 404, ""},
 		{"/inspector/index.html", 301, ""}, // FileServer's canonical redirect to ./, which is 404
-		{"/metrics", 404, ""},               // never shadows the service's endpoints
+		{"/metrics", 404, ""},              // never shadows the service's endpoints
 		{"/socket.io/", 404, ""},
 		{"/inspector/api/stats", 404, "no metrics"},
 	} {
