@@ -131,6 +131,34 @@ func e2eSlotConfirmed(t *testing.T, conn *pgx.Conn, slot string) uint64 {
 	return hi<<32 | lo
 }
 
+// e2eDropSlot drops a test's replication slot once its process is gone:
+// slots are cluster-wide and the package's cluster has a limited number
+// (max_replication_slots), shared with the tests that run later.
+func e2eDropSlot(t *testing.T, url, slot string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Errorf("drop slot %s: %v", slot, err)
+		return
+	}
+	defer conn.Close(context.Background())
+	for {
+		// The WAL sender of a killed process may take a moment to notice.
+		_, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, slot)
+		if err == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Errorf("drop slot %s: %v", slot, err)
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 // e2eFreeAddr reserves a loopback port for a server that is restarted on it.
 func e2eFreeAddr(t *testing.T) string {
 	t.Helper()
@@ -177,6 +205,7 @@ func startE2EServer(t *testing.T, url string, vars ...string) *e2eServer {
 			_ = s.cmd.Process.Kill()
 			<-s.done
 		}
+		e2eDropSlot(t, url, e2eSlot("serve", url))
 		if t.Failed() {
 			for i, l := range s.logs {
 				t.Logf("serve run %d stderr (last lines):\n%s", i+1, e2eLastLines(l.String(), 60))

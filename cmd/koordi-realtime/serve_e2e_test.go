@@ -490,6 +490,7 @@ func e2eRandomOperations(t *testing.T, seed int64) {
 		if code := <-tailDone; code != 0 {
 			t.Errorf("tail exit %d: %s", code, tailErr.String())
 		}
+		e2eDropSlot(t, url, e2eSlot("oracle", url))
 	}()
 	waitUntil(t, "tail streaming", func() bool { return strings.Contains(tailErr.String(), "streaming started") })
 
@@ -1038,7 +1039,12 @@ func TestServeGracefulStop(t *testing.T) {
 			t.Errorf("%s: disconnect reason %q, want transport close", id, d[0].Reason)
 		}
 	}
-	after := e2eSlotConfirmed(t, conn, slot)
+	// The WAL sender applies the last status update asynchronously.
+	var after uint64
+	deadline := time.Now().Add(10 * time.Second)
+	for after = e2eSlotConfirmed(t, conn, slot); after <= lastLSN && time.Now().Before(deadline); after = e2eSlotConfirmed(t, conn, slot) {
+		time.Sleep(20 * time.Millisecond)
+	}
 	if after <= lastLSN || after <= before {
 		t.Errorf("confirmed_flush_lsn %X after SIGTERM (was %X at start); want past the last delivered commit %X", after, before, lastLSN)
 	}
