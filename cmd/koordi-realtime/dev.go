@@ -10,8 +10,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -77,13 +80,15 @@ func runDev(ctx context.Context, env *environment, args []string) error {
 		if err := devReachable(cfg.dir); err != nil {
 			return err
 		}
+		if err := devStopLeftover(ctx, cfg.dir, logger); err != nil {
+			return err
+		}
 		cluster, err := pgcluster.Start(ctx, pgcluster.Config{Dir: cfg.dir})
 		if err != nil {
 			if errors.Is(err, pgcluster.ErrNoBinaries) {
 				return userErr("%v: install PostgreSQL 15+ (Debian: apt-get install postgresql) or set DATABASE_URL", err)
 			}
-			return userErr("start the local PostgreSQL in %s: %v (if an earlier run was killed, its server may still be running: pg_ctl -D %s stop)",
-				cfg.dir, err, filepath.Join(cfg.dir, "data"))
+			return userErr("start the local PostgreSQL in %s (its log: %s): %v", cfg.dir, filepath.Join(cfg.dir, "postgres.log"), err)
 		}
 		defer func() {
 			if err := cluster.Stop(); err != nil {
@@ -187,6 +192,39 @@ func devReachable(dir string) error {
 			return nil
 		}
 	}
+}
+
+// devStopLeftover stops the PostgreSQL of an earlier dev run in dir that
+// was killed before it could stop it (its postmaster.pid names a live
+// process), so this run can start the cluster again. It is dev's own
+// cluster: nothing else runs from dir.
+func devStopLeftover(ctx context.Context, dir string, log *slog.Logger) error {
+	data, err := filepath.Abs(filepath.Join(dir, "data"))
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(filepath.Join(data, "postmaster.pid"))
+	if err != nil {
+		return nil // not running, or never created
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil || pid <= 0 || syscall.Kill(pid, 0) != nil {
+		return nil // stale file of a dead server; pg_ctl start handles it
+	}
+	bin, err := pgcluster.BinDir()
+	if err != nil {
+		return userErr("%v", err)
+	}
+	log.Warn("PostgreSQL of an earlier run is still running (that run was killed); stopping it", "dir", dir, "pid", pid)
+	args := []string{filepath.Join(bin, "pg_ctl"), "-D", data, "stop", "-m", "fast", "-w"}
+	if os.Geteuid() == 0 {
+		args = append([]string{"runuser", "-u", "postgres", "--"}, args...)
+	}
+	if out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput(); err != nil {
+		return userErr("stop the PostgreSQL left running in %s: %v: %s", dir, err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }
 
 // devPrepare creates Koordi's tables, the service's objects and the demo

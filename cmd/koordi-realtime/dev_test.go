@@ -257,7 +257,8 @@ func nextReport(t *testing.T, reports <-chan e2eReport, what string, ok func(e2e
 // working directory creates its cluster under ./.koordi, prints a token that
 // a real socket.io-client connects with and receives an event on, and
 // Ctrl-C leaves no process behind. A second start reuses the cluster and the
-// replication slot, and delivers again.
+// replication slot, and delivers again. A start after a run that was killed
+// (its PostgreSQL left running) stops the leftover and starts normally.
 func TestDevFirstRun(t *testing.T) {
 	if cluster == nil { // no PostgreSQL binaries: skipped, or failed under CI
 		devRequirePostgres(t)
@@ -310,6 +311,25 @@ func TestDevFirstRun(t *testing.T) {
 			t.Fatalf("run %d: postmaster.pid left behind", run)
 		}
 		devCheckLogs(t, run, p.stderr.String(), p.stdout.String())
+	}
+
+	// A run killed outright leaves its PostgreSQL running; the next run
+	// stops that one and starts normally.
+	killed := startDev(t, dir, env)
+	if err := killed.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-killed.done
+	if len(processesUnder(dir)) == 0 {
+		t.Fatal("expected the killed run's PostgreSQL to be left running")
+	}
+	p := startDev(t, dir, env)
+	if !strings.Contains(p.stderr.String(), "still running") {
+		t.Errorf("the leftover PostgreSQL was not reported:\n%s", p.stderr.String())
+	}
+	p.interrupt()
+	if left := processesUnder(dir); len(left) > 0 {
+		t.Fatalf("processes left after SIGINT:\n%s", strings.Join(left, "\n"))
 	}
 }
 
