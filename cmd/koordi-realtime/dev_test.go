@@ -258,7 +258,8 @@ func nextReport(t *testing.T, reports <-chan e2eReport, what string, ok func(e2e
 // a real socket.io-client connects with and receives an event on, and
 // Ctrl-C leaves no process behind. A second start reuses the cluster and the
 // replication slot, and delivers again. A start after a run that was killed
-// (its PostgreSQL left running) stops the leftover and starts normally.
+// (its PostgreSQL left running) stops the leftover and starts normally, and
+// --simulate streams the demo family's writes.
 func TestDevFirstRun(t *testing.T) {
 	if cluster == nil { // no PostgreSQL binaries: skipped, or failed under CI
 		devRequirePostgres(t)
@@ -323,10 +324,20 @@ func TestDevFirstRun(t *testing.T) {
 	if len(processesUnder(dir)) == 0 {
 		t.Fatal("expected the killed run's PostgreSQL to be left running")
 	}
-	p := startDev(t, dir, env)
+	p := startDev(t, dir, env, "--simulate")
 	if !strings.Contains(p.stderr.String(), "still running") {
 		t.Errorf("the leftover PostgreSQL was not reported:\n%s", p.stderr.String())
 	}
+	// --simulate: a member of both calendars sees the family's writes,
+	// among them a calendar sync with its counts.
+	reports := devSocket(t, p.base, p.token("sam@demo.koordi.app"))
+	seen := map[string]bool{}
+	nextReport(t, reports, "calendar:synced and event:assigned from --simulate", func(r e2eReport) bool {
+		if r.Ev == "event" {
+			seen[r.Event] = true
+		}
+		return seen["calendar:synced"] && seen["event:assigned"]
+	})
 	p.interrupt()
 	if left := processesUnder(dir); len(left) > 0 {
 		t.Fatalf("processes left after SIGINT:\n%s", strings.Join(left, "\n"))

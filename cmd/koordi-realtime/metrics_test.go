@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/koordi/koordi-realtime/gateway/auth"
+	"github.com/koordi/koordi-realtime/gateway/inspector"
 	"github.com/koordi/koordi-realtime/schema"
 	ksql "github.com/koordi/koordi-realtime/sql"
 	"github.com/koordi/koordi-realtime/sql/pgcluster"
@@ -90,6 +92,7 @@ func (c *pollingClient) connect(authJSON string) string {
 // TestMetricsExposition runs serve's wiring in-process (newServer, the
 // registry cmd owns, /metrics), makes a known sequence of connects and
 // writes, and compares the exposition with the expected series and values.
+// With --inspector on, the page's stats agree with the exposition.
 func TestMetricsExposition(t *testing.T) {
 	dbURL := pgcluster.NewDatabase(t, cluster)
 	ctx := context.Background()
@@ -113,6 +116,7 @@ func TestMetricsExposition(t *testing.T) {
 		jwtSecret:  e2eSecret,
 		listenAddr: "127.0.0.1:0", frontendURL: "http://localhost:5173",
 		replayWindow: 2 * time.Minute, rateLimit: 100, readyMaxLag: 64 << 20, shutdownGrace: 5 * time.Second,
+		inspector: true,
 	}
 	srv, err := newServer(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -242,9 +246,36 @@ koordi_gateway_slow_consumer_disconnects_total 0
 			}
 		}
 	}
+	// serve --inspector: the page, and its live numbers are the same
+	// registry's.
+	if code, body := httpGet(t, base+"/"); code != http.StatusOK || !strings.Contains(body, "socket.io.min.js") {
+		t.Errorf("GET / with --inspector: %d %.100q", code, body)
+	}
+	var stats inspector.Stats
+	code, body := httpGet(t, base+"/inspector/api/stats")
+	if err := json.Unmarshal([]byte(body), &stats); code != http.StatusOK || err != nil {
+		t.Fatalf("stats: %d %v %s", code, err, body)
+	}
+	if stats.Sockets["polling"] != 1 || stats.EventsDerived != 3 || stats.MessagesSent != 3 || stats.AuthFailures != 2 || stats.Transactions != 3 {
+		t.Errorf("inspector stats disagree with /metrics: %+v", stats)
+	}
+	if _, body := httpGet(t, base+"/inspector/api/config"); strings.Contains(body, "eyJ") || !strings.Contains(body, `"demo_users":[]`) {
+		t.Errorf("serve --inspector offers demo users or tokens: %s", body)
+	}
 	if lsn := sample(fams, "koordi_replication_confirmed_lsn", nil); lsn <= 0 {
 		t.Errorf("koordi_replication_confirmed_lsn = %v, want a position", lsn)
 	}
+}
+
+func httpGet(t *testing.T, u string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 func scrape(t *testing.T, base string) map[string]*dto.MetricFamily {

@@ -105,9 +105,6 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
-	if cfg.inspector {
-		srv.pages = inspector.New(inspector.Config{Metrics: srv.registry, Mode: "serve", Logger: logger.With("component", "inspector")})
-	}
 	return srv.run(ctx)
 }
 
@@ -170,11 +167,15 @@ func newServer(cfg serveConfig, logger *slog.Logger) (*server, error) {
 		return nil, userError{err}
 	}
 	sink.rooms = gw
-	return &server{
+	srv := &server{
 		cfg: cfg, log: logger, registry: registry,
 		consumer: consumer, gateway: gw,
 		sink: sink,
-	}, nil
+	}
+	if cfg.inspector {
+		srv.pages = inspector.New(inspector.Config{Metrics: registry, Mode: "serve", Logger: logger.With("component", "inspector")})
+	}
+	return srv, nil
 }
 
 func (s *server) handler() http.Handler {
