@@ -82,6 +82,8 @@ func TestConfigErrorsAreOneLine(t *testing.T) {
 		{[]string{"dev", "--token-ttl", "-1s"}, nil, "TOKEN_TTL"},
 		{[]string{"dev"}, map[string]string{"LOG_FORMAT": "xml"}, "want text or json"},
 		{[]string{"dev"}, map[string]string{"LISTEN_ADDR": "256.0.0.1:0", "KOORDI_DEV_DIR": t.TempDir()}, "listen on"},
+		{[]string{"dev"}, map[string]string{"LISTEN_ADDR": "127.0.0.1:0", "JWT_SECRET": "short"}, "at least 32"},
+		{[]string{"dev"}, map[string]string{"LISTEN_ADDR": "127.0.0.1:0", "KOORDI_DEV_DIR": "/proc/self/nope"}, "/proc/self/nope"},
 		{[]string{"token"}, nil, "JWT_SECRET is not set"},
 		{[]string{"token", "--user-id", "u"}, map[string]string{"JWT_SECRET": "short"}, "JWT_SECRET"},
 	} {

@@ -70,16 +70,28 @@ func runDev(ctx context.Context, env *environment, args []string) error {
 		return userErr("listen on %s: %v (set LISTEN_ADDR to another address)", cfg.serve.listenAddr, err)
 	}
 	defer ln.Close() // after serving, a no-op; before, it frees the port
-	if cfg.serve.jwtSecret == "" && cfg.serve.jwtPublicKey == "" {
-		if cfg.serve.jwtSecret, err = devSecret(cfg.dir); err != nil {
-			return err
-		}
-	}
-
 	if cfg.serve.db.url == "" {
 		if err := devReachable(cfg.dir); err != nil {
 			return err
 		}
+	}
+	// The demo tokens are HS256, so dev always has a secret (next to any
+	// JWT_PUBLIC_KEY_FILE, whose tokens are accepted as well).
+	if cfg.serve.jwtSecret == "" {
+		if cfg.serve.jwtSecret, err = devSecret(cfg.dir); err != nil {
+			return err
+		}
+	}
+	// Every other setting is checked before PostgreSQL is started.
+	early := cfg.serve
+	if early.db.url == "" {
+		early.db.url = "(local cluster)"
+	}
+	if err := early.validate(); err != nil {
+		return err
+	}
+
+	if cfg.serve.db.url == "" {
 		if err := devStopLeftover(ctx, cfg.dir, logger); err != nil {
 			return err
 		}
