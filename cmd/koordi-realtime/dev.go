@@ -96,6 +96,15 @@ func runDev(ctx context.Context, env *environment, args []string) error {
 			return err
 		}
 		cluster, err := pgcluster.Start(ctx, pgcluster.Config{Dir: cfg.dir})
+		if err != nil && !errors.Is(err, pgcluster.ErrNoBinaries) && strings.Contains(err.Error(), "already in use") {
+			// The port the cluster was created with has been taken since
+			// (the cluster is kept between runs); move it to a free one.
+			var port int
+			if port, err = devFreePort(); err == nil {
+				logger.Warn("the local PostgreSQL's port is taken; moving it", "port", port)
+				cluster, err = pgcluster.Start(ctx, pgcluster.Config{Dir: cfg.dir, Port: port})
+			}
+		}
 		if err != nil {
 			if errors.Is(err, pgcluster.ErrNoBinaries) {
 				return userErr("%v: install PostgreSQL 15+ (Debian: apt-get install postgresql) or set DATABASE_URL", err)
@@ -237,6 +246,15 @@ func devStopLeftover(ctx context.Context, dir string, log *slog.Logger) error {
 		return userErr("stop the PostgreSQL left running in %s: %v: %s", dir, err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+func devFreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // devPrepare creates Koordi's tables, the service's objects and the demo

@@ -145,7 +145,10 @@ type Stats struct {
 	AuthFailures   float64            `json:"auth_failures_total"`
 	SlowConsumers  float64            `json:"slow_consumer_disconnects_total"`
 	ReplayEvents   float64            `json:"replay_window_events"`
-	CommitToSendMS float64            `json:"commit_to_send_avg_ms"` // mean since start
+	// The commit-to-send histogram's sum (seconds) and count; the page
+	// derives the recent mean from successive polls.
+	CommitToSendSum   float64 `json:"commit_to_send_seconds_sum"`
+	CommitToSendCount float64 `json:"commit_to_send_count"`
 	Goroutines     float64            `json:"goroutines"`
 	ResidentBytes  float64            `json:"resident_bytes"`
 }
@@ -203,9 +206,8 @@ func summarize(families []*dto.MetricFamily, now, started time.Time) Stats {
 			case "koordi_gateway_replay_window_events":
 				s.ReplayEvents = v
 			case "koordi_gateway_commit_to_send_seconds":
-				if hist := m.GetHistogram(); hist.GetSampleCount() > 0 {
-					s.CommitToSendMS = 1000 * hist.GetSampleSum() / float64(hist.GetSampleCount())
-				}
+				s.CommitToSendSum = m.GetHistogram().GetSampleSum()
+				s.CommitToSendCount = float64(m.GetHistogram().GetSampleCount())
 			case "go_goroutines":
 				s.Goroutines = v
 			case "process_resident_memory_bytes":

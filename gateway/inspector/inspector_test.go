@@ -113,7 +113,7 @@ func TestStats(t *testing.T) {
 	if len(s.EventsByType) != 2 || s.EventsByType["event:assigned"] != 5 {
 		t.Errorf("events by type = %v (zero series left out)", s.EventsByType)
 	}
-	if s.CommitToSendMS < 2.99 || s.CommitToSendMS > 3.01 {
-		t.Errorf("commit to send mean = %v ms, want 3", s.CommitToSendMS)
+	if s.CommitToSendCount != 2 || s.CommitToSendSum < 0.0059 || s.CommitToSendSum > 0.0061 {
+		t.Errorf("commit to send: sum %v count %v, want 0.006 and 2", s.CommitToSendSum, s.CommitToSendCount)
 	}
 }

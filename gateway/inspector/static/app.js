@@ -295,6 +295,7 @@ function fmtBytes(n) {
   return `${(n / (1 << 20)).toFixed(1)} MiB`;
 }
 const fmtNum = (n) => (n >= 1e6 ? (n / 1e6).toFixed(2) + "M" : n >= 1e4 ? (n / 1e3).toFixed(1) + "k" : String(Math.round(n)));
+const fmtMS = (ms) => (ms >= 1000 ? `${(ms / 1000).toFixed(1)} s` : ms >= 10 ? `${ms.toFixed(0)} ms` : `${ms.toFixed(1)} ms`);
 const fmtRate = (n) => (n >= 100 ? n.toFixed(0) : n.toFixed(1));
 function fmtLSN(n) {
   const hi = Math.floor(n / 2 ** 32), lo = n % 2 ** 32;
@@ -325,7 +326,8 @@ async function pollStats() {
     $("st-sockets").textContent = fmtNum(ws + poll);
     $("st-transports").textContent = `websocket ${ws} · polling ${poll}`;
     // Rates over the last five seconds: steadier than poll to poll.
-    samples.push({ t, derived: s.events_derived_total, sent: s.messages_sent_total });
+    samples.push({ t, derived: s.events_derived_total, sent: s.messages_sent_total,
+      latSum: s.commit_to_send_seconds_sum, latCount: s.commit_to_send_count });
     while (samples.length > 6) samples.shift();
     let rate = 0, sent = 0;
     const first = samples[0];
@@ -344,9 +346,17 @@ async function pollStats() {
     $("st-lag-s").textContent = `${s.lag_seconds.toFixed(2)} s · LSN ${fmtLSN(s.confirmed_lsn)}`;
     $("st-sent").textContent = fmtNum(s.messages_sent_total);
     $("st-sent-rate").textContent = `${fmtRate(sent)} / s · ${fmtNum(s.messages_dropped_total)} dropped`;
-    $("st-latency").textContent = s.commit_to_send_avg_ms ? `${s.commit_to_send_avg_ms.toFixed(1)} ms` : "–";
+    // Mean over the last five seconds of transactions; a process that just
+    // started also re-sends its replay window, whose age is not latency.
+    const n = s.commit_to_send_count - first.latCount;
+    if (n > 0) {
+      $("st-latency").textContent = fmtMS((1000 * (s.commit_to_send_seconds_sum - first.latSum)) / n);
+      $("st-latency-hint").textContent = `mean of ${n} tx, last 5 s`;
+    } else {
+      $("st-latency-hint").textContent = s.commit_to_send_count > 0 ? "idle · last value" : "no transactions yet";
+    }
     $("st-rooms").textContent = fmtNum(s.rooms);
-    $("st-replay").textContent = `${fmtNum(s.replay_window_events)} events retained`;
+    $("st-replay").textContent = `${fmtNum(s.replay_window_events)} events in replay window`;
     $("uptime").textContent = `up ${fmtUptime(s.uptime_seconds)}`;
   } catch (e) {
     $("uptime").textContent = "stats unavailable";
