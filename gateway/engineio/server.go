@@ -24,8 +24,15 @@ type Config struct {
 	// any origin (the request's Origin is reflected). Same-host requests and
 	// requests without Origin are always allowed.
 	AllowedOrigins []string
-	SendQueue      int          // packets queued per connection before it is closed; default 1024
-	Logger         *slog.Logger // nil: discard
+	// SendQueue is how many packets may wait per connection before it is
+	// closed as a slow consumer; default 4096. It must hold a whole large
+	// transaction (an ICS import commits hundreds of events at once, all
+	// queued in one go), or every socket of the room is cut by that one
+	// burst. The queue grows on demand, so an idle connection pays nothing
+	// for the bound, and frames are shared, so a full queue costs about
+	// 40 bytes a packet.
+	SendQueue int
+	Logger    *slog.Logger // nil: discard
 }
 
 func (c *Config) setDefaults() {
@@ -39,7 +46,7 @@ func (c *Config) setDefaults() {
 		c.MaxPayload = 1_000_000
 	}
 	if c.SendQueue <= 0 {
-		c.SendQueue = 1024
+		c.SendQueue = 4096
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -19,7 +19,7 @@ type Config struct {
 	ConnectTimeout time.Duration // default 45s: engine connection without a namespace CONNECT is closed
 	MaxPayload     int           // default 1_000_000 bytes
 	AllowedOrigins []string      // exact origins ("http://localhost:5173"); "*" allows any; empty = any
-	SendQueue      int           // per-connection outbound frame queue, default 1024 frames
+	SendQueue      int           // per-connection outbound frame queue, default 4096 frames (see engineio.Config)
 	Logger         *slog.Logger  // nil: discard
 }
 
