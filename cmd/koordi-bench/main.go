@@ -93,7 +93,7 @@ func run(ctx context.Context, args []string) error {
 	fs.DurationVar(&o.duration, "duration", 0, "latency: how long to write")
 	fs.IntVar(&o.idleConns, "connections", 0, "idle: connections")
 	fs.DurationVar(&o.hold, "hold", 0, "idle: measurement window")
-	fs.IntVar(&o.sources, "sources", 0, "client source addresses 127.0.0.1.. (default: one per 25,000 clients)")
+	fs.IntVar(&o.sources, "sources", 0, "client source addresses 127.0.0.1.. (default 8, more for over 80,000 connections)")
 	fs.IntVar(&o.commits, "commits", 0, "cdc: single-row commits")
 	fs.IntVar(&o.txs, "txs", 0, "cdc: multi-row transactions")
 	fs.IntVar(&o.txRows, "tx-rows", 1000, "cdc: rows per multi-row transaction")
@@ -192,7 +192,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	return do("idle", func() (*scenario.Report, error) {
 		return scenario.Idle(ctx, env, scenario.IdleConfig{
-			Servers: servers, Connections: size(o.idleConns, 50_000, 2_000), Sources: o.sources,
+			Servers: servers, Connections: size(o.idleConns, 18_000, 2_000), Sources: o.sources,
 			Hold: dur(o.hold, 30*time.Second, 3*time.Second),
 		})
 	})

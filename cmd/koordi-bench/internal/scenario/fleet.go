@@ -40,7 +40,7 @@ type fleetConfig struct {
 	N          int
 	Parallel   int // concurrent handshakes; default 200
 	ReadyEvent string
-	Sources    int // source addresses 127.0.0.1..; default 1
+	Sources    int // source addresses 127.0.0.1..; default 8
 }
 
 // connect dials all clients; each starts reading at once.
@@ -50,7 +50,9 @@ func connect(ctx context.Context, cfg fleetConfig) (*fleet, time.Duration, error
 		cfg.Parallel = 200
 	}
 	if cfg.Sources <= 0 {
-		cfg.Sources = 1
+		// Several source addresses, so consecutive runs do not run out of
+		// ephemeral ports to sockets still in TIME_WAIT.
+		cfg.Sources = 8
 	}
 	clients := make([]*http.Client, cfg.Sources)
 	for i := range clients {

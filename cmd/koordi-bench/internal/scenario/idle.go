@@ -15,7 +15,7 @@ type IdleConfig struct {
 	Users       int           // default min(Connections, 10000)
 	RoomSize    int           // default 100
 	Hold        time.Duration // idle measurement window; default 10s
-	Sources     int           // default: one source address per 25,000 connections
+	Sources     int           // default: 8, or one per 10,000 connections if more
 }
 
 // IdleRow is one server's figures.
@@ -45,7 +45,7 @@ func Idle(ctx context.Context, e *Env, cfg IdleConfig) (*Report, error) {
 		cfg.Hold = 10 * time.Second
 	}
 	if cfg.Sources <= 0 {
-		cfg.Sources = (cfg.Connections + 24_999) / 25_000
+		cfg.Sources = max(8, (cfg.Connections+9_999)/10_000)
 	}
 	if have, err := harness.RaiseNoFile(uint64(cfg.Connections) + 1_000); err != nil {
 		// Without CAP_SYS_RESOURCE the hard limit stays; each process (this
