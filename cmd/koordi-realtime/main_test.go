@@ -12,8 +12,8 @@ import (
 // with pgcluster.NewDatabase(t, cluster).
 var cluster *pgcluster.Cluster
 
-// TestMain starts one cluster for the package and fails the run if a test
-// leaves goroutines behind.
+// TestMain starts one cluster for the package, removes the binary the
+// process tests built, and fails the run if a test leaves goroutines behind.
 func TestMain(m *testing.M) {
-	pgcluster.TestMain(m, &cluster, func() error { return goleak.Find() })
+	pgcluster.TestMain(m, &cluster, removeBinary, func() error { return goleak.Find() })
 }

@@ -170,6 +170,7 @@ func TestTailPrintsEvents(t *testing.T) {
 var (
 	binOnce sync.Once
 	binPath string
+	binDir  string
 	binErr  error
 )
 
@@ -182,6 +183,7 @@ func binary(t *testing.T) string {
 			binErr = err
 			return
 		}
+		binDir = dir
 		binPath = filepath.Join(dir, "koordi-realtime")
 		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
 		if err != nil {
@@ -192,6 +194,14 @@ func binary(t *testing.T) string {
 		t.Fatal(binErr)
 	}
 	return binPath
+}
+
+// removeBinary deletes what binary built; TestMain runs it after the tests.
+func removeBinary() error {
+	if binDir == "" {
+		return nil
+	}
+	return os.RemoveAll(binDir)
 }
 
 // scanLines collects a process's stdout lines.

@@ -64,8 +64,8 @@ type Cluster struct {
 // OS page cache intact.
 var defaultSettings = map[string]string{
 	"wal_level":             "logical",
-	"max_wal_senders":       "20",
-	"max_replication_slots": "20",
+	"max_wal_senders":       "40",
+	"max_replication_slots": "64", // tests leave a slot per database
 	"fsync":                 "off",
 	"full_page_writes":      "off",
 	"synchronous_commit":    "on",
