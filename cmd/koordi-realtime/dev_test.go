@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -257,7 +259,8 @@ func nextReport(t *testing.T, reports <-chan e2eReport, what string, ok func(e2e
 // working directory creates its cluster under ./.koordi, prints a token that
 // a real socket.io-client connects with and receives an event on, and
 // Ctrl-C leaves no process behind. A second start reuses the cluster and the
-// replication slot, and delivers again. A start after a run that was killed
+// replication slot (moving to a free port when its own was taken meanwhile),
+// and delivers again. A start after a run that was killed
 // (its PostgreSQL left running) stops the leftover and starts normally, and
 // --simulate streams the demo family's writes.
 func TestDevFirstRun(t *testing.T) {
@@ -312,6 +315,19 @@ func TestDevFirstRun(t *testing.T) {
 			t.Fatalf("run %d: postmaster.pid left behind", run)
 		}
 		devCheckLogs(t, run, p.stderr.String(), p.stdout.String())
+		if run == 1 {
+			// Something else takes the cluster's port between runs: the
+			// next run moves the cluster to a free one.
+			u, err := neturl.Parse(p.databaseURL())
+			if err != nil {
+				t.Fatal(err)
+			}
+			squatter, err := net.Listen("tcp", u.Host)
+			if err != nil {
+				t.Fatalf("occupy the cluster's port: %v", err)
+			}
+			defer squatter.Close()
+		}
 	}
 
 	// A run killed outright leaves its PostgreSQL running; the next run
@@ -374,6 +390,9 @@ func devCheckLogs(t *testing.T, run int, logs, stdout string) {
 				t.Errorf("run 1: unexpected log line at the default level: %q", msg)
 			}
 		}
+	}
+	if run == 2 && counts["the local PostgreSQL's port is taken; moving it"] != 1 {
+		t.Errorf("run 2: the taken port was not reported (%v)", counts)
 	}
 	if want := map[int]int{1: 1, 2: 0}[run]; counts["replication slot created"] != want {
 		t.Errorf("run %d: %q logged %d times, want %d (the second run reuses the slot)", run, "replication slot created", counts["replication slot created"], want)
