@@ -112,8 +112,12 @@ type Gateway struct {
 	verifier *auth.Verifier
 	pidKey   []byte
 	instance [8]byte
-	server   *socketio.Server
-	metrics  *metrics
+	// started bounds the latency histogram: a transaction committed before
+	// the process started is a re-decoded one (the replay window after a
+	// restart); its age measures the downtime, not delivery.
+	started time.Time
+	server  *socketio.Server
+	metrics *metrics
 
 	// ctx ends at Shutdown; it bounds Memberships calls.
 	ctx    context.Context
@@ -140,7 +144,7 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, verifier: v, idx: newIndex()}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, verifier: v, idx: newIndex(), started: cfg.Now()}
 	switch {
 	case len(cfg.PIDKey) > 0:
 		g.pidKey = derivePIDKey(cfg.PIDKey)
@@ -196,12 +200,14 @@ func (g *Gateway) Publish(ctx context.Context, tx schema.Transaction) error {
 	if at.IsZero() {
 		at = now
 	}
+	fresh := 0
 	for i := range tx.Events {
 		ev := &tx.Events[i]
 		if !g.window.accepts(ev.Offset) {
 			g.metrics.droppedDup.Inc()
 			continue
 		}
+		fresh++
 		f := encodeEnvelope(ev)
 		g.window.add(entry{off: ev.Offset, room: ev.Room, frame: f, at: at})
 		g.idx.mu.RLock()
@@ -210,8 +216,8 @@ func (g *Gateway) Publish(ctx context.Context, tx schema.Transaction) error {
 		g.metrics.messagesSent.Add(float64(sent))
 	}
 	g.window.evict(now)
-	if !tx.CommitTime.IsZero() && len(tx.Events) > 0 {
-		g.metrics.latency.Observe(time.Since(tx.CommitTime).Seconds())
+	if fresh > 0 && tx.CommitTime.After(g.started) {
+		g.metrics.latency.Observe(now.Sub(tx.CommitTime).Seconds())
 	}
 	return nil
 }

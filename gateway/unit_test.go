@@ -477,3 +477,38 @@ func TestNewRefuses(t *testing.T) {
 		})
 	}
 }
+
+// TestLatencyCountsOnlyLiveCommits: the commit-to-send histogram measures
+// delivery, so transactions committed before the process started (the
+// replay window decoded again after a restart) and duplicates stay out.
+func TestLatencyCountsOnlyLiveCommits(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	g := newTestGateway(t, Config{Registerer: reg})
+	count := func() uint64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "koordi_gateway_commit_to_send_seconds" {
+				return mf.GetMetric()[0].GetHistogram().GetSampleCount()
+			}
+		}
+		t.Fatal("histogram not registered")
+		return 0
+	}
+	publish := func(lsn uint64, committed time.Time) {
+		t.Helper()
+		x := tx(lsn, env(schema.UserRoom(uuid(1)), "e", `{}`))
+		x.CommitTime = committed
+		if err := g.Publish(context.Background(), x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(10, g.started.Add(-time.Minute)) // re-decoded after a restart
+	publish(11, time.Now())                  // live
+	publish(11, time.Now())                  // duplicate of a live one
+	if got := count(); got != 1 {
+		t.Fatalf("latency observations = %d, want 1 (the live commit only)", got)
+	}
+}

@@ -130,27 +130,27 @@ func (h *handler) config(w http.ResponseWriter, _ *http.Request) {
 // Stats is the summary the page polls, from the service's metrics. Counters
 // are totals since start; the page derives rates from successive polls.
 type Stats struct {
-	Time           time.Time          `json:"time"`
-	UptimeSeconds  float64            `json:"uptime_seconds"`
-	Sockets        map[string]float64 `json:"sockets"` // by transport
-	Rooms          float64            `json:"rooms"`
-	EventsDerived  float64            `json:"events_derived_total"`
-	EventsByType   map[string]float64 `json:"events_by_type"`
-	MessagesSent   float64            `json:"messages_sent_total"`
-	Dropped        float64            `json:"messages_dropped_total"`
-	Transactions   float64            `json:"transactions_total"`
-	LagBytes       float64            `json:"lag_bytes"`
-	LagSeconds     float64            `json:"lag_seconds"`
-	ConfirmedLSN   float64            `json:"confirmed_lsn"`
-	AuthFailures   float64            `json:"auth_failures_total"`
-	SlowConsumers  float64            `json:"slow_consumer_disconnects_total"`
-	ReplayEvents   float64            `json:"replay_window_events"`
+	Time          time.Time          `json:"time"`
+	UptimeSeconds float64            `json:"uptime_seconds"`
+	Sockets       map[string]float64 `json:"sockets"` // by transport
+	Rooms         float64            `json:"rooms"`
+	EventsDerived float64            `json:"events_derived_total"`
+	EventsByType  map[string]float64 `json:"events_by_type"`
+	MessagesSent  float64            `json:"messages_sent_total"`
+	Dropped       float64            `json:"messages_dropped_total"`
+	Transactions  float64            `json:"transactions_total"`
+	LagBytes      float64            `json:"lag_bytes"`
+	LagSeconds    float64            `json:"lag_seconds"`
+	ConfirmedLSN  float64            `json:"confirmed_lsn"`
+	AuthFailures  float64            `json:"auth_failures_total"`
+	SlowConsumers float64            `json:"slow_consumer_disconnects_total"`
+	ReplayEvents  float64            `json:"replay_window_events"`
 	// The commit-to-send histogram's sum (seconds) and count; the page
 	// derives the recent mean from successive polls.
 	CommitToSendSum   float64 `json:"commit_to_send_seconds_sum"`
 	CommitToSendCount float64 `json:"commit_to_send_count"`
-	Goroutines     float64            `json:"goroutines"`
-	ResidentBytes  float64            `json:"resident_bytes"`
+	Goroutines        float64 `json:"goroutines"`
+	ResidentBytes     float64 `json:"resident_bytes"`
 }
 
 func (h *handler) stats(w http.ResponseWriter, _ *http.Request) {
