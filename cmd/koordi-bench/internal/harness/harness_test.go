@@ -1,0 +1,68 @@
+package harness
+
+import (
+	"os"
+	"testing"
+
+	"github.com/koordi/koordi-realtime/schema"
+)
+
+func TestIDsAreDistinctUUIDs(t *testing.T) {
+	seen := map[string]bool{}
+	add := func(id string) {
+		t.Helper()
+		if !schema.IsUUID(id) {
+			t.Fatalf("%q is not a uuid", id)
+		}
+		if seen[id] {
+			t.Fatalf("%q twice", id)
+		}
+		seen[id] = true
+	}
+	for i := range 300 {
+		add(UserID(i))
+		add(CalendarID(i))
+		for e := range 3 {
+			add(EventID(i, e))
+		}
+	}
+	add(EventID(0, 0xffff))
+}
+
+func TestTopologyRoomsAreEven(t *testing.T) {
+	top := Topology{Users: 10_000, Calendars: 100}
+	size := map[int]int{}
+	for u := range top.Users {
+		size[top.CalendarOf(u)]++
+	}
+	if len(size) != 100 {
+		t.Fatalf("%d calendars used", len(size))
+	}
+	for c, n := range size {
+		if n != 100 {
+			t.Fatalf("calendar %d has %d members", c, n)
+		}
+	}
+}
+
+func TestProcAccountingOfSelf(t *testing.T) {
+	rss, err := RSS(os.Getpid())
+	if err != nil || rss < 1<<20 {
+		t.Fatalf("RSS of self: %d, %v", rss, err)
+	}
+	x := 0
+	for i := range 50_000_000 {
+		x += i
+	}
+	_ = x
+	cpu, err := CPUTime(os.Getpid())
+	if err != nil || cpu <= 0 {
+		t.Fatalf("CPU time of self: %v, %v", cpu, err)
+	}
+	if _, err := RSS(-1); err == nil {
+		t.Fatal("RSS of pid -1: no error")
+	}
+	if LoadAvg() == "?" {
+		t.Fatal("no load average")
+	}
+}
