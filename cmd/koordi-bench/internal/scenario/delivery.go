@@ -50,6 +50,9 @@ func (c *DeliveryConfig) defaults() error {
 	if c.Writers <= 0 {
 		c.Writers = 8
 	}
+	if c.Backlog == 0 && c.Warmup >= c.Duration {
+		c.Warmup = c.Duration / 5
+	}
 	return nil
 }
 
@@ -114,7 +117,7 @@ func Delivery(ctx context.Context, e *Env, name string, cfg DeliveryConfig) (*Re
 			v := x.MsgsPerSec / node.MsgsPerSec
 			rep.Ratios = append(rep.Ratios, Ratio{Figure: "delivered msgs/s", Subject: x.Server, Baseline: "node", Value: v, Goal: ">= 5", Met: v >= 5})
 		}
-		if cfg.Backlog == 0 {
+		if cfg.Backlog == 0 && x.Latency.Count > 0 {
 			p50, p99 := float64(x.Latency.P50)/1e6, float64(x.Latency.P99)/1e6
 			rep.Ratios = append(rep.Ratios,
 				Ratio{Figure: "latency p50 ms", Subject: x.Server, Baseline: "absolute", Value: p50, Goal: "<= 5", Met: p50 <= 5},
