@@ -16,6 +16,11 @@ type Envelope struct {
 	Room   string          `json:"room"`
 	Event  string          `json:"event"`
 	Data   json.RawMessage `json:"data"`
+	// Explicit marks an event written with koordi_realtime.emit rather than
+	// derived from a row change. It is delivered as it is and never moves
+	// sockets between rooms, whatever its name: SQL may say member:added,
+	// but only a membership row makes a member.
+	Explicit bool `json:"-"`
 }
 
 // NewEnvelope marshals payload into an envelope. Payloads are the structs of

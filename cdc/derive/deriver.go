@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -231,5 +232,11 @@ func (d *Deriver) message(c *wal.Change) {
 			"commit_lsn", schema.Offset{LSN: d.lsn}.String(), "bytes", len(c.Message))
 		return
 	}
+	// Rooms hold PostgreSQL's lower-case uuids; SQL may have written upper case.
+	room = strings.ToLower(room)
+	before := len(d.out)
 	d.add(room, event, data)
+	if len(d.out) > before {
+		d.out[before].Explicit = true
+	}
 }

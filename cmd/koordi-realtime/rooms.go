@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
+	"log/slog"
 
 	"github.com/koordi/koordi-realtime/cdc/derive"
 	"github.com/koordi/koordi-realtime/schema"
@@ -38,6 +38,7 @@ type roomGateway interface {
 // become sync:reset.
 type roomSink struct {
 	rooms   roomGateway
+	log     *slog.Logger
 	resumed bool // the first stream start was relayed
 }
 
@@ -64,15 +65,18 @@ func (s *roomSink) Deliver(ctx context.Context, tx schema.Transaction) error {
 	start := 0
 	for i := range tx.Events {
 		ev := &tx.Events[i]
+		if ev.Explicit {
+			continue // emitted by SQL: delivered, never a room change
+		}
 		kind, _, err := schema.ParseRoom(ev.Room)
 		if err != nil || kind != schema.RoomCalendar {
 			continue
 		}
 		switch ev.Event {
 		case schema.MemberAdded:
-			m, err := memberOf(ev)
-			if err != nil {
-				return err
+			m, ok := s.memberOf(ev)
+			if !ok {
+				continue
 			}
 			if err := publish(tx.Events[start:i]); err != nil {
 				return err
@@ -80,9 +84,9 @@ func (s *roomSink) Deliver(ctx context.Context, tx schema.Transaction) error {
 			s.rooms.JoinUser(m.UserID, ev.Room)
 			start = i
 		case schema.MemberRemoved:
-			m, err := memberOf(ev)
-			if err != nil {
-				return err
+			m, ok := s.memberOf(ev)
+			if !ok {
+				continue
 			}
 			if err := publish(tx.Events[start:i]); err != nil {
 				return err
@@ -100,12 +104,18 @@ func (s *roomSink) Deliver(ctx context.Context, tx schema.Transaction) error {
 	return publish(tx.Events[start:])
 }
 
-func memberOf(ev *schema.Envelope) (schema.Member, error) {
+// memberOf reads the user of a derived member event. Derivation always
+// sets it; should it not, the event is still delivered and no socket moves —
+// stopping the stream would stop it at the same transaction forever.
+func (s *roomSink) memberOf(ev *schema.Envelope) (schema.Member, bool) {
 	var m schema.Member
 	if err := json.Unmarshal(ev.Data, &m); err != nil || m.UserID == "" {
-		return m, fmt.Errorf("%s %s: payload without user_id: %s", ev.Event, ev.Offset, ev.Data)
+		if s.log != nil {
+			s.log.Error("member event without user_id: no socket moved", "event", ev.Event, "offset", ev.Offset.String())
+		}
+		return m, false
 	}
-	return m, nil
+	return m, true
 }
 
 // stateMemberships answers the gateway's membership questions from the state

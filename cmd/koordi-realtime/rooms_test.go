@@ -96,11 +96,25 @@ func TestRoomSinkMovesSocketsAtTheRightPoint(t *testing.T) {
 	}
 }
 
-func TestRoomSinkRefusesMemberEventWithoutUser(t *testing.T) {
-	sink := &roomSink{rooms: &recordingRooms{}}
-	tx := schema.Transaction{Events: []schema.Envelope{env(schema.MemberAdded, schema.CalendarRoom(cal), map[string]string{})}}
-	if err := sink.Deliver(context.Background(), tx); err == nil {
-		t.Fatal("member:added without user_id was accepted")
+// TestRoomSinkNeverStopsOnAnEvent: an emitted event named like a room
+// change moves nobody, and a member event without a user is delivered
+// without moving anyone — an error here would stop the stream at the same
+// transaction after every restart.
+func TestRoomSinkNeverStopsOnAnEvent(t *testing.T) {
+	calRoom := schema.CalendarRoom(cal)
+	emitted := env(schema.MemberAdded, calRoom, schema.Member{CalendarID: cal, UserID: user})
+	emitted.Explicit = true
+	closing := env(schema.CalendarDeleted, calRoom, schema.CalendarRef{CalendarID: cal})
+	closing.Explicit = true
+	rec := &recordingRooms{}
+	sink := &roomSink{rooms: rec}
+	tx := schema.Transaction{Events: []schema.Envelope{emitted, closing, env(schema.MemberAdded, calRoom, map[string]string{})}}
+	if err := sink.Deliver(context.Background(), tx); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"publish member:added@" + calRoom + " calendar:deleted@" + calRoom + " member:added@" + calRoom}
+	if fmt.Sprint(rec.calls) != fmt.Sprint(want) {
+		t.Errorf("calls %q, want %q", rec.calls, want)
 	}
 }
 

@@ -139,7 +139,7 @@ func newServer(cfg serveConfig, logger *slog.Logger) (*server, error) {
 	// The sink's gateway is set once both exist: the gateway reads the
 	// consumer's state, the consumer reports to the sink. Neither calls the
 	// other before Run.
-	sink := &roomSink{}
+	sink := &roomSink{log: logger.With("component", "rooms")}
 	consumer, err := cdc.New(cdc.Config{
 		OnStream:    sink.streamFrom,
 		OnReset:     sink.reset,
