@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/koordi/koordi-realtime/gateway/auth"
+	"github.com/koordi/koordi-realtime/gateway/engineio"
 	"github.com/koordi/koordi-realtime/gateway/socketio"
 	"github.com/koordi/koordi-realtime/schema"
 )
@@ -116,8 +117,12 @@ type Gateway struct {
 	// the process started is a re-decoded one (the replay window after a
 	// restart); its age measures the downtime, not delivery.
 	started time.Time
-	server  *socketio.Server
-	metrics *metrics
+	// maxReplay bounds one recovery's replay: a replay longer than the
+	// socket's queue would close it as a slow consumer before it could
+	// drain, on every attempt. Beyond it the client is told to refetch.
+	maxReplay int
+	server    *socketio.Server
+	metrics   *metrics
 
 	// ctx ends at Shutdown; it bounds Memberships calls.
 	ctx    context.Context
@@ -145,6 +150,11 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, verifier: v, idx: newIndex(), started: cfg.Now()}
+	queue := cfg.SendQueue
+	if queue <= 0 {
+		queue = engineio.DefaultSendQueue
+	}
+	g.maxReplay = queue / 2
 	switch {
 	case len(cfg.PIDKey) > 0:
 		g.pidKey = derivePIDKey(cfg.PIDKey)
@@ -196,10 +206,6 @@ func (g *Gateway) Publish(ctx context.Context, tx schema.Transaction) error {
 	g.pubMu.Lock()
 	defer g.pubMu.Unlock()
 	now := g.cfg.Now()
-	at := tx.CommitTime
-	if at.IsZero() {
-		at = now
-	}
 	fresh := 0
 	for i := range tx.Events {
 		ev := &tx.Events[i]
@@ -209,7 +215,11 @@ func (g *Gateway) Publish(ctx context.Context, tx schema.Transaction) error {
 		}
 		fresh++
 		f := encodeEnvelope(ev)
-		g.window.add(entry{off: ev.Offset, room: ev.Room, frame: f, at: at})
+		// Aged by this process's clock from publication, not by the
+		// database's commit time: a skewed database clock, or a backlog
+		// older than the window (catching up after an outage), would
+		// otherwise evict events as they are published.
+		g.window.add(entry{off: ev.Offset, room: ev.Room, frame: f, at: now})
 		g.idx.mu.RLock()
 		sent := g.fanOut(ev.Room, f)
 		g.idx.mu.RUnlock()

@@ -178,7 +178,17 @@ func (h *handler) Connected(s *socketio.Socket) {
 		// the client is told to refetch.
 		c.notify = true
 	}
+	if g.window.beforeReset(c.start) {
+		// A sync:reset came between Connect and now.
+		c.notify = true
+	}
 	if g.idx.activate(c, c.calendars) {
+		if c.recovered && !c.notify && g.replayLen(c) > g.maxReplay {
+			g.log.Info("replay too long for the socket's queue: client told to refetch", "user", c.userID, "limit", g.maxReplay)
+			c.notify = true
+		}
+	}
+	if c.live && !c.notify {
 		g.window.after(c.start, func(e *entry) bool {
 			if _, ok := c.rooms[e.room]; !ok {
 				return true
@@ -200,6 +210,19 @@ func (h *handler) Connected(s *socketio.Socket) {
 	g.pubMu.Unlock()
 	g.metrics.replayed.Add(float64(replayed))
 	g.metrics.messagesSent.Add(float64(replayed))
+}
+
+// replayLen counts what a recovery of c would replay, stopping past the
+// limit. The caller holds pubMu, so the count stays true until the replay.
+func (g *Gateway) replayLen(c *client) int {
+	n := 0
+	g.window.after(c.start, func(e *entry) bool {
+		if _, ok := c.rooms[e.room]; ok {
+			n++
+		}
+		return n <= g.maxReplay
+	})
+	return n
 }
 
 // Event handles join:calendar and leave:calendar, after the rate limit.

@@ -14,6 +14,9 @@ import (
 	"time"
 )
 
+// DefaultSendQueue is Config.SendQueue's default.
+const DefaultSendQueue = 4096
+
 // Config configures a Server. Zero values are the documented defaults.
 type Config struct {
 	PingInterval time.Duration // default 25s
@@ -46,7 +49,7 @@ func (c *Config) setDefaults() {
 		c.MaxPayload = 1_000_000
 	}
 	if c.SendQueue <= 0 {
-		c.SendQueue = 4096
+		c.SendQueue = DefaultSendQueue
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
