@@ -384,7 +384,7 @@ func devCheckLogs(t *testing.T, run int, logs, stdout string) {
 		// At the default level only state changes are logged, never a
 		// line per event or per socket.
 		known := []string{"local PostgreSQL running", "listening", "derivation state bootstrapped", "replication slot created",
-			"streaming started", "shutting down", "stopped", "local PostgreSQL stopped"}
+			"streaming started", "caught up: accepting sockets", "shutting down", "stopped", "local PostgreSQL stopped"}
 		for msg := range counts {
 			if !slices.Contains(known, msg) {
 				t.Errorf("run 1: unexpected log line at the default level: %q", msg)

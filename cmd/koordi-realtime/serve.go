@@ -117,7 +117,8 @@ type server struct {
 	consumer *cdc.Consumer
 	gateway  *gateway.Gateway
 	sink     *roomSink
-	started  atomic.Bool // the consumer has streamed at least once
+	started  atomic.Bool // the consumer caught up once: sockets are accepted
+	status   func() cdc.Status
 
 	// Set between newServer and run, by the command.
 	pages    http.Handler // served at "/" when set (the inspector)
@@ -170,7 +171,7 @@ func newServer(cfg serveConfig, logger *slog.Logger) (*server, error) {
 	srv := &server{
 		cfg: cfg, log: logger, registry: registry,
 		consumer: consumer, gateway: gw,
-		sink: sink,
+		sink: sink, status: consumer.Status,
 	}
 	if cfg.inspector {
 		srv.pages = inspector.New(inspector.Config{Metrics: registry, Mode: "serve", Logger: logger.With("component", "inspector")})
@@ -193,21 +194,47 @@ func (s *server) handler() http.Handler {
 }
 
 // whenBootstrapped answers 503 until the consumer has bootstrapped the
-// membership state and started streaming: a socket accepted earlier would
-// join no calendar room. socket.io-client retries HTTP errors, so clients
+// membership state and caught up with the WAL that existed when it started
+// streaming (see awaitCatchUp). A socket accepted earlier would join no
+// calendar room, or be sent the replay window decoded again after a restart
+// as if it were live. socket.io-client retries HTTP errors, so clients
 // connect as soon as the service is ready.
 func (s *server) whenBootstrapped(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !s.started.Load() {
-			if !s.consumer.Status().Streaming {
-				w.Header().Set("Retry-After", "1")
-				http.Error(w, "starting: replication is not streaming yet", http.StatusServiceUnavailable)
-				return
-			}
-			s.started.Store(true)
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "starting: replication is catching up", http.StatusServiceUnavailable)
+			return
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// awaitCatchUp opens the gateway to sockets once the consumer streams and
+// has handed off everything up to the server's WAL position first seen
+// while streaming. Until then it decodes the replay window again after a
+// restart (and any backlog): those events go into the gateway's window for
+// recovering sessions, never to fresh sockets as if they had just happened.
+func (s *server) awaitCatchUp(ctx context.Context) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var target uint64
+	for {
+		st := s.status()
+		if target == 0 && st.Streaming && st.ServerLSN > 0 {
+			target = st.ServerLSN
+		}
+		if target != 0 && st.Streaming && st.HandedOffLSN >= target {
+			s.started.Store(true)
+			s.log.Info("caught up: accepting sockets", "lsn", fmt.Sprintf("%X/%X", target>>32, uint32(target)))
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
 }
 
 // readyz is ready while replication streams and the lag is under the
@@ -221,6 +248,8 @@ func (s *server) readyz(w http.ResponseWriter, _ *http.Request) {
 	switch {
 	case !st.Streaming:
 		http.Error(w, "not ready: replication is not streaming "+st.LastError, http.StatusServiceUnavailable)
+	case !s.started.Load():
+		http.Error(w, "not ready: catching up with the WAL written before the start", http.StatusServiceUnavailable)
 	case lag > uint64(s.cfg.readyMaxLag):
 		http.Error(w, fmt.Sprintf("not ready: replication lag %d bytes", lag), http.StatusServiceUnavailable)
 	default:
@@ -250,6 +279,7 @@ func (s *server) run(ctx context.Context) error {
 		}
 		return err
 	})
+	g.Go(func() error { return s.awaitCatchUp(gctx) })
 	g.Go(func() error {
 		if err := httpServer.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http server: %w", err)
