@@ -136,7 +136,9 @@ func (h *handler) Connect(s *socketio.Socket, raw json.RawMessage) (socketio.Con
 	if pidStr == "" {
 		pidStr = encodePID(g.pidKey, pid{instance: g.instance, start: c.start, userID: claims.UserID})
 	}
-	c.expiry = time.AfterFunc(claims.ExpiresAt.Sub(g.cfg.Now()), func() {
+	// The verifier accepts a token until exp + leeway; closing it earlier
+	// would only make the client reconnect with a token still accepted.
+	c.expiry = time.AfterFunc(claims.ExpiresAt.Add(g.cfg.JWTLeeway).Sub(g.cfg.Now()), func() {
 		g.log.Info("token expired: closing socket", "user", claims.UserID)
 		s.CloseTransport()
 	})
@@ -242,7 +244,11 @@ func (h *handler) Event(s *socketio.Socket, event string, args []json.RawMessage
 		c.abuseCount++
 		if c.abuseCount >= g.cfg.AbuseLimit {
 			g.log.Info("rate limit abuse: disconnecting socket", "user", c.userID)
+			// DISCONNECT stops socket.io-client from reconnecting; closing
+			// the transport too makes a hand-written client start over with
+			// a new handshake rather than CONNECT again on the same one.
 			s.Disconnect()
+			s.CloseTransport()
 		}
 		return
 	}

@@ -158,7 +158,7 @@ func newServer(cfg serveConfig, logger *slog.Logger) (*server, error) {
 		JWTSecret:        []byte(cfg.jwtSecret),
 		JWTPublicKeysPEM: publicKeys,
 		Memberships:      stateMemberships{consumer.State()},
-		ReplayWindow:     cfg.replayWindow,
+		ReplayWindow:     gatewayWindow(cfg.replayWindow),
 		RateLimit:        cfg.rateLimit,
 		AllowedOrigins:   cfg.origins(),
 		Logger:           logger.With("component", "gateway"),
@@ -306,4 +306,14 @@ func (s *server) run(ctx context.Context) error {
 		return nil
 	}
 	return err
+}
+
+// gatewayWindow maps REPLAY_WINDOW to the gateway's setting, where zero
+// means its default: REPLAY_WINDOW=0 turns replay off, as it makes the
+// consumer confirm every transaction on hand-off.
+func gatewayWindow(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
