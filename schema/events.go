@@ -119,3 +119,15 @@ type Conflict struct {
 type Reset struct {
 	Reason string `json:"reason"`
 }
+
+// IsReservedEventName reports whether socket.io-client handles the event
+// name itself (connect, disconnect, …): the server never sends one (an
+// emitted event with such a name would confuse the client) and a client may
+// not emit one.
+func IsReservedEventName(name string) bool {
+	switch name {
+	case "connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener":
+		return true
+	}
+	return false
+}

@@ -17,13 +17,6 @@ const (
 	maxEventName = 128
 )
 
-// reserved are the event names socket.io-client handles itself; a server
-// event with one of them would confuse or crash the client.
-var reserved = map[string]bool{
-	"connect": true, "connect_error": true, "disconnect": true, "disconnecting": true,
-	"newListener": true, "removeListener": true,
-}
-
 // parseEmit validates the content written by koordi_realtime.emit:
 // {"room": "<user|calendar>:<uuid>", "event": "<name>", "data": <json>}.
 // It returns the compacted data, or the reject reason. Keys are matched
@@ -61,7 +54,7 @@ func parseEmit(content []byte) (room, event string, data []byte, reason string) 
 // saneEventName accepts short printable UTF-8 names that the client does not
 // reserve for itself.
 func saneEventName(s string) bool {
-	if s == "" || len(s) > maxEventName || !utf8.ValidString(s) || reserved[s] {
+	if s == "" || len(s) > maxEventName || !utf8.ValidString(s) || schema.IsReservedEventName(s) {
 		return false
 	}
 	for _, r := range s {
