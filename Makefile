@@ -45,9 +45,13 @@ lint:
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-## bench: the short benchmark run (Go benchmarks of the hot paths)
-bench:
+## bench: the hot-path Go benchmarks, then a short run of every koordi-bench
+## scenario against koordi-realtime and the Node reference (a few minutes;
+## full sizes and results: cmd/koordi-bench/RESULTS.md)
+bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x $(PKGS)
+	cd testdata/bench && npm ci --no-audit --no-fund --loglevel=error
+	$(GO) run ./cmd/koordi-bench --koordi-bin $(BIN) short
 
 clean:
 	rm -rf bin .koordi testdata/artifacts $(BUNDLE_DST)
