@@ -23,7 +23,8 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, q url.Va
 		return
 	}
 	defer s.wg.done()
-	ws, err := websocket.Accept(w, r, opts)
+	bw := &batchingWriter{ResponseWriter: w}
+	ws, err := websocket.Accept(bw, r, opts)
 	if err != nil {
 		// Accept has answered the request (403 or 400).
 		return
@@ -62,7 +63,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, q url.Va
 	writerDone := make(chan struct{})
 	s.wg.goFunc(func() {
 		defer close(writerDone)
-		c.writeLoop(ws)
+		c.writeLoop(ws, bw.conn)
 	})
 	c.readLoop(ws)
 	<-writerDone
@@ -189,7 +190,7 @@ func (c *Conn) readLoop(ws *websocket.Conn) {
 // writeLoop writes queued packets, one WebSocket message each, until the
 // session closes; then it delivers what is left when the close asks for it
 // and closes the WebSocket.
-func (c *Conn) writeLoop(ws *websocket.Conn) {
+func (c *Conn) writeLoop(ws *websocket.Conn, bc *batchConn) {
 	ctx := context.Background()
 	for {
 		// Drain before waiting: packets may have been queued (and their
@@ -204,13 +205,13 @@ func (c *Conn) writeLoop(ws *websocket.Conn) {
 		if closed && flush && len(batch) > 0 {
 			// Bound the final flush: a dead peer must not hold the writer.
 			t := time.AfterFunc(c.srv.cfg.PingTimeout, func() { _ = ws.CloseNow() })
-			err := writeBatch(ctx, ws, batch)
+			err := writeBatch(ctx, ws, bc, batch)
 			t.Stop()
 			if err != nil {
 				_ = ws.CloseNow()
 				return
 			}
-		} else if err := writeBatch(ctx, ws, batch); err != nil {
+		} else if err := writeBatch(ctx, ws, bc, batch); err != nil {
 			c.close(ReasonTransportError, false)
 			_ = ws.CloseNow()
 			return
@@ -243,15 +244,26 @@ func (c *Conn) writeLoop(ws *websocket.Conn) {
 	}
 }
 
-func writeBatch(ctx context.Context, ws *websocket.Conn, batch []Packet) error {
+// writeBatch writes each packet as one WebSocket message; with bc, all of
+// them leave in a single write to the connection.
+func writeBatch(ctx context.Context, ws *websocket.Conn, bc *batchConn, batch []Packet) error {
+	if bc != nil && len(batch) > 1 {
+		bc.begin()
+	}
 	for _, p := range batch {
 		typ := websocket.MessageText
 		if p.Binary {
 			typ = websocket.MessageBinary
 		}
 		if err := ws.Write(ctx, typ, p.Data); err != nil {
+			if bc != nil {
+				_ = bc.end()
+			}
 			return err
 		}
+	}
+	if bc != nil {
+		return bc.end()
 	}
 	return nil
 }
