@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"runtime"
 	"time"
 
 	"github.com/coder/websocket"
@@ -223,6 +224,10 @@ func (c *Conn) writeLoop(ws *websocket.Conn, bc *batchConn) {
 		if !closed && n == 0 {
 			select {
 			case <-c.wake:
+				// Let the publisher queue more before draining: a fan-out
+				// queues one frame per socket at a time, and a writer that
+				// drains each at once pays one write(2) per frame.
+				runtime.Gosched()
 			case <-c.done:
 			}
 			continue
