@@ -16,7 +16,6 @@ import (
 	"github.com/koordi/koordi-realtime/cdc/derive"
 	"github.com/koordi/koordi-realtime/cdc/wal"
 	"github.com/koordi/koordi-realtime/schema"
-	ksql "github.com/koordi/koordi-realtime/sql"
 	"github.com/koordi/koordi-realtime/sql/pgcluster"
 )
 
@@ -24,26 +23,12 @@ import (
 // objects, and returns its URL and a connection to it.
 func koordiDB(t *testing.T) (string, *pgx.Conn) {
 	t.Helper()
-	url := pgcluster.NewDatabase(t, cluster)
-	conn := dial(t, url)
-	ctx := context.Background()
-	if err := ksql.Migrate(ctx, conn); err != nil {
-		t.Fatal(err)
-	}
-	if err := ksql.Setup(ctx, conn, "koordi_realtime"); err != nil {
-		t.Fatal(err)
-	}
-	return url, conn
+	return pgcluster.NewKoordiDatabase(t, cluster)
 }
 
 func dial(t *testing.T, url string) *pgx.Conn {
 	t.Helper()
-	conn, err := pgx.Connect(context.Background(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close(context.Background()) })
-	return conn
+	return pgcluster.Connect(t, url)
 }
 
 func exec(t *testing.T, conn *pgx.Conn, sql string, args ...any) {

@@ -27,25 +27,12 @@ import (
 // and returns its URL and a connection.
 func tailDB(t *testing.T) (string, *pgx.Conn) {
 	t.Helper()
-	url := pgcluster.NewDatabase(t, cluster)
-	conn := tailDial(t, url)
-	if err := ksql.Migrate(context.Background(), conn); err != nil {
-		t.Fatal(err)
-	}
-	if err := ksql.Setup(context.Background(), conn, "koordi_realtime"); err != nil {
-		t.Fatal(err)
-	}
-	return url, conn
+	return pgcluster.NewKoordiDatabase(t, cluster)
 }
 
 func tailDial(t *testing.T, url string) *pgx.Conn {
 	t.Helper()
-	conn, err := pgx.Connect(context.Background(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close(context.Background()) })
-	return conn
+	return pgcluster.Connect(t, url)
 }
 
 func tailExec(t *testing.T, conn *pgx.Conn, sql string, args ...any) {

@@ -7,6 +7,10 @@ import (
 	"os"
 	"sync/atomic"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	ksql "github.com/koordi/koordi-realtime/sql"
 )
 
 // TestMain runs a test package's tests against one shared throwaway cluster:
@@ -86,4 +90,33 @@ func NewDatabase(t testing.TB, c *Cluster) string {
 		t.Fatalf("create test database: %v", err)
 	}
 	return url
+}
+
+// Connect opens a connection to url for one test; it is closed when the test
+// ends.
+func Connect(t testing.TB, url string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatalf("connect to test database: %v", err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// NewKoordiDatabase creates a fresh database with Koordi's tables and the
+// service's objects (publication "koordi_realtime", replica identity, emit),
+// and returns its URL and a connection for the test.
+func NewKoordiDatabase(t testing.TB, c *Cluster) (string, *pgx.Conn) {
+	t.Helper()
+	url := NewDatabase(t, c)
+	conn := Connect(t, url)
+	ctx := context.Background()
+	if err := ksql.Migrate(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	if err := ksql.Setup(ctx, conn, "koordi_realtime"); err != nil {
+		t.Fatal(err)
+	}
+	return url, conn
 }
