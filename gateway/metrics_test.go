@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"flag"
 	"os"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/koordi/koordi-realtime/schema"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files in testdata/")
@@ -36,12 +39,33 @@ func TestMetricsExposition(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 
+	// One event to the user's room, published twice: one message sent, one
+	// dropped as a duplicate, one event in the replay window.
+	offs := s.publish(t, env(schema.UserRoom(user), "e", `{}`))
+	if m, err := c.read(); err != nil || !strings.HasPrefix(m, `42["e"`) {
+		t.Fatalf("event %q, %v", m, err)
+	}
+	again, err := schema.ParseOffset(offs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	dup := env(schema.UserRoom(user), "e", `{}`)
+	dup.Offset = again
+	if err := s.g.Publish(context.Background(), schema.Transaction{Events: []schema.Envelope{dup}}); err != nil {
+		t.Fatal(err)
+	}
+
 	names := []string{
 		"koordi_gateway_auth_failures_total",
 		"koordi_gateway_connected_sockets",
 		"koordi_gateway_rooms",
 		"koordi_gateway_replay_hits_total",
+		"koordi_gateway_replay_misses_total",
+		"koordi_gateway_replayed_messages_total",
 		"koordi_gateway_slow_consumer_disconnects_total",
+		"koordi_gateway_messages_sent_total",
+		"koordi_gateway_messages_dropped_total",
+		"koordi_gateway_rate_limited_events_total",
 	}
 	golden := filepath.Join("testdata", "metrics.golden")
 	if *update {
