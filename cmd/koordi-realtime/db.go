@@ -49,6 +49,16 @@ func (c *dbConfig) connect(ctx context.Context) (*pgx.Conn, error) {
 	return conn, nil
 }
 
+// withConn connects, runs fn and closes the connection.
+func (c *dbConfig) withConn(ctx context.Context, fn func(*pgx.Conn) error) error {
+	conn, err := c.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	return fn(conn)
+}
+
 func runMigrate(ctx context.Context, env *environment, args []string) error {
 	var db dbConfig
 	f := newFlags(env, "migrate", "Create Koordi's tables (as its Prisma migrations do) if they are missing. For development and tests.")
@@ -56,12 +66,7 @@ func runMigrate(ctx context.Context, env *environment, args []string) error {
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	conn, err := db.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	if err := ksql.Migrate(ctx, conn); err != nil {
+	if err := db.withConn(ctx, func(conn *pgx.Conn) error { return ksql.Migrate(ctx, conn) }); err != nil {
 		return err
 	}
 	fmt.Fprintln(env.stdout, "migrated: Koordi tables are present")
@@ -75,16 +80,17 @@ func runSetup(ctx context.Context, env *environment, args []string) error {
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	conn, err := db.connect(ctx)
+	err := db.withConn(ctx, func(conn *pgx.Conn) error {
+		if err := ksql.Setup(ctx, conn, db.publication); err != nil {
+			return userError{err}
+		}
+		if err := ksql.Preflight(ctx, conn, db.publication); err != nil {
+			return userError{err}
+		}
+		return nil
+	})
 	if err != nil {
 		return err
-	}
-	defer conn.Close(context.Background())
-	if err := ksql.Setup(ctx, conn, db.publication); err != nil {
-		return userError{err}
-	}
-	if err := ksql.Preflight(ctx, conn, db.publication); err != nil {
-		return userError{err}
 	}
 	fmt.Fprintf(env.stdout, "setup: publication %q, replica identity and koordi_realtime.emit are in place\n", db.publication)
 	return nil

@@ -260,18 +260,15 @@ func devFreePort() (int, error) {
 // devPrepare creates Koordi's tables, the service's objects and the demo
 // family; each step is idempotent.
 func devPrepare(ctx context.Context, db dbConfig) error {
-	conn, err := db.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	if err := ksql.Migrate(ctx, conn); err != nil {
-		return err
-	}
-	if err := ksql.Setup(ctx, conn, db.publication); err != nil {
-		return userError{err}
-	}
-	return ksql.SeedDemo(ctx, conn)
+	return db.withConn(ctx, func(conn *pgx.Conn) error {
+		if err := ksql.Migrate(ctx, conn); err != nil {
+			return err
+		}
+		if err := ksql.Setup(ctx, conn, db.publication); err != nil {
+			return userError{err}
+		}
+		return ksql.SeedDemo(ctx, conn)
+	})
 }
 
 // devTokens mints a token per demo user.
