@@ -181,7 +181,7 @@ func newServer(cfg serveConfig, logger *slog.Logger) (*server, error) {
 
 func (s *server) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/socket.io/", s.whenBootstrapped(s.gateway.Handler()))
+	mux.Handle("/socket.io/", s.whenCaughtUp(s.gateway.Handler()))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
@@ -193,13 +193,13 @@ func (s *server) handler() http.Handler {
 	return mux
 }
 
-// whenBootstrapped answers 503 until the consumer has bootstrapped the
+// whenCaughtUp answers 503 until the consumer has bootstrapped the
 // membership state and caught up with the WAL that existed when it started
 // streaming (see awaitCatchUp). A socket accepted earlier would join no
 // calendar room, or be sent the replay window decoded again after a restart
 // as if it were live. socket.io-client retries HTTP errors, so clients
 // connect as soon as the service is ready.
-func (s *server) whenBootstrapped(h http.Handler) http.Handler {
+func (s *server) whenCaughtUp(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !s.started.Load() {
 			w.Header().Set("Retry-After", "1")
