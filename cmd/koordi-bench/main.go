@@ -98,7 +98,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.txs, "txs", 0, "cdc: multi-row transactions")
 	fs.IntVar(&o.txRows, "tx-rows", 1000, "cdc: rows per multi-row transaction")
 	fs.IntVar(&o.reps, "reps", 2, "cdc: runs per consumer (ABBA order)")
-	fs.BoolVar(&o.profile, "profile", false, "fanout/latency: CPU, heap and allocation profiles of server inproc; cdc: CPU profile of the koordi consumer")
+	fs.BoolVar(&o.profile, "profile", false, "fanout/latency: CPU, heap and allocation profiles of server inproc; idle: its heap and goroutines; cdc: CPU profile of the koordi consumer")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: koordi-bench [flags] cdc|fanout|latency|idle|all|short")
 		fs.PrintDefaults()
@@ -193,7 +193,7 @@ func run(ctx context.Context, args []string) error {
 	return do("idle", func() (*scenario.Report, error) {
 		return scenario.Idle(ctx, env, scenario.IdleConfig{
 			Servers: servers, Connections: size(o.idleConns, 18_000, 2_000), Sources: o.sources,
-			Hold: dur(o.hold, 30*time.Second, 3*time.Second),
+			Hold: dur(o.hold, 30*time.Second, 3*time.Second), Profile: o.profile,
 		})
 	})
 }

@@ -64,6 +64,7 @@ func (b *batchConn) end() error {
 type batchingWriter struct {
 	http.ResponseWriter
 	conn *batchConn
+	br   *bufio.Reader // the connection's reader when it is ours, nothing buffered behind it
 }
 
 func (w *batchingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -72,12 +73,27 @@ func (w *batchingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	// net/http flushed the 101 response before handing the connection
-	// over, so the writer holds nothing that Reset could drop.
+	// over, so dropping its writer loses nothing.
 	if err := brw.Writer.Flush(); err != nil {
 		_ = c.Close()
 		return nil, nil, err
 	}
 	w.conn = &batchConn{Conn: c}
-	brw.Writer.Reset(w.conn)
-	return w.conn, brw, nil
+	// net/http's 4 KiB buffers would be most of what a held connection
+	// costs. Clients send pongs and short events, and batchConn already
+	// gathers what the writer puts out, so small buffers suffice. Bytes the
+	// client sent right behind the upgrade request stay where they are.
+	br := brw.Reader
+	if br.Buffered() == 0 {
+		w.br = bufio.NewReaderSize(w.conn, connReadBuffer)
+		br = w.br
+	}
+	return w.conn, bufio.NewReadWriter(br, bufio.NewWriterSize(w.conn, connWriteBuffer)), nil
 }
+
+// Buffer sizes of a WebSocket connection. A frame larger than a buffer
+// bypasses it: bufio reads or writes it directly.
+const (
+	connReadBuffer  = 512
+	connWriteBuffer = 512
+)

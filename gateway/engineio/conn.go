@@ -26,7 +26,8 @@ type Conn struct {
 
 	value atomic.Value // handler-owned slot
 
-	readMu sync.Mutex // serialises Handler.Message, Handler.Close and Dispatch
+	readMu  sync.Mutex // serialises Handler.Message, Handler.Close and Dispatch
+	closeMu sync.Mutex // the WebSocket closing handshake vs. readReady's look into the read buffer
 
 	wake     chan struct{} // capacity 1: the queue grew or the state changed
 	done     chan struct{} // closed by close
@@ -44,6 +45,9 @@ type Conn struct {
 	postPending bool
 	prober      *websocket.Conn // the WebSocket probing an upgrade, if any
 	ws          *websocket.Conn // the WebSocket transport once upgraded or opened on it
+	bc          *batchConn      // ws's connection
+	pollReg     *pollReg        // ws's read side, when the poller watches it
+	writing     bool            // a writer goroutine owns ws's write side
 
 	// heartbeat, under mu
 	timer        *time.Timer
@@ -95,8 +99,9 @@ func (c *Conn) SendText(p []byte) bool {
 		return false
 	}
 	c.queue = append(c.queue, Packet{Data: p})
+	w := c.claimConsumerLocked()
 	c.mu.Unlock()
-	c.signal()
+	c.wakeConsumer(w)
 	return true
 }
 
@@ -114,8 +119,9 @@ func (c *Conn) SendPackets(ps ...Packet) bool {
 		return false
 	}
 	c.queue = append(c.queue, ps...)
+	w := c.claimConsumerLocked()
 	c.mu.Unlock()
-	c.signal()
+	c.wakeConsumer(w)
 	return true
 }
 
@@ -135,10 +141,49 @@ func (c *Conn) Dispatch(f func()) {
 	})
 }
 
+// signal tells the queue's consumer that the queue grew or the state
+// changed.
 func (c *Conn) signal() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
+	c.mu.Lock()
+	w := c.claimConsumerLocked()
+	c.mu.Unlock()
+	c.wakeConsumer(w)
+}
+
+// consumerWake says how to reach the queue's consumer after a change.
+type consumerWake struct {
+	ws      *websocket.Conn // start a writer on ws (and bc)
+	bc      *batchConn
+	polling bool // wake a polling GET (or a probe waiting on one)
+}
+
+// claimConsumerLocked decides, under mu, who consumes the change just made.
+// On WebSocket a writer goroutine runs only while there is something to
+// write: an idle connection keeps no writer, which is most of the memory a
+// held connection would otherwise cost. Claiming under mu means exactly one
+// writer runs, and none is missed: a writer gives up its claim under mu only
+// after finding the queue empty.
+func (c *Conn) claimConsumerLocked() consumerWake {
+	// A GET may still wait after an upgrade (a client that broke the
+	// protocol): it is woken to answer and end.
+	w := consumerWake{polling: c.ws == nil || c.getPending}
+	if c.ws == nil || c.writing || (len(c.queue) == 0 && !c.closed) {
+		return w
+	}
+	c.writing = true
+	w.ws, w.bc = c.ws, c.bc
+	return w
+}
+
+func (c *Conn) wakeConsumer(w consumerWake) {
+	if w.ws != nil {
+		c.srv.wg.goFunc(func() { c.writeLoop(w.ws, w.bc) })
+	}
+	if w.polling {
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -166,13 +211,17 @@ func (c *Conn) close(reason string, flush bool) {
 	if c.timer != nil {
 		c.timer.Stop()
 	}
-	ws := c.ws
+	ws, reg := c.ws, c.pollReg
+	consumer := c.claimConsumerLocked()
 	// A polling peer that closed while no GET was waiting may still have one
 	// in flight: linger briefly so that GET gets its noop, as it would had it
 	// arrived first, instead of "Session ID unknown".
 	linger := c.transport == "polling" && c.closeFrame == TypeNoop && !c.getPending
 	c.mu.Unlock()
 	close(c.done)
+	if reg != nil {
+		reg.unregister()
+	}
 	if linger {
 		time.AfterFunc(c.srv.cfg.PingTimeout, func() { c.srv.remove(c) })
 	} else {
@@ -184,7 +233,7 @@ func (c *Conn) close(reason string, flush bool) {
 		// of the connection, so it runs aside: close may be called from Send.
 		c.srv.wg.goFunc(func() { _ = ws.CloseNow() })
 	}
-	c.signal()
+	c.wakeConsumer(consumer)
 	c.srv.cfg.Logger.Debug("engine.io session closed", "sid", c.id, "reason", reason)
 	c.srv.wg.goFunc(func() {
 		c.readMu.Lock()
@@ -283,7 +332,8 @@ var (
 
 // deliverSerialized is deliver under readMu. A panicking Handler still
 // releases the lock and closes the connection (so its writer and callbacks
-// end) before the panic goes on to net/http, which logs it.
+// end) before the panic goes on to the caller: net/http for polling, the
+// WebSocket reader otherwise, which log it.
 func (c *Conn) deliverSerialized(d Decoded) bool {
 	c.readMu.Lock()
 	defer func() {

@@ -36,16 +36,22 @@
 // the WebSocket read goroutine or the goroutine of the polling POST that
 // carried it. Conn methods are safe for concurrent use.
 //
-// Goroutines: a WebSocket connection has one reader (the HTTP handler's own
-// goroutine) and one writer; a polling connection has none between requests,
-// only a heartbeat timer. Close callbacks and [Conn.Dispatch] run on short
+// Goroutines: an idle WebSocket connection holds none. On Linux one epoll
+// set per Server (with one goroutine, while connections exist) watches the
+// read sides and starts a short reader when a client sends; a writer runs
+// only while packets are queued. A connection the poller cannot watch (TLS
+// terminated in this process, other systems) keeps a reader goroutine. A
+// polling connection has none between requests; every connection has a
+// heartbeat timer. Close callbacks and [Conn.Dispatch] run on short
 // goroutines owned by the Server; [Server.Shutdown] waits for all of them.
 // A Handler that panics in Message has its connection closed, then the panic
-// continues to net/http, which logs it.
+// is logged (by net/http for polling, by the reader for WebSocket).
 //
 // # Lock order
 //
 // Conn.readMu (delivery serialisation) before Conn.mu (state and queue) before
-// Server.mu (session table). No lock is held while calling the Handler, except
+// Server.mu (session table). Conn.closeMu (closing handshake vs. the reader's
+// look into its buffer) is taken with no other lock held; the poller's lock
+// may be taken under readMu and takes only the goroutine tracker's under it. No lock is held while calling the Handler, except
 // readMu, which is what serialises the calls.
 package engineio

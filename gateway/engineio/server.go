@@ -107,7 +107,8 @@ type Server struct {
 	origins   []string // exact allowed origins
 	wsOrigins []string // the same as OriginPatterns for coder/websocket
 
-	wg tracker // writers, WebSocket handlers, close callbacks, dispatches
+	wg   tracker // writers, readers, WebSocket handlers, close callbacks, dispatches, the poller
+	poll poller  // WebSocket connections waiting for their client
 
 	mu       sync.Mutex
 	conns    map[string]*Conn
@@ -118,6 +119,7 @@ type Server struct {
 func NewServer(cfg Config, h Handler) *Server {
 	cfg.setDefaults()
 	s := &Server{cfg: cfg, h: h, conns: make(map[string]*Conn)}
+	s.poll.start = s.wg.goFunc
 	s.anyOrig = len(cfg.AllowedOrigins) == 0 || slices.Contains(cfg.AllowedOrigins, "*")
 	for _, o := range cfg.AllowedOrigins {
 		o = strings.TrimRight(o, "/")

@@ -1,19 +1,24 @@
 package engineio
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
 	"runtime"
+	"runtime/debug"
 	"time"
 
 	"github.com/coder/websocket"
 )
 
 // serveWebSocket runs a WebSocket transport: a fresh session when c is nil,
-// otherwise the upgrade of polling session c. It returns when the WebSocket
-// is closed; the calling goroutine is the reader.
+// otherwise the upgrade of polling session c. Once the session is on the
+// WebSocket it hands reading to a goroutine of its own and returns, so the
+// deep stack of net/http's connection goroutine is not kept for the life of
+// the connection; writers start on demand (claimConsumerLocked).
 func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, q url.Values, c *Conn) {
 	opts := &websocket.AcceptOptions{InsecureSkipVerify: s.anyOrig}
 	if !s.anyOrig {
@@ -50,30 +55,89 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, q url.Va
 			return
 		}
 		c.mu.Lock()
-		c.ws = ws
+		c.ws, c.bc = ws, bw.conn
 		// The open packet goes first, through the queue like everything else.
 		c.queue = append(c.queue, Packet{Data: s.openPacket(c.id, false)})
+		consumer := c.claimConsumerLocked()
 		c.mu.Unlock()
-		c.signal()
+		c.wakeConsumer(consumer)
 		s.cfg.Logger.Debug("engine.io session opened", "sid", c.id, "transport", "websocket", "remote", r.RemoteAddr)
 		s.h.Open(c)
-	} else if !c.probe(ws) {
+	} else if !c.probe(ws, bw.conn) {
 		return
 	}
+	// Only the connection and its reader go on: bw leads to net/http's
+	// response and, through it, to the request and net/http's own buffers.
+	s.startReading(c, ws, bw.conn, bw.br)
+}
 
-	writerDone := make(chan struct{})
+// startReading hands the WebSocket's read side to the poller, so an idle
+// connection holds no goroutine; a connection the poller cannot watch (no
+// descriptor, as under TLS, or bytes the client sent behind the upgrade
+// request, hidden from the poller in coder/websocket's reader) keeps a reader
+// goroutine instead.
+func (s *Server) startReading(c *Conn, ws *websocket.Conn, bc *batchConn, br *bufio.Reader) {
+	if br != nil {
+		reg, err := s.poll.register(bc.Conn, func(reg *pollReg) { c.readReady(ws, br, reg) })
+		if err == nil {
+			c.mu.Lock()
+			closed := c.closed
+			if !closed {
+				c.pollReg = reg
+			}
+			c.mu.Unlock()
+			if closed {
+				reg.unregister()
+			}
+			return
+		}
+		if !errors.Is(err, errPollUnsupported) {
+			s.cfg.Logger.Warn("engine.io: reading with a goroutine per connection", "sid", c.id, "err", err)
+		}
+	}
 	s.wg.goFunc(func() {
-		defer close(writerDone)
-		c.writeLoop(ws, bw.conn)
+		defer c.recoverReader()
+		for c.readMessage(ws) {
+		}
 	})
-	c.readLoop(ws)
-	<-writerDone
+}
+
+// readReady reads what the poller found readable, then re-arms it.
+func (c *Conn) readReady(ws *websocket.Conn, br *bufio.Reader, reg *pollReg) {
+	defer c.recoverReader()
+	for {
+		if !c.readMessage(ws) {
+			reg.unregister()
+			return
+		}
+		// What the reader buffered is invisible to epoll: read it first.
+		c.closeMu.Lock()
+		more := br.Buffered() > 0
+		c.closeMu.Unlock()
+		if !more {
+			break
+		}
+	}
+	if err := reg.arm(); err != nil {
+		// The connection closed underneath (the session ended meanwhile).
+		c.close(ReasonTransportError, false)
+		reg.unregister()
+	}
+}
+
+// recoverReader logs a panic of the Handler on the read path:
+// deliverSerialized has closed the connection, and what net/http did for a
+// panicking handler is left to do: log it and go on.
+func (c *Conn) recoverReader() {
+	if p := recover(); p != nil {
+		c.srv.cfg.Logger.Error("engine.io handler panicked", "sid", c.id, "panic", p, "stack", string(debug.Stack()))
+	}
 }
 
 // probe runs the upgrade handshake on ws for polling session c: "2probe" →
 // "3probe", then "5" switches the session to ws. Anything else, or the
 // session ending, closes ws and leaves the session on polling.
-func (c *Conn) probe(ws *websocket.Conn) bool {
+func (c *Conn) probe(ws *websocket.Conn, bc *batchConn) bool {
 	// Close ws if the session ends, or another WebSocket completes the
 	// upgrade, while we wait for the client.
 	stop := context.AfterFunc(doneContext{c.done}, func() { _ = ws.CloseNow() })
@@ -120,11 +184,12 @@ func (c *Conn) probe(ws *websocket.Conn) bool {
 			}
 			c.transport = "websocket"
 			c.prober = nil
-			c.ws = ws
+			c.ws, c.bc = ws, bc
+			consumer := c.claimConsumerLocked()
 			c.mu.Unlock()
 			stopUpgraded() // before announcing: this WebSocket is the one kept
 			close(c.upgraded)
-			c.signal()
+			c.wakeConsumer(consumer)
 			c.srv.cfg.Logger.Debug("engine.io session upgraded", "sid", c.id)
 			return true
 		}
@@ -159,45 +224,50 @@ func (d doneContext) Err() error {
 }
 func (doneContext) Value(any) any { return nil }
 
-// readLoop reads until the WebSocket fails or the session closes.
-func (c *Conn) readLoop(ws *websocket.Conn) {
-	ctx := context.Background()
-	for {
-		typ, data, err := ws.Read(ctx)
-		if err != nil {
-			// A clean close from the peer is a transport close; a read
-			// failure, including a message over MaxPayload, is an error.
-			reason := ReasonTransportError
-			switch websocket.CloseStatus(err) {
-			case websocket.StatusNormalClosure, websocket.StatusGoingAway, websocket.StatusNoStatusRcvd:
-				reason = ReasonTransportClose
-			}
-			c.close(reason, false)
-			return
+// readMessage reads and delivers one message; false once the WebSocket has
+// failed or the session has closed.
+func (c *Conn) readMessage(ws *websocket.Conn) bool {
+	typ, data, err := ws.Read(context.Background())
+	if err != nil {
+		// A clean close from the peer is a transport close; a read failure,
+		// including a message over MaxPayload, is an error.
+		reason := ReasonTransportError
+		switch websocket.CloseStatus(err) {
+		case websocket.StatusNormalClosure, websocket.StatusGoingAway, websocket.StatusNoStatusRcvd:
+			reason = ReasonTransportClose
 		}
-		var d Decoded
-		if typ == websocket.MessageBinary {
-			d = Decoded{Type: TypeMessage, Data: data, Binary: true}
-		} else if d, err = DecodePacket(data, false); err != nil {
-			c.close(ReasonParseError, false) // the writer sends the close frame
-			return
-		}
-		if !c.deliverSerialized(d) {
-			return
-		}
+		c.close(reason, false)
+		return false
 	}
+	var d Decoded
+	if typ == websocket.MessageBinary {
+		d = Decoded{Type: TypeMessage, Data: data, Binary: true}
+	} else if d, err = DecodePacket(data, false); err != nil {
+		c.close(ReasonParseError, false) // the writer sends the close frame
+		return false
+	}
+	return c.deliverSerialized(d)
 }
 
 // writeLoop writes queued packets, one WebSocket message each, until the
-// session closes; then it delivers what is left when the close asks for it
-// and closes the WebSocket.
+// queue is empty; it runs on the claim of claimConsumerLocked and gives the
+// claim back when it stops. Once the session is closed it delivers what is
+// left when the close asks for it, closes the WebSocket and keeps the claim,
+// so no writer starts again.
 func (c *Conn) writeLoop(ws *websocket.Conn, bc *batchConn) {
+	// Let the publisher queue more before draining: a fan-out queues one
+	// frame per socket at a time, and a writer that drains each at once pays
+	// one write(2) per frame.
+	runtime.Gosched()
 	ctx := context.Background()
 	for {
-		// Drain before waiting: packets may have been queued (and their
-		// wake-up consumed by a polling GET) before this writer started.
 		c.mu.Lock()
 		closed, flush, reason := c.closed, c.flush, c.reason
+		if !closed && len(c.queue) == 0 {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
 		var batch []Packet
 		if !closed || flush {
 			batch = c.takeLocked()
@@ -217,20 +287,8 @@ func (c *Conn) writeLoop(ws *websocket.Conn, bc *batchConn) {
 			_ = ws.CloseNow()
 			return
 		}
-		n := len(batch)
 		if batch != nil {
 			c.giveBack(batch)
-		}
-		if !closed && n == 0 {
-			select {
-			case <-c.wake:
-				// Let the publisher queue more before draining: a fan-out
-				// queues one frame per socket at a time, and a writer that
-				// drains each at once pays one write(2) per frame.
-				runtime.Gosched()
-			case <-c.done:
-			}
-			continue
 		}
 		if closed {
 			if flush {
@@ -238,9 +296,9 @@ func (c *Conn) writeLoop(ws *websocket.Conn, bc *batchConn) {
 				if reason == ReasonShutdown {
 					status = websocket.StatusGoingAway
 				}
-				closeWithin(ws, status, c.srv.cfg.PingTimeout)
+				c.closeHandshake(ws, status)
 			} else if reason == ReasonParseError {
-				closeWithin(ws, websocket.StatusPolicyViolation, c.srv.cfg.PingTimeout)
+				c.closeHandshake(ws, websocket.StatusPolicyViolation)
 			} else {
 				_ = ws.CloseNow()
 			}
@@ -271,6 +329,15 @@ func writeBatch(ctx context.Context, ws *websocket.Conn, bc *batchConn, batch []
 		return bc.end()
 	}
 	return nil
+}
+
+// closeHandshake closes ws with status, waiting up to PingTimeout for the
+// peer's answer. The handshake reads from the connection's buffered reader,
+// which readReady also looks into: closeMu keeps the two apart.
+func (c *Conn) closeHandshake(ws *websocket.Conn, status websocket.StatusCode) {
+	c.closeMu.Lock()
+	defer c.closeMu.Unlock()
+	closeWithin(ws, status, c.srv.cfg.PingTimeout)
 }
 
 // closeWithin runs the closing handshake but gives up after d.

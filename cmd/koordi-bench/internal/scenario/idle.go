@@ -16,6 +16,7 @@ type IdleConfig struct {
 	RoomSize    int           // default 100
 	Hold        time.Duration // idle measurement window; default 10s
 	Sources     int           // default: 8, or one per 10,000 connections if more
+	Profile     bool          // heap and goroutine profiles of servers with pprof (inproc) while idle
 }
 
 // IdleRow is one server's figures.
@@ -111,6 +112,12 @@ func (e *Env) idleOne(ctx context.Context, name string, cfg IdleConfig, tokens f
 		return row, ctx.Err()
 	}
 	s1 := sample(srv.pid)
+	if cfg.Profile && srv.pprof != "" {
+		// After the RSS sample: fetching a profile allocates in the server.
+		e.fetchProfile(srv.pprof, fmt.Sprintf("idle-%s-heap.pprof", name), "heap?gc=1")
+		e.fetchProfile(srv.pprof, fmt.Sprintf("idle-%s-goroutine.txt", name), "goroutine?debug=1")
+		e.fetchProfile(srv.pprof, fmt.Sprintf("idle-%s-memstats.txt", name), "heap?debug=1") // runtime.MemStats at its end
+	}
 	row.RSSAfter = s1.serverRSS
 	row.RSSPerConn = float64(row.RSSAfter-row.RSSBefore) / float64(cfg.Connections)
 	row.IdleCores, _ = cores(s0, s1)
