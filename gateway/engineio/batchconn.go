@@ -2,61 +2,94 @@ package engineio
 
 import (
 	"bufio"
+	"encoding/binary"
 	"net"
 	"net/http"
 	"sync"
 )
 
-// maxKeptBatch is the batch buffer capacity kept between batches; a larger
-// one, grown by a burst, is released so idle connections stay small.
-const maxKeptBatch = 16 << 10
-
-// batchConn lets the writer put several WebSocket messages on the wire with
-// one write(2). coder/websocket flushes its buffer to the connection after
-// every message, which made one system call per delivered packet the largest
-// cost of fan-out; while a batch is open those flushes land in buf, and end
-// writes buf at once. Every write to the connection goes through mu, so a
-// control frame written by coder/websocket outside a batch (a pong, a close)
-// never interleaves with a batch being written.
+// batchConn is a WebSocket's connection. coder/websocket does the
+// handshake, the reading and the control frames (pong, close), writing
+// through Write; the engine's writer puts data frames on the wire itself with
+// writeFrames, every frame of a drained batch in one write(2). Both the
+// write(2) per message that coder/websocket's flush-per-message costs and its
+// per-message locking were most of fan-out's CPU.
+//
+// mu keeps whole writes apart. coder/websocket writes a frame in one Write:
+// its buffer (connWriteBuffer) holds the largest control frame, 127 bytes,
+// and it flushes at the end of each frame. So frames never interleave, and
+// each Write starts on a frame boundary, which lets Write notice a close frame.
 type batchConn struct {
 	net.Conn
-	mu       sync.Mutex
-	batching bool
-	buf      []byte
+	mu        sync.Mutex
+	closeSent bool // a close frame went out: no data frame may follow it (RFC 6455 §5.5.1)
 }
 
 func (b *batchConn) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.batching {
-		b.buf = append(b.buf, p...)
-		return len(p), nil
+	if len(p) > 0 && p[0]&0x0f == opClose {
+		b.closeSent = true
 	}
 	return b.Conn.Write(p)
 }
 
-// begin opens a batch: writes are kept until end.
-func (b *batchConn) begin() {
-	b.mu.Lock()
-	b.batching = true
-	b.mu.Unlock()
-}
+// WebSocket opcodes (RFC 6455 §5.2).
+const (
+	opText   = 0x1
+	opBinary = 0x2
+	opClose  = 0x8
+)
 
-// end writes what the batch kept, in one write, and closes the batch.
-func (b *batchConn) end() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.batching = false
-	if len(b.buf) == 0 {
-		return nil
+// frameBuffers holds the buffers batches are framed into, so that no
+// connection keeps one between batches.
+var frameBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledFrameBuffer bounds what goes back to frameBuffers: a buffer grown
+// by a rare large batch is left to the collector.
+const maxPooledFrameBuffer = 64 << 10
+
+// writeFrames writes each packet as one final, unmasked frame (a server
+// never masks), all of them in one write.
+func (b *batchConn) writeFrames(batch []Packet) error {
+	bufp := frameBuffers.Get().(*[]byte)
+	buf := (*bufp)[:0]
+	for _, p := range batch {
+		op := byte(opText)
+		if p.Binary {
+			op = opBinary
+		}
+		buf = appendFrame(buf, op, p.Data)
 	}
-	_, err := b.Conn.Write(b.buf)
-	if cap(b.buf) > maxKeptBatch {
-		b.buf = nil
+	b.mu.Lock()
+	var err error
+	if b.closeSent {
+		err = net.ErrClosed
 	} else {
-		b.buf = b.buf[:0]
+		_, err = b.Conn.Write(buf)
+	}
+	b.mu.Unlock()
+	if cap(buf) <= maxPooledFrameBuffer {
+		*bufp = buf[:0]
+		frameBuffers.Put(bufp)
 	}
 	return err
+}
+
+// appendFrame appends a final, unmasked frame carrying payload.
+func appendFrame(buf []byte, op byte, payload []byte) []byte {
+	n := len(payload)
+	switch {
+	case n < 126:
+		buf = append(buf, 0x80|op, byte(n))
+	case n <= 0xffff:
+		buf = append(buf, 0x80|op, 126)
+		buf = binary.BigEndian.AppendUint16(buf, uint16(n))
+	default:
+		buf = append(buf, 0x80|op, 127)
+		buf = binary.BigEndian.AppendUint64(buf, uint64(n))
+	}
+	return append(buf, payload...)
 }
 
 // batchingWriter hands coder/websocket a hijacked connection wrapped in a
@@ -80,8 +113,8 @@ func (w *batchingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	w.conn = &batchConn{Conn: c}
 	// net/http's 4 KiB buffers would be most of what a held connection
-	// costs. Clients send pongs and short events, and batchConn already
-	// gathers what the writer puts out, so small buffers suffice. Bytes the
+	// costs. Clients send pongs and short events, and coder/websocket writes
+	// only control frames, so small buffers suffice. Bytes the
 	// client sent right behind the upgrade request stay where they are.
 	br := brw.Reader
 	if br.Buffered() == 0 {
@@ -91,9 +124,10 @@ func (w *batchingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return w.conn, bufio.NewReadWriter(br, bufio.NewWriterSize(w.conn, connWriteBuffer)), nil
 }
 
-// Buffer sizes of a WebSocket connection. A frame larger than a buffer
-// bypasses it: bufio reads or writes it directly.
+// Buffer sizes of a WebSocket connection. A frame larger than the read
+// buffer bypasses it; the write buffer must hold a whole control frame
+// (see batchConn).
 const (
-	connReadBuffer  = 512
-	connWriteBuffer = 512
+	connReadBuffer  = 256
+	connWriteBuffer = 128
 )

@@ -2,8 +2,14 @@ package engineio
 
 import (
 	"bytes"
+	"context"
+	"encoding/hex"
+	"errors"
 	"net"
+	"strings"
 	"testing"
+
+	"github.com/coder/websocket"
 )
 
 // countingConn records every Write that reaches the wire.
@@ -17,31 +23,76 @@ func (c *countingConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// TestBatchConnOneWritePerBatch: the flushes coder/websocket makes for each
-// message of a batch reach the connection as one write, in order; outside a
-// batch (control frames, single packets) writes pass straight through.
-func TestBatchConnOneWritePerBatch(t *testing.T) {
-	under := &countingConn{}
-	b := &batchConn{Conn: under}
-	if _, err := b.Write([]byte("pong")); err != nil {
-		t.Fatal(err)
-	}
-	b.begin()
-	for _, frame := range []string{"a", "bb", "ccc"} {
-		if _, err := b.Write([]byte(frame)); err != nil {
-			t.Fatal(err)
+// TestAppendFrameHeader pins the frame header for each length encoding
+// (RFC 6455 §5.2): FIN set, no mask, 7-bit, 16-bit and 64-bit lengths.
+func TestAppendFrameHeader(t *testing.T) {
+	for _, tc := range []struct {
+		op     byte
+		n      int
+		header string
+	}{
+		{opText, 0, "8100"},
+		{opText, 5, "8105"},
+		{opText, 125, "817d"},
+		{opText, 126, "817e007e"},
+		{opBinary, 65535, "827effff"},
+		{opBinary, 65536, "827f0000000000010000"},
+	} {
+		payload := bytes.Repeat([]byte{'x'}, tc.n)
+		got := appendFrame(nil, tc.op, payload)
+		h := hex.EncodeToString(got[:len(got)-tc.n])
+		if h != tc.header || !bytes.Equal(got[len(got)-tc.n:], payload) {
+			t.Errorf("op %d, %d bytes: header %s, want %s", tc.op, tc.n, h, tc.header)
 		}
 	}
-	if len(under.writes) != 1 {
-		t.Fatalf("%d writes reached the connection during the batch, want only the earlier one", len(under.writes))
-	}
-	if err := b.end(); err != nil {
+}
+
+// TestWriteFramesOneWrite: a batch reaches the connection as one write, in
+// order; once a close frame has gone out through Write, no data frame
+// follows it.
+func TestWriteFramesOneWrite(t *testing.T) {
+	under := &countingConn{}
+	b := &batchConn{Conn: under}
+	if _, err := b.Write([]byte{0x8a, 0}); err != nil { // a pong, as coder/websocket writes it
 		t.Fatal(err)
 	}
-	if len(under.writes) != 2 || !bytes.Equal(under.writes[1], []byte("abbccc")) {
-		t.Fatalf("writes %q, want [pong abbccc]", under.writes)
+	if err := b.writeFrames([]Packet{{Data: []byte("4a")}, {Data: []byte("4bb")}, {Data: []byte{1, 2}, Binary: true}}); err != nil {
+		t.Fatal(err)
 	}
-	if err := b.end(); err != nil || len(under.writes) != 2 {
-		t.Fatalf("an empty batch wrote: %q, %v", under.writes, err)
+	want := "\x81\x024a" + "\x81\x034bb" + "\x82\x02\x01\x02"
+	if len(under.writes) != 2 || string(under.writes[1]) != want {
+		t.Fatalf("writes %q, want the pong then %q", under.writes, want)
+	}
+	if _, err := b.Write([]byte{0x88, 2, 0x03, 0xe8}); err != nil { // close 1000
+		t.Fatal(err)
+	}
+	if err := b.writeFrames([]Packet{{Data: []byte("4late")}}); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("a data frame after the close frame: err %v", err)
+	}
+	if len(under.writes) != 3 {
+		t.Errorf("%d writes, want 3: nothing after the close frame", len(under.writes))
+	}
+}
+
+// TestFramesReadByClient: coder/websocket's client reads the frames the
+// writer makes, at every length encoding, text and binary.
+func TestFramesReadByClient(t *testing.T) {
+	ts := newTestServer(t, Config{MaxPayload: 1 << 20})
+	ws := ts.dial(t, "EIO=4&transport=websocket")
+	ws.SetReadLimit(1 << 20)
+	read(t, ws)
+	for _, n := range []int{0, 1, 124, 125, 126, 65534, 65535, 65536, 200_000} {
+		text := strings.Repeat("t", n)
+		write(t, ws, "4"+text)
+		if typ, m := read(t, ws); typ != websocket.MessageText || m != "4"+text {
+			t.Fatalf("text echo of %d bytes: type %v, %d bytes", n, typ, len(m))
+		}
+		bin := bytes.Repeat([]byte{0xfe}, n)
+		if err := ws.Write(context.Background(), websocket.MessageBinary, bin); err != nil {
+			t.Fatal(err)
+		}
+		if typ, m := read(t, ws); typ != websocket.MessageBinary || m != string(bin) {
+			t.Fatalf("binary echo of %d bytes: type %v, %d bytes", n, typ, len(m))
+		}
 	}
 }

@@ -259,7 +259,6 @@ func (c *Conn) writeLoop(ws *websocket.Conn, bc *batchConn) {
 	// frame per socket at a time, and a writer that drains each at once pays
 	// one write(2) per frame.
 	runtime.Gosched()
-	ctx := context.Background()
 	for {
 		c.mu.Lock()
 		closed, flush, reason := c.closed, c.flush, c.reason
@@ -276,13 +275,13 @@ func (c *Conn) writeLoop(ws *websocket.Conn, bc *batchConn) {
 		if closed && flush && len(batch) > 0 {
 			// Bound the final flush: a dead peer must not hold the writer.
 			t := time.AfterFunc(c.srv.cfg.PingTimeout, func() { _ = ws.CloseNow() })
-			err := writeBatch(ctx, ws, bc, batch)
+			err := bc.writeFrames(batch)
 			t.Stop()
 			if err != nil {
 				_ = ws.CloseNow()
 				return
 			}
-		} else if err := writeBatch(ctx, ws, bc, batch); err != nil {
+		} else if err := bc.writeFrames(batch); err != nil {
 			c.close(ReasonTransportError, false)
 			_ = ws.CloseNow()
 			return
@@ -305,30 +304,6 @@ func (c *Conn) writeLoop(ws *websocket.Conn, bc *batchConn) {
 			return
 		}
 	}
-}
-
-// writeBatch writes each packet as one WebSocket message; with bc, all of
-// them leave in a single write to the connection.
-func writeBatch(ctx context.Context, ws *websocket.Conn, bc *batchConn, batch []Packet) error {
-	if bc != nil && len(batch) > 1 {
-		bc.begin()
-	}
-	for _, p := range batch {
-		typ := websocket.MessageText
-		if p.Binary {
-			typ = websocket.MessageBinary
-		}
-		if err := ws.Write(ctx, typ, p.Data); err != nil {
-			if bc != nil {
-				_ = bc.end()
-			}
-			return err
-		}
-	}
-	if bc != nil {
-		return bc.end()
-	}
-	return nil
 }
 
 // closeHandshake closes ws with status, waiting up to PingTimeout for the
