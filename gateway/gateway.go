@@ -308,7 +308,7 @@ func (g *Gateway) Reset(reason string) {
 	g.idx.mu.RLock()
 	defer g.idx.mu.RUnlock()
 	for _, u := range g.idx.users {
-		for c := range u {
+		for _, c := range u {
 			if c.live && !c.conn.Send(f) {
 				g.notQueued(c)
 			}

@@ -106,7 +106,7 @@ func (s *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	x := s.g.idx
 	x.mu.RLock()
 	for _, u := range x.users {
-		for c := range u {
+		for _, c := range u {
 			if c.live {
 				byTransport[c.conn.Transport()]++
 			}

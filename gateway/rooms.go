@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -33,8 +34,8 @@ type client struct {
 	sameProc  bool          // the session began in this process
 	expiry    *time.Timer
 
-	// Used only on the socket's read goroutine (Event).
-	limiter    *rate.Limiter
+	// Used only on the socket's read path (Event).
+	limiter    *rate.Limiter // made at the first event: most sockets send none
 	abuseSince time.Time
 	abuseCount int
 
@@ -64,7 +65,7 @@ type room struct {
 type index struct {
 	mu    sync.RWMutex
 	rooms map[string]*room
-	users map[string]map[*client]struct{}
+	users map[string][]*client // a user has few sockets: a slice costs less than a set
 	// connecting holds the registered sockets that are not live yet.
 	connecting map[*client]struct{}
 	sockets    int
@@ -73,7 +74,7 @@ type index struct {
 func newIndex() *index {
 	return &index{
 		rooms:      make(map[string]*room),
-		users:      make(map[string]map[*client]struct{}),
+		users:      make(map[string][]*client),
 		connecting: make(map[*client]struct{}),
 	}
 }
@@ -81,12 +82,7 @@ func newIndex() *index {
 // register adds c to its user's sockets, before it is live, so room changes
 // for the user reach it while it connects. Caller holds mu.
 func (x *index) register(c *client) {
-	u := x.users[c.userID]
-	if u == nil {
-		u = make(map[*client]struct{})
-		x.users[c.userID] = u
-	}
-	u[c] = struct{}{}
+	x.users[c.userID] = append(x.users[c.userID], c)
 	x.connecting[c] = struct{}{}
 	x.sockets++
 }
@@ -103,10 +99,16 @@ func (x *index) unregister(c *client) {
 			x.leaveRoom(c, r)
 		}
 	}
-	if u := x.users[c.userID]; u != nil {
-		delete(u, c)
+	if u := x.users[c.userID]; len(u) > 0 {
+		if i := slices.Index(u, c); i >= 0 {
+			u[i] = u[len(u)-1]
+			u[len(u)-1] = nil
+			u = u[:len(u)-1]
+		}
 		if len(u) == 0 {
 			delete(x.users, c.userID)
+		} else {
+			x.users[c.userID] = u
 		}
 	}
 	x.sockets--
@@ -210,7 +212,7 @@ func (x *index) leaveRoom(c *client, r string) {
 // forUser calls fn for every socket of userID, live or connecting. Caller
 // holds mu.
 func (x *index) forUser(userID string, fn func(*client)) {
-	for c := range x.users[userID] {
+	for _, c := range x.users[userID] {
 		fn(c)
 	}
 }

@@ -97,9 +97,6 @@ func (h *handler) Connect(s *socketio.Socket, raw json.RawMessage) (socketio.Con
 		return socketio.ConnectReply{}, errors.New(auth.ClientMessage(err))
 	}
 	c := &client{conn: s, userID: claims.UserID, rooms: make(map[string]struct{})}
-	if g.cfg.RateLimit > 0 {
-		c.limiter = rate.NewLimiter(rate.Limit(float64(g.cfg.RateLimit)/60), g.cfg.RateLimit)
-	}
 	// Registered before the query, so room changes made meanwhile reach it.
 	g.idx.mu.Lock()
 	g.idx.register(c)
@@ -233,6 +230,9 @@ func (h *handler) Event(s *socketio.Socket, event string, args []json.RawMessage
 	c, _ := s.Value().(*client)
 	if c == nil {
 		return
+	}
+	if g.cfg.RateLimit > 0 && c.limiter == nil {
+		c.limiter = rate.NewLimiter(rate.Limit(float64(g.cfg.RateLimit)/60), g.cfg.RateLimit)
 	}
 	if c.limiter != nil && !c.limiter.Allow() {
 		g.metrics.rateLimited.Inc()

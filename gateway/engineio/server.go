@@ -358,19 +358,56 @@ func (s *Server) newConn(r *http.Request, q url.Values, transport string) *Conn 
 		transport: transport,
 		wake:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
-		upgraded:  make(chan struct{}),
 		req: Request{
-			Header:     r.Header.Clone(),
+			Header:     sessionHeader(r.Header),
 			Query:      q,
 			RemoteAddr: r.RemoteAddr,
 			Time:       time.Now(),
 		},
+	}
+	if transport == "polling" {
+		c.upgraded = make(chan struct{}) // only a polling session upgrades
 	}
 	if !s.register(c) {
 		return nil
 	}
 	c.startHeartbeat()
 	return c
+}
+
+// sessionHeader copies the opening request's header for the session's life,
+// less the fields that only served the HTTP exchange or the WebSocket
+// handshake: every held connection pays for what is kept.
+func sessionHeader(h http.Header) http.Header {
+	n, nv := 0, 0
+	for k, vv := range h {
+		if !handshakeOnly[k] {
+			n++
+			nv += len(vv)
+		}
+	}
+	out := make(http.Header, n)
+	values := make([]string, nv) // one backing array, as Header.Clone does
+	for k, vv := range h {
+		if handshakeOnly[k] {
+			continue
+		}
+		m := copy(values, vv)
+		out[k] = values[:m:m]
+		values = values[m:]
+	}
+	return out
+}
+
+var handshakeOnly = map[string]bool{
+	"Connection":               true,
+	"Upgrade":                  true,
+	"Sec-Websocket-Key":        true,
+	"Sec-Websocket-Version":    true,
+	"Sec-Websocket-Extensions": true,
+	"Accept-Encoding":          true,
+	"Cache-Control":            true,
+	"Pragma":                   true,
 }
 
 // openPacket is the handshake answer.

@@ -135,7 +135,7 @@ type engineHandler Server
 
 func (e *engineHandler) Open(c *engineio.Conn) {
 	s := (*Server)(e)
-	cl := &client{srv: s, conn: c, sockets: make(map[string]*Socket)}
+	cl := &client{srv: s, conn: c}
 	c.SetValue(cl)
 	cl.connectTimer = time.AfterFunc(s.cfg.ConnectTimeout, cl.onConnectTimeout)
 	if s.onOpen != nil {

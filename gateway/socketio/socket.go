@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,7 +23,7 @@ type client struct {
 	connectTimer *time.Timer
 
 	mu      sync.Mutex
-	sockets map[string]*Socket
+	sockets []*Socket // one per namespace joined; few, so a slice rather than a map
 
 	// Binary packet being reassembled; touched only by Message calls, which
 	// engineio serialises.
@@ -76,7 +77,14 @@ func (cl *client) onMessage(data []byte, binary bool) {
 func (cl *client) socket(namespace string) *Socket {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
-	return cl.sockets[namespace]
+	if i := cl.socketIndexLocked(namespace); i >= 0 {
+		return cl.sockets[i]
+	}
+	return nil
+}
+
+func (cl *client) socketIndexLocked(namespace string) int {
+	return slices.IndexFunc(cl.sockets, func(s *Socket) bool { return s.nsp == namespace })
 }
 
 func (cl *client) dispatch(p Packet, atts [][]byte) {
@@ -147,7 +155,11 @@ func (cl *client) connect(p Packet) {
 		return
 	}
 	cl.mu.Lock()
-	cl.sockets[p.Namespace] = s
+	if i := cl.socketIndexLocked(p.Namespace); i >= 0 {
+		cl.sockets[i] = s
+	} else {
+		cl.sockets = append(cl.sockets, s)
+	}
 	cl.mu.Unlock()
 	cl.connectTimer.Stop()
 	data, _ := json.Marshal(struct {
@@ -164,10 +176,7 @@ func (cl *client) connect(p Packet) {
 func (cl *client) onClose(reason string) {
 	cl.connectTimer.Stop()
 	cl.mu.Lock()
-	socks := make([]*Socket, 0, len(cl.sockets))
-	for _, s := range cl.sockets {
-		socks = append(socks, s)
-	}
+	socks := slices.Clone(cl.sockets)
 	cl.mu.Unlock()
 	for _, s := range socks {
 		if s.detach() {
@@ -195,8 +204,8 @@ func (s *Socket) detach() bool {
 		return false
 	}
 	s.cl.mu.Lock()
-	if s.cl.sockets[s.nsp] == s {
-		delete(s.cl.sockets, s.nsp)
+	if i := slices.Index(s.cl.sockets, s); i >= 0 {
+		s.cl.sockets = slices.Delete(s.cl.sockets, i, i+1)
 	}
 	s.cl.mu.Unlock()
 	close(s.done)
