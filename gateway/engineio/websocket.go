@@ -255,11 +255,11 @@ func (c *Conn) readMessage(ws *websocket.Conn) bool {
 // left when the close asks for it, closes the WebSocket and keeps the claim,
 // so no writer starts again.
 func (c *Conn) writeLoop(ws *websocket.Conn, bc *batchConn) {
-	// Let the publisher queue more before draining: a fan-out queues one
-	// frame per socket at a time, and a writer that drains each at once pays
-	// one write(2) per frame.
-	runtime.Gosched()
 	for {
+		// Let the publisher queue more before each drain: a fan-out queues
+		// one frame per socket at a time, and a writer that drains each at
+		// once pays one write(2) per frame, as does the client's read.
+		runtime.Gosched()
 		c.mu.Lock()
 		closed, flush, reason := c.closed, c.flush, c.reason
 		if !closed && len(c.queue) == 0 {
