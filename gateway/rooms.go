@@ -40,11 +40,11 @@ type client struct {
 	abuseCount int
 
 	// Guarded by index.mu.
-	rooms   map[string]struct{} // rooms joined (live) or to join (pending)
-	live    bool                // registered in rooms; false while connecting
-	gone    bool                // the socket ended; never register again
-	pending []roomOp            // room changes that arrived while connecting
-	leaves  uint64              // room removals so far; join:calendar rechecks if it moved
+	rooms   roomSet  // rooms joined (live) or to join (pending)
+	live    bool     // registered in rooms; false while connecting
+	gone    bool     // the socket ended; never register again
+	pending []roomOp // room changes that arrived while connecting
+	leaves  uint64   // room removals so far; join:calendar rechecks if it moved
 }
 
 type roomOp struct {
@@ -52,11 +52,52 @@ type roomOp struct {
 	join bool
 }
 
-// room is one room's members, in a slice for fast iteration and a map for
-// O(1) removal.
+// roomSet is the few rooms one socket is in: a user room and its
+// calendars. A slice costs a held connection less than a map.
+type roomSet []string
+
+func (s roomSet) has(r string) bool { return slices.Contains(s, r) }
+
+// add reports whether r was new.
+func (s *roomSet) add(r string) bool {
+	if s.has(r) {
+		return false
+	}
+	*s = append(*s, r)
+	return true
+}
+
+// remove reports whether r was there.
+func (s *roomSet) remove(r string) bool {
+	i := slices.Index(*s, r)
+	if i < 0 {
+		return false
+	}
+	last := len(*s) - 1
+	(*s)[i] = (*s)[last]
+	(*s)[last] = ""
+	*s = (*s)[:last]
+	return true
+}
+
+// room is one room's members, in a slice for fast iteration. Removal finds
+// a member by scanning while the room is small (every user has a room of
+// its own, usually of one socket) and through pos, made when the room
+// outgrows roomScanMax, after that.
 type room struct {
 	members []*client
-	pos     map[*client]int
+	pos     map[*client]int // index in members; nil while small
+}
+
+const roomScanMax = 8
+
+func (rm *room) index(c *client) (int, bool) {
+	if rm.pos != nil {
+		i, ok := rm.pos[c]
+		return i, ok
+	}
+	i := slices.Index(rm.members, c)
+	return i, i >= 0
 }
 
 // index maps rooms to member sockets and users to their sockets.
@@ -95,7 +136,7 @@ func (x *index) unregister(c *client) {
 	c.gone = true
 	delete(x.connecting, c)
 	if c.live {
-		for r := range c.rooms {
+		for _, r := range c.rooms {
 			x.leaveRoom(c, r)
 		}
 	}
@@ -122,19 +163,19 @@ func (x *index) activate(c *client, initial []string) bool {
 		return false
 	}
 	for _, r := range initial {
-		c.rooms[r] = struct{}{}
+		c.rooms.add(r)
 	}
 	for _, op := range c.pending {
 		if op.join {
-			c.rooms[op.room] = struct{}{}
+			c.rooms.add(op.room)
 		} else {
-			delete(c.rooms, op.room)
+			c.rooms.remove(op.room)
 		}
 	}
 	c.pending = nil
 	c.live = true
 	delete(x.connecting, c)
-	for r := range c.rooms {
+	for _, r := range c.rooms {
 		x.joinRoom(c, r)
 	}
 	return true
@@ -149,11 +190,9 @@ func (x *index) join(c *client, r string) {
 		c.pending = append(c.pending, roomOp{r, true})
 		return
 	}
-	if _, ok := c.rooms[r]; ok {
-		return
+	if c.rooms.add(r) {
+		x.joinRoom(c, r)
 	}
-	c.rooms[r] = struct{}{}
-	x.joinRoom(c, r)
 }
 
 // leave removes c from room r. Caller holds mu.
@@ -166,24 +205,30 @@ func (x *index) leave(c *client, r string) {
 		c.pending = append(c.pending, roomOp{r, false})
 		return
 	}
-	if _, ok := c.rooms[r]; !ok {
-		return
+	if c.rooms.remove(r) {
+		x.leaveRoom(c, r)
 	}
-	delete(c.rooms, r)
-	x.leaveRoom(c, r)
 }
 
 func (x *index) joinRoom(c *client, r string) {
 	rm := x.rooms[r]
 	if rm == nil {
-		rm = &room{pos: make(map[*client]int)}
+		rm = &room{}
 		x.rooms[r] = rm
 	}
-	if _, ok := rm.pos[c]; ok {
+	if _, ok := rm.index(c); ok {
 		return
 	}
-	rm.pos[c] = len(rm.members)
 	rm.members = append(rm.members, c)
+	switch {
+	case rm.pos != nil:
+		rm.pos[c] = len(rm.members) - 1
+	case len(rm.members) > roomScanMax:
+		rm.pos = make(map[*client]int, len(rm.members))
+		for i, m := range rm.members {
+			rm.pos[m] = i
+		}
+	}
 }
 
 func (x *index) leaveRoom(c *client, r string) {
@@ -191,7 +236,7 @@ func (x *index) leaveRoom(c *client, r string) {
 	if rm == nil {
 		return
 	}
-	i, ok := rm.pos[c]
+	i, ok := rm.index(c)
 	if !ok {
 		return
 	}
@@ -199,11 +244,15 @@ func (x *index) leaveRoom(c *client, r string) {
 	if i != last {
 		moved := rm.members[last]
 		rm.members[i] = moved
-		rm.pos[moved] = i
+		if rm.pos != nil {
+			rm.pos[moved] = i
+		}
 	}
 	rm.members[last] = nil
 	rm.members = rm.members[:last]
-	delete(rm.pos, c)
+	if rm.pos != nil {
+		delete(rm.pos, c)
+	}
 	if len(rm.members) == 0 {
 		delete(x.rooms, r)
 	}

@@ -96,7 +96,7 @@ func (h *handler) Connect(s *socketio.Socket, raw json.RawMessage) (socketio.Con
 		g.log.Debug("connect refused", "reason", reason, "remote", s.Handshake().RemoteAddr)
 		return socketio.ConnectReply{}, errors.New(auth.ClientMessage(err))
 	}
-	c := &client{conn: s, userID: claims.UserID, rooms: make(map[string]struct{})}
+	c := &client{conn: s, userID: claims.UserID}
 	// Registered before the query, so room changes made meanwhile reach it.
 	g.idx.mu.Lock()
 	g.idx.register(c)
@@ -189,7 +189,7 @@ func (h *handler) Connected(s *socketio.Socket) {
 	}
 	if c.live && !c.notify {
 		g.window.after(c.start, func(e *entry) bool {
-			if _, ok := c.rooms[e.room]; !ok {
+			if !c.rooms.has(e.room) {
 				return true
 			}
 			if !c.conn.Send(e.frame) {
@@ -216,7 +216,7 @@ func (h *handler) Connected(s *socketio.Socket) {
 func (g *Gateway) replayLen(c *client) int {
 	n := 0
 	g.window.after(c.start, func(e *entry) bool {
-		if _, ok := c.rooms[e.room]; ok {
+		if c.rooms.has(e.room) {
 			n++
 		}
 		return n <= g.maxReplay

@@ -101,7 +101,7 @@ func newTestGateway(t testing.TB, cfg Config) *Gateway {
 
 // attach registers an in-memory socket of user in rooms, as Connected does.
 func attach(g *Gateway, user string, c conn, rooms ...string) *client {
-	cl := &client{conn: c, userID: user, rooms: make(map[string]struct{})}
+	cl := &client{conn: c, userID: user}
 	g.idx.mu.Lock()
 	defer g.idx.mu.Unlock()
 	g.idx.register(cl)
@@ -241,7 +241,7 @@ func TestPID(t *testing.T) {
 
 func TestIndexPendingOps(t *testing.T) {
 	x := newIndex()
-	c := &client{conn: &memConn{}, userID: uuid(1), rooms: map[string]struct{}{}}
+	c := &client{conn: &memConn{}, userID: uuid(1)}
 	x.register(c)
 	// Changes that arrive while the membership query runs apply on top of
 	// its result, in order.
@@ -267,24 +267,42 @@ func TestIndexPendingOps(t *testing.T) {
 	}
 }
 
+// TestIndexSwapRemove removes members from rooms below and above
+// roomScanMax (found by scanning, then through the position map) and checks
+// that every member is still found where it is.
 func TestIndexSwapRemove(t *testing.T) {
-	x := newIndex()
-	var cs []*client
-	for i := range 5 {
-		c := &client{conn: &memConn{}, userID: uuid(i), rooms: map[string]struct{}{}}
-		x.register(c)
-		x.activate(c, []string{"r"})
-		cs = append(cs, c)
-	}
-	x.unregister(cs[1])
-	x.forUser(uuid(3), func(c *client) { x.leave(c, "r") })
-	rm := x.rooms["r"]
-	if len(rm.members) != 3 {
-		t.Fatalf("members %d", len(rm.members))
-	}
-	for i, c := range rm.members {
-		if rm.pos[c] != i {
-			t.Fatalf("pos of member %d is %d", i, rm.pos[c])
+	for _, n := range []int{5, roomScanMax + 1, 3 * roomScanMax} {
+		x := newIndex()
+		var cs []*client
+		for i := range n {
+			c := &client{conn: &memConn{}, userID: uuid(i)}
+			x.register(c)
+			x.activate(c, []string{"r"})
+			cs = append(cs, c)
+		}
+		x.unregister(cs[1])
+		x.forUser(uuid(3), func(c *client) { x.leave(c, "r") })
+		x.leave(cs[3], "r") // twice: no effect
+		rm := x.rooms["r"]
+		if len(rm.members) != n-2 {
+			t.Fatalf("%d members: %d left, want %d", n, len(rm.members), n-2)
+		}
+		if (rm.pos != nil) != (n > roomScanMax) {
+			t.Errorf("%d members: position map %v", n, rm.pos != nil)
+		}
+		for i, c := range rm.members {
+			if j, ok := rm.index(c); !ok || j != i {
+				t.Fatalf("%d members: member %d found at %d, %v", n, i, j, ok)
+			}
+			if c == cs[1] || c == cs[3] {
+				t.Fatalf("%d members: a removed member is still in", n)
+			}
+		}
+		for _, c := range append([]*client(nil), rm.members...) {
+			x.unregister(c)
+		}
+		if len(x.rooms) != 0 {
+			t.Fatalf("%d members: room left after every member went", n)
 		}
 	}
 }
