@@ -48,7 +48,10 @@ type pollReg struct {
 	onReady func(*pollReg)
 }
 
-var errPollUnsupported = errors.New("connection cannot be polled")
+var (
+	errPollUnsupported  = errors.New("connection cannot be polled")
+	errPollUnregistered = errors.New("poll registration removed")
+)
 
 const pollEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
 
@@ -175,6 +178,11 @@ func (p *poller) wait(set *epollSet) {
 func (r *pollReg) arm() error {
 	r.p.mu.Lock()
 	defer r.p.mu.Unlock()
+	// Once unregistered, the set may be gone and its descriptor number
+	// reused: touch nothing.
+	if r.set.regs[r.token] != r {
+		return errPollUnregistered
+	}
 	var ctlErr error
 	if err := r.rc.Control(func(fd uintptr) {
 		ev := unix.EpollEvent{Events: pollEvents}

@@ -1,9 +1,15 @@
 package engineio
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"runtime"
 	"strings"
 	"testing"
@@ -104,5 +110,120 @@ func TestWebSocketOverTLS(t *testing.T) {
 	ws.Close(websocket.StatusNormalClosure, "")
 	if r := h.waitClose(t); r != ReasonTransportClose {
 		t.Errorf("close reason %q", r)
+	}
+}
+
+// rawWebSocket opens a WebSocket by hand, sending extra in the same write as
+// the upgrade request, so tests control how bytes share TCP segments.
+func rawWebSocket(t *testing.T, ts *testServer, query string, extra []byte) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	u, err := url.Parse(ts.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	req := "GET " + u.Path + "?" + query + " HTTP/1.1\r\nHost: " + u.Host +
+		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	if _, err := c.Write(append([]byte(req), extra...)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v, %v", err, resp)
+	}
+	return c, br
+}
+
+// clientFrames encodes text messages as masked client frames (RFC 6455 §5.3).
+func clientFrames(msgs ...string) []byte {
+	var b []byte
+	key := [4]byte{0x37, 0xfa, 0x21, 0x3d}
+	for _, m := range msgs {
+		b = append(b, 0x81, 0x80|byte(len(m))) // short messages only
+		b = append(b, key[:]...)
+		for i := range len(m) {
+			b = append(b, m[i]^key[i%4])
+		}
+	}
+	return b
+}
+
+// readServerText reads one unmasked server frame of under 64 KiB.
+func readServerText(t *testing.T, c net.Conn, br *bufio.Reader) string {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	var h [2]byte
+	if _, err := io.ReadFull(br, h[:]); err != nil {
+		t.Fatalf("read frame: %v", err)
+	}
+	n := int(h[1] & 0x7f)
+	if n == 126 {
+		var l [2]byte
+		if _, err := io.ReadFull(br, l[:]); err != nil {
+			t.Fatal(err)
+		}
+		n = int(binary.BigEndian.Uint16(l[:]))
+	}
+	p := make([]byte, n)
+	if _, err := io.ReadFull(br, p); err != nil {
+		t.Fatal(err)
+	}
+	return string(p)
+}
+
+// TestFramesPipelinedBehindUpgrade: a client that sends frames right behind
+// "5", in the same segment (as engine.io-client does, flushing its buffer
+// when the upgrade completes), gets them read at once: they are already in
+// the reader the probe used, where the poller cannot see them.
+func TestFramesPipelinedBehindUpgrade(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	sid := ts.handshake(t)
+	c, br := rawWebSocket(t, ts, "EIO=4&transport=websocket&sid="+sid, nil)
+	if _, err := c.Write(clientFrames("2probe")); err != nil {
+		t.Fatal(err)
+	}
+	if m := readServerText(t, c, br); m != "3probe" {
+		t.Fatalf("probe answer %q", m)
+	}
+	ts.poll(t, sid) // the noop that pauses polling
+	if _, err := c.Write(clientFrames("5", "4one", "4two")); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"4one", "4two"} {
+		if m := readServerText(t, c, br); m != want {
+			t.Fatalf("echo %q, want %q", m, want)
+		}
+	}
+	// The poller has taken over: later messages are read too.
+	if _, err := c.Write(clientFrames("4three")); err != nil {
+		t.Fatal(err)
+	}
+	if m := readServerText(t, c, br); m != "4three" {
+		t.Fatalf("echo %q after hand-over", m)
+	}
+}
+
+// TestFramesPipelinedBehindHandshake: frames sent in the same segment as the
+// upgrade request stay hidden in coder/websocket's reader; that connection
+// keeps a reader goroutine and loses nothing.
+func TestFramesPipelinedBehindHandshake(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	c, br := rawWebSocket(t, ts, "EIO=4&transport=websocket", clientFrames("4early"))
+	if m := readServerText(t, c, br); !strings.HasPrefix(m, `0{"sid"`) {
+		t.Fatalf("open packet %q", m)
+	}
+	if m := readServerText(t, c, br); m != "4early" {
+		t.Fatalf("echo %q", m)
+	}
+	if _, err := c.Write(clientFrames("4later")); err != nil {
+		t.Fatal(err)
+	}
+	if m := readServerText(t, c, br); m != "4later" {
+		t.Fatalf("echo %q", m)
 	}
 }

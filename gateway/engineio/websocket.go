@@ -72,37 +72,67 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, q url.Va
 }
 
 // startReading hands the WebSocket's read side to the poller, so an idle
-// connection holds no goroutine; a connection the poller cannot watch (no
-// descriptor, as under TLS, or bytes the client sent behind the upgrade
-// request, hidden from the poller in coder/websocket's reader) keeps a reader
-// goroutine instead.
+// connection holds no goroutine. Bytes already in the reader (frames a
+// client sent right behind the upgrade's "5") are invisible to epoll: a
+// goroutine reads them first, then hands over. A connection the poller
+// cannot watch (no descriptor, as under TLS, or bytes the client sent behind
+// the upgrade request, hidden from us in coder/websocket's reader: br is nil)
+// keeps its reader goroutine.
 func (s *Server) startReading(c *Conn, ws *websocket.Conn, bc *batchConn, br *bufio.Reader) {
-	if br != nil {
-		reg, err := s.poll.register(bc.Conn, func(reg *pollReg) { c.readReady(ws, br, reg) })
-		if err == nil {
-			c.mu.Lock()
-			closed := c.closed
-			if !closed {
-				c.pollReg = reg
-			}
-			c.mu.Unlock()
-			if closed {
-				reg.unregister()
-			}
+	pollable := br != nil
+	if pollable && !c.buffered(br) {
+		if pollable = s.watch(c, ws, bc, br); pollable {
 			return
-		}
-		if !errors.Is(err, errPollUnsupported) {
-			s.cfg.Logger.Warn("engine.io: reading with a goroutine per connection", "sid", c.id, "err", err)
 		}
 	}
 	s.wg.goFunc(func() {
 		defer c.recoverReader()
 		for c.readMessage(ws) {
+			if pollable && !c.buffered(br) {
+				if pollable = s.watch(c, ws, bc, br); pollable {
+					return // readiness now starts readReady; this goroutine reads no more
+				}
+			}
 		}
 	})
 }
 
+// watch registers the connection with the poller; false if the poller
+// cannot watch it (the caller keeps reading with a goroutine).
+func (s *Server) watch(c *Conn, ws *websocket.Conn, bc *batchConn, br *bufio.Reader) bool {
+	reg, err := s.poll.register(bc.Conn, func(reg *pollReg) { c.readReady(ws, br, reg) })
+	if err != nil {
+		if !errors.Is(err, errPollUnsupported) {
+			s.cfg.Logger.Warn("engine.io: reading with a goroutine per connection", "sid", c.id, "err", err)
+		}
+		return false
+	}
+	c.mu.Lock()
+	closed := c.closed
+	if !closed {
+		c.pollReg = reg
+	}
+	c.mu.Unlock()
+	if closed {
+		reg.unregister()
+	}
+	return true
+}
+
+// buffered reports whether br holds bytes not yet read. The closing
+// handshake reads from br too: closeMu keeps the two apart.
+func (c *Conn) buffered(br *bufio.Reader) bool {
+	c.closeMu.Lock()
+	defer c.closeMu.Unlock()
+	return br.Buffered() > 0
+}
+
 // readReady reads what the poller found readable, then re-arms it.
+//
+// A readiness that brings only a WebSocket control frame (a ping from a
+// proxy) leaves this goroutine waiting in ws.Read for the next data
+// message, at most about a heartbeat, since the client answers the
+// server's pings.
 func (c *Conn) readReady(ws *websocket.Conn, br *bufio.Reader, reg *pollReg) {
 	defer c.recoverReader()
 	for {
@@ -111,15 +141,12 @@ func (c *Conn) readReady(ws *websocket.Conn, br *bufio.Reader, reg *pollReg) {
 			return
 		}
 		// What the reader buffered is invisible to epoll: read it first.
-		c.closeMu.Lock()
-		more := br.Buffered() > 0
-		c.closeMu.Unlock()
-		if !more {
+		if !c.buffered(br) {
 			break
 		}
 	}
 	if err := reg.arm(); err != nil {
-		// The connection closed underneath (the session ended meanwhile).
+		// The connection closed underneath, or the session ended meanwhile.
 		c.close(ReasonTransportError, false)
 		reg.unregister()
 	}
