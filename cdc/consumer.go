@@ -171,6 +171,7 @@ func (c *Consumer) deliver(ctx context.Context, sink Sink, queue <-chan *committ
 		now := time.Now()
 		c.ack.handOff(item.end, item.tx.CommitLSN, now)
 		c.m.lagSeconds.Set(max(0, now.Sub(item.tx.CommitTime).Seconds()))
+		c.updateLag() // the gauges agree with Status().CaughtUp at once, not at the next keepalive
 	}
 }
 
@@ -483,17 +484,25 @@ func (c *Consumer) sendStatus(ctx context.Context, repl *pgconn.PgConn, requestR
 
 // observe records positions the server reported.
 func (c *Consumer) observe(received, server uint64) {
-	handed, _ := c.ack.handedOff()
 	c.mu.Lock()
 	c.status.ReceivedLSN = max(c.status.ReceivedLSN, received)
 	c.status.ServerLSN = max(c.status.ServerLSN, server)
+	rec := c.status.ReceivedLSN
+	c.mu.Unlock()
+	c.m.receivedLSN.Set(float64(rec))
+	c.updateLag()
+}
+
+// updateLag sets the lag gauges from the server's last reported position and
+// the newest hand-off.
+func (c *Consumer) updateLag() {
+	handed, _ := c.ack.handedOff()
+	c.mu.Lock()
 	lag := uint64(0)
 	if c.status.ServerLSN > handed {
 		lag = c.status.ServerLSN - handed
 	}
-	rec := c.status.ReceivedLSN
 	c.mu.Unlock()
-	c.m.receivedLSN.Set(float64(rec))
 	c.m.lagBytes.Set(float64(lag))
 	if lag == 0 {
 		c.m.lagSeconds.Set(0)
