@@ -16,9 +16,9 @@ import (
 
 // serveWebSocket runs a WebSocket transport: a fresh session when c is nil,
 // otherwise the upgrade of polling session c. Once the session is on the
-// WebSocket it hands reading to a goroutine of its own and returns, so the
-// deep stack of net/http's connection goroutine is not kept for the life of
-// the connection; writers start on demand (claimConsumerLocked).
+// WebSocket it hands reading over (startReading) and returns, so the deep
+// stack of net/http's connection goroutine is not kept for the life of the
+// connection; writers start on demand (claimConsumerLocked).
 func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, q url.Values, c *Conn) {
 	opts := &websocket.AcceptOptions{InsecureSkipVerify: s.anyOrig}
 	if !s.anyOrig {
