@@ -39,10 +39,12 @@ type Config struct {
 	// after it yet; serve wires it to the gateway's sync:reset. Called from
 	// the stream goroutine; it must not block for long.
 	OnReset func(reason string)
-	// OnStream, if set, is called each time streaming starts or resumes,
-	// before any transaction of that session is delivered, with the
-	// position from which it streams: every transaction committed after it
-	// will be delivered (again, if it was before a restart). serve tells the
+	// OnStream, if set, is called each time streaming starts or resumes
+	// (once PostgreSQL has accepted the start), before any transaction of
+	// that session is delivered, with the position from which it streams.
+	// On the first start every transaction committed after it will be
+	// delivered (again, if it was before a restart); on a resume within the
+	// process, those already handed off are skipped. serve tells the
 	// gateway, so sessions that began in a previous process can recover at
 	// once. Called from the stream goroutine; it must not block for long.
 	OnStream func(from uint64)

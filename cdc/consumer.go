@@ -68,6 +68,7 @@ type Consumer struct {
 
 	// Owned by the stream goroutine.
 	bootstrapped bool
+	lostSlot     bool   // an invalidated slot was dropped; its sync:reset is still owed
 	queuedCommit uint64 // commit LSN of the newest transaction queued for delivery
 	queuedEnd    uint64 // its end LSN
 
@@ -258,13 +259,19 @@ func (c *Consumer) session(ctx context.Context, queue chan<- *committed, first b
 	var start uint64
 	if !slot.exists {
 		recreated := c.bootstrapped // it vanished while this process streamed
+		if slot.lost {
+			// Kept until the new slot exists: a failed creation drops the
+			// new slot too, and the next attempt finds none, lost or not.
+			c.lostSlot = true
+		}
 		if start, err = c.createSlot(ctx, conn, repl); err != nil {
 			return false, err
 		}
 		// Everything decoded before the gap has been handed off (createSlot
 		// drained the queue) and nothing after it is queued yet.
 		switch {
-		case slot.lost:
+		case c.lostSlot:
+			c.lostSlot = false
 			c.reset("slot_invalidated")
 		case recreated:
 			c.log.Warn("replication slot disappeared while streaming; created it again, changes in between are lost", "slot", c.cfg.SlotName)
@@ -285,9 +292,6 @@ func (c *Consumer) session(ctx context.Context, queue chan<- *committed, first b
 	cancel()
 	conn = nil
 
-	if c.cfg.OnStream != nil {
-		c.cfg.OnStream(start)
-	}
 	err = pglogrepl.StartReplication(ctx, repl, c.cfg.SlotName, pglogrepl.LSN(start), pglogrepl.StartReplicationOptions{
 		Mode: pglogrepl.LogicalReplication,
 		PluginArgs: []string{
@@ -302,6 +306,11 @@ func (c *Consumer) session(ctx context.Context, queue chan<- *committed, first b
 			return false, fmt.Errorf("%w: %s: %s", ErrSlotActive, c.cfg.SlotName, pgErr.Message)
 		}
 		return false, fmt.Errorf("start replication: %w", err)
+	}
+	// Only a start that took: a refused one (slot busy) streamed nothing.
+	// Still before any transaction of this stream is decoded.
+	if c.cfg.OnStream != nil {
+		c.cfg.OnStream(start)
 	}
 	c.ack.setFloor(start)
 	c.setStreaming(true)
@@ -376,6 +385,7 @@ func (c *Consumer) receive(ctx context.Context, repl *pgconn.PgConn, queue chan<
 				c.ack.idle(c.queuedEnd, uint64(ka.ServerWALEnd), time.Now())
 			}
 			c.observe(0, uint64(ka.ServerWALEnd))
+			c.updateLag() // per keepalive and per hand-off, not per WAL message
 			if ka.ReplyRequested {
 				// PostgreSQL asks for a reply when it has not heard from
 				// us for wal_sender_timeout/2 — never, with status
@@ -482,7 +492,8 @@ func (c *Consumer) sendStatus(ctx context.Context, repl *pgconn.PgConn, requestR
 	return nil
 }
 
-// observe records positions the server reported.
+// observe records positions the server reported; it runs for every WAL
+// message, so the lag gauges are left to updateLag.
 func (c *Consumer) observe(received, server uint64) {
 	c.mu.Lock()
 	c.status.ReceivedLSN = max(c.status.ReceivedLSN, received)
@@ -490,7 +501,6 @@ func (c *Consumer) observe(received, server uint64) {
 	rec := c.status.ReceivedLSN
 	c.mu.Unlock()
 	c.m.receivedLSN.Set(float64(rec))
-	c.updateLag()
 }
 
 // updateLag sets the lag gauges from the server's last reported position and

@@ -50,3 +50,26 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("lag gauges: %d, %v", n, err)
 	}
 }
+
+// TestLagFollowsHandOff: once the newest transaction is handed off, the lag
+// gauge reads 0 at once, not at the server's next report. With an hour's
+// status interval the consumer answers no keepalive, so PostgreSQL sends
+// none after the one it sends when it runs out of WAL, which usually comes
+// before the hand-off: only the hand-off itself can bring the gauge to 0.
+func TestLagFollowsHandOff(t *testing.T) {
+	url, conn := koordiDB(t)
+	rec := newRecorder()
+	r := start(t, Config{ConnString: url, Registerer: prometheus.NewRegistry(), StatusInterval: time.Hour}, rec, discard)
+	waitStreaming(t, r.c)
+	for i := range 5 {
+		name := string(rune('A' + i))
+		exec(t, conn, `INSERT INTO users (id, email, name) VALUES (gen_random_uuid(), $1, $2)`, name+"@example.com", name)
+		rec.waitTx(t, sets("users", "name", name))
+		waitFor(t, "caught up", func() bool { return r.c.Status().CaughtUp })
+		for deadline := time.Now().Add(500 * time.Millisecond); testutil.ToFloat64(r.c.m.lagBytes) != 0; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("insert %d: lag bytes %v when caught up", i, testutil.ToFloat64(r.c.m.lagBytes))
+			}
+		}
+	}
+}
