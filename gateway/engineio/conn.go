@@ -213,10 +213,11 @@ func (c *Conn) close(reason string, flush bool) {
 	}
 	ws, reg := c.ws, c.pollReg
 	consumer := c.claimConsumerLocked()
-	// A polling peer that closed while no GET was waiting may still have one
-	// in flight: linger briefly so that GET gets its noop, as it would had it
-	// arrived first, instead of "Session ID unknown".
-	linger := c.transport == "polling" && c.closeFrame == TypeNoop && !c.getPending
+	// With no GET waiting, linger briefly for the next one, instead of
+	// answering it "Session ID unknown": a peer that closed may still have a
+	// GET in flight, which gets its noop; a close that delivers what is
+	// queued (Close, Shutdown) gives it the queue and the close packet.
+	linger := c.transport == "polling" && !c.getPending && (c.closeFrame == TypeNoop || flush)
 	c.mu.Unlock()
 	close(c.done)
 	if reg != nil {
@@ -325,9 +326,8 @@ func (c *Conn) pongOverdue() bool {
 }
 
 var (
-	pingPacket  = []byte{TypePing}
-	noopPacket  = []byte{TypeNoop}
-	closePacket = []byte{TypeClose}
+	pingPacket = []byte{TypePing}
+	noopPacket = []byte{TypeNoop}
 )
 
 // deliverSerialized is deliver under readMu. A panicking Handler still

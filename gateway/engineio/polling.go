@@ -22,11 +22,16 @@ func (c *Conn) servePoll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if c.closed {
-		// A lingering session (see close): answer its close once.
-		frame := c.closeFrame
+		// A lingering session (see close): answer once, with what the
+		// close was to deliver, then the close.
+		var batch []Packet
+		if c.flush {
+			batch = c.takeLocked()
+		}
+		ps := append(batch, Packet{Data: []byte{c.closeFrame}})
 		c.mu.Unlock()
 		c.srv.remove(c)
-		writePayload(w, []byte{frame})
+		writePayload(w, AppendPayload(make([]byte, 0, payloadLen(ps)), ps))
 		return
 	}
 	if c.getPending {

@@ -133,9 +133,6 @@ func NewServer(cfg Config, h Handler) *Server {
 // which are path.Match patterns ("http://[::1]:5173" would not parse).
 var patternEscaper = strings.NewReplacer(`\`, `\\`, `*`, `\*`, `?`, `\?`, `[`, `\[`)
 
-// Config returns the configuration with defaults applied.
-func (s *Server) Config() Config { return s.cfg }
-
 // Len returns the number of open sessions.
 func (s *Server) Len() int {
 	s.mu.Lock()

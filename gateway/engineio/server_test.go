@@ -221,6 +221,10 @@ func TestHandshake(t *testing.T) {
 	if o.SID == "" || fmt.Sprint(o) != fmt.Sprint(want) {
 		t.Errorf("websocket open = %+v, want %+v", o, want)
 	}
+	// An empty list, not null: engine.io-client reads upgrades.length.
+	if !strings.Contains(msg, `"upgrades":[]`) {
+		t.Errorf("websocket open %s: upgrades is not an empty list", msg)
+	}
 	ws.Close(websocket.StatusNormalClosure, "")
 	if r := ts.h.waitClose(t); r != ReasonTransportClose {
 		t.Errorf("close reason %q, want %q", r, ReasonTransportClose)
@@ -804,4 +808,22 @@ func TestHandlerPanic(t *testing.T) {
 	}
 	ws.CloseNow()
 	h.waitClose(t)
+}
+
+// TestPollingCloseDeliversQueue: Close on a polling session with no GET
+// waiting keeps what it queued, and the close packet, for the next GET,
+// instead of dropping the session at once ("Session ID unknown").
+func TestPollingCloseDeliversQueue(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	sid := ts.handshake(t)
+	c := <-ts.h.opened
+	c.SendText([]byte("4bye"))
+	c.Close()
+	status, body := ts.poll(t, sid)
+	if status != 200 || body != "4bye\x1e1" {
+		t.Fatalf("GET after Close: %d %q, want 200 \"4bye\\x1e1\"", status, body)
+	}
+	if status, _ := ts.poll(t, sid); status != 400 {
+		t.Errorf("second GET after Close: %d, want 400", status)
+	}
 }
