@@ -109,6 +109,33 @@ func TestJoinRacesRemoval(t *testing.T) {
 	}
 }
 
+// TestJoinKeepsRacingRemovals: when room removals keep landing during the
+// membership check, join:calendar gives up after three checks with a
+// refusal the client can retry, rather than joining unchecked.
+func TestJoinKeepsRacingRemovals(t *testing.T) {
+	ms := &hookMemberships{}
+	user, cal, other := uuid(0xA3), uuid(0xA4), uuid(0xA5)
+	s := startHookServer(t, Config{}, ms)
+	checks := 0
+	ms.hook(nil, func() bool {
+		checks++
+		s.g.LeaveUser(user, schema.CalendarRoom(other)) // a removal lands each time
+		return true
+	})
+	c := dialRaw(t, s.url, map[string]any{"token": s.token(t, user, time.Hour)})
+	c.connected()
+	if err := c.ws.Write(context.Background(), 1, []byte(`421["join:calendar","`+cal+`"]`)); err != nil {
+		t.Fatal(err)
+	}
+	m, err := c.read()
+	if err != nil || !strings.HasPrefix(m, `431[{"ok":false,"error_code":"INTERNAL_ERROR"`) {
+		t.Fatalf("ack %q, %v", m, err)
+	}
+	if checks != 3 {
+		t.Errorf("%d membership checks, want 3", checks)
+	}
+}
+
 // TestRateLimitRaw is TestClientRateLimit without Node: the bucket, the
 // refusal and the disconnect after persistent abuse.
 func TestRateLimitRaw(t *testing.T) {
@@ -133,5 +160,21 @@ func TestRateLimitRaw(t *testing.T) {
 	}
 	if got := testutilValue(s.g.metrics.rateLimited); got != 4 {
 		t.Fatalf("rate limited = %v", got)
+	}
+}
+
+// TestRateLimitOff: a negative RateLimit lets every event through.
+func TestRateLimitOff(t *testing.T) {
+	s := startServer(t, Config{RateLimit: -1, AbuseLimit: 2})
+	c := dialRaw(t, s.url, map[string]any{"token": s.token(t, uuid(0xB2), time.Hour)})
+	c.connected()
+	for i := range 150 {
+		if err := c.ws.Write(context.Background(), 1, []byte(`42["ping:me"]`)); err != nil {
+			t.Fatal(err)
+		}
+		m, err := c.read()
+		if err != nil || !strings.HasPrefix(m, `42["error",{"error_code":"UNKNOWN_EVENT"`) {
+			t.Fatalf("event %d: %q, %v", i, m, err)
+		}
 	}
 }

@@ -299,12 +299,18 @@ func (g *Gateway) joinCalendar(s *socketio.Socket, c *client, args []json.RawMes
 			return
 		}
 		g.idx.mu.Lock()
-		if c.leaves == leaves || attempt >= 2 {
+		if c.leaves == leaves {
 			g.idx.join(c, r)
 			g.idx.mu.Unlock()
 			break
 		}
 		g.idx.mu.Unlock()
+		if attempt >= 2 {
+			// Memberships keep changing under the check: joining now could
+			// let in a socket whose removal just landed. The client retries.
+			refuse(s, ack, CodeInternal, "memberships changed while joining, try again")
+			return
+		}
 	}
 	if ack != nil {
 		ack(Accepted{OK: true, Room: r})

@@ -529,4 +529,15 @@ func TestLatencyCountsOnlyLiveCommits(t *testing.T) {
 	if got := count(); got != 1 {
 		t.Fatalf("latency observations = %d, want 1 (the live commit only)", got)
 	}
+	// A transaction published in two runs (split at a room change) is one
+	// sample, not two partial ones.
+	publish(12, time.Now())
+	second := schema.Transaction{CommitLSN: 12, CommitTime: time.Now(), Events: []schema.Envelope{env(schema.UserRoom(uuid(1)), "e", `{}`)}}
+	second.Events[0].Offset = off(12, 1)
+	if err := g.Publish(context.Background(), second); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(); got != 2 {
+		t.Fatalf("latency observations = %d after a two-run transaction, want 2", got)
+	}
 }
