@@ -14,8 +14,10 @@ run: build
 demo-writes: build
 	./$(BIN) dev --simulate
 
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
 build: inspector-bundle
-	$(GO) build -o $(BIN) ./cmd/koordi-realtime
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/koordi-realtime
 
 ## inspector-bundle: socket.io-client's browser bundle, embedded by the
 ## inspector page (gateway/inspector). Copied from the npm package, never
@@ -46,8 +48,8 @@ lint:
 	$(GO) vet $(PKGS)
 
 ## bench: the hot-path Go benchmarks, then a short run of every koordi-bench
-## scenario against koordi-realtime and the Node reference (a few minutes;
-## full sizes and results: cmd/koordi-bench/RESULTS.md)
+## scenario against koordi-realtime and the Node reference (about a minute
+## and a half; full sizes and results: cmd/koordi-bench/RESULTS.md)
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x $(PKGS)
 	cd testdata/bench && npm ci --no-audit --no-fund --loglevel=error

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -113,7 +114,7 @@ func (f *flags) Int(p *int, name, envName string, def int, usage string) {
 	f.fs.Var(&intValue{p: p}, name, usage)
 	*p = def
 	if s := f.lookup(envName, ""); s != "" {
-		if _, err := fmt.Sscan(s, p); err != nil {
+		if err := (&intValue{p: p}).Set(s); err != nil {
 			f.deferred = append(f.deferred, fmt.Errorf("%s=%q: not an integer", envName, s))
 		}
 	}
@@ -163,9 +164,16 @@ func (i *intValue) String() string {
 	}
 	return fmt.Sprint(*i.p)
 }
+
+// Set takes the whole string: fmt.Sscan would read "10x" as 10 and "1e3"
+// as 1 without complaint.
 func (i *intValue) Set(s string) error {
-	_, err := fmt.Sscan(s, i.p)
-	return err
+	v, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil {
+		return errors.New("not an integer")
+	}
+	*i.p = v
+	return nil
 }
 
 // newLogger builds the process logger: text for a terminal, JSON with

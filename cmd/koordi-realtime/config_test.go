@@ -74,6 +74,8 @@ func TestConfigErrorsAreOneLine(t *testing.T) {
 		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": "short"}, "at least 32"},
 		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "REPLAY_WINDOW": "soon"}, "not a duration"},
 		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "RATE_LIMIT": "many"}, "not an integer"},
+		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "RATE_LIMIT": "10x"}, "not an integer"},
+		{[]string{"serve", "--rate-limit", "1e3"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret}, "not an integer"},
 		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "LOG_FORMAT": "xml"}, "want text or json"},
 		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "NATS_URL": "nats://x"}, "NATS_URL"},
 		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "LISTEN_ADDR": "127.0.0.1:0"}, "cannot connect"},
@@ -101,5 +103,16 @@ func TestConfigErrorsAreOneLine(t *testing.T) {
 		if code != 2 || len(lines) != 1 || !strings.Contains(lines[0], tc.want) || strings.Contains(out, "goroutine ") {
 			t.Errorf("%v %v: exit %d, stderr:\n%s\nwant exit 2 and one line containing %q", tc.args, tc.env, code, out, tc.want)
 		}
+	}
+}
+
+// TestRateLimitZeroIsOff: RATE_LIMIT=0 reaches the gateway as "no limit"
+// (negative), not as its zero, which means the default of 100.
+func TestRateLimitZeroIsOff(t *testing.T) {
+	if got := gatewayRateLimit(0); got >= 0 {
+		t.Errorf("RATE_LIMIT=0 gives the gateway %d, want a negative (off)", got)
+	}
+	if got := gatewayRateLimit(30); got != 30 {
+		t.Errorf("RATE_LIMIT=30 gives the gateway %d", got)
 	}
 }

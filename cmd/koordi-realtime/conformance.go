@@ -19,7 +19,7 @@ func runConformance(ctx context.Context, env *environment, args []string) error 
 		cfg                         conformance.Config
 	)
 	f := newFlags(env, "conformance", "Serve /engine.io/ and /socket.io/ with the echo handlers, /custom namespace and timings the public protocol test suites (test-suite/ of socketio/engine.io-protocol and socketio/socket.io-protocol) expect.")
-	f.String(&listen, "listen", "LISTEN_ADDR", "127.0.0.1:3000", "address to listen on (the suites use localhost:3000)")
+	f.String(&listen, "listen-addr", "LISTEN_ADDR", "127.0.0.1:3000", "address to listen on (the suites use localhost:3000)")
 	f.Duration(&cfg.PingInterval, "ping-interval", "", 300*time.Millisecond, "Engine.IO ping interval")
 	f.Duration(&cfg.PingTimeout, "ping-timeout", "", 200*time.Millisecond, "Engine.IO ping timeout")
 	f.Duration(&cfg.ConnectTimeout, "connect-timeout", "", time.Second, "close an engine connection that joins no namespace in this time")

@@ -68,8 +68,12 @@ func (s *roomSink) Deliver(ctx context.Context, tx schema.Transaction) error {
 		if ev.Explicit {
 			continue // emitted by SQL: delivered, never a room change
 		}
-		kind, _, err := schema.ParseRoom(ev.Room)
-		if err != nil || kind != schema.RoomCalendar {
+		switch ev.Event {
+		case schema.MemberAdded, schema.MemberRemoved, schema.CalendarDeleted:
+		default:
+			continue // most events: no room change, no parsing
+		}
+		if kind, _, err := schema.ParseRoom(ev.Room); err != nil || kind != schema.RoomCalendar {
 			continue
 		}
 		switch ev.Event {

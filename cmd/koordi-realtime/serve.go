@@ -52,7 +52,7 @@ func (c *serveConfig) bindWith(f *flags, listenDefault string) {
 	f.String(&c.frontendURL, "frontend-url", "FRONTEND_URL", "http://localhost:5173", "allowed browser origins, comma-separated")
 	f.Duration(&c.replayWindow, "replay-window", "REPLAY_WINDOW", 2*time.Minute, "how long reconnecting clients can recover missed events")
 	f.String(&c.natsURL, "nats-url", "NATS_URL", "", "NATS server for multi-node fan-out (unset: single node)")
-	f.Int(&c.rateLimit, "rate-limit", "RATE_LIMIT", 100, "client events per socket per minute")
+	f.Int(&c.rateLimit, "rate-limit", "RATE_LIMIT", 100, "client events per socket per minute; 0: no limit")
 	f.Int(&c.readyMaxLag, "ready-max-lag-bytes", "READY_MAX_LAG_BYTES", 64<<20, "replication lag above which /readyz fails")
 	f.Duration(&c.shutdownGrace, "shutdown-grace", "SHUTDOWN_GRACE", 10*time.Second, "how long SIGTERM waits for sockets and the final LSN confirmation")
 }
@@ -159,7 +159,7 @@ func newServer(cfg serveConfig, logger *slog.Logger) (*server, error) {
 		JWTPublicKeysPEM: publicKeys,
 		Memberships:      stateMemberships{consumer.State()},
 		ReplayWindow:     gatewayWindow(cfg.replayWindow),
-		RateLimit:        cfg.rateLimit,
+		RateLimit:        gatewayRateLimit(cfg.rateLimit),
 		AllowedOrigins:   cfg.origins(),
 		Logger:           logger.With("component", "gateway"),
 		Registerer:       registry,
@@ -316,4 +316,13 @@ func gatewayWindow(d time.Duration) time.Duration {
 		return -1
 	}
 	return d
+}
+
+// gatewayRateLimit maps RATE_LIMIT=0, "no limit" to an operator, to the
+// gateway's "off" (negative; its zero means the default).
+func gatewayRateLimit(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
