@@ -2,6 +2,7 @@ package sql_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -54,7 +55,8 @@ func TestSeedDemo(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(cals) != len(u.Calendars) {
+		want := slices.Sorted(slices.Values(u.Calendars))
+		if len(cals) != len(u.Calendars) || !slices.Equal(cals, want) {
 			t.Errorf("%s is a member of %v, DemoUsers says %v", u.Name, cals, u.Calendars)
 		}
 	}
