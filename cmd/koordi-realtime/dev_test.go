@@ -148,23 +148,6 @@ func (p *devProc) interrupt() {
 	}
 }
 
-// dropSlot removes a test's replication slot once its server has stopped:
-// the package's cluster has a limited number of slots
-// (max_replication_slots) shared by every test.
-func dropSlot(t *testing.T, url, slot string) {
-	t.Helper()
-	conn, err := pgx.Connect(context.Background(), url)
-	if err != nil {
-		t.Errorf("drop slot %s: %v", slot, err)
-		return
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(context.Background(),
-		`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, slot); err != nil {
-		t.Errorf("drop slot %s: %v", slot, err)
-	}
-}
-
 // processesUnder lists running processes whose command line mentions dir
 // (PostgreSQL's postmaster and backends are started with -D <dir>/data).
 func processesUnder(dir string) []string {

@@ -83,7 +83,7 @@ func e2eDatabase(t *testing.T) (string, *pgx.Conn) {
 	e2eRequireNode(t)
 	url := pgcluster.NewDatabase(t, cluster)
 	e2eCommand(t, map[string]string{"DATABASE_URL": url}, "migrate")
-	return url, tailDial(t, url)
+	return url, pgcluster.Connect(t, url)
 }
 
 // e2eSetup runs the setup command (replica identity, publication, emit).

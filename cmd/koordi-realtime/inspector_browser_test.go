@@ -91,7 +91,7 @@ func TestInspectorBrowser(t *testing.T) {
 	node, dir, chromium := browserRequire(t)
 	url := pgcluster.NewDatabase(t, cluster)
 	slot := e2eSlot("inspector", url)
-	t.Cleanup(func() { dropSlot(t, url, slot) }) // runs after dev has stopped
+	t.Cleanup(func() { e2eDropSlot(t, url, slot) }) // runs after dev has stopped
 	p := startDev(t, t.TempDir(), devEnv(
 		"DATABASE_URL="+url,
 		"SLOT_NAME="+slot,

@@ -127,7 +127,7 @@ func TestMetricsExposition(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.listener = ln
-	t.Cleanup(func() { dropSlot(t, dbURL, cfg.db.slot) }) // runs after serve has stopped
+	t.Cleanup(func() { e2eDropSlot(t, dbURL, cfg.db.slot) }) // runs after serve has stopped
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- srv.run(runCtx) }()

@@ -23,33 +23,6 @@ import (
 	"github.com/koordi/koordi-realtime/sql/pgcluster"
 )
 
-// tailDB creates a database with Koordi's tables and the service's objects
-// and returns its URL and a connection.
-func tailDB(t *testing.T) (string, *pgx.Conn) {
-	t.Helper()
-	return pgcluster.NewKoordiDatabase(t, cluster)
-}
-
-func tailDial(t *testing.T, url string) *pgx.Conn {
-	t.Helper()
-	return pgcluster.Connect(t, url)
-}
-
-func tailExec(t *testing.T, conn *pgx.Conn, sql string, args ...any) {
-	t.Helper()
-	if _, err := conn.Exec(context.Background(), sql, args...); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-}
-
-// tailSlot names a slot after the test's database (slot names are
-// cluster-wide).
-func tailSlot(url string) string {
-	db := url[strings.LastIndex(url, "/")+1:]
-	db, _, _ = strings.Cut(db, "?")
-	return "tail_" + db
-}
-
 // syncBuffer is a bytes.Buffer safe for one writer and polling readers.
 type syncBuffer struct {
 	mu sync.Mutex
@@ -115,18 +88,18 @@ const (
 
 func seedCalendar(t *testing.T, conn *pgx.Conn) {
 	t.Helper()
-	tailExec(t, conn, `INSERT INTO users (id, email, name) VALUES ($1, 'ada@example.com', 'Ada')`, tailUser)
-	tailExec(t, conn, `INSERT INTO children (id, name) VALUES ($1, 'Kid')`, tailChild)
-	tailExec(t, conn, `INSERT INTO event_calendars (id, name, ics_url, child_id, owner_id) VALUES ($1, 'Soccer', 'https://example.com/a.ics', $2, $3)`,
+	e2eExec(t, conn, `INSERT INTO users (id, email, name) VALUES ($1, 'ada@example.com', 'Ada')`, tailUser)
+	e2eExec(t, conn, `INSERT INTO children (id, name) VALUES ($1, 'Kid')`, tailChild)
+	e2eExec(t, conn, `INSERT INTO event_calendars (id, name, ics_url, child_id, owner_id) VALUES ($1, 'Soccer', 'https://example.com/a.ics', $2, $3)`,
 		tailCal, tailChild, tailUser)
 }
 
 // TestTailPrintsEvents runs tail in-process: it prints each derived event as
 // one JSON line and exits 0 when its context ends (SIGINT/SIGTERM in main).
 func TestTailPrintsEvents(t *testing.T) {
-	url, conn := tailDB(t)
+	url, conn := pgcluster.NewKoordiDatabase(t, cluster)
 	var stdout, stderr syncBuffer
-	env := envOf(map[string]string{"DATABASE_URL": url, "TAIL_SLOT_NAME": tailSlot(url)}, &stdout, &stderr)
+	env := envOf(map[string]string{"DATABASE_URL": url, "TAIL_SLOT_NAME": e2eSlot("tail", url)}, &stdout, &stderr)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	code := make(chan int, 1)
@@ -134,7 +107,7 @@ func TestTailPrintsEvents(t *testing.T) {
 	waitUntil(t, "streaming", func() bool { return strings.Contains(stderr.String(), "streaming started") })
 
 	seedCalendar(t, conn)
-	tailExec(t, conn, `INSERT INTO events (event_calendar_id, ics_uid, title, start_time, end_time) VALUES ($1, 'u1', 'Practice', now(), now())`, tailCal)
+	e2eExec(t, conn, `INSERT INTO events (event_calendar_id, ics_uid, title, start_time, end_time) VALUES ($1, 'u1', 'Practice', now(), now())`, tailCal)
 	waitUntil(t, "event:created", func() bool { return strings.Contains(stdout.String(), `"event:created"`) })
 	cancel()
 	if c := <-code; c != 0 {
@@ -212,7 +185,7 @@ func startTail(t *testing.T, url string) *tailProc {
 	p.cmd = exec.Command(binary(t), "tail")
 	p.cmd.Env = append(os.Environ(),
 		"DATABASE_URL="+url,
-		"TAIL_SLOT_NAME="+tailSlot(url),
+		"TAIL_SLOT_NAME="+e2eSlot("tail", url),
 		"TAIL_STATUS_INTERVAL=100ms",
 		"LOG_LEVEL=info",
 	)
@@ -250,7 +223,7 @@ func TestTailCrashRedelivers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and writes thousands of commits")
 	}
-	url, conn := tailDB(t)
+	url, conn := pgcluster.NewKoordiDatabase(t, cluster)
 	seedCalendar(t, conn)
 	var eventID string
 	if err := conn.QueryRow(context.Background(),
@@ -313,7 +286,7 @@ func TestTailCrashRedelivers(t *testing.T) {
 	}
 	var confirmed string
 	if err := conn.QueryRow(context.Background(),
-		`SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, tailSlot(url)).Scan(&confirmed); err != nil {
+		`SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, e2eSlot("tail", url)).Scan(&confirmed); err != nil {
 		t.Fatal(err)
 	}
 	var hi, lo uint64
@@ -400,7 +373,7 @@ func TestTailUserErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		conn := tailDial(t, url)
+		conn := pgcluster.Connect(t, url)
 		if err := ksql.Migrate(context.Background(), conn); err != nil {
 			t.Fatal(err)
 		}
@@ -410,7 +383,7 @@ func TestTailUserErrors(t *testing.T) {
 		return url
 	}
 	slotInUse := func() string {
-		url, _ := tailDB(t)
+		url, _ := pgcluster.NewKoordiDatabase(t, cluster)
 		var stdout, stderr syncBuffer
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan int, 1)
@@ -432,7 +405,7 @@ func TestTailUserErrors(t *testing.T) {
 		{"missing tables", func() string { return pgcluster.NewDatabase(t, cluster) }, "watched table missing"},
 		{"no setup", func() string {
 			url := pgcluster.NewDatabase(t, cluster)
-			if err := ksql.Migrate(context.Background(), tailDial(t, url)); err != nil {
+			if err := ksql.Migrate(context.Background(), pgcluster.Connect(t, url)); err != nil {
 				t.Fatal(err)
 			}
 			return url
