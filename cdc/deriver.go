@@ -8,15 +8,13 @@ import (
 	"github.com/koordi/koordi-realtime/schema"
 )
 
-// deriver is what the consumer needs of *derive.Deriver. The stream's own
-// tests substitute a recorder to observe decoded transactions directly.
+// deriver is what the consumer needs of *derive.Deriver; the stream's own
+// tests build a consumer around a recorder of decoded transactions instead
+// (see newConsumer).
 type deriver interface {
 	Bootstrap(ctx context.Context, q derive.Querier) error
-	Derive(tx *wal.Tx) []schema.Envelope
+	Derive(tx *wal.Tx) schema.Transaction
+	State() *derive.State
 }
 
 var _ deriver = (*derive.Deriver)(nil)
-
-// State is the live membership view of the derivation state, safe for
-// concurrent readers.
-func (c *Consumer) State() *derive.State { return c.rules.State() }

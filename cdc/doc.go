@@ -51,6 +51,13 @@
 // every StatusInterval, well below wal_sender_timeout/2, PostgreSQL has no
 // other reason to ask.)
 //
+// # Catching up
+//
+// [Consumer.CaughtUp] is closed once the first stream of the process has
+// handed off everything up to the server position it first reported: until
+// then the consumer decodes again what a previous process delivered (the
+// replay window) and any backlog. serve keeps sockets out until then.
+//
 // # Delivery semantics and offsets
 //
 // At-least-once: after a crash the stream resumes from the slot's confirmed
@@ -77,7 +84,9 @@
 //
 // Run owns two goroutines, both ended before it returns:
 //
-//   - the stream goroutine owns both connections, the decoder and its
+//   - the stream goroutine (supervise.go: sessions and reconnects;
+//     receive.go: the receive and status loop; slot.go: the slot's
+//     lifecycle; conn.go: connections) owns both connections, the decoder and its
 //     relation cache (columns by name, updated by every Relation message,
 //     so columns added or dropped while streaming are followed), and sends
 //     status updates — also while waiting for the delivery goroutine;

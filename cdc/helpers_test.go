@@ -51,15 +51,15 @@ func newRecorder() *recorder { return &recorder{ch: make(chan *wal.Tx, 10000)} }
 
 func (r *recorder) Bootstrap(context.Context, derive.Querier) error { return nil }
 
-func (r *recorder) Derive(tx *wal.Tx) []schema.Envelope {
+func (r *recorder) Derive(tx *wal.Tx) schema.Transaction {
 	r.mu.Lock()
 	r.txs = append(r.txs, tx)
 	r.mu.Unlock()
 	r.ch <- tx
-	out := make([]schema.Envelope, len(tx.Changes))
+	out := schema.Transaction{CommitLSN: tx.CommitLSN, CommitTime: tx.CommitTime, Xid: tx.Xid, Events: make([]schema.Envelope, len(tx.Changes))}
 	for i, c := range tx.Changes {
-		out[i] = schema.Envelope{
-			Offset: schema.Offset{LSN: tx.CommitLSN, Index: uint16(i)},
+		out.Events[i] = schema.Envelope{
+			Offset: schema.Offset{LSN: tx.CommitLSN, Index: uint32(i)},
 			Room:   "test",
 			Event:  c.Op.String() + " " + c.Table,
 			Data:   json.RawMessage(`{}`),
@@ -67,6 +67,9 @@ func (r *recorder) Derive(tx *wal.Tx) []schema.Envelope {
 	}
 	return out
 }
+
+// State: a recorder keeps no state.
+func (r *recorder) State() *derive.State { return nil }
 
 // waitTx returns the next recorded transaction for which match is true.
 func (r *recorder) waitTx(t *testing.T, match func(*wal.Tx) bool) *wal.Tx {
@@ -117,7 +120,8 @@ func (r *running) stop() error {
 	return r.wait()
 }
 
-// start runs a consumer with d as deriver until the test ends or stop.
+// start runs a consumer with d as deriver (nil: the derivation rules) until
+// the test ends or stop.
 func start(t *testing.T, cfg Config, d deriver, sink Sink) *running {
 	t.Helper()
 	if cfg.SlotName == "" {
@@ -126,13 +130,13 @@ func start(t *testing.T, cfg Config, d deriver, sink Sink) *running {
 	if cfg.StatusInterval == 0 {
 		cfg.StatusInterval = 50 * time.Millisecond
 	}
-	c, err := New(cfg)
-	if err != nil {
+	if err := cfg.fill(); err != nil {
 		t.Fatal(err)
 	}
-	if d != nil {
-		c.deriver = d
+	if d == nil {
+		d = derive.New(derive.Config{Logger: cfg.Logger, Registerer: cfg.Registerer})
 	}
+	c := newConsumer(cfg, d)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{c: c, cancel: cancel, result: make(chan error, 1)}
 	go func() { r.result <- c.Run(ctx, sink) }()
@@ -224,4 +228,20 @@ func slotFor(url string) string {
 	db := url[strings.LastIndex(url, "/")+1:]
 	db, _, _ = strings.Cut(db, "?")
 	return "slot_" + db
+}
+
+// requireToasted fails the test unless the events table's TOAST relation
+// holds data: a value stored out of line is what makes pgoutput send an
+// unchanged column as "unchanged TOAST" instead of its value, so a test of
+// that path must see it is exercised.
+func requireToasted(t *testing.T, conn *pgx.Conn) {
+	t.Helper()
+	var size int64
+	if err := conn.QueryRow(context.Background(),
+		`SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE oid = 'events'::regclass`).Scan(&size); err != nil {
+		t.Fatal(err)
+	}
+	if size == 0 {
+		t.Fatal("nothing of events is stored out of line; the test does not exercise unchanged TOAST values")
+	}
 }

@@ -226,6 +226,8 @@ type testServer struct {
 	g   *Gateway
 	ms  *staticMemberships
 	url string
+
+	mu  sync.Mutex
 	lsn uint64
 }
 
@@ -237,6 +239,9 @@ func startServer(t *testing.T, cfg Config) *testServer {
 	}
 	if cfg.JWTSecret == nil {
 		cfg.JWTSecret = testSecret
+	}
+	if cfg.ReplayWindow == 0 {
+		cfg.ReplayWindow = testReplayWindow
 	}
 	g, err := New(cfg)
 	if err != nil {
@@ -264,13 +269,30 @@ func (s *testServer) token(t *testing.T, user string, ttl time.Duration) string 
 // publish commits one transaction of events (room, event name, payload n).
 func (s *testServer) publish(t *testing.T, evs ...schema.Envelope) []string {
 	t.Helper()
+	return s.publishTx(t, evs, nil)
+}
+
+// move commits a transaction that only moves sockets, as derivation attaches
+// to a membership change (the events themselves do not matter here).
+func (s *testServer) move(t *testing.T, moves ...schema.Move) {
+	t.Helper()
+	s.publishTx(t, nil, moves)
+}
+
+// publishTx commits one transaction at the next position; it may be called
+// from a membership hook on the gateway's connect path.
+func (s *testServer) publishTx(t *testing.T, evs []schema.Envelope, moves []schema.Move) []string {
+	t.Helper()
+	s.mu.Lock()
 	s.lsn += 0x100
+	lsn := s.lsn
+	s.mu.Unlock()
 	var offs []string
 	for i := range evs {
-		evs[i].Offset = schema.Offset{LSN: s.lsn, Index: uint16(i)}
+		evs[i].Offset = schema.Offset{LSN: lsn, Index: uint32(i)}
 		offs = append(offs, evs[i].Offset.String())
 	}
-	if err := s.g.Publish(context.Background(), schema.Transaction{CommitLSN: s.lsn, CommitTime: time.Now(), Events: evs}); err != nil {
+	if err := s.g.Publish(context.Background(), schema.Transaction{CommitLSN: lsn, CommitTime: time.Now(), Events: evs, Moves: moves}); err != nil {
 		t.Fatal(err)
 	}
 	return offs
@@ -456,8 +478,8 @@ func TestClientRooms(t *testing.T) {
 	m = marker()
 	expectEvent(t, d, "bob", "marker", `1`, m[1])
 
-	// The serve wiring's API: JoinUser reaches every live socket of a user.
-	s.g.JoinUser(alice, schema.CalendarRoom(calB))
+	// A transaction's join move reaches every live socket of a user.
+	s.move(t, schema.Move{Op: schema.MoveJoin, User: alice, Room: schema.CalendarRoom(calB)})
 	offB := s.publish(t, schema.Envelope{Room: schema.CalendarRoom(calB), Event: schema.CalendarSynced, Data: json.RawMessage(`{}`)})
 	expectEvent(t, d, "alice", schema.EventUpdated, `{"n":3}`, off3[0])
 	expectEvent(t, d, "alice", "marker", `1`, m[0])

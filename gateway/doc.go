@@ -14,11 +14,15 @@
 // "leave:calendar" with a calendar id and an optional ack; refusals answer the
 // ack, or else an "error" event {error_code, message} with one of the codes
 // [CodeInvalidCalendarID], [CodeForbidden], [CodeRateLimited],
-// [CodeUnknownEvent], [CodeInternal]. The serve wiring changes rooms from the
-// replication stream with [Gateway.JoinUser], [Gateway.LeaveUser] and
-// [Gateway.CloseRoom]; a socket whose connect is still querying memberships
-// receives those changes too, applied after its query, so no change is lost
-// between the query and the join.
+// [CodeUnknownEvent], [CodeInternal].
+//
+// Rooms change with the data: each published [schema.Transaction] carries
+// the room moves its events imply ([schema.Move]: a user's sockets join or
+// leave a calendar room, a deleted calendar's room closes), and Publish
+// applies each at its place among the events, under the lock that orders
+// publication. A socket whose connect is still querying memberships receives
+// those moves too, applied after its query, so no change is lost between the
+// query and the join.
 //
 // A socket is closed at the transport level when its token expires: the
 // client reconnects with the expired token and is refused cleanly.
@@ -74,9 +78,25 @@
 //
 // # Concurrency and lock order
 //
-// Gateway methods are safe for concurrent use. Locks, always taken in this
-// order: Gateway.pubMu (serialises Publish, Reset and a socket's
-// join-and-replay step) → index.mu (rooms, users, socket room sets; RWMutex:
-// Publish reads) → window.mu (replay window). No lock is held while calling
-// [Memberships]; Send never blocks, so holding index.mu while sending is safe.
+// Gateway methods are safe for concurrent use. This is the one lock order
+// across the gateway and its protocol layer, outermost first; a lock is only
+// taken while holding locks above it, never below:
+//
+//  1. engineio Conn.readMu: held by the protocol layer around every Handler
+//     call of one connection, so Connect, Connected, Event and Disconnected
+//     run under it, in order; the gateway never takes it (and Publish never
+//     runs under it).
+//  2. Gateway.pubMu: serialises Publish (events and moves), Reset, and a
+//     socket's join-and-replay step (Connected), so a replay and the live
+//     events after it neither overlap nor leave a gap.
+//  3. index.mu (RWMutex): rooms, users, each socket's rooms and pending
+//     moves. Publish reads it while fanning out; moves and connects write.
+//  4. window.mu: the replay window. Frames are copied out under it and sent
+//     after it is released, so no socket is written to while it is held.
+//  5. The protocol layer's leaf locks — socketio client.mu, engineio Conn.mu,
+//     Conn.closeMu, the poller's — taken by Send, Emit and Disconnect. Send
+//     never blocks, so sending under index.mu is safe.
+//
+// No lock of the gateway is held while calling [Memberships]: a connect's
+// query runs under readMu only, and join:calendar's check under none.
 package gateway

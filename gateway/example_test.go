@@ -4,26 +4,42 @@ import (
 	"context"
 	"log"
 	"net/http"
-	"os"
+	"slices"
+	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/koordi/koordi-realtime/gateway"
 	"github.com/koordi/koordi-realtime/schema"
 )
 
-// The gateway standalone: memberships from Koordi's database, the Socket.IO
-// endpoint on /socket.io/, events published in commit order.
+// mapMemberships answers membership questions from a map of user id →
+// accepted calendar ids. serve answers them from the state cdc keeps current
+// from the replication stream; a standalone embedder could query Koordi's
+// event_calendar_memberships table instead.
+type mapMemberships map[string][]string
+
+func (m mapMemberships) AcceptedCalendars(_ context.Context, user string) ([]string, error) {
+	return m[user], nil
+}
+
+func (m mapMemberships) IsAcceptedMember(_ context.Context, user, cal string) (bool, error) {
+	return slices.Contains(m[user], cal), nil
+}
+
+// The gateway standalone: the Socket.IO endpoint on /socket.io/, and
+// transactions published in commit order, their room moves with them.
 func Example() {
+	const (
+		alex   = "6f1c2b7e-3a4d-4e5f-8a9b-0c1d2e3f4a5b"
+		soccer = "0b9a8c7d-6e5f-4a3b-8c2d-1e0f9a8b7c6d"
+	)
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
-	if err != nil {
-		log.Fatal(err)
-	}
 	g, err := gateway.New(gateway.Config{
-		JWTSecret:      []byte(os.Getenv("JWT_SECRET")),
-		Memberships:    gateway.PGMemberships{Pool: pool},
+		JWTSecret:      []byte("a-secret-of-at-least-32-bytes-0123456789"),
+		Memberships:    mapMemberships{},
+		ReplayWindow:   2 * time.Minute,
+		RateLimit:      100,
 		AllowedOrigins: []string{"http://localhost:5173"},
 		Registerer:     prometheus.NewRegistry(),
 	})
@@ -34,15 +50,21 @@ func Example() {
 	mux.Handle("/socket.io/", g.Handler())
 	go func() { _ = http.ListenAndServe("127.0.0.1:3000", mux) }()
 
-	// From the replication stream, one committed transaction at a time:
+	// From the replication stream, one committed transaction at a time: Alex
+	// becomes a member of Soccer, so her sockets join its room just before
+	// member:added, which they receive.
+	const lsn = 0x169A3F8
+	room := schema.CalendarRoom(soccer)
 	_ = g.Publish(ctx, schema.Transaction{
-		CommitLSN: 0x169A3F8,
+		CommitLSN:  lsn,
+		CommitTime: time.Now(),
 		Events: []schema.Envelope{{
-			Offset: schema.Offset{LSN: 0x169A3F8},
-			Room:   schema.CalendarRoom("6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b"),
-			Event:  schema.CalendarSynced,
-			Data:   []byte(`{"calendar_id":"6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b"}`),
+			Offset: schema.Offset{LSN: lsn},
+			Room:   room,
+			Event:  schema.MemberAdded,
+			Data:   []byte(`{"calendar_id":"` + soccer + `","user_id":"` + alex + `","user_email":"alex@example.com","user_name":"Alex"}`),
 		}},
+		Moves: []schema.Move{{At: 0, Op: schema.MoveJoin, User: alex, Room: room}},
 	})
 	_ = g.Shutdown(ctx)
 }

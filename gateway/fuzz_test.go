@@ -30,7 +30,7 @@ func FuzzDecodePID(f *testing.F) {
 // FuzzParseAuth: the CONNECT auth object is arbitrary client JSON.
 // Seeds in testdata/fuzz/FuzzParseAuth.
 func FuzzParseAuth(f *testing.F) {
-	f.Add([]byte(`{"token":"a.b.c","pid":"x","offset":"0000000000000001-0000"}`))
+	f.Add([]byte(`{"token":"a.b.c","pid":"x","offset":"0000000000000001-00000000"}`))
 	f.Add([]byte(`null`))
 	f.Add([]byte(`{"token":42}`))
 	f.Add([]byte(`[1,2]`))

@@ -44,7 +44,9 @@ type Config struct {
 	MembershipTimeout time.Duration
 
 	// ReplayWindow is how long published events stay available to
-	// reconnecting clients. Default 2m; negative disables replay.
+	// reconnecting clients. 0 (or negative) turns replay off, as it makes
+	// cdc confirm every transaction on hand-off: one meaning for both sides.
+	// serve's REPLAY_WINDOW defaults to 2m.
 	ReplayWindow time.Duration
 	// ReplayMaxEvents bounds the window's length. Default 100,000.
 	ReplayMaxEvents int
@@ -52,8 +54,8 @@ type Config struct {
 	ReplayMaxBytes int
 
 	// RateLimit is the number of client events a socket may emit per minute
-	// (a token bucket of that size refilled over a minute). Default 100;
-	// negative disables the limit.
+	// (a token bucket of that size refilled over a minute); 0 (or negative)
+	// sets no limit. serve's RATE_LIMIT defaults to 100.
 	RateLimit int
 	// AbuseLimit is how many refused events within a minute disconnect the
 	// socket (a server DISCONNECT, which stops the client's reconnection).
@@ -83,17 +85,11 @@ func (c *Config) setDefaults() {
 	if c.MembershipTimeout <= 0 {
 		c.MembershipTimeout = 5 * time.Second
 	}
-	if c.ReplayWindow == 0 {
-		c.ReplayWindow = 2 * time.Minute
-	}
 	if c.ReplayMaxEvents <= 0 {
 		c.ReplayMaxEvents = 100_000
 	}
 	if c.ReplayMaxBytes <= 0 {
 		c.ReplayMaxBytes = 64 << 20
-	}
-	if c.RateLimit == 0 {
-		c.RateLimit = 100
 	}
 	if c.AbuseLimit <= 0 {
 		c.AbuseLimit = max(c.RateLimit, 1)
@@ -128,14 +124,10 @@ type Gateway struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	pubMu sync.Mutex // see the lock order in doc.go
-	// timedLSN is the newest transaction the latency histogram has a
-	// sample of (under pubMu): a transaction published in several runs
-	// (split at room changes) counts once, at its first run.
-	timedLSN uint64
-	idx      *index
-	window   *window
-	closed   atomic.Bool
+	pubMu  sync.Mutex // see the lock order in doc.go
+	idx    *index
+	window *window
+	closed atomic.Bool
 }
 
 // New validates cfg and builds a Gateway.
@@ -171,7 +163,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	_, _ = rand.Read(g.instance[:])
 	maxEvents, maxBytes := cfg.ReplayMaxEvents, cfg.ReplayMaxBytes
-	if cfg.ReplayWindow < 0 {
+	if cfg.ReplayWindow <= 0 {
 		maxEvents, maxBytes = 0, 0
 	}
 	g.window = newWindow(cfg.ReplayWindow, maxEvents, maxBytes)
@@ -200,10 +192,17 @@ func (g *Gateway) Handler() http.Handler { return g.server }
 // without it they can recover from the first published event on.
 func (g *Gateway) ResumeAfter(off schema.Offset) { g.window.resumeAfter(off) }
 
-// Publish delivers a committed transaction: each event is recorded in the
-// replay window, encoded once, and queued to every socket of its room.
-// Events whose offset is not after the newest published one are dropped as
-// duplicates. Calls are serialised; Publish never blocks on a socket.
+// Publish delivers a committed transaction: its room moves are applied and
+// its events published in the transaction's order (each move before the
+// event at its position), so a member added receives member:added and
+// every later event of the calendar, a member removed nothing after the
+// removal, and a deleted calendar's room closes after calendar:deleted.
+// Each event is recorded in the replay window, encoded once, and queued to
+// every socket of its room. Events whose offset is not after the newest
+// published one are dropped as duplicates (the stream re-sends what it had
+// already handed over after a replication reconnect), and so are the moves
+// of such a transaction, which were applied the first time. Calls are
+// serialised; Publish never blocks on a socket.
 func (g *Gateway) Publish(ctx context.Context, tx schema.Transaction) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -211,8 +210,20 @@ func (g *Gateway) Publish(ctx context.Context, tx schema.Transaction) error {
 	g.pubMu.Lock()
 	defer g.pubMu.Unlock()
 	now := g.cfg.Now()
+	first := schema.Offset{LSN: tx.CommitLSN}
+	if len(tx.Events) > 0 {
+		first = tx.Events[0].Offset
+	}
+	moves := tx.Moves
+	if !g.window.accepts(first) {
+		moves = nil
+	}
 	fresh := 0
 	for i := range tx.Events {
+		for len(moves) > 0 && moves[0].At <= i {
+			g.applyMove(&moves[0])
+			moves = moves[1:]
+		}
 		ev := &tx.Events[i]
 		if !g.window.accepts(ev.Offset) {
 			g.metrics.droppedDup.Inc()
@@ -230,13 +241,30 @@ func (g *Gateway) Publish(ctx context.Context, tx schema.Transaction) error {
 		g.idx.mu.RUnlock()
 		g.metrics.messagesSent.Add(float64(sent))
 	}
+	for i := range moves {
+		g.applyMove(&moves[i])
+	}
 	g.window.evict(now)
-	if fresh > 0 && tx.CommitTime.After(g.started) && tx.CommitLSN != g.timedLSN {
-		g.timedLSN = tx.CommitLSN
+	if fresh > 0 && tx.CommitTime.After(g.started) {
 		// Read again: the histogram promises "queued to every member socket".
 		g.metrics.latency.Observe(g.cfg.Now().Sub(tx.CommitTime).Seconds())
 	}
 	return nil
+}
+
+// applyMove changes room membership as a transaction's move says, for every
+// socket, connecting ones included (see index.join). The caller holds pubMu.
+func (g *Gateway) applyMove(m *schema.Move) {
+	g.idx.mu.Lock()
+	defer g.idx.mu.Unlock()
+	switch m.Op {
+	case schema.MoveJoin:
+		g.idx.forUser(m.User, func(c *client) { g.idx.join(c, m.Room) })
+	case schema.MoveLeave:
+		g.idx.forUser(m.User, func(c *client) { g.idx.leave(c, m.Room) })
+	case schema.MoveClose:
+		g.idx.closeRoom(m.Room)
+	}
 }
 
 // fanOut queues f to every member of room r and returns how many took it.
@@ -275,29 +303,6 @@ func encodeEnvelope(ev *schema.Envelope) socketio.Frame {
 	off = ev.Offset.AppendText(off)
 	off = append(off, '"')
 	return socketio.EncodeEvent(Namespace, ev.Event, data, off)
-}
-
-// JoinUser makes every socket of userID join room, including sockets still
-// connecting. Events published after it returns reach them.
-func (g *Gateway) JoinUser(userID, room string) {
-	g.idx.mu.Lock()
-	defer g.idx.mu.Unlock()
-	g.idx.forUser(userID, func(c *client) { g.idx.join(c, room) })
-}
-
-// LeaveUser makes every socket of userID leave room, including sockets still
-// connecting. No event published after it returns reaches them through room.
-func (g *Gateway) LeaveUser(userID, room string) {
-	g.idx.mu.Lock()
-	defer g.idx.mu.Unlock()
-	g.idx.forUser(userID, func(c *client) { g.idx.leave(c, room) })
-}
-
-// CloseRoom makes every socket leave room (a deleted calendar).
-func (g *Gateway) CloseRoom(room string) {
-	g.idx.mu.Lock()
-	defer g.idx.mu.Unlock()
-	g.idx.closeRoom(room)
 }
 
 // Reset tells every connected socket that changes may have been lost (the

@@ -5,9 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
-	"strings"
 
 	"github.com/koordi/koordi-realtime/schema"
 )
@@ -15,17 +13,22 @@ import (
 // A pid is the session token of Socket.IO connection state recovery. Ours is
 // self-contained, so a process that never saw the session can resume it:
 //
-//	base64url( version(1) | instance(8) | lsn(8) | index(2) | user uuid(16) | mac(16) )
+//	base64url( version(1) | instance(8) | lsn(8) | index(4) | user uuid(16) | mac(16) )
 //
 // mac is HMAC-SHA256 over the preceding bytes, truncated to 128 bits, keyed
-// with a key derived from the JWT secret. The client cannot forge a position
-// or another user's session; the pid reveals the user id and a position, no
-// more than the token the client already holds.
+// with a key derived from the JWT secret (or the recovery secret). The client
+// cannot forge a position or another user's session; the pid reveals the
+// user id and a position, no more than the token the client already holds.
+// Version 1, written before offsets had an 8-digit index, has a 2-byte index
+// and still verifies, so sessions survive an upgrade.
 const (
-	pidVersion = 1
-	pidBody    = 1 + 8 + 8 + 2 + 16
+	pidVersion = 2
+	pidBody    = 1 + 8 + 8 + 4 + 16
 	pidMAC     = 16
 	pidLen     = pidBody + pidMAC
+
+	pidV1Body = 1 + 8 + 8 + 2 + 16
+	pidV1Len  = pidV1Body + pidMAC
 )
 
 var errBadPID = errors.New("invalid pid")
@@ -49,8 +52,11 @@ func encodePID(key []byte, p pid) string {
 	b[0] = pidVersion
 	copy(b[1:9], p.instance[:])
 	binary.BigEndian.PutUint64(b[9:17], p.start.LSN)
-	binary.BigEndian.PutUint16(b[17:19], p.start.Index)
-	putUUID(b[19:35], p.userID)
+	binary.BigEndian.PutUint32(b[17:21], p.start.Index)
+	// User ids come from verified tokens; one that is not a uuid signs as
+	// zeros and never matches its user again, so it cannot recover.
+	user, _ := schema.ParseUUID(p.userID)
+	copy(b[21:37], user[:])
 	m := hmac.New(sha256.New, key)
 	m.Write(b[:pidBody])
 	copy(b[pidBody:], m.Sum(nil))
@@ -58,34 +64,35 @@ func encodePID(key []byte, p pid) string {
 }
 
 func decodePID(key []byte, s string) (pid, error) {
-	if base64.RawURLEncoding.DecodedLen(len(s)) != pidLen {
+	n := base64.RawURLEncoding.DecodedLen(len(s))
+	if n != pidLen && n != pidV1Len {
 		return pid{}, errBadPID
 	}
-	var b [pidLen]byte
-	if n, err := base64.RawURLEncoding.Decode(b[:], []byte(s)); err != nil || n != pidLen {
+	var buf [pidLen]byte
+	b := buf[:n]
+	if got, err := base64.RawURLEncoding.Decode(b, []byte(s)); err != nil || got != n {
 		return pid{}, errBadPID
 	}
+	body := n - pidMAC
 	m := hmac.New(sha256.New, key)
-	m.Write(b[:pidBody])
-	if !hmac.Equal(m.Sum(nil)[:pidMAC], b[pidBody:]) || b[0] != pidVersion {
+	m.Write(b[:body])
+	if !hmac.Equal(m.Sum(nil)[:pidMAC], b[body:]) {
 		return pid{}, errBadPID
 	}
 	var p pid
 	copy(p.instance[:], b[1:9])
 	p.start.LSN = binary.BigEndian.Uint64(b[9:17])
-	p.start.Index = binary.BigEndian.Uint16(b[17:19])
-	p.userID = formatUUID(b[19:35])
+	var user schema.UUID
+	switch {
+	case b[0] == pidVersion && n == pidLen:
+		p.start.Index = binary.BigEndian.Uint32(b[17:21])
+		copy(user[:], b[21:37])
+	case b[0] == 1 && n == pidV1Len:
+		p.start.Index = uint32(binary.BigEndian.Uint16(b[17:19]))
+		copy(user[:], b[19:35])
+	default:
+		return pid{}, errBadPID
+	}
+	p.userID = user.String()
 	return p, nil
-}
-
-// putUUID writes the 16 bytes of a canonical uuid string (validated by the
-// caller: user ids come from verified tokens).
-func putUUID(dst []byte, s string) {
-	h := strings.ReplaceAll(s, "-", "")
-	_, _ = hex.Decode(dst, []byte(h))
-}
-
-func formatUUID(b []byte) string {
-	h := hex.EncodeToString(b)
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }

@@ -58,16 +58,16 @@ func startHookServer(t *testing.T, cfg Config, ms *hookMemberships) *testServer 
 	return s
 }
 
-// TestRoomChangesDuringConnect: JoinUser and LeaveUser calls that land while
-// a socket's membership query runs are applied after the query's result.
+// TestRoomChangesDuringConnect: join and leave moves published while a
+// socket's membership query runs are applied after the query's result.
 func TestRoomChangesDuringConnect(t *testing.T) {
 	ms := &hookMemberships{}
 	user, kept, removed, added := uuid(0x91), uuid(0x92), uuid(0x93), uuid(0x94)
 	ms.set(user, kept, removed)
 	s := startHookServer(t, Config{}, ms)
 	ms.hook(func() {
-		s.g.LeaveUser(user, schema.CalendarRoom(removed))
-		s.g.JoinUser(user, schema.CalendarRoom(added))
+		s.move(t, schema.Move{Op: schema.MoveLeave, User: user, Room: schema.CalendarRoom(removed)},
+			schema.Move{Op: schema.MoveJoin, User: user, Room: schema.CalendarRoom(added)})
 	}, nil)
 	c := dialRaw(t, s.url, map[string]any{"token": s.token(t, user, time.Hour)})
 	c.connected()
@@ -93,7 +93,7 @@ func TestJoinRacesRemoval(t *testing.T) {
 		if !removedOnce {
 			removedOnce = true
 			// The stream removes the membership while the check runs.
-			s.g.LeaveUser(user, schema.CalendarRoom(cal))
+			s.move(t, schema.Move{Op: schema.MoveLeave, User: user, Room: schema.CalendarRoom(cal)})
 			return true
 		}
 		return false
@@ -119,7 +119,7 @@ func TestJoinKeepsRacingRemovals(t *testing.T) {
 	checks := 0
 	ms.hook(nil, func() bool {
 		checks++
-		s.g.LeaveUser(user, schema.CalendarRoom(other)) // a removal lands each time
+		s.move(t, schema.Move{Op: schema.MoveLeave, User: user, Room: schema.CalendarRoom(other)}) // a removal lands each time
 		return true
 	})
 	c := dialRaw(t, s.url, map[string]any{"token": s.token(t, user, time.Hour)})
@@ -165,16 +165,20 @@ func TestRateLimitRaw(t *testing.T) {
 
 // TestRateLimitOff: a negative RateLimit lets every event through.
 func TestRateLimitOff(t *testing.T) {
-	s := startServer(t, Config{RateLimit: -1, AbuseLimit: 2})
-	c := dialRaw(t, s.url, map[string]any{"token": s.token(t, uuid(0xB2), time.Hour)})
-	c.connected()
-	for i := range 150 {
-		if err := c.ws.Write(context.Background(), 1, []byte(`42["ping:me"]`)); err != nil {
-			t.Fatal(err)
-		}
-		m, err := c.read()
-		if err != nil || !strings.HasPrefix(m, `42["error",{"error_code":"UNKNOWN_EVENT"`) {
-			t.Fatalf("event %d: %q, %v", i, m, err)
+	// 0 is what RATE_LIMIT=0 passes through unchanged: no limit, as a
+	// negative value.
+	for _, limit := range []int{0, -1} {
+		s := startServer(t, Config{RateLimit: limit, AbuseLimit: 2})
+		c := dialRaw(t, s.url, map[string]any{"token": s.token(t, uuid(0xB2), time.Hour)})
+		c.connected()
+		for i := range 150 {
+			if err := c.ws.Write(context.Background(), 1, []byte(`42["ping:me"]`)); err != nil {
+				t.Fatal(err)
+			}
+			m, err := c.read()
+			if err != nil || !strings.HasPrefix(m, `42["error",{"error_code":"UNKNOWN_EVENT"`) {
+				t.Fatalf("limit %d, event %d: %q, %v", limit, i, m, err)
+			}
 		}
 	}
 }

@@ -132,7 +132,7 @@ func TestRecoveryAcrossReset(t *testing.T) {
 	if fresh == p {
 		t.Fatal("recovered across a sync:reset gap")
 	}
-	if m, err := c.read(); err != nil || m != `42["sync:reset",{"reason":"replay_unavailable"},"0000000000000100-0001"]` {
+	if m, err := c.read(); err != nil || m != `42["sync:reset",{"reason":"replay_unavailable"},"0000000000000100-00000001"]` {
 		t.Fatalf("after connect: %q, %v", m, err)
 	}
 	_ = c.ws.CloseNow()
@@ -140,7 +140,7 @@ func TestRecoveryAcrossReset(t *testing.T) {
 
 	// The offset sync:reset carried is a position after the gap: a client
 	// that comes back with it recovers and is not told again.
-	c = dialRaw(t, s.url, map[string]any{"token": tok, "pid": fresh, "offset": "0000000000000100-0001"})
+	c = dialRaw(t, s.url, map[string]any{"token": tok, "pid": fresh, "offset": "0000000000000100-00000001"})
 	if got := c.connected(); got != fresh {
 		t.Fatal("a client that was told of the gap did not recover from the reset's offset")
 	}

@@ -136,18 +136,10 @@ func (w *window) reset() {
 	clear(w.buf)
 	w.buf, w.head, w.bytes = w.buf[:0], 0, 0
 	w.evictFloor = w.newest
-	if floor := justAfter(w.newest); !w.resetKnown || floor.Compare(w.resetFloor) > 0 {
+	if floor := w.newest.Next(); !w.resetKnown || floor.Compare(w.resetFloor) > 0 {
 		w.resetFloor = floor
 	}
 	w.resetKnown = true
-}
-
-// justAfter is the smallest offset after off.
-func justAfter(off schema.Offset) schema.Offset {
-	if off.Index == ^uint16(0) {
-		return schema.Offset{LSN: off.LSN + 1}
-	}
-	return schema.Offset{LSN: off.LSN, Index: off.Index + 1}
 }
 
 // position is where a session that starts now begins: the newest published
@@ -179,18 +171,24 @@ func (w *window) beforeReset(pos schema.Offset) bool {
 	return w.resetKnown && pos.Compare(w.resetFloor) < 0
 }
 
-// after calls fn for every retained entry after pos, in order, until fn
-// returns false.
-func (w *window) after(pos schema.Offset, fn func(*entry) bool) {
+// framesAfter returns the frames of the retained entries after pos for
+// which keep is true, in order, stopping after max of them (max <= 0: no
+// limit). It copies them out, so the caller sends with the window unlocked.
+func (w *window) framesAfter(pos schema.Offset, max int, keep func(*entry) bool) []socketio.Frame {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	live := w.buf[w.head:]
 	i := sort.Search(len(live), func(i int) bool { return live[i].off.Compare(pos) > 0 })
+	var out []socketio.Frame
 	for j := i; j < len(live); j++ {
-		if !fn(&live[j]) {
-			return
+		if keep(&live[j]) {
+			out = append(out, live[j].frame)
+			if max > 0 && len(out) >= max {
+				break
+			}
 		}
 	}
+	return out
 }
 
 // stats reports the retained events and bytes, for metrics.

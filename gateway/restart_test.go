@@ -20,7 +20,7 @@ func TestClientRecoveryAcrossRestart(t *testing.T) {
 	ms := &staticMemberships{}
 	ms.set(user, cal)
 	newGateway := func() *Gateway {
-		g, err := New(Config{JWTSecret: testSecret, Memberships: ms})
+		g, err := New(Config{JWTSecret: testSecret, Memberships: ms, ReplayWindow: testReplayWindow})
 		if err != nil {
 			t.Fatal(err)
 		}

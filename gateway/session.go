@@ -181,24 +181,27 @@ func (h *handler) Connected(s *socketio.Socket) {
 		// A sync:reset came between Connect and now.
 		c.notify = true
 	}
-	if g.idx.activate(c, c.calendars) {
-		if c.recovered && !c.notify && g.replayLen(c) > g.maxReplay {
+	// Every socket, fresh or recovered, gets what was published after its
+	// start position and before it went live here: for a fresh socket that
+	// is what committed between its CONNECT and now, which no live fan-out
+	// reached it with (it was not in its rooms yet).
+	if g.idx.activate(c, c.calendars) && !c.notify && (c.recovered || g.window.covers(c.start, true)) {
+		// One pass, copied out of the window so nothing is sent under its
+		// lock; one frame past the limit tells a replay too long for the
+		// socket's queue.
+		frames := g.window.framesAfter(c.start, g.maxReplay+1, func(e *entry) bool { return c.rooms.has(e.room) })
+		if len(frames) > g.maxReplay {
 			g.log.Info("replay too long for the socket's queue: client told to refetch", "user", c.userID, "limit", g.maxReplay)
 			c.notify = true
+		} else {
+			for _, f := range frames {
+				if !c.conn.Send(f) {
+					g.notQueued(c)
+					break
+				}
+				replayed++
+			}
 		}
-	}
-	if c.live && !c.notify {
-		g.window.after(c.start, func(e *entry) bool {
-			if !c.rooms.has(e.room) {
-				return true
-			}
-			if !c.conn.Send(e.frame) {
-				g.notQueued(c)
-				return false
-			}
-			replayed++
-			return true
-		})
 	}
 	if c.notify {
 		// Under pubMu, so no live event slips between: the offset it carries
@@ -207,21 +210,10 @@ func (h *handler) Connected(s *socketio.Socket) {
 	}
 	g.idx.mu.Unlock()
 	g.pubMu.Unlock()
-	g.metrics.replayed.Add(float64(replayed))
+	if c.recovered {
+		g.metrics.replayed.Add(float64(replayed))
+	}
 	g.metrics.messagesSent.Add(float64(replayed))
-}
-
-// replayLen counts what a recovery of c would replay, stopping past the
-// limit. The caller holds pubMu, so the count stays true until the replay.
-func (g *Gateway) replayLen(c *client) int {
-	n := 0
-	g.window.after(c.start, func(e *entry) bool {
-		if c.rooms.has(e.room) {
-			n++
-		}
-		return n <= g.maxReplay
-	})
-	return n
 }
 
 // Event handles join:calendar and leave:calendar, after the rate limit.

@@ -91,6 +91,9 @@ func newTestGateway(t testing.TB, cfg Config) *Gateway {
 	if cfg.Memberships == nil {
 		cfg.Memberships = &staticMemberships{}
 	}
+	if cfg.ReplayWindow == 0 {
+		cfg.ReplayWindow = testReplayWindow
+	}
 	g, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -109,13 +112,16 @@ func attach(g *Gateway, user string, c conn, rooms ...string) *client {
 	return cl
 }
 
+// testReplayWindow is serve's default, which most tests run with.
+const testReplayWindow = 2 * time.Minute
+
 func uuid(n int) string { return fmt.Sprintf("00000000-0000-4000-8000-%012x", n) }
 
-func off(lsn uint64, i uint16) schema.Offset { return schema.Offset{LSN: lsn, Index: i} }
+func off(lsn uint64, i uint32) schema.Offset { return schema.Offset{LSN: lsn, Index: i} }
 
 func tx(lsn uint64, envs ...schema.Envelope) schema.Transaction {
 	for i := range envs {
-		envs[i].Offset = off(lsn, uint16(i))
+		envs[i].Offset = off(lsn, uint32(i))
 	}
 	return schema.Transaction{CommitLSN: lsn, Events: envs}
 }
@@ -151,7 +157,11 @@ func TestWindowBounds(t *testing.T) {
 			}
 			w.evict(tt.evictAt)
 			var kept []uint64
-			w.after(schema.Offset{}, func(e *entry) bool { kept = append(kept, e.off.LSN); return true })
+			for _, f := range w.framesAfter(schema.Offset{}, 0, func(e *entry) bool { kept = append(kept, e.off.LSN); return true }) {
+				if string(f) != string(fr) {
+					t.Fatalf("frame %q", f)
+				}
+			}
 			if len(kept) != tt.wantRetained {
 				t.Fatalf("retained %v, want %d", kept, tt.wantRetained)
 			}
@@ -182,7 +192,7 @@ func TestWindowCompacts(t *testing.T) {
 		t.Fatalf("buffer grew to %d entries for a window of 10", cap(w.buf))
 	}
 	var got []uint64
-	w.after(off(4995, 0), func(e *entry) bool { got = append(got, e.off.LSN); return true })
+	w.framesAfter(off(4995, 0), 0, func(e *entry) bool { got = append(got, e.off.LSN); return true })
 	if fmt.Sprint(got) != "[4996 4997 4998 4999 5000]" {
 		t.Fatalf("after 4995: %v", got)
 	}
@@ -329,13 +339,13 @@ func TestPublish(t *testing.T) {
 
 	a, b := alice.got(), bob.got()
 	wantA := []string{
-		`42["event:created",{"n":1},"0000000000000064-0000"]`,
-		`42["event:deleted",{"n":3},"00000000000000C8-0000"]`,
+		`42["event:created",{"n":1},"0000000000000064-00000000"]`,
+		`42["event:deleted",{"n":3},"00000000000000C8-00000000"]`,
 	}
 	if len(a) != 2 || string(a[0]) != wantA[0] || string(a[1]) != wantA[1] {
 		t.Fatalf("alice got %q, want %q", a, wantA)
 	}
-	if len(b) != 3 || string(b[1]) != `42["event:created",{"n":2},"0000000000000064-0001"]` {
+	if len(b) != 3 || string(b[1]) != `42["event:created",{"n":2},"0000000000000064-00000001"]` {
 		t.Fatalf("bob got %q", b)
 	}
 	// One encoding per event, shared by every recipient.
@@ -355,17 +365,18 @@ func TestPublish(t *testing.T) {
 		t.Fatalf("messages sent = %v", got)
 	}
 
-	// Leaving a room stops delivery at once; closing a room empties it.
-	g.LeaveUser(uuid(2), calA)
-	g.CloseRoom(calB)
-	must(g.Publish(ctx, tx(300, env(calA, "x", `1`), env(calB, "y", `2`))))
+	// A leave move stops delivery at once; a close empties the room.
+	t300 := tx(300, env(calA, "x", `1`), env(calB, "y", `2`))
+	t300.Moves = []schema.Move{{At: 0, Op: schema.MoveLeave, User: uuid(2), Room: calA}, {At: 0, Op: schema.MoveClose, Room: calB}}
+	must(g.Publish(ctx, t300))
 	if n := len(bob.got()); n != 3 {
 		t.Fatalf("bob got %d frames after leaving", n)
 	}
-	g.JoinUser(uuid(2), calB)
-	must(g.Publish(ctx, tx(400, env(calB, "z", `3`))))
+	t400 := tx(400, env(calB, "z", `3`))
+	t400.Moves = []schema.Move{{At: 0, Op: schema.MoveJoin, User: uuid(2), Room: calB}}
+	must(g.Publish(ctx, t400))
 	if b := bob.got(); len(b) != 4 || !bytes.Contains(b[3], []byte(`"z"`)) {
-		t.Fatalf("bob after JoinUser: %q", b)
+		t.Fatalf("bob after the join move: %q", b)
 	}
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
 # HELP koordi_gateway_rooms Rooms with at least one member socket.
@@ -373,6 +384,66 @@ func TestPublish(t *testing.T) {
 koordi_gateway_rooms 4
 `), "koordi_gateway_rooms"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPublishAppliesMovesInPlace: a transaction's moves apply at their place
+// among its events — a joined user gets member:added and what follows, a
+// removed one nothing after the leave but the user room's copy, a closed
+// room nothing after calendar:deleted — and a transaction sent again does not
+// move anyone a second time.
+func TestPublishAppliesMovesInPlace(t *testing.T) {
+	g := newTestGateway(t, Config{})
+	bobID, aliceID := uuid(2), uuid(1)
+	calA, calB := schema.CalendarRoom(uuid(0xA)), schema.CalendarRoom(uuid(0xB))
+	bob, alice := &memConn{}, &memConn{}
+	attach(g, bobID, bob, schema.UserRoom(bobID))
+	attach(g, aliceID, alice, schema.UserRoom(aliceID), calB)
+	ctx := context.Background()
+	t1 := tx(100,
+		env(calA, schema.MemberAdded, `0`),
+		env(calA, "a", `1`),
+		env(calA, schema.MemberRemoved, `2`),
+		env(schema.UserRoom(bobID), schema.MemberRemoved, `3`),
+		env(calA, "a", `4`),
+		env(calB, schema.CalendarDeleted, `5`),
+		env(calB, "b", `6`),
+	)
+	t1.Moves = []schema.Move{
+		{At: 0, Op: schema.MoveJoin, User: bobID, Room: calA},
+		{At: 2, Op: schema.MoveLeave, User: bobID, Room: calA},
+		{At: 6, Op: schema.MoveClose, Room: calB},
+	}
+	if err := g.Publish(ctx, t1); err != nil {
+		t.Fatal(err)
+	}
+	payloads := func(c *memConn) string {
+		var out []string
+		for _, f := range c.got() {
+			var args []json.RawMessage
+			_ = json.Unmarshal(f[2:], &args) // "42[event, payload, offset]"
+			out = append(out, string(args[1]))
+		}
+		return strings.Join(out, ",")
+	}
+	if got := payloads(bob); got != "0,1,3" {
+		t.Errorf("bob got %s, want 0,1,3", got)
+	}
+	if got := payloads(alice); got != "5" {
+		t.Errorf("alice got %s, want 5", got)
+	}
+	// Sent again after a replication reconnect: dropped, and so are its moves.
+	if err := g.Publish(ctx, t1); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Publish(ctx, tx(200, env(calA, "a", `7`), env(calB, "b", `8`))); err != nil {
+		t.Fatal(err)
+	}
+	if got := payloads(bob); got != "0,1,3" {
+		t.Errorf("bob after the duplicate: %s, want 0,1,3", got)
+	}
+	if got := payloads(alice); got != "5" {
+		t.Errorf("alice after the duplicate: %s, want 5", got)
 	}
 }
 
@@ -385,7 +456,7 @@ func TestReset(t *testing.T) {
 	}
 	g.Reset("slot_recreated")
 	got := c.got()
-	if len(got) != 2 || string(got[1]) != `42["sync:reset",{"reason":"slot_recreated"},"000000000000000A-0001"]` {
+	if len(got) != 2 || string(got[1]) != `42["sync:reset",{"reason":"slot_recreated"},"000000000000000A-00000001"]` {
 		t.Fatalf("got %q", got)
 	}
 	if g.window.covers(off(9, 0), true) || !g.window.beforeReset(off(9, 0)) {
@@ -529,15 +600,15 @@ func TestLatencyCountsOnlyLiveCommits(t *testing.T) {
 	if got := count(); got != 1 {
 		t.Fatalf("latency observations = %d, want 1 (the live commit only)", got)
 	}
-	// A transaction published in two runs (split at a room change) is one
-	// sample, not two partial ones.
-	publish(12, time.Now())
-	second := schema.Transaction{CommitLSN: 12, CommitTime: time.Now(), Events: []schema.Envelope{env(schema.UserRoom(uuid(1)), "e", `{}`)}}
-	second.Events[0].Offset = off(12, 1)
-	if err := g.Publish(context.Background(), second); err != nil {
+	// A transaction whose moves fall between its events is one sample,
+	// taken after all of it.
+	moved := tx(12, env(schema.UserRoom(uuid(1)), "e", `{}`), env(schema.CalendarRoom(uuid(2)), "e", `{}`))
+	moved.CommitTime = time.Now()
+	moved.Moves = []schema.Move{{At: 1, Op: schema.MoveJoin, User: uuid(1), Room: schema.CalendarRoom(uuid(2))}}
+	if err := g.Publish(context.Background(), moved); err != nil {
 		t.Fatal(err)
 	}
 	if got := count(); got != 2 {
-		t.Fatalf("latency observations = %d after a two-run transaction, want 2", got)
+		t.Fatalf("latency observations = %d after a transaction with moves, want 2", got)
 	}
 }

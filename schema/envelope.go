@@ -16,11 +16,6 @@ type Envelope struct {
 	Room   string          `json:"room"`
 	Event  string          `json:"event"`
 	Data   json.RawMessage `json:"data"`
-	// Explicit marks an event written with koordi_realtime.emit rather than
-	// derived from a row change. It is delivered as it is and never moves
-	// sockets between rooms, whatever its name: SQL may say member:added,
-	// but only a membership row makes a member.
-	Explicit bool `json:"-"`
 }
 
 // NewEnvelope marshals payload into an envelope. Payloads are the structs of
@@ -35,11 +30,20 @@ func NewEnvelope(off Offset, room, event string, payload any) (Envelope, error) 
 }
 
 // Transaction is the unit cdc hands to its consumer: the events derived from
-// one committed transaction, in order, with offsets CommitLSN-0000,
-// CommitLSN-0001, … Transactions that derive no event are not handed over;
-// the acknowledged position moves past them on its own.
+// one committed transaction, in order, with offsets CommitLSN-00000000,
+// CommitLSN-00000001, …, and the room moves those events imply, each in its
+// place in that order (see [Move]). Transactions that derive no event are not
+// handed over; the acknowledged position moves past them on its own.
+//
+// Its JSON form ([Transaction.MarshalJSON]) is how a transaction travels
+// between processes; see the package documentation.
 type Transaction struct {
 	CommitLSN  uint64
 	CommitTime time.Time
-	Events     []Envelope
+	// Xid is PostgreSQL's id of the transaction (32 bits, as logical
+	// decoding reports it), so a reader of a database snapshot can tell
+	// whether the snapshot already saw this transaction's changes.
+	Xid    uint32
+	Events []Envelope
+	Moves  []Move
 }

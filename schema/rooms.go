@@ -39,25 +39,3 @@ func ParseRoom(room string) (RoomKind, string, error) {
 	}
 	return 0, "", ErrBadRoom
 }
-
-// IsUUID reports whether s is a uuid in the canonical 8-4-4-4-12 hex form,
-// as PostgreSQL prints them (either case accepted).
-func IsUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < 36; i++ {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
-				return false
-			}
-		}
-	}
-	return true
-}

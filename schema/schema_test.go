@@ -20,9 +20,10 @@ func TestOffsetStringAndParse(t *testing.T) {
 		off  schema.Offset
 		want string
 	}{
-		{schema.Offset{LSN: 0x169A3F8, Index: 2}, "000000000169A3F8-0002"},
-		{schema.Offset{LSN: 0, Index: 1}, "0000000000000000-0001"},
-		{schema.Offset{LSN: ^uint64(0), Index: 0xFFFF}, "FFFFFFFFFFFFFFFF-FFFF"},
+		{schema.Offset{LSN: 0x169A3F8, Index: 2}, "000000000169A3F8-00000002"},
+		{schema.Offset{LSN: 0, Index: 1}, "0000000000000000-00000001"},
+		{schema.Offset{LSN: 0x169A3F8, Index: 70000}, "000000000169A3F8-00011170"},
+		{schema.Offset{LSN: ^uint64(0), Index: 0xFFFFFFFF}, "FFFFFFFFFFFFFFFF-FFFFFFFF"},
 	}
 	for _, tt := range tests {
 		if got := tt.off.String(); got != tt.want {
@@ -39,9 +40,22 @@ func TestOffsetStringAndParse(t *testing.T) {
 	}
 }
 
+// Offsets written before the index widened to 8 digits still parse: a client
+// may hold one across an upgrade.
+func TestParseLegacyOffset(t *testing.T) {
+	got, err := schema.ParseOffset("000000000169A3F8-0002")
+	if want := (schema.Offset{LSN: 0x169A3F8, Index: 2}); err != nil || got != want {
+		t.Fatalf("ParseOffset(legacy) = %+v, %v; want %+v", got, err, want)
+	}
+	if got.String() != "000000000169A3F8-00000002" {
+		t.Fatalf("legacy offset prints as %q", got.String())
+	}
+}
+
 func TestParseOffsetRejects(t *testing.T) {
 	for _, s := range []string{"", "0", "000000000169A3F8", "000000000169A3F8-002", "000000000169A3F8_0002",
-		"00000000016 A3F8-0002", "000000000169A3F8-000G", "+00000000169A3F8-0002", "000000000169A3F8-0002x"} {
+		"00000000016 A3F8-0002", "000000000169A3F8-000G", "+00000000169A3F8-0002", "000000000169A3F8-0002x",
+		"000000000169A3F8-0000000", "000000000169A3F8-000000002", "000000000169A3F8-+0000002", "000000000169A3F8-0000_002"} {
 		if _, err := schema.ParseOffset(s); err == nil {
 			t.Errorf("ParseOffset(%q) accepted", s)
 		}
@@ -51,7 +65,8 @@ func TestParseOffsetRejects(t *testing.T) {
 // Offsets are compared as strings by clients and as values by the server:
 // both orders must agree.
 func TestOffsetOrderMatchesStringOrder(t *testing.T) {
-	offs := []schema.Offset{{LSN: 1}, {LSN: 1, Index: 1}, {LSN: 0xF, Index: 0}, {LSN: 0x10}, {LSN: 0x10, Index: 0x10}, {LSN: 1 << 40}}
+	offs := []schema.Offset{{LSN: 1}, {LSN: 1, Index: 1}, {LSN: 0xF, Index: 0}, {LSN: 0x10}, {LSN: 0x10, Index: 0x10},
+		{LSN: 0x10, Index: 0x10000}, {LSN: 1 << 40}}
 	for i := range offs {
 		for j := range offs {
 			byValue := offs[i].Compare(offs[j])
@@ -64,7 +79,7 @@ func TestOffsetOrderMatchesStringOrder(t *testing.T) {
 }
 
 func FuzzParseOffset(f *testing.F) {
-	for _, s := range []string{"000000000169A3F8-0002", "", "FFFFFFFFFFFFFFFF-FFFF", "zz"} {
+	for _, s := range []string{"000000000169A3F8-00000002", "000000000169A3F8-0002", "", "FFFFFFFFFFFFFFFF-FFFFFFFF", "zz"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -72,8 +87,12 @@ func FuzzParseOffset(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if !strings.EqualFold(off.String(), s) {
+		printed := off.String()
+		if len(s) == len(printed) && !strings.EqualFold(printed, s) {
 			t.Fatalf("ParseOffset(%q) = %v, which prints differently", s, off)
+		}
+		if back, err := schema.ParseOffset(printed); err != nil || back != off {
+			t.Fatalf("%q does not parse back: %v, %v", printed, back, err)
 		}
 	})
 }
@@ -132,7 +151,7 @@ func TestPayloadFieldNames(t *testing.T) {
 	var got bytes.Buffer
 	var seen []string
 	for i, p := range payloads {
-		env, err := schema.NewEnvelope(schema.Offset{LSN: 0x169A3F8, Index: uint16(i)}, "calendar:c", p.event, p.payload)
+		env, err := schema.NewEnvelope(schema.Offset{LSN: 0x169A3F8, Index: uint32(i)}, "calendar:c", p.event, p.payload)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -97,7 +97,7 @@ func deriveCases() []deriveCase {
 
 		// ---- 4.2 memberships ----
 		{name: "member_insert_accepted", txs: [][]wal.Change{{ins(tM, memberRowOf(M4, C2, U3, "carol@example.com", "accepted"))}},
-			want: []string{"C2 member:added"},
+			want: []string{"join U3 C2", "C2 member:added"},
 			check: func(t *testing.T, d *Deriver) {
 				if !d.State().IsAcceptedMember(U3, C2) {
 					t.Error("U3 not an accepted member of C2")
@@ -106,9 +106,9 @@ func deriveCases() []deriveCase {
 		{name: "member_pending_to_accepted", txs: [][]wal.Change{
 			{ins(tM, memberRowOf(M4, C2, null, "carol@example.com", "pending"))},
 			{upd(tM, memberRowOf(M4, C2, null, "carol@example.com", "pending"), memberRowOf(M4, C2, U3, "carol@example.com", "accepted"))},
-		}, want: []string{"U3 invitation:received", "C2 member:added"}},
+		}, want: []string{"U3 invitation:received", "join U3 C2", "C2 member:added"}},
 		{name: "member_accepted_deleted", txs: [][]wal.Change{{del(tM, memberRowOf(M2, C1, U2, "bob@example.com", "accepted"))}},
-			want: []string{"C1 member:removed", "U2 member:removed"},
+			want: []string{"leave U2 C1", "C1 member:removed", "U2 member:removed"},
 			check: func(t *testing.T, d *Deriver) {
 				if d.State().IsAcceptedMember(U2, C1) {
 					t.Error("U2 still a member of C1")
@@ -118,9 +118,9 @@ func deriveCases() []deriveCase {
 				}
 			}},
 		{name: "member_key_only_delete", txs: [][]wal.Change{{del(tM, row("id", M2))}},
-			want: []string{"C1 member:removed", "U2 member:removed"}},
+			want: []string{"leave U2 C1", "C1 member:removed", "U2 member:removed"}},
 		{name: "member_accepted_to_declined", txs: [][]wal.Change{{upd(tM, memberRowOf(M2, C1, U2, "bob@example.com", "accepted"), memberRowOf(M2, C1, U2, "bob@example.com", "declined"))}},
-			want: []string{"C1 member:removed", "U2 member:removed"}},
+			want: []string{"leave U2 C1", "C1 member:removed", "U2 member:removed"}},
 		{name: "member_pending_deleted", txs: [][]wal.Change{{del(tM, memberRowOf(M4, C2, null, "carol@example.com", "pending"))}},
 			want: nil},
 		{name: "invitation_unknown_email", txs: [][]wal.Change{{ins(tM, memberRowOf(M4, C2, null, "nobody@example.com", "pending"))}},
@@ -134,20 +134,20 @@ func deriveCases() []deriveCase {
 		{name: "rename_then_remove_one_tx", txs: [][]wal.Change{{
 			upd(tU, userRow(U2, "Bob", "bob@example.com"), userRow(U2, "Robert", "robert@example.com")),
 			del(tM, memberRowOf(M2, C1, U2, "bob@example.com", "accepted")),
-		}}, want: []string{"C1 member:removed", "U2 member:removed"}},
+		}}, want: []string{"leave U2 C1", "C1 member:removed", "U2 member:removed"}},
 		{name: "remove_then_rename_one_tx", txs: [][]wal.Change{{
 			del(tM, memberRowOf(M2, C1, U2, "bob@example.com", "accepted")),
 			upd(tU, userRow(U2, "Bob", "bob@example.com"), userRow(U2, "Robert", "robert@example.com")),
-		}}, want: []string{"C1 member:removed", "U2 member:removed"}},
+		}}, want: []string{"leave U2 C1", "C1 member:removed", "U2 member:removed"}},
 		{name: "rename_then_add_later_tx", txs: [][]wal.Change{
 			{upd(tU, userRow(U3, "Carol", "Carol@Example.com"), userRow(U3, "Caroline", "carol@example.com"))},
 			{ins(tM, memberRowOf(M4, C1, U3, "carol@example.com", "accepted"))},
-		}, want: []string{"C1 member:added"}},
+		}, want: []string{"join U3 C1", "C1 member:added"}},
 		{name: "user_deleted_cascade", txs: [][]wal.Change{{
 			del(tU, userRow(U2, "Bob", "bob@example.com")),
 			del(tM, memberRowOf(M2, C1, U2, "bob@example.com", "accepted")),
 			del(tM, memberRowOf(M3, C2, U2, "bob@example.com", "accepted")),
-		}}, want: []string{"C1 member:removed", "U2 member:removed", "C2 member:removed", "U2 member:removed"},
+		}}, want: []string{"leave U2 C1", "C1 member:removed", "U2 member:removed", "leave U2 C2", "C2 member:removed", "U2 member:removed"},
 			check: func(t *testing.T, d *Deriver) {
 				if _, ok := d.st.users[mustUID(U2)]; ok {
 					t.Error("deleted user still in state")
@@ -160,11 +160,11 @@ func deriveCases() []deriveCase {
 		{name: "member_update_without_old_tuple", txs: [][]wal.Change{
 			{upd(tM, nil, memberRowOf(M2, C1, U2, "bob@example.com", "accepted", "updated_at", "2026-11-26 02:00:00+00"))},
 			{upd(tM, nil, memberRowOf(M2, C1, U2, "bob@example.com", "declined"))},
-		}, want: []string{"C1 member:removed", "U2 member:removed"}},
+		}, want: []string{"leave U2 C1", "C1 member:removed", "U2 member:removed"}},
 		{name: "user_deleted_and_recreated_one_tx", txs: [][]wal.Change{
 			{del(tU, userRow(U3, "Carol", "Carol@Example.com")), ins(tU, userRow(U3, "Carol Again", "carol@example.com"))},
 			{ins(tM, memberRowOf(M4, C1, U3, "carol@example.com", "accepted"))},
-		}, want: []string{"C1 member:added"}},
+		}, want: []string{"join U3 C1", "C1 member:added"}},
 
 		// ---- 4.3 calendars ----
 		{name: "calendar_updated", txs: [][]wal.Change{{upd(tC, c1, with(c1, "name", "Soccer Club", "color", "#FF0000", "updated_at", "2026-11-26 03:00:00+00"))}},
@@ -203,7 +203,7 @@ func deriveCases() []deriveCase {
 			del(tS, suppRow(S2, E2, "departure")),
 			del(tM, memberRowOf(M1, C1, U1, "alice@example.com", "accepted")),
 			del(tM, memberRowOf(M2, C1, U2, "bob@example.com", "accepted")),
-		}}, want: []string{"C1 calendar:deleted"},
+		}}, want: []string{"C1 calendar:deleted", "close C1"},
 			check: func(t *testing.T, d *Deriver) {
 				if d.State().IsAcceptedMember(U1, C1) || d.State().IsAcceptedMember(U2, C1) {
 					t.Error("memberships of a deleted calendar still accepted")
@@ -216,7 +216,7 @@ func deriveCases() []deriveCase {
 			ins(tC, calendarRow(C3, "Swim", "owner_id", U3)),
 			ins(tM, memberRowOf(M4, C3, U3, "carol@example.com", "accepted", "invited_by_user_id", U3)),
 			ins(tM, memberRowOf(tid(3, 5), C3, null, "alice@example.com", "pending", "invited_by_user_id", U3)),
-		}}, want: []string{"C3 member:added", "U1 invitation:received"}},
+		}}, want: []string{"join U3 C3", "C3 member:added", "U1 invitation:received"}},
 
 		// ---- 4.4 supplemental events ----
 		{name: "conflict_two_calendars", txs: [][]wal.Change{{del(tS, suppRow(S1, E1, "return")), del(tS, suppRow(S2, E2, "departure"))}},
@@ -239,6 +239,33 @@ func deriveCases() []deriveCase {
 			msg(`{"room": "user:` + U1 + `", "event": "note", "data": "hello", "extra": 1}`),
 			msg(`{"room": "user:` + U1 + `", "event": "list", "data": [1, 2, null]}`),
 		}}, want: []string{"C1 event:reminder", "C1 event:updated", "U1 note", "U1 list"}},
+		// ---- room moves in their place (issue 10) ----
+		{name: "moves_accept_then_event", txs: [][]wal.Change{{
+			upd(tM, memberRowOf(M4, C1, U3, "carol@example.com", "pending"), memberRowOf(M4, C1, U3, "carol@example.com", "accepted")),
+			ins(tE, eventRow(E3, C1, "Swim")),
+		}}, want: []string{"join U3 C1", "C1 member:added", "C1 event:created"}},
+		{name: "moves_remove_then_event", txs: [][]wal.Change{{
+			del(tM, memberRowOf(M2, C1, U2, "bob@example.com", "accepted")),
+			ins(tE, eventRow(E3, C1, "Swim")),
+		}}, want: []string{"leave U2 C1", "C1 member:removed", "U2 member:removed", "C1 event:created"}},
+		{name: "moves_event_delete_close", txs: [][]wal.Change{{
+			ins(tE, eventRow(E3, C1, "Swim")),
+			del(tE, e1),
+			del(tM, memberRowOf(M2, C1, U2, "bob@example.com", "accepted")),
+			del(tC, c1),
+			del(tM, memberRowOf(M1, C1, U1, "alice@example.com", "accepted")),
+		}}, want: []string{"C1 event:created", "C1 calendar:deleted", "close C1"}},
+		{name: "moves_emitted_member_added", txs: [][]wal.Change{{
+			msg(`{"room": "calendar:` + C2 + `", "event": "member:added", "data": {"calendar_id": "` + C2 + `", "user_id": "` + U3 + `"}}`),
+			msg(`{"room": "calendar:` + C1 + `", "event": "member:removed", "data": {"calendar_id": "` + C1 + `", "user_id": "` + U2 + `"}}`),
+			ins(tE, eventRow(E3, C2, "Swim")),
+		}}, want: []string{"C2 member:added", "C1 member:removed", "C2 event:created"},
+			check: func(t *testing.T, d *Deriver) {
+				if d.State().IsAcceptedMember(U3, C2) || !d.State().IsAcceptedMember(U2, C1) {
+					t.Error("an emitted member event changed memberships")
+				}
+			}},
+
 		{name: "emit_rejected", txs: [][]wal.Change{{
 			msg(`not json`),
 			msg(`[1,2]`),
@@ -288,34 +315,77 @@ func TestDerive(t *testing.T) {
 			if err := d.Bootstrap(context.Background(), baseQuerier()); err != nil {
 				t.Fatal(err)
 			}
-			var all []schema.Envelope
+			var all []schema.Transaction
 			for i, changes := range tc.txs {
 				lsn := uint64(0x16B0000 + 0x100*(i+1))
-				tx := &wal.Tx{CommitLSN: lsn, CommitTime: time.Date(2026, 11, 26, 1, 0, i, 0, time.UTC), Changes: changes}
-				envs := d.Derive(tx)
-				for j, e := range envs {
-					if want := (schema.Offset{LSN: lsn, Index: uint16(j)}); e.Offset != want {
+				tx := &wal.Tx{CommitLSN: lsn, CommitTime: time.Date(2026, 11, 26, 1, 0, i, 0, time.UTC), Xid: uint32(700 + i), Changes: changes}
+				out := d.Derive(tx)
+				if out.CommitLSN != lsn || !out.CommitTime.Equal(tx.CommitTime) || out.Xid != tx.Xid {
+					t.Errorf("tx %d: derived %x %v xid %d, want %x %v xid %d", i, out.CommitLSN, out.CommitTime, out.Xid, lsn, tx.CommitTime, tx.Xid)
+				}
+				for j, e := range out.Events {
+					if want := (schema.Offset{LSN: lsn, Index: uint32(j)}); e.Offset != want {
 						t.Errorf("tx %d envelope %d: offset %v, want %v", i, j, e.Offset, want)
 					}
 					if !json.Valid(e.Data) {
 						t.Errorf("tx %d envelope %d: invalid JSON data %q", i, j, e.Data)
 					}
 				}
-				// Deterministic: the same transaction on the same state gives the same envelopes.
-				all = append(all, envs...)
+				// The wire form carries everything derived.
+				b, err := json.Marshal(out)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := schema.DecodeTransaction(b); len(out.Events) > 0 && err != nil {
+					t.Errorf("tx %d: derived transaction does not decode: %v", i, err)
+				}
+				all = append(all, out)
 			}
-			var got []string
-			for _, e := range all {
-				got = append(got, abbreviate(e.Room)+" "+e.Event)
-			}
+			got := summary(all)
 			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
 				t.Errorf("derived:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(tc.want, "\n  "))
 			}
 			if tc.check != nil {
 				tc.check(t, d)
 			}
-			compareGolden(t, filepath.Join("testdata", tc.name+".golden"), envelopeLines(t, all))
+			compareGolden(t, filepath.Join("testdata", tc.name+".golden"), transactionLines(t, all))
 		})
+	}
+}
+
+// summary lists events as "<room> <event>" and moves as "<op> <user>
+// <room>" (rooms and users abbreviated), in the order the gateway applies
+// them.
+func summary(txs []schema.Transaction) []string {
+	var out []string
+	for _, tx := range txs {
+		walk(tx, func(e *schema.Envelope, m *schema.Move) {
+			if m != nil {
+				line := m.Op.String()
+				if m.User != "" {
+					line += " " + abbreviate(schema.UserRoom(m.User))
+				}
+				out = append(out, line+" "+abbreviate(m.Room))
+				return
+			}
+			out = append(out, abbreviate(e.Room)+" "+e.Event)
+		})
+	}
+	return out
+}
+
+// walk visits a transaction's events and moves in the gateway's order: the
+// moves at i before event i, the moves at len(Events) last.
+func walk(tx schema.Transaction, fn func(*schema.Envelope, *schema.Move)) {
+	mi := 0
+	for i := 0; i <= len(tx.Events); i++ {
+		for mi < len(tx.Moves) && tx.Moves[mi].At <= i {
+			fn(nil, &tx.Moves[mi])
+			mi++
+		}
+		if i < len(tx.Events) {
+			fn(&tx.Events[i], nil)
+		}
 	}
 }
 
@@ -327,11 +397,11 @@ func TestDeriveDeterministic(t *testing.T) {
 		if err := d.Bootstrap(context.Background(), baseQuerier()); err != nil {
 			t.Fatal(err)
 		}
-		var all []schema.Envelope
+		var all []schema.Transaction
 		for i, changes := range tc.txs {
-			all = append(all, d.Derive(&wal.Tx{CommitLSN: uint64(i + 1), Changes: changes})...)
+			all = append(all, d.Derive(&wal.Tx{CommitLSN: uint64(i + 1), Changes: changes}))
 		}
-		return envelopeLines(t, all)
+		return transactionLines(t, all)
 	}
 	for _, tc := range deriveCases() {
 		if a, b := run(tc), run(tc); !bytes.Equal(a, b) {
@@ -340,16 +410,24 @@ func TestDeriveDeterministic(t *testing.T) {
 	}
 }
 
-func envelopeLines(t *testing.T, envs []schema.Envelope) []byte {
+// transactionLines renders events as the lines tail prints and moves as
+// {"move":{…}} lines, in the gateway's order.
+func transactionLines(t *testing.T, txs []schema.Transaction) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	for _, e := range envs {
-		b, err := json.Marshal(e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		buf.Write(b)
-		buf.WriteByte('\n')
+	for _, tx := range txs {
+		walk(tx, func(e *schema.Envelope, m *schema.Move) {
+			var v any = e
+			if m != nil {
+				v = map[string]any{"move": map[string]string{"op": m.Op.String(), "user": m.User, "room": m.Room}}
+			}
+			b, err := json.Marshal(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf.Write(b)
+			buf.WriteByte('\n')
+		})
 	}
 	return buf.Bytes()
 }
@@ -381,7 +459,7 @@ func BenchmarkDerive(b *testing.B) {
 	}
 	tx := &wal.Tx{CommitLSN: 1, Changes: []wal.Change{upd(tE, e1, with(e1, "assigned_to_user_id", U1, "title", "New"))}}
 	for b.Loop() {
-		if len(d.Derive(tx)) != 2 {
+		if len(d.Derive(tx).Events) != 2 {
 			b.Fatal("want 2 envelopes")
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"math"
 	"slices"
 	"strings"
 
@@ -41,8 +40,8 @@ type Deriver struct {
 
 	// Per-transaction scratch, reused.
 	out         []schema.Envelope
+	moves       []schema.Move
 	lsn         uint64
-	dropped     int // events beyond the offset index's range
 	deletedCals map[uid]bool
 	deletedEvts map[uid]bool
 	returns     []string // parent event ids of deleted `return` supplementals
@@ -72,9 +71,10 @@ func New(cfg Config) *Deriver {
 func (d *Deriver) State() *State { return d.st }
 
 // Derive turns one committed transaction into its events, with offsets
-// tx.CommitLSN-0000, -0001, … in order, and updates the state. It never
-// fails: malformed emit messages and unknown tables are logged, counted and
-// skipped. The returned slice is the caller's.
+// tx.CommitLSN-00000000, -00000001, … in order, and the room moves they imply
+// (see [schema.Move]), and updates the state. It never fails: malformed emit
+// messages and unknown tables are logged, counted and skipped. The returned
+// transaction's slices are the caller's.
 //
 // A transaction is handled in three passes: (1) user and calendar inserts and
 // updates are applied to the state, and the calendars and events the
@@ -83,7 +83,7 @@ func (d *Deriver) State() *State { return d.st }
 // (2) the rules run change by change in WAL order; (3) the transaction's
 // conflict:resolved events are added and deleted users and calendars leave
 // the state.
-func (d *Deriver) Derive(tx *wal.Tx) []schema.Envelope {
+func (d *Deriver) Derive(tx *wal.Tx) schema.Transaction {
 	d.begin(tx.CommitLSN)
 	d.prepass(tx)
 	for i := range tx.Changes {
@@ -107,15 +107,14 @@ func (d *Deriver) Derive(tx *wal.Tx) []schema.Envelope {
 	}
 	d.conflicts()
 	d.finish()
-	out := d.out
-	d.out = nil
+	out := schema.Transaction{CommitLSN: tx.CommitLSN, CommitTime: tx.CommitTime, Xid: tx.Xid, Events: d.out, Moves: d.moves}
+	d.out, d.moves = nil, nil
 	return out
 }
 
 func (d *Deriver) begin(lsn uint64) {
 	d.lsn = lsn
-	d.out = nil
-	d.dropped = 0
+	d.out, d.moves = nil, nil
 	clear(d.deletedCals)
 	clear(d.deletedEvts)
 	d.returns, d.departures = d.returns[:0], d.departures[:0]
@@ -178,33 +177,31 @@ func (d *Deriver) finish() {
 	}
 }
 
-// add appends one envelope. data is the payload marshalled once; the same
-// bytes may be shared by several envelopes (member:removed goes to two rooms).
-func (d *Deriver) add(room, event string, data []byte) {
+// add appends one envelope and reports whether it did. data is the payload
+// marshalled once; the same bytes may be shared by several envelopes
+// (member:removed goes to two rooms).
+func (d *Deriver) add(room, event string, data []byte) bool {
 	if _, _, err := schema.ParseRoom(room); err != nil {
 		// Only rows whose ids are not uuids get here; no socket could be in
 		// such a room.
 		d.m.skipped.WithLabelValues(skipInvalidID).Inc()
 		d.log.Warn("event for a row with a non-uuid id dropped", "event", event, "room", room)
-		return
-	}
-	if len(d.out) > math.MaxUint16 {
-		// Offsets index events within a transaction in 16 bits.
-		d.m.skipped.WithLabelValues(skipOverflow).Inc()
-		d.dropped++
-		if d.dropped == 1 {
-			d.log.Error("transaction derives more events than offsets can index; dropping the rest",
-				"commit_lsn", schema.Offset{LSN: d.lsn}.String())
-		}
-		return
+		return false
 	}
 	d.out = append(d.out, schema.Envelope{
-		Offset: schema.Offset{LSN: d.lsn, Index: uint16(len(d.out))},
+		Offset: schema.Offset{LSN: d.lsn, Index: uint32(len(d.out))},
 		Room:   room,
 		Event:  event,
 		Data:   data,
 	})
 	d.m.countDerived(event)
+	return true
+}
+
+// move records a room move at the current end of the events: it applies
+// before the next event added, or after the last one.
+func (d *Deriver) move(op schema.MoveOp, user, room string) {
+	d.moves = append(d.moves, schema.Move{At: len(d.out), Op: op, User: user, Room: room})
 }
 
 // marshal encodes a payload struct of package schema, which cannot fail.
@@ -232,11 +229,8 @@ func (d *Deriver) message(c *wal.Change) {
 			"commit_lsn", schema.Offset{LSN: d.lsn}.String(), "bytes", len(c.Message))
 		return
 	}
-	// Rooms hold PostgreSQL's lower-case uuids; SQL may have written upper case.
-	room = strings.ToLower(room)
-	before := len(d.out)
-	d.add(room, event, data)
-	if len(d.out) > before {
-		d.out[before].Explicit = true
-	}
+	// Rooms hold PostgreSQL's lower-case uuids; SQL may have written upper
+	// case. An emitted event never moves a socket, whatever its name: only
+	// membership and calendar rows do (see memberEvent, calendarChange).
+	d.add(strings.ToLower(room), event, data)
 }

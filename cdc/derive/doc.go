@@ -27,7 +27,8 @@
 //     state): member:added to the calendar room.
 //   - An accepted row deleted, or leaving accepted: member:removed to the
 //     calendar room, then to user:<user_id>. (An accepted row that changes
-//     calendar or user is a removal followed by an addition.)
+//     calendar or user is a removal followed by an addition.) Each moves the
+//     user's sockets (see Room moves).
 //   - INSERT pending: invitation:received to user:<id of the user whose email
 //     equals invited_email, compared case-insensitively>; nothing when no user
 //     has that email.
@@ -98,13 +99,21 @@
 //
 // # Ordering and offsets
 //
-// Envelopes of one transaction are numbered tx.CommitLSN-0000, -0001, … in
-// emission order, which is the WAL order of the changes that caused them
-// (within one change: assignment before details, calendar room before user
-// room), followed by conflict:resolved. Derive is deterministic: the same
-// transaction on the same state gives the same bytes. A transaction deriving
-// more than 65536 events (the offset index is 16 bits) keeps the first 65536;
-// the rest are counted as index_overflow and logged.
+// Envelopes of one transaction are numbered tx.CommitLSN-00000000,
+// -00000001, … in emission order, which is the WAL order of the changes that
+// caused them (within one change: assignment before details, calendar room
+// before user room), followed by conflict:resolved. Derive is deterministic:
+// the same transaction on the same state gives the same bytes.
+//
+// # Room moves
+//
+// Derive attaches to the transaction the room moves its events imply
+// ([schema.Move]), at their place among the events: a join of the user's
+// sockets just before each member:added, a leave just before the calendar
+// room's member:removed (the user still gets the user room's copy), and a
+// close of the room just after calendar:deleted. Moves come only from
+// membership and calendar rows; an emitted event never carries one, whatever
+// its name.
 //
 // # Concurrency
 //

@@ -37,11 +37,11 @@ func ExampleDeriver_Derive() {
 		CommitTime: time.Date(2026, 11, 26, 1, 0, 0, 0, time.UTC),
 		Changes:    []wal.Change{{Op: wal.OpUpdate, Table: "events", Old: old, New: upd}},
 	}
-	for _, e := range d.Derive(tx) {
+	for _, e := range d.Derive(tx).Events {
 		line, _ := json.Marshal(e)
 		fmt.Println(string(line))
 	}
 	// Output:
-	// {"offset":"000000000169A3F8-0000","room":"calendar:ca1e0000-0000-4000-8000-000000000001","event":"event:assigned","data":{"event_id":"4a1e0000-0000-4000-8000-000000000001","event_title":"Practice (Field 4)","assigned_to_user_id":"05e70000-0000-4000-8000-000000000001","previous_assigned_to_user_id":null,"is_skipped":false,"start_time":"2026-11-28T09:30:00.000Z","end_time":"2026-11-28T11:00:00.000Z","event_calendar_id":"ca1e0000-0000-4000-8000-000000000001"}}
-	// {"offset":"000000000169A3F8-0001","room":"calendar:ca1e0000-0000-4000-8000-000000000001","event":"event:updated","data":{"event_id":"4a1e0000-0000-4000-8000-000000000001","event_title":"Practice (Field 4)","event_calendar_id":"ca1e0000-0000-4000-8000-000000000001","changed":["title"]}}
+	// {"offset":"000000000169A3F8-00000000","room":"calendar:ca1e0000-0000-4000-8000-000000000001","event":"event:assigned","data":{"event_id":"4a1e0000-0000-4000-8000-000000000001","event_title":"Practice (Field 4)","assigned_to_user_id":"05e70000-0000-4000-8000-000000000001","previous_assigned_to_user_id":null,"is_skipped":false,"start_time":"2026-11-28T09:30:00.000Z","end_time":"2026-11-28T11:00:00.000Z","event_calendar_id":"ca1e0000-0000-4000-8000-000000000001"}}
+	// {"offset":"000000000169A3F8-00000001","room":"calendar:ca1e0000-0000-4000-8000-000000000001","event":"event:updated","data":{"event_id":"4a1e0000-0000-4000-8000-000000000001","event_title":"Practice (Field 4)","event_calendar_id":"ca1e0000-0000-4000-8000-000000000001","changed":["title"]}}
 }

@@ -96,8 +96,19 @@ func FuzzDerive(f *testing.F) {
 			if err := d.Bootstrap(context.Background(), baseQuerier()); err != nil {
 				t.Fatal(err)
 			}
-			for i, e := range d.Derive(&wal.Tx{CommitLSN: 42, Changes: changes}) {
-				if e.Offset != (schema.Offset{LSN: 42, Index: uint16(i)}) {
+			tx := d.Derive(&wal.Tx{CommitLSN: 42, Changes: changes})
+			if len(tx.Events) > 0 {
+				// Whatever the rows, the transaction is one other nodes accept.
+				b, err := json.Marshal(tx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := schema.DecodeTransaction(b); err != nil {
+					t.Fatalf("derived transaction refused by its decoder: %v\n%s", err, b)
+				}
+			}
+			for i, e := range tx.Events {
+				if e.Offset != (schema.Offset{LSN: 42, Index: uint32(i)}) {
 					t.Fatalf("envelope %d has offset %v", i, e.Offset)
 				}
 				if !json.Valid(e.Data) {

@@ -23,7 +23,6 @@ var rejectReasons = []string{rejectTooLarge, rejectMalformed, rejectBadRoom, rej
 // Reasons a change or event is skipped (label of koordi_derive_skipped_total).
 const (
 	skipUnknownTable = "unknown_table"
-	skipOverflow     = "index_overflow"
 	skipInvalidID    = "invalid_id"
 )
 
@@ -54,7 +53,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"reason"}),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "koordi_derive_skipped_total",
-			Help: "Changes or events derivation skipped, by reason (unknown_table, index_overflow, invalid_id).",
+			Help: "Changes or events derivation skipped, by reason (unknown_table, invalid_id).",
 		}, []string{"reason"}),
 	}
 	if reg != nil {
@@ -72,7 +71,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.rejected.WithLabelValues(r)
 	}
 	m.skipped.WithLabelValues(skipUnknownTable)
-	m.skipped.WithLabelValues(skipOverflow)
 	m.skipped.WithLabelValues(skipInvalidID)
 	return m
 }

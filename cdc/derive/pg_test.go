@@ -203,7 +203,7 @@ func (s *stream) derived(t *testing.T) []string {
 		select {
 		case tx := <-s.txs:
 			for i, e := range tx.Events {
-				if e.Offset != (schema.Offset{LSN: tx.CommitLSN, Index: uint16(i)}) {
+				if e.Offset != (schema.Offset{LSN: tx.CommitLSN, Index: uint32(i)}) {
 					t.Errorf("offset %v at index %d of commit %X", e.Offset, i, tx.CommitLSN)
 				}
 				if e.Event == "fence" && e.Room == "user:"+id("F0") {

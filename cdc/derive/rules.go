@@ -318,10 +318,14 @@ func (d *Deriver) calendarChange(tx *wal.Tx, c *wal.Change) {
 				name = cal.name
 			}
 		}
-		d.add(schema.CalendarRoom(idText), schema.CalendarDeleted, marshal(schema.CalendarRef{
+		room := schema.CalendarRoom(idText)
+		if d.add(room, schema.CalendarDeleted, marshal(schema.CalendarRef{
 			CalendarID:   idText,
 			CalendarName: name,
-		}))
+		})) {
+			// Its members got calendar:deleted; nothing else reaches them there.
+			d.move(schema.MoveClose, "", room)
+		}
 	}
 }
 
@@ -424,7 +428,21 @@ func (d *Deriver) memberEvent(event string, m memberRow, r wal.Row) {
 		}
 	}
 	data := marshal(p)
-	d.add(schema.CalendarRoom(m.cal), event, data)
+	room := schema.CalendarRoom(m.cal)
+	_, userOK := parseUID(m.user)
+	_, calOK := parseUID(m.cal)
+	if userOK && calOK {
+		// The user's sockets join before member:added, so they receive it
+		// and every later event of the calendar; they leave before the
+		// calendar room's member:removed, so nothing later reaches them
+		// there (they get it through their own room).
+		op := schema.MoveJoin
+		if event == schema.MemberRemoved {
+			op = schema.MoveLeave
+		}
+		d.move(op, m.user, room)
+	}
+	d.add(room, event, data)
 	if event == schema.MemberRemoved {
 		d.add(schema.UserRoom(m.user), event, data)
 	}

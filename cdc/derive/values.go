@@ -5,71 +5,19 @@ import (
 	"time"
 
 	"github.com/koordi/koordi-realtime/cdc/wal"
+	"github.com/koordi/koordi-realtime/schema"
 )
 
-// uid is a uuid in its 16 raw bytes. State keys are uids rather than their
-// 36-byte text so that the large maps (users, events) stay compact.
-type uid [16]byte
+// uid is the package's short name for the service's one uuid codec: state
+// keys are the 16 raw bytes rather than the 36-byte text, so that the large
+// maps (users, events) stay compact. Ids that are not uuids (a text id in a
+// foreign schema, garbage) do not parse and are simply not tracked.
+type uid = schema.UUID
 
-// parseUID parses the canonical 8-4-4-4-12 form in either case. Anything
-// else (a text id in a foreign schema, garbage) reports false and is simply
-// not tracked in state.
-func parseUID(s string) (uid, bool) {
-	var u uid
-	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
-		return u, false
-	}
-	j := 0
-	for i := 0; i < 36; i += 2 {
-		if s[i] == '-' {
-			i--
-			continue
-		}
-		hi, ok1 := unhex(s[i])
-		lo, ok2 := unhex(s[i+1])
-		if !ok1 || !ok2 {
-			return u, false
-		}
-		u[j] = hi<<4 | lo
-		j++
-	}
-	return u, j == 16
-}
-
-func parseUIDBytes(b []byte) (uid, bool) {
-	// The string conversion does not escape, so the compiler avoids a copy.
-	return parseUID(string(b))
-}
-
-func unhex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
-}
-
-// String renders the lower-case canonical form, as PostgreSQL prints uuids.
-func (u uid) String() string {
-	const digits = "0123456789abcdef"
-	var b [36]byte
-	j := 0
-	for i, c := range u {
-		switch i {
-		case 4, 6, 8, 10:
-			b[j] = '-'
-			j++
-		}
-		b[j] = digits[c>>4]
-		b[j+1] = digits[c&0xF]
-		j += 2
-	}
-	return string(b[:])
-}
+var (
+	parseUID      = schema.ParseUUID
+	parseUIDBytes = schema.ParseUUIDBytes
+)
 
 // str returns the column's text, or "" when it is NULL or absent (a dropped
 // column must never panic).

@@ -56,5 +56,6 @@ type Change struct {
 type Tx struct {
 	CommitLSN  uint64
 	CommitTime time.Time
+	Xid        uint32 // PostgreSQL's transaction id, from BEGIN
 	Changes    []Change
 }

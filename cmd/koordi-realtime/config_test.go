@@ -105,14 +105,3 @@ func TestConfigErrorsAreOneLine(t *testing.T) {
 		}
 	}
 }
-
-// TestRateLimitZeroIsOff: RATE_LIMIT=0 reaches the gateway as "no limit"
-// (negative), not as its zero, which means the default of 100.
-func TestRateLimitZeroIsOff(t *testing.T) {
-	if got := gatewayRateLimit(0); got >= 0 {
-		t.Errorf("RATE_LIMIT=0 gives the gateway %d, want a negative (off)", got)
-	}
-	if got := gatewayRateLimit(30); got != 30 {
-		t.Errorf("RATE_LIMIT=30 gives the gateway %d", got)
-	}
-}

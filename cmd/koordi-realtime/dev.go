@@ -9,15 +9,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/koordi/koordi-realtime/gateway/auth"
@@ -92,24 +91,9 @@ func runDev(ctx context.Context, env *environment, args []string) error {
 	}
 
 	if cfg.serve.db.url == "" {
-		if err := devStopLeftover(ctx, cfg.dir, logger); err != nil {
-			return err
-		}
-		cluster, err := pgcluster.Start(ctx, pgcluster.Config{Dir: cfg.dir})
-		if err != nil && !errors.Is(err, pgcluster.ErrNoBinaries) && strings.Contains(err.Error(), "already in use") {
-			// The port the cluster was created with has been taken since
-			// (the cluster is kept between runs); move it to a free one.
-			var port int
-			if port, err = devFreePort(); err == nil {
-				logger.Warn("the local PostgreSQL's port is taken; moving it", "port", port)
-				cluster, err = pgcluster.Start(ctx, pgcluster.Config{Dir: cfg.dir, Port: port})
-			}
-		}
+		cluster, err := devCluster(ctx, cfg.dir, logger)
 		if err != nil {
-			if errors.Is(err, pgcluster.ErrNoBinaries) {
-				return userErr("%v: install PostgreSQL 15+ (Debian: apt-get install postgresql) or set DATABASE_URL", err)
-			}
-			return userErr("start the local PostgreSQL in %s (its log: %s): %v", cfg.dir, filepath.Join(cfg.dir, "postgres.log"), err)
+			return err
 		}
 		defer func() {
 			if err := cluster.Stop(); err != nil {
@@ -130,10 +114,6 @@ func runDev(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 
-	srv, err := newServer(cfg.serve, logger)
-	if err != nil {
-		return err
-	}
 	users, err := devTokens(cfg.serve.jwtSecret, cfg.tokenTTL)
 	if err != nil {
 		return err
@@ -142,15 +122,19 @@ func runDev(ctx context.Context, env *environment, args []string) error {
 	for i, c := range ksql.DemoCalendars {
 		calendars[i] = inspector.Calendar{ID: c.ID, Name: c.Name, Color: c.Color}
 	}
-	srv.pages = inspector.New(inspector.Config{
-		Metrics: srv.registry, DemoUsers: users, Calendars: calendars, Mode: "dev",
-		Logger: logger.With("component", "inspector"),
+	svc, err := cfg.serve.service(logger, func(reg *prometheus.Registry) http.Handler {
+		return inspector.New(inspector.Config{
+			Metrics: reg, DemoUsers: users, Calendars: calendars, Mode: "dev",
+			Logger: logger.With("component", "inspector"),
+		})
 	})
-	srv.listener = ln
+	if err != nil {
+		return err
+	}
 	devBanner(env.stdout, ln.Addr().(*net.TCPAddr), cfg, users)
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return srv.run(gctx) })
+	g.Go(func() error { return runService(gctx, svc, ln) })
 	if cfg.simulate {
 		g.Go(func() error { return devSimulate(gctx, cfg.serve.db, logger.With("component", "simulate")) })
 	}
@@ -215,46 +199,35 @@ func devReachable(dir string) error {
 	}
 }
 
-// devStopLeftover stops the PostgreSQL of an earlier dev run in dir that
-// was killed before it could stop it (its postmaster.pid names a live
-// process), so this run can start the cluster again. It is dev's own
-// cluster: nothing else runs from dir.
-func devStopLeftover(ctx context.Context, dir string, log *slog.Logger) error {
-	data, err := filepath.Abs(filepath.Join(dir, "data"))
+// devCluster starts dev's own cluster in dir, created on first use and
+// reused after. A PostgreSQL still running from dir (an earlier run was
+// killed) is stopped first; a port taken since the cluster was created (it
+// keeps its port between runs) moves the cluster to a free one.
+func devCluster(ctx context.Context, dir string, log *slog.Logger) (*pgcluster.Cluster, error) {
+	if pid, err := pgcluster.StopLeftover(ctx, dir); err != nil {
+		return nil, devClusterErr(dir, err)
+	} else if pid != 0 {
+		log.Warn("PostgreSQL of an earlier run was still running (that run was killed); stopped it", "dir", dir, "pid", pid)
+	}
+	cluster, err := pgcluster.Start(ctx, pgcluster.Config{Dir: dir})
+	if errors.Is(err, pgcluster.ErrPortInUse) {
+		var port int
+		if port, err = pgcluster.FreePort(); err == nil {
+			log.Warn("the local PostgreSQL's port is taken; moving it", "port", port)
+			cluster, err = pgcluster.Start(ctx, pgcluster.Config{Dir: dir, Port: port})
+		}
+	}
 	if err != nil {
-		return err
+		return nil, devClusterErr(dir, err)
 	}
-	b, err := os.ReadFile(filepath.Join(data, "postmaster.pid"))
-	if err != nil {
-		return nil // not running, or never created
-	}
-	first, _, _ := strings.Cut(string(b), "\n")
-	pid, err := strconv.Atoi(strings.TrimSpace(first))
-	if err != nil || pid <= 0 || syscall.Kill(pid, 0) != nil {
-		return nil // stale file of a dead server; pg_ctl start handles it
-	}
-	bin, err := pgcluster.BinDir()
-	if err != nil {
-		return userErr("%v", err)
-	}
-	log.Warn("PostgreSQL of an earlier run is still running (that run was killed); stopping it", "dir", dir, "pid", pid)
-	args := []string{filepath.Join(bin, "pg_ctl"), "-D", data, "stop", "-m", "fast", "-w"}
-	if os.Geteuid() == 0 {
-		args = append([]string{"runuser", "-u", "postgres", "--"}, args...)
-	}
-	if out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput(); err != nil {
-		return userErr("stop the PostgreSQL left running in %s: %v: %s", dir, err, strings.TrimSpace(string(out)))
-	}
-	return nil
+	return cluster, nil
 }
 
-func devFreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
+func devClusterErr(dir string, err error) error {
+	if errors.Is(err, pgcluster.ErrNoBinaries) {
+		return userErr("%v: install PostgreSQL 15+ (Debian: apt-get install postgresql) or set DATABASE_URL", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return userErr("start the local PostgreSQL in %s (its log: %s): %v", dir, filepath.Join(dir, "postgres.log"), err)
 }
 
 // devPrepare creates Koordi's tables, the service's objects and the demo

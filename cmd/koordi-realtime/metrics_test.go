@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -118,7 +119,12 @@ func TestMetricsExposition(t *testing.T) {
 		replayWindow: 2 * time.Minute, rateLimit: 100, readyMaxLag: 64 << 20, shutdownGrace: 5 * time.Second,
 		inspector: true,
 	}
-	srv, err := newServer(cfg, slog.New(slog.DiscardHandler))
+	logger := slog.New(slog.DiscardHandler)
+	var registry *prometheus.Registry // the node's own, handed to its pages
+	svc, err := cfg.service(logger, func(reg *prometheus.Registry) http.Handler {
+		registry = reg
+		return inspector.New(inspector.Config{Metrics: reg, Mode: "serve", Logger: logger})
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,11 +132,10 @@ func TestMetricsExposition(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.listener = ln
 	t.Cleanup(func() { e2eDropSlot(t, dbURL, cfg.db.slot) }) // runs after serve has stopped
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- srv.run(runCtx) }()
+	go func() { done <- runService(runCtx, svc, ln) }()
 	t.Cleanup(func() {
 		stop()
 		if err := <-done; err != nil {
@@ -226,18 +231,18 @@ func TestMetricsExposition(t *testing.T) {
 		"koordi_gateway_auth_failures_total": 3,
 		"koordi_events_derived_total":        len(schema.Names) + 1,
 	} {
-		if got, err := testutil.GatherAndCount(srv.registry, name); err != nil || got != n {
+		if got, err := testutil.GatherAndCount(registry, name); err != nil || got != n {
 			t.Errorf("%s: %d series (%v), want %d", name, got, err, n)
 		}
 	}
-	if err := testutil.GatherAndCompare(srv.registry, strings.NewReader(`
+	if err := testutil.GatherAndCompare(registry, strings.NewReader(`
 # HELP koordi_gateway_slow_consumer_disconnects_total Sockets closed because their outbound queue was full.
 # TYPE koordi_gateway_slow_consumer_disconnects_total counter
 koordi_gateway_slow_consumer_disconnects_total 0
 `), "koordi_gateway_slow_consumer_disconnects_total"); err != nil {
 		t.Error(err)
 	}
-	if problems, err := testutil.GatherAndLint(srv.registry); err != nil {
+	if problems, err := testutil.GatherAndLint(registry); err != nil {
 		t.Error(err)
 	} else {
 		for _, p := range problems {

@@ -25,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -32,6 +33,11 @@ import (
 
 // ErrNoBinaries means no PostgreSQL server binaries were found.
 var ErrNoBinaries = errors.New("PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or under /usr/lib/postgresql/*/bin")
+
+// ErrPortInUse means the port the cluster was to listen on is taken by
+// another process; a reused Dir keeps its port, so a caller may move it with
+// Config.Port (see [FreePort]).
+var ErrPortInUse = errors.New("port already in use")
 
 // Config says where and how to run a cluster. The zero value is a temporary
 // cluster on a free port, removed by Stop.
@@ -115,10 +121,13 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		c.port = c.savedPort()
 	}
 	if c.port == 0 {
-		if c.port, err = freePort(); err != nil {
+		if c.port, err = FreePort(); err != nil {
 			c.cleanup()
 			return nil, err
 		}
+	} else if !portFree(c.port) {
+		c.cleanup()
+		return nil, fmt.Errorf("%w: 127.0.0.1:%d", ErrPortInUse, c.port)
 	}
 	settings := map[string]string{}
 	for k, v := range defaultSettings {
@@ -340,13 +349,57 @@ func versionOf(binDir string) float64 {
 // that run other PostgreSQL tools (pg_recvlogical) of the same version.
 func BinDir() (string, error) { return findBinaries() }
 
-func freePort() (int, error) {
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("find a free port: %w", err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func portFree(port int) bool {
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
+}
+
+// StopLeftover stops a server still running from dir's data directory — the
+// cluster of an earlier run that was killed before it could stop it — and
+// returns its process id (0 when none runs). A stale postmaster.pid of a dead
+// server is left to pg_ctl start, which handles it.
+func StopLeftover(ctx context.Context, dir string) (int, error) {
+	bin, err := findBinaries()
+	if err != nil {
+		return 0, err
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return 0, err
+	}
+	c := &Cluster{dir: abs, bin: bin}
+	b, err := os.ReadFile(filepath.Join(c.dataDir(), "postmaster.pid"))
+	if err != nil {
+		return 0, nil // not running, or never created
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil || pid <= 0 || syscall.Kill(pid, 0) != nil {
+		return 0, nil
+	}
+	if os.Geteuid() == 0 {
+		if c.asUser, err = user.Lookup("postgres"); err != nil {
+			return 0, fmt.Errorf("running as root needs a postgres user to run the server as: %w", err)
+		}
+	}
+	if err := c.pgctl(ctx, "stop", "-m", "fast", "-w"); err != nil {
+		return pid, fmt.Errorf("stop the PostgreSQL left running in %s: %w", dir, err)
+	}
+	return pid, nil
 }
 
 func lastLines(b []byte, n int) string {

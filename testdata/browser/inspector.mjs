@@ -66,7 +66,7 @@ async function expect(cmd) {
     if (evs.length !== 1) fail(`${user}: ${evs.length} copies of ${cmd.event} ${cmd.event_id}`);
     offsets.push(evs[0].offset);
   }
-  if (new Set(offsets).size !== 1 || !/^[0-9A-F]{16}-[0-9A-F]{4}$/.test(offsets[0])) fail(`offsets differ or malformed: ${offsets}`);
+  if (new Set(offsets).size !== 1 || !/^[0-9A-F]{16}-[0-9A-F]{8}$/.test(offsets[0])) fail(`offsets differ or malformed: ${offsets}`);
   // The members have it; give a wrongly delivered copy time to arrive too.
   await new Promise((r) => setTimeout(r, 1500));
   for (const user of NONMEMBERS) {

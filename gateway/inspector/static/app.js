@@ -11,7 +11,7 @@ const el = (tag, cls, text) => {
 };
 
 const MAX_EVENTS = 500;
-const OFFSET_RE = /^[0-9A-F]{16}-[0-9A-F]{4}$/;
+const OFFSET_RE = /^[0-9A-F]{16}-(?:[0-9A-F]{8}|[0-9A-F]{4})$/;
 const PALETTE = ["#5b9dff", "#3fcf8e", "#f5b84b", "#f472b6", "#b48cff", "#22d3ee"];
 
 const state = {

@@ -9,9 +9,10 @@ import (
 	"net/http/pprof"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/koordi/koordi-realtime/cdc"
+	"github.com/koordi/koordi-realtime/cmd/internal/service"
 	"github.com/koordi/koordi-realtime/gateway"
 )
 
@@ -24,26 +25,19 @@ type Config struct {
 	SlotName    string // default koordi_bench_inproc
 }
 
-type memberships struct{ c *cdc.Consumer }
-
-func (m memberships) AcceptedCalendars(_ context.Context, userID string) ([]string, error) {
-	return m.c.State().AcceptedCalendars(userID), nil
-}
-
-func (m memberships) IsAcceptedMember(_ context.Context, userID, calendarID string) (bool, error) {
-	return m.c.State().IsAcceptedMember(userID, calendarID), nil
-}
-
-// Run serves until ctx ends.
+// Run serves until ctx ends: serve's own assembly (package service) with
+// serve's defaults, plus pprof on its own address.
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.SlotName == "" {
 		cfg.SlotName = "koordi_bench_inproc"
 	}
-	consumer, err := cdc.New(cdc.Config{ConnString: cfg.DatabaseURL, SlotName: cfg.SlotName, Retain: 2 * time.Minute})
-	if err != nil {
-		return err
-	}
-	gw, err := gateway.New(gateway.Config{JWTSecret: []byte(cfg.JWTSecret), Memberships: memberships{consumer}})
+	svc, err := service.New(service.Config{
+		DatabaseURL:  cfg.DatabaseURL,
+		SlotName:     cfg.SlotName,
+		ReplayWindow: 2 * time.Minute,
+		Gateway:      gateway.Config{JWTSecret: []byte(cfg.JWTSecret), RateLimit: 100},
+		Registry:     prometheus.NewRegistry(),
+	})
 	if err != nil {
 		return err
 	}
@@ -51,23 +45,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/socket.io/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !consumer.Status().Streaming {
-			http.Error(w, "starting", http.StatusServiceUnavailable)
-			return
-		}
-		gw.Handler().ServeHTTP(w, r)
-	}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return consumer.Run(gctx, cdc.SinkFunc(gw.Publish)) })
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
+	g.Go(func() error { return svc.Run(gctx, ln) })
 	if cfg.PprofListen != "" {
 		pm := http.NewServeMux()
 		pm.HandleFunc("/debug/pprof/", pprof.Index)
@@ -83,13 +62,6 @@ func Run(ctx context.Context, cfg Config) error {
 		})
 		g.Go(func() error { <-gctx.Done(); return psrv.Close() })
 	}
-	g.Go(func() error {
-		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		go func() { _ = gw.Shutdown(sctx) }()
-		return srv.Shutdown(sctx)
-	})
 	err = g.Wait()
 	if ctx.Err() != nil {
 		return nil

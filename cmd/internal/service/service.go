@@ -1,0 +1,258 @@
+// Package service assembles one koordi-realtime node: the replication
+// consumer (package cdc) feeding the gateway, behind the HTTP endpoints
+// /socket.io/, /healthz, /readyz and /metrics, plus optional pages at "/"
+// (the inspector). `koordi-realtime serve`, `koordi-realtime dev` and
+// koordi-bench's in-process server all run this assembly, so the server the
+// benchmarks profile is the one serve runs.
+//
+// # Wiring
+//
+// Each transaction the consumer hands off goes to [gateway.Gateway.Publish]
+// as it is: its events and the room moves derivation attached to them.
+// Memberships for connects and join:calendar come from the derivation state
+// the consumer keeps from the same stream, so no connect queries the
+// database. The consumer's first stream start tells the gateway from which
+// position every event will be published (sessions of a previous process
+// recover at once); a gap in the stream (a lost slot) becomes sync:reset.
+//
+// # Catch-up gate and readiness
+//
+// /socket.io/ answers 503 (Retry-After: 1) until the consumer signals that it
+// has caught up ([cdc.Consumer.CaughtUp]): a socket accepted earlier would
+// join no calendar room, or be sent the replay window decoded again after a
+// restart as if it had just happened. socket.io-client retries HTTP errors,
+// so clients connect as soon as the node is ready. /readyz answers 200 once
+// caught up while replication streams with a lag under Config.ReadyMaxLag,
+// else 503 with the reason.
+//
+// # Shutdown
+//
+// When the context given to Run ends, the node stops in the order that
+// loses nothing: stop accepting, close every socket with a reason clients
+// reconnect on (to another node or the next process, where they recover),
+// then stop the consumer, which confirms what was handed off.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/koordi/koordi-realtime/cdc"
+	"github.com/koordi/koordi-realtime/cdc/derive"
+	"github.com/koordi/koordi-realtime/gateway"
+	"github.com/koordi/koordi-realtime/schema"
+)
+
+// ErrConfig marks a Config the user must fix; New wraps it.
+var ErrConfig = errors.New("invalid configuration")
+
+// Config configures a node. Zero values are documented defaults, except
+// DatabaseURL, the JWT keys in Gateway, and Registry.
+type Config struct {
+	// DatabaseURL is Koordi's database (DATABASE_URL).
+	DatabaseURL string
+	// SlotName and Publication: see cdc.Config (defaults koordi_realtime).
+	SlotName    string
+	Publication string
+	// ReplayWindow is how long reconnecting clients can recover missed
+	// events, also across a restart: the gateway keeps that window and the
+	// slot's confirmed position trails by it. 0 turns replay off.
+	ReplayWindow time.Duration
+	// Gateway holds the socket side's settings: JWT keys, rate limit,
+	// origins and protocol settings. Its Memberships, ReplayWindow, Logger
+	// and Registerer are set by New.
+	Gateway gateway.Config
+	// ReadyMaxLag is the replication lag above which /readyz answers 503;
+	// default 64 MiB.
+	ReadyMaxLag uint64
+	// ShutdownGrace bounds closing sockets and the final confirmation when
+	// Run's context ends; default 10s.
+	ShutdownGrace time.Duration
+	// Pages, if set, is served at "/" (the inspector).
+	Pages http.Handler
+	// Logger receives one line per state change; nil discards.
+	Logger *slog.Logger
+	// Registry receives every metric of the node and is what /metrics
+	// serves. Required.
+	Registry *prometheus.Registry
+}
+
+// Service is one node: consumer, gateway and HTTP endpoints.
+type Service struct {
+	cfg      Config
+	log      *slog.Logger
+	consumer *cdc.Consumer
+	gateway  *gateway.Gateway
+	started  atomic.Bool // the consumer caught up: sockets are accepted
+	resumed  atomic.Bool // the first stream start was relayed to the gateway
+}
+
+// New builds the node; it does not connect (Run does).
+func New(cfg Config) (*Service, error) {
+	if cfg.Registry == nil {
+		return nil, fmt.Errorf("%w: no metrics registry", ErrConfig)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ReadyMaxLag == 0 {
+		cfg.ReadyMaxLag = 64 << 20
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = 10 * time.Second
+	}
+	s := &Service{cfg: cfg, log: cfg.Logger}
+	consumer, err := cdc.New(cdc.Config{
+		ConnString:  cfg.DatabaseURL,
+		SlotName:    cfg.SlotName,
+		Publication: cfg.Publication,
+		Retain:      max(cfg.ReplayWindow, 0),
+		OnStream:    s.streamFrom,
+		OnReset:     func(reason string) { s.gateway.Reset(reason) },
+		Logger:      cfg.Logger.With("component", "cdc"),
+		Registerer:  cfg.Registry,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	gcfg := cfg.Gateway
+	gcfg.Memberships = stateMemberships{consumer.State()}
+	gcfg.ReplayWindow = cfg.ReplayWindow
+	gcfg.Logger = cfg.Logger.With("component", "gateway")
+	gcfg.Registerer = cfg.Registry
+	gw, err := gateway.New(gcfg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	// Set before anything runs: the consumer calls back into the gateway
+	// only from Run.
+	s.consumer, s.gateway = consumer, gw
+	return s, nil
+}
+
+// streamFrom is cdc.Config.OnStream. Only the first start matters to the
+// gateway: later ones (reconnects) resend what it has already published,
+// which it drops as duplicates.
+func (s *Service) streamFrom(lsn uint64) {
+	if s.resumed.CompareAndSwap(false, true) {
+		s.gateway.ResumeAfter(schema.Offset{LSN: lsn})
+	}
+}
+
+// Handler serves every endpoint of the node.
+func (s *Service) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/socket.io/", s.whenCaughtUp(s.gateway.Handler()))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", s.readyz)
+	mux.Handle("/metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{Registry: s.cfg.Registry}))
+	if s.cfg.Pages != nil {
+		mux.Handle("/", s.cfg.Pages)
+	}
+	return mux
+}
+
+// whenCaughtUp answers 503 until the consumer has caught up (see the package
+// documentation).
+func (s *Service) whenCaughtUp(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.started.Load() {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "starting: replication is catching up", http.StatusServiceUnavailable)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// readyz is ready once caught up while replication streams and the lag is
+// under the threshold: a node far behind would send stale events.
+func (s *Service) readyz(w http.ResponseWriter, _ *http.Request) {
+	st := s.consumer.Status()
+	var lag uint64
+	if st.ServerLSN > st.HandedOffLSN {
+		lag = st.ServerLSN - st.HandedOffLSN
+	}
+	switch {
+	case !st.Streaming:
+		http.Error(w, "not ready: replication is not streaming "+st.LastError, http.StatusServiceUnavailable)
+	case !s.started.Load():
+		http.Error(w, "not ready: catching up with the WAL written before the start", http.StatusServiceUnavailable)
+	case lag > s.cfg.ReadyMaxLag:
+		http.Error(w, fmt.Sprintf("not ready: replication lag %d bytes", lag), http.StatusServiceUnavailable)
+	default:
+		fmt.Fprintf(w, "ready: lag %d bytes\n", lag)
+	}
+}
+
+// Run serves on ln until ctx ends, then shuts down as the package
+// documentation says. An error the user must fix (the consumer's
+// [cdc.IsConfigError]) is returned as it is.
+func (s *Service) Run(ctx context.Context, ln net.Listener) error {
+	httpServer := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	s.log.Info("listening", "addr", ln.Addr().String(), "slot", s.cfg.SlotName, "publication", s.cfg.Publication)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.consumer.Run(gctx, cdc.SinkFunc(s.gateway.Publish)) })
+	g.Go(func() error {
+		select {
+		case <-s.consumer.CaughtUp():
+			s.started.Store(true)
+			s.log.Info("caught up: accepting sockets")
+		case <-gctx.Done():
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := httpServer.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownGrace)
+		defer cancel()
+		s.log.Info("shutting down")
+		// Both at once: http.Server.Shutdown closes the listener, then waits
+		// for active requests, which include long-polling GETs that only
+		// the gateway's Shutdown ends; it does not wait for hijacked
+		// WebSocket connections, which the gateway closes too.
+		gwErr := make(chan error, 1)
+		go func() { gwErr <- s.gateway.Shutdown(stopCtx) }()
+		httpErr := httpServer.Shutdown(stopCtx)
+		return errors.Join(httpErr, <-gwErr)
+	})
+	err := g.Wait()
+	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		s.log.Info("stopped")
+		return nil
+	}
+	return err
+}
+
+// stateMemberships answers the gateway's membership questions from the state
+// the consumer keeps current from the stream, so connects and join:calendar
+// are checked against the same view that moves sockets between rooms, without
+// a query.
+type stateMemberships struct{ state *derive.State }
+
+func (m stateMemberships) AcceptedCalendars(_ context.Context, userID string) ([]string, error) {
+	return m.state.AcceptedCalendars(userID), nil
+}
+
+func (m stateMemberships) IsAcceptedMember(_ context.Context, userID, calendarID string) (bool, error) {
+	return m.state.IsAcceptedMember(userID, calendarID), nil
+}
