@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/koordi/koordi-realtime/cmd/internal/cli"
 	"github.com/koordi/koordi-realtime/gateway/conformance"
 )
 
@@ -18,7 +19,7 @@ func runConformance(ctx context.Context, env *environment, args []string) error 
 		listen, logFormat, logLevel string
 		cfg                         conformance.Config
 	)
-	f := newFlags(env, "conformance", "Serve /engine.io/ and /socket.io/ with the echo handlers, /custom namespace and timings the public protocol test suites (test-suite/ of socketio/engine.io-protocol and socketio/socket.io-protocol) expect.")
+	f := env.flags("conformance", "Serve /engine.io/ and /socket.io/ with the echo handlers, /custom namespace and timings the public protocol test suites (test-suite/ of socketio/engine.io-protocol and socketio/socket.io-protocol) expect.")
 	f.String(&listen, "listen-addr", "LISTEN_ADDR", "127.0.0.1:3000", "address to listen on (the suites use localhost:3000)")
 	f.Duration(&cfg.PingInterval, "ping-interval", "", 300*time.Millisecond, "Engine.IO ping interval")
 	f.Duration(&cfg.PingTimeout, "ping-timeout", "", 200*time.Millisecond, "Engine.IO ping timeout")
@@ -26,10 +27,10 @@ func runConformance(ctx context.Context, env *environment, args []string) error 
 	f.Int(&cfg.MaxPayload, "max-payload", "", 1_000_000, "largest accepted message or POST body, bytes")
 	f.String(&logFormat, "log-format", "LOG_FORMAT", "text", "log format: text or json")
 	f.String(&logLevel, "log-level", "LOG_LEVEL", "warn", "log level: debug, info, warn or error")
-	if err := f.parse(args); err != nil {
+	if err := f.Parse(args); err != nil {
 		return err
 	}
-	logger, err := newLogger(env, logFormat, logLevel)
+	logger, err := env.logger(logFormat, logLevel)
 	if err != nil {
 		return err
 	}
@@ -37,7 +38,7 @@ func runConformance(ctx context.Context, env *environment, args []string) error 
 
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
-		return userErr("listen on %s: %v", listen, err)
+		return cli.Errorf("listen on %s: %v", listen, err)
 	}
 	srv := conformance.New(cfg)
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}

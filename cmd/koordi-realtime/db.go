@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/koordi/koordi-realtime/cmd/internal/cli"
 	ksql "github.com/koordi/koordi-realtime/sql"
 )
 
@@ -19,7 +20,7 @@ type dbConfig struct {
 	logLevel    string
 }
 
-func (c *dbConfig) bind(f *flags, withSlot bool) {
+func (c *dbConfig) bind(f *cli.Flags, withSlot bool) {
 	f.String(&c.url, "database-url", "DATABASE_URL", "", "PostgreSQL URL of Koordi's database (required)")
 	if withSlot {
 		f.String(&c.slot, "slot-name", "SLOT_NAME", "koordi_realtime", "logical replication slot")
@@ -33,18 +34,18 @@ func (c *dbConfig) bind(f *flags, withSlot bool) {
 // is a user error, reported in one line without the password.
 func (c *dbConfig) connect(ctx context.Context) (*pgx.Conn, error) {
 	if c.url == "" {
-		return nil, userErr("DATABASE_URL is not set (flag --database-url)")
+		return nil, cli.Errorf("DATABASE_URL is not set (flag --database-url)")
 	}
 	cfg, err := pgx.ParseConfig(c.url)
 	if err != nil {
-		return nil, userErr("DATABASE_URL is not a valid PostgreSQL URL: %v", err)
+		return nil, cli.Errorf("DATABASE_URL is not a valid PostgreSQL URL: %v", err)
 	}
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = 10 * time.Second
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, userErr("cannot connect to PostgreSQL at %s:%d/%s: %v", cfg.Host, cfg.Port, cfg.Database, err)
+		return nil, cli.Errorf("cannot connect to PostgreSQL at %s:%d/%s: %v", cfg.Host, cfg.Port, cfg.Database, err)
 	}
 	return conn, nil
 }
@@ -61,9 +62,9 @@ func (c *dbConfig) withConn(ctx context.Context, fn func(*pgx.Conn) error) error
 
 func runMigrate(ctx context.Context, env *environment, args []string) error {
 	var db dbConfig
-	f := newFlags(env, "migrate", "Create Koordi's tables (as its Prisma migrations do) if they are missing. For development and tests.")
+	f := env.flags("migrate", "Create Koordi's tables (as its Prisma migrations do) if they are missing. For development and tests.")
 	db.bind(f, false)
-	if err := f.parse(args); err != nil {
+	if err := f.Parse(args); err != nil {
 		return err
 	}
 	if err := db.withConn(ctx, func(conn *pgx.Conn) error { return ksql.Migrate(ctx, conn) }); err != nil {
@@ -75,17 +76,17 @@ func runMigrate(ctx context.Context, env *environment, args []string) error {
 
 func runSetup(ctx context.Context, env *environment, args []string) error {
 	var db dbConfig
-	f := newFlags(env, "setup", "Prepare an existing Koordi database: REPLICA IDENTITY FULL on the watched tables, the publication, and koordi_realtime.emit(). Idempotent; never alters Koordi's columns.")
+	f := env.flags("setup", "Prepare an existing Koordi database: REPLICA IDENTITY FULL on the watched tables, the publication, and koordi_realtime.emit(). Idempotent; never alters Koordi's columns.")
 	db.bind(f, false)
-	if err := f.parse(args); err != nil {
+	if err := f.Parse(args); err != nil {
 		return err
 	}
 	err := db.withConn(ctx, func(conn *pgx.Conn) error {
 		if err := ksql.Setup(ctx, conn, db.publication); err != nil {
-			return userError{err}
+			return cli.User(err)
 		}
 		if err := ksql.Preflight(ctx, conn, db.publication); err != nil {
-			return userError{err}
+			return cli.User(err)
 		}
 		return nil
 	})

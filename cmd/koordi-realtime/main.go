@@ -12,10 +12,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/koordi/koordi-realtime/cmd/internal/cli"
 )
 
 // command is one subcommand. run gets the arguments after the command name.
@@ -30,6 +33,16 @@ type command struct {
 type environment struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
+}
+
+// flags starts a command's flags, each also read from the environment.
+func (e *environment) flags(command, summary string) *cli.Flags {
+	return cli.NewFlags(e.getenv, e.stderr, command, summary)
+}
+
+// logger is the process logger, on stderr.
+func (e *environment) logger(format, level string) (*slog.Logger, error) {
+	return cli.NewLogger(e.stderr, format, level)
 }
 
 func commands() []command {
@@ -72,11 +85,11 @@ func run(ctx context.Context, env *environment, args []string) int {
 		}
 		err := c.run(ctx, env, args[1:])
 		switch {
-		case err == nil, errors.Is(err, errHelp):
+		case err == nil, errors.Is(err, cli.ErrHelp):
 			return 0
 		case errors.Is(err, context.Canceled) && ctx.Err() != nil:
 			return 0
-		case isUserError(err):
+		case cli.IsUserError(err):
 			fmt.Fprintf(env.stderr, "koordi-realtime %s: %s\n", c.name, oneLine(err.Error()))
 			return 2
 		default:

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/koordi/koordi-realtime/cdc"
+	"github.com/koordi/koordi-realtime/cmd/internal/cli"
 	"github.com/koordi/koordi-realtime/cmd/internal/service"
 	"github.com/koordi/koordi-realtime/gateway"
 	"github.com/koordi/koordi-realtime/gateway/inspector"
@@ -33,14 +34,14 @@ type serveConfig struct {
 	inspector     bool
 }
 
-func (c *serveConfig) bind(f *flags) {
+func (c *serveConfig) bind(f *cli.Flags) {
 	c.bindWith(f, ":3000")
 	f.Bool(&c.inspector, "inspector", "INSPECTOR", false, "serve the inspector page at / (a browser view of sockets, events and lag)")
 }
 
 // bindWith binds every serve setting; dev shares them with its own
 // listening default.
-func (c *serveConfig) bindWith(f *flags, listenDefault string) {
+func (c *serveConfig) bindWith(f *cli.Flags, listenDefault string) {
 	c.db.bind(f, true)
 	f.String(&c.jwtSecret, "jwt-secret", "JWT_SECRET", "", "HS256 secret of Koordi's API tokens, at least 32 bytes")
 	f.String(&c.jwtPublicKey, "jwt-public-key-file", "JWT_PUBLIC_KEY_FILE", "", "PEM file of RS256/ES256 public keys (optional)")
@@ -56,19 +57,19 @@ func (c *serveConfig) bindWith(f *flags, listenDefault string) {
 // validate reports the first setting the user must fix.
 func (c *serveConfig) validate() error {
 	if c.db.url == "" {
-		return userErr("DATABASE_URL is not set (flag --database-url)")
+		return cli.Errorf("DATABASE_URL is not set (flag --database-url)")
 	}
 	if c.jwtSecret == "" && c.jwtPublicKey == "" {
-		return userErr("JWT_SECRET is not set (flag --jwt-secret): use the secret Koordi's API signs tokens with")
+		return cli.Errorf("JWT_SECRET is not set (flag --jwt-secret): use the secret Koordi's API signs tokens with")
 	}
 	if c.jwtSecret != "" && len(c.jwtSecret) < 32 {
-		return userErr("JWT_SECRET is %d bytes; at least 32 are required", len(c.jwtSecret))
+		return cli.Errorf("JWT_SECRET is %d bytes; at least 32 are required", len(c.jwtSecret))
 	}
 	if c.replayWindow < 0 {
-		return userErr("REPLAY_WINDOW must not be negative")
+		return cli.Errorf("REPLAY_WINDOW must not be negative")
 	}
 	if c.natsURL != "" {
-		return userErr("NATS_URL is set, but multi-node fan-out is not available in this version; unset it to run a single node")
+		return cli.Errorf("NATS_URL is set, but multi-node fan-out is not available in this version; unset it to run a single node")
 	}
 	return nil
 }
@@ -85,15 +86,15 @@ func (c *serveConfig) origins() []string {
 
 func runServe(ctx context.Context, env *environment, args []string) error {
 	var cfg serveConfig
-	f := newFlags(env, "serve", "Stream Koordi's committed changes from PostgreSQL to Socket.IO clients.")
+	f := env.flags("serve", "Stream Koordi's committed changes from PostgreSQL to Socket.IO clients.")
 	cfg.bind(f)
-	if err := f.parse(args); err != nil {
+	if err := f.Parse(args); err != nil {
 		return err
 	}
 	if err := cfg.validate(); err != nil {
 		return err
 	}
-	logger, err := newLogger(env, cfg.db.logFormat, cfg.db.logLevel)
+	logger, err := env.logger(cfg.db.logFormat, cfg.db.logLevel)
 	if err != nil {
 		return err
 	}
@@ -109,7 +110,7 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	}
 	ln, err := net.Listen("tcp", cfg.listenAddr)
 	if err != nil {
-		return userErr("listen on %s: %v", cfg.listenAddr, err)
+		return cli.Errorf("listen on %s: %v", cfg.listenAddr, err)
 	}
 	return runService(ctx, svc, ln)
 }
@@ -124,7 +125,7 @@ func (c *serveConfig) service(logger *slog.Logger, pages func(*prometheus.Regist
 	if c.jwtPublicKey != "" {
 		b, err := os.ReadFile(c.jwtPublicKey)
 		if err != nil {
-			return nil, userErr("JWT_PUBLIC_KEY_FILE: %v", err)
+			return nil, cli.Errorf("JWT_PUBLIC_KEY_FILE: %v", err)
 		}
 		publicKeys = b
 	}
@@ -149,7 +150,7 @@ func (c *serveConfig) service(logger *slog.Logger, pages func(*prometheus.Regist
 	}
 	svc, err := service.New(cfg)
 	if err != nil {
-		return nil, userError{err}
+		return nil, cli.User(err)
 	}
 	return svc, nil
 }
@@ -159,7 +160,7 @@ func (c *serveConfig) service(logger *slog.Logger, pages func(*prometheus.Regist
 func runService(ctx context.Context, svc *service.Service, ln net.Listener) error {
 	err := svc.Run(ctx, ln)
 	if err != nil && cdc.IsConfigError(err) {
-		return userError{err}
+		return cli.User(err)
 	}
 	return err
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/koordi/koordi-realtime/cdc"
+	"github.com/koordi/koordi-realtime/cmd/internal/cli"
 	"github.com/koordi/koordi-realtime/schema"
 )
 
@@ -17,19 +18,19 @@ func runTail(ctx context.Context, env *environment, args []string) error {
 		db             dbConfig
 		statusInterval time.Duration
 	)
-	f := newFlags(env, "tail", "Run the CDC side alone and print each derived event as one JSON line "+
+	f := env.flags("tail", "Run the CDC side alone and print each derived event as one JSON line "+
 		`{"offset","room","event","data"} on stdout. Uses its own replication slot, so it never takes events from serve. `+
 		"The slot stays when tail exits (it resumes there next time); drop it with SELECT pg_drop_replication_slot('koordi_realtime_tail').")
 	db.bind(f, false)
 	f.String(&db.slot, "slot-name", "TAIL_SLOT_NAME", "koordi_realtime_tail", "replication slot of tail (not serve's SLOT_NAME)")
 	f.Duration(&statusInterval, "status-interval", "TAIL_STATUS_INTERVAL", 10*time.Second, "how often the printed position is confirmed to PostgreSQL")
-	if err := f.parse(args); err != nil {
+	if err := f.Parse(args); err != nil {
 		return err
 	}
 	if db.url == "" {
-		return userErr("DATABASE_URL is not set (flag --database-url)")
+		return cli.Errorf("DATABASE_URL is not set (flag --database-url)")
 	}
-	logger, err := newLogger(env, db.logFormat, db.logLevel)
+	logger, err := env.logger(db.logFormat, db.logLevel)
 	if err != nil {
 		return err
 	}
@@ -41,11 +42,11 @@ func runTail(ctx context.Context, env *environment, args []string) error {
 		Logger:         logger,
 	})
 	if err != nil {
-		return userError{err}
+		return cli.User(err)
 	}
 	if err := consumer.Run(ctx, newLineSink(env.stdout)); err != nil {
 		if cdc.IsConfigError(err) {
-			return userError{err}
+			return cli.User(err)
 		}
 		return err
 	}
