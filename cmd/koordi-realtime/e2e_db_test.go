@@ -38,14 +38,6 @@ func newTestDB(t *testing.T) *testDB {
 	return &testDB{t: t, url: url, conn: pgcluster.Connect(t, url)}
 }
 
-// newKoordiDB is a database migrated and set up by the sql package, for the
-// tests of tail, which start from an empty schema.
-func newKoordiDB(t *testing.T) *testDB {
-	t.Helper()
-	url, conn := pgcluster.NewKoordiDatabase(t, cluster)
-	return &testDB{t: t, url: url, conn: conn}
-}
-
 // setup runs the setup command (replica identity, publication, emit).
 func (db *testDB) setup() {
 	db.t.Helper()

@@ -22,7 +22,6 @@ import (
 	"github.com/koordi/koordi-realtime/gateway/inspector"
 	"github.com/koordi/koordi-realtime/schema"
 	ksql "github.com/koordi/koordi-realtime/sql"
-	"github.com/koordi/koordi-realtime/sql/pgcluster"
 )
 
 // section8 are the series DESIGN.md section 8 asks for, by the name each
@@ -93,18 +92,12 @@ func (c *pollingClient) connect(authJSON string) string {
 // writes, and compares the exposition with the expected series and values.
 // With --inspector on, the page's stats agree with the exposition.
 func TestMetricsExposition(t *testing.T) {
-	db := &testDB{t: t, url: pgcluster.NewDatabase(t, cluster)}
-	db.conn = pgcluster.Connect(t, db.url)
+	db := newTestDB(t)
 	ctx, conn := context.Background(), db.conn
-	if err := ksql.Migrate(ctx, conn); err != nil {
-		t.Fatal(err)
-	}
 	if err := ksql.SeedDemo(ctx, conn); err != nil {
 		t.Fatal(err)
 	}
-	if err := ksql.Setup(ctx, conn, "koordi_realtime"); err != nil {
-		t.Fatal(err)
-	}
+	db.setup()
 
 	cfg := serveConfig{
 		db:         dbConfig{url: db.url, slot: db.slot("metrics"), publication: "koordi_realtime"},

@@ -60,7 +60,8 @@ func seedCalendar(db *testDB) {
 // TestTailPrintsEvents runs tail in-process: it prints each derived event as
 // one JSON line and exits 0 when its context ends (SIGINT/SIGTERM in main).
 func TestTailPrintsEvents(t *testing.T) {
-	db := newKoordiDB(t)
+	db := newTestDB(t)
+	db.setup()
 	p := startInProcess(t, map[string]string{"DATABASE_URL": db.url, "TAIL_SLOT_NAME": db.slot("tail")}, "tail")
 	waitLogged(t, &p.stderr, "streaming started")
 
@@ -107,7 +108,8 @@ func TestTailCrashRedelivers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and writes thousands of commits")
 	}
-	db := newKoordiDB(t)
+	db := newTestDB(t)
+	db.setup()
 	seedCalendar(db)
 	var eventID string
 	if err := db.conn.QueryRow(context.Background(),
@@ -250,7 +252,8 @@ func TestTailUserErrors(t *testing.T) {
 		return url
 	}
 	slotInUse := func() string {
-		db := newKoordiDB(t)
+		db := newTestDB(t)
+		db.setup()
 		p := startInProcess(t, map[string]string{"DATABASE_URL": db.url, "TAIL_SLOT_NAME": "busy_slot"}, "tail")
 		waitLogged(t, &p.stderr, "streaming started")
 		return db.url
