@@ -1,15 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"io"
 	"net"
-	"net/http"
 	neturl "net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -21,17 +17,14 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	ksql "github.com/koordi/koordi-realtime/sql"
+	"github.com/koordi/koordi-realtime/sql/pgcluster"
 )
 
-// devProc is a `koordi-realtime dev` subprocess.
+// devProc is a `koordi-realtime dev` subprocess; base is where it listens,
+// read from its banner (it picks a free port itself).
 type devProc struct {
-	t       *testing.T
-	cmd     *exec.Cmd
-	stdout  syncBuffer
-	stderr  syncBuffer
-	done    chan struct{}
-	waitErr error
-	base    string // http://host:port, from the banner
+	*proc
+	base string
 }
 
 // devEnv is the environment minus the settings dev must choose itself.
@@ -53,63 +46,27 @@ var devURLRe = regexp.MustCompile(`(?m)^  inspector   (http://\S+)/$`)
 // and /readyz answers 200.
 func startDev(t *testing.T, dir string, env []string, args ...string) *devProc {
 	t.Helper()
-	p := &devProc{t: t, done: make(chan struct{})}
-	p.cmd = exec.Command(binary(t), append([]string{"dev"}, args...)...)
-	p.cmd.Dir = dir
-	p.cmd.Env = env
-	p.cmd.Stdout = &p.stdout
-	p.cmd.Stderr = &p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		p.waitErr = p.cmd.Wait()
-		close(p.done)
-	}()
+	p := &devProc{proc: startProc(t, "dev", dir, env, append([]string{"dev"}, args...)...)}
+	// Runs before the proc's own cleanup, which kills: a failed test still
+	// stops dev the way a user does, so its PostgreSQL goes too.
 	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			// A failed test still stops dev the way a user does, so its
-			// PostgreSQL goes too.
+		if p.running() {
 			_ = p.cmd.Process.Signal(syscall.SIGINT)
 			select {
 			case <-p.done:
 			case <-time.After(30 * time.Second):
-				_ = p.cmd.Process.Kill()
-				<-p.done
 			}
 		}
-		if t.Failed() {
-			t.Logf("dev stdout:\n%s\ndev stderr:\n%s", e2eLastLines(p.stdout.String(), 40), e2eLastLines(p.stderr.String(), 60))
-		}
 	})
-	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	deadline := time.Now().Add(e2eWait)
-	for {
+	p.waitReady(func() string {
 		if p.base == "" {
 			if m := devURLRe.FindStringSubmatch(p.stdout.String()); m != nil {
 				p.base = m[1]
 			}
 		}
-		if p.base != "" {
-			if resp, err := client.Get(p.base + "/readyz"); err == nil {
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					return p
-				}
-			}
-		}
-		select {
-		case <-p.done:
-			t.Fatalf("dev exited before it was ready: %v\n%s\n%s", p.waitErr, p.stdout.String(), p.stderr.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dev not ready after %s", e2eWait)
-		}
-	}
+		return p.base
+	})
+	return p
 }
 
 // token returns the demo token printed for email.
@@ -135,16 +92,8 @@ func (p *devProc) databaseURL() string {
 // interrupt sends SIGINT, as Ctrl-C does, and waits for exit status 0.
 func (p *devProc) interrupt() {
 	p.t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
-		p.t.Fatal(err)
-	}
-	select {
-	case <-p.done:
-	case <-time.After(e2eWait):
-		p.t.Fatalf("dev still running %s after SIGINT", e2eWait)
-	}
-	if p.waitErr != nil {
-		p.t.Fatalf("dev exited with %v after SIGINT\n%s", p.waitErr, p.stderr.String())
+	if err, _ := p.signal(syscall.SIGINT, waitLimit); err != nil {
+		p.t.Fatalf("dev exited with %v after SIGINT\n%s", err, p.stderr.String())
 	}
 }
 
@@ -166,76 +115,47 @@ func processesUnder(dir string) []string {
 	return found
 }
 
-// devSocket runs testdata/client/driver.mjs with one socket and returns
-// its report lines as they arrive.
-func devSocket(t *testing.T, base, token string) <-chan e2eReport {
+// devSocket connects one socket, "a", to dev with token.
+func devSocket(t *testing.T, base, token string) *testClients {
 	t.Helper()
-	node, dir := e2eRequireNode(t)
-	cmd := exec.Command(node, filepath.Join(dir, "client", "driver.mjs"), base)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	reports := make(chan e2eReport, 100)
-	go func() {
-		defer close(reports)
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var r e2eReport
-			if json.Unmarshal(sc.Bytes(), &r) == nil {
-				reports <- r
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		_, _ = io.WriteString(stdin, `{"op":"exit"}`+"\n")
-		stdin.Close()
-		timer := time.AfterFunc(10*time.Second, func() { _ = cmd.Process.Kill() })
-		_ = cmd.Wait()
-		timer.Stop()
-		for range reports {
-		}
-		if t.Failed() {
-			t.Logf("driver stderr: %s", stderr.String())
-		}
-	})
-	b, _ := json.Marshal(map[string]any{"op": "connect", "id": "a", "token": token})
-	if _, err := stdin.Write(append(b, '\n')); err != nil {
-		t.Fatal(err)
-	}
-	return reports
+	c := startClients(t, base)
+	c.connectAsync("a", token)
+	return c
 }
 
-// nextReport waits for the first report matching ok.
-func nextReport(t *testing.T, reports <-chan e2eReport, what string, ok func(e2eReport) bool) e2eReport {
-	t.Helper()
-	timeout := time.After(e2eWait)
-	for {
-		select {
-		case r, open := <-reports:
-			if !open {
-				t.Fatalf("driver ended before %s", what)
-			}
-			if r.Ev == "connect_error" || r.Ev == "fatal" {
-				t.Fatalf("waiting for %s: %+v", what, r)
+// devWait waits for a report that matches ok. Dev's sockets have valid
+// tokens and nothing to wait for, so a refusal fails the test at once.
+func devWait(c *testClients, what string, ok func(nodeReport) bool) nodeReport {
+	c.t.Helper()
+	var got nodeReport
+	c.waitFor(what, func(rs []nodeReport) bool {
+		for _, r := range rs {
+			if r.Ev == "connect_error" {
+				c.t.Fatalf("waiting for %s: %+v", what, r)
 			}
 			if ok(r) {
-				return r
+				got = r
+				return true
 			}
-		case <-timeout:
-			t.Fatalf("no %s after %s", what, e2eWait)
 		}
+		return false
+	})
+	return got
+}
+
+// assignDemoEvent flips the assignee of Maya · School's first event
+// between Sam and Alex, a write that every member of the calendar must
+// see, and returns the event's id.
+func assignDemoEvent(t *testing.T, conn *pgx.Conn) string {
+	t.Helper()
+	var eventID string
+	if err := conn.QueryRow(context.Background(), `
+		UPDATE events SET assigned_to_user_id = CASE WHEN assigned_to_user_id IS DISTINCT FROM $1::uuid THEN $1::uuid ELSE $2::uuid END
+		WHERE id = (SELECT id FROM events WHERE event_calendar_id = $3 ORDER BY start_time, id LIMIT 1) RETURNING id::text`,
+		ksql.DemoSam, ksql.DemoAlex, ksql.DemoSchool).Scan(&eventID); err != nil {
+		t.Fatal(err)
 	}
+	return eventID
 }
 
 // TestDevFirstRun is `make run` on a fresh machine: dev from an empty
@@ -247,9 +167,7 @@ func nextReport(t *testing.T, reports <-chan e2eReport, what string, ok func(e2e
 // (its PostgreSQL left running) stops the leftover and starts normally, and
 // --simulate streams the demo family's writes.
 func TestDevFirstRun(t *testing.T) {
-	if cluster == nil { // no PostgreSQL binaries: skipped, or failed under CI
-		devRequirePostgres(t)
-	}
+	pgcluster.Require(t, cluster) // dev needs PostgreSQL's binaries, as the cluster does
 	dir := t.TempDir()
 	// As root, PostgreSQL runs as the postgres user, which must reach the
 	// working directory (t.TempDir and its parent are private).
@@ -269,28 +187,22 @@ func TestDevFirstRun(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, ".koordi", "data", "PG_VERSION")); err != nil {
 			t.Fatalf("run %d: no cluster under ./.koordi: %v", run, err)
 		}
-		reports := devSocket(t, p.base, p.token("sam@demo.koordi.app"))
-		nextReport(t, reports, "connect", func(r e2eReport) bool { return r.Ev == "connect" })
+		c := devSocket(t, p.base, p.token("sam@demo.koordi.app"))
+		devWait(c, "connect", func(r nodeReport) bool { return r.Ev == "connect" })
 
 		conn, err := pgx.Connect(context.Background(), p.databaseURL())
 		if err != nil {
 			t.Fatal(err)
 		}
-		var eventID string
-		err = conn.QueryRow(context.Background(), `
-			UPDATE events SET assigned_to_user_id = CASE WHEN assigned_to_user_id IS DISTINCT FROM $1::uuid THEN $1::uuid ELSE $2::uuid END
-			WHERE id = (SELECT id FROM events WHERE event_calendar_id = $3 ORDER BY start_time, id LIMIT 1) RETURNING id::text`,
-			ksql.DemoSam, ksql.DemoAlex, ksql.DemoSchool).Scan(&eventID)
+		eventID := assignDemoEvent(t, conn)
 		conn.Close(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := nextReport(t, reports, "event:assigned", func(r e2eReport) bool {
+		got := devWait(c, "event:assigned", func(r nodeReport) bool {
 			return r.Ev == "event" && r.Event == "event:assigned" && len(r.Args) == 2 && strings.Contains(string(r.Args[0]), eventID)
 		})
 		t.Logf("run %d: %s %s", run, got.Event, got.Args[1])
 
 		p.interrupt()
+		c.close() // its socket would only retry against a stopped dev
 		if left := processesUnder(dir); len(left) > 0 {
 			t.Fatalf("run %d: processes left after SIGINT:\n%s", run, strings.Join(left, "\n"))
 		}
@@ -315,11 +227,7 @@ func TestDevFirstRun(t *testing.T) {
 
 	// A run killed outright leaves its PostgreSQL running; the next run
 	// stops that one and starts normally.
-	killed := startDev(t, dir, env)
-	if err := killed.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	<-killed.done
+	startDev(t, dir, env).kill()
 	if len(processesUnder(dir)) == 0 {
 		t.Fatal("expected the killed run's PostgreSQL to be left running")
 	}
@@ -329,9 +237,9 @@ func TestDevFirstRun(t *testing.T) {
 	}
 	// --simulate: a member of both calendars sees the family's writes,
 	// among them a calendar sync with its counts.
-	reports := devSocket(t, p.base, p.token("sam@demo.koordi.app"))
+	c := devSocket(t, p.base, p.token("sam@demo.koordi.app"))
 	seen := map[string]bool{}
-	nextReport(t, reports, "calendar:synced and event:assigned from --simulate", func(r e2eReport) bool {
+	devWait(c, "calendar:synced and event:assigned from --simulate", func(r nodeReport) bool {
 		if r.Ev == "event" {
 			seen[r.Event] = true
 		}
@@ -385,15 +293,4 @@ func devCheckLogs(t *testing.T, run int, logs, stdout string) {
 			t.Errorf("run %d: a token appears in the log", run)
 		}
 	}
-}
-
-// devRequirePostgres fails under CI and skips elsewhere when the package has
-// no PostgreSQL, as pgcluster.Require does.
-func devRequirePostgres(t *testing.T) {
-	t.Helper()
-	const msg = "no PostgreSQL server binaries for dev's local cluster"
-	if os.Getenv("CI") != "" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
 }

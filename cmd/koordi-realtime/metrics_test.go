@@ -13,18 +13,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+	prommodel "github.com/prometheus/common/model"
 
 	"github.com/koordi/koordi-realtime/gateway/auth"
 	"github.com/koordi/koordi-realtime/gateway/inspector"
 	"github.com/koordi/koordi-realtime/schema"
 	ksql "github.com/koordi/koordi-realtime/sql"
-	"github.com/koordi/koordi-realtime/sql/pgcluster"
 )
 
 // section8 are the series DESIGN.md section 8 asks for, by the name each
@@ -95,26 +93,16 @@ func (c *pollingClient) connect(authJSON string) string {
 // writes, and compares the exposition with the expected series and values.
 // With --inspector on, the page's stats agree with the exposition.
 func TestMetricsExposition(t *testing.T) {
-	dbURL := pgcluster.NewDatabase(t, cluster)
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if err := ksql.Migrate(ctx, conn); err != nil {
-		t.Fatal(err)
-	}
+	db := newTestDB(t)
+	ctx, conn := context.Background(), db.conn
 	if err := ksql.SeedDemo(ctx, conn); err != nil {
 		t.Fatal(err)
 	}
-	if err := ksql.Setup(ctx, conn, "koordi_realtime"); err != nil {
-		t.Fatal(err)
-	}
+	db.setup()
 
 	cfg := serveConfig{
-		db:         dbConfig{url: dbURL, slot: e2eSlot("metrics", dbURL), publication: "koordi_realtime"},
-		jwtSecret:  e2eSecret,
+		db:         dbConfig{url: db.url, slot: db.slot("metrics"), publication: "koordi_realtime"},
+		jwtSecret:  testSecret,
 		listenAddr: "127.0.0.1:0", frontendURL: "http://localhost:5173",
 		replayWindow: 2 * time.Minute, rateLimit: 100, readyMaxLag: 64 << 20, shutdownGrace: 5 * time.Second,
 		inspector: true,
@@ -132,7 +120,7 @@ func TestMetricsExposition(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { e2eDropSlot(t, dbURL, cfg.db.slot) }) // runs after serve has stopped
+	t.Cleanup(func() { db.dropSlot(cfg.db.slot) }) // runs after serve has stopped
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- runService(runCtx, svc, ln) }()
@@ -144,12 +132,8 @@ func TestMetricsExposition(t *testing.T) {
 	})
 	base := "http://" + ln.Addr().String()
 	waitUntil(t, "/readyz", func() bool {
-		resp, err := http.Get(base + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+		code, _, err := fetch(base + "/readyz")
+		return err == nil && code == http.StatusOK
 	})
 
 	// Connects: one without a token, one with a bad token, one valid (Sam,
@@ -160,7 +144,7 @@ func TestMetricsExposition(t *testing.T) {
 	if got := (&pollingClient{t: t, base: base}).connect(`{"token":"not-a-jwt"}`); !strings.Contains(got, "Authentication error: invalid token") {
 		t.Fatalf("bad token: %q", got)
 	}
-	tok, err := auth.Mint([]byte(e2eSecret), ksql.DemoSam, "sam@demo.koordi.app", time.Now(), time.Hour)
+	tok, err := auth.Mint([]byte(testSecret), ksql.DemoSam, "sam@demo.koordi.app", time.Now(), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,25 +256,14 @@ koordi_gateway_slow_consumer_disconnects_total 0
 	}
 }
 
-func httpGet(t *testing.T, u string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
 func scrape(t *testing.T, base string) map[string]*dto.MetricFamily {
 	t.Helper()
-	resp, err := http.Get(base + "/metrics")
+	resp, err := httpClient.Get(base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	p := expfmt.NewTextParser(model.UTF8Validation)
+	p := expfmt.NewTextParser(prommodel.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(resp.Body)
 	if err != nil {
 		t.Fatalf("parse /metrics: %v", err)

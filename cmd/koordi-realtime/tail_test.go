@@ -1,20 +1,14 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -22,39 +16,6 @@ import (
 	ksql "github.com/koordi/koordi-realtime/sql"
 	"github.com/koordi/koordi-realtime/sql/pgcluster"
 )
-
-// syncBuffer is a bytes.Buffer safe for one writer and polling readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func envOf(vars map[string]string, stdout, stderr *syncBuffer) *environment {
-	return &environment{stdout: stdout, stderr: stderr, getenv: func(k string) string { return vars[k] }}
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // line is one printed event.
 type line struct {
@@ -86,34 +47,31 @@ const (
 	tailCal   = "44444444-4444-4444-8444-444444444444"
 )
 
-func seedCalendar(t *testing.T, conn *pgx.Conn) {
-	t.Helper()
-	e2eExec(t, conn, `INSERT INTO users (id, email, name) VALUES ($1, 'ada@example.com', 'Ada')`, tailUser)
-	e2eExec(t, conn, `INSERT INTO children (id, name) VALUES ($1, 'Kid')`, tailChild)
-	e2eExec(t, conn, `INSERT INTO event_calendars (id, name, ics_url, child_id, owner_id) VALUES ($1, 'Soccer', 'https://example.com/a.ics', $2, $3)`,
+// seedCalendar writes one calendar and its owner, after tail started: its
+// rows are streamed, not bootstrapped.
+func seedCalendar(db *testDB) {
+	db.t.Helper()
+	db.exec(`INSERT INTO users (id, email, name) VALUES ($1, 'ada@example.com', 'Ada')`, tailUser)
+	db.exec(`INSERT INTO children (id, name) VALUES ($1, 'Kid')`, tailChild)
+	db.exec(`INSERT INTO event_calendars (id, name, ics_url, child_id, owner_id) VALUES ($1, 'Soccer', 'https://example.com/a.ics', $2, $3)`,
 		tailCal, tailChild, tailUser)
 }
 
 // TestTailPrintsEvents runs tail in-process: it prints each derived event as
 // one JSON line and exits 0 when its context ends (SIGINT/SIGTERM in main).
 func TestTailPrintsEvents(t *testing.T) {
-	url, conn := pgcluster.NewKoordiDatabase(t, cluster)
-	var stdout, stderr syncBuffer
-	env := envOf(map[string]string{"DATABASE_URL": url, "TAIL_SLOT_NAME": e2eSlot("tail", url)}, &stdout, &stderr)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	code := make(chan int, 1)
-	go func() { code <- run(ctx, env, []string{"tail"}) }()
-	waitUntil(t, "streaming", func() bool { return strings.Contains(stderr.String(), "streaming started") })
+	db := newTestDB(t)
+	db.setup()
+	p := startInProcess(t, map[string]string{"DATABASE_URL": db.url, "TAIL_SLOT_NAME": db.slot("tail")}, "tail")
+	waitLogged(t, &p.stderr, "streaming started")
 
-	seedCalendar(t, conn)
-	e2eExec(t, conn, `INSERT INTO events (event_calendar_id, ics_uid, title, start_time, end_time) VALUES ($1, 'u1', 'Practice', now(), now())`, tailCal)
-	waitUntil(t, "event:created", func() bool { return strings.Contains(stdout.String(), `"event:created"`) })
-	cancel()
-	if c := <-code; c != 0 {
-		t.Fatalf("exit %d, stderr:\n%s", c, stderr.String())
+	seedCalendar(db)
+	db.exec(`INSERT INTO events (event_calendar_id, ics_uid, title, start_time, end_time) VALUES ($1, 'u1', 'Practice', now(), now())`, tailCal)
+	waitUntil(t, "event:created", func() bool { return strings.Contains(p.stdout.String(), `"event:created"`) })
+	if c := p.stop(); c != 0 {
+		t.Fatalf("exit %d, stderr:\n%s", c, p.stderr.String())
 	}
-	lines := parseLines(t, stdout.String())
+	lines := parseLines(t, p.stdout.String())
 	got := lines[len(lines)-1]
 	if got.Room != schema.CalendarRoom(tailCal) || got.Event != schema.EventCreated {
 		t.Fatalf("last line %+v, want event:created to calendar:%s", got, tailCal)
@@ -127,90 +85,17 @@ func TestTailPrintsEvents(t *testing.T) {
 	}
 }
 
-var (
-	binOnce sync.Once
-	binPath string
-	binDir  string
-	binErr  error
-)
-
-// binary builds koordi-realtime once for the tests that run it as a process.
-func binary(t *testing.T) string {
+// startTail runs tail as a subprocess on db, with its own slot, and waits
+// until it streams: a process to SIGKILL and SIGTERM.
+func startTail(t *testing.T, db *testDB, name string) *proc {
 	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "koordi-bin-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binDir = dir
-		binPath = filepath.Join(dir, "koordi-realtime")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
-
-// removeBinary deletes what binary built; TestMain runs it after the tests.
-func removeBinary() error {
-	if binDir == "" {
-		return nil
-	}
-	return os.RemoveAll(binDir)
-}
-
-// scanLines collects a process's stdout lines.
-func scanLines(r *bufio.Scanner, into *syncBuffer) {
-	for r.Scan() {
-		_, _ = into.Write(append(r.Bytes(), '\n'))
-	}
-}
-
-// tailProc is a `koordi-realtime tail` subprocess.
-type tailProc struct {
-	cmd     *exec.Cmd
-	stdout  syncBuffer
-	stderr  syncBuffer
-	scanned chan struct{} // closed when stdout is at EOF
-}
-
-func startTail(t *testing.T, url string) *tailProc {
-	t.Helper()
-	p := &tailProc{scanned: make(chan struct{})}
-	p.cmd = exec.Command(binary(t), "tail")
-	p.cmd.Env = append(os.Environ(),
-		"DATABASE_URL="+url,
-		"TAIL_SLOT_NAME="+e2eSlot("tail", url),
+	p := startProc(t, name, "", append(os.Environ(),
+		"DATABASE_URL="+db.url,
+		"TAIL_SLOT_NAME="+db.slot("tail"),
 		"TAIL_STATUS_INTERVAL=100ms",
 		"LOG_LEVEL=info",
-	)
-	p.cmd.Stderr = &p.stderr
-	out, err := p.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		defer close(p.scanned)
-		scanLines(bufio.NewScanner(out), &p.stdout)
-	}()
-	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			_ = p.cmd.Process.Kill()
-			<-p.scanned
-			_ = p.cmd.Wait()
-		}
-	})
-	waitUntil(t, "tail streaming", func() bool {
-		return strings.Contains(p.stderr.String(), "streaming started")
-	})
+	), "tail")
+	waitLogged(t, &p.stderr, "streaming started")
 	return p
 }
 
@@ -223,22 +108,23 @@ func TestTailCrashRedelivers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and writes thousands of commits")
 	}
-	url, conn := pgcluster.NewKoordiDatabase(t, cluster)
-	seedCalendar(t, conn)
+	db := newTestDB(t)
+	db.setup()
+	seedCalendar(db)
 	var eventID string
-	if err := conn.QueryRow(context.Background(),
+	if err := db.conn.QueryRow(context.Background(),
 		`INSERT INTO events (event_calendar_id, ics_uid, title, start_time, end_time) VALUES ($1, 'u1', 'initial', now(), now()) RETURNING id`,
 		tailCal).Scan(&eventID); err != nil {
 		t.Fatal(err)
 	}
-	first := startTail(t, url)
+	first := startTail(t, db, "tail run 1")
 
 	const total = 3000
 	progress := make(chan int, total)
 	writerErr := make(chan error, 1)
 	go func() {
 		defer close(progress)
-		w, err := pgx.Connect(context.Background(), url)
+		w, err := pgx.Connect(context.Background(), db.url)
 		if err != nil {
 			writerErr <- err
 			return
@@ -257,13 +143,9 @@ func TestTailCrashRedelivers(t *testing.T) {
 	waitUntil(t, "a third of the events printed", func() bool {
 		return strings.Count(first.stdout.String(), `"event:updated"`) >= total/3
 	})
-	if err := first.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	<-first.scanned
-	_ = first.cmd.Wait()
+	first.kill()
 
-	second := startTail(t, url)
+	second := startTail(t, db, "tail run 2")
 	for range progress {
 	}
 	if err := <-writerErr; err != nil {
@@ -271,11 +153,7 @@ func TestTailCrashRedelivers(t *testing.T) {
 	}
 	last := fmt.Sprintf(`"event_title":"t-%04d"`, total-1)
 	waitUntil(t, "the last commit printed", func() bool { return strings.Contains(second.stdout.String(), last) })
-	if err := second.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	<-second.scanned
-	if err := second.cmd.Wait(); err != nil {
+	if err, _ := second.signal(syscall.SIGTERM, waitLimit); err != nil {
 		t.Fatalf("tail after SIGTERM: %v; stderr:\n%s", err, second.stderr.String())
 	}
 	// On SIGTERM tail confirms what it printed before it exits.
@@ -284,17 +162,8 @@ func TestTailCrashRedelivers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var confirmed string
-	if err := conn.QueryRow(context.Background(),
-		`SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, e2eSlot("tail", url)).Scan(&confirmed); err != nil {
-		t.Fatal(err)
-	}
-	var hi, lo uint64
-	if _, err := fmt.Sscanf(confirmed, "%X/%X", &hi, &lo); err != nil {
-		t.Fatal(err)
-	}
-	if hi<<32|lo <= lastOff.LSN {
-		t.Fatalf("after SIGTERM the slot confirms %s, not past the last printed commit %X", confirmed, lastOff.LSN)
+	if confirmed := db.confirmedLSN(db.slot("tail")); confirmed <= lastOff.LSN {
+		t.Fatalf("after SIGTERM the slot confirms %X, not past the last printed commit %X", confirmed, lastOff.LSN)
 	}
 
 	runs := [][]line{tailLines(t, first.stdout.String(), true), tailLines(t, second.stdout.String(), false)}
@@ -383,16 +252,11 @@ func TestTailUserErrors(t *testing.T) {
 		return url
 	}
 	slotInUse := func() string {
-		url, _ := pgcluster.NewKoordiDatabase(t, cluster)
-		var stdout, stderr syncBuffer
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan int, 1)
-		go func() {
-			done <- run(ctx, envOf(map[string]string{"DATABASE_URL": url, "TAIL_SLOT_NAME": "busy_slot"}, &stdout, &stderr), []string{"tail"})
-		}()
-		t.Cleanup(func() { cancel(); <-done })
-		waitUntil(t, "the first tail streaming", func() bool { return strings.Contains(stderr.String(), "streaming started") })
-		return url
+		db := newTestDB(t)
+		db.setup()
+		p := startInProcess(t, map[string]string{"DATABASE_URL": db.url, "TAIL_SLOT_NAME": "busy_slot"}, "tail")
+		waitLogged(t, &p.stderr, "streaming started")
+		return db.url
 	}
 	tests := []struct {
 		name string

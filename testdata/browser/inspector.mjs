@@ -12,7 +12,7 @@
 //   {"op":"screenshot","user":"alex"}   waits for the stats to refresh, writes the
 //        screenshot, answers {"ev":"screenshot","sockets":"…"}
 //   {"op":"exit"}
-// Any failure prints {"ev":"fail","message":"…"} and exits 1.
+// Any failure prints {"ev":"fatal","message":"…"} and exits 1.
 import { chromium } from "playwright-core";
 import { createInterface } from "node:readline";
 
@@ -20,7 +20,7 @@ const [base, shot] = process.argv.slice(2);
 const MEMBERS = ["alex", "sam"];
 const NONMEMBERS = ["jordan"];
 const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
-const fail = (message) => { out({ ev: "fail", message: String(message) }); process.exit(1); };
+const fail = (message) => { out({ ev: "fatal", message: String(message) }); process.exit(1); };
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",

@@ -1,19 +1,28 @@
-// driver.mjs: drives real socket.io-client sockets for the Go tests.
+// driver.mjs: drives real socket.io-client sockets for the Go tests (the
+// gateway's, and cmd/koordi-realtime's end-to-end and dev tests), many in one
+// process.
 //
 //   node driver.mjs <server url>
 //
 // Reads one JSON command per line on stdin and writes one JSON report per
-// line on stdout. Commands (id names a socket):
+// line on stdout, in the order the client library raised them. Commands (id
+// names a socket):
 //   {"op":"connect","id":"a","token":"…","transports":["websocket"],"reconnection":true,
-//    "reconnectionDelay":100,"upgrade":true}
+//    "reconnectionDelay":100,"reconnectionDelayMax":500,"reconnectionAttempts":20|"Infinity","upgrade":true}
 //   {"op":"emit","id":"a","event":"join:calendar","args":["<uuid>"],"ack":true,"seq":1}
 //   {"op":"emit_many","id":"a","event":"x","args":[],"n":150}
 //   {"op":"close_engine","id":"a"}      drop the transport (the client reconnects)
 //   {"op":"disconnect","id":"a"}
 //   {"op":"exit"}
-// Reports: {"id","ev":"connect","sid","recovered","transport"}, {"id","ev":"connect_error","message"},
+// Reports: {"id","ev":"connect","sid","recovered","transport","pid"}, {"id","ev":"connect_error","message"},
 //   {"id","ev":"disconnect","reason"}, {"id","ev":"event","event","args"},
-//   {"id","ev":"ack","seq","args"}, {"id","ev":"upgrade","transport"}, {"ev":"ready"}, {"ev":"fatal","message"}.
+//   {"id","ev":"ack","seq","error","args"}, {"id","ev":"upgrade","transport"}, {"ev":"ready"}, {"ev":"fatal","message"}.
+// Event args are every argument, the offset last; pid is the session id that
+// connection state recovery presents on a reconnect.
+//
+// Reconnection is socket.io-client's own, with short delays and 20 attempts
+// unless the command says otherwise, so connection state recovery (pid +
+// offset) works as in a browser.
 import { io } from "socket.io-client";
 import { createInterface } from "node:readline";
 
@@ -29,16 +38,16 @@ function connect(cmd) {
     upgrade: cmd.upgrade ?? true,
     reconnection: cmd.reconnection ?? true,
     reconnectionDelay: cmd.reconnectionDelay ?? 100,
-    reconnectionDelayMax: cmd.reconnectionDelay ?? 200,
+    reconnectionDelayMax: cmd.reconnectionDelayMax ?? cmd.reconnectionDelay ?? 200,
     randomizationFactor: 0,
-    reconnectionAttempts: 20,
+    reconnectionAttempts: Number(cmd.reconnectionAttempts ?? 20),
     forceNew: true,
   });
   const id = cmd.id;
   sockets.set(id, socket);
   socket.on("connect", () => {
     const engine = socket.io.engine;
-    out({ id, ev: "connect", sid: socket.id, recovered: socket.recovered, transport: engine.transport.name });
+    out({ id, ev: "connect", sid: socket.id, recovered: socket.recovered, transport: engine.transport.name, pid: socket._pid });
   });
   socket.on("connect_error", (err) => out({ id, ev: "connect_error", message: err.message }));
   socket.on("disconnect", (reason) => out({ id, ev: "disconnect", reason }));
