@@ -7,8 +7,9 @@ import (
 
 // TestCaughtUpSignal: after a (re)start the consumer first decodes the replay
 // window (and any backlog) again; CaughtUp closes only once everything up to
-// the target is handed off, and the target does not move when new WAL
-// arrives meanwhile, so a busy database cannot keep sockets out forever.
+// the target (the server's WAL position read at start) is handed off, and
+// the target does not move when new WAL arrives meanwhile, so a busy
+// database cannot keep sockets out forever.
 func TestCaughtUpSignal(t *testing.T) {
 	cfg := Config{ConnString: "postgres://unused"}
 	if err := cfg.fill(); err != nil {
@@ -30,10 +31,15 @@ func TestCaughtUpSignal(t *testing.T) {
 		open bool
 	}{
 		{"not streaming", func() {}, false},
-		{"streaming, server position not known yet", func() { c.setStreaming(true); c.checkCaughtUp() }, false},
-		{"decoding the window again", func() { c.observe(0x1000, 0x5000); c.ack.handOff(0x1000, 0x0F00, now); c.checkCaughtUp() }, false},
-		{"new WAL arrives meanwhile: the target stays", func() { c.observe(0x4FFF, 0x9000); c.ack.handOff(0x4FFF, 0x4F00, now); c.checkCaughtUp() }, false},
-		{"caught up with the first position", func() { c.ack.handOff(0x5000, 0x4FF0, now); c.checkCaughtUp() }, true},
+		{"streaming, target not read yet", func() { c.setStreaming(true); c.checkCaughtUp() }, false},
+		{"decoding the window again", func() { c.setTarget(0x5000); c.ack.handOff(0x1000, 0x0F00, now); c.checkCaughtUp() }, false},
+		{"new WAL arrives meanwhile: the target stays", func() {
+			c.observe(0x4FFF, 0x9000)
+			c.setTarget(0x9000) // only the first target counts
+			c.ack.handOff(0x4FFF, 0x4F00, now)
+			c.checkCaughtUp()
+		}, false},
+		{"caught up with the target", func() { c.ack.handOff(0x5000, 0x4FF0, now); c.checkCaughtUp() }, true},
 		{"stays open across a reconnect", func() { c.setStreaming(false); c.checkCaughtUp() }, true},
 	}
 	for _, step := range steps {

@@ -52,7 +52,9 @@ type Consumer struct {
 
 	// Owned by the stream goroutine.
 	bootstrapped bool
-	lostSlot     bool   // an invalidated slot was dropped; its sync:reset is still owed
+	lostSlot     bool          // an invalidated slot was dropped; its sync:reset is still owed
+	pubGap       bool          // the slot was dropped to stream past a re-created publication
+	statusEvery  time.Duration // this session's status interval (see statusInterval)
 	queuedCommit uint64 // commit LSN of the newest transaction queued for delivery
 	queuedEnd    uint64 // its end LSN
 
@@ -61,7 +63,7 @@ type Consumer struct {
 
 	mu     sync.Mutex // leaf lock; guards status and target
 	status Status
-	target uint64 // the catch-up target; 0 until streaming reported it
+	target uint64 // the catch-up target; 0 until the first session read it
 }
 
 // Status is a snapshot of the consumer's progress, for readiness checks.
@@ -118,7 +120,9 @@ func (c *Consumer) Status() Status {
 }
 
 // CaughtUp is closed once the consumer, streaming for the first time in this
-// process, has handed off everything up to the server position it first saw.
+// process, has handed off everything up to the server's WAL position read
+// when it started (pg_current_wal_lsn()), that is every transaction
+// committed before the process started.
 // Until then it decodes again what a previous process already delivered (the
 // replay window) and any backlog: serve keeps sockets out until then, so none
 // joins rooms from stale state or gets old events as if they had just

@@ -24,6 +24,7 @@ var errMalformed = errors.New("malformed pgoutput message")
 type relation struct {
 	name    string
 	columns []string
+	key     []bool // the column is part of the replica identity key
 	watched bool
 }
 
@@ -68,12 +69,15 @@ func (d *decoder) decode(data []byte) (*committed, error) {
 	switch m := msg.(type) {
 	case *pglogrepl.RelationMessage:
 		cols := make([]string, len(m.Columns))
+		key := make([]bool, len(m.Columns))
 		for i, c := range m.Columns {
 			cols[i] = c.Name
+			key[i] = c.Flags&1 != 0
 		}
 		d.relations[m.RelationID] = &relation{
 			name:    m.RelationName,
 			columns: cols,
+			key:     key,
 			watched: slices.Contains(ksql.WatchedTables, m.RelationName),
 		}
 	case *pglogrepl.BeginMessage:
@@ -97,7 +101,7 @@ func (d *decoder) decode(data []byte) (*committed, error) {
 		if err != nil || rel == nil {
 			return nil, err
 		}
-		row, err := d.row(rel, m.Tuple, nil)
+		row, err := d.row(rel, m.Tuple, nil, false)
 		if err != nil {
 			return nil, err
 		}
@@ -109,25 +113,26 @@ func (d *decoder) decode(data []byte) (*committed, error) {
 		}
 		var old wal.Row
 		if m.OldTuple != nil {
-			if old, err = d.row(rel, m.OldTuple, nil); err != nil {
+			if old, err = d.row(rel, m.OldTuple, nil, m.OldTupleType == 'K'); err != nil {
 				return nil, err
 			}
 		}
-		row, err := d.row(rel, m.NewTuple, old)
+		row, err := d.row(rel, m.NewTuple, old, false)
 		if err != nil {
 			return nil, err
 		}
-		d.tx.Changes = append(d.tx.Changes, wal.Change{Op: wal.OpUpdate, Table: rel.name, Old: old, New: row})
+		d.tx.Changes = append(d.tx.Changes, wal.Change{Op: wal.OpUpdate, Table: rel.name, Old: old, New: row,
+			OldFull: m.OldTuple != nil && m.OldTupleType == 'O'})
 	case *pglogrepl.DeleteMessage:
 		rel, err := d.change(m.RelationID)
 		if err != nil || rel == nil {
 			return nil, err
 		}
-		old, err := d.row(rel, m.OldTuple, nil)
+		old, err := d.row(rel, m.OldTuple, nil, m.OldTupleType == 'K')
 		if err != nil {
 			return nil, err
 		}
-		d.tx.Changes = append(d.tx.Changes, wal.Change{Op: wal.OpDelete, Table: rel.name, Old: old})
+		d.tx.Changes = append(d.tx.Changes, wal.Change{Op: wal.OpDelete, Table: rel.name, Old: old, OldFull: m.OldTupleType == 'O'})
 	case *pglogrepl.LogicalDecodingMessage:
 		// emit writes transactional messages only; anything else (other
 		// prefixes, non-transactional messages) belongs to someone else.
@@ -165,7 +170,10 @@ func (d *decoder) change(id uint32) (*relation, error) {
 // row names the values of a tuple. An unchanged TOASTed value ('u') is not
 // sent by PostgreSQL; it is taken from old (the full old tuple under REPLICA
 // IDENTITY FULL), or left out of the row if there is no old value to take.
-func (d *decoder) row(rel *relation, t *pglogrepl.TupleData, old wal.Row) (wal.Row, error) {
+// A key tuple (keyOnly: REPLICA IDENTITY DEFAULT or an index) carries only
+// the key's values and NULL for every other column: those are left out, so
+// the rules never take a placeholder for the row's value.
+func (d *decoder) row(rel *relation, t *pglogrepl.TupleData, old wal.Row, keyOnly bool) (wal.Row, error) {
 	if t == nil {
 		return nil, fmt.Errorf("%w: %s: missing tuple", errMalformed, rel.name)
 	}
@@ -175,6 +183,9 @@ func (d *decoder) row(rel *relation, t *pglogrepl.TupleData, old wal.Row) (wal.R
 	row := make(wal.Row, len(t.Columns))
 	for i, c := range t.Columns {
 		name := rel.columns[i]
+		if keyOnly && !rel.key[i] {
+			continue
+		}
 		switch c.DataType {
 		case pglogrepl.TupleDataTypeNull:
 			row[name] = wal.Value{}

@@ -54,9 +54,12 @@
 // # Catching up
 //
 // [Consumer.CaughtUp] is closed once the first stream of the process has
-// handed off everything up to the server position it first reported: until
-// then the consumer decodes again what a previous process delivered (the
-// replay window) and any backlog. serve keeps sockets out until then.
+// handed off everything up to pg_current_wal_lsn() read at its start — every
+// transaction committed before the process started. Until then the consumer
+// decodes again what a previous process delivered (the replay window) and
+// any backlog; serve keeps sockets out until then. (The positions the
+// walsender reports are no target: in logical replication they say how far
+// decoding has got, not where WAL ends.)
 //
 // # Delivery semantics and offsets
 //

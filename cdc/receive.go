@@ -40,7 +40,7 @@ const (
 func (c *Consumer) receive(ctx context.Context, repl *pgconn.PgConn, queue chan<- *committed) error {
 	dec := newDecoder()
 	skipped := 0
-	next := time.Now().Add(c.cfg.StatusInterval)
+	next := time.Now().Add(c.statusEvery)
 	if err := c.sendStatus(ctx, repl, statusPeriodic); err != nil {
 		return err
 	}
@@ -54,7 +54,7 @@ func (c *Consumer) receive(ctx context.Context, repl *pgconn.PgConn, queue chan<
 			if err := c.sendStatus(ctx, repl, statusPeriodic); err != nil {
 				return err
 			}
-			next = time.Now().Add(c.cfg.StatusInterval)
+			next = time.Now().Add(c.statusEvery)
 		}
 		rctx := recv.until(ctx, next)
 		raw, err := repl.ReceiveMessage(rctx)
@@ -97,7 +97,7 @@ func (c *Consumer) receive(ctx context.Context, repl *pgconn.PgConn, queue chan<
 				if err := c.sendStatus(ctx, repl, statusReply); err != nil {
 					return err
 				}
-				next = time.Now().Add(c.cfg.StatusInterval)
+				next = time.Now().Add(c.statusEvery)
 			}
 		case pglogrepl.XLogDataByteID:
 			xld, err := pglogrepl.ParseXLogData(data[1:])
@@ -144,7 +144,7 @@ func (c *Consumer) enqueue(ctx context.Context, repl *pgconn.PgConn, queue chan<
 			if err := c.sendStatus(ctx, repl, statusPeriodic); err != nil {
 				return err
 			}
-			*next = time.Now().Add(c.cfg.StatusInterval)
+			*next = time.Now().Add(c.statusEvery)
 		}
 	}
 }
@@ -184,19 +184,14 @@ func (c *Consumer) sendStatus(ctx context.Context, repl *pgconn.PgConn, kind sta
 }
 
 // observe records positions the server reported; it runs for every WAL
-// message, so the lag gauges are left to updateLag. The first server
-// position of the process is the catch-up target.
+// message, so the lag gauges are left to updateLag.
 func (c *Consumer) observe(received, server uint64) {
 	c.mu.Lock()
 	c.status.ReceivedLSN = max(c.status.ReceivedLSN, received)
 	c.status.ServerLSN = max(c.status.ServerLSN, server)
 	rec := c.status.ReceivedLSN
-	first := c.target == 0 && server > 0
 	c.mu.Unlock()
 	c.m.receivedLSN.Set(float64(rec))
-	if first {
-		c.setTarget(server)
-	}
 }
 
 // updateLag sets the lag gauges from the server's last reported position and

@@ -179,6 +179,11 @@ func TestSlotDroppedWhileStreaming(t *testing.T) {
 	rec := newRecorder()
 	r := start(t, Config{ConnString: url, SlotName: slot, OnReset: func(reason string) { resets <- reason }}, rec, discard)
 	waitStreaming(t, r.c)
+	// A slot created at the first start is a gap for sessions of an earlier
+	// process (one that ran on a slot since dropped).
+	if reason := <-resets; reason != "slot_created" {
+		t.Fatalf("first start: OnReset(%q), want slot_created", reason)
+	}
 	exec(t, conn, `INSERT INTO users (id, email, name) VALUES ($1, 'a@example.com', 'before')`, user1)
 	rec.waitTx(t, sets("users", "name", "before"))
 

@@ -65,10 +65,13 @@ func (c *Consumer) lookupSlot(ctx context.Context, conn *pgx.Conn) (slotInfo, er
 // prepareSlot makes the slot ready to stream from and returns the position
 // to start at: the existing slot's confirmed position (bootstrapping the
 // state with a plain read on the first session), or the consistent point of
-// a slot created now (bootstrapping in its snapshot). A slot that was lost
-// or vanished while this process streamed is a gap: it is reported to
-// OnReset once everything before it is handed off.
-func (c *Consumer) prepareSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn, slot slotInfo) (uint64, error) {
+// a slot created now (bootstrapping in its snapshot). A slot created now is
+// a gap — it was lost, vanished while this process streamed, was dropped to
+// stream past a re-created publication, or did not exist when the process
+// started (never created, or dropped while the service was stopped) — and is
+// reported to OnReset once everything before it is handed off: sessions from
+// before it are told to refetch.
+func (c *Consumer) prepareSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn, slot slotInfo, first bool) (uint64, error) {
 	if slot.exists {
 		if !c.bootstrapped {
 			if err := c.deriver.Bootstrap(ctx, conn); err != nil {
@@ -94,9 +97,17 @@ func (c *Consumer) prepareSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn
 	case c.lostSlot:
 		c.lostSlot = false
 		c.reset("slot_invalidated")
+	case c.pubGap:
+		c.pubGap = false
+		c.reset("publication_recreated")
 	case recreated:
 		c.log.Warn("replication slot disappeared while streaming; created it again, changes in between are lost", "slot", c.cfg.SlotName)
 		c.reset("slot_recreated")
+	case first:
+		// Nothing to tell anyone connected (nobody is yet), but a session
+		// of an earlier process that reconnects must refetch: whatever
+		// happened between its position and this slot is not in the stream.
+		c.reset("slot_created")
 	}
 	return start, nil
 }

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	ksql "github.com/koordi/koordi-realtime/sql"
@@ -21,6 +24,10 @@ const (
 	// killed, which PostgreSQL notices within moments — before it reports
 	// ErrSlotActive.
 	slotBusyGrace = 3 * time.Second
+	// healthyAfter is how long a session must stream before its end resets
+	// the backoff: one that fails at once again and again (a publication
+	// missing, a broken table) must not be retried every 100 ms.
+	healthyAfter = 10 * time.Second
 )
 
 // supervise is the stream goroutine: it runs one replication session after
@@ -30,23 +37,30 @@ func (c *Consumer) supervise(ctx context.Context, queue chan<- *committed) error
 	backoff := minBackoff
 	started := false
 	begin := time.Now()
+	lastErr := ""
 	for attempt := 1; ; attempt++ {
+		sessionStart := time.Now()
 		streamed, err := c.session(ctx, queue, !started)
 		started = started || streamed
 		c.setStreaming(false)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if streamed {
+		if streamed && time.Since(sessionStart) >= healthyAfter {
 			backoff = minBackoff
 			attempt = 1
 		}
-		switch {
-		case errors.Is(err, ErrSlotActive) && (started || time.Since(begin) < slotBusyGrace):
-			// Our own previous walsender may not have noticed the
-			// disconnect yet; another process keeps it longer.
-		case IsConfigError(err) && (!started || !errors.Is(err, ErrUnreachable)):
-			return err
+		// What the user must fix ends Run only before the first stream: a
+		// running service keeps its sockets and retries (with backoff, and
+		// loudly) whatever an operator broke meanwhile, until it is mended.
+		if !started {
+			switch {
+			case errors.Is(err, ErrSlotActive) && time.Since(begin) < slotBusyGrace:
+				// Our own previous walsender may not have noticed the
+				// disconnect yet.
+			case IsConfigError(err):
+				return err
+			}
 		}
 		if err == nil {
 			err = errors.New("replication stream ended")
@@ -56,13 +70,19 @@ func (c *Consumer) supervise(ctx context.Context, queue chan<- *committed) error
 		c.status.Reconnects++
 		c.status.LastError = err.Error()
 		c.mu.Unlock()
-		if !started && errors.Is(err, ErrSlotActive) {
+		switch {
+		case !started && errors.Is(err, ErrSlotActive):
 			// Retried briefly at first start; if the slot stays busy the
 			// error is returned and said once, by the caller.
 			c.log.Debug("replication slot busy; retrying", "attempt", attempt, "backoff", backoff, "error", err)
-		} else {
+		case IsConfigError(err) && err.Error() != lastErr:
+			c.log.Error("replication cannot stream until this is fixed; retrying", "backoff", backoff, "error", err)
+		case IsConfigError(err):
+			c.log.Debug("replication still cannot stream; retrying", "attempt", attempt, "backoff", backoff, "error", err)
+		default:
 			c.log.Warn("replication connection lost; reconnecting", "attempt", attempt, "backoff", backoff, "error", err)
 		}
+		lastErr = err.Error()
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -90,6 +110,14 @@ func (c *Consumer) session(ctx context.Context, queue chan<- *committed, first b
 	if err := ksql.Preflight(ctx, conn, c.cfg.Publication); err != nil {
 		return false, fmt.Errorf("preflight: %w", err)
 	}
+	if first {
+		// Catch-up target: every transaction committed before this process
+		// started. The walsender's first reports are no help: in logical
+		// replication they say how far decoding has got, not where WAL ends.
+		if err := c.readTarget(ctx, conn); err != nil {
+			return false, err
+		}
+	}
 	slot, err := c.lookupSlot(ctx, conn)
 	if err != nil {
 		return false, err
@@ -105,7 +133,10 @@ func (c *Consumer) session(ctx context.Context, queue chan<- *committed, first b
 		cancel()
 	}()
 
-	start, err := c.prepareSlot(ctx, conn, repl, slot)
+	if c.statusEvery, err = c.statusInterval(ctx, repl); err != nil {
+		return false, err
+	}
+	start, err := c.prepareSlot(ctx, conn, repl, slot, first)
 	if err != nil {
 		return false, err
 	}
@@ -143,6 +174,14 @@ func (c *Consumer) session(ctx context.Context, queue chan<- *committed, first b
 		c.log.Info("streaming resumed", "slot", c.cfg.SlotName, "lsn", pglogrepl.LSN(start).String())
 	}
 	err = c.receive(ctx, repl, queue)
+	if isPublicationMissing(err) {
+		// PostgreSQL looks the publication up as of each change's position,
+		// so one dropped and created again (DROP PUBLICATION, then setup) is
+		// missing for every change before its re-creation, forever: this
+		// slot can never stream past the gap. When it exists now, the slot is
+		// created again after the gap, with a fresh state and sync:reset.
+		c.publicationGap(ctx, err)
+	}
 	if ctx.Err() != nil {
 		// Confirm what was handed off before going away, so a restart
 		// redelivers as little as possible.
@@ -151,4 +190,107 @@ func (c *Consumer) session(ctx context.Context, queue chan<- *committed, first b
 		cancel()
 	}
 	return true, err
+}
+
+// readTarget reads the server's WAL position into the catch-up target.
+func (c *Consumer) readTarget(ctx context.Context, conn *pgx.Conn) error {
+	var text string
+	if err := conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&text); err != nil {
+		return fmt.Errorf("read the WAL position: %w", err)
+	}
+	lsn, err := pglogrepl.ParseLSN(text)
+	if err != nil {
+		return fmt.Errorf("read the WAL position: %w", err)
+	}
+	c.setTarget(uint64(lsn))
+	return nil
+}
+
+// statusInterval is Config.StatusInterval, capped at a quarter of the
+// session's wal_sender_timeout (read on the replication connection, whose
+// value the walsender uses: it can be set per role, database or connection).
+// PostgreSQL asks for a reply when it has not heard from us for half the
+// timeout, and replies confirm everything handed off, past the replay
+// window: a status update every quarter keeps it from ever asking.
+func (c *Consumer) statusInterval(ctx context.Context, repl *pgconn.PgConn) (time.Duration, error) {
+	rows, err := repl.Exec(ctx, "SHOW wal_sender_timeout").ReadAll()
+	if err != nil {
+		return 0, fmt.Errorf("read wal_sender_timeout: %w", err)
+	}
+	if len(rows) != 1 || len(rows[0].Rows) != 1 || len(rows[0].Rows[0]) != 1 {
+		return 0, errors.New("read wal_sender_timeout: unexpected answer")
+	}
+	timeout, err := parsePGDuration(string(rows[0].Rows[0][0]))
+	if err != nil {
+		return 0, fmt.Errorf("read wal_sender_timeout: %w", err)
+	}
+	every := c.cfg.StatusInterval
+	if timeout > 0 && every > timeout/4 {
+		every = timeout / 4
+		c.log.Info("status interval shortened to a quarter of wal_sender_timeout", "wal_sender_timeout", timeout, "interval", every)
+	}
+	return every, nil
+}
+
+// parsePGDuration reads a time setting as SHOW prints it: a number with a
+// unit (ms, s, min, h, d), or a bare number of milliseconds; 0 disables.
+func parsePGDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	i := strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' })
+	num, unit := s, ""
+	if i >= 0 {
+		num, unit = s[:i], strings.TrimSpace(s[i:])
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("not a duration: %q", s)
+	}
+	units := map[string]time.Duration{"": time.Millisecond, "ms": time.Millisecond, "s": time.Second,
+		"min": time.Minute, "h": time.Hour, "d": 24 * time.Hour}
+	u, ok := units[unit]
+	if !ok {
+		return 0, fmt.Errorf("not a duration: %q", s)
+	}
+	return time.Duration(n) * u, nil
+}
+
+// isPublicationMissing tells the error pgoutput raises when the publication
+// does not exist as of a change's position.
+func isPublicationMissing(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42704" && strings.HasPrefix(pgErr.Message, "publication ")
+}
+
+// publicationGap handles a publication missing as of the stream's position:
+// if it exists now, it was dropped and created again, and the slot is
+// dropped so that the next session creates it after the gap (see
+// prepareSlot); if not, the next session's preflight reports it, with
+// backoff, until setup creates it.
+func (c *Consumer) publicationGap(ctx context.Context, cause error) {
+	conn, err := c.connect(ctx, false)
+	if err != nil {
+		return
+	}
+	defer conn.Close(context.Background())
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, c.cfg.Publication).Scan(&exists); err != nil || !exists {
+		return
+	}
+	// The walsender that raised the error may still hold the slot for a
+	// moment after the connection ends.
+	for range 50 {
+		_, err = conn.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, c.cfg.SlotName)
+		var pgErr *pgconn.PgError
+		if err == nil || !errors.As(err, &pgErr) || pgErr.Code != "55006" {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		c.log.Error("publication was dropped and created again, and the slot could not be dropped to stream past the gap", "slot", c.cfg.SlotName, "error", err)
+		return
+	}
+	c.pubGap = true
+	c.log.Warn("publication was dropped and created again: changes in between are lost; recreating the slot after the gap",
+		"publication", c.cfg.Publication, "slot", c.cfg.SlotName, "cause", cause)
 }

@@ -45,8 +45,15 @@ type Row map[string]Value
 type Change struct {
 	Op    Op
 	Table string // unqualified table name; empty for OpMessage
-	Old   Row    // nil for OpInsert and OpMessage
-	New   Row    // nil for OpDelete and OpMessage
+	// Old is the row before an UPDATE or DELETE: every column under
+	// REPLICA IDENTITY FULL (OldFull), only the key's columns under a key
+	// identity, and nil for an UPDATE that did not change the key under
+	// one. Nil for OpInsert and OpMessage.
+	Old Row
+	// OldFull reports that Old is the whole old row. The rules can tell what
+	// an UPDATE changed, and name what a DELETE removed, only then.
+	OldFull bool
+	New     Row // nil for OpDelete and OpMessage
 	// Message is the content of an OpMessage.
 	Message []byte
 }
