@@ -436,7 +436,7 @@ func (s *Server) handshakePolling(w http.ResponseWriter, r *http.Request, q url.
 		writeShuttingDown(w)
 		return
 	}
-	s.cfg.Logger.Debug("engine.io session opened", "sid", c.id, "transport", "polling", "remote", r.RemoteAddr)
+	s.cfg.Logger.Debug("engine.io session opened", c.LogAttr(), "transport", "polling", "remote", r.RemoteAddr)
 	s.h.Open(c)
 	writePayload(w, s.openPacket(c.id, true))
 }

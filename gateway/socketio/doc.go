@@ -28,6 +28,11 @@
 // engine connection ("parse error"), as the reference server does. Client
 // ACK packets are ignored: the server asks for no acks.
 //
+// # Logs
+//
+// Log lines name a connection by its engine sid_hash ([engineio.SIDHash]),
+// never by the engine sid (a credential) or the socket id.
+//
 // # Lock order
 //
 // engineio's per-connection read lock (held during Handler calls) before

@@ -261,7 +261,7 @@ func (s *Socket) ackFunc(id int64) func(args ...any) {
 		}
 		ps, err := encodePacket(Ack, s.nsp, id, nil, args)
 		if err != nil {
-			s.cl.srv.cfg.Logger.Warn("socket.io ack not sent", "sid", s.id, "err", err)
+			s.cl.srv.cfg.Logger.Warn("socket.io ack not sent", s.cl.conn.LogAttr(), "err", err)
 			return
 		}
 		s.cl.conn.SendPackets(ps...)
