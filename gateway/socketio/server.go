@@ -14,13 +14,14 @@ import (
 
 // Config configures a Server. Zero values are the documented defaults.
 type Config struct {
-	PingInterval   time.Duration // default 25s
-	PingTimeout    time.Duration // default 20s
-	ConnectTimeout time.Duration // default 45s: engine connection without a namespace CONNECT is closed
-	MaxPayload     int           // default 1_000_000 bytes
-	AllowedOrigins []string      // exact origins ("http://localhost:5173"); "*" allows any; empty = any
-	SendQueue      int           // per-connection outbound frame queue, default 4096 frames (see engineio.Config)
-	Logger         *slog.Logger  // nil: discard
+	PingInterval    time.Duration // default 25s
+	PingTimeout     time.Duration // default 20s
+	ConnectTimeout  time.Duration // default 45s: engine connection without a namespace CONNECT is closed
+	MaxPayload      int           // default 1_000_000 bytes
+	AllowedOrigins  []string      // exact origins ("http://localhost:5173"); "*" allows any; empty = any
+	AllowSameOrigin bool          // also allow this server's own scheme and host (see engineio.Config)
+	SendQueue       int           // per-connection outbound frame queue, default 4096 frames (see engineio.Config)
+	Logger          *slog.Logger  // nil: discard
 }
 
 // Handler serves one namespace. See the package documentation for when and
@@ -91,12 +92,13 @@ func NewServer(cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, handlers: make(map[string]Handler)}
 	s.eio = engineio.NewServer(engineio.Config{
-		PingInterval:   cfg.PingInterval,
-		PingTimeout:    cfg.PingTimeout,
-		MaxPayload:     cfg.MaxPayload,
-		AllowedOrigins: cfg.AllowedOrigins,
-		SendQueue:      cfg.SendQueue,
-		Logger:         cfg.Logger,
+		PingInterval:    cfg.PingInterval,
+		PingTimeout:     cfg.PingTimeout,
+		MaxPayload:      cfg.MaxPayload,
+		AllowedOrigins:  cfg.AllowedOrigins,
+		AllowSameOrigin: cfg.AllowSameOrigin,
+		SendQueue:       cfg.SendQueue,
+		Logger:          cfg.Logger,
 	}, (*engineHandler)(s))
 	return s
 }
