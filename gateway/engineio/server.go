@@ -141,6 +141,10 @@ func NewServer(cfg Config, h Handler) *Server {
 	return s
 }
 
+// Config returns the configuration in effect: NewServer's, defaults
+// applied.
+func (s *Server) Config() Config { return s.cfg }
+
 // Len returns the number of open sessions.
 func (s *Server) Len() int {
 	s.mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/koordi/koordi-realtime/gateway/engineio"
@@ -22,6 +23,16 @@ type Config struct {
 	AllowSameOrigin bool          // also allow this server's own scheme and host (see engineio.Config)
 	SendQueue       int           // per-connection outbound frame queue, default 4096 frames (see engineio.Config)
 	Logger          *slog.Logger  // nil: discard
+
+	// MaxAttachmentBytes bounds the binary attachments one connection may
+	// hold while their packet is incomplete; a packet whose attachments
+	// exceed it closes the connection ("parse error"). Default: MaxPayload
+	// (in effect), so a connection holds at most about two messages' worth.
+	MaxAttachmentBytes int
+	// AttachmentTimeout bounds the time from a binary packet's header to
+	// its last attachment; a packet not complete by then closes the
+	// connection ("parse error"). Default: PingTimeout (in effect, 20s).
+	AttachmentTimeout time.Duration
 }
 
 // Handler serves one namespace. See the package documentation for when and
@@ -79,6 +90,8 @@ type Server struct {
 	mu       sync.RWMutex
 	handlers map[string]Handler
 
+	attachBytes atomic.Int64 // see PendingAttachmentBytes
+
 	onOpen func(*client) // test hook
 }
 
@@ -100,6 +113,13 @@ func NewServer(cfg Config) *Server {
 		SendQueue:       cfg.SendQueue,
 		Logger:          cfg.Logger,
 	}, (*engineHandler)(s))
+	eng := s.eio.Config()
+	if s.cfg.MaxAttachmentBytes <= 0 {
+		s.cfg.MaxAttachmentBytes = eng.MaxPayload
+	}
+	if s.cfg.AttachmentTimeout <= 0 {
+		s.cfg.AttachmentTimeout = eng.PingTimeout
+	}
 	return s
 }
 
@@ -131,6 +151,11 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.eio.Shutdown(ctx
 
 // Conns returns the number of open engine connections.
 func (s *Server) Conns() int { return s.eio.Len() }
+
+// PendingAttachmentBytes returns the bytes of binary attachments held, over
+// all connections, for packets not yet complete: what hostile clients can
+// make the server keep, at most Conns × MaxAttachmentBytes.
+func (s *Server) PendingAttachmentBytes() int64 { return s.attachBytes.Load() }
 
 // engineHandler adapts the Server to engineio.Handler.
 type engineHandler Server
