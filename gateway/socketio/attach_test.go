@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/koordi/koordi-realtime/gateway/engineio"
 )
 
 // binaryHeader is the text of a BINARY_EVENT announcing n attachments.
@@ -104,7 +106,7 @@ func TestBinaryBeforeConnect(t *testing.T) {
 // hold at most MaxAttachmentBytes (default MaxPayload); one more byte
 // closes the connection.
 func TestAttachmentBytesCapped(t *testing.T) {
-	ts := newTestServer(t, Config{MaxPayload: 1000})
+	ts := newTestServer(t, Config{Config: engineio.Config{MaxPayload: 1000}})
 	cl := ts.dial(t)
 	cl.connect("40")
 	cl.read()
@@ -175,7 +177,7 @@ func TestHostileAttachmentsMemory(t *testing.T) {
 		conns = 20
 		size  = 64 << 10
 	)
-	ts := newTestServer(t, Config{MaxPayload: size})
+	ts := newTestServer(t, Config{Config: engineio.Config{MaxPayload: size}})
 	payload := make([]byte, size)
 	var before runtime.MemStats
 	runtime.GC()

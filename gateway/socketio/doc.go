@@ -4,6 +4,14 @@
 // included), DISCONNECT and the connect timeout. It knows nothing of JWTs,
 // rooms or Koordi: a [Handler] per namespace decides.
 //
+// # Configuration
+//
+// [Config] embeds [engineio.Config]: the Engine.IO settings (heartbeat,
+// MaxPayload, origins, SendQueue, Logger) reach the engine as given, with
+// engineio's defaults, and this layer's own defaults follow them
+// (MaxAttachmentBytes from MaxPayload, AttachmentTimeout from PingTimeout).
+// [Server.Config] reports the values in effect.
+//
 // # Sending
 //
 // A [Frame] is one encoded Engine.IO packet. [EncodeEvent] builds it once;

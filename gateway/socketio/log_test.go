@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/koordi/koordi-realtime/gateway/engineio"
 )
 
 type lockedBuffer struct {
@@ -50,7 +52,7 @@ func (h *badAckHandler) Event(s *Socket, event string, args []json.RawMessage, a
 func TestLogsNoSID(t *testing.T) {
 	var out lockedBuffer
 	logger := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	s := NewServer(Config{PingInterval: time.Minute, PingTimeout: time.Minute, Logger: logger})
+	s := NewServer(Config{Config: engineio.Config{PingInterval: time.Minute, PingTimeout: time.Minute, Logger: logger}})
 	h := &badAckHandler{recHandler: *newRecHandler(), acked: make(chan struct{})}
 	s.Handle("/", h)
 	hs := httptest.NewServer(s)

@@ -3,7 +3,6 @@ package socketio
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"sync"
@@ -15,15 +14,14 @@ import (
 
 // Config configures a Server. Zero values are the documented defaults.
 type Config struct {
-	PingInterval    time.Duration // default 25s
-	PingTimeout     time.Duration // default 20s
-	ConnectTimeout  time.Duration // default 45s: engine connection without a namespace CONNECT is closed
-	MaxPayload      int           // default 1_000_000 bytes
-	AllowedOrigins  []string      // exact origins ("http://localhost:5173"); "*" allows any; empty = any
-	AllowSameOrigin bool          // also allow this server's own scheme and host (see engineio.Config)
-	SendQueue       int           // per-connection outbound frame queue, default 4096 frames (see engineio.Config)
-	Logger          *slog.Logger  // nil: discard
+	// Config holds the Engine.IO settings, with engineio's defaults:
+	// heartbeat (25s/20s), MaxPayload (1,000,000 bytes), AllowedOrigins and
+	// AllowSameOrigin, SendQueue (4096 frames per connection) and Logger.
+	engineio.Config
 
+	// ConnectTimeout closes an engine connection that joins no namespace
+	// in this time. Default 45s.
+	ConnectTimeout time.Duration
 	// MaxAttachmentBytes bounds the binary attachments one connection may
 	// hold while their packet is incomplete; a packet whose attachments
 	// exceed it closes the connection ("parse error"). Default: MaxPayload
@@ -100,28 +98,22 @@ func NewServer(cfg Config) *Server {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 45 * time.Second
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
+	s := &Server{handlers: make(map[string]Handler)}
+	s.eio = engineio.NewServer(cfg.Config, (*engineHandler)(s))
+	cfg.Config = s.eio.Config() // engineio's defaults, which this layer's follow
+	if cfg.MaxAttachmentBytes <= 0 {
+		cfg.MaxAttachmentBytes = cfg.MaxPayload
 	}
-	s := &Server{cfg: cfg, handlers: make(map[string]Handler)}
-	s.eio = engineio.NewServer(engineio.Config{
-		PingInterval:    cfg.PingInterval,
-		PingTimeout:     cfg.PingTimeout,
-		MaxPayload:      cfg.MaxPayload,
-		AllowedOrigins:  cfg.AllowedOrigins,
-		AllowSameOrigin: cfg.AllowSameOrigin,
-		SendQueue:       cfg.SendQueue,
-		Logger:          cfg.Logger,
-	}, (*engineHandler)(s))
-	eng := s.eio.Config()
-	if s.cfg.MaxAttachmentBytes <= 0 {
-		s.cfg.MaxAttachmentBytes = eng.MaxPayload
+	if cfg.AttachmentTimeout <= 0 {
+		cfg.AttachmentTimeout = cfg.PingTimeout
 	}
-	if s.cfg.AttachmentTimeout <= 0 {
-		s.cfg.AttachmentTimeout = eng.PingTimeout
-	}
+	s.cfg = cfg
 	return s
 }
+
+// Config returns the configuration in effect: NewServer's, defaults
+// applied (engineio's included).
+func (s *Server) Config() Config { return s.cfg }
 
 // Handle serves namespace (e.g. "/", "/custom") with h. Call it before
 // serving; a later call for the same namespace replaces the handler.
