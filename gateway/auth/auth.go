@@ -153,8 +153,46 @@ func (v *Verifier) addPEM(data []byte) error {
 	return nil
 }
 
-// koordiClaims is the token body as jsonwebtoken writes it.
+// koordiClaims is the token body as jsonwebtoken writes it. The dates are
+// read as strictly as jsonwebtoken reads them (see numericDate); the other
+// registered claims (iss, sub, aud) are not checked, by jsonwebtoken without
+// options either, and so are not read.
 type koordiClaims struct {
+	UserID    string      `json:"userId"`
+	Email     string      `json:"email"`
+	ExpiresAt numericDate `json:"exp"`
+	NotBefore numericDate `json:"nbf"`
+	IssuedAt  numericDate `json:"iat"`
+}
+
+func (c *koordiClaims) GetExpirationTime() (*jwt.NumericDate, error) { return c.ExpiresAt.date, nil }
+func (c *koordiClaims) GetNotBefore() (*jwt.NumericDate, error)      { return c.NotBefore.date, nil }
+func (c *koordiClaims) GetIssuedAt() (*jwt.NumericDate, error)       { return c.IssuedAt.date, nil }
+func (c *koordiClaims) GetIssuer() (string, error)                   { return "", nil }
+func (c *koordiClaims) GetSubject() (string, error)                  { return "", nil }
+func (c *koordiClaims) GetAudience() (jwt.ClaimStrings, error)       { return nil, nil }
+
+// numericDate is a date claim that must be a JSON number when present.
+// jsonwebtoken refuses an exp or nbf of any other type ("invalid exp
+// value") and its sign never writes an iat that is not a number, whereas
+// jwt.NumericDate also reads a string holding digits, and a null as absent:
+// a token carrying "exp":"1795000000" would pass here and nowhere else.
+type numericDate struct{ date *jwt.NumericDate } // nil when absent
+
+func (d *numericDate) UnmarshalJSON(b []byte) error {
+	// encoding/json calls this for null too: null is not a number either.
+	if len(b) == 0 || (b[0] != '-' && (b[0] < '0' || b[0] > '9')) {
+		return errors.New("date claim is not a number")
+	}
+	d.date = new(jwt.NumericDate)
+	if err := d.date.UnmarshalJSON(b); err != nil {
+		return fmt.Errorf("date claim: %w", err)
+	}
+	return nil
+}
+
+// mintClaims is what Mint signs: Koordi's claims, written by golang-jwt.
+type mintClaims struct {
 	UserID string `json:"userId"`
 	Email  string `json:"email"`
 	jwt.RegisteredClaims
@@ -216,7 +254,7 @@ func (v *Verifier) Verify(token string) (Claims, error) {
 	return Claims{
 		UserID:    strings.ToLower(c.UserID),
 		Email:     c.Email,
-		ExpiresAt: c.ExpiresAt.Time,
+		ExpiresAt: c.ExpiresAt.date.Time, // required: the parser refuses a token without it
 	}, nil
 }
 
@@ -254,7 +292,7 @@ func Mint(secret []byte, userID, email string, now time.Time, ttl time.Duration)
 	if !schema.IsUUID(userID) {
 		return "", fmt.Errorf("user id %q is not a uuid", userID)
 	}
-	c := koordiClaims{
+	c := mintClaims{
 		UserID: userID,
 		Email:  email,
 		RegisteredClaims: jwt.RegisteredClaims{

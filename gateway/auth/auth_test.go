@@ -233,3 +233,58 @@ func TestMessages(t *testing.T) {
 		}
 	}
 }
+
+// TestClaimTypes: jsonwebtoken refuses a token whose exp or nbf is not a
+// JSON number ("invalid exp value"), and its sign never writes an iat that
+// is not one; golang-jwt's NumericDate reads "1795000000" (a string) as a
+// date. Such tokens are refused like any malformed one.
+func TestClaimTypes(t *testing.T) {
+	v, err := NewVerifier(Config{Secret: testSecret, Now: func() time.Time { return testNow }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	iat, exp := testNow.Add(-time.Hour).Unix(), testNow.Add(time.Hour).Unix()
+	body := func(claims string) string {
+		return nodeToken(testSecret, `{"alg":"HS256","typ":"JWT"}`, `{"userId":"`+testUser+`","email":"`+testEmail+`"`+claims+`}`)
+	}
+	tests := []struct {
+		name   string
+		claims string
+		want   error // nil: valid
+	}{
+		{"numbers", `,"iat":` + itoa(iat) + `,"exp":` + itoa(exp), nil},
+		{"fractional exp", `,"iat":` + itoa(iat) + `,"exp":` + itoa(exp) + `.0`, nil},
+		{"exponent exp", `,"exp":` + strconv.FormatFloat(float64(exp), 'e', -1, 64), nil},
+		{"numeric nbf", `,"exp":` + itoa(exp) + `,"nbf":` + itoa(iat), nil},
+		{"no iat", `,"exp":` + itoa(exp), nil},
+
+		{"exp a string", `,"iat":` + itoa(iat) + `,"exp":"` + itoa(exp) + `"`, ErrInvalidToken},
+		{"exp a past string", `,"exp":"` + itoa(iat) + `"`, ErrInvalidToken},
+		{"exp null", `,"exp":null`, ErrInvalidToken},
+		{"exp true", `,"exp":true`, ErrInvalidToken},
+		{"exp an array", `,"exp":[` + itoa(exp) + `]`, ErrInvalidToken},
+		{"exp an object", `,"exp":{"n":` + itoa(exp) + `}`, ErrInvalidToken},
+		{"nbf a string", `,"exp":` + itoa(exp) + `,"nbf":"` + itoa(iat) + `"`, ErrInvalidToken},
+		{"nbf null", `,"exp":` + itoa(exp) + `,"nbf":null`, ErrInvalidToken},
+		{"iat a string", `,"exp":` + itoa(exp) + `,"iat":"` + itoa(iat) + `"`, ErrInvalidToken},
+		{"iat null", `,"exp":` + itoa(exp) + `,"iat":null`, ErrInvalidToken},
+		{"past exp still expired", `,"exp":` + itoa(iat), ErrTokenExpired},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := v.Verify(body(tt.claims))
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("Verify: %v", err)
+				}
+				if c.ExpiresAt.Unix() != exp {
+					t.Fatalf("ExpiresAt %v, want %v", c.ExpiresAt, time.Unix(exp, 0))
+				}
+				return
+			}
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("Verify error = %v, want %v", err, tt.want)
+			}
+		})
+	}
+}

@@ -5,6 +5,15 @@
 // claims {"userId", "email", "iat", "exp"}. A [Verifier] accepts exactly that,
 // plus tokens signed by optional RSA (RS256) or ECDSA P-256 (ES256) public keys.
 //
+// # Claims
+//
+// exp is required; exp, nbf and iat, when present, must be JSON numbers, as
+// jsonwebtoken requires of exp and nbf (and as its sign always writes iat).
+// A token whose date is a string ("exp":"1795000000"), null or anything
+// else is malformed: [ErrInvalidToken], never [ErrTokenExpired]. userId must
+// be a uuid. iss, sub and aud are neither checked nor read, as by
+// jsonwebtoken without options.
+//
 // # Algorithms
 //
 // The accepted algorithms follow from the configured keys, never from the

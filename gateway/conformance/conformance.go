@@ -63,21 +63,16 @@ func New(cfg Config) *Server {
 		cfg.AuthDelay = 10 * time.Millisecond
 	}
 	s := &Server{mux: http.NewServeMux()}
-	s.eio = engineio.NewServer(engineio.Config{
+	// The suites' pages are served from anywhere: any origin is allowed.
+	eng := engineio.Config{
 		PingInterval:   cfg.PingInterval,
 		PingTimeout:    cfg.PingTimeout,
 		MaxPayload:     cfg.MaxPayload,
 		AllowedOrigins: []string{"*"},
 		Logger:         cfg.Logger,
-	}, engineEcho{})
-	s.sio = socketio.NewServer(socketio.Config{
-		PingInterval:   cfg.PingInterval,
-		PingTimeout:    cfg.PingTimeout,
-		ConnectTimeout: cfg.ConnectTimeout,
-		MaxPayload:     cfg.MaxPayload,
-		AllowedOrigins: []string{"*"},
-		Logger:         cfg.Logger,
-	})
+	}
+	s.eio = engineio.NewServer(eng, engineEcho{})
+	s.sio = socketio.NewServer(socketio.Config{Config: eng, ConnectTimeout: cfg.ConnectTimeout})
 	echo := Echo{AuthDelay: max(cfg.AuthDelay, 0)}
 	s.sio.Handle("/", echo)
 	s.sio.Handle("/custom", echo)

@@ -235,7 +235,7 @@ func (c *Conn) close(reason string, flush bool) {
 		c.srv.wg.goFunc(func() { _ = ws.CloseNow() })
 	}
 	c.wakeConsumer(consumer)
-	c.srv.cfg.Logger.Debug("engine.io session closed", "sid", c.id, "reason", reason)
+	c.srv.cfg.Logger.Debug("engine.io session closed", c.LogAttr(), "reason", reason)
 	c.srv.wg.goFunc(func() {
 		c.readMu.Lock()
 		defer c.readMu.Unlock()

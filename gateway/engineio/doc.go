@@ -17,6 +17,22 @@
 //     codes 1–5) and never a 500; a malformed packet closes the session.
 //   - Inbound data is bounded: a polling POST body or a WebSocket message
 //     larger than Config.MaxPayload is refused (413, or WebSocket close 1009).
+//   - No request outlives its session: a POST body is read within
+//     PingTimeout (400 and the connection closed otherwise: a trickled body
+//     holds nothing for long), a GET's answer is written within
+//     PingInterval+PingTimeout (a client that does not read loses the
+//     connection). The http.Server's own timeouts (ReadHeaderTimeout,
+//     IdleTimeout) are the caller's; it needs no WriteTimeout, which would
+//     cut long polls.
+//   - Browsers connect only from allowed origins: an Origin header that is
+//     not in Config.AllowedOrigins (nor, with Config.AllowSameOrigin, this
+//     server's own scheme and host) gets 403 on polling, preflight and
+//     WebSocket alike, decided in one place. A request without Origin is
+//     not a browser's and is served.
+//   - Session ids are credentials and never logged, at any level: log lines
+//     carry sid_hash ([SIDHash], 8 hex digits of the sid's SHA-256;
+//     [Conn.LogAttr] for handlers), which tells sessions apart and gives
+//     nothing back.
 //
 // # Upgrade and heartbeat
 //

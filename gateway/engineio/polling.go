@@ -31,7 +31,7 @@ func (c *Conn) servePoll(w http.ResponseWriter, r *http.Request) {
 		ps := append(batch, Packet{Data: []byte{c.closeFrame}})
 		c.mu.Unlock()
 		c.srv.remove(c)
-		writePayload(w, AppendPayload(make([]byte, 0, payloadLen(ps)), ps))
+		c.writePollAnswer(w, AppendPayload(make([]byte, 0, payloadLen(ps)), ps))
 		return
 	}
 	if c.getPending {
@@ -100,6 +100,17 @@ answer:
 	if batch != nil {
 		c.giveBack(batch)
 	}
+	c.writePollAnswer(w, body)
+}
+
+// writePollAnswer writes a GET's answer within PingInterval+PingTimeout,
+// the time a session whose client is silent lives: a client that does not
+// read (a large queue fills the socket buffers) would otherwise hold the
+// request's goroutine and connection for good, as nothing else aborts a
+// polling write. The deadline is set only now, after the long wait, and
+// net/http clears it when the request ends.
+func (c *Conn) writePollAnswer(w http.ResponseWriter, body []byte) {
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(c.srv.cfg.PingInterval + c.srv.cfg.PingTimeout))
 	writePayload(w, body)
 }
 
@@ -128,12 +139,21 @@ func (c *Conn) servePost(w http.ResponseWriter, r *http.Request) {
 	limit := c.srv.cfg.MaxPayload
 	if r.ContentLength > int64(limit) {
 		c.close(ReasonTransportError, false)
+		w.Header().Set("Connection", "close") // the body is not read
 		http.Error(w, "payload too large", http.StatusRequestEntityTooLarge)
 		return
 	}
+	// The body is read within PingTimeout and up to MaxPayload: a client
+	// trickling it would otherwise hold the request, and the connection,
+	// for as long as it trickles, well past its session's end. net/http
+	// lifts the deadline once the body is read to its end (its read behind
+	// the handler starts without one) and sets its own for the next request.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(c.srv.cfg.PingTimeout))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(limit)))
 	if err != nil {
 		c.close(ReasonTransportError, false)
+		// What is left of the body must not be read as the next request.
+		w.Header().Set("Connection", "close")
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			http.Error(w, "payload too large", http.StatusRequestEntityTooLarge)

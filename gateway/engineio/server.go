@@ -22,11 +22,26 @@ type Config struct {
 	PingInterval time.Duration // default 25s
 	PingTimeout  time.Duration // default 20s
 	MaxPayload   int           // bytes of one POST body or WebSocket message; default 1_000_000
-	// AllowedOrigins lists exact origins ("http://localhost:5173") allowed to
-	// make cross-origin requests, with credentials. "*" or an empty list allows
-	// any origin (the request's Origin is reflected). Same-host requests and
-	// requests without Origin are always allowed.
+	// AllowedOrigins lists the origins ("http://localhost:5173", compared
+	// whole and case-insensitively; a trailing slash is ignored) whose pages
+	// may connect, on either transport, with credentials. "*" or an empty
+	// list allows any origin (the request's Origin is reflected). A request
+	// without Origin (not a browser's) is always allowed; any other Origin
+	// is refused with 403, including one naming this server's own host:
+	// list it, or set AllowSameOrigin.
 	AllowedOrigins []string
+	// AllowSameOrigin also allows pages served by this server's own scheme
+	// and host (a same-origin deployment, or a page this process serves).
+	// Same origin means the Origin's scheme and host[:port] equal the
+	// request's (default ports aside), where the host is the Host header
+	// and the scheme is https when this process terminates TLS, otherwise
+	// what X-Forwarded-Proto says if it is exactly one value, "http" or
+	// "https", otherwise http. A proxy in front must therefore pass Host
+	// and set (not append to) X-Forwarded-Proto; a list of protocols
+	// grants nothing. A browser cannot forge either header on a WebSocket,
+	// and on a polling request only behind a preflight, which is answered
+	// on the headers the proxy sent. Default false.
+	AllowSameOrigin bool
 	// SendQueue is how many packets may wait per connection before it is
 	// closed as a slow consumer; default 4096. It must hold a whole large
 	// transaction (an ICS import commits hundreds of events at once, all
@@ -101,11 +116,10 @@ var errorMessages = [...]string{
 // Server is an Engine.IO v4 endpoint. Mount it at the protocol path (any path:
 // the query string carries the protocol).
 type Server struct {
-	cfg       Config
-	h         Handler
-	anyOrig   bool
-	origins   []string // exact allowed origins
-	wsOrigins []string // the same as OriginPatterns for coder/websocket
+	cfg     Config
+	h       Handler
+	anyOrig bool
+	origins []string // allowed origins, without a trailing slash
 
 	wg   tracker // writers, readers, WebSocket handlers, close callbacks, dispatches, the poller
 	poll poller  // WebSocket connections waiting for their client
@@ -122,16 +136,14 @@ func NewServer(cfg Config, h Handler) *Server {
 	s.poll.start = s.wg.goFunc
 	s.anyOrig = len(cfg.AllowedOrigins) == 0 || slices.Contains(cfg.AllowedOrigins, "*")
 	for _, o := range cfg.AllowedOrigins {
-		o = strings.TrimRight(o, "/")
-		s.origins = append(s.origins, o)
-		s.wsOrigins = append(s.wsOrigins, patternEscaper.Replace(o))
+		s.origins = append(s.origins, strings.TrimRight(o, "/"))
 	}
 	return s
 }
 
-// patternEscaper quotes an exact origin for websocket.AcceptOptions.OriginPatterns,
-// which are path.Match patterns ("http://[::1]:5173" would not parse).
-var patternEscaper = strings.NewReplacer(`\`, `\\`, `*`, `\*`, `?`, `\?`, `[`, `\[`)
+// Config returns the configuration in effect: NewServer's, defaults
+// applied.
+func (s *Server) Config() Config { return s.cfg }
 
 // Len returns the number of open sessions.
 func (s *Server) Len() int {
@@ -327,14 +339,61 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// originAllowed decides for both transports: WebSocket requests reach
+// websocket.Accept only once allowed here (its own check would admit any
+// Origin naming the Host, whatever the scheme).
 func (s *Server) originAllowed(r *http.Request, origin string) bool {
 	if origin == "" || s.anyOrig {
 		return true
 	}
-	if u, err := url.Parse(origin); err == nil && strings.EqualFold(u.Host, r.Host) {
-		return true
+	for _, o := range s.origins {
+		if strings.EqualFold(o, origin) {
+			return true
+		}
 	}
-	return slices.Contains(s.origins, origin)
+	return s.cfg.AllowSameOrigin && sameOrigin(r, origin)
+}
+
+// sameOrigin reports whether origin is the request's own scheme and host
+// (see Config.AllowSameOrigin).
+func sameOrigin(r *http.Request, origin string) bool {
+	scheme := requestScheme(r)
+	if scheme == "" {
+		return false
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Scheme != scheme || u.Host == "" || u.User != nil || u.Opaque != "" ||
+		u.Path != "" || u.RawQuery != "" || u.Fragment != "" {
+		return false
+	}
+	return strings.EqualFold(withoutDefaultPort(u.Host, scheme), withoutDefaultPort(r.Host, scheme))
+}
+
+// requestScheme is "https" or "http", or "" when X-Forwarded-Proto is
+// ambiguous (several values) or unknown.
+func requestScheme(r *http.Request) string {
+	if r.TLS != nil {
+		return "https" // what a proxy says cannot change what this connection is
+	}
+	v := r.Header.Values("X-Forwarded-Proto")
+	switch len(v) {
+	case 0:
+		return "http"
+	case 1:
+		if p := strings.ToLower(strings.TrimSpace(v[0])); p == "http" || p == "https" {
+			return p
+		}
+	}
+	return ""
+}
+
+// withoutDefaultPort drops the scheme's default port, which an Origin
+// never carries and a Host header may.
+func withoutDefaultPort(host, scheme string) string {
+	if scheme == "http" {
+		return strings.TrimSuffix(host, ":80")
+	}
+	return strings.TrimSuffix(host, ":443")
 }
 
 func writeError(w http.ResponseWriter, code int) {
@@ -436,7 +495,7 @@ func (s *Server) handshakePolling(w http.ResponseWriter, r *http.Request, q url.
 		writeShuttingDown(w)
 		return
 	}
-	s.cfg.Logger.Debug("engine.io session opened", "sid", c.id, "transport", "polling", "remote", r.RemoteAddr)
+	s.cfg.Logger.Debug("engine.io session opened", c.LogAttr(), "transport", "polling", "remote", r.RemoteAddr)
 	s.h.Open(c)
 	writePayload(w, s.openPacket(c.id, true))
 }

@@ -20,10 +20,9 @@ import (
 // stack of net/http's connection goroutine is not kept for the life of the
 // connection; writers start on demand (claimConsumerLocked).
 func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, q url.Values, c *Conn) {
-	opts := &websocket.AcceptOptions{InsecureSkipVerify: s.anyOrig}
-	if !s.anyOrig {
-		opts.OriginPatterns = s.wsOrigins
-	}
+	// ServeHTTP has checked the Origin (originAllowed); Accept's own check
+	// would admit any Origin naming the Host, whatever its scheme.
+	opts := &websocket.AcceptOptions{InsecureSkipVerify: true}
 	if !s.wg.add() {
 		writeShuttingDown(w)
 		return
@@ -61,7 +60,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, q url.Va
 		consumer := c.claimConsumerLocked()
 		c.mu.Unlock()
 		c.wakeConsumer(consumer)
-		s.cfg.Logger.Debug("engine.io session opened", "sid", c.id, "transport", "websocket", "remote", r.RemoteAddr)
+		s.cfg.Logger.Debug("engine.io session opened", c.LogAttr(), "transport", "websocket", "remote", r.RemoteAddr)
 		s.h.Open(c)
 	} else if !c.probe(ws, bw.conn) {
 		return
@@ -103,7 +102,7 @@ func (s *Server) watch(c *Conn, ws *websocket.Conn, bc *batchConn, br *bufio.Rea
 	reg, err := s.poll.register(bc.Conn, func(reg *pollReg) { c.readReady(ws, br, reg) })
 	if err != nil {
 		if !errors.Is(err, errPollUnsupported) {
-			s.cfg.Logger.Warn("engine.io: reading with a goroutine per connection", "sid", c.id, "err", err)
+			s.cfg.Logger.Warn("engine.io: reading with a goroutine per connection", c.LogAttr(), "err", err)
 		}
 		return false
 	}
@@ -157,7 +156,7 @@ func (c *Conn) readReady(ws *websocket.Conn, br *bufio.Reader, reg *pollReg) {
 // panicking handler is left to do: log it and go on.
 func (c *Conn) recoverReader() {
 	if p := recover(); p != nil {
-		c.srv.cfg.Logger.Error("engine.io handler panicked", "sid", c.id, "panic", p, "stack", string(debug.Stack()))
+		c.srv.cfg.Logger.Error("engine.io handler panicked", c.LogAttr(), "panic", p, "stack", string(debug.Stack()))
 	}
 }
 
@@ -217,7 +216,7 @@ func (c *Conn) probe(ws *websocket.Conn, bc *batchConn) bool {
 			stopUpgraded() // before announcing: this WebSocket is the one kept
 			close(c.upgraded)
 			c.wakeConsumer(consumer)
-			c.srv.cfg.Logger.Debug("engine.io session upgraded", "sid", c.id)
+			c.srv.cfg.Logger.Debug("engine.io session upgraded", c.LogAttr())
 			return true
 		}
 		break

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/koordi/koordi-realtime/gateway/engineio"
 )
 
 // benchHandler collects the sockets it accepts.
@@ -25,7 +27,7 @@ func (h *benchHandler) Disconnected(*Socket, string)                           {
 // no work or allocation is per recipient (allocs/op stays 1).
 func BenchmarkFanOut(b *testing.B) {
 	const sockets = 10_000
-	s := NewServer(Config{PingInterval: time.Hour, PingTimeout: time.Hour})
+	s := NewServer(Config{Config: engineio.Config{PingInterval: time.Hour, PingTimeout: time.Hour}})
 	h := &benchHandler{}
 	s.Handle("/", h)
 	var sids []string

@@ -4,6 +4,14 @@
 // included), DISCONNECT and the connect timeout. It knows nothing of JWTs,
 // rooms or Koordi: a [Handler] per namespace decides.
 //
+// # Configuration
+//
+// [Config] embeds [engineio.Config]: the Engine.IO settings (heartbeat,
+// MaxPayload, origins, SendQueue, Logger) reach the engine as given, with
+// engineio's defaults, and this layer's own defaults follow them
+// (MaxAttachmentBytes from MaxPayload, AttachmentTimeout from PingTimeout).
+// [Server.Config] reports the values in effect.
+//
 // # Sending
 //
 // A [Frame] is one encoded Engine.IO packet. [EncodeEvent] builds it once;
@@ -27,6 +35,25 @@
 // namespace"}. A malformed packet, or an attachment out of place, closes the
 // engine connection ("parse error"), as the reference server does. Client
 // ACK packets are ignored: the server asks for no acks.
+//
+// # Binary attachments
+//
+// What a client can make the server hold is bounded. A binary packet
+// (BINARY_EVENT, BINARY_ACK) before the connection has a namespace socket
+// closes it as a parse error at once, buffering nothing: it could not be
+// delivered, and its attachments would otherwise wait for the connect
+// timeout. Afterwards the attachments of an incomplete packet hold at most
+// Config.MaxAttachmentBytes per connection (default MaxPayload) for at
+// most Config.AttachmentTimeout (default PingTimeout); past either the
+// connection closes ("parse error"). Those of a packet for a namespace not
+// joined are counted, not kept (the packet is ignored, as by the reference
+// server). [Server.PendingAttachmentBytes] reports what all connections
+// hold. A packet announces at most [MaxAttachments].
+//
+// # Logs
+//
+// Log lines name a connection by its engine sid_hash ([engineio.SIDHash]),
+// never by the engine sid (a credential) or the socket id.
 //
 // # Lock order
 //

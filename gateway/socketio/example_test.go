@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"sync"
 
+	"github.com/koordi/koordi-realtime/gateway/engineio"
 	"github.com/koordi/koordi-realtime/gateway/socketio"
 )
 
@@ -59,7 +60,7 @@ func (r *room) broadcast(event string, payload json.RawMessage) (sent int) {
 }
 
 func Example() {
-	srv := socketio.NewServer(socketio.Config{AllowedOrigins: []string{"http://localhost:5173"}})
+	srv := socketio.NewServer(socketio.Config{Config: engineio.Config{AllowedOrigins: []string{"http://localhost:5173"}}})
 	r := &room{members: make(map[*socketio.Socket]bool)}
 	srv.Handle("/", r)
 	mux := http.NewServeMux()

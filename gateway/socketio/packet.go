@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+
+	"github.com/koordi/koordi-realtime/schema"
 )
 
 // PacketType is a Socket.IO v5 packet type.
@@ -40,12 +42,6 @@ type Packet struct {
 	ID          int64           // ack id; -1 when absent
 	Attachments int             // binary types only
 	Data        json.RawMessage // nil when absent
-}
-
-// reserved event names a client may not emit (as the reference server).
-var reserved = map[string]bool{
-	"connect": true, "connect_error": true, "disconnect": true,
-	"disconnecting": true, "newListener": true, "removeListener": true,
 }
 
 // DecodePacket decodes the text form of a packet (the data of an Engine.IO
@@ -156,7 +152,9 @@ func eventName(data json.RawMessage) (string, error) {
 	}
 	switch v := tok.(type) {
 	case string:
-		if reserved[v] {
+		// Names socket.io-client handles itself may not be emitted (the
+		// reference parser refuses them too); the catalogue lists them.
+		if schema.IsReservedEventName(v) {
 			return "", fmt.Errorf("%w: reserved event name %q", ErrBadPacket, v)
 		}
 		return v, nil

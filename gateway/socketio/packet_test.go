@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/koordi/koordi-realtime/gateway/engineio"
+	"github.com/koordi/koordi-realtime/schema"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
@@ -254,4 +256,17 @@ func FuzzBinaryPacket(f *testing.F) {
 			t.Fatalf("%d attachments buffered", len(cl.attachments))
 		}
 	})
+}
+
+// TestReservedEventNames: a client may emit no name socket.io-client
+// handles itself, and every other name passes; the list is the catalogue's
+// (schema.IsReservedEventName), which also keeps the server from sending one.
+func TestReservedEventNames(t *testing.T) {
+	for _, name := range []string{"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener",
+		"Connect", "connected", "message", "join:calendar", "event:created", ""} {
+		_, err := DecodePacket([]byte(`2[` + strconv.Quote(name) + `]`))
+		if refused := err != nil; refused != schema.IsReservedEventName(name) {
+			t.Errorf("event %q: DecodePacket error %v, but schema.IsReservedEventName = %v", name, err, schema.IsReservedEventName(name))
+		}
+	}
 }

@@ -3,10 +3,10 @@ package socketio
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/koordi/koordi-realtime/gateway/engineio"
@@ -14,13 +14,23 @@ import (
 
 // Config configures a Server. Zero values are the documented defaults.
 type Config struct {
-	PingInterval   time.Duration // default 25s
-	PingTimeout    time.Duration // default 20s
-	ConnectTimeout time.Duration // default 45s: engine connection without a namespace CONNECT is closed
-	MaxPayload     int           // default 1_000_000 bytes
-	AllowedOrigins []string      // exact origins ("http://localhost:5173"); "*" allows any; empty = any
-	SendQueue      int           // per-connection outbound frame queue, default 4096 frames (see engineio.Config)
-	Logger         *slog.Logger  // nil: discard
+	// Config holds the Engine.IO settings, with engineio's defaults:
+	// heartbeat (25s/20s), MaxPayload (1,000,000 bytes), AllowedOrigins and
+	// AllowSameOrigin, SendQueue (4096 frames per connection) and Logger.
+	engineio.Config
+
+	// ConnectTimeout closes an engine connection that joins no namespace
+	// in this time. Default 45s.
+	ConnectTimeout time.Duration
+	// MaxAttachmentBytes bounds the binary attachments one connection may
+	// hold while their packet is incomplete; a packet whose attachments
+	// exceed it closes the connection ("parse error"). Default: MaxPayload
+	// (in effect), so a connection holds at most about two messages' worth.
+	MaxAttachmentBytes int
+	// AttachmentTimeout bounds the time from a binary packet's header to
+	// its last attachment; a packet not complete by then closes the
+	// connection ("parse error"). Default: PingTimeout (in effect, 20s).
+	AttachmentTimeout time.Duration
 }
 
 // Handler serves one namespace. See the package documentation for when and
@@ -78,6 +88,8 @@ type Server struct {
 	mu       sync.RWMutex
 	handlers map[string]Handler
 
+	attachBytes atomic.Int64 // see PendingAttachmentBytes
+
 	onOpen func(*client) // test hook
 }
 
@@ -86,20 +98,22 @@ func NewServer(cfg Config) *Server {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 45 * time.Second
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
+	s := &Server{handlers: make(map[string]Handler)}
+	s.eio = engineio.NewServer(cfg.Config, (*engineHandler)(s))
+	cfg.Config = s.eio.Config() // engineio's defaults, which this layer's follow
+	if cfg.MaxAttachmentBytes <= 0 {
+		cfg.MaxAttachmentBytes = cfg.MaxPayload
 	}
-	s := &Server{cfg: cfg, handlers: make(map[string]Handler)}
-	s.eio = engineio.NewServer(engineio.Config{
-		PingInterval:   cfg.PingInterval,
-		PingTimeout:    cfg.PingTimeout,
-		MaxPayload:     cfg.MaxPayload,
-		AllowedOrigins: cfg.AllowedOrigins,
-		SendQueue:      cfg.SendQueue,
-		Logger:         cfg.Logger,
-	}, (*engineHandler)(s))
+	if cfg.AttachmentTimeout <= 0 {
+		cfg.AttachmentTimeout = cfg.PingTimeout
+	}
+	s.cfg = cfg
 	return s
 }
+
+// Config returns the configuration in effect: NewServer's, defaults
+// applied (engineio's included).
+func (s *Server) Config() Config { return s.cfg }
 
 // Handle serves namespace (e.g. "/", "/custom") with h. Call it before
 // serving; a later call for the same namespace replaces the handler.
@@ -129,6 +143,11 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.eio.Shutdown(ctx
 
 // Conns returns the number of open engine connections.
 func (s *Server) Conns() int { return s.eio.Len() }
+
+// PendingAttachmentBytes returns the bytes of binary attachments held, over
+// all connections, for packets not yet complete: what hostile clients can
+// make the server keep, at most Conns × MaxAttachmentBytes.
+func (s *Server) PendingAttachmentBytes() int64 { return s.attachBytes.Load() }
 
 // engineHandler adapts the Server to engineio.Handler.
 type engineHandler Server

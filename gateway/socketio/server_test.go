@@ -454,7 +454,7 @@ func TestSendOrderPolling(t *testing.T) {
 }
 
 func TestSlowConsumerAndShutdown(t *testing.T) {
-	ts := newTestServer(t, Config{SendQueue: 8})
+	ts := newTestServer(t, Config{Config: engineio.Config{SendQueue: 8}})
 	cl := ts.dial(t)
 	cl.connect("40")
 	s := recv(t, ts.h.connected)
@@ -531,7 +531,7 @@ func (h *fuzzHandler) Disconnected(*Socket, string) {}
 // down with the test.
 func newMemClient(tb testing.TB, h Handler) *client {
 	tb.Helper()
-	s := NewServer(Config{PingInterval: time.Hour, PingTimeout: time.Hour})
+	s := NewServer(Config{Config: engineio.Config{PingInterval: time.Hour, PingTimeout: time.Hour}})
 	s.Handle("/", h)
 	var cl *client
 	s.onOpen = func(c *client) { cl = c }

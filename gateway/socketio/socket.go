@@ -25,13 +25,90 @@ type client struct {
 	mu      sync.Mutex
 	sockets []*Socket // one per namespace joined; few, so a slice rather than a map
 
-	// Binary packet being reassembled; touched only by Message calls, which
-	// engineio serialises.
-	pending     *Packet
-	attachments [][]byte
+	// Binary packet being reassembled; touched only by Message and Close
+	// calls, which engineio serialises.
+	pending      *Packet
+	attachments  [][]byte // nil when discarding (see startBinary)
+	received     int      // attachments received, kept or not
+	pendingBytes int      // their bytes, counted in srv.attachBytes
+	attachTimer  *time.Timer
+	// attachGen names the packet the deadline is armed for: the timer,
+	// which runs outside the Message order, closes the connection only if
+	// that packet is still incomplete.
+	attachGen atomic.Uint64
 }
 
-func (cl *client) fail() { cl.conn.Abort(engineio.ReasonParseError) }
+// fail closes the connection as a parse error and lets go of what it held.
+func (cl *client) fail() {
+	cl.dropPending()
+	cl.conn.Abort(engineio.ReasonParseError)
+}
+
+// startBinary begins reassembling p. Attachments are accepted only once
+// the connection has a namespace socket: before CONNECT there is nothing
+// to deliver them to, and a hostile client could make the server hold
+// them (ten of MaxPayload bytes per packet) until the connect timeout. The
+// attachments of a packet that is ignored (for a namespace not joined, as
+// by the reference server, or a BINARY_ACK: the server asks for no acks)
+// are counted and dropped. They are bounded in bytes and in time.
+func (cl *client) startBinary(p Packet) {
+	cl.mu.Lock()
+	connected := len(cl.sockets) > 0
+	cl.mu.Unlock()
+	if !connected {
+		cl.fail()
+		return
+	}
+	if p.Attachments == 0 {
+		cl.dispatch(p, nil)
+		return
+	}
+	cl.pending = &p
+	cl.received = 0
+	if p.Type == BinaryEvent && cl.socket(p.Namespace) != nil {
+		cl.attachments = make([][]byte, 0, p.Attachments)
+	}
+	gen := cl.attachGen.Add(1)
+	cl.attachTimer = time.AfterFunc(cl.srv.cfg.AttachmentTimeout, func() {
+		if cl.attachGen.Load() == gen {
+			cl.conn.Abort(engineio.ReasonParseError)
+		}
+	})
+}
+
+// addAttachment takes one attachment of the pending packet; the packet
+// when it is complete.
+func (cl *client) addAttachment(data []byte) (p *Packet, atts [][]byte, complete bool) {
+	cl.pendingBytes += len(data)
+	cl.srv.attachBytes.Add(int64(len(data)))
+	if cl.pendingBytes > cl.srv.cfg.MaxAttachmentBytes {
+		cl.fail()
+		return nil, nil, false
+	}
+	cl.received++
+	if cl.attachments != nil {
+		cl.attachments = append(cl.attachments, data)
+	}
+	if cl.received < cl.pending.Attachments {
+		return nil, nil, false
+	}
+	p, atts = cl.pending, cl.attachments
+	cl.dropPending()
+	return p, atts, true
+}
+
+// dropPending ends the reassembly in progress, if any: the deadline is
+// disarmed and the bytes no longer count.
+func (cl *client) dropPending() {
+	if cl.pending == nil {
+		return
+	}
+	cl.attachGen.Add(1)
+	cl.attachTimer.Stop()
+	cl.srv.attachBytes.Add(-int64(cl.pendingBytes))
+	cl.pending, cl.attachments, cl.attachTimer = nil, nil, nil
+	cl.received, cl.pendingBytes = 0, 0
+}
 
 func (cl *client) onConnectTimeout() {
 	cl.mu.Lock()
@@ -48,13 +125,10 @@ func (cl *client) onMessage(data []byte, binary bool) {
 			cl.fail()
 			return
 		}
-		cl.attachments = append(cl.attachments, data)
-		if len(cl.attachments) < cl.pending.Attachments {
-			return
+		p, atts, complete := cl.addAttachment(data)
+		if complete && atts != nil {
+			cl.dispatch(*p, atts)
 		}
-		p, atts := *cl.pending, cl.attachments
-		cl.pending, cl.attachments = nil, nil
-		cl.dispatch(p, atts)
 		return
 	}
 	if cl.pending != nil {
@@ -66,9 +140,8 @@ func (cl *client) onMessage(data []byte, binary bool) {
 		cl.fail()
 		return
 	}
-	if p.Attachments > 0 {
-		cl.pending = &p
-		cl.attachments = make([][]byte, 0, p.Attachments)
+	if p.Type == BinaryEvent || p.Type == BinaryAck {
+		cl.startBinary(p)
 		return
 	}
 	cl.dispatch(p, nil)
@@ -175,6 +248,7 @@ func (cl *client) connect(p Packet) {
 // onClose ends every socket of the connection; it runs after the last Message.
 func (cl *client) onClose(reason string) {
 	cl.connectTimer.Stop()
+	cl.dropPending()
 	cl.mu.Lock()
 	socks := slices.Clone(cl.sockets)
 	cl.mu.Unlock()
@@ -261,7 +335,7 @@ func (s *Socket) ackFunc(id int64) func(args ...any) {
 		}
 		ps, err := encodePacket(Ack, s.nsp, id, nil, args)
 		if err != nil {
-			s.cl.srv.cfg.Logger.Warn("socket.io ack not sent", "sid", s.id, "err", err)
+			s.cl.srv.cfg.Logger.Warn("socket.io ack not sent", s.cl.conn.LogAttr(), "err", err)
 			return
 		}
 		s.cl.conn.SendPackets(ps...)
