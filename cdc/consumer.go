@@ -55,8 +55,8 @@ type Consumer struct {
 	lostSlot     bool          // an invalidated slot was dropped; its sync:reset is still owed
 	pubGap       bool          // the slot was dropped to stream past a re-created publication
 	statusEvery  time.Duration // this session's status interval (see statusInterval)
-	queuedCommit uint64 // commit LSN of the newest transaction queued for delivery
-	queuedEnd    uint64 // its end LSN
+	queuedCommit uint64        // commit LSN of the newest transaction queued for delivery
+	queuedEnd    uint64        // its end LSN
 
 	caughtUp     chan struct{} // closed once the first catch-up target is handed off
 	caughtUpOnce sync.Once

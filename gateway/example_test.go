@@ -35,14 +35,15 @@ func Example() {
 		soccer = "0b9a8c7d-6e5f-4a3b-8c2d-1e0f9a8b7c6d"
 	)
 	ctx := context.Background()
-	g, err := gateway.New(gateway.Config{
-		JWTSecret:      []byte("a-secret-of-at-least-32-bytes-0123456789"),
-		Memberships:    mapMemberships{},
-		ReplayWindow:   2 * time.Minute,
-		RateLimit:      100,
-		AllowedOrigins: []string{"http://localhost:5173"},
-		Registerer:     prometheus.NewRegistry(),
-	})
+	cfg := gateway.Config{
+		JWTSecret:    []byte("a-secret-of-at-least-32-bytes-0123456789"),
+		Memberships:  mapMemberships{},
+		ReplayWindow: 2 * time.Minute,
+		RateLimit:    100,
+		Registerer:   prometheus.NewRegistry(),
+	}
+	cfg.AllowedOrigins = []string{"http://localhost:5173"} // the protocol layer's settings are embedded
+	g, err := gateway.New(cfg)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/koordi/koordi-realtime/gateway/auth"
-	"github.com/koordi/koordi-realtime/gateway/engineio"
 	"github.com/koordi/koordi-realtime/gateway/socketio"
 	"github.com/koordi/koordi-realtime/schema"
 )
@@ -26,6 +25,13 @@ const Namespace = "/"
 
 // Config configures a Gateway. Zero values are the documented defaults.
 type Config struct {
+	// Config is the protocol layer's: origins allowed for CORS and WebSocket
+	// (FRONTEND_URL), heartbeat, connect timeout, payload, attachment and
+	// queue bounds, and the Logger (one line per state change; nil discards;
+	// tokens are never logged). See socketio.Config and engineio.Config for
+	// the defaults.
+	socketio.Config
+
 	// JWTSecret is the HS256 secret Koordi's API signs tokens with
 	// (JWT_SECRET), at least 32 bytes. It also keys the recovery pids.
 	JWTSecret []byte
@@ -62,19 +68,6 @@ type Config struct {
 	// Default: RateLimit.
 	AbuseLimit int
 
-	// Protocol layer settings, passed to socketio.Config (see there for
-	// defaults): origins allowed for CORS and WebSocket (FRONTEND_URL;
-	// empty allows any), heartbeat, connect timeout, payload and queue sizes.
-	AllowedOrigins []string
-	PingInterval   time.Duration
-	PingTimeout    time.Duration
-	ConnectTimeout time.Duration
-	MaxPayload     int
-	SendQueue      int
-
-	// Logger receives one line per state change; nil discards. Tokens are
-	// never logged.
-	Logger *slog.Logger
 	// Registerer receives the koordi_gateway_* metrics; nil registers none.
 	Registerer prometheus.Registerer
 	// Now is the clock; nil means time.Now.
@@ -146,11 +139,6 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, verifier: v, idx: newIndex(), started: cfg.Now()}
-	queue := cfg.SendQueue
-	if queue <= 0 {
-		queue = engineio.DefaultSendQueue
-	}
-	g.maxReplay = queue / 2
 	switch {
 	case len(cfg.PIDKey) > 0:
 		g.pidKey = derivePIDKey(cfg.PIDKey)
@@ -169,16 +157,9 @@ func New(cfg Config) (*Gateway, error) {
 	g.window = newWindow(cfg.ReplayWindow, maxEvents, maxBytes)
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.metrics = newMetrics(cfg.Registerer, g)
-	g.server = socketio.NewServer(socketio.Config{
-		PingInterval:   cfg.PingInterval,
-		PingTimeout:    cfg.PingTimeout,
-		ConnectTimeout: cfg.ConnectTimeout,
-		MaxPayload:     cfg.MaxPayload,
-		AllowedOrigins: cfg.AllowedOrigins,
-		SendQueue:      cfg.SendQueue,
-		Logger:         cfg.Logger,
-	})
+	g.server = socketio.NewServer(cfg.Config)
 	g.server.Handle(Namespace, (*handler)(g))
+	g.maxReplay = g.server.Config().SendQueue / 2
 	return g, nil
 }
 
@@ -326,7 +307,13 @@ func (g *Gateway) Reset(reason string) {
 			}
 		}
 	}
-	g.log.Warn("sent sync:reset to every socket", "reason", reason)
+	if len(g.idx.users) > 0 {
+		g.log.Warn("sent sync:reset to every socket", "reason", reason)
+	} else {
+		// At a first start (a slot created) nobody is connected yet; the
+		// sessions of an earlier process are told when they come back.
+		g.log.Info("stream has a gap: sessions from before it will be told to refetch", "reason", reason)
+	}
 }
 
 // resetFrame carries, like every event, an offset as its last argument: the

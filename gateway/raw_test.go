@@ -173,7 +173,9 @@ func TestConnectMembershipsDown(t *testing.T) {
 // TestSlowConsumer: a socket that stops reading is closed once its queue is
 // full; Publish never waits for it, and the others keep receiving.
 func TestSlowConsumer(t *testing.T) {
-	s := startServer(t, Config{SendQueue: 8})
+	cfg := Config{}
+	cfg.SendQueue = 8
+	s := startServer(t, cfg)
 	slowUser, fastUser, cal := uuid(0x81), uuid(0x82), uuid(0x83)
 	s.ms.set(slowUser, cal)
 	s.ms.set(fastUser, cal)

@@ -38,7 +38,8 @@ func runDev(ctx context.Context, env *environment, args []string) error {
 	f := env.flags("dev", "Run everything a first look needs on one machine: a local PostgreSQL cluster under --dir "+
 		"(unless DATABASE_URL is set), Koordi's tables, a demo family, a token per demo user, and serve with the inspector page at /. "+
 		"Ctrl-C stops all of it; the next run reuses the cluster.")
-	cfg.serve.bindWith(f, "127.0.0.1:3000")
+	// A first run on one machine: a connection bound its open-file limit holds.
+	cfg.serve.bindWith(f, "127.0.0.1:3000", 1000)
 	f.Usage("database-url", "PostgreSQL URL of a development database to use (unset: a local cluster under --dir)")
 	f.Usage("jwt-secret", "HS256 secret for the demo tokens, at least 32 bytes (unset: generated once, kept in --dir)")
 	f.String(&cfg.dir, "dir", "KOORDI_DEV_DIR", ".koordi", "directory of the local cluster and the generated JWT secret, kept between runs (make clean removes it)")

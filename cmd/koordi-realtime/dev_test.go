@@ -275,7 +275,7 @@ func devCheckLogs(t *testing.T, run int, logs, stdout string) {
 		// At the default level only state changes are logged, never a
 		// line per event or per socket.
 		known := []string{"local PostgreSQL running", "listening", "derivation state bootstrapped", "replication slot created",
-			"streaming started", "caught up: accepting sockets", "shutting down", "stopped", "local PostgreSQL stopped"}
+			"streaming started", "stream has a gap: sessions from before it will be told to refetch", "caught up: accepting sockets", "shutting down", "stopped", "local PostgreSQL stopped"}
 		for msg := range counts {
 			if !slices.Contains(known, msg) {
 				t.Errorf("run 1: unexpected log line at the default level: %q", msg)

@@ -17,31 +17,34 @@ import (
 	"github.com/koordi/koordi-realtime/cmd/internal/service"
 	"github.com/koordi/koordi-realtime/gateway"
 	"github.com/koordi/koordi-realtime/gateway/inspector"
+	"github.com/koordi/koordi-realtime/gateway/netlimit"
 )
 
 // serveConfig is everything `serve` reads from flags and environment.
 type serveConfig struct {
-	db            dbConfig
-	jwtSecret     string
-	jwtPublicKey  string
-	listenAddr    string
-	frontendURL   string
-	replayWindow  time.Duration
-	natsURL       string
-	rateLimit     int
-	readyMaxLag   int
-	shutdownGrace time.Duration
-	inspector     bool
+	db             dbConfig
+	jwtSecret      string
+	jwtPublicKey   string
+	listenAddr     string
+	frontendURL    string
+	replayWindow   time.Duration
+	natsURL        string
+	rateLimit      int
+	readyMaxLag    int
+	shutdownGrace  time.Duration
+	inspector      bool
+	sameOrigin     bool
+	maxConnections int
 }
 
 func (c *serveConfig) bind(f *cli.Flags) {
-	c.bindWith(f, ":3000")
+	c.bindWith(f, ":3000", netlimit.DefaultMaxConns)
 	f.Bool(&c.inspector, "inspector", "INSPECTOR", false, "serve the inspector page at / (a browser view of sockets, events and lag)")
 }
 
 // bindWith binds every serve setting; dev shares them with its own
-// listening default.
-func (c *serveConfig) bindWith(f *cli.Flags, listenDefault string) {
+// defaults for the address and the connection bound.
+func (c *serveConfig) bindWith(f *cli.Flags, listenDefault string, maxConnsDefault int) {
 	c.db.bind(f, true)
 	f.String(&c.jwtSecret, "jwt-secret", "JWT_SECRET", "", "HS256 secret of Koordi's API tokens, at least 32 bytes")
 	f.String(&c.jwtPublicKey, "jwt-public-key-file", "JWT_PUBLIC_KEY_FILE", "", "PEM file of RS256/ES256 public keys (optional)")
@@ -50,6 +53,8 @@ func (c *serveConfig) bindWith(f *cli.Flags, listenDefault string) {
 	f.Duration(&c.replayWindow, "replay-window", "REPLAY_WINDOW", 2*time.Minute, "how long reconnecting clients can recover missed events")
 	f.String(&c.natsURL, "nats-url", "NATS_URL", "", "NATS server for multi-node fan-out (unset: single node)")
 	f.Int(&c.rateLimit, "rate-limit", "RATE_LIMIT", 100, "client events per socket per minute; 0: no limit")
+	f.Int(&c.maxConnections, "max-connections", "MAX_CONNECTIONS", maxConnsDefault, "open HTTP connections at most; beyond it new ones are reset at once; 0: no limit")
+	f.Bool(&c.sameOrigin, "allow-same-origin", "ALLOW_SAME_ORIGIN", false, "also allow browser pages of the server's own origin (scheme and host), for deployments serving the front end and /socket.io/ from one origin")
 	f.Int(&c.readyMaxLag, "ready-max-lag-bytes", "READY_MAX_LAG_BYTES", 64<<20, "replication lag above which /readyz fails")
 	f.Duration(&c.shutdownGrace, "shutdown-grace", "SHUTDOWN_GRACE", 10*time.Second, "how long SIGTERM waits for sockets and the final LSN confirmation")
 }
@@ -138,13 +143,17 @@ func (c *serveConfig) service(logger *slog.Logger, pages func(*prometheus.Regist
 			JWTSecret:        []byte(c.jwtSecret),
 			JWTPublicKeysPEM: publicKeys,
 			RateLimit:        c.rateLimit,
-			AllowedOrigins:   c.origins(),
 		},
-		ReadyMaxLag:   uint64(c.readyMaxLag),
-		ShutdownGrace: c.shutdownGrace,
-		Logger:        logger,
-		Registry:      registry,
+		MaxConnections: c.maxConnections,
+		ReadyMaxLag:    uint64(c.readyMaxLag),
+		ShutdownGrace:  c.shutdownGrace,
+		Logger:         logger,
+		Registry:       registry,
 	}
+	cfg.Gateway.AllowedOrigins = c.origins()
+	// Pages served by the node itself (the inspector) connect from its own
+	// origin.
+	cfg.Gateway.AllowSameOrigin = c.sameOrigin || pages != nil
 	if pages != nil {
 		cfg.Pages = pages(registry)
 	}

@@ -5,7 +5,7 @@
 //
 // # Guarantees
 //
-//   - At most MaxConns (MAX_CONNECTIONS, default 100,000) connections
+//   - At most MaxConns (MAX_CONNECTIONS, default 100,000; 0 is no limit) connections
 //     returned by Accept are open at a time; a slot frees when the
 //     connection is closed (once, however often Close is called, hijacked
 //     connections included).

@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// DefaultMaxConns is Config.MaxConns's default.
+// DefaultMaxConns is serve's MAX_CONNECTIONS default.
 const DefaultMaxConns = 100_000
 
 // Backoff bounds of a failing Accept.
@@ -26,8 +26,9 @@ const (
 // Config configures a Listener. Zero values are the documented defaults.
 type Config struct {
 	// MaxConns is how many accepted connections may be open at once
-	// (MAX_CONNECTIONS). Default 100,000; negative means no limit (accept
-	// errors are still backed off).
+	// (MAX_CONNECTIONS, whose default is DefaultMaxConns). 0 or negative
+	// means no limit, as MAX_CONNECTIONS=0 does (accept errors are still
+	// backed off).
 	MaxConns int
 	// Registerer receives the koordi_http_* metrics; nil registers none.
 	Registerer prometheus.Registerer
@@ -55,9 +56,6 @@ type Listener struct {
 // NewListener wraps inner. It fails only if the metrics cannot be
 // registered (a second Listener on the same Registerer, for one).
 func NewListener(inner net.Listener, cfg Config) (*Listener, error) {
-	if cfg.MaxConns == 0 {
-		cfg.MaxConns = DefaultMaxConns
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}

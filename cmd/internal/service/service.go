@@ -41,6 +41,7 @@ import (
 	"net"
 	"net/http"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,6 +51,7 @@ import (
 	"github.com/koordi/koordi-realtime/cdc"
 	"github.com/koordi/koordi-realtime/cdc/derive"
 	"github.com/koordi/koordi-realtime/gateway"
+	"github.com/koordi/koordi-realtime/gateway/netlimit"
 	"github.com/koordi/koordi-realtime/schema"
 )
 
@@ -72,6 +74,9 @@ type Config struct {
 	// origins and protocol settings. Its Memberships, ReplayWindow, Logger
 	// and Registerer are set by New.
 	Gateway gateway.Config
+	// MaxConnections bounds the open HTTP connections (MAX_CONNECTIONS);
+	// beyond it new ones are reset at once. 0 means no limit.
+	MaxConnections int
 	// ReadyMaxLag is the replication lag above which /readyz answers 503;
 	// default 64 MiB.
 	ReadyMaxLag uint64
@@ -201,7 +206,24 @@ func (s *Service) readyz(w http.ResponseWriter, _ *http.Request) {
 // documentation says. An error the user must fix (the consumer's
 // [cdc.IsConfigError]) is returned as it is.
 func (s *Service) Run(ctx context.Context, ln net.Listener) error {
-	httpServer := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	ln, err := netlimit.NewListener(ln, netlimit.Config{
+		MaxConns:   s.cfg.MaxConnections,
+		Registerer: s.cfg.Registry,
+		Logger:     s.log.With("component", "http"),
+	})
+	if err != nil {
+		return fmt.Errorf("listener: %w", err)
+	}
+	s.warnFileLimit()
+	httpServer := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		// Keep-alive connections left idle are closed; long polls and
+		// WebSockets are bounded by the protocol layer itself (a read or
+		// write timeout here would cut them).
+		IdleTimeout:    30 * time.Second,
+		MaxHeaderBytes: 64 << 10,
+	}
 	s.log.Info("listening", "addr", ln.Addr().String(), "slot", s.cfg.SlotName, "publication", s.cfg.Publication)
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -235,12 +257,26 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 		httpErr := httpServer.Shutdown(stopCtx)
 		return errors.Join(httpErr, <-gwErr)
 	})
-	err := g.Wait()
+	err = g.Wait()
 	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
 		s.log.Info("stopped")
 		return nil
 	}
 	return err
+}
+
+// warnFileLimit says when the process may run out of file descriptors before
+// MaxConnections is reached: accept errors are then backed off, but the
+// operator should raise the limit (or lower MAX_CONNECTIONS).
+func (s *Service) warnFileLimit() {
+	var lim syscall.Rlimit
+	if s.cfg.MaxConnections <= 0 || syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) != nil {
+		return
+	}
+	if need := uint64(s.cfg.MaxConnections) + 256; lim.Cur < need {
+		s.log.Warn("the open-file limit is below MAX_CONNECTIONS: raise it (ulimit -n) or lower MAX_CONNECTIONS",
+			"nofile", lim.Cur, "max_connections", s.cfg.MaxConnections)
+	}
 }
 
 // stateMemberships answers the gateway's membership questions from the state
