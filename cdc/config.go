@@ -30,11 +30,20 @@ type Config struct {
 	// StatusInterval is the period of standby status updates; default 10s.
 	// Keep it well below PostgreSQL's wal_sender_timeout/2 (30 s by
 	// default), or the server times the connection out or keeps asking for
-	// replies, which are answered ignoring Retain (see the package doc).
+	// replies, which are answered ignoring Retain (see the package doc);
+	// each session caps it at a quarter of its wal_sender_timeout.
 	StatusInterval time.Duration
+	// CheckInterval is how often the watched tables are checked (in the
+	// publication, replica identity FULL), besides at every stream start;
+	// default 30s.
+	CheckInterval time.Duration
 	// OnReset, if set, is called when changes may have been lost: the slot
-	// was invalidated by PostgreSQL ("slot_invalidated") or vanished while
-	// streaming ("slot_recreated") and was created again. Everything
+	// was invalidated by PostgreSQL ("slot_invalidated"), vanished while
+	// streaming ("slot_recreated"), was dropped to stream past a publication
+	// dropped and created again ("publication_recreated"), or did not exist
+	// at the first start ("slot_created": for sessions of an earlier
+	// process); or a watched table the publication had lost is back
+	// ("publication_changed"). Everything
 	// before the gap has been handed off when it is called and nothing
 	// after it yet; serve wires it to the gateway's sync:reset. Called from
 	// the stream goroutine; it must not block for long.
@@ -58,6 +67,7 @@ const (
 	defaultSlot           = "koordi_realtime"
 	defaultPublication    = "koordi_realtime"
 	defaultStatusInterval = 10 * time.Second
+	defaultCheckInterval  = 30 * time.Second
 )
 
 var slotNameRE = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
@@ -80,6 +90,9 @@ func (c *Config) fill() error {
 	}
 	if c.StatusInterval <= 0 {
 		c.StatusInterval = defaultStatusInterval
+	}
+	if c.CheckInterval <= 0 {
+		c.CheckInterval = defaultCheckInterval
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

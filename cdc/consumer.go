@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/koordi/koordi-realtime/cdc/derive"
 	"github.com/koordi/koordi-realtime/schema"
+	ksql "github.com/koordi/koordi-realtime/sql"
 )
 
 // Sink receives each transaction that derived at least one event, in commit
@@ -60,10 +62,14 @@ type Consumer struct {
 
 	caughtUp     chan struct{} // closed once the first catch-up target is handed off
 	caughtUpOnce sync.Once
+	checkNow     chan struct{} // asks the checker goroutine for a check
 
-	mu     sync.Mutex // leaf lock; guards status and target
-	status Status
-	target uint64 // the catch-up target; 0 until the first session read it
+	mu            sync.Mutex // leaf lock; guards what follows
+	status        Status
+	target        uint64                  // the catch-up target; 0 until the first session read it
+	problems      []ksql.TableProblem     // the checker's last findings
+	resync        bool                    // a table's changes were lost: the next session brings the state up to date
+	cancelSession context.CancelCauseFunc // ends the current session (nil between sessions)
 }
 
 // Status is a snapshot of the consumer's progress, for readiness checks.
@@ -84,6 +90,10 @@ type Status struct {
 	CaughtUp bool
 	// Reconnects counts replication connections lost.
 	Reconnects int
+	// Problems says, one line each, what keeps a watched table from being
+	// streamed fully (not in the publication, replica identity not FULL),
+	// as the last check found.
+	Problems []string
 	// LastError is the error that ended the last connection, if any.
 	LastError string
 }
@@ -106,6 +116,7 @@ func newConsumer(cfg Config, d deriver) *Consumer {
 		deriver:  d,
 		ack:      newAcker(cfg.Retain),
 		caughtUp: make(chan struct{}),
+		checkNow: make(chan struct{}, 1),
 	}
 }
 
@@ -113,6 +124,7 @@ func newConsumer(cfg Config, d deriver) *Consumer {
 func (c *Consumer) Status() Status {
 	c.mu.Lock()
 	s := c.status
+	s.Problems = slices.Clone(s.Problems)
 	c.mu.Unlock()
 	s.HandedOffLSN, _ = c.ack.handedOff()
 	s.CaughtUp = s.Streaming && s.ServerLSN > 0 && s.HandedOffLSN >= s.ServerLSN
@@ -180,6 +192,7 @@ func (c *Consumer) Run(ctx context.Context, sink Sink) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.deliver(gctx, sink, queue) })
 	g.Go(func() error { return c.supervise(gctx, queue) })
+	g.Go(func() error { return c.watchTables(gctx) })
 	err := g.Wait()
 	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
 		return nil

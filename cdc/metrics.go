@@ -13,6 +13,9 @@ type metrics struct {
 	transactions prometheus.Counter
 	skipped      prometheus.Counter
 	reconnects   prometheus.Counter
+	// tableProblems is 1 for each watched table and what is wrong with it
+	// (missing, replica_identity, not_published), 0 once mended.
+	tableProblems *prometheus.GaugeVec
 }
 
 // newMetrics registers the consumer's metrics on reg; nil registers none
@@ -48,5 +51,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "koordi_replication_reconnects_total",
 			Help: "Replication connections lost and re-established.",
 		}),
+		tableProblems: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "koordi_replication_table_problems",
+			Help: "1 while a watched table cannot be streamed fully, by table and problem (missing, replica_identity, not_published); 0 once mended.",
+		}, []string{"table", "problem"}),
 	}
 }

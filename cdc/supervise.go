@@ -40,7 +40,18 @@ func (c *Consumer) supervise(ctx context.Context, queue chan<- *committed) error
 	lastErr := ""
 	for attempt := 1; ; attempt++ {
 		sessionStart := time.Now()
-		streamed, err := c.session(ctx, queue, !started)
+		sctx, cancel := context.WithCancelCause(ctx)
+		c.mu.Lock()
+		c.cancelSession = cancel
+		c.mu.Unlock()
+		streamed, err := c.session(sctx, queue, !started)
+		c.mu.Lock()
+		c.cancelSession = nil
+		c.mu.Unlock()
+		if cause := context.Cause(sctx); ctx.Err() == nil && errors.Is(cause, errTablesMended) {
+			err = cause
+		}
+		cancel(nil)
 		started = started || streamed
 		c.setStreaming(false)
 		if ctx.Err() != nil {
@@ -107,7 +118,13 @@ func (c *Consumer) session(ctx context.Context, queue chan<- *committed, first b
 			cancel()
 		}
 	}()
-	if err := ksql.Preflight(ctx, conn, c.cfg.Publication); err != nil {
+	// A first start refuses a database that is not set up; later sessions
+	// stream what they can, and the checker says what is wrong.
+	preflight := ksql.PreflightStream
+	if first {
+		preflight = ksql.Preflight
+	}
+	if err := preflight(ctx, conn, c.cfg.Publication); err != nil {
 		return false, fmt.Errorf("preflight: %w", err)
 	}
 	if first {
@@ -168,6 +185,7 @@ func (c *Consumer) session(ctx context.Context, queue chan<- *committed, first b
 	}
 	c.ack.setFloor(start)
 	c.setStreaming(true)
+	c.requestCheck()
 	if first {
 		c.log.Info("streaming started", "slot", c.cfg.SlotName, "publication", c.cfg.Publication, "lsn", pglogrepl.LSN(start).String())
 	} else {

@@ -111,10 +111,98 @@ func publicationMissing(ctx context.Context, conn *pgx.Conn, publication string)
 	return missing, nil
 }
 
-// Preflight checks that the database can be streamed from: wal_level,
-// the watched tables with REPLICA IDENTITY FULL, the publication and the emit
-// function. The error wraps one of the sentinels above and names the fix.
+// TableProblem is what is wrong with one watched table for streaming.
+type TableProblem struct {
+	Table string
+	// Err wraps ErrMissingTable, ErrReplicaIdentity or ErrNoPublication and
+	// says what to do.
+	Err error
+}
+
+// Problem is the metric label of the problem: "missing",
+// "replica_identity" or "not_published".
+func (p TableProblem) Problem() string {
+	switch {
+	case errors.Is(p.Err, ErrMissingTable):
+		return "missing"
+	case errors.Is(p.Err, ErrReplicaIdentity):
+		return "replica_identity"
+	}
+	return "not_published"
+}
+
+// CheckTables reports, for each watched table that cannot be streamed fully,
+// what is wrong: it is missing, its replica identity is not FULL (updates and
+// deletes then carry no old values to derive from), or the publication does
+// not carry it (its changes are not streamed at all). The publication itself
+// must exist (see Preflight). One query; tables are found on the
+// search_path, as Koordi's Prisma migrations create them.
+func CheckTables(ctx context.Context, conn *pgx.Conn, publication string) ([]TableProblem, error) {
+	rows, err := conn.Query(ctx, `
+		SELECT t.name, c.oid IS NOT NULL, coalesce(c.relreplident::text, ''),
+		       EXISTS (SELECT 1 FROM pg_publication_tables p
+		                WHERE p.pubname = $1 AND p.schemaname = n.nspname AND p.tablename = t.name)
+		FROM unnest($2::text[]) WITH ORDINALITY AS t(name, ord)
+		LEFT JOIN pg_class c ON c.oid = to_regclass(quote_ident(t.name)) AND c.relkind IN ('r', 'p')
+		LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
+		ORDER BY t.ord`, publication, WatchedTables)
+	if err != nil {
+		return nil, fmt.Errorf("check watched tables: %w", err)
+	}
+	var problems []TableProblem
+	for rows.Next() {
+		var (
+			table, ident      string
+			exists, published bool
+		)
+		if err := rows.Scan(&table, &exists, &ident, &published); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("check watched tables: %w", err)
+		}
+		switch {
+		case !exists:
+			problems = append(problems, TableProblem{table, fmt.Errorf("%w: table %q not found on the search_path: is DATABASE_URL the Koordi database? (`koordi-realtime migrate` creates the tables for development)", ErrMissingTable, table)})
+		case ident != "f":
+			problems = append(problems, TableProblem{table, fmt.Errorf("%w on table %q: run `koordi-realtime setup`", ErrReplicaIdentity, table)})
+		case !published:
+			problems = append(problems, TableProblem{table, fmt.Errorf("%w: %q does not carry %s: run `koordi-realtime setup`", ErrNoPublication, publication, table)})
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("check watched tables: %w", err)
+	}
+	return problems, nil
+}
+
+// Preflight checks that the database can be streamed from: wal_level, the
+// publication and the emit function (see PreflightStream), and the watched
+// tables with REPLICA IDENTITY FULL in the publication (see CheckTables).
+// The error wraps one of the sentinels above and names the fix.
 func Preflight(ctx context.Context, conn *pgx.Conn, publication string) error {
+	problems, err := CheckTables(ctx, conn, publication)
+	if err != nil {
+		return err
+	}
+	// The most basic first: a database without Koordi's tables is probably
+	// the wrong DATABASE_URL, whatever else is missing.
+	for _, p := range problems {
+		if !errors.Is(p.Err, ErrNoPublication) {
+			if err := checkWALLevel(ctx, conn); err != nil {
+				return err
+			}
+			return p.Err
+		}
+	}
+	if err := PreflightStream(ctx, conn, publication); err != nil {
+		return err
+	}
+	if len(problems) > 0 {
+		return problems[0].Err
+	}
+	return nil
+}
+
+func checkWALLevel(ctx context.Context, conn *pgx.Conn) error {
 	var walLevel string
 	if err := conn.QueryRow(ctx, `SHOW wal_level`).Scan(&walLevel); err != nil {
 		return fmt.Errorf("read wal_level: %w", err)
@@ -122,20 +210,17 @@ func Preflight(ctx context.Context, conn *pgx.Conn, publication string) error {
 	if walLevel != "logical" {
 		return fmt.Errorf("%w (it is %q): set wal_level = logical in postgresql.conf and restart PostgreSQL", ErrWALLevel, walLevel)
 	}
-	for _, t := range WatchedTables {
-		var ident string
-		err := conn.QueryRow(ctx,
-			`SELECT c.relreplident::text FROM pg_class c
-			 WHERE c.oid = to_regclass(quote_ident($1)) AND c.relkind IN ('r', 'p')`, t).Scan(&ident)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("%w: table %q not found on the search_path: is DATABASE_URL the Koordi database? (`koordi-realtime migrate` creates the tables for development)", ErrMissingTable, t)
-		}
-		if err != nil {
-			return fmt.Errorf("check table %s: %w", t, err)
-		}
-		if ident != "f" {
-			return fmt.Errorf("%w on table %q: run `koordi-realtime setup`", ErrReplicaIdentity, t)
-		}
+	return nil
+}
+
+// PreflightStream checks what streaming cannot do without at all: wal_level
+// logical, the publication and the emit function. A watched table that is
+// missing from the publication or has the wrong replica identity is not in
+// its way (CheckTables reports those): a running service keeps streaming the
+// rest and says so.
+func PreflightStream(ctx context.Context, conn *pgx.Conn, publication string) error {
+	if err := checkWALLevel(ctx, conn); err != nil {
+		return err
 	}
 	var exists bool
 	if err := conn.QueryRow(ctx,
@@ -144,13 +229,6 @@ func Preflight(ctx context.Context, conn *pgx.Conn, publication string) error {
 	}
 	if !exists {
 		return fmt.Errorf("%w: %q: run `koordi-realtime setup`", ErrNoPublication, publication)
-	}
-	missing, err := publicationMissing(ctx, conn, publication)
-	if err != nil {
-		return err
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("%w: %q does not carry %s: run `koordi-realtime setup`", ErrNoPublication, publication, strings.Join(missing, ", "))
 	}
 	if err := conn.QueryRow(ctx,
 		`SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace

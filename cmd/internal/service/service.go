@@ -22,8 +22,9 @@
 // join no calendar room, or be sent the replay window decoded again after a
 // restart as if it had just happened. socket.io-client retries HTTP errors,
 // so clients connect as soon as the node is ready. /readyz answers 200 once
-// caught up while replication streams with a lag under Config.ReadyMaxLag,
-// else 503 with the reason.
+// caught up while replication streams with a lag under Config.ReadyMaxLag
+// and every watched table is streamed fully (in the publication, replica
+// identity FULL), else 503 with the reason.
 //
 // # Shutdown
 //
@@ -40,6 +41,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -195,6 +197,10 @@ func (s *Service) readyz(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "not ready: replication is not streaming "+st.LastError, http.StatusServiceUnavailable)
 	case !s.started.Load():
 		http.Error(w, "not ready: catching up with the WAL written before the start", http.StatusServiceUnavailable)
+	case len(st.Problems) > 0:
+		// Some changes are not streamed, or not derivable: clients would
+		// miss them silently.
+		http.Error(w, "not ready: "+strings.Join(st.Problems, "; "), http.StatusServiceUnavailable)
 	case lag > s.cfg.ReadyMaxLag:
 		http.Error(w, fmt.Sprintf("not ready: replication lag %d bytes", lag), http.StatusServiceUnavailable)
 	default:

@@ -1,0 +1,194 @@
+package cdc
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	ksql "github.com/koordi/koordi-realtime/sql"
+)
+
+// TestWalSenderTimeoutCapsStatus: with wal_sender_timeout shorter than two
+// status intervals, PostgreSQL would ask for replies, and replies confirm
+// everything handed off, past the replay window. The interval is capped at
+// a quarter of the timeout the walsender uses, so the slot keeps trailing.
+func TestWalSenderTimeoutCapsStatus(t *testing.T) {
+	url, conn := koordiDB(t)
+	db := url[strings.LastIndex(url, "/")+1:]
+	db, _, _ = strings.Cut(db, "?")
+	exec(t, conn, `ALTER DATABASE `+pgx.Identifier{db}.Sanitize()+` SET wal_sender_timeout = '2s'`)
+	slot := slotFor(url)
+	rec := newRecorder()
+	r := start(t, Config{ConnString: url, SlotName: slot, Retain: time.Hour, StatusInterval: 10 * time.Second}, rec, discard)
+	waitStreaming(t, r.c)
+	initial := slotConfirmed(t, conn, slot)
+	exec(t, conn, `INSERT INTO users (id, email, name) VALUES ($1, 'a@example.com', 'A')`, user1)
+	tx := rec.waitTx(t, sets("users", "name", "A"))
+	waitFor(t, "hand-off", func() bool { return r.c.Status().HandedOffLSN > tx.CommitLSN })
+	time.Sleep(3 * time.Second) // past wal_sender_timeout/2 several times over
+	if got := slotConfirmed(t, conn, slot); got > initial || got >= tx.CommitLSN {
+		t.Fatalf("confirmed %X moved from %X within the retain window (handed off %X): a reply request confirmed it", got, initial, tx.CommitLSN)
+	}
+	if st := r.c.Status(); !st.Streaming || st.Reconnects != 0 {
+		t.Fatalf("the connection did not hold: %+v", st)
+	}
+}
+
+// TestPublicationDroppedAndRecreated: a running consumer whose publication
+// is dropped keeps running (it does not end as at a first start), retries
+// with a growing backoff instead of every 100 ms, and once setup creates
+// the publication again it streams past the gap on a new slot, reporting
+// the gap to OnReset — PostgreSQL would otherwise look the publication up
+// as of the slot's position, before its re-creation, forever.
+func TestPublicationDroppedAndRecreated(t *testing.T) {
+	url, conn := koordiDB(t)
+	slot := slotFor(url)
+	resets := make(chan string, 4)
+	rec := newRecorder()
+	r := start(t, Config{ConnString: url, SlotName: slot, OnReset: func(reason string) { resets <- reason }}, rec, discard)
+	waitStreaming(t, r.c)
+	if reason := <-resets; reason != "slot_created" {
+		t.Fatalf("first start: OnReset(%q)", reason)
+	}
+	exec(t, conn, `INSERT INTO users (id, email, name) VALUES ($1, 'a@example.com', 'before')`, user1)
+	rec.waitTx(t, sets("users", "name", "before"))
+
+	exec(t, conn, `DROP PUBLICATION koordi_realtime`)
+	exec(t, conn, `UPDATE users SET name = 'in the gap' WHERE id = $1`, user1) // decoding it fails
+	waitFor(t, "the stream to fail", func() bool { return r.c.Status().Reconnects > 0 })
+	before := r.c.Status().Reconnects
+	time.Sleep(3 * time.Second)
+	attempts := r.c.Status().Reconnects - before
+	if attempts > 6 {
+		t.Fatalf("%d reconnection attempts in 3 s: the backoff does not grow", attempts)
+	}
+	select {
+	case err := <-r.result:
+		t.Fatalf("Run ended on a publication dropped while running: %v", err)
+	default:
+	}
+	if st := r.c.Status(); st.Streaming || !strings.Contains(st.LastError, "publication") {
+		t.Fatalf("status while the publication is missing: %+v", st)
+	}
+
+	if err := ksql.Setup(context.Background(), conn, "koordi_realtime"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case reason := <-resets:
+		if reason != "publication_recreated" {
+			t.Fatalf("OnReset(%q), want publication_recreated", reason)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the gap was not reported")
+	}
+	waitStreaming(t, r.c)
+	exec(t, conn, `UPDATE users SET name = 'after' WHERE id = $1`, user1)
+	rec.waitTx(t, sets("users", "name", "after"))
+}
+
+// TestConfigErrorAtFirstStartEndsRun: before the first stream, what the
+// user must fix still ends Run with the error (serve exits 2 with it).
+func TestConfigErrorAtFirstStartEndsRun(t *testing.T) {
+	url, conn := koordiDB(t)
+	exec(t, conn, `DROP PUBLICATION koordi_realtime`)
+	c, err := New(Config{ConnString: url, SlotName: slotFor(url)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.Run(ctx, discard); !errors.Is(err, ksql.ErrNoPublication) || !IsConfigError(err) {
+		t.Fatalf("Run: %v, want ErrNoPublication", err)
+	}
+}
+
+// TestBackoffGrowsWhenStreamsFailFast: a session that starts streaming and
+// fails at once, again and again (here its walsender is terminated as soon
+// as it appears), is retried with a growing backoff: only a session that
+// streamed for a while resets it.
+func TestBackoffGrowsWhenStreamsFailFast(t *testing.T) {
+	url, conn := koordiDB(t)
+	slot := slotFor(url)
+	r := start(t, Config{ConnString: url, SlotName: slot}, newRecorder(), discard)
+	waitStreaming(t, r.c)
+	before := r.c.Status().Reconnects
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		exec(t, conn, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`, slot)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if attempts := r.c.Status().Reconnects - before; attempts > 7 || attempts < 2 {
+		t.Fatalf("%d reconnections in 3 s of sessions killed at once; want a few, with a growing backoff", attempts)
+	}
+	waitStreaming(t, r.c)
+}
+
+// TestTableLeavesPublication: a watched table taken out of the publication
+// is reported (status, metric) while the stream goes on, and when it is back
+// the gap is reported to OnReset: its changes in between were never streamed.
+func TestTableLeavesPublication(t *testing.T) {
+	url, conn := koordiDB(t)
+	resets := make(chan string, 4)
+	rec := newRecorder()
+	r := start(t, Config{ConnString: url, CheckInterval: 100 * time.Millisecond, Registerer: prometheus.NewRegistry(),
+		OnReset: func(reason string) { resets <- reason }}, rec, discard)
+	waitStreaming(t, r.c)
+	<-resets // slot_created
+	exec(t, conn, `ALTER PUBLICATION koordi_realtime DROP TABLE events`)
+	waitFor(t, "the problem reported", func() bool {
+		p := r.c.Status().Problems
+		return len(p) == 1 && strings.Contains(p[0], "events")
+	})
+	if v := testutil.ToFloat64(r.c.m.tableProblems.WithLabelValues("events", "not_published")); v != 1 {
+		t.Fatalf("koordi_replication_table_problems{events,not_published} = %v", v)
+	}
+	exec(t, conn, `INSERT INTO users (id, email, name) VALUES ($1, 'a@example.com', 'still streamed')`, user1)
+	rec.waitTx(t, sets("users", "name", "still streamed"))
+	exec(t, conn, `ALTER PUBLICATION koordi_realtime ADD TABLE events`)
+	select {
+	case reason := <-resets:
+		if reason != "publication_changed" {
+			t.Fatalf("OnReset(%q), want publication_changed", reason)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the mended table's gap was not reported")
+	}
+	waitStreaming(t, r.c)
+	if p := r.c.Status().Problems; len(p) != 0 {
+		t.Fatalf("problems after the repair: %v", p)
+	}
+	if v := testutil.ToFloat64(r.c.m.tableProblems.WithLabelValues("events", "not_published")); v != 0 {
+		t.Fatalf("metric after the repair = %v", v)
+	}
+}
+
+// TestReplicaIdentityDefaultKeepsStreaming: REPLICA IDENTITY DEFAULT set
+// under a running consumer is reported, and a replication reconnect meanwhile
+// streams on instead of ending Run (a first start refuses it).
+func TestReplicaIdentityDefaultKeepsStreaming(t *testing.T) {
+	url, conn := koordiDB(t)
+	slot := slotFor(url)
+	rec := newRecorder()
+	r := start(t, Config{ConnString: url, SlotName: slot, CheckInterval: 100 * time.Millisecond}, rec, discard)
+	waitStreaming(t, r.c)
+	exec(t, conn, `ALTER TABLE event_calendar_memberships REPLICA IDENTITY DEFAULT`)
+	waitFor(t, "the problem reported", func() bool {
+		p := r.c.Status().Problems
+		return len(p) == 1 && strings.Contains(p[0], "event_calendar_memberships")
+	})
+	before := r.c.Status().Reconnects
+	exec(t, conn, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1`, slot)
+	waitFor(t, "a reconnect", func() bool { return r.c.Status().Reconnects > before })
+	waitStreaming(t, r.c)
+	exec(t, conn, `INSERT INTO users (id, email, name) VALUES ($1, 'a@example.com', 'after the reconnect')`, user1)
+	rec.waitTx(t, sets("users", "name", "after the reconnect"))
+	exec(t, conn, `ALTER TABLE event_calendar_memberships REPLICA IDENTITY FULL`)
+	waitFor(t, "the problem mended", func() bool { return len(r.c.Status().Problems) == 0 })
+}
