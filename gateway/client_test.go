@@ -224,19 +224,15 @@ func (d *driver) emit(id, event string, args ...any) {
 // testServer is a Gateway on an httptest server with static memberships.
 type testServer struct {
 	g   *Gateway
-	ms  *staticMemberships
 	url string
 
-	mu  sync.Mutex
-	lsn uint64
+	mu      sync.Mutex
+	lsn     uint64
+	members map[string][]string
 }
 
 func startServer(t *testing.T, cfg Config) *testServer {
 	t.Helper()
-	ms := &staticMemberships{}
-	if cfg.Memberships == nil {
-		cfg.Memberships = ms
-	}
 	if cfg.JWTSecret == nil {
 		cfg.JWTSecret = testSecret
 	}
@@ -254,7 +250,17 @@ func startServer(t *testing.T, cfg Config) *testServer {
 		_ = g.Shutdown(ctx)
 		srv.Close()
 	})
-	return &testServer{g: g, ms: ms, url: srv.URL}
+	return &testServer{g: g, url: srv.URL, members: map[string][]string{}}
+}
+
+// setMembers makes user an accepted member of exactly cals, as a new
+// membership snapshot loaded into the gateway (every socket's rooms follow).
+func (s *testServer) setMembers(user string, cals ...string) {
+	s.mu.Lock()
+	s.members[user] = cals
+	snap := members(s.members)
+	s.mu.Unlock()
+	s.g.LoadMemberships(snap)
 }
 
 func (s *testServer) token(t *testing.T, user string, ttl time.Duration) string {
@@ -336,7 +342,7 @@ func TestClientTransports(t *testing.T) {
 	d := startDriver(t, s.url)
 	user := uuid(1)
 	cal := uuid(0xC1)
-	s.ms.set(user, cal)
+	s.setMembers(user, cal)
 	tok := s.token(t, user, time.Hour)
 	tests := []struct {
 		id         string
@@ -415,8 +421,8 @@ func TestClientRooms(t *testing.T) {
 	d := startDriver(t, s.url)
 	alice, bob := uuid(0xA1), uuid(0xB0)
 	calA, calB := uuid(0xCA), uuid(0xCB)
-	s.ms.set(alice, calA)
-	s.ms.set(bob, calB)
+	s.setMembers(alice, calA)
+	s.setMembers(bob, calB)
 	d.connect("alice", s.token(t, alice, time.Hour), nil)
 	d.connect("bob", s.token(t, bob, time.Hour), map[string]any{"transports": []string{"websocket"}})
 	d.next("alice", "connect")
@@ -464,7 +470,7 @@ func TestClientRooms(t *testing.T) {
 
 	// Once bob is a member, join:calendar is accepted and events follow;
 	// after leave:calendar they stop.
-	s.ms.set(bob, calB, calA)
+	s.setMembers(bob, calB, calA)
 	if ack := d.emitAck("bob", EventJoinCalendar, calA); ack["ok"] != true {
 		t.Fatalf("join ack %v", ack)
 	}
@@ -516,7 +522,7 @@ func TestClientRecovery(t *testing.T) {
 	s := startServer(t, Config{})
 	d := startDriver(t, s.url)
 	user, cal, other := uuid(0xE1), uuid(0xE2), uuid(0xE3)
-	s.ms.set(user, cal)
+	s.setMembers(user, cal)
 	tok := s.token(t, user, time.Hour)
 	ev := func(room, n string) schema.Envelope {
 		return schema.Envelope{Room: room, Event: schema.EventAssigned, Data: json.RawMessage(`{"n":` + n + `}`)}

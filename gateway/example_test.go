@@ -4,7 +4,6 @@ import (
 	"context"
 	"log"
 	"net/http"
-	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,22 +12,9 @@ import (
 	"github.com/koordi/koordi-realtime/schema"
 )
 
-// mapMemberships answers membership questions from a map of user id →
-// accepted calendar ids. serve answers them from the state cdc keeps current
-// from the replication stream; a standalone embedder could query Koordi's
-// event_calendar_memberships table instead.
-type mapMemberships map[string][]string
-
-func (m mapMemberships) AcceptedCalendars(_ context.Context, user string) ([]string, error) {
-	return m[user], nil
-}
-
-func (m mapMemberships) IsAcceptedMember(_ context.Context, user, cal string) (bool, error) {
-	return slices.Contains(m[user], cal), nil
-}
-
-// The gateway standalone: the Socket.IO endpoint on /socket.io/, and
-// transactions published in commit order, their room moves with them.
+// The gateway standalone: the Socket.IO endpoint on /socket.io/, memberships
+// from a snapshot, and transactions published in commit order, their room
+// moves with them.
 func Example() {
 	const (
 		alex   = "6f1c2b7e-3a4d-4e5f-8a9b-0c1d2e3f4a5b"
@@ -37,7 +23,6 @@ func Example() {
 	ctx := context.Background()
 	cfg := gateway.Config{
 		JWTSecret:    []byte("a-secret-of-at-least-32-bytes-0123456789"),
-		Memberships:  mapMemberships{},
 		ReplayWindow: 2 * time.Minute,
 		RateLimit:    100,
 		Registerer:   prometheus.NewRegistry(),
@@ -47,6 +32,9 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	// Memberships as of a database snapshot (cdc.ReadMemberships reads one
+	// with its transaction visibility); Publish brings them forward.
+	g.LoadMemberships(&schema.MembershipSnapshot{})
 	mux := http.NewServeMux()
 	mux.Handle("/socket.io/", g.Handler())
 	go func() { _ = http.ListenAndServe("127.0.0.1:3000", mux) }()

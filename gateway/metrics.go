@@ -17,6 +17,7 @@ type metrics struct {
 	replayHits      prometheus.Counter
 	replayMisses    prometheus.Counter
 	replayed        prometheus.Counter
+	fellBehind      prometheus.Counter
 	latency         prometheus.Histogram
 }
 
@@ -34,7 +35,7 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) *metrics {
 		}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "koordi_gateway_messages_dropped_total",
-			Help: "Event messages not delivered, by reason: socket_closed (the socket's queue was full or it was closing; it recovers by replay), duplicate (offset already published).",
+			Help: "Event messages not delivered, by reason: socket_closed (the socket was closing; it recovers by replay), duplicate (offset already published).",
 		}, []string{"reason"}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "koordi_gateway_auth_failures_total",
@@ -58,7 +59,11 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) *metrics {
 		}),
 		replayed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "koordi_gateway_replayed_messages_total",
-			Help: "Event messages sent from the replay window to recovering sockets.",
+			Help: "Event messages sent from the replay window to sockets catching up (recovering, or slower than the stream).",
+		}),
+		fellBehind: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "koordi_gateway_catch_up_resets_total",
+			Help: "Sockets that fell out of the replay window while catching up and were sent sync:reset.",
 		}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "koordi_gateway_commit_to_send_seconds",
@@ -75,7 +80,7 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) *metrics {
 		return m
 	}
 	reg.MustRegister(m.messagesSent, m.dropped, m.authFailures, m.rateLimited, m.slowDisconnects,
-		m.replayHits, m.replayMisses, m.replayed, m.latency, &stateCollector{g: g})
+		m.replayHits, m.replayMisses, m.replayed, m.fellBehind, m.latency, &stateCollector{g: g})
 	return m
 }
 
@@ -92,6 +97,8 @@ var (
 		"Events retained in the replay window.", nil, nil)
 	descReplayBytes = prometheus.NewDesc("koordi_gateway_replay_window_bytes",
 		"Approximate memory of the replay window.", nil, nil)
+	descCatchingUp = prometheus.NewDesc("koordi_gateway_catching_up_sockets",
+		"Sockets catching up from the replay window at their own pace (recovering, or slower than the stream).", nil, nil)
 )
 
 func (s *stateCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -99,6 +106,7 @@ func (s *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descRooms
 	ch <- descReplayEvents
 	ch <- descReplayBytes
+	ch <- descCatchingUp
 }
 
 func (s *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -112,8 +120,9 @@ func (s *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
-	rooms := len(x.rooms)
+	rooms, lagging := len(x.rooms), x.lagging
 	x.mu.RUnlock()
+	ch <- prometheus.MustNewConstMetric(descCatchingUp, prometheus.GaugeValue, float64(lagging))
 	for t, n := range byTransport {
 		ch <- prometheus.MustNewConstMetric(descSockets, prometheus.GaugeValue, float64(n), t)
 	}

@@ -27,7 +27,7 @@ func TestMetricsExposition(t *testing.T) {
 		t.Fatalf("refusal %q, %v", m, err)
 	}
 	user := uuid(0x71)
-	s.ms.set(user, uuid(0x72))
+	s.setMembers(user, uuid(0x72))
 	c := dialRaw(t, s.url, map[string]any{"token": s.token(t, user, time.Hour)})
 	c.connected()
 	// The reply can be read before Connected has joined the rooms.

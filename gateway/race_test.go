@@ -3,136 +3,89 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/koordi/koordi-realtime/gateway/socketio"
 	"github.com/koordi/koordi-realtime/schema"
 )
 
-// hookMemberships runs hooks inside the membership calls, to land stream
-// changes exactly between a query and the join it decides.
-type hookMemberships struct {
-	staticMemberships
-	mu      sync.Mutex
-	onQuery func()
-	onCheck func() bool // result of IsAcceptedMember
+// betweenConnect wraps the gateway's handler to run a hook after Connect has
+// answered and before Connected, where stream changes can land while the
+// client already holds its CONNECT reply.
+type betweenConnect struct {
+	*handler
+	hook func()
 }
 
-func (h *hookMemberships) AcceptedCalendars(ctx context.Context, user string) ([]string, error) {
-	h.mu.Lock()
-	f := h.onQuery
-	h.onQuery = nil
-	h.mu.Unlock()
-	ids, err := h.staticMemberships.AcceptedCalendars(ctx, user)
-	if f != nil {
-		f()
-	}
-	return ids, err
+func (b betweenConnect) Connected(s *socketio.Socket) {
+	b.hook()
+	b.handler.Connected(s)
 }
 
-func (h *hookMemberships) IsAcceptedMember(_ context.Context, _, _ string) (bool, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.onCheck(), nil
-}
-
-// hook installs the hooks (nil leaves one unset).
-func (h *hookMemberships) hook(onQuery func(), onCheck func() bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if onQuery != nil {
-		h.onQuery = onQuery
-	}
-	if onCheck != nil {
-		h.onCheck = onCheck
-	}
-}
-
-func startHookServer(t *testing.T, cfg Config, ms *hookMemberships) *testServer {
-	t.Helper()
-	cfg.Memberships = ms
-	s := startServer(t, cfg)
-	s.ms = &ms.staticMemberships
-	return s
-}
-
-// TestRoomChangesDuringConnect: join and leave moves published while a
-// socket's membership query runs are applied after the query's result.
+// TestRoomChangesDuringConnect: moves and events published between a
+// socket's CONNECT and its going live reach it as if it had been live: the
+// events of rooms its user was in when each was published, in order.
 func TestRoomChangesDuringConnect(t *testing.T) {
-	ms := &hookMemberships{}
 	user, kept, removed, added := uuid(0x91), uuid(0x92), uuid(0x93), uuid(0x94)
-	ms.set(user, kept, removed)
-	s := startHookServer(t, Config{}, ms)
-	ms.hook(func() {
+	s := startServer(t, Config{})
+	s.setMembers(user, kept, removed)
+	ev := func(cal, n string) schema.Envelope {
+		return schema.Envelope{Room: schema.CalendarRoom(cal), Event: "e", Data: json.RawMessage(`"` + cal + n + `"`)}
+	}
+	hooked := make(chan struct{})
+	s.g.server.Handle(Namespace, betweenConnect{(*handler)(s.g), func() {
+		defer close(hooked)
+		s.publish(t, ev(removed, "-1")) // still a member: gets it
 		s.move(t, schema.Move{Op: schema.MoveLeave, User: user, Room: schema.CalendarRoom(removed)},
 			schema.Move{Op: schema.MoveJoin, User: user, Room: schema.CalendarRoom(added)})
-	}, nil)
+		s.publish(t, ev(removed, "-2"), ev(added, "-2")) // left one, joined the other
+	}})
 	c := dialRaw(t, s.url, map[string]any{"token": s.token(t, user, time.Hour)})
 	c.connected()
+	<-hooked
+	s.waitSockets(t, 1)
 	for _, cal := range []string{removed, added, kept} {
-		s.publish(t, schema.Envelope{Room: schema.CalendarRoom(cal), Event: "e", Data: json.RawMessage(`"` + cal + `"`)})
+		s.publish(t, ev(cal, "-3"))
 	}
-	for _, want := range []string{added, kept} {
+	for _, want := range []string{removed + "-1", added + "-2", added + "-3", kept + "-3"} {
 		m, err := c.read()
 		if err != nil || !strings.Contains(m, want) {
-			t.Fatalf("got %q, %v; want the event of %s", m, err, want)
+			t.Fatalf("got %q, %v; want the event %s", m, err, want)
 		}
 	}
 }
 
-// TestJoinRacesRemoval: a membership removal that lands between the
-// join:calendar check and the join wins.
-func TestJoinRacesRemoval(t *testing.T) {
-	ms := &hookMemberships{}
+// TestJoinCheckedAgainstMoves: join:calendar is checked against the
+// memberships the published moves left, under the lock the moves take: a
+// removal published just before it wins, a membership added just before it
+// is accepted.
+func TestJoinCheckedAgainstMoves(t *testing.T) {
 	user, cal := uuid(0xA1), uuid(0xA2)
-	s := startHookServer(t, Config{}, ms)
-	removedOnce := false
-	ms.hook(nil, func() bool {
-		if !removedOnce {
-			removedOnce = true
-			// The stream removes the membership while the check runs.
-			s.move(t, schema.Move{Op: schema.MoveLeave, User: user, Room: schema.CalendarRoom(cal)})
-			return true
+	s := startServer(t, Config{})
+	s.setMembers(user, cal)
+	c := dialRaw(t, s.url, map[string]any{"token": s.token(t, user, time.Hour)})
+	c.connected()
+	join := func(id int) string {
+		t.Helper()
+		if err := c.ws.Write(context.Background(), 1, []byte(`42`+fmt.Sprint(id)+`["join:calendar","`+cal+`"]`)); err != nil {
+			t.Fatal(err)
 		}
-		return false
-	})
-	c := dialRaw(t, s.url, map[string]any{"token": s.token(t, user, time.Hour)})
-	c.connected()
-	if err := c.ws.Write(context.Background(), 1, []byte(`421["join:calendar","`+cal+`"]`)); err != nil {
-		t.Fatal(err)
+		m, err := c.read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
 	}
-	m, err := c.read()
-	if err != nil || !strings.HasPrefix(m, `431[{"ok":false,"error_code":"FORBIDDEN"`) {
-		t.Fatalf("ack %q, %v", m, err)
+	s.move(t, schema.Move{Op: schema.MoveLeave, User: user, Room: schema.CalendarRoom(cal)})
+	if m := join(1); !strings.HasPrefix(m, `431[{"ok":false,"error_code":"FORBIDDEN"`) {
+		t.Fatalf("join after the removal: %q", m)
 	}
-}
-
-// TestJoinKeepsRacingRemovals: when room removals keep landing during the
-// membership check, join:calendar gives up after three checks with a
-// refusal the client can retry, rather than joining unchecked.
-func TestJoinKeepsRacingRemovals(t *testing.T) {
-	ms := &hookMemberships{}
-	user, cal, other := uuid(0xA3), uuid(0xA4), uuid(0xA5)
-	s := startHookServer(t, Config{}, ms)
-	checks := 0
-	ms.hook(nil, func() bool {
-		checks++
-		s.move(t, schema.Move{Op: schema.MoveLeave, User: user, Room: schema.CalendarRoom(other)}) // a removal lands each time
-		return true
-	})
-	c := dialRaw(t, s.url, map[string]any{"token": s.token(t, user, time.Hour)})
-	c.connected()
-	if err := c.ws.Write(context.Background(), 1, []byte(`421["join:calendar","`+cal+`"]`)); err != nil {
-		t.Fatal(err)
-	}
-	m, err := c.read()
-	if err != nil || !strings.HasPrefix(m, `431[{"ok":false,"error_code":"INTERNAL_ERROR"`) {
-		t.Fatalf("ack %q, %v", m, err)
-	}
-	if checks != 3 {
-		t.Errorf("%d membership checks, want 3", checks)
+	s.move(t, schema.Move{Op: schema.MoveJoin, User: user, Room: schema.CalendarRoom(cal)})
+	if m := join(2); !strings.HasPrefix(m, `432[{"ok":true`) {
+		t.Fatalf("join after the membership came back: %q", m)
 	}
 }
 

@@ -3,7 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
-	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -125,7 +125,7 @@ func TestRecoveryAcrossReset(t *testing.T) {
 	_ = c.ws.CloseNow()
 	s.waitSockets(t, 0)
 	s.publish(t, schema.Envelope{Room: schema.UserRoom(user), Event: "e", Data: json.RawMessage(`1`)})
-	s.g.Reset("slot_recreated")
+	s.g.Reset("slot_recreated", nil)
 
 	c = dialRaw(t, s.url, map[string]any{"token": tok, "pid": p})
 	fresh := c.connected()
@@ -150,51 +150,44 @@ func TestRecoveryAcrossReset(t *testing.T) {
 	}
 }
 
-func TestConnectMembershipsDown(t *testing.T) {
-	s := startServer(t, Config{})
-	s.ms.mu.Lock()
-	s.ms.err = errors.New("database unreachable")
-	s.ms.mu.Unlock()
-	c := dialRaw(t, s.url, map[string]any{"token": s.token(t, uuid(0x64), time.Hour)})
-	// The transport closes without a CONNECT_ERROR, which would stop the
-	// client from retrying.
-	for {
-		m, err := c.read()
-		if err != nil {
-			break
-		}
-		if strings.HasPrefix(m, "44") || strings.HasPrefix(m, "40") {
-			t.Fatalf("got %q, want the transport closed", m)
-		}
-	}
-	s.waitSockets(t, 0)
-}
-
-// TestSlowConsumer: a socket that stops reading is closed once its queue is
-// full; Publish never waits for it, and the others keep receiving.
-func TestSlowConsumer(t *testing.T) {
+// TestSlowConsumerCatchesUp: a socket that stops reading is not cut when its
+// queue fills: Publish never waits for it, the others keep receiving, and
+// when it reads again it gets every event, once, in order, from the window
+// at its own pace, then live events after them.
+func TestSlowConsumerCatchesUp(t *testing.T) {
 	cfg := Config{}
 	cfg.SendQueue = 8
 	s := startServer(t, cfg)
 	slowUser, fastUser, cal := uuid(0x81), uuid(0x82), uuid(0x83)
-	s.ms.set(slowUser, cal)
-	s.ms.set(fastUser, cal)
+	s.setMembers(slowUser, cal)
+	s.setMembers(fastUser, cal)
 	slow := dialRaw(t, s.url, map[string]any{"token": s.token(t, slowUser, time.Hour)})
+	slow.ws.SetReadLimit(1 << 20)
 	slow.connected()
 	fast := newMemberConn(s, fastUser, cal)
 	s.waitSockets(t, 2)
 
 	big := json.RawMessage(`"` + strings.Repeat("x", 64<<10) + `"`)
 	const n = 400 // 25 MiB: more than any socket buffer holds
+	var offs []string
 	for range n {
-		s.publish(t, schema.Envelope{Room: schema.CalendarRoom(cal), Event: "big", Data: big})
-	}
-	s.waitSockets(t, 1)
-	if got := testutilValue(s.g.metrics.slowDisconnects); got != 1 {
-		t.Fatalf("slow consumer disconnects = %v", got)
+		offs = append(offs, s.publish(t, schema.Envelope{Room: schema.CalendarRoom(cal), Event: "big", Data: big})...)
 	}
 	if got := len(fast.got()); got != n {
 		t.Fatalf("the other socket got %d of %d", got, n)
+	}
+	if s.g.Sockets() != 2 || testutilValue(s.g.metrics.slowDisconnects) != 0 {
+		t.Fatalf("the slow socket was cut: %d sockets", s.g.Sockets())
+	}
+	offs = append(offs, s.publish(t, schema.Envelope{Room: schema.CalendarRoom(cal), Event: "live", Data: json.RawMessage(`1`)})...)
+	for i, want := range offs {
+		m, err := slow.read()
+		if err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
+		if !strings.HasSuffix(m, `"`+want+`"]`) {
+			t.Fatalf("event %d: %.80q…, want offset %s", i, m, want)
+		}
 	}
 }
 
@@ -203,4 +196,80 @@ func newMemberConn(s *testServer, user, cal string) *memConn {
 	c := &memConn{}
 	attach(s.g, user, c, schema.UserRoom(user), schema.CalendarRoom(cal))
 	return c
+}
+
+// TestRecoveryRoomsAsOfEachEvent: a recovering socket is replayed each event
+// only if its user was in the event's room when it was published: a
+// calendar joined while away is replayed from the join on, one left while
+// away up to the leave, one deleted up to its calendar:deleted.
+func TestRecoveryRoomsAsOfEachEvent(t *testing.T) {
+	s := startServer(t, Config{})
+	user := uuid(0x71)
+	left, joined, deleted := uuid(0x72), uuid(0x73), uuid(0x74)
+	s.setMembers(user, left, deleted)
+	tok := s.token(t, user, time.Hour)
+	c := dialRaw(t, s.url, map[string]any{"token": tok})
+	p := c.connected()
+	s.waitSockets(t, 1)
+	_ = c.ws.CloseNow()
+	s.waitSockets(t, 0)
+
+	ev := func(cal, name string) schema.Envelope {
+		return schema.Envelope{Room: schema.CalendarRoom(cal), Event: name, Data: json.RawMessage(`{}`)}
+	}
+	s.publish(t, ev(joined, "before-join"), ev(left, "before-leave"))
+	s.publishTx(t, []schema.Envelope{ev(joined, schema.MemberAdded), ev(joined, "after-join")},
+		[]schema.Move{{At: 0, Op: schema.MoveJoin, User: user, Room: schema.CalendarRoom(joined)}})
+	s.publishTx(t, []schema.Envelope{ev(left, schema.MemberRemoved), ev(left, "after-leave")},
+		[]schema.Move{{At: 0, Op: schema.MoveLeave, User: user, Room: schema.CalendarRoom(left)}})
+	s.publishTx(t, []schema.Envelope{ev(deleted, schema.CalendarDeleted), ev(deleted, "after-delete")},
+		[]schema.Move{{At: 1, Op: schema.MoveClose, Room: schema.CalendarRoom(deleted)}})
+	s.publish(t, ev(joined, "live"))
+
+	c = dialRaw(t, s.url, map[string]any{"token": tok, "pid": p})
+	if c.connected() != p {
+		t.Fatal("not recovered")
+	}
+	for _, want := range []string{"before-leave", schema.MemberAdded, "after-join", schema.CalendarDeleted, "live"} {
+		m, err := c.read()
+		if err != nil || !strings.HasPrefix(m, `42["`+want+`"`) {
+			t.Fatalf("got %q, %v; want %s", m, err, want)
+		}
+	}
+	s.publish(t, ev(left, "not-a-member"), ev(joined, "next"))
+	if m, err := c.read(); err != nil || !strings.HasPrefix(m, `42["next"`) {
+		t.Fatalf("after the replay: %q, %v", m, err)
+	}
+}
+
+// TestLongRecoveryPaced: a recovery replaying far more than the socket's
+// queue holds is recovered, not refused: the replay goes at the pace the
+// socket drains, every event once and in order, then live events.
+func TestLongRecoveryPaced(t *testing.T) {
+	cfg := Config{}
+	cfg.SendQueue = 8
+	s := startServer(t, cfg)
+	user, cal := uuid(0x75), uuid(0x76)
+	s.setMembers(user, cal)
+	tok := s.token(t, user, time.Hour)
+	c := dialRaw(t, s.url, map[string]any{"token": tok})
+	p := c.connected()
+	s.waitSockets(t, 1)
+	_ = c.ws.CloseNow()
+	s.waitSockets(t, 0)
+	var offs []string
+	for i := range 500 {
+		offs = append(offs, s.publish(t, schema.Envelope{Room: schema.CalendarRoom(cal), Event: "e", Data: json.RawMessage(fmt.Sprint(i))})...)
+	}
+	c = dialRaw(t, s.url, map[string]any{"token": tok, "pid": p})
+	if c.connected() != p {
+		t.Fatal("not recovered")
+	}
+	offs = append(offs, s.publish(t, schema.Envelope{Room: schema.CalendarRoom(cal), Event: "e", Data: json.RawMessage(`"live"`)})...)
+	for i, want := range offs {
+		m, err := c.read()
+		if err != nil || !strings.HasPrefix(m, `42["e"`) || !strings.HasSuffix(m, `"`+want+`"]`) {
+			t.Fatalf("event %d: %q, %v; want offset %s", i, m, err, want)
+		}
+	}
 }

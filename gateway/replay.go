@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -9,19 +10,52 @@ import (
 	"github.com/koordi/koordi-realtime/schema"
 )
 
-// entry is one published event kept for replay: its encoded frame is the one
-// live members got, so a replay sends the very same bytes.
+// entry is one published event or room move kept for replay. An event's
+// encoded frame is the one live members got, so a replay sends the very same
+// bytes. A move is kept at the offset of the event it precedes (or just after
+// its transaction's last event), so a socket catching up from a position
+// applies it exactly when a live socket did.
 type entry struct {
 	off   schema.Offset
 	room  string
-	frame socketio.Frame
+	frame socketio.Frame // nil for a move
+	move  *movedEntry
 	at    time.Time
+}
+
+// movedEntry is a move as the window keeps it: for a close, the users who
+// were members, so that a recovery reaching back past it knows who was in
+// the room before.
+type movedEntry struct {
+	op      schema.MoveOp
+	user    string
+	members []string
+}
+
+// touches reports whether the move changes user's rooms, and how: join,
+// or leave (a close leaves).
+func (m *movedEntry) touches(user string) (join, ok bool) {
+	switch m.op {
+	case schema.MoveJoin:
+		return true, m.user == user
+	case schema.MoveLeave:
+		return false, m.user == user
+	case schema.MoveClose:
+		return false, slices.Contains(m.members, user)
+	}
+	return false, false
 }
 
 // entryOverhead approximates an entry's memory beyond its frame and room.
 const entryOverhead = 96
 
-func (e *entry) size() int { return len(e.frame) + len(e.room) + entryOverhead }
+func (e *entry) size() int {
+	n := len(e.frame) + len(e.room) + entryOverhead
+	if e.move != nil {
+		n += 48 + len(e.move.user) + 40*len(e.move.members)
+	}
+	return n
+}
 
 // window is the replay buffer: the events published recently, in commit
 // order, bounded by age, count and bytes.
@@ -77,19 +111,22 @@ func (w *window) accepts(off schema.Offset) bool {
 	return !w.published || off.Compare(w.newest) > 0
 }
 
-// add appends e (whose offset accepts approved) and evicts what no longer fits.
+// add appends e (an event whose offset accepts approved, or a move) and
+// evicts what no longer fits.
 func (w *window) add(e entry) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.published {
-		w.published = true
-		if !w.startKnown {
-			// Events before the first one we saw may exist and were never
-			// ours to replay.
-			w.startFloor, w.startKnown = e.off, true
+	if e.move == nil {
+		if !w.published {
+			w.published = true
+			if !w.startKnown {
+				// Events before the first one we saw may exist and were
+				// never ours to replay.
+				w.startFloor, w.startKnown = e.off, true
+			}
 		}
+		w.newest = e.off
 	}
-	w.newest = e.off
 	if w.maxEvents <= 0 || w.maxBytes <= 0 || w.maxAge <= 0 {
 		w.evictFloor = e.off
 		return
@@ -171,24 +208,46 @@ func (w *window) beforeReset(pos schema.Offset) bool {
 	return w.resetKnown && pos.Compare(w.resetFloor) < 0
 }
 
-// framesAfter returns the frames of the retained entries after pos for
-// which keep is true, in order, stopping after max of them (max <= 0: no
-// limit). It copies them out, so the caller sends with the window unlocked.
-func (w *window) framesAfter(pos schema.Offset, max int, keep func(*entry) bool) []socketio.Frame {
+// walk calls fn for each retained entry after pos, oldest first, until fn
+// returns false. It runs under the window's lock: fn only looks and copies,
+// never sends or locks.
+func (w *window) walk(pos schema.Offset, fn func(*entry) bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	live := w.buf[w.head:]
-	i := sort.Search(len(live), func(i int) bool { return live[i].off.Compare(pos) > 0 })
-	var out []socketio.Frame
-	for j := i; j < len(live); j++ {
-		if keep(&live[j]) {
-			out = append(out, live[j].frame)
-			if max > 0 && len(out) >= max {
-				break
-			}
+	for j := w.search(pos); j < len(live); j++ {
+		if !fn(&live[j]) {
+			return
 		}
 	}
-	return out
+}
+
+// walkBack is walk newest first.
+func (w *window) walkBack(pos schema.Offset, fn func(*entry) bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	live := w.buf[w.head:]
+	first := w.search(pos)
+	for j := len(live) - 1; j >= first; j-- {
+		if !fn(&live[j]) {
+			return
+		}
+	}
+}
+
+// search is the index in buf[head:] of the first entry after pos. Caller
+// holds mu.
+func (w *window) search(pos schema.Offset) int {
+	live := w.buf[w.head:]
+	return sort.Search(len(live), func(i int) bool { return live[i].off.Compare(pos) > 0 })
+}
+
+// lost reports whether events after pos may be missing from the window: a
+// socket at pos cannot catch up from it.
+func (w *window) lost(pos schema.Offset) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return pos.Compare(w.evictFloor) < 0 || w.resetKnown && pos.Compare(w.resetFloor) < 0
 }
 
 // stats reports the retained events and bytes, for metrics.

@@ -17,13 +17,12 @@ import (
 // position, signed with the shared secret (DESIGN.md section 5).
 func TestClientRecoveryAcrossRestart(t *testing.T) {
 	user, cal := uuid(0x21), uuid(0x22)
-	ms := &staticMemberships{}
-	ms.set(user, cal)
 	newGateway := func() *Gateway {
-		g, err := New(Config{JWTSecret: testSecret, Memberships: ms, ReplayWindow: testReplayWindow})
+		g, err := New(Config{JWTSecret: testSecret, ReplayWindow: testReplayWindow})
 		if err != nil {
 			t.Fatal(err)
 		}
+		g.LoadMemberships(members(map[string][]string{user: {cal}}))
 		t.Cleanup(func() { _ = g.Shutdown(context.Background()) })
 		return g
 	}
@@ -33,7 +32,7 @@ func TestClientRecoveryAcrossRestart(t *testing.T) {
 		current.Load().Handler().ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
-	s := &testServer{g: current.Load(), ms: ms, url: srv.URL}
+	s := &testServer{g: current.Load(), url: srv.URL}
 	d := startDriver(t, srv.URL)
 
 	room := schema.CalendarRoom(cal)

@@ -14,9 +14,19 @@ import (
 // conn is what the gateway needs of a socket; *socketio.Socket implements it,
 // and tests and benchmarks use in-memory ones.
 type conn interface {
+	// Offer queues an event frame if there is room, never closing the
+	// socket: a socket without room catches up from the window instead.
+	Offer(f socketio.Frame) bool
+	// Send queues a control frame (sync:reset, a refusal); a full queue
+	// closes the socket.
 	Send(f socketio.Frame) bool
+	Queued() int
+	QueueCap() int
+	Drained() <-chan struct{}
+	Done() <-chan struct{}
 	Transport() string
-	CloseTransport()
+	// Disconnect ends the socket with a server DISCONNECT, which stops the
+	// client from reconnecting.
 	Disconnect()
 }
 
@@ -27,8 +37,7 @@ type client struct {
 
 	// Set by Connect, read by Connected and Disconnected (the protocol
 	// layer orders them), never changed after.
-	start     schema.Offset // replay position
-	calendars []string      // accepted calendars at connect
+	start     schema.Offset // where its events begin: after this offset
 	notify    bool          // send sync:reset after connecting
 	recovered bool          // the CONNECT reply promised recovery from start
 	sameProc  bool          // the session began in this process
@@ -39,17 +48,14 @@ type client struct {
 	abuseSince time.Time
 	abuseCount int
 
-	// Guarded by index.mu.
-	rooms   roomSet  // rooms joined (live) or to join (pending)
-	live    bool     // registered in rooms; false while connecting
-	gone    bool     // the socket ended; never register again
-	pending []roomOp // room changes that arrived while connecting
-	leaves  uint64   // room removals so far; join:calendar rechecks if it moved
-}
-
-type roomOp struct {
-	room string
-	join bool
+	// Guarded by index.mu; written by the publishing path under pubMu with
+	// the read lock (sent, lagging) only while the socket is live.
+	rooms   roomSet       // its rooms, as of sent
+	sent    schema.Offset // the newest event offset queued to it: its cursor
+	lagging bool          // catching up from the window: out of the index's rooms, its moves applied by the catch-up
+	live    bool          // registered
+	gone    bool          // the socket ended; never register again
+	seq     uint64        // registration order, to find a user's oldest socket
 }
 
 // roomSet is the few rooms one socket is in: a user room and its
@@ -80,9 +86,9 @@ func (s *roomSet) remove(r string) bool {
 	return true
 }
 
-// room is one room's members, in a slice for fast iteration. Removal finds
-// a member by scanning while the room is small (every user has a room of
-// its own, usually of one socket) and through pos, made when the room
+// room is one room's live members, in a slice for fast iteration. Removal
+// finds a member by scanning while the room is small (every user has a room
+// of its own, usually of one socket) and through pos, made when the room
 // outgrows roomScanMax, after that.
 type room struct {
 	members []*client
@@ -100,32 +106,38 @@ func (rm *room) index(c *client) (int, bool) {
 	return i, i >= 0
 }
 
-// index maps rooms to member sockets and users to their sockets.
-// Concurrency: every field is guarded by mu; Publish holds the read lock
-// while sending.
+// index maps rooms to their live member sockets, users to their sockets, and
+// holds the membership view. Concurrency: every field is guarded by mu;
+// Publish holds the read lock while sending.
 type index struct {
-	mu    sync.RWMutex
-	rooms map[string]*room
-	users map[string][]*client // a user has few sockets: a slice costs less than a set
-	// connecting holds the registered sockets that are not live yet.
-	connecting map[*client]struct{}
-	sockets    int
+	mu      sync.RWMutex
+	rooms   map[string]*room
+	users   map[string][]*client // a user has few sockets: a slice costs less than a set
+	view    view
+	sockets int
+	lagging int // sockets catching up
+	seq     uint64
 }
 
 func newIndex() *index {
-	return &index{
-		rooms:      make(map[string]*room),
-		users:      make(map[string][]*client),
-		connecting: make(map[*client]struct{}),
-	}
+	return &index{rooms: make(map[string]*room), users: make(map[string][]*client), view: newView()}
 }
 
-// register adds c to its user's sockets, before it is live, so room changes
-// for the user reach it while it connects. Caller holds mu.
+// register makes c a socket of its user, live in rooms, its cursor at sent.
+// Caller holds mu.
 func (x *index) register(c *client) {
+	x.seq++
+	c.seq = x.seq
+	c.live = true
 	x.users[c.userID] = append(x.users[c.userID], c)
-	x.connecting[c] = struct{}{}
 	x.sockets++
+	if !c.lagging {
+		for _, r := range c.rooms {
+			x.joinRoom(c, r)
+		}
+	} else {
+		x.lagging++
+	}
 }
 
 // unregister removes c from every room and its user. Caller holds mu.
@@ -134,8 +146,12 @@ func (x *index) unregister(c *client) {
 		return
 	}
 	c.gone = true
-	delete(x.connecting, c)
-	if c.live {
+	if !c.live {
+		return
+	}
+	if c.lagging {
+		x.lagging--
+	} else {
 		for _, r := range c.rooms {
 			x.leaveRoom(c, r)
 		}
@@ -155,42 +171,38 @@ func (x *index) unregister(c *client) {
 	x.sockets--
 }
 
-// activate makes a connecting client live: it applies the room changes that
-// arrived while it was connecting on top of initial and joins the result.
-// It reports false if the socket is already gone. Caller holds mu.
-func (x *index) activate(c *client, initial []string) bool {
-	if c.gone {
-		return false
+// suspend takes a socket that fan-out just found without room (and marked
+// lagging) out of its rooms: it catches up from the window from now on.
+// Caller holds mu.
+func (x *index) suspend(c *client) {
+	if c.gone || !c.live {
+		return
 	}
-	for _, r := range initial {
-		c.rooms.add(r)
+	for _, r := range c.rooms {
+		x.leaveRoom(c, r)
 	}
-	for _, op := range c.pending {
-		if op.join {
-			c.rooms.add(op.room)
-		} else {
-			c.rooms.remove(op.room)
-		}
+	x.lagging++
+}
+
+// setLive puts a socket that caught up back into its rooms. Caller holds mu.
+func (x *index) setLive(c *client) {
+	if c.gone || !c.lagging {
+		return
 	}
-	c.pending = nil
-	c.live = true
-	delete(x.connecting, c)
+	c.lagging = false
+	x.lagging--
 	for _, r := range c.rooms {
 		x.joinRoom(c, r)
 	}
-	return true
 }
 
-// join adds c to room r. Caller holds mu.
+// join adds c to room r: in the index too unless it is catching up (its
+// catch-up puts it in its rooms when it is done). Caller holds mu.
 func (x *index) join(c *client, r string) {
 	if c.gone {
 		return
 	}
-	if !c.live {
-		c.pending = append(c.pending, roomOp{r, true})
-		return
-	}
-	if c.rooms.add(r) {
+	if c.rooms.add(r) && !c.lagging {
 		x.joinRoom(c, r)
 	}
 }
@@ -200,12 +212,7 @@ func (x *index) leave(c *client, r string) {
 	if c.gone {
 		return
 	}
-	c.leaves++
-	if !c.live {
-		c.pending = append(c.pending, roomOp{r, false})
-		return
-	}
-	if c.rooms.remove(r) {
+	if c.rooms.remove(r) && !c.lagging {
 		x.leaveRoom(c, r)
 	}
 }
@@ -258,23 +265,59 @@ func (x *index) leaveRoom(c *client, r string) {
 	}
 }
 
-// forUser calls fn for every socket of userID, live or connecting. Caller
-// holds mu.
+// forUser calls fn for every socket of userID. Caller holds mu.
 func (x *index) forUser(userID string, fn func(*client)) {
 	for _, c := range x.users[userID] {
 		fn(c)
 	}
 }
 
-// closeRoom removes every member of r and records the leave for connecting
-// sockets. Caller holds mu.
-func (x *index) closeRoom(r string) {
-	if rm := x.rooms[r]; rm != nil {
-		for _, c := range append([]*client(nil), rm.members...) {
-			x.leave(c, r)
+// oldest returns the socket of userID registered first.
+func (x *index) oldest(userID string) *client {
+	var o *client
+	for _, c := range x.users[userID] {
+		if o == nil || c.seq < o.seq {
+			o = c
 		}
 	}
-	for c := range x.connecting {
-		x.leave(c, r)
+	return o
+}
+
+// applyMove follows a move in the view (unless its transaction's changes
+// are in the loaded snapshot: seen) and for every socket not catching up,
+// whose catch-up applies it from the window instead. It returns the members
+// of a closed calendar. Caller holds mu.
+func (x *index) applyMove(m *schema.Move, seen bool) (members []string) {
+	if !seen {
+		members = x.view.apply(m)
+	} else if m.Op == schema.MoveClose {
+		// Still recorded for replays: who was in the room before it closed.
+		_, cal, _ := schema.ParseRoom(m.Room)
+		if c, ok := schema.ParseUUID(cal); ok {
+			for _, u := range x.view.byCal[c] {
+				members = append(members, u.String())
+			}
+		}
 	}
+	switch m.Op {
+	case schema.MoveJoin:
+		x.forUser(m.User, func(c *client) {
+			if !c.lagging {
+				x.join(c, m.Room)
+			}
+		})
+	case schema.MoveLeave:
+		x.forUser(m.User, func(c *client) {
+			if !c.lagging {
+				x.leave(c, m.Room)
+			}
+		})
+	case schema.MoveClose:
+		if rm := x.rooms[m.Room]; rm != nil {
+			for _, c := range slices.Clone(rm.members) {
+				x.leave(c, m.Room)
+			}
+		}
+	}
+	return members
 }

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,9 +27,9 @@ const (
 	CodeForbidden         = "FORBIDDEN"
 	CodeRateLimited       = "RATE_LIMITED"
 	CodeUnknownEvent      = "UNKNOWN_EVENT"
-	// CodeInternal answers a join:calendar whose membership check failed
-	// (the database was unreachable); the client may retry.
-	CodeInternal = "INTERNAL_ERROR"
+	// CodeTooManySockets tells a socket it is closed to make room for a
+	// newer one of its user (MaxSocketsPerUser).
+	CodeTooManySockets = "TOO_MANY_SOCKETS"
 )
 
 // Refusal is the body of an error event, and of a refusing ack with OK false.
@@ -52,9 +51,6 @@ type Accepted struct {
 	Room string `json:"room"`
 }
 
-// errInternal is the CONNECT refusal when memberships cannot be read; the
-// transport is closed first so the client retries rather than giving up.
-var errInternal = errors.New("Internal error")
 
 // handler implements socketio.Handler for the gateway.
 type handler Gateway
@@ -97,21 +93,6 @@ func (h *handler) Connect(s *socketio.Socket, raw json.RawMessage) (socketio.Con
 		return socketio.ConnectReply{}, errors.New(auth.ClientMessage(err))
 	}
 	c := &client{conn: s, userID: claims.UserID}
-	// Registered before the query, so room changes made meanwhile reach it.
-	g.idx.mu.Lock()
-	g.idx.register(c)
-	g.idx.mu.Unlock()
-	cals, err := g.acceptedCalendars(claims.UserID)
-	if err != nil {
-		g.idx.mu.Lock()
-		g.idx.unregister(c)
-		g.idx.mu.Unlock()
-		g.log.Error("connect: read memberships", "user", claims.UserID, "err", err)
-		s.CloseTransport()
-		return socketio.ConnectReply{}, errInternal
-	}
-	c.calendars = cals
-
 	c.start = g.window.position()
 	pidStr := ""
 	if a.PID != "" {
@@ -128,6 +109,9 @@ func (h *handler) Connect(s *socketio.Socket, raw json.RawMessage) (socketio.Con
 		default:
 			g.metrics.replayMisses.Inc()
 			c.notify = err == nil && p.userID == claims.UserID && g.window.beforeReset(pos)
+			if c.notify && g.gapWarned.CompareAndSwap(false, true) {
+				g.log.Warn("sessions from before a gap in the stream are reconnecting: changes in between may be lost, clients told to refetch (sync:reset)")
+			}
 		}
 	}
 	if pidStr == "" {
@@ -140,80 +124,79 @@ func (h *handler) Connect(s *socketio.Socket, raw json.RawMessage) (socketio.Con
 		s.CloseTransport()
 	})
 	s.SetValue(c)
-	g.log.Debug("socket connected", "user", claims.UserID, "recovered", pidStr == a.PID, "calendars", len(cals))
+	g.log.Debug("socket connected", "user", claims.UserID, "recovered", c.recovered)
 	return socketio.ConnectReply{PID: pidStr}, nil
 }
 
-func (g *Gateway) acceptedCalendars(userID string) ([]string, error) {
-	ctx, cancel := context.WithTimeout(g.ctx, g.cfg.MembershipTimeout)
-	defer cancel()
-	ids, err := g.cfg.Memberships.AcceptedCalendars(ctx, userID)
-	if err != nil {
-		return nil, err
-	}
-	rooms := make([]string, 0, len(ids)+1)
-	rooms = append(rooms, schema.UserRoom(userID))
-	for _, id := range ids {
-		if schema.IsUUID(id) {
-			rooms = append(rooms, schema.CalendarRoom(strings.ToLower(id)))
-		}
-	}
-	return rooms, nil
-}
-
-// Connected joins the socket's rooms and replays what it missed, under the
-// lock Publish holds, so replay and live events neither overlap nor leave a gap.
+// Connected registers the socket with the rooms its user was in at its start
+// position and sends it what came after, under the lock Publish holds: the
+// recovery of a recovering socket, and for a fresh one what was published
+// between its CONNECT and now. So every socket gets each event once, in
+// order, exactly if its user was a member of the event's room then. A long
+// replay continues at the socket's own pace (see catchUp).
 func (h *handler) Connected(s *socketio.Socket) {
 	g := (*Gateway)(h)
 	c, _ := s.Value().(*client)
 	if c == nil {
 		return
 	}
-	replayed := 0
 	g.pubMu.Lock()
+	defer g.pubMu.Unlock()
 	g.idx.mu.Lock()
-	if c.recovered && !g.window.covers(c.start, c.sameProc) {
-		// Evicted between Connect and now: the promise cannot be kept, so
-		// the client is told to refetch.
-		c.notify = true
+	defer g.idx.mu.Unlock()
+	if c.gone {
+		return
 	}
-	if g.window.beforeReset(c.start) {
-		// A sync:reset came between Connect and now.
+	switch {
+	case c.recovered && !g.window.covers(c.start, c.sameProc), g.window.beforeReset(c.start):
+		// Evicted, or a sync:reset came, between Connect and now: the
+		// promise cannot be kept, so the client is told to refetch.
 		c.notify = true
-	}
-	// Every socket, fresh or recovered, gets what was published after its
-	// start position and before it went live here: for a fresh socket that
-	// is what committed between its CONNECT and now, which no live fan-out
-	// reached it with (it was not in its rooms yet).
-	if g.idx.activate(c, c.calendars) && !c.notify && (c.recovered || g.window.covers(c.start, true)) {
-		// One pass, copied out of the window so nothing is sent under its
-		// lock; one frame past the limit tells a replay too long for the
-		// socket's queue.
-		frames := g.window.framesAfter(c.start, g.maxReplay+1, func(e *entry) bool { return c.rooms.has(e.room) })
-		if len(frames) > g.maxReplay {
-			g.log.Info("replay too long for the socket's queue: client told to refetch", "user", c.userID, "limit", g.maxReplay)
-			c.notify = true
-		} else {
-			for _, f := range frames {
-				if !c.conn.Send(f) {
-					g.notQueued(c)
-					break
-				}
-				replayed++
-			}
-		}
+	case !c.recovered && g.window.lost(c.start):
+		// Replay is off, or the gap since the CONNECT was evicted already:
+		// the socket starts from now.
+		c.start = g.window.position()
 	}
 	if c.notify {
-		// Under pubMu, so no live event slips between: the offset it carries
-		// is the client's position from now on.
-		c.conn.Send(resetFrame("replay_unavailable", g.window.position()))
+		c.start = g.window.position()
+		// Under pubMu, so no live event slips between: the offset it
+		// carries is the client's position from now on.
+		c.conn.Send(resetFrame("replay_unavailable", c.start))
 	}
-	g.idx.mu.Unlock()
-	g.pubMu.Unlock()
-	if c.recovered {
-		g.metrics.replayed.Add(float64(replayed))
+	g.limitSockets(c.userID)
+	c.rooms = g.roomsAt(c.userID, c.start)
+	c.sent = c.start
+	c.lagging = true
+	g.idx.register(c)
+	if g.sendChunk(c) {
+		g.idx.setLive(c)
+	} else {
+		g.startCatchUp(c)
 	}
-	g.metrics.messagesSent.Add(float64(replayed))
+}
+
+// limitSockets makes room for one more socket of user under
+// MaxSocketsPerUser: the oldest is told why and disconnected (a server
+// DISCONNECT, so its client does not come back). The caller holds idx.mu.
+func (g *Gateway) limitSockets(user string) {
+	if g.cfg.MaxSocketsPerUser <= 0 {
+		return
+	}
+	for len(g.idx.users[user]) >= g.cfg.MaxSocketsPerUser {
+		old := g.idx.oldest(user)
+		old.conn.Send(errorFrame(CodeTooManySockets,
+			fmt.Sprintf("more than %d sockets of one user: the oldest is closed", g.cfg.MaxSocketsPerUser)))
+		old.conn.Disconnect()
+		// Disconnected runs later, on the old socket's own path; out of the
+		// index now, so the count is right at once.
+		g.idx.unregister(old)
+		g.log.Info("too many sockets for one user: closed the oldest", "user", user, "limit", g.cfg.MaxSocketsPerUser)
+	}
+}
+
+func errorFrame(code, msg string) socketio.Frame {
+	payload, _ := json.Marshal(errorEvent{ErrorCode: code, Message: msg})
+	return socketio.EncodeEvent(Namespace, EventError, payload)
 }
 
 // Event handles join:calendar and leave:calendar, after the rate limit.
@@ -272,37 +255,18 @@ func (g *Gateway) joinCalendar(s *socketio.Socket, c *client, args []json.RawMes
 		return
 	}
 	r := schema.CalendarRoom(id)
-	// A membership removal that lands between the check and the join must
-	// win: if the socket left any room meanwhile, check again.
-	for attempt := 0; ; attempt++ {
-		g.idx.mu.RLock()
-		leaves := c.leaves
-		g.idx.mu.RUnlock()
-		ctx, cancel := context.WithTimeout(g.ctx, g.cfg.MembershipTimeout)
-		member, err := g.cfg.Memberships.IsAcceptedMember(ctx, c.userID, id)
-		cancel()
-		if err != nil {
-			g.log.Error("join:calendar: check membership", "user", c.userID, "err", err)
-			refuse(s, ack, CodeInternal, "membership could not be checked, try again")
-			return
-		}
-		if !member {
-			refuse(s, ack, CodeForbidden, "not an accepted member of this calendar")
-			return
-		}
-		g.idx.mu.Lock()
-		if c.leaves == leaves {
-			g.idx.join(c, r)
-			g.idx.mu.Unlock()
-			break
-		}
-		g.idx.mu.Unlock()
-		if attempt >= 2 {
-			// Memberships keep changing under the check: joining now could
-			// let in a socket whose removal just landed. The client retries.
-			refuse(s, ack, CodeInternal, "memberships changed while joining, try again")
-			return
-		}
+	// The check and the join under one lock, the one moves take: a removal
+	// published a moment earlier has left the view already, one published
+	// later takes the socket out again.
+	g.idx.mu.Lock()
+	member := g.idx.view.member(c.userID, id)
+	if member {
+		g.idx.join(c, r)
+	}
+	g.idx.mu.Unlock()
+	if !member {
+		refuse(s, ack, CodeForbidden, "not an accepted member of this calendar")
+		return
 	}
 	if ack != nil {
 		ack(Accepted{OK: true, Room: r})

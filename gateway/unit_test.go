@@ -22,27 +22,93 @@ import (
 
 var testSecret = []byte("koordi-realtime test secret, 32+ bytes long")
 
-// memConn is an in-memory socket: it records frames up to a queue limit.
+// memConn is an in-memory socket: it records frames, of which at most limit
+// wait (are not yet taken by drain) at a time.
 type memConn struct {
-	mu     sync.Mutex
-	frames []socketio.Frame
-	limit  int // 0: unbounded
-	closed bool
+	mu      sync.Mutex
+	frames  []socketio.Frame
+	limit   int // queue bound; 0: unbounded
+	taken   int // frames the "transport" took
+	closed  bool
+	done    chan struct{}
+	drained chan struct{}
 }
 
-func (m *memConn) Send(f socketio.Frame) bool {
+func (m *memConn) init() {
+	if m.done == nil {
+		m.done, m.drained = make(chan struct{}), make(chan struct{}, 1)
+	}
+}
+
+func (m *memConn) Offer(f socketio.Frame) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed || (m.limit > 0 && len(m.frames) >= m.limit) {
-		m.closed = true
+	if m.closed || (m.limit > 0 && len(m.frames)-m.taken >= m.limit) {
 		return false
 	}
 	m.frames = append(m.frames, f)
 	return true
 }
+
+func (m *memConn) Send(f socketio.Frame) bool {
+	if m.Offer(f) {
+		return true
+	}
+	m.close()
+	return false
+}
+
+func (m *memConn) Queued() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.frames) - m.taken
+}
+
+func (m *memConn) QueueCap() int {
+	if m.limit > 0 {
+		return m.limit
+	}
+	return 4096
+}
+
+func (m *memConn) Drained() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.init()
+	return m.drained
+}
+
+func (m *memConn) Done() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.init()
+	return m.done
+}
+
+// drain takes every waiting frame, as a transport writing them would.
+func (m *memConn) drain() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.init()
+	m.taken = len(m.frames)
+	select {
+	case m.drained <- struct{}{}:
+	default:
+	}
+}
+
+func (m *memConn) close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.init()
+	if !m.closed {
+		m.closed = true
+		close(m.done)
+	}
+}
+
 func (m *memConn) Transport() string { return "websocket" }
-func (m *memConn) CloseTransport()   { m.mu.Lock(); m.closed = true; m.mu.Unlock() }
-func (m *memConn) Disconnect()       { m.CloseTransport() }
+func (m *memConn) Disconnect()       { m.close() }
 
 func (m *memConn) got() []socketio.Frame {
 	m.mu.Lock()
@@ -50,46 +116,21 @@ func (m *memConn) got() []socketio.Frame {
 	return append([]socketio.Frame(nil), m.frames...)
 }
 
-// staticMemberships answers from a fixed map user → calendars.
-type staticMemberships struct {
-	mu  sync.Mutex
-	cal map[string][]string
-	err error
-}
-
-func (s *staticMemberships) AcceptedCalendars(_ context.Context, user string) ([]string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.cal[user]...), s.err
-}
-
-func (s *staticMemberships) IsAcceptedMember(_ context.Context, user, cal string) (bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, c := range s.cal[user] {
-		if c == cal {
-			return true, s.err
+// members builds a membership snapshot from user → calendar ids.
+func members(m map[string][]string) *schema.MembershipSnapshot {
+	var snap schema.MembershipSnapshot
+	for u, cals := range m {
+		for _, c := range cals {
+			snap.Accepted = append(snap.Accepted, schema.Membership{User: u, Calendar: c})
 		}
 	}
-	return false, s.err
-}
-
-func (s *staticMemberships) set(user string, cals ...string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cal == nil {
-		s.cal = map[string][]string{}
-	}
-	s.cal[user] = cals
+	return &snap
 }
 
 func newTestGateway(t testing.TB, cfg Config) *Gateway {
 	t.Helper()
 	if cfg.JWTSecret == nil {
 		cfg.JWTSecret = testSecret
-	}
-	if cfg.Memberships == nil {
-		cfg.Memberships = &staticMemberships{}
 	}
 	if cfg.ReplayWindow == 0 {
 		cfg.ReplayWindow = testReplayWindow
@@ -102,13 +143,16 @@ func newTestGateway(t testing.TB, cfg Config) *Gateway {
 	return g
 }
 
-// attach registers an in-memory socket of user in rooms, as Connected does.
+// attach registers an in-memory socket of user, live in rooms from the
+// newest position, as Connected does for a socket with nothing to catch up.
 func attach(g *Gateway, user string, c conn, rooms ...string) *client {
-	cl := &client{conn: c, userID: user}
+	cl := &client{conn: c, userID: user, rooms: append(roomSet(nil), rooms...)}
+	g.pubMu.Lock()
+	defer g.pubMu.Unlock()
 	g.idx.mu.Lock()
 	defer g.idx.mu.Unlock()
+	cl.sent = g.window.position()
 	g.idx.register(cl)
-	g.idx.activate(cl, rooms)
 	return cl
 }
 
@@ -157,11 +201,13 @@ func TestWindowBounds(t *testing.T) {
 			}
 			w.evict(tt.evictAt)
 			var kept []uint64
-			for _, f := range w.framesAfter(schema.Offset{}, 0, func(e *entry) bool { kept = append(kept, e.off.LSN); return true }) {
-				if string(f) != string(fr) {
-					t.Fatalf("frame %q", f)
+			w.walk(schema.Offset{}, func(e *entry) bool {
+				if string(e.frame) != string(fr) {
+					t.Fatalf("frame %q", e.frame)
 				}
-			}
+				kept = append(kept, e.off.LSN)
+				return true
+			})
 			if len(kept) != tt.wantRetained {
 				t.Fatalf("retained %v, want %d", kept, tt.wantRetained)
 			}
@@ -192,7 +238,7 @@ func TestWindowCompacts(t *testing.T) {
 		t.Fatalf("buffer grew to %d entries for a window of 10", cap(w.buf))
 	}
 	var got []uint64
-	w.framesAfter(off(4995, 0), 0, func(e *entry) bool { got = append(got, e.off.LSN); return true })
+	w.walk(off(4995, 0), func(e *entry) bool { got = append(got, e.off.LSN); return true })
 	if fmt.Sprint(got) != "[4996 4997 4998 4999 5000]" {
 		t.Fatalf("after 4995: %v", got)
 	}
@@ -249,45 +295,13 @@ func TestPID(t *testing.T) {
 	}
 }
 
-func TestIndexPendingOps(t *testing.T) {
-	x := newIndex()
-	c := &client{conn: &memConn{}, userID: uuid(1)}
-	x.register(c)
-	// Changes that arrive while the membership query runs apply on top of
-	// its result, in order.
-	x.forUser(uuid(1), func(c *client) { x.join(c, "calendar:b") })
-	x.forUser(uuid(1), func(c *client) { x.leave(c, "calendar:a") })
-	x.closeRoom("calendar:c")
-	if !x.activate(c, []string{"user:1", "calendar:a", "calendar:c"}) {
-		t.Fatal("activate refused")
-	}
-	var rooms []string
-	for r := range x.rooms {
-		rooms = append(rooms, r)
-	}
-	if len(x.rooms) != 2 || x.rooms["user:1"] == nil || x.rooms["calendar:b"] == nil {
-		t.Fatalf("rooms = %v", rooms)
-	}
-	x.unregister(c)
-	if len(x.rooms) != 0 || len(x.users) != 0 || len(x.connecting) != 0 || x.sockets != 0 {
-		t.Fatalf("index not empty: %+v", x)
-	}
-	if x.activate(c, []string{"user:1"}) {
-		t.Fatal("activated a gone socket")
-	}
-}
-
-// TestIndexSwapRemove removes members from rooms below and above
-// roomScanMax (found by scanning, then through the position map) and checks
-// that every member is still found where it is.
 func TestIndexSwapRemove(t *testing.T) {
 	for _, n := range []int{5, roomScanMax + 1, 3 * roomScanMax} {
 		x := newIndex()
 		var cs []*client
 		for i := range n {
-			c := &client{conn: &memConn{}, userID: uuid(i)}
+			c := &client{conn: &memConn{}, userID: uuid(i), rooms: roomSet{"r"}}
 			x.register(c)
-			x.activate(c, []string{"r"})
 			cs = append(cs, c)
 		}
 		x.unregister(cs[1])
@@ -352,16 +366,32 @@ func TestPublish(t *testing.T) {
 	if &a[0][0] != &b[0][0] {
 		t.Fatal("alice and bob got different copies of one event")
 	}
+	// Carol's queue of one was full: she is not cut, she catches up from
+	// the window as her transport takes what waits.
 	if c := carol.got(); len(c) != 1 {
 		t.Fatalf("carol (queue of 1) got %d frames", len(c))
 	}
-	if got := testutil.ToFloat64(g.metrics.droppedClosed); got != 1 {
-		t.Fatalf("frames carol did not take = %v", got)
+	if got := testutil.ToFloat64(g.metrics.droppedClosed); got != 0 {
+		t.Fatalf("frames dropped for closed sockets = %v", got)
+	}
+	g.idx.mu.RLock()
+	lagging := g.idx.lagging
+	g.idx.mu.RUnlock()
+	if lagging != 1 {
+		t.Fatalf("%d sockets catching up, want carol", lagging)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(carol.got()) < 2 && time.Now().Before(deadline) {
+		carol.drain()
+		time.Sleep(time.Millisecond)
+	}
+	if c := carol.got(); len(c) != 2 || string(c[1]) != wantA[1] {
+		t.Fatalf("carol after catching up: %q", c)
 	}
 	if got := testutil.ToFloat64(g.metrics.droppedDup); got != 1 {
 		t.Fatalf("duplicates dropped = %v", got)
 	}
-	if got := testutil.ToFloat64(g.metrics.messagesSent); got != 6 {
+	if got := testutil.ToFloat64(g.metrics.messagesSent); got != 7 {
 		t.Fatalf("messages sent = %v", got)
 	}
 
@@ -384,6 +414,55 @@ func TestPublish(t *testing.T) {
 koordi_gateway_rooms 4
 `), "koordi_gateway_rooms"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestFallsOutOfWindow: a socket so far behind that the window no longer
+// holds what comes after its cursor gets one sync:reset at the newest
+// position (it refetches instead) when its transport takes the queue, and
+// live events after it.
+func TestFallsOutOfWindow(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	g := newTestGateway(t, Config{ReplayMaxEvents: 5, Registerer: reg})
+	room := schema.CalendarRoom(uuid(0xA))
+	g.LoadMemberships(members(map[string][]string{uuid(1): {uuid(0xA)}}))
+	slow := &memConn{limit: 1}
+	attach(g, uuid(1), slow, room)
+	ctx := context.Background()
+	for i := 1; i <= 20; i++ {
+		if err := g.Publish(ctx, tx(uint64(i), env(room, "e", fmt.Sprint(i)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(slow.got()); n != 1 {
+		t.Fatalf("slow socket got %d frames before draining", n)
+	}
+	slow.drain()
+	waitUntil(t, "the reset", func() bool { return len(slow.got()) == 2 })
+	if got := string(slow.got()[1]); got != `42["sync:reset",{"reason":"replay_unavailable"},"0000000000000014-00000000"]` {
+		t.Fatalf("after falling out: %q", got)
+	}
+	slow.drain()
+	if err := g.Publish(ctx, tx(21, env(room, "e", `21`))); err != nil {
+		t.Fatal(err)
+	}
+	if got := slow.got(); len(got) != 3 || !bytes.Contains(got[2], []byte(`"0000000000000015-00000000"`)) {
+		t.Fatalf("live after the reset: %q", got)
+	}
+	if v := testutil.ToFloat64(g.metrics.fellBehind); v != 1 {
+		t.Fatalf("catch-up resets = %v", v)
+	}
+}
+
+// waitUntil polls cond for a few seconds.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -454,7 +533,7 @@ func TestReset(t *testing.T) {
 	if err := g.Publish(context.Background(), tx(10, env(schema.UserRoom(uuid(1)), "e", `{}`))); err != nil {
 		t.Fatal(err)
 	}
-	g.Reset("slot_recreated")
+	g.Reset("slot_recreated", nil)
 	got := c.got()
 	if len(got) != 2 || string(got[1]) != `42["sync:reset",{"reason":"slot_recreated"},"000000000000000A-00000001"]` {
 		t.Fatalf("got %q", got)
@@ -502,10 +581,14 @@ func TestResetGapFloor(t *testing.T) {
 // countConn is the cheapest possible socket, for the fan-out benchmark.
 type countConn struct{ n atomic.Int64 }
 
-func (c *countConn) Send(socketio.Frame) bool { c.n.Add(1); return true }
-func (c *countConn) Transport() string        { return "websocket" }
-func (c *countConn) CloseTransport()          {}
-func (c *countConn) Disconnect()              {}
+func (c *countConn) Offer(socketio.Frame) bool { c.n.Add(1); return true }
+func (c *countConn) Send(socketio.Frame) bool  { c.n.Add(1); return true }
+func (c *countConn) Queued() int               { return 0 }
+func (c *countConn) QueueCap() int             { return 4096 }
+func (c *countConn) Drained() <-chan struct{}  { return nil }
+func (c *countConn) Done() <-chan struct{}     { return nil }
+func (c *countConn) Transport() string         { return "websocket" }
+func (c *countConn) Disconnect()               {}
 
 // BenchmarkPublishFanOut publishes one event to a room of 10,000 sockets.
 // allocs/op covers the whole event (one encoding, one replay entry); the
@@ -543,15 +626,13 @@ func BenchmarkPublishFanOut(b *testing.B) {
 }
 
 func TestNewRefuses(t *testing.T) {
-	ms := &staticMemberships{}
 	tests := []struct {
 		name string
 		cfg  Config
 		want error
 	}{
-		{"no memberships", Config{JWTSecret: testSecret}, nil},
-		{"short secret", Config{JWTSecret: []byte("short"), Memberships: ms}, auth.ErrWeakSecret},
-		{"no key at all", Config{Memberships: ms}, auth.ErrNoKey},
+		{"short secret", Config{JWTSecret: []byte("short")}, auth.ErrWeakSecret},
+		{"no key at all", Config{}, auth.ErrNoKey},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

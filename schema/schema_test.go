@@ -182,3 +182,29 @@ func TestPayloadFieldNames(t *testing.T) {
 		t.Errorf("payload JSON changed:\ngot:\n%s\nwant:\n%s", got.Bytes(), want)
 	}
 }
+
+func TestTxSnapshotVisible(t *testing.T) {
+	snap, err := schema.ParseTxSnapshot("100:110:103,107")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for xid, want := range map[uint32]bool{5: true, 99: true, 100: true, 103: false, 105: true, 107: false, 109: true, 110: false, 500: false} {
+		if got := snap.Visible(xid); got != want {
+			t.Errorf("Visible(%d) = %v, want %v", xid, got, want)
+		}
+	}
+	// Across an epoch: the snapshot at 2^32+10; xid 4294967290 is from the
+	// previous epoch (visible), xid 20 from this one (not started yet).
+	wrap := schema.TxSnapshot{Xmin: 1<<32 + 5, Xmax: 1<<32 + 10}
+	if !wrap.Visible(4294967290) || wrap.Visible(20) || !wrap.Visible(3) {
+		t.Errorf("epoch widening wrong: %v %v %v", wrap.Visible(4294967290), wrap.Visible(20), wrap.Visible(3))
+	}
+	for _, bad := range []string{"", "1:2", "a:2:", "5:3:", "1:2:x", "1:2:3:4"} {
+		if _, err := schema.ParseTxSnapshot(bad); err == nil {
+			t.Errorf("ParseTxSnapshot(%q) accepted", bad)
+		}
+	}
+	if s, err := schema.ParseTxSnapshot("7:9:"); err != nil || len(s.Xip) != 0 || !s.Visible(6) {
+		t.Errorf("empty xip: %+v, %v", s, err)
+	}
+}

@@ -48,6 +48,7 @@ type Conn struct {
 	bc          *batchConn      // ws's connection
 	pollReg     *pollReg        // ws's read side, when the poller watches it
 	writing     bool            // a writer goroutine owns ws's write side
+	drained     chan struct{}   // signalled (capacity 1) when the consumer takes the queue; made by Drained
 
 	// heartbeat, under mu
 	timer        *time.Timer
@@ -103,6 +104,42 @@ func (c *Conn) SendText(p []byte) bool {
 	c.mu.Unlock()
 	c.wakeConsumer(w)
 	return true
+}
+
+// Offer queues one text packet if the queue has room for it, and reports
+// whether it did. Unlike SendText it never closes the connection: a sender
+// that can catch up on its own (the gateway replays from its window) uses it
+// and waits for Drained instead.
+func (c *Conn) Offer(p []byte) bool {
+	c.mu.Lock()
+	if c.closed || len(c.queue) >= c.srv.cfg.SendQueue {
+		c.mu.Unlock()
+		return false
+	}
+	c.queue = append(c.queue, Packet{Data: p})
+	w := c.claimConsumerLocked()
+	c.mu.Unlock()
+	c.wakeConsumer(w)
+	return true
+}
+
+// Queued reports how many packets wait for the wire.
+func (c *Conn) Queued() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.queue)
+}
+
+// Drained returns a channel that receives (capacity 1, never closed) each
+// time the transport takes the queue for the wire. Take it before looking at
+// Queued, so that a drain in between is not missed.
+func (c *Conn) Drained() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.drained == nil {
+		c.drained = make(chan struct{}, 1)
+	}
+	return c.drained
 }
 
 // SendPackets queues ps atomically: nothing else is queued between them
@@ -249,6 +286,12 @@ func (c *Conn) takeLocked() []Packet {
 	batch := c.queue
 	c.queue = c.spare[:0]
 	c.spare = nil
+	if c.drained != nil && len(batch) > 0 {
+		select {
+		case c.drained <- struct{}{}:
+		default:
+		}
+	}
 	return batch
 }
 

@@ -314,6 +314,26 @@ func (s *Socket) Send(f Frame) bool {
 	return s.cl.conn.SendText(f)
 }
 
+// Offer queues f if the connection's queue has room, without closing it when
+// full; false if the socket has ended or there is no room (see
+// engineio.Conn.Offer).
+func (s *Socket) Offer(f Frame) bool {
+	if s.ended.Load() {
+		return false
+	}
+	return s.cl.conn.Offer(f)
+}
+
+// Queued reports how many packets of the connection wait for the wire.
+func (s *Socket) Queued() int { return s.cl.conn.Queued() }
+
+// QueueCap is the connection's send queue bound (Config.SendQueue).
+func (s *Socket) QueueCap() int { return s.cl.srv.eio.Config().SendQueue }
+
+// Drained signals each time the connection's queue is taken for the wire
+// (see engineio.Conn.Drained).
+func (s *Socket) Drained() <-chan struct{} { return s.cl.conn.Drained() }
+
 // Emit JSON-encodes args (json.RawMessage verbatim, Binary as attachments)
 // and sends the event.
 func (s *Socket) Emit(event string, args ...any) error {

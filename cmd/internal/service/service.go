@@ -9,11 +9,15 @@
 //
 // Each transaction the consumer hands off goes to [gateway.Gateway.Publish]
 // as it is: its events and the room moves derivation attached to them.
-// Memberships for connects and join:calendar come from the derivation state
-// the consumer keeps from the same stream, so no connect queries the
-// database. The consumer's first stream start tells the gateway from which
-// position every event will be published (sessions of a previous process
-// recover at once); a gap in the stream (a lost slot) becomes sync:reset.
+// At the consumer's first stream start, before anything is delivered, the
+// gateway gets the accepted memberships of a database snapshot
+// ([cdc.ReadMemberships]), which Publish brings forward with the moves of
+// every transaction the snapshot did not see: connects and join:calendar are
+// checked against it, with no query. The first stream start also tells the
+// gateway from which position every event will be published (sessions of a
+// previous process recover at once). A gap in the stream (a lost slot, a
+// publication re-created, a table back in it) becomes sync:reset, with the
+// memberships read again.
 //
 // # Catch-up gate and readiness
 //
@@ -51,7 +55,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/koordi/koordi-realtime/cdc"
-	"github.com/koordi/koordi-realtime/cdc/derive"
 	"github.com/koordi/koordi-realtime/gateway"
 	"github.com/koordi/koordi-realtime/gateway/netlimit"
 	"github.com/koordi/koordi-realtime/schema"
@@ -102,6 +105,7 @@ type Service struct {
 	gateway  *gateway.Gateway
 	started  atomic.Bool // the consumer caught up: sockets are accepted
 	resumed  atomic.Bool // the first stream start was relayed to the gateway
+	runCtx   atomic.Pointer[context.Context]
 }
 
 // New builds the node; it does not connect (Run does).
@@ -125,7 +129,7 @@ func New(cfg Config) (*Service, error) {
 		Publication: cfg.Publication,
 		Retain:      max(cfg.ReplayWindow, 0),
 		OnStream:    s.streamFrom,
-		OnReset:     func(reason string) { s.gateway.Reset(reason) },
+		OnReset:     s.gap,
 		Logger:      cfg.Logger.With("component", "cdc"),
 		Registerer:  cfg.Registry,
 	})
@@ -133,7 +137,6 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	gcfg := cfg.Gateway
-	gcfg.Memberships = stateMemberships{consumer.State()}
 	gcfg.ReplayWindow = cfg.ReplayWindow
 	gcfg.Logger = cfg.Logger.With("component", "gateway")
 	gcfg.Registerer = cfg.Registry
@@ -149,10 +152,45 @@ func New(cfg Config) (*Service, error) {
 
 // streamFrom is cdc.Config.OnStream. Only the first start matters to the
 // gateway: later ones (reconnects) resend what it has already published,
-// which it drops as duplicates.
+// which it drops as duplicates. It runs before anything of the stream is
+// delivered, so the memberships are in place for the first Publish.
 func (s *Service) streamFrom(lsn uint64) {
 	if s.resumed.CompareAndSwap(false, true) {
+		if snap := s.readMemberships(); snap != nil {
+			s.gateway.LoadMemberships(snap)
+		}
 		s.gateway.ResumeAfter(schema.Offset{LSN: lsn})
+	}
+}
+
+// gap is cdc.Config.OnReset: changes may have been lost, memberships among
+// them, so they are read again with the reset.
+func (s *Service) gap(reason string) {
+	s.gateway.Reset(reason, s.readMemberships())
+}
+
+// readMemberships reads the memberships snapshot, retrying while the
+// database cannot answer (the stream cannot go on without it either); nil
+// once Run's context has ended.
+func (s *Service) readMemberships() *schema.MembershipSnapshot {
+	ctx := context.Background()
+	if p := s.runCtx.Load(); p != nil {
+		ctx = *p
+	}
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		snap, err := cdc.ReadMemberships(ctx, s.cfg.DatabaseURL)
+		if err == nil {
+			return &snap
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.log.Warn("read memberships; retrying", "backoff", wait, "error", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
 	}
 }
 
@@ -233,6 +271,7 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 	s.log.Info("listening", "addr", ln.Addr().String(), "slot", s.cfg.SlotName, "publication", s.cfg.Publication)
 
 	g, gctx := errgroup.WithContext(ctx)
+	s.runCtx.Store(&gctx)
 	g.Go(func() error { return s.consumer.Run(gctx, cdc.SinkFunc(s.gateway.Publish)) })
 	g.Go(func() error {
 		select {
@@ -283,18 +322,4 @@ func (s *Service) warnFileLimit() {
 		s.log.Warn("the open-file limit is below MAX_CONNECTIONS: raise it (ulimit -n) or lower MAX_CONNECTIONS",
 			"nofile", lim.Cur, "max_connections", s.cfg.MaxConnections)
 	}
-}
-
-// stateMemberships answers the gateway's membership questions from the state
-// the consumer keeps current from the stream, so connects and join:calendar
-// are checked against the same view that moves sockets between rooms, without
-// a query.
-type stateMemberships struct{ state *derive.State }
-
-func (m stateMemberships) AcceptedCalendars(_ context.Context, userID string) ([]string, error) {
-	return m.state.AcceptedCalendars(userID), nil
-}
-
-func (m stateMemberships) IsAcceptedMember(_ context.Context, userID, calendarID string) (bool, error) {
-	return m.state.IsAcceptedMember(userID, calendarID), nil
 }

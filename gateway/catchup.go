@@ -1,0 +1,215 @@
+package gateway
+
+import (
+	"github.com/koordi/koordi-realtime/gateway/socketio"
+	"github.com/koordi/koordi-realtime/schema"
+)
+
+// Catching up
+//
+// Every socket has one ordered path: its cursor (client.sent) is the newest
+// event offset queued to it, and nothing at or before it is queued again. A
+// socket whose queue keeps up is live: fan-out queues each event as it is
+// published. One that has fallen behind — a slow client whose queue filled
+// up, or one that just connected and has a replay to get (a recovery, or
+// what was published between its CONNECT and now) — catches up from the
+// window instead, at the pace its writer drains: a chunk up to half its
+// queue, then wait for the queue to be taken, then the next, applying its
+// user's room moves from the window as it passes them, so it gets each event
+// exactly if its user was in the event's room when it was published. When
+// the window holds nothing after its cursor it goes live again, under the
+// lock Publish holds, so no event falls between the two. Only a socket whose
+// cursor falls out of the window (evicted, or before a gap) gets sync:reset,
+// and then continues live from the newest position. Catching up never holds
+// up publication or other sockets.
+
+// chunkItem is one thing a catch-up chunk does, in window order: apply a
+// move to the socket's rooms, or queue a frame. through is the newest event
+// offset the chunk had passed before the item: the cursor if the chunk stops
+// there.
+type chunkItem struct {
+	off     schema.Offset
+	through schema.Offset
+	frame   socketio.Frame
+	move    *movedEntry
+	room    string
+}
+
+// startCatchUp runs c's catch-up on a goroutine of its own, owned by the
+// gateway (Shutdown waits for it). The caller holds idx.mu.
+func (g *Gateway) startCatchUp(c *client) {
+	g.catchUps.Add(1)
+	go func() {
+		defer g.catchUps.Done()
+		g.catchUp(c)
+	}()
+}
+
+// catchUp sends c the window after its cursor, chunk by chunk as its queue
+// drains, until it is live again or gone.
+func (g *Gateway) catchUp(c *client) {
+	for {
+		drained := c.conn.Drained()
+		if c.conn.Queued() >= max(c.conn.QueueCap()/2, 1) {
+			select {
+			case <-drained:
+				continue
+			case <-c.conn.Done():
+				return
+			case <-g.ctx.Done():
+				return
+			}
+		}
+		if g.catchUpStep(c) {
+			return
+		}
+	}
+}
+
+// catchUpStep sends one chunk; it reports true when c is live again or gone.
+func (g *Gateway) catchUpStep(c *client) bool {
+	g.idx.mu.Lock()
+	if c.gone {
+		g.idx.mu.Unlock()
+		return true
+	}
+	if g.window.lost(c.sent) {
+		g.idx.mu.Unlock()
+		g.pubMu.Lock()
+		g.idx.mu.Lock()
+		if !c.gone {
+			g.fellBehind(c)
+		}
+		g.idx.mu.Unlock()
+		g.pubMu.Unlock()
+		return true
+	}
+	end := g.sendChunk(c)
+	g.idx.mu.Unlock()
+	if !end {
+		return false
+	}
+	// Nothing more after the cursor a moment ago: take what came since and
+	// go live, with Publish held off.
+	g.pubMu.Lock()
+	defer g.pubMu.Unlock()
+	g.idx.mu.Lock()
+	defer g.idx.mu.Unlock()
+	switch {
+	case c.gone:
+		return true
+	case g.window.lost(c.sent):
+		g.fellBehind(c)
+		return true
+	case g.sendChunk(c):
+		g.idx.setLive(c)
+		return true
+	}
+	return false
+}
+
+// sendChunk walks the window after c's cursor: its user's moves change its
+// rooms, the events of its rooms are queued, up to what half its queue holds.
+// It reports whether it reached the end of the window. The caller holds
+// idx.mu; the window's lock is held only while copying.
+func (g *Gateway) sendChunk(c *client) (end bool) {
+	budget := min(c.conn.QueueCap()-c.conn.Queued(), max(c.conn.QueueCap()/2, 1))
+	if budget <= 0 {
+		return false
+	}
+	// Decide on a copy of the rooms, so that the walk only reads.
+	rooms := append(roomSet(nil), c.rooms...)
+	var items []chunkItem
+	through := c.sent
+	frames := 0
+	end = true
+	g.window.walk(c.sent, func(e *entry) bool {
+		if e.move != nil {
+			if join, ok := e.move.touches(c.userID); ok {
+				if join {
+					rooms.add(e.room)
+				} else {
+					rooms.remove(e.room)
+				}
+				items = append(items, chunkItem{off: e.off, through: through, move: e.move, room: e.room})
+			}
+			return true
+		}
+		if rooms.has(e.room) {
+			if frames == budget {
+				end = false
+				return false
+			}
+			items = append(items, chunkItem{off: e.off, through: through, frame: e.frame})
+			frames++
+		}
+		through = e.off
+		return true
+	})
+	sent := 0
+	for _, it := range items {
+		if it.move != nil {
+			if it.move.op == schema.MoveJoin {
+				c.rooms.add(it.room)
+			} else {
+				c.rooms.remove(it.room)
+			}
+			continue
+		}
+		if !c.conn.Offer(it.frame) {
+			// Something else took the room (an ack, a ping): stop before
+			// this frame; the next chunk starts from it.
+			c.sent = it.through
+			g.countReplayed(c, sent)
+			return false
+		}
+		c.sent = it.off
+		sent++
+	}
+	if through.Compare(c.sent) > 0 {
+		c.sent = through
+	}
+	g.countReplayed(c, sent)
+	return end
+}
+
+func (g *Gateway) countReplayed(c *client, n int) {
+	if n > 0 {
+		g.metrics.replayed.Add(float64(n))
+		g.metrics.messagesSent.Add(float64(n))
+	}
+}
+
+// fellBehind handles a socket whose cursor is no longer in the window: it
+// gets sync:reset at the newest position, its rooms as the view has them,
+// and goes live. The caller holds pubMu and idx.mu.
+func (g *Gateway) fellBehind(c *client) {
+	pos := g.window.position()
+	c.conn.Send(resetFrame("replay_unavailable", pos))
+	c.sent = pos
+	c.rooms = g.idx.view.rooms(c.userID)
+	g.idx.setLive(c)
+	g.metrics.fellBehind.Inc()
+	g.log.Info("socket fell out of the replay window: told to refetch", "user", c.userID)
+}
+
+// roomsAt returns the rooms user's sockets were in just after pos: the
+// view's, with every move after pos undone, newest first. The caller holds
+// pubMu and idx.mu, so the view and the window agree.
+func (g *Gateway) roomsAt(user string, pos schema.Offset) roomSet {
+	rooms := g.idx.view.rooms(user)
+	g.window.walkBack(pos, func(e *entry) bool {
+		if e.move == nil {
+			return true
+		}
+		if join, ok := e.move.touches(user); ok {
+			if join {
+				rooms.remove(e.room) // not a member before it joined
+			} else {
+				rooms.add(e.room) // a member until it left (or the room closed)
+			}
+		}
+		return true
+	})
+	return rooms
+}

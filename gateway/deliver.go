@@ -1,0 +1,231 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/koordi/koordi-realtime/gateway/socketio"
+	"github.com/koordi/koordi-realtime/schema"
+)
+
+// Publish delivers a committed transaction: its room moves are applied and
+// its events published in the transaction's order (each move before the
+// event at its position), so a member added receives member:added and
+// every later event of the calendar, a member removed nothing after the
+// removal, and a deleted calendar's room closes after calendar:deleted.
+// Each event and move is recorded in the replay window, and each event is
+// encoded once and queued to every socket of its room that keeps up; a
+// socket without room in its queue is not cut but catches up from the
+// window at its own pace (see catchUp). Events whose offset is not after the
+// newest published one are dropped as duplicates (the stream re-sends what
+// it had already handed over after a replication reconnect), and so are the
+// moves of such a transaction, which were applied the first time. Moves of a
+// transaction the loaded membership snapshot already saw change no
+// membership (they are in it). Calls are serialised; Publish never blocks on
+// a socket.
+func (g *Gateway) Publish(ctx context.Context, tx schema.Transaction) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	g.pubMu.Lock()
+	defer g.pubMu.Unlock()
+	now := g.cfg.Now()
+	at := func(i int) schema.Offset {
+		switch {
+		case i < len(tx.Events):
+			return tx.Events[i].Offset
+		case len(tx.Events) > 0:
+			return tx.Events[len(tx.Events)-1].Offset.Next()
+		}
+		return schema.Offset{LSN: tx.CommitLSN}
+	}
+	newTx := g.window.accepts(at(0))
+	seen := g.idx.view.saw(tx.Xid) // the view changes only under pubMu
+	moves := tx.Moves
+	sent, fresh := 0, 0
+	var behind []*client
+	for i := 0; i <= len(tx.Events); i++ {
+		for ; len(moves) > 0 && moves[0].At <= i; moves = moves[1:] {
+			if newTx {
+				g.publishMove(&moves[0], at(i), seen, now)
+			}
+		}
+		if i == len(tx.Events) {
+			break
+		}
+		ev := &tx.Events[i]
+		if !g.window.accepts(ev.Offset) {
+			g.metrics.droppedDup.Inc()
+			continue
+		}
+		fresh++
+		f := encodeEnvelope(ev)
+		// Aged by this process's clock from publication, not by the
+		// database's commit time: a skewed database clock, or a backlog
+		// older than the window (catching up after an outage), would
+		// otherwise evict events as they are published.
+		g.window.add(entry{off: ev.Offset, room: ev.Room, frame: f, at: now})
+		g.idx.mu.RLock()
+		var n int
+		n, behind = g.fanOut(ev, f, behind)
+		g.idx.mu.RUnlock()
+		sent += n
+	}
+	g.metrics.messagesSent.Add(float64(sent))
+	if len(behind) > 0 {
+		g.idx.mu.Lock()
+		for _, c := range behind {
+			g.idx.suspend(c)
+			g.startCatchUp(c)
+		}
+		g.idx.mu.Unlock()
+	}
+	g.window.evict(now)
+	if fresh > 0 && tx.CommitTime.After(g.started) {
+		// Read again: the histogram promises "queued to every member socket".
+		g.metrics.latency.Observe(g.cfg.Now().Sub(tx.CommitTime).Seconds())
+	}
+	return nil
+}
+
+// publishMove applies a move and records it in the window at off, the
+// offset of the event it precedes. The caller holds pubMu.
+func (g *Gateway) publishMove(m *schema.Move, off schema.Offset, seen bool, now time.Time) {
+	g.idx.mu.Lock()
+	defer g.idx.mu.Unlock()
+	members := g.idx.applyMove(m, seen)
+	g.window.add(entry{off: off, room: m.Room, move: &movedEntry{op: m.Op, user: m.User, members: members}, at: now})
+}
+
+// fanOut queues f to every live member of the event's room that is not
+// catching up; one without room in its queue joins behind, which the caller
+// moves to catching up. The caller holds pubMu and idx.mu (read): only this
+// path writes a live socket's cursor. Nothing here allocates per recipient.
+func (g *Gateway) fanOut(ev *schema.Envelope, f socketio.Frame, behind []*client) (int, []*client) {
+	rm := g.idx.rooms[ev.Room]
+	if rm == nil {
+		return 0, behind
+	}
+	sent := 0
+	for _, c := range rm.members {
+		switch {
+		case c.lagging || ev.Offset.Compare(c.sent) <= 0:
+			// Marked behind earlier in this transaction, or already sent:
+			// one ordered path per socket, never twice, never backwards.
+		case c.conn.Offer(f):
+			c.sent = ev.Offset
+			sent++
+		case closed(c.conn):
+			g.metrics.droppedClosed.Inc()
+		default:
+			c.lagging = true
+			behind = append(behind, c)
+		}
+	}
+	return sent, behind
+}
+
+func closed(c conn) bool {
+	select {
+	case <-c.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// encodeEnvelope builds an event's frame: [event, payload, offset].
+func encodeEnvelope(ev *schema.Envelope) socketio.Frame {
+	data := ev.Data
+	if len(data) == 0 {
+		data = json.RawMessage("null")
+	}
+	off := make([]byte, 0, 27)
+	off = append(off, '"')
+	off = ev.Offset.AppendText(off)
+	off = append(off, '"')
+	return socketio.EncodeEvent(Namespace, ev.Event, data, off)
+}
+
+// LoadMemberships replaces the membership view with a database snapshot
+// (cdc.ReadMemberships). Publish then applies the moves of every
+// transaction the snapshot did not see. Call it before the first Publish,
+// and again after a gap in the stream (see Reset); every socket's rooms
+// follow the new view.
+func (g *Gateway) LoadMemberships(s *schema.MembershipSnapshot) {
+	g.pubMu.Lock()
+	defer g.pubMu.Unlock()
+	g.loadMembershipsLocked(s)
+}
+
+func (g *Gateway) loadMembershipsLocked(s *schema.MembershipSnapshot) {
+	g.idx.mu.Lock()
+	defer g.idx.mu.Unlock()
+	g.idx.view.load(s)
+	for _, sockets := range g.idx.users {
+		for _, c := range sockets {
+			if !c.lagging {
+				for _, r := range c.rooms {
+					g.idx.leaveRoom(c, r)
+				}
+			}
+			c.rooms = g.idx.view.rooms(c.userID)
+			if !c.lagging {
+				for _, r := range c.rooms {
+					g.idx.joinRoom(c, r)
+				}
+			}
+		}
+	}
+}
+
+// Reset tells every connected socket that changes may have been lost (the
+// replication slot was recreated, a publication or table came back): it sends
+// sync:reset {reason} and empties the replay window, so sessions from before
+// the gap — also one that had received every event before it, and one from a
+// previous process when the gap is found at start, before anything was
+// published — connect fresh and get sync:reset too, instead of recovering.
+// The event's offset argument is the position after the gap, so a client told
+// once is not told again. With memberships (read after the gap) the view and
+// every socket's rooms are brought up to date too: membership changes in the
+// gap were lost with the rest.
+func (g *Gateway) Reset(reason string, memberships *schema.MembershipSnapshot) {
+	g.pubMu.Lock()
+	defer g.pubMu.Unlock()
+	g.window.reset()
+	g.gapWarned.Store(false)
+	if memberships != nil {
+		g.loadMembershipsLocked(memberships)
+	}
+	pos := g.window.position()
+	f := resetFrame(reason, pos)
+	g.idx.mu.Lock()
+	defer g.idx.mu.Unlock()
+	for _, u := range g.idx.users {
+		for _, c := range u {
+			// One catching up finds itself out of the window and is told
+			// by its catch-up.
+			if !c.lagging && c.conn.Send(f) {
+				c.sent = pos
+			}
+		}
+	}
+	if g.idx.sockets > 0 {
+		g.log.Warn("sent sync:reset to every socket", "reason", reason)
+	} else {
+		// At a first start (a slot created) nobody is connected yet; the
+		// sessions of an earlier process are told when they come back.
+		g.log.Info("stream has a gap: sessions from before it will be told to refetch", "reason", reason)
+	}
+}
+
+// resetFrame carries, like every event, an offset as its last argument: the
+// position after the gap. socket.io-client records it, so a client that got
+// sync:reset recovers normally on its next reconnect instead of being told
+// again.
+func resetFrame(reason string, at schema.Offset) socketio.Frame {
+	payload, _ := json.Marshal(schema.Reset{Reason: reason})
+	offset, _ := json.Marshal(at.String())
+	return socketio.EncodeEvent(Namespace, schema.SyncReset, payload, offset)
+}
