@@ -51,7 +51,6 @@ type Accepted struct {
 	Room string `json:"room"`
 }
 
-
 // handler implements socketio.Handler for the gateway.
 type handler Gateway
 
