@@ -186,6 +186,48 @@ func deriveCases() []deriveCase {
 			"C1 calendar:synced",
 			"C1 event:created", "C1 calendar:synced", "C1 event:deleted",
 		}},
+		// Koordi's POST /api/calendars: the calendar created with its owner's
+		// membership (one Prisma nested create), then syncCalendar
+		// (icsSyncService.ts): sync_in_progress set, each event created in
+		// its own statement, the outcome and sync_in_progress cleared in one
+		// UPDATE. Every event change inside carries "sync": true; after the
+		// window none does.
+		{name: "calendar_first_sync", txs: [][]wal.Change{
+			{ins(tC, calendarRow(C3, "Swim")), ins(tM, memberRowOf(M4, C3, U1, "alice@example.com", "accepted"))},
+			{upd(tC, calendarRow(C3, "Swim"), calendarRow(C3, "Swim", "sync_in_progress", "t", "updated_at", "2026-11-26 01:00:01+00"))},
+			{ins(tE, eventRow(E3, C3, "Swim meet", "location", null))},
+			{ins(tE, eventRow(E4, C3, "Relay practice"))},
+			{ins(tE, eventRow(tid(4, 5), C3, "Time trials", "is_all_day", "t"))},
+			{upd(tC, calendarRow(C3, "Swim", "sync_in_progress", "t", "updated_at", "2026-11-26 01:00:01+00"),
+				calendarRow(C3, "Swim", "last_sync_at", "2026-11-26 01:00:05+00", "last_sync_status", "success", "updated_at", "2026-11-26 01:00:05+00"))},
+			{ins(tE, eventRow(tid(4, 6), C3, "Added by hand"))},
+			{upd(tE, eventRow(E4, C3, "Relay practice"), eventRow(E4, C3, "Relay practice", "assigned_to_user_id", U1, "version", "2"))},
+		}, want: []string{
+			"join U1 C3", "C3 member:added",
+			"C3 event:created", "C3 event:created", "C3 event:created",
+			"C3 calendar:synced",
+			"C3 event:created", "C3 event:assigned",
+		}},
+		// A later sync of Soccer: updates (a cancellation unassigns, as
+		// syncCalendar does), an assignment and a deletion inside the window
+		// are marked; a move marks each side by its own calendar's window
+		// (Piano has none open); the same transaction after the outcome is not.
+		{name: "calendar_resync_flags", txs: [][]wal.Change{
+			{upd(tE, e1, with(e1, "assigned_to_user_id", U1))},
+			{upd(tC, c1, with(c1, "sync_in_progress", "t"))},
+			{upd(tE, with(e1, "assigned_to_user_id", U1), with(e1, "is_cancelled", "t", "start_time", "2026-11-28 10:00:00+00", "last_modified", "2026-11-26 02:00:00+00"))},
+			{upd(tE, e2, with(e2, "event_calendar_id", C1))},
+			{upd(tE, with(e2, "event_calendar_id", C1), with(e2, "event_calendar_id", C1, "assigned_to_user_id", U2))},
+			{del(tE, with(e2, "event_calendar_id", C1, "assigned_to_user_id", U2)),
+				upd(tC, with(c1, "sync_in_progress", "t"), with(c1, "last_sync_at", "2026-11-26 02:00:05+00", "last_sync_status", "success")),
+				ins(tE, eventRow(E3, C1, "After the sync"))},
+		}, want: []string{
+			"C1 event:assigned",
+			"C1 event:unassigned", "C1 event:updated",
+			"C2 event:deleted", "C1 event:created",
+			"C1 event:assigned",
+			"C1 event:deleted", "C1 calendar:synced", "C1 event:created",
+		}},
 		{name: "calendar_sync_failed", txs: [][]wal.Change{
 			{upd(tC, c2, with(c2, "sync_in_progress", "t"))},
 			{upd(tC, with(c2, "sync_in_progress", "t"), with(c2, "sync_in_progress", "f", "last_sync_at", "2026-11-26 01:30:00+00", "last_sync_status", "error", "last_sync_error", "HTTP 404 fetching ICS"))},

@@ -21,6 +21,16 @@
 //   - UPDATE of event_calendar_id: event:deleted to the old room and
 //     event:created to the new one, nothing else for that row.
 //   - DELETE: event:deleted.
+//   - Inside a sync: every event:created, event:updated, event:deleted,
+//     event:assigned and event:unassigned derived while its calendar's sync
+//     window is open (see event_calendars) carries "sync": true, so a client
+//     can fold them into the one calendar:synced notice; the field is
+//     omitted otherwise. These are exactly the changes calendar:synced
+//     counts: a move's event:deleted is marked by the old calendar's
+//     window, its event:created by the new one's. The window-less
+//     calendar:synced (counts of its own transaction) marks nothing, and
+//     changes of a window that ends without an outcome, or with
+//     calendar:sync_failed, stay marked.
 //
 // event_calendar_memberships
 //   - A row becoming accepted with a user_id (INSERT, or UPDATE from any other

@@ -391,12 +391,12 @@ func TestPostgresRules(t *testing.T) {
 			UPDATE events SET title = 'Practice (synced)' WHERE id = {E1};
 			UPDATE events SET version = version + 1 WHERE id = {E3};
 			COMMIT`,
-			`calendar:C1 event:created {"event_id":"E4","event_title":"Game 1","event_calendar_id":"C1"}`,
-			`calendar:C1 event:created {"event_id":"E5","event_title":"Game 2","event_calendar_id":"C1"}`,
+			`calendar:C1 event:created {"event_id":"E4","event_title":"Game 1","event_calendar_id":"C1","sync":true}`,
+			`calendar:C1 event:created {"event_id":"E5","event_title":"Game 2","event_calendar_id":"C1","sync":true}`,
 			`calendar:C2 event:created {"event_id":"E6","event_title":"Recital","event_calendar_id":"C2"}`,
-			`calendar:C1 event:updated {"event_id":"E1","event_title":"Practice (synced)","event_calendar_id":"C1","changed":["title"]}`)
+			`calendar:C1 event:updated {"event_id":"E1","event_title":"Practice (synced)","event_calendar_id":"C1","changed":["title"],"sync":true}`)
 		s.expect(t, `DELETE FROM events WHERE id = {E5}`,
-			`calendar:C1 event:deleted {"event_id":"E5","event_title":"Game 2","event_calendar_id":"C1"}`)
+			`calendar:C1 event:deleted {"event_id":"E5","event_title":"Game 2","event_calendar_id":"C1","sync":true}`)
 		s.expect(t, `UPDATE event_calendars SET sync_in_progress = false, last_sync_at = '2026-11-26 01:30:00+00',
 			last_sync_status = 'success' WHERE id = {C1}`,
 			`calendar:C1 calendar:synced {"calendar_id":"C1","calendar_name":"Soccer","events_created":2,"events_updated":1,"events_deleted":1}`)
