@@ -423,6 +423,25 @@ func TestPostgresRules(t *testing.T) {
 			`calendar:C2 conflict:resolved {"event1_id":"E1","event2_id":"E6","reason":"same_location"}`)
 	})
 
+	t.Run("conflict_resolved_across_transactions", func(t *testing.T) {
+		// As Koordi writes trips: E1's return leaves Field 3 for home, E6's
+		// departure leaves home for Field 3; resolve-conflict deletes them in
+		// two autocommitted statements.
+		const trip = `INSERT INTO supplemental_events (parent_event_id, type, title, start_time, end_time,
+			origin_address, origin_lat, origin_lng, destination_address, destination_lat, destination_lng, drive_time_minutes)
+			VALUES (%s, '%s', 'Drive', '2026-11-28 11:00:00+00', '2026-11-28 11:30:00+00', %s, 30)`
+		const field3, home = `'Field 3', 39.8011, -89.6437`, `'12 Elm Street', 39.781725, -89.650148`
+		s.expect(t, fmt.Sprintf(trip, "{E1}", "return", field3+", "+home)+";"+fmt.Sprintf(trip, "{E6}", "departure", home+", "+field3))
+		s.exec(t, `DELETE FROM supplemental_events WHERE parent_event_id = {E1} AND type IN ('return')`)
+		s.exec(t, `DELETE FROM supplemental_events WHERE parent_event_id = {E6} AND type IN ('departure')`)
+		if got, want := s.derived(t), []string{
+			`calendar:C1 conflict:resolved {"event1_id":"E1","event2_id":"E6","reason":"same_location"}`,
+			`calendar:C2 conflict:resolved {"event1_id":"E1","event2_id":"E6","reason":"same_location"}`,
+		}; strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("derived:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+		}
+	})
+
 	t.Run("emit", func(t *testing.T) {
 		s.expect(t, `SELECT koordi_realtime.emit('calendar:' || {C1}, 'event:reminder', jsonb_build_object('event_id', {E1}::uuid, 'minutes', 15))`,
 			// jsonb orders keys by length, then bytes.
