@@ -39,6 +39,10 @@ type EventRef struct {
 	EventID         string `json:"event_id"`
 	EventTitle      string `json:"event_title"`
 	EventCalendarID string `json:"event_calendar_id"`
+	// Sync is true when the change was derived while the calendar's sync
+	// window was open (an ICS sync is writing it); the field is omitted
+	// otherwise. Clients may fold such changes into calendar:synced.
+	Sync bool `json:"sync,omitempty"`
 }
 
 // EventAssignment is the payload of event:assigned and event:unassigned.
@@ -52,6 +56,7 @@ type EventAssignment struct {
 	StartTime                string  `json:"start_time"`
 	EndTime                  string  `json:"end_time"`
 	EventCalendarID          string  `json:"event_calendar_id"`
+	Sync                     bool    `json:"sync,omitempty"` // as in EventRef
 }
 
 // EventChange is the payload of event:updated; Changed lists the column names
@@ -61,6 +66,7 @@ type EventChange struct {
 	EventTitle      string   `json:"event_title"`
 	EventCalendarID string   `json:"event_calendar_id"`
 	Changed         []string `json:"changed"`
+	Sync            bool     `json:"sync,omitempty"` // as in EventRef
 }
 
 // Member is the payload of member:added and member:removed.

@@ -147,6 +147,12 @@ func TestPayloadFieldNames(t *testing.T) {
 		{schema.CalendarDeleted, schema.CalendarRef{CalendarID: "c", CalendarName: "Soccer"}},
 		{schema.ConflictResolved, schema.Conflict{Event1ID: "a", Event2ID: "b", Reason: "same_location"}},
 		{schema.SyncReset, schema.Reset{Reason: "replication slot was recreated"}},
+		// Changes derived inside a calendar's sync window carry "sync": true
+		// (omitted when false, as above).
+		{schema.EventCreated, schema.EventRef{EventID: "e", EventTitle: "Practice", EventCalendarID: "c", Sync: true}},
+		{schema.EventUnassigned, schema.EventAssignment{EventID: "e", EventTitle: "Practice", PreviousAssignedToUserID: &user,
+			StartTime: "2026-11-26T17:00:00Z", EndTime: "2026-11-26T18:30:00Z", EventCalendarID: "c", Sync: true}},
+		{schema.EventUpdated, schema.EventChange{EventID: "e", EventTitle: "Practice", EventCalendarID: "c", Changed: []string{"start_time"}, Sync: true}},
 	}
 	var got bytes.Buffer
 	var seen []string

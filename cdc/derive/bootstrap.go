@@ -24,7 +24,8 @@ const (
 
 // Bootstrap (re)loads the state — users, calendars with their open sync
 // windows (sync_in_progress = true, counting from zero), memberships and the
-// event → calendar index — replacing what was held. It streams each table
+// event → calendar index — replacing what was held, and forgets the pending
+// half of a cross-transaction conflict resolution. It streams each table
 // once and builds the new state aside, so on error the old state stays.
 // Like Derive, it must not run concurrently with Derive.
 func (d *Deriver) Bootstrap(ctx context.Context, q Querier) error {
@@ -73,6 +74,9 @@ func (d *Deriver) Bootstrap(ctx context.Context, q Querier) error {
 		return fmt.Errorf("bootstrap events: %w", err)
 	}
 	d.st.replace(n)
+	// The stream restarts from the new state's position: a returns-only
+	// transaction from before must not pair across that point.
+	d.pending = pendingReturn{}
 	d.log.Info("derivation state bootstrapped",
 		"users", len(n.users), "calendars", len(n.calendars),
 		"memberships", len(n.members), "events", len(n.events))

@@ -34,6 +34,9 @@ type deriveCase struct {
 	want []string
 	// check runs after the last transaction, for state assertions.
 	check func(t *testing.T, d *Deriver)
+	// at gives each transaction's commit time in seconds after the base
+	// time; without it transaction i commits at second i.
+	at []int
 }
 
 var (
@@ -186,6 +189,48 @@ func deriveCases() []deriveCase {
 			"C1 calendar:synced",
 			"C1 event:created", "C1 calendar:synced", "C1 event:deleted",
 		}},
+		// Koordi's POST /api/calendars: the calendar created with its owner's
+		// membership (one Prisma nested create), then syncCalendar
+		// (icsSyncService.ts): sync_in_progress set, each event created in
+		// its own statement, the outcome and sync_in_progress cleared in one
+		// UPDATE. Every event change inside carries "sync": true; after the
+		// window none does.
+		{name: "calendar_first_sync", txs: [][]wal.Change{
+			{ins(tC, calendarRow(C3, "Swim")), ins(tM, memberRowOf(M4, C3, U1, "alice@example.com", "accepted"))},
+			{upd(tC, calendarRow(C3, "Swim"), calendarRow(C3, "Swim", "sync_in_progress", "t", "updated_at", "2026-11-26 01:00:01+00"))},
+			{ins(tE, eventRow(E3, C3, "Swim meet", "location", null))},
+			{ins(tE, eventRow(E4, C3, "Relay practice"))},
+			{ins(tE, eventRow(tid(4, 5), C3, "Time trials", "is_all_day", "t"))},
+			{upd(tC, calendarRow(C3, "Swim", "sync_in_progress", "t", "updated_at", "2026-11-26 01:00:01+00"),
+				calendarRow(C3, "Swim", "last_sync_at", "2026-11-26 01:00:05+00", "last_sync_status", "success", "updated_at", "2026-11-26 01:00:05+00"))},
+			{ins(tE, eventRow(tid(4, 6), C3, "Added by hand"))},
+			{upd(tE, eventRow(E4, C3, "Relay practice"), eventRow(E4, C3, "Relay practice", "assigned_to_user_id", U1, "version", "2"))},
+		}, want: []string{
+			"join U1 C3", "C3 member:added",
+			"C3 event:created", "C3 event:created", "C3 event:created",
+			"C3 calendar:synced",
+			"C3 event:created", "C3 event:assigned",
+		}},
+		// A later sync of Soccer: updates (a cancellation unassigns, as
+		// syncCalendar does), an assignment and a deletion inside the window
+		// are marked; a move marks each side by its own calendar's window
+		// (Piano has none open); the same transaction after the outcome is not.
+		{name: "calendar_resync_flags", txs: [][]wal.Change{
+			{upd(tE, e1, with(e1, "assigned_to_user_id", U1))},
+			{upd(tC, c1, with(c1, "sync_in_progress", "t"))},
+			{upd(tE, with(e1, "assigned_to_user_id", U1), with(e1, "is_cancelled", "t", "start_time", "2026-11-28 10:00:00+00", "last_modified", "2026-11-26 02:00:00+00"))},
+			{upd(tE, e2, with(e2, "event_calendar_id", C1))},
+			{upd(tE, with(e2, "event_calendar_id", C1), with(e2, "event_calendar_id", C1, "assigned_to_user_id", U2))},
+			{del(tE, with(e2, "event_calendar_id", C1, "assigned_to_user_id", U2)),
+				upd(tC, with(c1, "sync_in_progress", "t"), with(c1, "last_sync_at", "2026-11-26 02:00:05+00", "last_sync_status", "success")),
+				ins(tE, eventRow(E3, C1, "After the sync"))},
+		}, want: []string{
+			"C1 event:assigned",
+			"C1 event:unassigned", "C1 event:updated",
+			"C2 event:deleted", "C1 event:created",
+			"C1 event:assigned",
+			"C1 event:deleted", "C1 calendar:synced", "C1 event:created",
+		}},
 		{name: "calendar_sync_failed", txs: [][]wal.Change{
 			{upd(tC, c2, with(c2, "sync_in_progress", "t"))},
 			{upd(tC, with(c2, "sync_in_progress", "t"), with(c2, "sync_in_progress", "f", "last_sync_at", "2026-11-26 01:30:00+00", "last_sync_status", "error", "last_sync_error", "HTTP 404 fetching ICS"))},
@@ -231,6 +276,128 @@ func deriveCases() []deriveCase {
 			want: nil},
 		{name: "conflict_parent_deleted_is_none", txs: [][]wal.Change{{del(tE, e1), del(tS, suppRow(S1, E1, "return")), del(tS, suppRow(S2, E2, "departure"))}},
 			want: []string{"C1 event:deleted"}},
+
+		// Koordi's resolve-conflict: two autocommitted deleteMany statements,
+		// event1's returns, then event2's departures (event.ts). Trips as
+		// createSupplementalEvents writes them: E1's return leaves Field 3,
+		// E2's departure goes to Field 3. The pair comes with the second.
+		{name: "conflict_across_transactions", txs: [][]wal.Change{
+			{del(tS, trip(S1, E1, "return", field3, home))},
+			{del(tS, trip(S2, E2, "departure", field3, home))},
+		}, want: []string{"C1 conflict:resolved", "C2 conflict:resolved"}},
+		// Same calendar: one envelope. The addresses differ in spelling
+		// (case, spaces) or not at all while the coordinates match: both pair.
+		{name: "conflict_across_transactions_same_place", txs: [][]wal.Change{
+			{ins(tE, eventRow(E3, C1, "Second game"))},
+			{del(tS, trip(S1, E1, "return", field3, home))},
+			{del(tS, trip(S2, E3, "departure", loc{"  field 3,  RIVERSIDE Park, Springfield ", "39.8", "-89.6"}, home))},
+			{del(tS, trip(S3, E3, "return", loc{"Riverside Park (Field 3)", field3.lat, field3.lng}, home))},
+			{del(tS, trip(tid(5, 4), E1, "departure", field3, home))},
+		}, want: []string{"C1 event:created", "C1 conflict:resolved", "C1 conflict:resolved"}},
+		// Anything in between that does not touch event1 leaves the pair alone.
+		{name: "conflict_across_unrelated_between", txs: [][]wal.Change{
+			{del(tS, trip(S1, E1, "return", field3, home))},
+			{upd(tE, e2, with(e2, "title", "Lesson (moved)")), msg(`{"room": "user:` + U1 + `", "event": "note", "data": 1}`)},
+			{upd(tC, c2, with(c2, "updated_at", "2026-11-26 03:00:00+00"))},
+			{del(tS, trip(S2, E2, "departure", field3, home))},
+		}, want: []string{"C2 event:updated", "U1 note", "C1 conflict:resolved", "C2 conflict:resolved"}},
+		// Departures to another place do not pair, and spend the record: the
+		// next departures-only transaction finds nothing to pair with. A
+		// second return record pairs with its own departure.
+		{name: "conflict_across_other_place", txs: [][]wal.Change{
+			{del(tS, trip(S1, E1, "return", field3, home))},
+			{del(tS, trip(S2, E2, "departure", gym, home))},
+			{del(tS, trip(S3, E2, "departure", field3, home))},
+			{del(tS, trip(tid(5, 4), E2, "return", gym, home))},
+			{del(tS, trip(tid(5, 5), E1, "departure", gym, home))},
+		}, want: []string{"C2 conflict:resolved", "C1 conflict:resolved"}},
+		// A half deletes the trips of one event: returns of two events in one
+		// transaction record nothing.
+		{name: "conflict_across_two_events_is_no_half", txs: [][]wal.Change{
+			{del(tS, trip(S1, E1, "return", field3, home)), del(tS, trip(S3, E3, "return", field3, home))},
+			{del(tS, trip(S2, E2, "departure", field3, home))},
+			{del(tS, trip(tid(5, 4), E1, "return", field3, home))},
+			{del(tS, trip(tid(5, 5), E2, "departure", field3, home))},
+		}, want: []string{"C1 conflict:resolved", "C2 conflict:resolved"}},
+		// Commit times: 11 s apart is too late; 10 s is not.
+		{name: "conflict_across_time_limit", at: []int{0, 11, 20, 30}, txs: [][]wal.Change{
+			{del(tS, trip(S1, E1, "return", field3, home))},
+			{del(tS, trip(S2, E2, "departure", field3, home))},
+			{del(tS, trip(S3, E2, "return", field3, home))},
+			{del(tS, trip(tid(5, 4), E1, "departure", field3, home))},
+		}, want: []string{"C2 conflict:resolved", "C1 conflict:resolved"}},
+		// Koordi's assignEvent (eventService.ts) regenerating trips through
+		// handleEventReassignment: the event row updated (sync_in_progress
+		// true), deleteSupplementalEvents' one deleteMany of every type,
+		// createSupplementalEvents' inserts one by one, the event row updated
+		// again. E1 has all three trips; E2 lost its departure and E3 its
+		// return to earlier resolutions, so their clean-ups delete returns
+		// only and departures only — they pair with nothing, because E2's
+		// regenerated trips (or its row's update) end the record. E2 is then
+		// unassigned (deletes only, no inserts). Then a real resolution pairs.
+		{name: "conflict_regenerated_trips_pair_nothing", txs: [][]wal.Change{
+			{upd(tE, e1, with(e1, "assigned_to_user_id", U2, "sync_in_progress", "t", "version", "2"))},
+			{del(tS, trip(S1, E1, "departure", field3, home)), del(tS, trip(S2, E1, "early_arrival", field3, home)), del(tS, trip(S3, E1, "return", field3, home))},
+			{ins(tS, trip(tid(5, 11), E1, "departure", field3, home))},
+			{ins(tS, trip(tid(5, 12), E1, "early_arrival", field3, home))},
+			{ins(tS, trip(tid(5, 13), E1, "return", field3, home))},
+			{upd(tE, with(e1, "assigned_to_user_id", U2, "sync_in_progress", "t", "version", "2"), with(e1, "assigned_to_user_id", U2, "version", "2"))},
+
+			{upd(tE, e2, with(e2, "assigned_to_user_id", U2, "sync_in_progress", "t", "version", "2"))},
+			{del(tS, trip(tid(5, 21), E2, "return", field3, home))},
+			{ins(tS, trip(tid(5, 22), E2, "departure", field3, home))},
+			{ins(tS, trip(tid(5, 23), E2, "return", field3, home))},
+			{upd(tE, with(e2, "assigned_to_user_id", U2, "sync_in_progress", "t", "version", "2"), with(e2, "assigned_to_user_id", U2, "version", "2"))},
+			{del(tS, trip(tid(5, 31), E3, "departure", field3, home))},
+
+			{upd(tE, with(e2, "assigned_to_user_id", U2, "version", "2"), with(e2, "sync_in_progress", "t", "version", "3"))},
+			{del(tS, trip(tid(5, 22), E2, "return", field3, home))},
+			{upd(tE, with(e2, "sync_in_progress", "t", "version", "3"), with(e2, "version", "3"))},
+			{del(tS, trip(tid(5, 32), E3, "departure", field3, home))},
+
+			{del(tS, trip(tid(5, 13), E1, "return", field3, home))},
+			{del(tS, trip(tid(5, 41), E2, "departure", field3, home))},
+		}, want: []string{"C1 event:assigned", "C2 event:assigned", "C2 event:unassigned", "C1 conflict:resolved", "C2 conflict:resolved"}},
+		// An event deleted with its trips (its FK cascade, in one
+		// transaction) is no half; deleting event1 after its returns went
+		// ends the record, as do its own later trip changes.
+		{name: "conflict_event_deleted_pairs_nothing", txs: [][]wal.Change{
+			{del(tE, e1), del(tS, trip(S1, E1, "departure", field3, home)), del(tS, trip(S2, E1, "return", field3, home))},
+			{del(tS, trip(S3, E2, "departure", field3, home))},
+			{del(tS, trip(tid(5, 4), E2, "return", field3, home))},
+			{del(tE, e2), del(tS, trip(tid(5, 5), E2, "departure", field3, home))},
+			{del(tS, trip(tid(5, 6), E3, "departure", field3, home))},
+			{ins(tE, eventRow(E3, C1, "Replay")), ins(tE, eventRow(E4, C2, "Replay"))},
+			{del(tS, trip(tid(5, 7), E3, "return", field3, home))},
+			{del(tS, trip(tid(5, 8), E3, "early_arrival", field3, home))},
+			{del(tS, trip(tid(5, 9), E4, "departure", field3, home))},
+			{del(tS, trip(tid(5, 10), E3, "return", field3, home))},
+			{del(tS, trip(tid(5, 11), E4, "departure", field3, home))},
+		}, want: []string{"C1 event:deleted", "C2 event:deleted", "C1 event:created", "C2 event:created", "C1 conflict:resolved", "C2 conflict:resolved"}},
+		// An event deleted when only its return was left (its FK cascade in
+		// the same transaction) is no half either.
+		{name: "conflict_event_deleted_with_its_return", txs: [][]wal.Change{
+			{ins(tE, eventRow(E3, C1, "Later"))},
+			{del(tE, e2), del(tS, trip(S1, E2, "return", field3, home))},
+			{del(tS, trip(S2, E1, "departure", field3, home))},
+			{del(tS, trip(S3, E1, "return", field3, home))},
+			{del(tS, trip(tid(5, 4), E3, "departure", field3, home))},
+		}, want: []string{"C1 event:created", "C2 event:deleted", "C1 conflict:resolved"}},
+		// early_arrival rows go only with a regeneration (deleteSupplementalEvents
+		// deletes every type; the resolution leaves event2's early arrival in
+		// place): a transaction deleting an event's departure and early
+		// arrival, or its early arrival and return, is no half, and deleting
+		// event1's early arrival ends its record.
+		{name: "conflict_early_arrival_pairs_nothing", txs: [][]wal.Change{
+			{del(tS, trip(S1, E1, "return", field3, home))},
+			{del(tS, trip(S2, E2, "departure", field3, home)), del(tS, trip(S3, E2, "early_arrival", field3, home))},
+			{del(tS, trip(tid(5, 4), E1, "early_arrival", field3, home))},
+			{del(tS, trip(tid(5, 5), E2, "departure", field3, home))},
+			{del(tS, trip(tid(5, 6), E2, "early_arrival", field3, home)), del(tS, trip(tid(5, 7), E2, "return", field3, home))},
+			{del(tS, trip(tid(5, 8), E1, "departure", field3, home))},
+			{del(tS, trip(tid(5, 9), E1, "return", field3, home))},
+			{del(tS, trip(tid(5, 10), E2, "departure", field3, home))},
+		}, want: []string{"C1 conflict:resolved", "C2 conflict:resolved"}},
 
 		// ---- 4.7 emit ----
 		{name: "emit", txs: [][]wal.Change{{
@@ -318,7 +485,11 @@ func TestDerive(t *testing.T) {
 			var all []schema.Transaction
 			for i, changes := range tc.txs {
 				lsn := uint64(0x16B0000 + 0x100*(i+1))
-				tx := &wal.Tx{CommitLSN: lsn, CommitTime: time.Date(2026, 11, 26, 1, 0, i, 0, time.UTC), Xid: uint32(700 + i), Changes: changes}
+				sec := i
+				if tc.at != nil {
+					sec = tc.at[i]
+				}
+				tx := &wal.Tx{CommitLSN: lsn, CommitTime: time.Date(2026, 11, 26, 1, 0, sec, 0, time.UTC), Xid: uint32(700 + i), Changes: changes}
 				out := d.Derive(tx)
 				if out.CommitLSN != lsn || !out.CommitTime.Equal(tx.CommitTime) || out.Xid != tx.Xid {
 					t.Errorf("tx %d: derived %x %v xid %d, want %x %v xid %d", i, out.CommitLSN, out.CommitTime, out.Xid, lsn, tx.CommitTime, tx.Xid)

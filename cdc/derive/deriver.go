@@ -38,6 +38,10 @@ type Deriver struct {
 
 	unknownTables map[string]bool // logged once each
 
+	// pending is the last returns-only transaction, kept for
+	// conflict:resolved across two transactions (pairing.go).
+	pending pendingReturn
+
 	// Per-transaction scratch, reused.
 	out         []schema.Envelope
 	moves       []schema.Move
@@ -48,6 +52,8 @@ type Deriver struct {
 	departures  []string // parent event ids of deleted `departure` supplementals
 	userDeletes []uid
 	calDeletes  []uid
+	half        [maxTripPlaces]place // places of a returns-/departures-only transaction
+	halfN       int
 }
 
 // New returns a Deriver with an empty state; call Bootstrap before the first
@@ -81,8 +87,9 @@ func (d *Deriver) State() *State { return d.st }
 // transaction deletes are noted, so every payload carries names as of the
 // commit and cascaded deletes can be recognised whatever their WAL order;
 // (2) the rules run change by change in WAL order; (3) the transaction's
-// conflict:resolved events are added and deleted users and calendars leave
-// the state.
+// conflict:resolved events are added — those of its own returns and
+// departures, then the one pairing it with the last returns-only
+// transaction — and deleted users and calendars leave the state.
 func (d *Deriver) Derive(tx *wal.Tx) schema.Transaction {
 	d.begin(tx.CommitLSN)
 	d.prepass(tx)
@@ -106,6 +113,7 @@ func (d *Deriver) Derive(tx *wal.Tx) schema.Transaction {
 		}
 	}
 	d.conflicts()
+	d.pairAcrossTransactions(tx)
 	d.finish()
 	out := schema.Transaction{CommitLSN: tx.CommitLSN, CommitTime: tx.CommitTime, Xid: tx.Xid, Events: d.out, Moves: d.moves}
 	d.out, d.moves = nil, nil

@@ -21,6 +21,16 @@
 //   - UPDATE of event_calendar_id: event:deleted to the old room and
 //     event:created to the new one, nothing else for that row.
 //   - DELETE: event:deleted.
+//   - Inside a sync: every event:created, event:updated, event:deleted,
+//     event:assigned and event:unassigned derived while its calendar's sync
+//     window is open (see event_calendars) carries "sync": true, so a client
+//     can fold them into the one calendar:synced notice; the field is
+//     omitted otherwise. These are exactly the changes calendar:synced
+//     counts: a move's event:deleted is marked by the old calendar's
+//     window, its event:created by the new one's. The window-less
+//     calendar:synced (counts of its own transaction) marks nothing, and
+//     changes of a window that ends without an outcome, or with
+//     calendar:sync_failed, stay marked.
 //
 // event_calendar_memberships
 //   - A row becoming accepted with a user_id (INSERT, or UPDATE from any other
@@ -52,15 +62,40 @@
 //     deleted in the same transaction with that calendar (its cascade) derive
 //     nothing, whatever their position in the transaction.
 //
-// supplemental_events: a transaction deleting a `return` of event A and a
-// `departure` of event B ≠ A derives conflict:resolved {event1_id A,
-// event2_id B, reason "same_location"} to A's calendar room, then B's when
-// different. Returns are paired in WAL order with the first unpaired departure
-// of another event. Supplementals deleted because their event is deleted in
-// the same transaction do not count. The calendar of each event comes from an
-// event → calendar index kept from the stream and the bootstrap (see Memory),
-// because the typical resolution deletes only supplemental rows.
-// conflict:resolved events come after the transaction's row events.
+// supplemental_events → conflict:resolved {event1_id A, event2_id B, reason
+// "same_location"} to A's calendar room, then B's when different:
+//   - One transaction deleting a `return` of event A and a `departure` of
+//     event B ≠ A. Returns are paired in WAL order with the first unpaired
+//     departure of another event. Supplementals deleted because their event
+//     is deleted in the same transaction do not count.
+//   - Two transactions, as Koordi's resolve-conflict writes it (two
+//     autocommitted deleteMany statements, A's returns then B's
+//     departures). A "returns-only" transaction — every change a DELETE of a
+//     `return` row of one event A, nothing else (no other type, table or
+//     emit, so not A's own deletion) — is remembered: A, where its returns
+//     leave from (origin address and coordinates, at most 4 rows), its
+//     commit time. The first later "departures-only" transaction (the same
+//     with `departure` rows of one event B ≠ A) decides it: when it
+//     committed within 10 s (conflictPairWindow) of the first and one of its
+//     departures goes to where one of A's returns leaves from (destination
+//     and origin addresses equal after collapsing spaces and case, or
+//     coordinates within 1e-6°), it derives conflict:resolved, with the
+//     second transaction; else nothing. Either way the record is spent. It
+//     also ends when a newer returns-only transaction replaces it, when any
+//     transaction changes A's row or any of A's supplemental rows (Koordi
+//     deleting and regenerating A's trips, unassigning or deleting A), and
+//     at Bootstrap. A transaction deleting early_arrival rows, rows of
+//     several events or several types is no half. So Koordi's trip
+//     regeneration (one deleteMany of all of an event's trips, then one
+//     insert per trip, between two updates of the event row) pairs with
+//     nothing. The second transaction derived again (after a failed
+//     delivery) pairs again, with the same bytes.
+//
+// reason "other" has no row change; the API emits it (koordi_realtime.emit).
+// The calendar of each event comes from an event → calendar index kept from
+// the stream and the bootstrap (see Memory), because a resolution deletes
+// only supplemental rows. conflict:resolved events come after the
+// transaction's row events.
 //
 // users: INSERT/UPDATE of name or email refreshes the state; no event.
 //
@@ -137,5 +172,7 @@
 // 2M events hold about 140 MB. Map growth makes the figures vary by up to
 // about a factor of two with the exact row counts. Calendars cost a few
 // hundred bytes each. Ids that are not uuids are not tracked. Nothing else
-// grows with the stream: per-transaction scratch is reused.
+// grows with the stream: per-transaction scratch is reused, and the pending
+// half of a two-transaction conflict resolution is one fixed-size record
+// (an id, at most 4 places with addresses of at most 512 bytes, a time).
 package derive

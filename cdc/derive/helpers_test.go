@@ -100,6 +100,37 @@ func suppRow(id, parent, typ string) wal.Row {
 		"drive_time_minutes", "30")
 }
 
+// loc is a place as Koordi stores it in a trip row: the address text and
+// decimal(10,8) / decimal(11,8) coordinates.
+type loc struct{ addr, lat, lng string }
+
+// Places of the trip rows below: the assignee's home and event locations.
+var (
+	home   = loc{"12 Elm Street, Springfield, IL 62704", "39.78172500", "-89.65014800"}
+	field3 = loc{"Field 3, Riverside Park, Springfield", "39.80110000", "-89.64370000"}
+	gym    = loc{"Lincoln Gym, 300 Oak Ave, Springfield", "39.79000000", "-89.61000000"}
+)
+
+// trip is a supplemental_events row as Koordi's createSupplementalEvents
+// writes it for an event at `at` and an assignee living at `from`:
+// a departure goes from home to the event, an early_arrival stays at the
+// event, a return goes from the event back home.
+func trip(id, parent, typ string, at, from loc) wal.Row {
+	origin, dest := at, from // return
+	switch typ {
+	case "departure":
+		origin, dest = from, at
+	case "early_arrival":
+		origin, dest = at, at
+	}
+	return row("id", id, "parent_event_id", parent, "type", typ, "title", "🚗 Alice to drive",
+		"start_time", "2026-11-28 09:00:00+00", "end_time", "2026-11-28 09:30:00+00",
+		"origin_address", origin.addr, "origin_lat", origin.lat, "origin_lng", origin.lng,
+		"destination_address", dest.addr, "destination_lat", dest.lat, "destination_lng", dest.lng,
+		"drive_time_minutes", "30", "last_traffic_check", "2026-11-26 01:00:00+00",
+		"created_at", "2026-11-26 01:00:00+00", "updated_at", "2026-11-26 01:00:00+00")
+}
+
 func ins(table string, r wal.Row) wal.Change {
 	return wal.Change{Op: wal.OpInsert, Table: table, New: r}
 }

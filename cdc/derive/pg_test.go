@@ -391,12 +391,12 @@ func TestPostgresRules(t *testing.T) {
 			UPDATE events SET title = 'Practice (synced)' WHERE id = {E1};
 			UPDATE events SET version = version + 1 WHERE id = {E3};
 			COMMIT`,
-			`calendar:C1 event:created {"event_id":"E4","event_title":"Game 1","event_calendar_id":"C1"}`,
-			`calendar:C1 event:created {"event_id":"E5","event_title":"Game 2","event_calendar_id":"C1"}`,
+			`calendar:C1 event:created {"event_id":"E4","event_title":"Game 1","event_calendar_id":"C1","sync":true}`,
+			`calendar:C1 event:created {"event_id":"E5","event_title":"Game 2","event_calendar_id":"C1","sync":true}`,
 			`calendar:C2 event:created {"event_id":"E6","event_title":"Recital","event_calendar_id":"C2"}`,
-			`calendar:C1 event:updated {"event_id":"E1","event_title":"Practice (synced)","event_calendar_id":"C1","changed":["title"]}`)
+			`calendar:C1 event:updated {"event_id":"E1","event_title":"Practice (synced)","event_calendar_id":"C1","changed":["title"],"sync":true}`)
 		s.expect(t, `DELETE FROM events WHERE id = {E5}`,
-			`calendar:C1 event:deleted {"event_id":"E5","event_title":"Game 2","event_calendar_id":"C1"}`)
+			`calendar:C1 event:deleted {"event_id":"E5","event_title":"Game 2","event_calendar_id":"C1","sync":true}`)
 		s.expect(t, `UPDATE event_calendars SET sync_in_progress = false, last_sync_at = '2026-11-26 01:30:00+00',
 			last_sync_status = 'success' WHERE id = {C1}`,
 			`calendar:C1 calendar:synced {"calendar_id":"C1","calendar_name":"Soccer","events_created":2,"events_updated":1,"events_deleted":1}`)
@@ -421,6 +421,25 @@ func TestPostgresRules(t *testing.T) {
 		s.expect(t, `DELETE FROM supplemental_events WHERE (parent_event_id = {E1} AND type = 'return') OR (parent_event_id = {E6} AND type = 'departure')`,
 			`calendar:C1 conflict:resolved {"event1_id":"E1","event2_id":"E6","reason":"same_location"}`,
 			`calendar:C2 conflict:resolved {"event1_id":"E1","event2_id":"E6","reason":"same_location"}`)
+	})
+
+	t.Run("conflict_resolved_across_transactions", func(t *testing.T) {
+		// As Koordi writes trips: E1's return leaves Field 3 for home, E6's
+		// departure leaves home for Field 3; resolve-conflict deletes them in
+		// two autocommitted statements.
+		const trip = `INSERT INTO supplemental_events (parent_event_id, type, title, start_time, end_time,
+			origin_address, origin_lat, origin_lng, destination_address, destination_lat, destination_lng, drive_time_minutes)
+			VALUES (%s, '%s', 'Drive', '2026-11-28 11:00:00+00', '2026-11-28 11:30:00+00', %s, 30)`
+		const field3, home = `'Field 3', 39.8011, -89.6437`, `'12 Elm Street', 39.781725, -89.650148`
+		s.expect(t, fmt.Sprintf(trip, "{E1}", "return", field3+", "+home)+";"+fmt.Sprintf(trip, "{E6}", "departure", home+", "+field3))
+		s.exec(t, `DELETE FROM supplemental_events WHERE parent_event_id = {E1} AND type IN ('return')`)
+		s.exec(t, `DELETE FROM supplemental_events WHERE parent_event_id = {E6} AND type IN ('departure')`)
+		if got, want := s.derived(t), []string{
+			`calendar:C1 conflict:resolved {"event1_id":"E1","event2_id":"E6","reason":"same_location"}`,
+			`calendar:C2 conflict:resolved {"event1_id":"E1","event2_id":"E6","reason":"same_location"}`,
+		}; strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("derived:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+		}
 	})
 
 	t.Run("emit", func(t *testing.T) {

@@ -81,14 +81,16 @@ func (d *Deriver) eventChange(c *wal.Change) {
 		}
 		d.indexEvent(str(c.New, "id"), newCal)
 		if oldCal != "" && newCal != "" && oldCal != newCal {
-			// A move is a delete from one room and a create in the other.
+			// A move is a delete from one room and a create in the other,
+			// each marked with its own calendar's sync window.
 			d.add(schema.CalendarRoom(oldCal), schema.EventDeleted, marshal(schema.EventRef{
 				EventID:         str(c.Old, "id"),
 				EventTitle:      str(c.Old, "title"),
 				EventCalendarID: oldCal,
+				Sync:            d.inSyncWindow(oldCal),
 			}))
 			d.countEvent(oldCal, countDeleted)
-			d.add(schema.CalendarRoom(newCal), schema.EventCreated, marshal(eventRef(c.New, newCal)))
+			d.add(schema.CalendarRoom(newCal), schema.EventCreated, marshal(d.eventRef(c.New, newCal)))
 			d.countEvent(newCal, countCreated)
 			return
 		}
@@ -102,6 +104,7 @@ func (d *Deriver) eventChange(c *wal.Change) {
 				EventTitle:      str(c.New, "title"),
 				EventCalendarID: newCal,
 				Changed:         details,
+				Sync:            d.inSyncWindow(newCal),
 			}))
 		}
 		if assignment || len(details) > 0 {
@@ -118,19 +121,21 @@ func (d *Deriver) eventChange(c *wal.Change) {
 			d.log.Warn("events delete without a calendar ignored", "event_id", str(c.Old, "id"))
 			return
 		}
-		d.add(schema.CalendarRoom(cal), schema.EventDeleted, marshal(eventRef(c.Old, cal)))
+		d.add(schema.CalendarRoom(cal), schema.EventDeleted, marshal(d.eventRef(c.Old, cal)))
 		d.countEvent(cal, countDeleted)
 	}
 }
 
-func eventRef(r wal.Row, cal string) schema.EventRef {
-	return schema.EventRef{EventID: str(r, "id"), EventTitle: str(r, "title"), EventCalendarID: cal}
+// eventRef is the event:created / event:deleted payload of a row of
+// calendar cal, marked when cal's sync window is open.
+func (d *Deriver) eventRef(r wal.Row, cal string) schema.EventRef {
+	return schema.EventRef{EventID: str(r, "id"), EventTitle: str(r, "title"), EventCalendarID: cal, Sync: d.inSyncWindow(cal)}
 }
 
 // eventCreated emits event:created, and event:assigned when the new row is
 // already assigned.
 func (d *Deriver) eventCreated(r wal.Row, cal string) {
-	d.add(schema.CalendarRoom(cal), schema.EventCreated, marshal(eventRef(r, cal)))
+	d.add(schema.CalendarRoom(cal), schema.EventCreated, marshal(d.eventRef(r, cal)))
 	if valid(r, "assigned_to_user_id") {
 		d.eventAssignment(r, nil, cal)
 	}
@@ -148,6 +153,7 @@ func (d *Deriver) eventAssignment(r, old wal.Row, cal string) {
 		StartTime:                rfc3339(str(r, "start_time")),
 		EndTime:                  rfc3339(str(r, "end_time")),
 		EventCalendarID:          cal,
+		Sync:                     d.inSyncWindow(cal),
 	}
 	name := schema.EventUnassigned
 	if p.AssignedToUserID != nil {
@@ -170,17 +176,29 @@ func (d *Deriver) unindexEvent(id string) {
 	}
 }
 
-// countEvent adds an events change to the calendar's open sync window.
-func (d *Deriver) countEvent(cal string, k countKind) {
+// openWindow returns the sync window of calendar cal when it is open, else nil.
+func (d *Deriver) openWindow(cal string) *syncWindow {
 	id, ok := parseUID(cal)
 	if !ok {
-		return
+		return nil
 	}
 	c := d.st.calendars[id]
 	if c == nil || !c.window.open {
-		return
+		return nil
 	}
-	c.window.add(k)
+	return &c.window
+}
+
+// inSyncWindow reports whether calendar cal's sync window is open at this
+// point of the transaction: its event changes are then marked "sync": true,
+// exactly those that calendar:synced counts.
+func (d *Deriver) inSyncWindow(cal string) bool { return d.openWindow(cal) != nil }
+
+// countEvent adds an events change to the calendar's open sync window.
+func (d *Deriver) countEvent(cal string, k countKind) {
+	if w := d.openWindow(cal); w != nil {
+		w.add(k)
+	}
 }
 
 func (w *syncWindow) add(k countKind) {
