@@ -433,6 +433,32 @@ func deriveCases() []deriveCase {
 				}
 			}},
 
+		// ---- names as of the commit, wherever the rename sits ----
+		{name: "invitation_then_calendar_rename_one_tx", txs: [][]wal.Change{{
+			ins(tM, memberRowOf(M4, C1, null, "carol@example.com", "pending")),
+			upd(tC, c1, with(c1, "name", "Soccer Club")),
+		}}, want: []string{"U3 invitation:received", "C1 calendar:updated"},
+			check: func(t *testing.T, d *Deriver) {
+				if name := d.st.calendars[mustUID(C1)].name; name != "Soccer Club" {
+					t.Errorf("calendar name %q", name)
+				}
+			}},
+
+		// ---- REPLICA IDENTITY DEFAULT under a running service ----
+		{name: "no_old_row_event_update", txs: [][]wal.Change{{updKey(tE, with(e1, "assigned_to_user_id", U1))}},
+			want: []string{"C1 sync:reset"}},
+		{name: "no_old_row_event_delete", txs: [][]wal.Change{{delKey(tE, E1)}},
+			want: []string{"C1 sync:reset"}},
+		{name: "no_old_row_member_delete", txs: [][]wal.Change{{delKey(tM, M2)}},
+			want: []string{"leave U2 C1", "C1 member:removed", "U2 member:removed"},
+			check: func(t *testing.T, d *Deriver) {
+				if d.State().IsAcceptedMember(U2, C1) {
+					t.Error("U2 still a member of C1")
+				}
+			}},
+		{name: "no_old_row_calendar_update", txs: [][]wal.Change{{updKey(tC, with(c1, "name", "Soccer Club"))}},
+			want: []string{"C1 sync:reset"}},
+
 		{name: "emit_rejected", txs: [][]wal.Change{{
 			msg(`not json`),
 			msg(`[1,2]`),

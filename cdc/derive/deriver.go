@@ -37,6 +37,7 @@ type Deriver struct {
 	st  *State
 
 	unknownTables map[string]bool // logged once each
+	noOldRow      map[string]bool // tables whose changes came without their old row, logged once each
 
 	// pending is the last returns-only transaction, kept for
 	// conflict:resolved across two transactions (pairing.go).
@@ -68,6 +69,7 @@ func New(cfg Config) *Deriver {
 		m:             newMetrics(cfg.Registerer),
 		st:            newState(),
 		unknownTables: make(map[string]bool),
+		noOldRow:      make(map[string]bool),
 		deletedCals:   make(map[uid]bool),
 		deletedEvts:   make(map[uid]bool),
 	}

@@ -35,7 +35,7 @@ func ExampleDeriver_Derive() {
 	tx := &wal.Tx{
 		CommitLSN:  0x169A3F8,
 		CommitTime: time.Date(2026, 11, 26, 1, 0, 0, 0, time.UTC),
-		Changes:    []wal.Change{{Op: wal.OpUpdate, Table: "events", Old: old, New: upd}},
+		Changes:    []wal.Change{{Op: wal.OpUpdate, Table: "events", Old: old, OldFull: true, New: upd}},
 	}
 	for _, e := range d.Derive(tx).Events {
 		line, _ := json.Marshal(e)

@@ -134,11 +134,21 @@ func trip(id, parent, typ string, at, from loc) wal.Row {
 func ins(table string, r wal.Row) wal.Change {
 	return wal.Change{Op: wal.OpInsert, Table: table, New: r}
 }
+
+// upd and del build changes as REPLICA IDENTITY FULL sends them (the whole
+// old row); updKey and delKey as a key identity does (no old row for an
+// update, the key only for a delete).
 func upd(table string, o, n wal.Row) wal.Change {
-	return wal.Change{Op: wal.OpUpdate, Table: table, Old: o, New: n}
+	return wal.Change{Op: wal.OpUpdate, Table: table, Old: o, New: n, OldFull: o != nil}
 }
 func del(table string, r wal.Row) wal.Change {
-	return wal.Change{Op: wal.OpDelete, Table: table, Old: r}
+	return wal.Change{Op: wal.OpDelete, Table: table, Old: r, OldFull: true}
+}
+func updKey(table string, n wal.Row) wal.Change {
+	return wal.Change{Op: wal.OpUpdate, Table: table, New: n}
+}
+func delKey(table string, id string) wal.Change {
+	return wal.Change{Op: wal.OpDelete, Table: table, Old: row("id", id)}
 }
 func msg(s string) wal.Change { return wal.Change{Op: wal.OpMessage, Message: []byte(s)} }
 

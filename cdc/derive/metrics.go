@@ -24,6 +24,7 @@ var rejectReasons = []string{rejectTooLarge, rejectMalformed, rejectBadRoom, rej
 const (
 	skipUnknownTable = "unknown_table"
 	skipInvalidID    = "invalid_id"
+	skipNoOldRow     = "no_old_row"
 )
 
 // emitLabel is the event label of koordi_events_derived_total for emitted
@@ -53,7 +54,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"reason"}),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "koordi_derive_skipped_total",
-			Help: "Changes or events derivation skipped, by reason (unknown_table, invalid_id).",
+			Help: "Changes or events derivation skipped, by reason (unknown_table, invalid_id, no_old_row).",
 		}, []string{"reason"}),
 	}
 	if reg != nil {
@@ -72,6 +73,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	m.skipped.WithLabelValues(skipUnknownTable)
 	m.skipped.WithLabelValues(skipInvalidID)
+	m.skipped.WithLabelValues(skipNoOldRow)
 	return m
 }
 

@@ -1,6 +1,8 @@
 package derive
 
 import (
+	"slices"
+
 	"github.com/koordi/koordi-realtime/cdc/wal"
 	"github.com/koordi/koordi-realtime/schema"
 )
@@ -45,11 +47,14 @@ func eventDiff(old, new wal.Row) (assignment bool, details []string) {
 
 // oldEventCalendar is the calendar an event belonged to before a change:
 // from the old tuple, or from the index when the old tuple lacks it.
-func (d *Deriver) oldEventCalendar(old wal.Row) string {
+func (d *Deriver) oldEventCalendar(old wal.Row, id string) string {
 	if v := old["event_calendar_id"]; v.Valid {
 		return v.Text
 	}
-	if id, ok := parseUID(str(old, "id")); ok {
+	if v := str(old, "id"); v != "" {
+		id = v
+	}
+	if id, ok := parseUID(id); ok {
 		if cal, ok := d.st.eventCalendar(id); ok {
 			return cal.String()
 		}
@@ -70,7 +75,7 @@ func (d *Deriver) eventChange(c *wal.Change) {
 		d.countEvent(cal, countCreated)
 
 	case wal.OpUpdate:
-		oldCal := d.oldEventCalendar(c.Old)
+		oldCal := d.oldEventCalendar(c.Old, str(c.New, "id"))
 		newCal := str(c.New, "event_calendar_id")
 		if newCal == "" {
 			d.log.Warn("events update without a calendar ignored", "event_id", str(c.New, "id"))
@@ -80,6 +85,12 @@ func (d *Deriver) eventChange(c *wal.Change) {
 			d.unindexEvent(oldID)
 		}
 		d.indexEvent(str(c.New, "id"), newCal)
+		if !c.OldFull {
+			// No old row (the table's replica identity is not FULL): what
+			// changed cannot be told, so the rooms refetch.
+			d.underivable(c.Table, oldCal, newCal)
+			return
+		}
 		if oldCal != "" && newCal != "" && oldCal != newCal {
 			// A move is a delete from one room and a create in the other,
 			// each marked with its own calendar's sync window.
@@ -112,13 +123,20 @@ func (d *Deriver) eventChange(c *wal.Change) {
 		}
 
 	case wal.OpDelete:
-		cal := d.oldEventCalendar(c.Old)
+		cal := d.oldEventCalendar(c.Old, "")
 		d.unindexEvent(str(c.Old, "id"))
 		if calID, ok := parseUID(cal); ok && d.deletedCals[calID] {
 			return // cascaded from calendar:deleted
 		}
 		if cal == "" {
 			d.log.Warn("events delete without a calendar ignored", "event_id", str(c.Old, "id"))
+			return
+		}
+		if !c.OldFull {
+			// A key only: the calendar is known from the index, the
+			// title is not — an event:deleted without it would be wrong.
+			d.underivable(c.Table, cal)
+			d.countEvent(cal, countDeleted)
 			return
 		}
 		d.add(schema.CalendarRoom(cal), schema.EventDeleted, marshal(d.eventRef(c.Old, cal)))
@@ -322,6 +340,11 @@ func (d *Deriver) calendarChange(tx *wal.Tx, c *wal.Change) {
 				CalendarName: cal.name,
 				Changed:      cols,
 			}))
+		}
+		if !c.OldFull {
+			// Without the old row neither a sync's outcome nor a rename
+			// shows: the room refetches.
+			d.underivable(c.Table, idText)
 		}
 
 	case wal.OpDelete:
@@ -551,5 +574,25 @@ func (d *Deriver) conflict(a, b string) {
 	data := marshal(schema.Conflict{Event1ID: a, Event2ID: b, Reason: "same_location"})
 	for _, room := range rooms[:n] {
 		d.add(room, schema.ConflictResolved, data)
+	}
+}
+
+// underivable stands in for what a change whose old row is missing would have
+// derived (its table's replica identity is not FULL): one sync:reset
+// {reason: "replica_identity"} to each calendar room it concerns, so clients
+// refetch instead of silently missing it. Counted as no_old_row; the
+// consumer's table check says which table to fix.
+func (d *Deriver) underivable(table string, cals ...string) {
+	d.m.skipped.WithLabelValues(skipNoOldRow).Inc()
+	if !d.noOldRow[table] {
+		d.noOldRow[table] = true
+		d.log.Warn("changes without their old row: rooms told to refetch; set REPLICA IDENTITY FULL (koordi-realtime setup)", "table", table)
+	}
+	data := marshal(schema.Reset{Reason: "replica_identity"})
+	for i, cal := range cals {
+		if cal == "" || slices.Contains(cals[:i], cal) {
+			continue
+		}
+		d.add(schema.CalendarRoom(cal), schema.SyncReset, data)
 	}
 }

@@ -161,9 +161,10 @@ koordi_emit_rejected_total{reason="bad_event"} 0
 koordi_emit_rejected_total{reason="bad_room"} 1
 koordi_emit_rejected_total{reason="malformed"} 1
 koordi_emit_rejected_total{reason="too_large"} 0
-# HELP koordi_derive_skipped_total Changes or events derivation skipped, by reason (unknown_table, invalid_id).
+# HELP koordi_derive_skipped_total Changes or events derivation skipped, by reason (unknown_table, invalid_id, no_old_row).
 # TYPE koordi_derive_skipped_total counter
 koordi_derive_skipped_total{reason="invalid_id"} 0
+koordi_derive_skipped_total{reason="no_old_row"} 0
 koordi_derive_skipped_total{reason="unknown_table"} 1
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "koordi_emit_rejected_total", "koordi_derive_skipped_total"); err != nil {
