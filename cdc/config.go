@@ -33,6 +33,16 @@ type Config struct {
 	// replies, which are answered ignoring Retain (see the package doc);
 	// each session caps it at a quarter of its wal_sender_timeout.
 	StatusInterval time.Duration
+	// SpillBytes is how much of one transaction's decoded changes is held
+	// in memory; past it the transaction goes to a temporary file in
+	// SpillDir (default: the system's temporary directory) until its
+	// commit, so a bulk UPDATE costs disk, not memory. Default 256 KiB.
+	SpillBytes int
+	SpillDir   string
+	// BulkEvents bounds the events one transaction gives one room: a room
+	// that would get more gets one sync:reset {reason: "bulk_change"} in
+	// their place (BULK_EVENTS). Default 1,000; negative: no bound.
+	BulkEvents int
 	// CheckInterval is how often the watched tables are checked (in the
 	// publication, replica identity FULL), besides at every stream start;
 	// default 30s.
@@ -90,6 +100,12 @@ func (c *Config) fill() error {
 	}
 	if c.StatusInterval <= 0 {
 		c.StatusInterval = defaultStatusInterval
+	}
+	if c.SpillBytes <= 0 {
+		c.SpillBytes = 256 << 10
+	}
+	if c.BulkEvents == 0 {
+		c.BulkEvents = 1000
 	}
 	if c.CheckInterval <= 0 {
 		c.CheckInterval = defaultCheckInterval

@@ -103,7 +103,7 @@ func New(cfg Config) (*Consumer, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
-	return newConsumer(cfg, derive.New(derive.Config{Logger: cfg.Logger, Registerer: cfg.Registerer})), nil
+	return newConsumer(cfg, derive.New(derive.Config{Logger: cfg.Logger, Registerer: cfg.Registerer, BulkEvents: cfg.BulkEvents})), nil
 }
 
 // newConsumer builds a consumer around d: the derivation rules, or in the
@@ -212,6 +212,11 @@ func (c *Consumer) deliver(ctx context.Context, sink Sink, queue <-chan *committ
 		case item = <-queue:
 		}
 		tx := c.deriver.Derive(item.tx)
+		err := item.tx.Err()
+		item.tx.Release()
+		if err != nil {
+			return fmt.Errorf("derive transaction %s: %w", pglogrepl.LSN(item.tx.CommitLSN), err)
+		}
 		if len(tx.Events) > 0 {
 			if err := sink.Deliver(ctx, tx); err != nil {
 				return fmt.Errorf("deliver transaction %s: %w", pglogrepl.LSN(item.tx.CommitLSN), err)

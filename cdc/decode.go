@@ -42,6 +42,8 @@ type committed struct {
 // session starts with a new decoder because pgoutput resends Relation
 // messages on every connection.
 type decoder struct {
+	spillAt   int    // bytes of a transaction's changes held in memory before it spills to disk
+	spillDir  string // where spilled transactions go ("": the system's temporary directory)
 	relations map[uint32]*relation
 	tx        *wal.Tx // nil outside BEGIN … COMMIT
 	// skipped counts changes to tables that are not watched (and other
@@ -52,8 +54,24 @@ type decoder struct {
 	toastFilled int
 }
 
-func newDecoder() *decoder {
-	return &decoder{relations: make(map[uint32]*relation)}
+func newDecoder(spillAt int, spillDir string) *decoder {
+	return &decoder{relations: make(map[uint32]*relation), spillAt: spillAt, spillDir: spillDir}
+}
+
+// release frees an unfinished transaction (the session ended mid-way).
+func (d *decoder) release() {
+	if d.tx != nil {
+		d.tx.Release()
+		d.tx = nil
+	}
+}
+
+// add appends a change to the open transaction, spilling it past spillAt.
+func (d *decoder) add(c wal.Change) error {
+	if err := d.tx.Add(c, d.spillAt, d.spillDir); err != nil {
+		return err
+	}
+	return nil
 }
 
 // inTx reports whether a transaction is open (BEGIN seen, COMMIT not yet).
@@ -105,7 +123,9 @@ func (d *decoder) decode(data []byte) (*committed, error) {
 		if err != nil {
 			return nil, err
 		}
-		d.tx.Changes = append(d.tx.Changes, wal.Change{Op: wal.OpInsert, Table: rel.name, New: row})
+		if err := d.add(wal.Change{Op: wal.OpInsert, Table: rel.name, New: row}); err != nil {
+			return nil, err
+		}
 	case *pglogrepl.UpdateMessage:
 		rel, err := d.change(m.RelationID)
 		if err != nil || rel == nil {
@@ -121,8 +141,10 @@ func (d *decoder) decode(data []byte) (*committed, error) {
 		if err != nil {
 			return nil, err
 		}
-		d.tx.Changes = append(d.tx.Changes, wal.Change{Op: wal.OpUpdate, Table: rel.name, Old: old, New: row,
-			OldFull: m.OldTuple != nil && m.OldTupleType == 'O'})
+		if err := d.add(wal.Change{Op: wal.OpUpdate, Table: rel.name, Old: old, New: row,
+			OldFull: m.OldTuple != nil && m.OldTupleType == 'O'}); err != nil {
+			return nil, err
+		}
 	case *pglogrepl.DeleteMessage:
 		rel, err := d.change(m.RelationID)
 		if err != nil || rel == nil {
@@ -132,7 +154,9 @@ func (d *decoder) decode(data []byte) (*committed, error) {
 		if err != nil {
 			return nil, err
 		}
-		d.tx.Changes = append(d.tx.Changes, wal.Change{Op: wal.OpDelete, Table: rel.name, Old: old, OldFull: m.OldTupleType == 'O'})
+		if err := d.add(wal.Change{Op: wal.OpDelete, Table: rel.name, Old: old, OldFull: m.OldTupleType == 'O'}); err != nil {
+			return nil, err
+		}
 	case *pglogrepl.LogicalDecodingMessage:
 		// emit writes transactional messages only; anything else (other
 		// prefixes, non-transactional messages) belongs to someone else.
@@ -140,7 +164,9 @@ func (d *decoder) decode(data []byte) (*committed, error) {
 			d.skipped++
 			return nil, nil
 		}
-		d.tx.Changes = append(d.tx.Changes, wal.Change{Op: wal.OpMessage, Message: slices.Clone(m.Content)})
+		if err := d.add(wal.Change{Op: wal.OpMessage, Message: slices.Clone(m.Content)}); err != nil {
+			return nil, err
+		}
 	case *pglogrepl.TruncateMessage:
 		// TRUNCATE has no per-row old values; nothing can be derived from it.
 		d.skipped++

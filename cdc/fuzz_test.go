@@ -169,7 +169,7 @@ func TestDecoderTable(t *testing.T) {
 	var b strings.Builder
 	for _, tc := range decodeCases {
 		fmt.Fprintf(&b, "== %s\n", tc.name)
-		d := newDecoder()
+		d := newDecoder(0, "")
 		var txs []*wal.Tx
 		for i, m := range tc.msgs {
 			done, err := d.decode(m)
@@ -200,7 +200,7 @@ func FuzzDecode(f *testing.F) {
 		f.Add(joinFrames(tc.msgs))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		d := newDecoder()
+		d := newDecoder(0, "")
 		for _, m := range splitFrames(data) {
 			done, err := d.decode(m)
 			if err != nil {
@@ -282,7 +282,7 @@ func BenchmarkDecode(b *testing.B) {
 		return r
 	}
 	msgs := [][]byte{encBegin(0x10), encUpdate(1, row("old"), row("new")), encCommit(0x10, 0x18)}
-	d := newDecoder()
+	d := newDecoder(0, "")
 	if _, err := d.decode(encRelation(1, "events", cols...)); err != nil {
 		b.Fatal(err)
 	}

@@ -38,7 +38,8 @@ const (
 
 // receive reads the replication stream until it fails or ctx ends.
 func (c *Consumer) receive(ctx context.Context, repl *pgconn.PgConn, queue chan<- *committed) error {
-	dec := newDecoder()
+	dec := newDecoder(c.cfg.SpillBytes, c.cfg.SpillDir)
+	defer dec.release()
 	skipped := 0
 	next := time.Now().Add(c.statusEvery)
 	if err := c.sendStatus(ctx, repl, statusPeriodic); err != nil {

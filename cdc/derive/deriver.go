@@ -26,15 +26,23 @@ const (
 type Config struct {
 	Logger     *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // nil: no metrics
+	// BulkEvents bounds the events one transaction derives for one room: a
+	// room that would get more gets one sync:reset {reason: "bulk_change"}
+	// in their place. Default 1,000; negative: no bound.
+	BulkEvents int
 }
+
+// DefaultBulkEvents is Config.BulkEvents's default.
+const DefaultBulkEvents = 1000
 
 // Deriver turns committed transactions into Koordi socket events and keeps
 // the [State] those events are derived against. Derive and Bootstrap must be
 // called from one goroutine; State's read methods are safe from any.
 type Deriver struct {
-	log *slog.Logger
-	m   *metrics
-	st  *State
+	log  *slog.Logger
+	m    *metrics
+	st   *State
+	bulk int // Config.BulkEvents; 0: no bound
 
 	unknownTables map[string]bool // logged once each
 	noOldRow      map[string]bool // tables whose changes came without their old row, logged once each
@@ -55,6 +63,14 @@ type Deriver struct {
 	calDeletes  []uid
 	half        [maxTripPlaces]place // places of a returns-/departures-only transaction
 	halfN       int
+	// perRoom tracks each room's envelopes in out, for the bulk bound: the
+	// indices of the first bulk+1 of them, and how many were derived.
+	perRoom map[string]*roomEvents
+}
+
+type roomEvents struct {
+	derived int
+	indices []int
 }
 
 // New returns a Deriver with an empty state; call Bootstrap before the first
@@ -64,7 +80,16 @@ func New(cfg Config) *Deriver {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	bulk := cfg.BulkEvents
+	switch {
+	case bulk == 0:
+		bulk = DefaultBulkEvents
+	case bulk < 0:
+		bulk = 0
+	}
 	return &Deriver{
+		bulk:          bulk,
+		perRoom:       make(map[string]*roomEvents),
 		log:           log,
 		m:             newMetrics(cfg.Registerer),
 		st:            newState(),
@@ -95,8 +120,7 @@ func (d *Deriver) State() *State { return d.st }
 func (d *Deriver) Derive(tx *wal.Tx) schema.Transaction {
 	d.begin(tx.CommitLSN)
 	d.prepass(tx)
-	for i := range tx.Changes {
-		c := &tx.Changes[i]
+	tx.Each(func(c *wal.Change) bool {
 		switch {
 		case c.Op == wal.OpMessage:
 			d.message(c)
@@ -113,18 +137,69 @@ func (d *Deriver) Derive(tx *wal.Tx) schema.Transaction {
 		default:
 			d.unknownTable(c.Table)
 		}
-	}
+		return true
+	})
 	d.conflicts()
 	d.pairAcrossTransactions(tx)
 	d.finish()
+	d.collapseBulk()
+	for i := range d.out {
+		d.out[i].Offset = schema.Offset{LSN: d.lsn, Index: uint32(i)}
+		d.m.countDerived(d.out[i].Event)
+	}
 	out := schema.Transaction{CommitLSN: tx.CommitLSN, CommitTime: tx.CommitTime, Xid: tx.Xid, Events: d.out, Moves: d.moves}
 	d.out, d.moves = nil, nil
 	return out
 }
 
+// collapseBulk replaces the events of each room that got more than the bulk
+// bound with one sync:reset {reason: "bulk_change"} at the place of its first
+// one: a bulk change is a refetch, not a stream of toasts. Moves stay, at
+// the same place among the events kept.
+func (d *Deriver) collapseBulk() {
+	if d.bulk <= 0 {
+		return
+	}
+	var over map[string]bool
+	for room, r := range d.perRoom {
+		if r.derived > d.bulk {
+			if over == nil {
+				over = map[string]bool{}
+			}
+			over[room] = true
+			d.log.Info("bulk change: room told to refetch instead of receiving every event", "room", room,
+				"events", r.derived, "bulk_events", d.bulk, "commit_lsn", schema.Offset{LSN: d.lsn}.String())
+		}
+	}
+	if over == nil {
+		return
+	}
+	reset := marshal(schema.Reset{Reason: "bulk_change"})
+	kept := d.out[:0]
+	mi := 0
+	for i := 0; i <= len(d.out); i++ {
+		for ; mi < len(d.moves) && d.moves[mi].At <= i; mi++ {
+			d.moves[mi].At = len(kept)
+		}
+		if i == len(d.out) {
+			break
+		}
+		e := d.out[i]
+		switch {
+		case !over[e.Room]:
+			kept = append(kept, e)
+		case i == d.perRoom[e.Room].indices[0]:
+			kept = append(kept, schema.Envelope{Room: e.Room, Event: schema.SyncReset, Data: reset})
+		}
+	}
+	clear(d.out[len(kept):])
+	d.out = kept
+}
+
 func (d *Deriver) begin(lsn uint64) {
 	d.lsn = lsn
 	d.out, d.moves = nil, nil
+	clear(d.perRoom)
 	clear(d.deletedCals)
 	clear(d.deletedEvts)
 	d.returns, d.departures = d.returns[:0], d.departures[:0]
@@ -134,8 +209,7 @@ func (d *Deriver) begin(lsn uint64) {
 // prepass applies name-carrying changes first ("names as of the change's
 // commit", DESIGN.md 4.6) and notes deletions for cascade detection.
 func (d *Deriver) prepass(tx *wal.Tx) {
-	for i := range tx.Changes {
-		c := &tx.Changes[i]
+	tx.Each(func(c *wal.Change) bool {
 		switch c.Table {
 		case tableUsers:
 			switch c.Op {
@@ -173,7 +247,8 @@ func (d *Deriver) prepass(tx *wal.Tx) {
 				}
 			}
 		}
-	}
+		return true
+	})
 }
 
 // finish removes what the transaction deleted, after every payload that
@@ -198,13 +273,29 @@ func (d *Deriver) add(room, event string, data []byte) bool {
 		d.log.Warn("event for a row with a non-uuid id dropped", "event", event, "room", room)
 		return false
 	}
-	d.out = append(d.out, schema.Envelope{
-		Offset: schema.Offset{LSN: d.lsn, Index: uint32(len(d.out))},
-		Room:   room,
-		Event:  event,
-		Data:   data,
-	})
-	d.m.countDerived(event)
+	r := d.perRoom[room]
+	if r == nil {
+		r = &roomEvents{}
+		d.perRoom[room] = r
+	}
+	r.derived++
+	switch {
+	case d.bulk > 0 && r.derived > d.bulk+1:
+		// Past the bound: collapseBulk replaces the room's events, so
+		// none of the rest is kept.
+		return true
+	case d.bulk > 0 && r.derived == d.bulk+1:
+		// Just past it: free what the room's events held; only their
+		// places stay until collapseBulk.
+		for _, i := range r.indices[1:] {
+			d.out[i].Data = nil
+		}
+		return true
+	case d.bulk > 0:
+		r.indices = append(r.indices, len(d.out))
+	}
+	// Offsets are numbered once the transaction is complete (see Derive).
+	d.out = append(d.out, schema.Envelope{Room: room, Event: event, Data: data})
 	return true
 }
 

@@ -110,10 +110,10 @@ type pendingReturn struct {
 func (d *Deriver) resolutionHalf(tx *wal.Tx) (tripHalf, uid) {
 	d.halfN = 0
 	half, parent := halfNone, uid{}
-	for i := range tx.Changes {
-		c := &tx.Changes[i]
+	tx.Each(func(c *wal.Change) bool {
 		if c.Op != wal.OpDelete || c.Table != tableSupplemental {
-			return halfNone, uid{}
+			half = halfNone
+			return false
 		}
 		h, end := halfNone, ""
 		switch str(c.Old, "type") {
@@ -122,17 +122,23 @@ func (d *Deriver) resolutionHalf(tx *wal.Tx) (tripHalf, uid) {
 		case "departure":
 			h, end = halfDepartures, "destination"
 		default:
-			return halfNone, uid{}
+			half = halfNone
+			return false
 		}
 		p, ok := parseUID(str(c.Old, "parent_event_id"))
 		if !ok || (half != halfNone && (h != half || p != parent)) {
-			return halfNone, uid{}
+			half = halfNone
+			return false
 		}
 		half, parent = h, p
 		if d.halfN < maxTripPlaces {
 			d.half[d.halfN] = tripPlace(c.Old, end)
 			d.halfN++
 		}
+		return true
+	})
+	if half == halfNone {
+		return halfNone, uid{}
 	}
 	return half, parent
 }
@@ -144,20 +150,17 @@ func touches(tx *wal.Tx, id string) bool {
 		v := r[col]
 		return v.Valid && len(v.Text) == len(id) && strings.EqualFold(v.Text, id)
 	}
-	for i := range tx.Changes {
-		c := &tx.Changes[i]
+	found := false
+	tx.Each(func(c *wal.Change) bool {
 		switch c.Table {
 		case tableEvents:
-			if is(c.Old, "id") || is(c.New, "id") {
-				return true
-			}
+			found = is(c.Old, "id") || is(c.New, "id")
 		case tableSupplemental:
-			if is(c.Old, "parent_event_id") || is(c.New, "parent_event_id") {
-				return true
-			}
+			found = is(c.Old, "parent_event_id") || is(c.New, "parent_event_id")
 		}
-	}
-	return false
+		return !found
+	})
+	return found
 }
 
 // pairAcrossTransactions runs after the transaction's own rules:

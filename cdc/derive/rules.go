@@ -234,10 +234,9 @@ func (w *syncWindow) add(k countKind) {
 // transaction: the calendar:synced counts when no sync window was seen.
 func (d *Deriver) txCounts(tx *wal.Tx, cal string) syncWindow {
 	var w syncWindow
-	for i := range tx.Changes {
-		c := &tx.Changes[i]
+	tx.Each(func(c *wal.Change) bool {
 		if c.Table != tableEvents {
-			continue
+			return true
 		}
 		switch c.Op {
 		case wal.OpInsert:
@@ -264,7 +263,8 @@ func (d *Deriver) txCounts(tx *wal.Tx, cal string) syncWindow {
 				}
 			}
 		}
-	}
+		return true
+	})
 	return w
 }
 

@@ -1,6 +1,7 @@
 package derive
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -183,7 +184,7 @@ func TestEmitTooLarge(t *testing.T) {
 // index could number (the offset form before 8 index digits) keeps every
 // event, with consecutive offsets.
 func TestOffsetsPast16Bits(t *testing.T) {
-	d := New(Config{})
+	d := New(Config{BulkEvents: -1})
 	const n = 1<<16 + 10
 	changes := make([]wal.Change, 0, n)
 	for i := range n {
@@ -197,6 +198,82 @@ func TestOffsetsPast16Bits(t *testing.T) {
 		if e.Offset != (schema.Offset{LSN: 7, Index: uint32(i)}) {
 			t.Fatalf("envelope %d: offset %v", i, e.Offset)
 		}
+	}
+}
+
+// TestBulkChange: a room that would get more than BulkEvents events from one
+// transaction gets one sync:reset {reason: "bulk_change"} at the place of the
+// first, other rooms their events, and the moves stay in place among what is
+// kept; a deleted calendar's cascade is no bulk change.
+func TestBulkChange(t *testing.T) {
+	d := New(Config{BulkEvents: 3})
+	if err := d.Bootstrap(context.Background(), baseQuerier()); err != nil {
+		t.Fatal(err)
+	}
+	var changes []wal.Change
+	changes = append(changes, ins(tE, eventRow(tid(4, 100), C2, "kept 1")))
+	for i := range 5 {
+		changes = append(changes, ins(tE, eventRow(tid(4, 200+i), C1, "bulk")))
+	}
+	changes = append(changes, ins(tM, memberRowOf(M4, C2, U4, "dave@example.com", "accepted")))
+	changes = append(changes, ins(tE, eventRow(tid(4, 101), C2, "kept 2")))
+	tx := d.Derive(&wal.Tx{CommitLSN: 9, Changes: changes})
+	got := summary([]schema.Transaction{tx})
+	want := []string{"C2 event:created", "C1 sync:reset", "join U4 C2", "C2 member:added", "C2 event:created"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("derived %v, want %v", got, want)
+	}
+	if string(tx.Events[1].Data) != `{"reason":"bulk_change"}` {
+		t.Fatalf("reset payload %s", tx.Events[1].Data)
+	}
+	for i, e := range tx.Events {
+		if e.Offset != (schema.Offset{LSN: 9, Index: uint32(i)}) {
+			t.Fatalf("event %d: offset %v", i, e.Offset)
+		}
+	}
+	var cascade []wal.Change
+	cascade = append(cascade, del(tC, c1))
+	for i := range 10 {
+		cascade = append(cascade, del(tE, eventRow(tid(4, 300+i), C1, "gone")))
+	}
+	if got := summary([]schema.Transaction{d.Derive(&wal.Tx{CommitLSN: 10, Changes: cascade})}); strings.Join(got, ",") != "C1 calendar:deleted,close C1" {
+		t.Fatalf("cascade: %v", got)
+	}
+}
+
+// TestSpilledTransaction: a transaction spilled to disk derives the same
+// bytes as in memory.
+func TestSpilledTransaction(t *testing.T) {
+	build := func(spillAt int) *wal.Tx {
+		tx := &wal.Tx{CommitLSN: 11}
+		for _, c := range []wal.Change{
+			ins(tE, eventRow(E3, C1, "Swim")),
+			upd(tE, e1, with(e1, "assigned_to_user_id", U1, "title", "New")),
+			upd(tC, c1, with(c1, "name", "Renamed")),
+			del(tM, memberRowOf(M2, C1, U2, "bob@example.com", "accepted")),
+			updKey(tE, with(e2, "title", "no old row")),
+		} {
+			if err := tx.Add(c, spillAt, t.TempDir()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return tx
+	}
+	derive := func(tx *wal.Tx) []byte {
+		d := New(Config{})
+		if err := d.Bootstrap(context.Background(), baseQuerier()); err != nil {
+			t.Fatal(err)
+		}
+		return transactionLines(t, []schema.Transaction{d.Derive(tx)})
+	}
+	mem, spilled := build(0), build(1)
+	defer spilled.Release()
+	if mem.Spilled() || !spilled.Spilled() || spilled.Len() != 5 {
+		t.Fatalf("spilled=%v/%v len %d", mem.Spilled(), spilled.Spilled(), spilled.Len())
+	}
+	a, b := derive(mem), derive(spilled)
+	if !bytes.Equal(a, b) || spilled.Err() != nil {
+		t.Fatalf("spilled transaction derives differently (%v):\n%s\n%s", spilled.Err(), a, b)
 	}
 }
 

@@ -59,10 +59,17 @@ type Change struct {
 }
 
 // Tx is one committed transaction, buffered from BEGIN to COMMIT, with its
-// changes in WAL order. Derivation sees only committed transactions.
+// changes in WAL order. Derivation sees only committed transactions. Read
+// the changes with Each: a large transaction is spilled to disk (see Add).
 type Tx struct {
 	CommitLSN  uint64
 	CommitTime time.Time
 	Xid        uint32 // PostgreSQL's transaction id, from BEGIN
-	Changes    []Change
+	// Changes holds the changes while they are in memory; nil once
+	// spilled.
+	Changes []Change
+
+	size  int // approximate bytes of Changes
+	spill *spillFile
+	err   error
 }

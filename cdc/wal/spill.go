@@ -1,0 +1,259 @@
+package wal
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// Large transactions are spilled to disk: a transaction is held whole until
+// its COMMIT (derivation needs names as of the commit, and cascades wherever
+// they sit), and an UPDATE of 200,000 rows decoded into maps would hold
+// gigabytes. Past Tx.Add's limit every change goes to an unlinked temporary
+// file instead, which Each reads back once per pass; memory then holds one
+// change at a time.
+
+// approxSize estimates a change's memory, to decide when to spill.
+func approxSize(c *Change) int {
+	n := 64 + len(c.Table) + len(c.Message)
+	for _, r := range [2]Row{c.Old, c.New} {
+		for k, v := range r {
+			n += 48 + len(k) + len(v.Text)
+		}
+	}
+	return n
+}
+
+// Add appends a change. Once the changes held in memory exceed spillAt
+// bytes (0: never), they and every later one go to a temporary file in dir
+// (empty: the system's). The file is unlinked at once, so nothing is left
+// behind whatever happens; Release closes it.
+func (tx *Tx) Add(c Change, spillAt int, dir string) error {
+	if tx.spill != nil {
+		return tx.spill.write(&c)
+	}
+	tx.Changes = append(tx.Changes, c)
+	tx.size += approxSize(&c)
+	if spillAt <= 0 || tx.size <= spillAt {
+		return nil
+	}
+	f, err := os.CreateTemp(dir, "koordi-tx-*")
+	if err != nil {
+		return fmt.Errorf("spill transaction: %w", err)
+	}
+	_ = os.Remove(f.Name())
+	s := &spillFile{f: f, w: bufio.NewWriterSize(f, 64<<10)}
+	for i := range tx.Changes {
+		if err := s.write(&tx.Changes[i]); err != nil {
+			s.close()
+			return err
+		}
+	}
+	tx.spill, tx.Changes = s, nil
+	return nil
+}
+
+// Len is the number of changes.
+func (tx *Tx) Len() int {
+	if tx.spill != nil {
+		return tx.spill.n
+	}
+	return len(tx.Changes)
+}
+
+// Spilled reports whether the changes are on disk.
+func (tx *Tx) Spilled() bool { return tx.spill != nil }
+
+// Each calls fn for every change in WAL order until fn returns false. A
+// spilled transaction is read back from its file; a read error stops the
+// walk and is kept (see Err), never panics.
+func (tx *Tx) Each(fn func(*Change) bool) {
+	if tx.spill == nil {
+		for i := range tx.Changes {
+			if !fn(&tx.Changes[i]) {
+				return
+			}
+		}
+		return
+	}
+	if tx.err != nil {
+		return
+	}
+	if err := tx.spill.each(fn); err != nil {
+		tx.err = fmt.Errorf("read spilled transaction: %w", err)
+	}
+}
+
+// Err reports a failure to read a spilled transaction back.
+func (tx *Tx) Err() error { return tx.err }
+
+// Release frees a spilled transaction's file.
+func (tx *Tx) Release() {
+	if tx.spill != nil {
+		tx.spill.close()
+		tx.spill = nil
+	}
+}
+
+type spillFile struct {
+	f *os.File
+	w *bufio.Writer
+	n int
+}
+
+func (s *spillFile) close() { _ = s.f.Close() }
+
+func (s *spillFile) write(c *Change) error {
+	var b []byte
+	b = append(b, byte(c.Op))
+	flags := byte(0)
+	if c.OldFull {
+		flags |= 1
+	}
+	if c.Old != nil {
+		flags |= 2
+	}
+	if c.New != nil {
+		flags |= 4
+	}
+	b = append(b, flags)
+	b = appendString(b, c.Table)
+	b = appendString(b, string(c.Message))
+	b = appendRow(b, c.Old)
+	b = appendRow(b, c.New)
+	var hdr [binary.MaxVarintLen64]byte
+	if _, err := s.w.Write(hdr[:binary.PutUvarint(hdr[:], uint64(len(b)))]); err != nil {
+		return fmt.Errorf("spill transaction: %w", err)
+	}
+	if _, err := s.w.Write(b); err != nil {
+		return fmt.Errorf("spill transaction: %w", err)
+	}
+	s.n++
+	return nil
+}
+
+func (s *spillFile) each(fn func(*Change) bool) error {
+	if err := s.w.Flush(); err != nil {
+		return err
+	}
+	if _, err := s.f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	r := bufio.NewReaderSize(s.f, 64<<10)
+	defer func() { _, _ = s.f.Seek(0, io.SeekEnd) }()
+	var buf []byte
+	for range s.n {
+		n, err := binary.ReadUvarint(r)
+		if err != nil {
+			return err
+		}
+		if cap(buf) < int(n) {
+			buf = make([]byte, n)
+		}
+		buf = buf[:n]
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return err
+		}
+		c, err := decodeChange(buf)
+		if err != nil {
+			return err
+		}
+		if !fn(&c) {
+			return nil
+		}
+	}
+	return nil
+}
+
+var errCorrupt = errors.New("corrupt spill record")
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendRow(b []byte, r Row) []byte {
+	b = binary.AppendUvarint(b, uint64(len(r)))
+	for k, v := range r {
+		b = appendString(b, k)
+		if v.Valid {
+			b = append(b, 1)
+		} else {
+			b = append(b, 0)
+		}
+		b = appendString(b, v.Text)
+	}
+	return b
+}
+
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.err = errCorrupt
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) str() string {
+	n := r.uvarint()
+	if r.err != nil || n > uint64(len(r.b)) {
+		r.err = errCorrupt
+		return ""
+	}
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}
+
+func (r *reader) byte1() byte {
+	if len(r.b) == 0 {
+		r.err = errCorrupt
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *reader) row(present bool) Row {
+	n := r.uvarint()
+	if r.err != nil || n > uint64(len(r.b)) {
+		r.err = errCorrupt
+		return nil
+	}
+	if !present {
+		return nil
+	}
+	row := make(Row, n)
+	for range n {
+		k := r.str()
+		valid := r.byte1() == 1
+		row[k] = Value{Text: r.str(), Valid: valid}
+	}
+	return row
+}
+
+func decodeChange(b []byte) (Change, error) {
+	r := &reader{b: b}
+	var c Change
+	c.Op = Op(r.byte1())
+	flags := r.byte1()
+	c.OldFull = flags&1 != 0
+	c.Table = r.str()
+	if m := r.str(); m != "" {
+		c.Message = []byte(m)
+	}
+	c.Old = r.row(flags&2 != 0)
+	c.New = r.row(flags&4 != 0)
+	return c, r.err
+}
