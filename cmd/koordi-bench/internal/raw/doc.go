@@ -27,8 +27,12 @@
 //     the clients parse for latency, the offset what they would resume from.
 //   - latency (Plan.Rate): commit k of Rate×Duration is due at
 //     start + k/Rate (the bench's SQL writer uses the same open-loop
-//     schedule), goes to calendar k mod calendars and carries the scheduled
-//     time as its stamp, so any lateness of raw itself counts as latency.
+//     schedule), goes to calendar k mod calendars and carries as its stamp
+//     the time the worker takes it off the schedule, just before encoding
+//     it and writing it to the room's first socket, as the bench's writer
+//     stamps an UPDATE just before sending it: how late a worker takes a
+//     commit (a descheduled thread) is reported as Result.Behind, like the
+//     SQL writer's lateness, not as latency.
 //     Each frame is encoded once per commit and copied to each recipient's
 //     buffer; all due commits of a wake-up are queued first, then each
 //     socket gets one write(2) for what it has.
@@ -56,8 +60,9 @@
 // none; koordi pings each socket every 25 s, 400/s at 10,000 sockets), the
 // long-polling transport and upgrades, reading anything after CONNECT
 // (raw discards it), closing slow consumers, metrics and logs. Its latency
-// therefore starts at a commit's scheduled time inside raw, where koordi's
-// starts before the bench's SQL UPDATE: raw's figures are what two cores
-// can do for the same bytes on the same sockets, not a server one could
-// run.
+// therefore starts inside raw, just before the first write of a commit's
+// frame, where koordi's starts before the bench's SQL UPDATE (and so
+// includes PostgreSQL's commit, WAL decoding and koordi's whole path):
+// raw's figures are what two cores can do for the same bytes on the same
+// sockets, not a server one could run.
 package raw

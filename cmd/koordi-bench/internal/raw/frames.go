@@ -58,8 +58,7 @@ type Result struct {
 	Commits int64   `json:"commits"` // transactions (fan-out) or commits (rate)
 	PerCal  []int64 `json:"per_calendar"`
 	// Behind is the latest a worker took a commit off the schedule (rate
-	// plans); it is part of the measured latency, since frames carry the
-	// scheduled time.
+	// plans), the counterpart of the SQL writer's lateness.
 	Behind time.Duration `json:"behind_ns"`
 	// Seconds runs from the schedule's start until the last commit was
 	// written (rate), or until every frame was in the kernel (fan-out).

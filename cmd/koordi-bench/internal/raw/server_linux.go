@@ -507,8 +507,8 @@ func (w *worker) begin(j *job) {
 }
 
 // tick issues every commit of the rate plan due by now: each commit's
-// frame is encoded once and copied to its room's sockets, then each socket
-// gets one write. It returns how long until the next commit is due, or -1
+// frame is stamped with the time it is taken, encoded once and copied to
+// its room's sockets, then each socket gets one write. It returns how long until the next commit is due, or -1
 // when the plan is done.
 func (w *worker) tick() time.Duration {
 	j := w.job
@@ -522,10 +522,9 @@ func (w *worker) tick() time.Duration {
 	if due > w.next {
 		w.behind = max(w.behind, el-time.Duration(w.next)*iv)
 	}
-	base := j.start.UnixNano()
 	for k := w.next; k < due; k++ {
 		c, e := p.commit(k)
-		w.frame = appendFrame(w.frame[:0], c, e, base+int64(time.Duration(k)*iv), lsnOf(k))
+		w.frame = appendFrame(w.frame[:0], c, e, time.Now().UnixNano(), lsnOf(k))
 		for _, s := range w.rooms[c] {
 			if s.closed {
 				continue
