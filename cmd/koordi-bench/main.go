@@ -9,10 +9,14 @@
 // Scenarios (see cmd/koordi-bench/RESULTS.md for figures):
 //
 //	cdc      backlog catch-up: koordi's consumer vs pg_recvlogical, same slot options
-//	fanout   deliveries/s, clients in rooms, vs the Node Socket.IO reference
-//	latency  write-to-receive latency at a fixed commit rate
+//	fanout   deliveries/s, clients in rooms, vs the Node Socket.IO reference and raw
+//	latency  write-to-receive latency swept over offered commit rates: p50/p99 per rate, the knee, a plot
 //	idle     server RSS per idle connection
 //	all      the four with the full sizes of issue 6; short: the same, small (make bench)
+//
+// Servers (--servers): raw (the physical-limit baseline, package raw,
+// `koordi-bench serve-raw`), koordi (koordi-realtime serve), node (the
+// Node reference), inproc (`koordi-bench serve-inproc`, with pprof), url.
 //
 // main only wires flags to the scenario package.
 package main
@@ -28,12 +32,14 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/harness"
 	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/inproc"
+	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/raw"
 	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/scenario"
 )
 
@@ -43,6 +49,13 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "serve-inproc" {
 		if err := serveInproc(ctx, os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "koordi-bench serve-inproc:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "serve-raw" {
+		if err := serveRaw(ctx, os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "koordi-bench serve-raw:", err)
 			os.Exit(1)
 		}
 		return
@@ -66,19 +79,56 @@ func serveInproc(ctx context.Context, args []string) error {
 	return inproc.Run(ctx, cfg)
 }
 
+func serveRaw(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("serve-raw", flag.ContinueOnError)
+	var cfg raw.Config
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:3000", "Socket.IO address (IPv4)")
+	fs.StringVar(&cfg.Control, "control", "127.0.0.1:6061", "control and pprof address")
+	fs.IntVar(&cfg.Threads, "threads", 0, "epoll worker threads (default GOMAXPROCS)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	return raw.Run(ctx, cfg)
+}
+
 type options struct {
-	servers, dbURL, koordiBin, nodeDir, results, pprofDir, target string
-	targetPID                                                     int
-	clients, roomSize, backlog, rate, idleConns, sources          int
-	commits, txs, txRows, reps                                    int
-	duration, hold                                                time.Duration
-	profile                                                       bool
+	servers, dbURL, koordiBin, nodeDir, results, pprofDir, target, rates string
+	targetPID, rawThreads                                                int
+	clients, roomSize, backlog, rate, idleConns, sources                 int
+	commits, txs, txRows, reps                                           int
+	duration, warmup, hold                                               time.Duration
+	profile                                                              bool
+}
+
+// defaultRates is the full latency sweep; short sweeps shortRates.
+const (
+	defaultRates = "250,500,750,1000,1500,2000,2500,3000"
+	shortRates   = "250,1000,2000"
+)
+
+func parseRates(s string) ([]int, error) {
+	var rates []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		r, err := strconv.Atoi(f)
+		if err != nil || r <= 0 {
+			return nil, fmt.Errorf("--rates: %q is not a positive whole number of commits/s", f)
+		}
+		rates = append(rates, r)
+	}
+	if len(rates) == 0 {
+		return nil, errors.New("--rates: no rate")
+	}
+	return rates, nil
 }
 
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("koordi-bench", flag.ContinueOnError)
 	var o options
-	fs.StringVar(&o.servers, "servers", "koordi,node", "servers to measure, in order: koordi (koordi-realtime serve), node (testdata/bench reference), inproc (bench's own build with pprof), url (--target)")
+	fs.StringVar(&o.servers, "servers", "raw,koordi,node", "servers to measure, in order: raw (physical-limit baseline, serve-raw), koordi (koordi-realtime serve), node (testdata/bench reference), inproc (bench's own build with pprof), url (--target)")
 	fs.StringVar(&o.dbURL, "database-url", "", "prepared or empty Koordi database (migrated and set up here); unset: start a throwaway cluster")
 	fs.StringVar(&o.koordiBin, "koordi-bin", "", "koordi-realtime binary; unset: go build it")
 	fs.StringVar(&o.nodeDir, "node-dir", "testdata/bench", "directory of the Node reference server (npm ci there first)")
@@ -89,8 +139,11 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.clients, "clients", 0, "fanout/latency: clients (default per scenario)")
 	fs.IntVar(&o.roomSize, "room-size", 100, "fanout/latency: users per calendar room")
 	fs.IntVar(&o.backlog, "backlog", 0, "fanout: transactions, each updating one event in every calendar")
-	fs.IntVar(&o.rate, "rate", 2000, "latency: commits per second")
-	fs.DurationVar(&o.duration, "duration", 0, "latency: how long to write")
+	fs.IntVar(&o.rate, "rate", 0, "latency: one rate, commits per second (instead of --rates)")
+	fs.StringVar(&o.rates, "rates", "", "latency: commit rates to sweep, comma-separated (default "+defaultRates+"; short: "+shortRates+")")
+	fs.DurationVar(&o.duration, "duration", 0, "latency: how long each rate is written (default 10s; short: 4s)")
+	fs.DurationVar(&o.warmup, "warmup", 0, "latency: first part of each rate not recorded (default 2s; short: 1s)")
+	fs.IntVar(&o.rawThreads, "raw-threads", 0, "server raw: epoll worker threads (default its GOMAXPROCS)")
 	fs.IntVar(&o.idleConns, "connections", 0, "idle: connections")
 	fs.DurationVar(&o.hold, "hold", 0, "idle: measurement window")
 	fs.IntVar(&o.sources, "sources", 0, "client source addresses 127.0.0.1.. (default 8, more for over 80,000 connections)")
@@ -98,7 +151,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.txs, "txs", 0, "cdc: multi-row transactions")
 	fs.IntVar(&o.txRows, "tx-rows", 1000, "cdc: rows per multi-row transaction")
 	fs.IntVar(&o.reps, "reps", 2, "cdc: runs per consumer (ABBA order)")
-	fs.BoolVar(&o.profile, "profile", false, "fanout/latency: CPU, heap and allocation profiles of server inproc; idle: its heap and goroutines; cdc: CPU profile of the koordi consumer")
+	fs.BoolVar(&o.profile, "profile", false, "fanout/latency: CPU, heap and allocation profiles of servers inproc and raw (per rate in latency); idle: its heap and goroutines; cdc: CPU profile of the koordi consumer")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: koordi-bench [flags] cdc|fanout|latency|idle|all|short")
 		fs.PrintDefaults()
@@ -118,6 +171,20 @@ func run(ctx context.Context, args []string) error {
 	short := which == "short"
 	if which != "all" && which != "short" && which != "cdc" && which != "fanout" && which != "latency" && which != "idle" {
 		return fmt.Errorf("unknown scenario %q", which)
+	}
+	switch {
+	case o.rate > 0 && o.rates != "":
+		return errors.New("--rate and --rates: give one")
+	case o.rate > 0:
+		o.rates = strconv.Itoa(o.rate)
+	case o.rates == "" && short:
+		o.rates = shortRates
+	case o.rates == "":
+		o.rates = defaultRates
+	}
+	rates, err := parseRates(o.rates)
+	if err != nil {
+		return err
 	}
 	// Connections are file descriptors on both ends.
 	if _, err := harness.RaiseNoFile(200_000); err != nil {
@@ -162,6 +229,11 @@ func run(ctx context.Context, args []string) error {
 			if path, werr := rep.WriteJSON(env.ResultsDir); werr == nil {
 				fmt.Printf("wrote %s\n", path)
 			}
+			if path, werr := rep.WritePlot(env.ResultsDir); werr != nil {
+				fmt.Fprintln(os.Stderr, "plot:", werr)
+			} else if path != "" {
+				fmt.Printf("wrote %s\n", path)
+			}
 			reports = append(reports, rep)
 		}
 		return err
@@ -182,9 +254,9 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	if err := do("latency", func() (*scenario.Report, error) {
-		return scenario.Delivery(ctx, env, "latency", scenario.DeliveryConfig{
-			Servers: servers, Clients: size(o.clients, 10_000, 1_000), RoomSize: o.roomSize,
-			Rate: o.rate, Duration: dur(o.duration, 20*time.Second, 5*time.Second), Warmup: 2 * time.Second,
+		return scenario.Sweep(ctx, env, scenario.SweepConfig{
+			Servers: servers, Clients: size(o.clients, 10_000, 1_000), RoomSize: o.roomSize, Rates: rates,
+			Step: dur(o.duration, 10*time.Second, 4*time.Second), Warmup: dur(o.warmup, 2*time.Second, time.Second),
 			Sources: o.sources, Profile: o.profile,
 		})
 	}); err != nil {
@@ -215,7 +287,7 @@ func buildEnv(ctx context.Context, o options) (*scenario.Env, func(), error) {
 	}
 	env := &scenario.Env{
 		DatabaseURL: o.dbURL, JWTSecret: hex.EncodeToString(secret), KoordiBin: o.koordiBin, BenchBin: self,
-		NodeDir: o.nodeDir, Target: o.target, TargetPID: o.targetPID, PprofDir: o.pprofDir, ResultsDir: o.results,
+		RawThreads: o.rawThreads, NodeDir: o.nodeDir, Target: o.target, TargetPID: o.targetPID, PprofDir: o.pprofDir, ResultsDir: o.results,
 		Out: os.Stdout, Log: os.Stderr,
 	}
 	if s := os.Getenv("JWT_SECRET"); s != "" && o.target != "" {

@@ -10,48 +10,41 @@ import (
 	"time"
 
 	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/harness"
+	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/raw"
 	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/stats"
 )
 
-// DeliveryConfig configures the fanout and latency scenarios.
+// DeliveryConfig configures the fanout scenario.
 type DeliveryConfig struct {
-	Servers []string // in run order; ratios are against the last one
+	Servers []string // in run order
 	Clients int      // sockets; client i logs in as user i mod Users
 	Users   int      // default Clients
 	// RoomSize is the number of users per calendar (Calendars =
 	// Users/RoomSize).
 	RoomSize          int
 	EventsPerCalendar int // default 100
-	// Backlog > 0: that many transactions, each updating one event per
-	// calendar, written as fast as possible (fanout). Otherwise Rate
-	// single-row commits per second for Duration (latency), latencies
-	// recorded after Warmup.
-	Backlog  int
-	Rate     int
-	Duration time.Duration
-	Warmup   time.Duration
-	Writers  int // connections for Rate; default 8
-	Sources  int // client source addresses; default 1
+	// Backlog is the number of transactions, each updating one event per
+	// calendar, written as fast as possible.
+	Backlog int
+	Sources int // client source addresses; default 8
 	// Profile takes a CPU profile (and a heap profile at the end) of
-	// servers that expose pprof (inproc) during the write phase.
+	// servers that expose pprof (inproc, raw) during the write phase.
 	Profile bool
 }
 
 func (c *DeliveryConfig) defaults() error {
-	if c.Users <= 0 {
-		c.Users = c.Clients
+	return checkRooms(&c.Users, c.Clients, c.RoomSize, &c.EventsPerCalendar)
+}
+
+func checkRooms(users *int, clients, roomSize int, events *int) error {
+	if *users <= 0 {
+		*users = clients
 	}
-	if c.RoomSize <= 0 || c.Users%c.RoomSize != 0 {
-		return fmt.Errorf("users (%d) must be a multiple of the room size (%d)", c.Users, c.RoomSize)
+	if roomSize <= 0 || *users%roomSize != 0 {
+		return fmt.Errorf("users (%d) must be a multiple of the room size (%d)", *users, roomSize)
 	}
-	if c.EventsPerCalendar <= 0 {
-		c.EventsPerCalendar = 100
-	}
-	if c.Writers <= 0 {
-		c.Writers = 8
-	}
-	if c.Backlog == 0 && c.Warmup >= c.Duration {
-		c.Warmup = c.Duration / 5
+	if *events <= 0 {
+		*events = 100
 	}
 	return nil
 }
@@ -79,10 +72,14 @@ type DeliveryRow struct {
 	Profile         string        `json:"profile,omitempty"`
 }
 
-// Delivery runs fanout (Backlog > 0) or latency.
+// Delivery runs fanout: every server in turn gets the same clients and the
+// same backlog, written as fast as possible.
 func Delivery(ctx context.Context, e *Env, name string, cfg DeliveryConfig) (*Report, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
+	}
+	if cfg.Backlog <= 0 {
+		return nil, fmt.Errorf("%s: no backlog", name)
 	}
 	topo := harness.Topology{Users: cfg.Users, Calendars: cfg.Users / cfg.RoomSize, EventsPerCalendar: cfg.EventsPerCalendar}
 	e.logf("%s: seeding %d users, %d calendars, %d events", name, topo.Users, topo.Calendars, topo.Calendars*topo.EventsPerCalendar)
@@ -97,36 +94,34 @@ func Delivery(ctx context.Context, e *Env, name string, cfg DeliveryConfig) (*Re
 	var rows []DeliveryRow
 	defer func() { rep.Rows = rows }()
 	for _, s := range cfg.Servers {
-		row, err := e.deliveryOne(ctx, name, s, cfg, topo, tokens)
+		row, err := e.fanoutOne(ctx, name, s, cfg, topo, tokens)
 		if err != nil {
 			return rep, fmt.Errorf("%s on %s: %w", name, s, err)
 		}
 		rows = append(rows, row)
 	}
-	var node *DeliveryRow
+	var node, rawRow *DeliveryRow
 	for i := range rows {
-		if rows[i].Server == "node" {
+		switch rows[i].Server {
+		case "node":
 			node = &rows[i]
+		case "raw":
+			rawRow = &rows[i]
 		}
 	}
 	for _, x := range rows {
-		if x.Server == "node" {
+		if x.Server == "node" || x.Server == "raw" {
 			continue
 		}
-		if node != nil && node.MsgsPerSec > 0 && cfg.Backlog > 0 {
+		if node != nil && node.MsgsPerSec > 0 {
 			v := x.MsgsPerSec / node.MsgsPerSec
 			rep.Ratios = append(rep.Ratios, Ratio{Figure: "delivered msgs/s", Subject: x.Server, Baseline: "node", Value: v, Goal: ">= 5", Met: v >= 5})
 		}
-		if cfg.Backlog == 0 && x.Latency.Count > 0 {
-			p50, p99 := float64(x.Latency.P50)/1e6, float64(x.Latency.P99)/1e6
-			rep.Ratios = append(rep.Ratios,
-				Ratio{Figure: "latency p50 ms", Subject: x.Server, Baseline: "absolute", Value: p50, Goal: "<= 5", Met: p50 <= 5},
-				Ratio{Figure: "latency p99 ms", Subject: x.Server, Baseline: "absolute", Value: p99, Goal: "<= 25", Met: p99 <= 25})
-			if node != nil && node.Latency.P50 > 0 {
-				rep.Ratios = append(rep.Ratios, Ratio{Figure: "latency p99 vs node", Subject: x.Server, Baseline: "node",
-					Value: float64(x.Latency.P99) / float64(node.Latency.P99), Goal: "< 1", Met: x.Latency.P99 < node.Latency.P99})
-			}
+		if rawRow != nil && rawRow.MsgsPerSec > 0 {
+			rep.Ratios = append(rep.Ratios, Ratio{Figure: "delivered msgs/s", Subject: x.Server, Baseline: "raw", Value: x.MsgsPerSec / rawRow.MsgsPerSec})
 		}
+	}
+	for _, x := range rows {
 		if lost := x.Accounting.Lost; lost > 0 {
 			rep.Ratios = append(rep.Ratios, Ratio{Figure: "lost deliveries", Subject: x.Server, Baseline: "expected",
 				Value: float64(lost) / float64(max(x.Accounting.Expected, 1)), Goal: "0", Met: false})
@@ -135,94 +130,129 @@ func Delivery(ctx context.Context, e *Env, name string, cfg DeliveryConfig) (*Re
 	return rep, nil
 }
 
-func (e *Env) deliveryOne(ctx context.Context, name, srvName string, cfg DeliveryConfig, topo harness.Topology, tokens func(int) string) (DeliveryRow, error) {
-	row := DeliveryRow{Server: srvName, Clients: cfg.Clients, RoomSize: cfg.RoomSize}
+// session is one server started and a fleet connected to it.
+type session struct {
+	srv *server
+	f   *fleet
+	row DeliveryRow // server, clients, connect time and RSS filled in
+}
+
+func (s *session) close() {
+	s.f.close()
+	s.srv.stop()
+}
+
+// open starts srvName and connects clients sockets to it.
+func (e *Env) open(ctx context.Context, name, srvName string, clients, roomSize, sources int, tokens func(int) string) (*session, error) {
+	row := DeliveryRow{Server: srvName, Clients: clients, RoomSize: roomSize}
 	srv, err := e.startServer(ctx, srvName)
 	if err != nil {
-		return row, err
+		return nil, err
 	}
-	defer srv.stop()
 	time.Sleep(500 * time.Millisecond) // let start-up allocation settle
 	row.RSSBefore = sample(srv.pid).serverRSS
-	e.logf("%s/%s: connecting %d clients to %s", name, srvName, cfg.Clients, srv.url)
-	f, took, err := connect(ctx, fleetConfig{URL: srv.url, Tokens: tokens, N: cfg.Clients, ReadyEvent: srv.readyEvent, Sources: cfg.Sources})
+	e.logf("%s/%s: connecting %d clients to %s", name, srvName, clients, srv.url)
+	f, took, err := connect(ctx, fleetConfig{URL: srv.url, Tokens: tokens, N: clients, ReadyEvent: srv.readyEvent, Sources: sources})
 	if err != nil {
-		return row, err
+		srv.stop()
+		return nil, err
 	}
-	defer f.close()
 	row.ConnectSeconds = took.Seconds()
 	time.Sleep(time.Second)
 	row.RSSConnected = sample(srv.pid).serverRSS
-	if cfg.Clients > 0 {
-		row.RSSPerConn = float64(row.RSSConnected-row.RSSBefore) / float64(cfg.Clients)
+	if clients > 0 {
+		row.RSSPerConn = float64(row.RSSConnected-row.RSSBefore) / float64(clients)
 	}
 	e.logf("%s/%s: connected in %.1fs, RSS %s -> %s", name, srvName, took.Seconds(), mib(row.RSSBefore), mib(row.RSSConnected))
+	return &session{srv: srv, f: f, row: row}, nil
+}
 
-	var profDone chan string
-	profSeconds := 0
-	if cfg.Profile && srv.pprof != "" {
-		profSeconds = 10
-		if cfg.Backlog == 0 {
-			profSeconds = int(cfg.Duration.Seconds())
+// profile starts the server's CPU profile (if it has pprof and profiling
+// is on) and this process's; the returned function ends both and returns
+// the server profile's path.
+func (e *Env) profile(on bool, srv *server, file string, seconds int) func() string {
+	if !on {
+		return func() string { return "" }
+	}
+	var done chan string
+	if srv.pprof != "" {
+		done = make(chan string, 1)
+		go func() {
+			done <- e.fetchProfile(srv.pprof, file+"-cpu.pprof", fmt.Sprintf("profile?seconds=%d", seconds))
+		}()
+	}
+	// The load generator's own profile shows whether it is the limit.
+	stopBench := e.startCPUProfile(file + "-bench-cpu.pprof")
+	return func() string {
+		stopBench()
+		if done == nil {
+			return ""
 		}
-		profDone = make(chan string, 1)
-		go func() {
-			profDone <- e.fetchProfile(srv.pprof, fmt.Sprintf("%s-%s-cpu.pprof", name, srvName), fmt.Sprintf("profile?seconds=%d", profSeconds))
-		}()
+		path := <-done
+		e.fetchProfile(srv.pprof, file+"-heap.pprof", "heap")
+		e.fetchProfile(srv.pprof, file+"-allocs.pprof", "allocs")
+		return path
 	}
+}
 
-	if cfg.Profile {
-		// The load generator's own profile shows whether it is the limit.
-		stopBench := e.startCPUProfile(fmt.Sprintf("%s-%s-bench-cpu.pprof", name, srvName))
-		defer stopBench()
+func (e *Env) fanoutOne(ctx context.Context, name, srvName string, cfg DeliveryConfig, topo harness.Topology, tokens func(int) string) (DeliveryRow, error) {
+	s, err := e.open(ctx, name, srvName, cfg.Clients, cfg.RoomSize, cfg.Sources, tokens)
+	if err != nil {
+		return DeliveryRow{Server: srvName}, err
 	}
-	s0 := sample(srv.pid)
-	var perCal []int64
-	if cfg.Backlog > 0 {
-		f.recording.Store(true)
-		perCal, err = writeBacklog(ctx, e.DatabaseURL, topo, cfg.Backlog)
-		row.Commits = int64(cfg.Backlog)
-	} else {
-		go func() {
-			select {
-			case <-time.After(cfg.Warmup):
-				f.recording.Store(true)
-			case <-ctx.Done():
-			}
-		}()
-		var r rateResult
-		r, err = writeRate(ctx, e.DatabaseURL, topo, cfg.Rate, cfg.Duration, cfg.Writers)
-		perCal, row.Commits, row.WriterBehind = r.perCal, r.Commits, r.Behind
-	}
+	defer s.close()
+	row, f := s.row, s.f
+	stopProfile := e.profile(cfg.Profile, s.srv, fmt.Sprintf("%s-%s", name, srvName), 10)
+	s0 := sample(s.srv.pid)
+	f.recording.Store(true)
+	perCal, err := e.writeBacklog(ctx, s.srv, topo, cfg.Backlog)
+	row.Commits = int64(cfg.Backlog)
 	row.WriteSeconds = time.Since(s0.at).Seconds()
 	if err != nil {
+		stopProfile()
 		return row, err
 	}
 	var want int64
 	for i := 0; i < cfg.Clients; i++ {
 		want += perCal[topo.CalendarOf(i%cfg.Users)]
 	}
-	last := f.waitFor(ctx, want, 15*time.Second)
-	s1 := sample(srv.pid)
+	last := f.waitFor(ctx, want, 15*time.Second, 0)
+	s1 := sample(s.srv.pid)
 	s1.at = last
 	row.DeliverySeconds = last.Sub(s0.at).Seconds()
 	row.Accounting = f.account(func(i int) int64 { return perCal[topo.CalendarOf(i%cfg.Users)] })
 	if row.DeliverySeconds > 0 {
 		row.MsgsPerSec = float64(row.Accounting.Delivered) / row.DeliverySeconds
 	}
-	row.Latency = f.lat.Summarize()
+	row.Latency = f.lat.Load().Summarize()
 	row.ServerCores, row.BenchCores = cores(s0, s1)
 	row.RSSAfter = s1.serverRSS
 	row.Load = harness.LoadAvg()
-	if profDone != nil {
-		row.Profile = <-profDone
-		e.fetchProfile(srv.pprof, fmt.Sprintf("%s-%s-heap.pprof", name, srvName), "heap")
-		e.fetchProfile(srv.pprof, fmt.Sprintf("%s-%s-allocs.pprof", name, srvName), "allocs")
-	}
+	row.Profile = stopProfile()
 	e.logf("%s/%s: %d/%d delivered in %.2fs (%.0f/s), p50 %s p99 %s, server %.2f cores, bench %.2f cores",
 		name, srvName, row.Accounting.Delivered, row.Accounting.Expected, row.DeliverySeconds, row.MsgsPerSec,
 		row.Latency.P50, row.Latency.P99, row.ServerCores, row.BenchCores)
 	return row, nil
+}
+
+// writeBacklog writes the fan-out backlog: through SQL, or, for raw, as
+// raw's in-memory schedule.
+func (e *Env) writeBacklog(ctx context.Context, srv *server, t harness.Topology, txs int) ([]int64, error) {
+	if srv.control == "" {
+		return writeBacklog(ctx, e.DatabaseURL, t, txs)
+	}
+	res, err := raw.Start(ctx, srv.control, raw.Plan{Calendars: t.Calendars, EventsPerCalendar: t.EventsPerCalendar, Backlog: txs})
+	return res.PerCal, err
+}
+
+// writeRate commits rate single-row updates a second for d: through SQL,
+// or, for raw, as raw's in-memory schedule.
+func (e *Env) writeRate(ctx context.Context, srv *server, t harness.Topology, rate int, d time.Duration, workers int) (rateResult, error) {
+	if srv.control == "" {
+		return writeRate(ctx, e.DatabaseURL, t, rate, d, workers)
+	}
+	res, err := raw.Start(ctx, srv.control, raw.Plan{Calendars: t.Calendars, EventsPerCalendar: t.EventsPerCalendar, Rate: rate, Duration: d})
+	return rateResult{Commits: res.Commits, Seconds: res.Seconds, Behind: res.Behind, perCal: res.PerCal}, err
 }
 
 // fetchProfile saves base/debug/pprof/<what> under PprofDir.

@@ -21,7 +21,8 @@ type Env struct {
 	DatabaseURL string // a prepared Koordi database (harness.Prepare)
 	JWTSecret   string
 	KoordiBin   string // koordi-realtime binary for server "koordi"
-	BenchBin    string // this binary, for server "inproc"
+	BenchBin    string // this binary, for servers "inproc" and "raw"
+	RawThreads  int    // epoll workers of server "raw"; 0: its default
 	NodeDir     string // testdata/bench, for server "node"
 	// Target and TargetPID describe an external server ("url").
 	Target    string
@@ -43,11 +44,14 @@ type server struct {
 	url        string
 	pid        int    // 0 if unknown (external without --target-pid)
 	readyEvent string // see sioclient.Options.ReadyEvent
-	pprof      string // pprof base URL for inproc
-	stop       func()
+	pprof      string // pprof base URL for inproc and raw
+	// control is raw's control URL: writes are raw's in-memory schedule,
+	// not SQL.
+	control string
+	stop    func()
 }
 
-// startServer starts the named server: koordi, node, inproc or url.
+// startServer starts the named server: raw, koordi, node, inproc or url.
 func (e *Env) startServer(ctx context.Context, name string) (*server, error) {
 	if name == "url" {
 		if e.Target == "" {
@@ -90,6 +94,18 @@ func (e *Env) startServer(ctx context.Context, name string) (*server, error) {
 		}
 		return &server{name: name, url: url, pid: p.PID(), pprof: "http://" + paddr,
 			stop: func() { p.Stop(); _ = dropSlot(context.Background(), e.DatabaseURL, slot) }}, nil
+	case "raw":
+		cport, err := harness.FreePort()
+		if err != nil {
+			return nil, err
+		}
+		ctl := "http://127.0.0.1:" + strconv.Itoa(cport)
+		p, err := harness.StartProcess(ctx, name, url, nil, "", e.BenchBin, "serve-raw", "--listen", addr,
+			"--control", strings.TrimPrefix(ctl, "http://"), "--threads", strconv.Itoa(e.RawThreads))
+		if err != nil {
+			return nil, err
+		}
+		return &server{name: name, url: url, pid: p.PID(), pprof: ctl, control: ctl, stop: p.Stop}, nil
 	case "node":
 		if _, err := os.Stat(filepath.Join(e.NodeDir, "node_modules", "socket.io")); err != nil {
 			return nil, fmt.Errorf("node reference: run `cd %s && npm ci` first: %w", e.NodeDir, err)
@@ -106,7 +122,7 @@ func (e *Env) startServer(ctx context.Context, name string) (*server, error) {
 		return &server{name: name, url: url, pid: p.PID(), readyEvent: "bench:ready",
 			stop: func() { p.Stop(); _ = harness.DropNotifyTriggers(context.Background(), e.DatabaseURL) }}, nil
 	}
-	return nil, fmt.Errorf("unknown server %q (koordi, node, inproc, url)", name)
+	return nil, fmt.Errorf("unknown server %q (raw, koordi, node, inproc, url)", name)
 }
 
 func dropSlot(ctx context.Context, url, slot string) error {

@@ -22,12 +22,13 @@ const stampPrefix = "bench:"
 
 // fleet is N connected clients and what they received.
 type fleet struct {
-	conns     []*sioclient.Conn
-	received  []atomic.Int64 // per client, event:updated with a stamp
-	total     atomic.Int64
-	other     atomic.Int64 // other events
-	bad       atomic.Int64 // unparseable stamps
-	lat       *stats.Histogram
+	conns    []*sioclient.Conn
+	received []atomic.Int64 // per client, event:updated with a stamp
+	total    atomic.Int64
+	other    atomic.Int64 // other events
+	bad      atomic.Int64 // unparseable stamps
+	// lat receives latencies while recording; a sweep gives each step its own.
+	lat       atomic.Pointer[stats.Histogram]
 	recording atomic.Bool
 	wg        sync.WaitGroup
 	runErrs   atomic.Int64
@@ -45,7 +46,8 @@ type fleetConfig struct {
 
 // connect dials all clients; each starts reading at once.
 func connect(ctx context.Context, cfg fleetConfig) (*fleet, time.Duration, error) {
-	f := &fleet{conns: make([]*sioclient.Conn, cfg.N), received: make([]atomic.Int64, cfg.N), lat: &stats.Histogram{}}
+	f := &fleet{conns: make([]*sioclient.Conn, cfg.N), received: make([]atomic.Int64, cfg.N)}
+	f.lat.Store(&stats.Histogram{})
 	if cfg.Parallel <= 0 {
 		cfg.Parallel = 200
 	}
@@ -106,7 +108,7 @@ func (f *fleet) read(i int, c *sioclient.Conn) {
 		f.received[i].Add(1)
 		f.total.Add(1)
 		if f.recording.Load() {
-			f.lat.Record(now - ns)
+			f.lat.Load().Record(now - ns)
 		}
 	})
 	if err != nil {
@@ -126,10 +128,12 @@ func (f *fleet) close() {
 	f.wg.Wait()
 }
 
-// waitFor waits until total reaches want, nothing arrived for idle, or ctx
-// ends; it returns when the last delivery was counted.
-func (f *fleet) waitFor(ctx context.Context, want int64, idle time.Duration) time.Time {
+// waitFor waits until total reaches want, nothing arrived for idle, limit
+// passed (if > 0), or ctx ends; it returns when the last delivery was
+// counted.
+func (f *fleet) waitFor(ctx context.Context, want int64, idle, limit time.Duration) time.Time {
 	last, lastAt := f.total.Load(), time.Now()
+	start := lastAt
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -137,7 +141,7 @@ func (f *fleet) waitFor(ctx context.Context, want int64, idle time.Duration) tim
 		if n != last {
 			last, lastAt = n, time.Now()
 		}
-		if n >= want || time.Since(lastAt) > idle {
+		if n >= want || time.Since(lastAt) > idle || (limit > 0 && time.Since(start) > limit) {
 			return lastAt
 		}
 		select {
@@ -159,10 +163,33 @@ type accounting struct {
 	Dropped    int64 `json:"clients_dropped"`
 }
 
+// snapshot is what each client has received so far, for accountSince.
+type snapshot struct {
+	received               []int64
+	total, other, bad, err int64
+}
+
+func (f *fleet) snapshot() snapshot {
+	s := snapshot{received: make([]int64, len(f.received)), total: f.total.Load(), other: f.other.Load(), bad: f.bad.Load(), err: f.runErrs.Load()}
+	for i := range f.received {
+		s.received[i] = f.received[i].Load()
+	}
+	return s
+}
+
 func (f *fleet) account(expected func(i int) int64) accounting {
+	return f.accountSince(snapshot{}, expected)
+}
+
+// accountSince compares what each client got since base with what it
+// should have.
+func (f *fleet) accountSince(base snapshot, expected func(i int) int64) accounting {
 	var a accounting
 	for i := range f.received {
 		e, got := expected(i), f.received[i].Load()
+		if base.received != nil {
+			got -= base.received[i]
+		}
 		a.Expected += e
 		a.Delivered += got
 		if got < e {
@@ -171,6 +198,6 @@ func (f *fleet) account(expected func(i int) int64) accounting {
 			a.Duplicates += got - e
 		}
 	}
-	a.Other, a.BadStamps, a.Dropped = f.other.Load(), f.bad.Load(), f.runErrs.Load()
+	a.Other, a.BadStamps, a.Dropped = f.other.Load()-base.other, f.bad.Load()-base.bad, f.runErrs.Load()-base.err
 	return a
 }

@@ -80,7 +80,7 @@ func Idle(ctx context.Context, e *Env, cfg IdleConfig) (*Report, error) {
 		}
 	}
 	for _, x := range rows {
-		if x.Server != "node" && node != nil && x.Failed == "" && node.RSSPerConn > 0 {
+		if x.Server != "node" && x.Server != "raw" && node != nil && x.Failed == "" && node.RSSPerConn > 0 {
 			v := x.RSSPerConn / node.RSSPerConn
 			rep.Ratios = append(rep.Ratios, Ratio{Figure: "RSS per idle connection", Subject: x.Server, Baseline: "node", Value: v, Goal: "<= 0.75", Met: v <= 0.75})
 		}

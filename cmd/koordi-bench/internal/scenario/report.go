@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -21,10 +22,12 @@ type Report struct {
 	Machine  Machine   `json:"machine"`
 	Config   any       `json:"config"`
 	Rows     any       `json:"rows"`
+	Knees    []Knee    `json:"knees,omitempty"`
 	Ratios   []Ratio   `json:"ratios,omitempty"`
 }
 
-// Ratio is one figure of a server against the baseline of the same run.
+// Ratio is one figure of a server against the baseline of the same run;
+// without a Goal it is reported, not judged.
 type Ratio struct {
 	Figure   string  `json:"figure"`
 	Subject  string  `json:"subject"`
@@ -75,12 +78,16 @@ func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }
 
+func (r *Report) basename() string {
+	return fmt.Sprintf("%s-%s", r.Scenario, r.Started.UTC().Format("20060102T150405Z"))
+}
+
 // WriteJSON writes the report to dir/<scenario>-<time>.json and returns the path.
 func (r *Report) WriteJSON(dir string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	path := filepath.Join(dir, fmt.Sprintf("%s-%s.json", r.Scenario, r.Started.UTC().Format("20060102T150405Z")))
+	path := filepath.Join(dir, r.basename()+".json")
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return "", err
@@ -102,6 +109,14 @@ func (r *Report) Print(w io.Writer) {
 				ms(x.Latency.P50), ms(x.Latency.P99), ms(x.Latency.Max),
 				mib(x.RSSBefore), mib(x.RSSConnected), x.RSSPerConn/1024, x.ServerCores, x.BenchCores, x.Load)
 		}
+	case []SweepRow:
+		fmt.Fprintln(tw, "server\tclients\troom\trate\tcommits\tcommits/s\toffered/s\tdelivered/s\tdeliv/off\tp50\tp99\tmax\tlost\tdup\twriter behind\tsrv cores\tbench cores\tload\t  note")
+		for _, x := range rows {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%.0f\t%.0f\t%.0f\t%.3f\t%s\t%s\t%s\t%d\t%d\t%s\t%.2f\t%.2f\t%s\t%s\n",
+				x.Server, x.Clients, x.RoomSize, x.Rate, x.Commits, float64(x.Commits)/max(x.WriteSeconds, 1e-9), x.Offered, x.Delivered, x.DeliveredRatio,
+				ms(x.Latency.P50), ms(x.Latency.P99), ms(x.Latency.Max), x.Accounting.Lost, x.Accounting.Duplicates, ms(x.WriterBehind),
+				x.ServerCores, x.BenchCores, x.Load, "  "+x.Stopped)
+		}
 	case []IdleRow:
 		fmt.Fprintln(tw, "server\tconnections\tconnect secs\tRSS before\tRSS after\tKiB/conn\tidle srv cores\tload\t")
 		for _, x := range rows {
@@ -116,11 +131,91 @@ func (r *Report) Print(w io.Writer) {
 		}
 	}
 	tw.Flush()
+	if rows, ok := r.Rows.([]SweepRow); ok {
+		printCurve(w, rows)
+	}
+	for _, k := range r.Knees {
+		fmt.Fprintf(w, "knee %-8s %s\n", k.Server, k.describe())
+	}
 	for _, q := range r.Ratios {
+		if q.Goal == "" {
+			fmt.Fprintf(w, "ratio %-34s %s/%s = %.3g\n", q.Figure, q.Subject, q.Baseline, q.Value)
+			continue
+		}
 		met := "MISSED"
 		if q.Met {
 			met = "met"
 		}
 		fmt.Fprintf(w, "ratio %-34s %s/%s = %.2f  (goal %s: %s)\n", q.Figure, q.Subject, q.Baseline, q.Value, q.Goal, met)
 	}
+}
+
+// describe is the knee in words.
+func (k Knee) describe() string {
+	s := fmt.Sprintf("none: p99 over %s (or under 95%% delivered) at the lowest rate", k.P99)
+	if k.Rate > 0 {
+		s = fmt.Sprintf("%d commits/s (highest rate up to which every step had p99 <= %s)", k.Rate, k.P99)
+	}
+	if len(k.Also) > 0 {
+		s += fmt.Sprintf("; also met at %v after a miss", k.Also)
+	}
+	if k.Stopped > 0 {
+		s += fmt.Sprintf("; sweep stopped at %d commits/s", k.Stopped)
+	}
+	return s
+}
+
+// printCurve prints p99 by rate, one column per server, and each server's
+// p99 against the first server's (raw's, when it runs first).
+func printCurve(w io.Writer, rows []SweepRow) {
+	var servers []string
+	var rates []int
+	p99 := map[string]map[int]time.Duration{}
+	for _, x := range rows {
+		if p99[x.Server] == nil {
+			p99[x.Server] = map[int]time.Duration{}
+			servers = append(servers, x.Server)
+		}
+		if x.Latency.Count > 0 {
+			p99[x.Server][x.Rate] = x.Latency.P99
+		}
+		if !slices.Contains(rates, x.Rate) {
+			rates = append(rates, x.Rate)
+		}
+	}
+	slices.Sort(rates)
+	if len(servers) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\np99 by offered rate:")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	head := "commits/s\t"
+	for _, s := range servers {
+		head += s + "\t"
+	}
+	for _, s := range servers[1:] {
+		head += s + "/" + servers[0] + "\t"
+	}
+	fmt.Fprintln(tw, head)
+	for _, r := range rates {
+		line := fmt.Sprintf("%d\t", r)
+		for _, s := range servers {
+			if v, ok := p99[s][r]; ok {
+				line += ms(v) + "\t"
+			} else {
+				line += "-\t"
+			}
+		}
+		for _, s := range servers[1:] {
+			b, okb := p99[servers[0]][r]
+			v, ok := p99[s][r]
+			if ok && okb && b > 0 {
+				line += fmt.Sprintf("%.1f\t", float64(v)/float64(b))
+			} else {
+				line += "-\t"
+			}
+		}
+		fmt.Fprintln(tw, line)
+	}
+	tw.Flush()
 }

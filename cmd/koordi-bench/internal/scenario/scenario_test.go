@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -63,15 +64,35 @@ func TestReportPrintAndJSON(t *testing.T) {
 }
 
 func TestDeliveryConfigDefaults(t *testing.T) {
-	c := DeliveryConfig{Clients: 1000, RoomSize: 100, Rate: 10, Duration: time.Second, Warmup: 2 * time.Second}
+	c := DeliveryConfig{Clients: 1000, RoomSize: 100, Backlog: 10}
 	if err := c.defaults(); err != nil {
 		t.Fatal(err)
 	}
-	if c.Users != 1000 || c.EventsPerCalendar != 100 || c.Writers != 8 || c.Warmup != 200*time.Millisecond {
+	if c.Users != 1000 || c.EventsPerCalendar != 100 {
 		t.Fatalf("defaults: %+v", c)
 	}
 	bad := DeliveryConfig{Clients: 1000, RoomSize: 300}
 	if err := bad.defaults(); err == nil {
 		t.Fatal("room size not dividing users accepted")
+	}
+}
+
+func TestSweepConfigDefaults(t *testing.T) {
+	c := SweepConfig{Clients: 1000, RoomSize: 100, Rates: []int{1000, 250, 1000, 500}, Step: time.Second, Warmup: 2 * time.Second}
+	if err := c.defaults(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Users != 1000 || c.Writers != 8 || c.Warmup != 200*time.Millisecond || c.KneeP99 != 25*time.Millisecond ||
+		c.MinDelivered != 0.95 || c.MaxP99 != 5*time.Second || !slices.Equal(c.Rates, []int{250, 500, 1000}) {
+		t.Fatalf("defaults: %+v", c)
+	}
+	for _, bad := range []SweepConfig{
+		{Clients: 1000, RoomSize: 100},
+		{Clients: 1000, RoomSize: 100, Rates: []int{0, 10}},
+		{Clients: 1000, RoomSize: 300, Rates: []int{10}},
+	} {
+		if err := bad.defaults(); err == nil {
+			t.Errorf("%+v accepted", bad)
+		}
 	}
 }

@@ -1,0 +1,288 @@
+package scenario
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/harness"
+	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/stats"
+)
+
+// SweepConfig configures the latency scenario: write-to-receive latency
+// while the offered commit rate steps up, one bounded step per rate, on
+// one set of connected clients per server.
+type SweepConfig struct {
+	Servers           []string
+	Clients           int
+	Users             int // default Clients
+	RoomSize          int
+	EventsPerCalendar int   // default 100
+	Rates             []int // commits per second, swept in ascending order
+	// Step is how long each rate is written; the first Warmup of it is
+	// not recorded.
+	Step    time.Duration
+	Warmup  time.Duration
+	Writers int // SQL connections; default 8
+	Sources int
+	// KneeP99 is the latency goal the knee is taken at; default 25 ms.
+	KneeP99 time.Duration
+	// A server's sweep stops after a step that delivered less than
+	// MinDelivered of the offered rate (default 0.95), lost deliveries,
+	// or had a p99 over MaxP99 (default 5 s).
+	MinDelivered float64
+	MaxP99       time.Duration
+	Profile      bool // CPU profiles of servers with pprof, per step
+}
+
+func (c *SweepConfig) defaults() error {
+	if err := checkRooms(&c.Users, c.Clients, c.RoomSize, &c.EventsPerCalendar); err != nil {
+		return err
+	}
+	if len(c.Rates) == 0 {
+		return fmt.Errorf("latency: no rates")
+	}
+	c.Rates = slices.Clone(c.Rates)
+	slices.Sort(c.Rates)
+	c.Rates = slices.Compact(c.Rates)
+	if c.Rates[0] <= 0 {
+		return fmt.Errorf("latency: rate %d", c.Rates[0])
+	}
+	if c.Step <= 0 {
+		c.Step = 10 * time.Second
+	}
+	if c.Warmup < 0 || c.Warmup >= c.Step {
+		c.Warmup = c.Step / 5
+	}
+	if c.Writers <= 0 {
+		c.Writers = 8
+	}
+	if c.KneeP99 <= 0 {
+		c.KneeP99 = 25 * time.Millisecond
+	}
+	if c.MinDelivered <= 0 {
+		c.MinDelivered = 0.95
+	}
+	if c.MaxP99 <= 0 {
+		c.MaxP99 = 5 * time.Second
+	}
+	return nil
+}
+
+// SweepRow is one server's figures at one offered rate.
+type SweepRow struct {
+	Server       string        `json:"server"`
+	Rate         int           `json:"rate"` // offered commits/s
+	Clients      int           `json:"clients"`
+	RoomSize     int           `json:"room_size"`
+	Commits      int64         `json:"commits"`
+	WriteSeconds float64       `json:"write_seconds"`
+	WriterBehind time.Duration `json:"writer_behind_ns,omitempty"`
+	// Offered is the deliveries a second the schedule asked for;
+	// Delivered those that arrived, over the step and its drain
+	// (DeliverySeconds, from the first write to the last delivery).
+	Offered         float64       `json:"offered_per_second"`
+	Delivered       float64       `json:"delivered_per_second"`
+	DeliveredRatio  float64       `json:"delivered_ratio"`
+	DeliverySeconds float64       `json:"delivery_seconds"`
+	Latency         stats.Summary `json:"latency"`
+	Accounting      accounting    `json:"accounting"`
+	ServerCores     float64       `json:"server_cpu_cores"`
+	BenchCores      float64       `json:"bench_cpu_cores"`
+	Load            string        `json:"loadavg"`
+	// Stopped says why the server's sweep ended after this step.
+	Stopped string `json:"stopped,omitempty"`
+	Profile string `json:"profile,omitempty"`
+}
+
+// Knee is a server's highest offered rate whose p99 met the goal.
+type Knee struct {
+	Server string        `json:"server"`
+	Rate   int           `json:"rate"` // 0: not met at the lowest rate
+	P99    time.Duration `json:"p99_limit_ns"`
+	// Also lists higher rates that met the goal after one that did not
+	// (the noise of a shared machine).
+	Also    []int `json:"also_met_at,omitempty"`
+	Stopped int   `json:"stopped_at,omitempty"` // the rate the sweep ended at, if it ended early
+}
+
+// passes says whether a step meets the latency goal: p99 within limit,
+// delivering at least minDelivered of the offered rate, nothing lost.
+func (r SweepRow) passes(limit time.Duration, minDelivered float64) bool {
+	return r.Latency.Count > 0 && r.Latency.P99 <= limit && r.DeliveredRatio >= minDelivered && r.Accounting.Lost == 0
+}
+
+// kneeOf finds server's knee in rows: the highest rate such that it and
+// every lower rate swept passed.
+func kneeOf(server string, rows []SweepRow, limit time.Duration, minDelivered float64) Knee {
+	k := Knee{Server: server, P99: limit}
+	var mine []SweepRow
+	for _, r := range rows {
+		if r.Server == server {
+			mine = append(mine, r)
+		}
+	}
+	slices.SortFunc(mine, func(a, b SweepRow) int { return a.Rate - b.Rate })
+	broken := false
+	for _, r := range mine {
+		switch ok := r.passes(limit, minDelivered); {
+		case ok && !broken:
+			k.Rate = r.Rate
+		case ok:
+			k.Also = append(k.Also, r.Rate)
+		default:
+			broken = true
+		}
+		if r.Stopped != "" {
+			k.Stopped = r.Rate
+		}
+	}
+	return k
+}
+
+// fellOver says why a step ends the server's sweep, or "".
+func (c *SweepConfig) fellOver(r SweepRow) string {
+	switch {
+	case r.Accounting.Lost > 0:
+		return fmt.Sprintf("lost %d deliveries", r.Accounting.Lost)
+	case r.Accounting.Dropped > 0:
+		return fmt.Sprintf("%d clients dropped", r.Accounting.Dropped)
+	case r.DeliveredRatio < c.MinDelivered:
+		return fmt.Sprintf("delivered %.0f%% of the offered rate (< %.0f%%)", 100*r.DeliveredRatio, 100*c.MinDelivered)
+	case r.Latency.P99 > c.MaxP99:
+		return fmt.Sprintf("p99 %s > %s", r.Latency.P99.Round(time.Millisecond), c.MaxP99)
+	}
+	return ""
+}
+
+// Sweep runs the latency scenario.
+func Sweep(ctx context.Context, e *Env, cfg SweepConfig) (*Report, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	topo := harness.Topology{Users: cfg.Users, Calendars: cfg.Users / cfg.RoomSize, EventsPerCalendar: cfg.EventsPerCalendar}
+	e.logf("latency: seeding %d users, %d calendars, %d events", topo.Users, topo.Calendars, topo.Calendars*topo.EventsPerCalendar)
+	if err := harness.Seed(ctx, e.DatabaseURL, topo); err != nil {
+		return nil, err
+	}
+	tokens, err := e.tokens(cfg.Users)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{Scenario: "latency", Started: time.Now(), Config: cfg, Machine: machine()}
+	var rows []SweepRow
+	defer func() { rep.Rows = rows }()
+	for _, name := range cfg.Servers {
+		got, err := e.sweepOne(ctx, name, cfg, topo, tokens)
+		rows = append(rows, got...)
+		if err != nil {
+			return rep, fmt.Errorf("latency on %s: %w", name, err)
+		}
+	}
+	knees := map[string]Knee{}
+	for _, name := range cfg.Servers {
+		k := kneeOf(name, rows, cfg.KneeP99, cfg.MinDelivered)
+		rep.Knees = append(rep.Knees, k)
+		knees[name] = k
+	}
+	limit := fmt.Sprintf("p99 <= %s", cfg.KneeP99)
+	for _, name := range cfg.Servers {
+		if name == "raw" || name == "node" {
+			continue
+		}
+		k := knees[name]
+		rep.Ratios = append(rep.Ratios, Ratio{Figure: "knee commits/s (" + limit + ")", Subject: name, Baseline: "absolute",
+			Value: float64(k.Rate), Goal: ">= 2000", Met: k.Rate >= 2000})
+		for _, base := range []string{"raw", "node"} {
+			if b, ok := knees[base]; ok && b.Rate > 0 {
+				rep.Ratios = append(rep.Ratios, Ratio{Figure: "knee commits/s", Subject: name, Baseline: base, Value: float64(k.Rate) / float64(b.Rate)})
+			}
+		}
+	}
+	for _, x := range rows {
+		if x.Accounting.Lost > 0 || x.Accounting.Duplicates > 0 {
+			rep.Ratios = append(rep.Ratios, Ratio{Figure: fmt.Sprintf("lost+duplicated at %d/s", x.Rate), Subject: x.Server, Baseline: "expected",
+				Value: float64(x.Accounting.Lost+x.Accounting.Duplicates) / float64(max(x.Accounting.Expected, 1)), Goal: "0", Met: false})
+		}
+	}
+	return rep, nil
+}
+
+func (e *Env) sweepOne(ctx context.Context, name string, cfg SweepConfig, topo harness.Topology, tokens func(int) string) ([]SweepRow, error) {
+	s, err := e.open(ctx, "latency", name, cfg.Clients, cfg.RoomSize, cfg.Sources, tokens)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	var rows []SweepRow
+	for i, rate := range cfg.Rates {
+		row, err := e.step(ctx, s, cfg, topo, rate)
+		if err != nil {
+			return rows, err
+		}
+		if why := cfg.fellOver(row); why != "" && i < len(cfg.Rates)-1 {
+			row.Stopped = why + ": sweep stopped"
+			e.logf("latency/%s: at %d commits/s %s", name, rate, row.Stopped)
+		}
+		rows = append(rows, row)
+		if row.Stopped != "" {
+			break
+		}
+		select {
+		case <-time.After(300 * time.Millisecond):
+		case <-ctx.Done():
+			return rows, ctx.Err()
+		}
+	}
+	return rows, nil
+}
+
+// step writes rate commits/s for cfg.Step and waits for their deliveries.
+func (e *Env) step(ctx context.Context, s *session, cfg SweepConfig, topo harness.Topology, rate int) (SweepRow, error) {
+	f, srv := s.f, s.srv
+	row := SweepRow{Server: srv.name, Rate: rate, Clients: cfg.Clients, RoomSize: cfg.RoomSize}
+	base := f.snapshot()
+	h := &stats.Histogram{}
+	f.recording.Store(false)
+	f.lat.Store(h)
+	stopProfile := e.profile(cfg.Profile, srv, fmt.Sprintf("latency-%s-%d", srv.name, rate), int(cfg.Step.Seconds()))
+	s0 := sample(srv.pid)
+	warm := time.AfterFunc(cfg.Warmup, func() { f.recording.Store(true) })
+	r, err := e.writeRate(ctx, srv, topo, rate, cfg.Step, cfg.Writers)
+	row.WriteSeconds = time.Since(s0.at).Seconds()
+	row.Commits, row.WriterBehind = r.Commits, r.Behind
+	if err != nil {
+		warm.Stop()
+		stopProfile()
+		return row, err
+	}
+	expected := func(i int) int64 { return r.perCal[topo.CalendarOf(i%cfg.Users)] }
+	var want int64
+	for i := 0; i < cfg.Clients; i++ {
+		want += expected(i)
+	}
+	// A server that falls behind gets time to drain, bounded.
+	last := f.waitFor(ctx, base.total+want, 10*time.Second, 2*cfg.Step+30*time.Second)
+	warm.Stop()
+	f.recording.Store(false)
+	s1 := sample(srv.pid)
+	s1.at = last
+	row.Profile = stopProfile()
+	row.DeliverySeconds = last.Sub(s0.at).Seconds()
+	row.Accounting = f.accountSince(base, expected)
+	row.Offered = float64(want) / cfg.Step.Seconds()
+	if row.DeliverySeconds > 0 {
+		row.Delivered = float64(row.Accounting.Delivered) / row.DeliverySeconds
+	}
+	if row.Offered > 0 {
+		row.DeliveredRatio = row.Delivered / row.Offered
+	}
+	row.Latency = h.Summarize()
+	row.ServerCores, row.BenchCores = cores(s0, s1)
+	row.Load = harness.LoadAvg()
+	e.logf("latency/%s: %d commits/s: %d/%d delivered in %.2fs (%.0f of %.0f/s), p50 %s p99 %s, server %.2f cores, bench %.2f cores",
+		srv.name, rate, row.Accounting.Delivered, row.Accounting.Expected, row.DeliverySeconds, row.Delivered, row.Offered,
+		row.Latency.P50.Round(10*time.Microsecond), row.Latency.P99.Round(10*time.Microsecond), row.ServerCores, row.BenchCores)
+	return row, nil
+}

@@ -1,0 +1,204 @@
+package scenario
+
+import (
+	"bytes"
+	"encoding/xml"
+	"errors"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/stats"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+// step builds a sweep row: p99 in ms, delivered/offered, lost.
+func stepRow(server string, rate int, p99ms float64, ratio float64, lost int64) SweepRow {
+	p99 := time.Duration(p99ms * float64(time.Millisecond))
+	return SweepRow{Server: server, Rate: rate, DeliveredRatio: ratio,
+		Latency:    stats.Summary{Count: 1000, P50: p99 / 4, P99: p99, Max: p99 * 2},
+		Accounting: accounting{Expected: 1000, Delivered: 1000 - lost, Lost: lost}}
+}
+
+func TestKnee(t *testing.T) {
+	const limit = 25 * time.Millisecond
+	tests := []struct {
+		name  string
+		rows  []SweepRow
+		rate  int
+		also  []int
+		stop  int
+		words string
+	}{
+		{
+			name: "rises through the goal",
+			rows: []SweepRow{stepRow("k", 250, 3, 1, 0), stepRow("k", 500, 9, 1, 0), stepRow("k", 750, 240, 0.99, 0), stepRow("k", 1000, 400, 0.99, 0)},
+			rate: 500, words: "500 commits/s",
+		},
+		{
+			name: "exactly at the goal passes",
+			rows: []SweepRow{stepRow("k", 250, 25, 1, 0), stepRow("k", 500, 25.1, 1, 0)},
+			rate: 250,
+		},
+		{
+			name: "every rate met",
+			rows: []SweepRow{stepRow("k", 250, 1, 1, 0), stepRow("k", 3000, 20, 0.99, 0)},
+			rate: 3000,
+		},
+		{
+			name:  "missed at the lowest rate",
+			rows:  []SweepRow{stepRow("k", 250, 30, 1, 0), stepRow("k", 500, 10, 1, 0)},
+			rate:  0,
+			also:  []int{500},
+			words: "none",
+		},
+		{
+			name: "a noisy miss, then met again",
+			rows: []SweepRow{stepRow("k", 250, 2, 1, 0), stepRow("k", 500, 40, 1, 0), stepRow("k", 750, 20, 1, 0)},
+			rate: 250, also: []int{750}, words: "also met at [750]",
+		},
+		{
+			name: "fast but not keeping up",
+			rows: []SweepRow{stepRow("k", 250, 2, 1, 0), stepRow("k", 500, 2, 0.9, 0)},
+			rate: 250,
+		},
+		{
+			name: "fast but lossy",
+			rows: []SweepRow{stepRow("k", 250, 2, 1, 0), stepRow("k", 500, 2, 1, 3)},
+			rate: 250,
+		},
+		{
+			name: "no samples is no pass",
+			rows: []SweepRow{{Server: "k", Rate: 250, DeliveredRatio: 1}},
+			rate: 0,
+		},
+		{
+			name: "out of order, other servers ignored",
+			rows: []SweepRow{stepRow("k", 1000, 90, 1, 0), stepRow("x", 750, 1, 1, 0), stepRow("k", 250, 1, 1, 0), stepRow("k", 500, 1, 1, 0)},
+			rate: 500,
+		},
+		{
+			name: "stopped early",
+			rows: []SweepRow{stepRow("k", 250, 1, 1, 0), func() SweepRow { r := stepRow("k", 500, 9000, 0.5, 0); r.Stopped = "x"; return r }()},
+			rate: 250, stop: 500, words: "sweep stopped at 500",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			k := kneeOf("k", tt.rows, limit, 0.95)
+			if k.Rate != tt.rate || !slices.Equal(k.Also, tt.also) || k.Stopped != tt.stop || k.P99 != limit {
+				t.Fatalf("got %+v, want rate %d also %v stopped %d", k, tt.rate, tt.also, tt.stop)
+			}
+			if d := k.describe(); !strings.Contains(d, tt.words) {
+				t.Fatalf("%q lacks %q", d, tt.words)
+			}
+		})
+	}
+}
+
+func TestFellOver(t *testing.T) {
+	cfg := SweepConfig{Clients: 100, RoomSize: 10, Rates: []int{1}}
+	if err := cfg.defaults(); err != nil {
+		t.Fatal(err)
+	}
+	dropped := stepRow("k", 1, 1, 1, 0)
+	dropped.Accounting.Dropped = 2
+	tests := []struct {
+		row  SweepRow
+		want string
+	}{
+		{stepRow("k", 1, 300, 0.97, 0), ""},
+		{stepRow("k", 1, 300, 0.94, 0), "delivered 94% of the offered rate"},
+		{stepRow("k", 1, 6000, 1, 0), "p99 6s > 5s"},
+		{stepRow("k", 1, 1, 1, 5), "lost 5 deliveries"},
+		{dropped, "2 clients dropped"},
+	}
+	for _, tt := range tests {
+		got := cfg.fellOver(tt.row)
+		if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
+			t.Errorf("p99 %s ratio %.2f lost %d: got %q, want %q", tt.row.Latency.P99, tt.row.DeliveredRatio, tt.row.Accounting.Lost, got, tt.want)
+		}
+	}
+}
+
+func sampleSweep() ([]SweepRow, []Knee) {
+	rows := []SweepRow{
+		stepRow("raw", 250, 0.42, 1, 0), stepRow("raw", 1000, 0.9, 1, 0), stepRow("raw", 2000, 3.1, 0.99, 0), stepRow("raw", 3000, 48, 0.98, 0),
+		stepRow("koordi", 250, 2.2, 1, 0), stepRow("koordi", 1000, 320, 0.99, 0), stepRow("koordi", 2000, 1180, 0.97, 0), stepRow("koordi", 3000, 7900, 0.7, 0),
+		stepRow("node", 250, 21, 1, 0), stepRow("node", 1000, 19700, 0.43, 0),
+	}
+	rows[7].Stopped, rows[9].Stopped = "delivered 70%", "delivered 43%"
+	var knees []Knee
+	for _, s := range []string{"raw", "koordi", "node"} {
+		knees = append(knees, kneeOf(s, rows, 25*time.Millisecond, 0.95))
+	}
+	return rows, knees
+}
+
+func TestSweepSVGGolden(t *testing.T) {
+	rows, knees := sampleSweep()
+	var buf bytes.Buffer
+	if err := writeSweepSVG(&buf, "p99 <sample> & co", rows, knees, 25*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	// Well-formed XML.
+	d := xml.NewDecoder(bytes.NewReader(buf.Bytes()))
+	for {
+		if _, err := d.Token(); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("not XML: %v", err)
+		}
+	}
+	for _, want := range []string{"raw (knee 2000/s)", "koordi (knee 250/s)", "node (knee 250/s)", "p99 goal 25 ms", "&lt;sample&gt; &amp; co", "10 s", "100 µs"} {
+		if !bytes.Contains(buf.Bytes(), []byte(want)) {
+			t.Errorf("plot lacks %q", want)
+		}
+	}
+	golden := filepath.Join("testdata", "sweep.svg")
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(golden, buf.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if !bytes.Equal(buf.Bytes(), want) {
+		t.Fatalf("plot differs from %s (run with -update after checking the new one)", golden)
+	}
+}
+
+func TestSweepReport(t *testing.T) {
+	rows, knees := sampleSweep()
+	rep := &Report{Scenario: "latency", Started: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC), Machine: Machine{CPUs: 2, LoadAvg: "1.00 1.00 1.00"},
+		Config: SweepConfig{KneeP99: 25 * time.Millisecond}, Rows: rows, Knees: knees,
+		Ratios: []Ratio{{Figure: "knee commits/s", Subject: "koordi", Baseline: "raw", Value: 0.125}}}
+	var buf bytes.Buffer
+	rep.Print(&buf)
+	out := buf.String()
+	for _, want := range []string{"== latency", "p99 by offered rate:", "koordi/raw", "knee raw      2000 commits/s", "knee node     250 commits/s",
+		"sweep stopped at 1000", "koordi/raw = 0.125", "delivered 43%", "3.10 ms"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	dir := t.TempDir()
+	path, err := rep.WritePlot(dir)
+	if err != nil || path != filepath.Join(dir, "latency-20261201T100000Z.svg") {
+		t.Fatalf("plot %s, %v", path, err)
+	}
+	if p, err := (&Report{Rows: []DeliveryRow{}}).WritePlot(dir); p != "" || err != nil {
+		t.Fatalf("a fanout report plotted: %s %v", p, err)
+	}
+}
