@@ -76,7 +76,7 @@ const (
 	frameSuffix = `"]`
 	uuidLen     = 36
 	stampLen    = 19 // digits of Unix nanoseconds from 2001 to 2286
-	offsetLen   = 16 + 1 + 4
+	offsetLen   = 16 + 1 + 8
 	payloadLen  = len(framePrefix) + uuidLen + len(titleKey) + stampLen + len(calendarKey) + uuidLen + len(changedKey) + offsetLen + len(frameSuffix)
 	headerLen   = 4 // 0x81, 126, 16-bit length
 	frameLen    = headerLen + payloadLen
@@ -88,7 +88,7 @@ const (
 func lsnOf(k int64) uint64 { return 0x1000000 + uint64(k)<<8 }
 
 // appendFrame appends the WebSocket frame of an event:updated for event e
-// of calendar cal carrying stamp (Unix ns) and offset lsn-0000.
+// of calendar cal carrying stamp (Unix ns) and offset lsn-00000000.
 func appendFrame(dst []byte, cal, e int, stamp int64, lsn uint64) []byte {
 	dst = append(dst, 0x81, 126, byte(payloadLen>>8), byte(payloadLen))
 	dst = append(dst, framePrefix...)
@@ -102,7 +102,7 @@ func appendFrame(dst []byte, cal, e int, stamp int64, lsn uint64) []byte {
 	for shift := 60; shift >= 0; shift -= 4 {
 		dst = append(dst, hex[(lsn>>uint(shift))&0xf])
 	}
-	dst = append(dst, "-0000"...)
+	dst = append(dst, "-00000000"...)
 	return append(dst, frameSuffix...)
 }
 

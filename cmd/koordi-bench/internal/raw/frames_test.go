@@ -70,7 +70,7 @@ func TestFrameParsesLikeTheFleet(t *testing.T) {
 	if !ok || string(title) != "bench:"+strconv.FormatInt(stamp, 10) {
 		t.Fatalf("title %q", title)
 	}
-	if !bytes.HasSuffix(args, []byte(`,"0000000001000700-0000"`)) {
+	if !bytes.HasSuffix(args, []byte(`,"0000000001000700-00000000"`)) {
 		t.Fatalf("offset not last: %s", args)
 	}
 }
