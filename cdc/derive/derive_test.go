@@ -248,7 +248,7 @@ func deriveCases() []deriveCase {
 			del(tS, suppRow(S2, E2, "departure")),
 			del(tM, memberRowOf(M1, C1, U1, "alice@example.com", "accepted")),
 			del(tM, memberRowOf(M2, C1, U2, "bob@example.com", "accepted")),
-		}}, want: []string{"C1 calendar:deleted", "close C1"},
+		}}, want: []string{"C1 calendar:deleted", "close C1", "leave U1 C1", "leave U2 C1"},
 			check: func(t *testing.T, d *Deriver) {
 				if d.State().IsAcceptedMember(U1, C1) || d.State().IsAcceptedMember(U2, C1) {
 					t.Error("memberships of a deleted calendar still accepted")
@@ -421,7 +421,7 @@ func deriveCases() []deriveCase {
 			del(tM, memberRowOf(M2, C1, U2, "bob@example.com", "accepted")),
 			del(tC, c1),
 			del(tM, memberRowOf(M1, C1, U1, "alice@example.com", "accepted")),
-		}}, want: []string{"C1 event:created", "C1 calendar:deleted", "close C1"}},
+		}}, want: []string{"C1 event:created", "C1 calendar:deleted", "close C1", "leave U2 C1", "leave U1 C1"}},
 		{name: "moves_emitted_member_added", txs: [][]wal.Change{{
 			msg(`{"room": "calendar:` + C2 + `", "event": "member:added", "data": {"calendar_id": "` + C2 + `", "user_id": "` + U3 + `"}}`),
 			msg(`{"room": "calendar:` + C1 + `", "event": "member:removed", "data": {"calendar_id": "` + C1 + `", "user_id": "` + U2 + `"}}`),

@@ -61,8 +61,11 @@ type Deriver struct {
 	departures  []string // parent event ids of deleted `departure` supplementals
 	userDeletes []uid
 	calDeletes  []uid
-	half        [maxTripPlaces]place // places of a returns-/departures-only transaction
-	halfN       int
+	// cascadeLeaves are the accepted memberships of calendars the
+	// transaction deletes, placed after their close at the end.
+	cascadeLeaves []schema.Move
+	half          [maxTripPlaces]place // places of a returns-/departures-only transaction
+	halfN         int
 	// perRoom tracks each room's envelopes in out, for the bulk bound: the
 	// indices of the first bulk+1 of them, and how many were derived.
 	perRoom map[string]*roomEvents
@@ -142,6 +145,7 @@ func (d *Deriver) Derive(tx *wal.Tx) schema.Transaction {
 	d.conflicts()
 	d.pairAcrossTransactions(tx)
 	d.finish()
+	d.placeCascadeLeaves()
 	d.collapseBulk()
 	for i := range d.out {
 		d.out[i].Offset = schema.Offset{LSN: d.lsn, Index: uint32(i)}
@@ -204,6 +208,7 @@ func (d *Deriver) begin(lsn uint64) {
 	clear(d.deletedEvts)
 	d.returns, d.departures = d.returns[:0], d.departures[:0]
 	d.userDeletes, d.calDeletes = d.userDeletes[:0], d.calDeletes[:0]
+	d.cascadeLeaves = d.cascadeLeaves[:0]
 }
 
 // prepass applies name-carrying changes first ("names as of the change's

@@ -449,11 +449,35 @@ func (d *Deriver) membershipChange(c *wal.Change) {
 			d.st.deleteMember(m.id)
 		}
 		if calID, ok := parseUID(m.cal); ok && d.deletedCals[calID] {
-			return // cascaded from calendar:deleted
+			// Cascaded from calendar:deleted: no event, but the membership
+			// ended, which the close after calendar:deleted says for the
+			// sockets and this leave for the record (a replay from before
+			// the deletion knows who was a member).
+			if _, ok := parseUID(m.user); ok && m.accepted() {
+				d.cascadeLeaves = append(d.cascadeLeaves, schema.Move{Op: schema.MoveLeave, User: m.user, Room: schema.CalendarRoom(m.cal)})
+			}
+			return
 		}
 		if m.accepted() {
 			d.memberEvent(schema.MemberRemoved, m, c.Old)
 		}
+	}
+}
+
+// placeCascadeLeaves puts the leaves of a deleted calendar's memberships
+// just after its close, wherever in the transaction their rows were.
+func (d *Deriver) placeCascadeLeaves() {
+	for _, l := range d.cascadeLeaves {
+		i := slices.IndexFunc(d.moves, func(m schema.Move) bool { return m.Op == schema.MoveClose && m.Room == l.Room })
+		if i < 0 {
+			continue
+		}
+		l.At = d.moves[i].At
+		j := i + 1
+		for j < len(d.moves) && d.moves[j].Op == schema.MoveLeave && d.moves[j].Room == l.Room && d.moves[j].At == l.At {
+			j++ // after the leaves placed before it: WAL order
+		}
+		d.moves = slices.Insert(d.moves, j, l)
 	}
 }
 

@@ -35,6 +35,8 @@ type serveConfig struct {
 	inspector      bool
 	sameOrigin     bool
 	maxConnections int
+	bulkEvents     int
+	maxSockets     int
 }
 
 func (c *serveConfig) bind(f *cli.Flags) {
@@ -53,6 +55,8 @@ func (c *serveConfig) bindWith(f *cli.Flags, listenDefault string, maxConnsDefau
 	f.Duration(&c.replayWindow, "replay-window", "REPLAY_WINDOW", 2*time.Minute, "how long reconnecting clients can recover missed events")
 	f.String(&c.natsURL, "nats-url", "NATS_URL", "", "NATS server for multi-node fan-out (unset: single node)")
 	f.Int(&c.rateLimit, "rate-limit", "RATE_LIMIT", 100, "client events per socket per minute; 0: no limit")
+	f.Int(&c.bulkEvents, "bulk-events", "BULK_EVENTS", 1000, "events one transaction may give one room; a room that would get more gets one sync:reset instead; negative: no bound")
+	f.Int(&c.maxSockets, "max-sockets-per-user", "MAX_SOCKETS_PER_USER", 50, "sockets one user may hold; a new one beyond it closes the oldest; 0: no limit")
 	f.Int(&c.maxConnections, "max-connections", "MAX_CONNECTIONS", maxConnsDefault, "open HTTP connections at most; beyond it new ones are reset at once; 0: no limit")
 	f.Bool(&c.sameOrigin, "allow-same-origin", "ALLOW_SAME_ORIGIN", false, "also allow browser pages of the server's own origin (scheme and host), for deployments serving the front end and /socket.io/ from one origin")
 	f.Int(&c.readyMaxLag, "ready-max-lag-bytes", "READY_MAX_LAG_BYTES", 64<<20, "replication lag above which /readyz fails")
@@ -140,10 +144,12 @@ func (c *serveConfig) service(logger *slog.Logger, pages func(*prometheus.Regist
 		Publication:  c.db.publication,
 		ReplayWindow: c.replayWindow,
 		Gateway: gateway.Config{
-			JWTSecret:        []byte(c.jwtSecret),
-			JWTPublicKeysPEM: publicKeys,
-			RateLimit:        c.rateLimit,
+			JWTSecret:         []byte(c.jwtSecret),
+			JWTPublicKeysPEM:  publicKeys,
+			RateLimit:         c.rateLimit,
+			MaxSocketsPerUser: c.maxSockets,
 		},
+		BulkEvents:     c.bulkEvents,
 		MaxConnections: c.maxConnections,
 		ReadyMaxLag:    uint64(c.readyMaxLag),
 		ShutdownGrace:  c.shutdownGrace,

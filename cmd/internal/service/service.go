@@ -79,6 +79,9 @@ type Config struct {
 	// origins and protocol settings. Its Memberships, ReplayWindow, Logger
 	// and Registerer are set by New.
 	Gateway gateway.Config
+	// BulkEvents bounds the events one transaction gives one room
+	// (BULK_EVENTS; see cdc.Config).
+	BulkEvents int
 	// MaxConnections bounds the open HTTP connections (MAX_CONNECTIONS);
 	// beyond it new ones are reset at once. 0 means no limit.
 	MaxConnections int
@@ -128,6 +131,7 @@ func New(cfg Config) (*Service, error) {
 		SlotName:    cfg.SlotName,
 		Publication: cfg.Publication,
 		Retain:      max(cfg.ReplayWindow, 0),
+		BulkEvents:  cfg.BulkEvents,
 		OnStream:    s.streamFrom,
 		OnReset:     s.gap,
 		Logger:      cfg.Logger.With("component", "cdc"),
