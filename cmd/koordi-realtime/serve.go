@@ -37,6 +37,7 @@ type serveConfig struct {
 	maxConnections int
 	bulkEvents     int
 	maxSockets     int
+	tableCheck     time.Duration
 }
 
 func (c *serveConfig) bind(f *cli.Flags) {
@@ -55,6 +56,7 @@ func (c *serveConfig) bindWith(f *cli.Flags, listenDefault string, maxConnsDefau
 	f.Duration(&c.replayWindow, "replay-window", "REPLAY_WINDOW", 2*time.Minute, "how long reconnecting clients can recover missed events")
 	f.String(&c.natsURL, "nats-url", "NATS_URL", "", "NATS server for multi-node fan-out (unset: single node)")
 	f.Int(&c.rateLimit, "rate-limit", "RATE_LIMIT", 100, "client events per socket per minute; 0: no limit")
+	f.Duration(&c.tableCheck, "table-check-interval", "TABLE_CHECK_INTERVAL", 30*time.Second, "how often the watched tables' publication membership and replica identity are checked (also at every stream start)")
 	f.Int(&c.bulkEvents, "bulk-events", "BULK_EVENTS", 1000, "events one transaction may give one room; a room that would get more gets one sync:reset instead; negative: no bound")
 	f.Int(&c.maxSockets, "max-sockets-per-user", "MAX_SOCKETS_PER_USER", 50, "sockets one user may hold; a new one beyond it closes the oldest; 0: no limit")
 	f.Int(&c.maxConnections, "max-connections", "MAX_CONNECTIONS", maxConnsDefault, "open HTTP connections at most; beyond it new ones are reset at once; 0: no limit")
@@ -149,12 +151,13 @@ func (c *serveConfig) service(logger *slog.Logger, pages func(*prometheus.Regist
 			RateLimit:         c.rateLimit,
 			MaxSocketsPerUser: c.maxSockets,
 		},
-		BulkEvents:     c.bulkEvents,
-		MaxConnections: c.maxConnections,
-		ReadyMaxLag:    uint64(c.readyMaxLag),
-		ShutdownGrace:  c.shutdownGrace,
-		Logger:         logger,
-		Registry:       registry,
+		BulkEvents:         c.bulkEvents,
+		TableCheckInterval: c.tableCheck,
+		MaxConnections:     c.maxConnections,
+		ReadyMaxLag:        uint64(c.readyMaxLag),
+		ShutdownGrace:      c.shutdownGrace,
+		Logger:             logger,
+		Registry:           registry,
 	}
 	cfg.Gateway.AllowedOrigins = c.origins()
 	// Pages served by the node itself (the inspector) connect from its own

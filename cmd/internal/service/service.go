@@ -79,6 +79,9 @@ type Config struct {
 	// origins and protocol settings. Its Memberships, ReplayWindow, Logger
 	// and Registerer are set by New.
 	Gateway gateway.Config
+	// TableCheckInterval is how often the watched tables are checked (see
+	// cdc.Config.CheckInterval); default 30s.
+	TableCheckInterval time.Duration
 	// BulkEvents bounds the events one transaction gives one room
 	// (BULK_EVENTS; see cdc.Config).
 	BulkEvents int
@@ -127,15 +130,16 @@ func New(cfg Config) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger}
 	consumer, err := cdc.New(cdc.Config{
-		ConnString:  cfg.DatabaseURL,
-		SlotName:    cfg.SlotName,
-		Publication: cfg.Publication,
-		Retain:      max(cfg.ReplayWindow, 0),
-		BulkEvents:  cfg.BulkEvents,
-		OnStream:    s.streamFrom,
-		OnReset:     s.gap,
-		Logger:      cfg.Logger.With("component", "cdc"),
-		Registerer:  cfg.Registry,
+		ConnString:    cfg.DatabaseURL,
+		SlotName:      cfg.SlotName,
+		Publication:   cfg.Publication,
+		Retain:        max(cfg.ReplayWindow, 0),
+		BulkEvents:    cfg.BulkEvents,
+		CheckInterval: cfg.TableCheckInterval,
+		OnStream:      s.streamFrom,
+		OnReset:       s.gap,
+		Logger:        cfg.Logger.With("component", "cdc"),
+		Registerer:    cfg.Registry,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
