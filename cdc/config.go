@@ -67,6 +67,26 @@ type Config struct {
 	// gateway, so sessions that began in a previous process can recover at
 	// once. Called from the stream goroutine; it must not block for long.
 	OnStream func(from uint64)
+	// LockKey, when non-zero, makes the consumer one of several candidates
+	// for the slot (several nodes): every session first takes the advisory
+	// lock pg_try_advisory_lock(LockKey) on its own replication connection,
+	// which holds it for exactly as long as it streams and loses it with the
+	// connection, however the process ends. While another session holds
+	// it the consumer stands by, trying again every StandbyRetry. Once it
+	// has led, the end of its session ends Run with ErrLostLeadership:
+	// another node may stream meanwhile, so the next term starts with a new
+	// consumer and a fresh state.
+	LockKey      int64
+	StandbyRetry time.Duration // default 500ms
+	// OnLeading, if set, is called with true when the consumer takes the
+	// lock and with false when it stands by or loses it.
+	OnLeading func(leading bool)
+	// WalSenderTimeout, if set, is the replication connection's
+	// wal_sender_timeout: how soon PostgreSQL ends the session — and frees
+	// the slot and the lock — of a consumer whose host vanished without
+	// closing its connection. The status interval stays under a quarter
+	// of it.
+	WalSenderTimeout time.Duration
 	// Logger receives one line per state change; nil discards.
 	Logger *slog.Logger
 	// Registerer receives the consumer's metrics; nil registers none.
@@ -107,6 +127,12 @@ func (c *Config) fill() error {
 	if c.BulkEvents == 0 {
 		c.BulkEvents = 1000
 	}
+	if c.StandbyRetry <= 0 {
+		c.StandbyRetry = 500 * time.Millisecond
+	}
+	if c.WalSenderTimeout < 0 {
+		return fmt.Errorf("%w: negative wal_sender_timeout %s", ErrConfig, c.WalSenderTimeout)
+	}
 	if c.CheckInterval <= 0 {
 		c.CheckInterval = defaultCheckInterval
 	}
@@ -130,7 +156,13 @@ var (
 	// ErrSlotConflict means the slot exists for another database or
 	// output plugin, or is a physical slot.
 	ErrSlotConflict = errors.New("replication slot exists with other settings")
+	// ErrLostLeadership ends Run when a consumer that held the leader
+	// lock (Config.LockKey) lost its session.
+	ErrLostLeadership = errors.New("lost the leader lock")
 )
+
+// errStandby: another session holds the leader lock.
+var errStandby = errors.New("another session holds the leader lock")
 
 // IsConfigError reports whether err is something the user must fix
 // (configuration, database setup, a slot used elsewhere) rather than a

@@ -38,6 +38,9 @@ func (c *Consumer) connectReplication(ctx context.Context, first bool) (*pgconn.
 	}
 	stabilise(cfg.RuntimeParams)
 	cfg.RuntimeParams["replication"] = "database"
+	if t := c.cfg.WalSenderTimeout; t > 0 {
+		cfg.RuntimeParams["wal_sender_timeout"] = fmt.Sprintf("%dms", t.Milliseconds())
+	}
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = ioTimeout
 	}

@@ -26,6 +26,18 @@ type Sink interface {
 	Deliver(ctx context.Context, tx schema.Transaction) error
 }
 
+// AsyncSink is a Sink whose hand-off completes later, such as a publish to
+// JetStream that is acknowledged afterwards. DeliverAsync accepts the
+// transaction — blocking only to bound what is in flight — and calls done
+// once it is durably handed off, from any goroutine; the consumer confirms a
+// position only past transactions whose done was called, together with every
+// one before. An error ends Run, as from Deliver. When the sink implements
+// AsyncSink, Run uses DeliverAsync and never calls Deliver.
+type AsyncSink interface {
+	Sink
+	DeliverAsync(ctx context.Context, tx schema.Transaction, done func()) error
+}
+
 // SinkFunc adapts a function to [Sink].
 type SinkFunc func(ctx context.Context, tx schema.Transaction) error
 
@@ -57,6 +69,8 @@ type Consumer struct {
 	lostSlot     bool          // an invalidated slot was dropped; its sync:reset is still owed
 	pubGap       bool          // the slot was dropped to stream past a re-created publication
 	statusEvery  time.Duration // this session's status interval (see statusInterval)
+	leading      bool          // this consumer holds the leader lock (LockKey)
+	standing     bool          // it said it stands by
 	queuedCommit uint64        // commit LSN of the newest transaction queued for delivery
 	queuedEnd    uint64        // its end LSN
 
@@ -204,6 +218,8 @@ func (c *Consumer) Run(ctx context.Context, sink Sink) error {
 // (the deriver is only ever used here after bootstrap) and hands its events
 // to the sink.
 func (c *Consumer) deliver(ctx context.Context, sink Sink, queue <-chan *committed) error {
+	async, _ := sink.(AsyncSink)
+	inflight := &handoffs{c: c}
 	for {
 		var item *committed
 		select {
@@ -217,17 +233,69 @@ func (c *Consumer) deliver(ctx context.Context, sink Sink, queue <-chan *committ
 		if err != nil {
 			return fmt.Errorf("derive transaction %s: %w", pglogrepl.LSN(item.tx.CommitLSN), err)
 		}
-		if len(tx.Events) > 0 {
+		h := inflight.add(item)
+		switch {
+		case len(tx.Events) == 0:
+			inflight.done(h) // nothing to hand over: done once every earlier one is
+		case async != nil:
+			if err := async.DeliverAsync(ctx, tx, func() { inflight.done(h) }); err != nil {
+				return fmt.Errorf("deliver transaction %s: %w", pglogrepl.LSN(item.tx.CommitLSN), err)
+			}
+		default:
 			if err := sink.Deliver(ctx, tx); err != nil {
 				return fmt.Errorf("deliver transaction %s: %w", pglogrepl.LSN(item.tx.CommitLSN), err)
 			}
+			inflight.done(h)
 		}
-		now := time.Now()
-		c.ack.handOff(item.end, item.tx.CommitLSN, now)
-		c.m.lagSeconds.Set(max(0, now.Sub(item.tx.CommitTime).Seconds()))
-		c.updateLag() // the gauges agree with Status().CaughtUp at once, not at the next keepalive
-		c.checkCaughtUp()
 	}
+}
+
+// handoffs orders completions: a transaction counts as handed off only once
+// it and every transaction before it are done, whatever order the dones
+// come in (an asynchronous sink's acknowledgements).
+type handoffs struct {
+	c       *Consumer
+	mu      sync.Mutex
+	pending []*handoff
+}
+
+type handoff struct {
+	item *committed
+	done bool
+}
+
+func (h *handoffs) add(item *committed) *handoff {
+	x := &handoff{item: item}
+	h.mu.Lock()
+	h.pending = append(h.pending, x)
+	h.mu.Unlock()
+	return x
+}
+
+func (h *handoffs) done(x *handoff) {
+	h.mu.Lock()
+	x.done = true
+	var ready []*committed
+	for len(h.pending) > 0 && h.pending[0].done {
+		ready = append(ready, h.pending[0].item)
+		h.pending[0] = nil
+		h.pending = h.pending[1:]
+	}
+	for _, item := range ready {
+		// Under h.mu, so hand-offs are recorded in commit order even when
+		// dones race.
+		h.c.handOff(item)
+	}
+	h.mu.Unlock()
+}
+
+// handOff records that item and everything before it are handed off.
+func (c *Consumer) handOff(item *committed) {
+	now := time.Now()
+	c.ack.handOff(item.end, item.tx.CommitLSN, now)
+	c.m.lagSeconds.Set(max(0, now.Sub(item.tx.CommitTime).Seconds()))
+	c.updateLag() // the gauges agree with Status().CaughtUp at once, not at the next keepalive
+	c.checkCaughtUp()
 }
 
 // reset reports a gap in the stream to Config.OnReset.

@@ -192,3 +192,55 @@ func TestReplicaIdentityDefaultKeepsStreaming(t *testing.T) {
 	exec(t, conn, `ALTER TABLE event_calendar_memberships REPLICA IDENTITY FULL`)
 	waitFor(t, "the problem mended", func() bool { return len(r.c.Status().Problems) == 0 })
 }
+
+// TestLeaderLock: of two consumers of one slot with the same LockKey, one
+// streams and the other stands by; when the leader's session ends, its Run
+// ends with ErrLostLeadership and the standby takes over, streaming what
+// follows.
+func TestLeaderLock(t *testing.T) {
+	url, conn := koordiDB(t)
+	slot := slotFor(url)
+	type cand struct {
+		rec     *recorder
+		leading chan bool
+		r       *running
+	}
+	newCand := func() *cand {
+		c := &cand{rec: newRecorder(), leading: make(chan bool, 10)}
+		c.r = start(t, Config{ConnString: url, SlotName: slot, LockKey: 4242,
+			OnLeading: func(b bool) { c.leading <- b }}, c.rec, discard)
+		return c
+	}
+	a := newCand()
+	if !<-a.leading {
+		t.Fatal("the first candidate did not lead")
+	}
+	waitStreaming(t, a.r.c)
+	b := newCand()
+	if <-b.leading {
+		t.Fatal("the second candidate led while the first streams")
+	}
+	exec(t, conn, `INSERT INTO users (id, email, name) VALUES ($1, 'a@example.com', 'one')`, user1)
+	a.rec.waitTx(t, sets("users", "name", "one"))
+
+	exec(t, conn, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1`, slot)
+	select {
+	case err := <-a.r.result:
+		a.r.result <- err
+		if !errors.Is(err, ErrLostLeadership) {
+			t.Fatalf("the old leader's Run: %v, want ErrLostLeadership", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the old leader kept running")
+	}
+	deadline := time.After(30 * time.Second)
+	for took := false; !took; {
+		select {
+		case took = <-b.leading:
+		case <-deadline:
+			t.Fatal("the standby did not take over")
+		}
+	}
+	exec(t, conn, `UPDATE users SET name = 'two' WHERE id = $1`, user1)
+	b.rec.waitTx(t, sets("users", "name", "two"))
+}

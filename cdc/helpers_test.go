@@ -141,7 +141,7 @@ func start(t *testing.T, cfg Config, d deriver, sink Sink) *running {
 	r := &running{c: c, cancel: cancel, result: make(chan error, 1)}
 	go func() { r.result <- c.Run(ctx, sink) }()
 	t.Cleanup(func() {
-		if err := r.stop(); err != nil && !errors.Is(err, errSinkClosed) {
+		if err := r.stop(); err != nil && !errors.Is(err, errSinkClosed) && !errors.Is(err, ErrLostLeadership) {
 			t.Errorf("Run: %v", err)
 		}
 	})

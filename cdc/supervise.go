@@ -48,6 +48,40 @@ func (c *Consumer) supervise(ctx context.Context, queue chan<- *committed) error
 		c.mu.Lock()
 		c.cancelSession = nil
 		c.mu.Unlock()
+		if errors.Is(err, errStandby) {
+			cancel(nil)
+			c.setStreaming(false)
+			if !c.standing {
+				c.standing = true
+				c.log.Info("standing by: another node streams from the slot", "slot", c.cfg.SlotName)
+				if c.cfg.OnLeading != nil {
+					c.cfg.OnLeading(false)
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(c.cfg.StandbyRetry):
+			}
+			attempt = 0
+			continue
+		}
+		if c.leading {
+			// The lock went with the session: another node may stream
+			// now, so this term is over (a new consumer starts the next,
+			// with a fresh state).
+			cancel(nil)
+			c.setStreaming(false)
+			c.leading = false
+			if c.cfg.OnLeading != nil {
+				c.cfg.OnLeading(false)
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			c.log.Warn("lost leadership", "slot", c.cfg.SlotName, "error", err)
+			return fmt.Errorf("%w: %v", ErrLostLeadership, err)
+		}
 		if cause := context.Cause(sctx); ctx.Err() == nil && errors.Is(cause, errTablesMended) {
 			err = cause
 		}
@@ -135,11 +169,6 @@ func (c *Consumer) session(ctx context.Context, queue chan<- *committed, first b
 			return false, err
 		}
 	}
-	slot, err := c.lookupSlot(ctx, conn)
-	if err != nil {
-		return false, err
-	}
-
 	repl, err := c.connectReplication(ctx, first)
 	if err != nil {
 		return false, err
@@ -149,6 +178,18 @@ func (c *Consumer) session(ctx context.Context, queue chan<- *committed, first b
 		_ = repl.Close(closeCtx)
 		cancel()
 	}()
+	if c.cfg.LockKey != 0 {
+		// The lock lives in the replication session: it is held exactly as
+		// long as this connection streams, and PostgreSQL frees it the
+		// moment the session ends, however this process dies.
+		if err := c.lead(ctx, repl); err != nil {
+			return false, err
+		}
+	}
+	slot, err := c.lookupSlot(ctx, conn)
+	if err != nil {
+		return false, err
+	}
 
 	if c.statusEvery, err = c.statusInterval(ctx, repl); err != nil {
 		return false, err
@@ -311,4 +352,27 @@ func (c *Consumer) publicationGap(ctx context.Context, cause error) {
 	c.pubGap = true
 	c.log.Warn("publication was dropped and created again: changes in between are lost; recreating the slot after the gap",
 		"publication", c.cfg.Publication, "slot", c.cfg.SlotName, "cause", cause)
+}
+
+// lead takes the leader lock on the replication connection, or reports
+// errStandby when another session holds it.
+func (c *Consumer) lead(ctx context.Context, repl *pgconn.PgConn) error {
+	rows, err := repl.Exec(ctx, fmt.Sprintf("SELECT pg_try_advisory_lock(%d)", c.cfg.LockKey)).ReadAll()
+	if err != nil {
+		return fmt.Errorf("take the leader lock: %w", err)
+	}
+	if len(rows) != 1 || len(rows[0].Rows) != 1 || len(rows[0].Rows[0]) != 1 {
+		return errors.New("take the leader lock: unexpected answer")
+	}
+	if string(rows[0].Rows[0][0]) != "t" {
+		return errStandby
+	}
+	if !c.leading {
+		c.leading = true
+		c.log.Info("became leader", "slot", c.cfg.SlotName)
+		if c.cfg.OnLeading != nil {
+			c.cfg.OnLeading(true)
+		}
+	}
+	return nil
 }
