@@ -134,6 +134,10 @@ func newConsumer(cfg Config, d deriver) *Consumer {
 	}
 }
 
+// SetOnLeading sets Config.OnLeading after New, for a caller whose callback
+// needs the consumer itself. Call it before Run.
+func (c *Consumer) SetOnLeading(f func(leading bool)) { c.cfg.OnLeading = f }
+
 // Status returns a snapshot of the consumer's progress.
 func (c *Consumer) Status() Status {
 	c.mu.Lock()

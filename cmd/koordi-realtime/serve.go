@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -29,6 +31,10 @@ type serveConfig struct {
 	frontendURL    string
 	replayWindow   time.Duration
 	natsURL        string
+	natsStream     string
+	natsReplicas   int
+	recoverySecret string
+	nodeName       string
 	rateLimit      int
 	readyMaxLag    int
 	shutdownGrace  time.Duration
@@ -54,7 +60,11 @@ func (c *serveConfig) bindWith(f *cli.Flags, listenDefault string, maxConnsDefau
 	f.String(&c.listenAddr, "listen-addr", "LISTEN_ADDR", listenDefault, "HTTP address for /socket.io/, /healthz, /readyz, /metrics")
 	f.String(&c.frontendURL, "frontend-url", "FRONTEND_URL", "http://localhost:5173", "allowed browser origins, comma-separated")
 	f.Duration(&c.replayWindow, "replay-window", "REPLAY_WINDOW", 2*time.Minute, "how long reconnecting clients can recover missed events")
-	f.String(&c.natsURL, "nats-url", "NATS_URL", "", "NATS server for multi-node fan-out (unset: single node)")
+	f.String(&c.natsURL, "nats-url", "NATS_URL", "", "NATS (JetStream, nats-server 2.10+) shared by several nodes of the service, comma-separated URLs (unset: a single node)")
+	f.String(&c.natsStream, "nats-stream", "NATS_STREAM", "KOORDI_REALTIME", "JetStream stream of the nodes' feed (created or updated at start)")
+	f.Int(&c.natsReplicas, "nats-replicas", "NATS_REPLICAS", 1, "replicas of the feed's stream on a NATS cluster (3 for production)")
+	f.String(&c.recoverySecret, "recovery-secret", "RECOVERY_SECRET", "", "key of the recovery pids, at least 32 bytes, the same on every node (default: derived from JWT_SECRET; required with several nodes and only JWT_PUBLIC_KEY_FILE)")
+	f.String(&c.nodeName, "node-name", "NODE_NAME", "", "this node's name in logs, metrics and the inspector (default: the host name and process id)")
 	f.Int(&c.rateLimit, "rate-limit", "RATE_LIMIT", 100, "client events per socket per minute; 0: no limit")
 	f.Duration(&c.tableCheck, "table-check-interval", "TABLE_CHECK_INTERVAL", 30*time.Second, "how often the watched tables' publication membership and replica identity are checked (also at every stream start)")
 	f.Int(&c.bulkEvents, "bulk-events", "BULK_EVENTS", 1000, "events one transaction may give one room; a room that would get more gets one sync:reset instead; negative: no bound")
@@ -79,8 +89,13 @@ func (c *serveConfig) validate() error {
 	if c.replayWindow < 0 {
 		return cli.Errorf("REPLAY_WINDOW must not be negative")
 	}
-	if c.natsURL != "" {
-		return cli.Errorf("NATS_URL is set, but multi-node fan-out is not available in this version; unset it to run a single node")
+	if c.recoverySecret != "" && len(c.recoverySecret) < 32 {
+		return cli.Errorf("RECOVERY_SECRET is %d bytes; at least 32 are required", len(c.recoverySecret))
+	}
+	if c.natsURL != "" && c.jwtSecret == "" && c.recoverySecret == "" {
+		// Pids must verify on every node: without a shared secret each
+		// node would make up its own key.
+		return cli.Errorf("RECOVERY_SECRET is not set: with several nodes (NATS_URL) and only JWT_PUBLIC_KEY_FILE, set the same RECOVERY_SECRET on every node")
 	}
 	return nil
 }
@@ -160,6 +175,16 @@ func (c *serveConfig) service(logger *slog.Logger, pages func(*prometheus.Regist
 		Registry:           registry,
 	}
 	cfg.Gateway.AllowedOrigins = c.origins()
+	if c.recoverySecret != "" {
+		cfg.Gateway.PIDKey = []byte(c.recoverySecret)
+	}
+	if c.natsURL != "" {
+		node := c.nodeName
+		if node == "" {
+			node = defaultNodeName()
+		}
+		cfg.Cluster = &service.ClusterConfig{NATSURL: c.natsURL, Stream: c.natsStream, Replicas: c.natsReplicas, Node: node}
+	}
 	// Pages served by the node itself (the inspector) connect from its own
 	// origin.
 	cfg.Gateway.AllowSameOrigin = c.sameOrigin || pages != nil
@@ -177,8 +202,17 @@ func (c *serveConfig) service(logger *slog.Logger, pages func(*prometheus.Regist
 // database not set up, the slot used elsewhere) is a user error.
 func runService(ctx context.Context, svc *service.Service, ln net.Listener) error {
 	err := svc.Run(ctx, ln)
-	if err != nil && cdc.IsConfigError(err) {
+	if err != nil && (cdc.IsConfigError(err) || errors.Is(err, service.ErrNATSUnreachable) || errors.Is(err, service.ErrConfig)) {
 		return cli.User(err)
 	}
 	return err
+}
+
+// defaultNodeName is the host's name and the process id.
+func defaultNodeName() string {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "node"
+	}
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
 }

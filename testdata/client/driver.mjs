@@ -7,7 +7,7 @@
 // Reads one JSON command per line on stdin and writes one JSON report per
 // line on stdout, in the order the client library raised them. Commands (id
 // names a socket):
-//   {"op":"connect","id":"a","token":"…","transports":["websocket"],"reconnection":true,
+//   {"op":"connect","id":"a","token":"…","transports":["websocket"],"reconnection":true,"url":"…",
 //    "reconnectionDelay":100,"reconnectionDelayMax":500,"reconnectionAttempts":20|"Infinity","upgrade":true}
 //   {"op":"emit","id":"a","event":"join:calendar","args":["<uuid>"],"ack":true,"seq":1}
 //   {"op":"emit_many","id":"a","event":"x","args":[],"n":150}
@@ -20,6 +20,7 @@
 // Event args are every argument, the offset last; pid is the session id that
 // connection state recovery presents on a reconnect.
 //
+// url, when given, is the server of this socket (several nodes in one test).
 // Reconnection is socket.io-client's own, with short delays and 20 attempts
 // unless the command says otherwise, so connection state recovery (pid +
 // offset) works as in a browser.
@@ -31,7 +32,7 @@ const sockets = new Map();
 const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
 
 function connect(cmd) {
-  const socket = io(url, {
+  const socket = io(cmd.url ?? url, {
     path: "/socket.io",
     auth: cmd.token === undefined ? undefined : { token: cmd.token },
     transports: cmd.transports ?? ["polling", "websocket"],

@@ -94,6 +94,9 @@ type Config struct {
 	// ShutdownGrace bounds closing sockets and the final confirmation when
 	// Run's context ends; default 10s.
 	ShutdownGrace time.Duration
+	// Cluster, if set, makes the node one of several sharing the slot
+	// through NATS JetStream (see cluster.go); nil: a single node.
+	Cluster *ClusterConfig
 	// Pages, if set, is served at "/" (the inspector).
 	Pages http.Handler
 	// Logger receives one line per state change; nil discards.
@@ -105,12 +108,15 @@ type Config struct {
 
 // Service is one node: consumer, gateway and HTTP endpoints.
 type Service struct {
-	cfg      Config
-	log      *slog.Logger
-	consumer *cdc.Consumer
-	gateway  *gateway.Gateway
-	started  atomic.Bool // the consumer caught up: sockets are accepted
-	resumed  atomic.Bool // the first stream start was relayed to the gateway
+	cfg     Config
+	log     *slog.Logger
+	gateway *gateway.Gateway
+	// consumer streams from the slot: always in a single node; in a
+	// cluster, the current term's while this node leads, else nil.
+	consumer atomic.Pointer[cdc.Consumer]
+	cluster  *clusterNode // nil: a single node
+	started  atomic.Bool  // caught up: sockets are accepted
+	resumed  atomic.Bool  // the first stream start was relayed to the gateway
 	runCtx   atomic.Pointer[context.Context]
 }
 
@@ -129,21 +135,6 @@ func New(cfg Config) (*Service, error) {
 		cfg.ShutdownGrace = 10 * time.Second
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger}
-	consumer, err := cdc.New(cdc.Config{
-		ConnString:    cfg.DatabaseURL,
-		SlotName:      cfg.SlotName,
-		Publication:   cfg.Publication,
-		Retain:        max(cfg.ReplayWindow, 0),
-		BulkEvents:    cfg.BulkEvents,
-		CheckInterval: cfg.TableCheckInterval,
-		OnStream:      s.streamFrom,
-		OnReset:       s.gap,
-		Logger:        cfg.Logger.With("component", "cdc"),
-		Registerer:    cfg.Registry,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
-	}
 	gcfg := cfg.Gateway
 	gcfg.ReplayWindow = cfg.ReplayWindow
 	gcfg.Logger = cfg.Logger.With("component", "gateway")
@@ -152,10 +143,36 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	// Set before anything runs: the consumer calls back into the gateway
-	// only from Run.
-	s.consumer, s.gateway = consumer, gw
+	s.gateway = gw
+	if cfg.Cluster != nil {
+		if s.cluster, err = newClusterNode(s, *cfg.Cluster); err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+	ccfg := s.cdcConfig()
+	ccfg.OnStream = s.streamFrom
+	ccfg.OnReset = s.gap
+	consumer, err := cdc.New(ccfg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	s.consumer.Store(consumer)
 	return s, nil
+}
+
+// cdcConfig is the consumer's configuration, without the wiring of a mode.
+func (s *Service) cdcConfig() cdc.Config {
+	return cdc.Config{
+		ConnString:    s.cfg.DatabaseURL,
+		SlotName:      s.cfg.SlotName,
+		Publication:   s.cfg.Publication,
+		Retain:        max(s.cfg.ReplayWindow, 0),
+		BulkEvents:    s.cfg.BulkEvents,
+		CheckInterval: s.cfg.TableCheckInterval,
+		Logger:        s.cfg.Logger.With("component", "cdc"),
+		Registerer:    s.cfg.Registry,
+	}
 }
 
 // streamFrom is cdc.Config.OnStream. Only the first start matters to the
@@ -230,25 +247,40 @@ func (s *Service) whenCaughtUp(h http.Handler) http.Handler {
 	})
 }
 
-// readyz is ready once caught up while replication streams and the lag is
-// under the threshold: a node far behind would send stale events.
+// readyz is ready once caught up while replication streams (in a cluster:
+// while the feed is current) with a lag under the threshold and every
+// watched table streamed fully: a node far behind would send stale events.
 func (s *Service) readyz(w http.ResponseWriter, _ *http.Request) {
-	st := s.consumer.Status()
+	notReady := func(reason string) { http.Error(w, "not ready: "+reason, http.StatusServiceUnavailable) }
+	if !s.started.Load() {
+		notReady("catching up with what was written before the start")
+		return
+	}
+	if s.cluster != nil {
+		if ok, why := s.cluster.sub.Current(); !ok {
+			notReady(why)
+			return
+		}
+	}
+	c := s.consumer.Load()
+	if c == nil {
+		fmt.Fprintln(w, "ready: standing by, the feed is current")
+		return
+	}
+	st := c.Status()
 	var lag uint64
 	if st.ServerLSN > st.HandedOffLSN {
 		lag = st.ServerLSN - st.HandedOffLSN
 	}
 	switch {
-	case !st.Streaming:
-		http.Error(w, "not ready: replication is not streaming "+st.LastError, http.StatusServiceUnavailable)
-	case !s.started.Load():
-		http.Error(w, "not ready: catching up with the WAL written before the start", http.StatusServiceUnavailable)
+	case !st.Streaming && s.cluster == nil:
+		notReady("replication is not streaming " + st.LastError)
 	case len(st.Problems) > 0:
 		// Some changes are not streamed, or not derivable: clients would
 		// miss them silently.
-		http.Error(w, "not ready: "+strings.Join(st.Problems, "; "), http.StatusServiceUnavailable)
+		notReady(strings.Join(st.Problems, "; "))
 	case lag > s.cfg.ReadyMaxLag:
-		http.Error(w, fmt.Sprintf("not ready: replication lag %d bytes", lag), http.StatusServiceUnavailable)
+		notReady(fmt.Sprintf("replication lag %d bytes", lag))
 	default:
 		fmt.Fprintf(w, "ready: lag %d bytes\n", lag)
 	}
@@ -280,10 +312,15 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	s.runCtx.Store(&gctx)
-	g.Go(func() error { return s.consumer.Run(gctx, cdc.SinkFunc(s.gateway.Publish)) })
+	caughtUp := s.runSingle(gctx, g)
+	if s.cluster != nil {
+		if caughtUp, err = s.cluster.run(gctx, g); err != nil {
+			return err
+		}
+	}
 	g.Go(func() error {
 		select {
-		case <-s.consumer.CaughtUp():
+		case <-caughtUp:
 			s.started.Store(true)
 			s.log.Info("caught up: accepting sockets")
 		case <-gctx.Done():
@@ -316,6 +353,17 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 		return nil
 	}
 	return err
+}
+
+// runSingle streams from the slot straight into the gateway; in a cluster it
+// does nothing (the feed does). It returns the catch-up signal.
+func (s *Service) runSingle(ctx context.Context, g *errgroup.Group) <-chan struct{} {
+	c := s.consumer.Load()
+	if s.cluster != nil || c == nil {
+		return nil
+	}
+	g.Go(func() error { return c.Run(ctx, cdc.SinkFunc(s.gateway.Publish)) })
+	return c.CaughtUp()
 }
 
 // warnFileLimit says when the process may run out of file descriptors before

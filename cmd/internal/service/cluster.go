@@ -1,0 +1,192 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/koordi/koordi-realtime/cdc"
+	"github.com/koordi/koordi-realtime/cmd/internal/feed"
+)
+
+// Several nodes
+//
+// Every node started with the same DATABASE_URL, SLOT_NAME, JWT_SECRET and
+// NATS_URL is one service. Each node is a candidate for the slot: the one
+// whose replication session holds the leader lock streams and publishes each
+// transaction to the JetStream feed (package feed); the others stand by,
+// trying for the lock every 500 ms. Every node, the leader too, serves
+// sockets and feeds its gateway from the feed alone, after loading the
+// memberships of a database snapshot, so all nodes see the same events and
+// moves in the same order. A leadership term ends when the replication
+// session ends (PostgreSQL lost, SIGTERM) or a publish fails (NATS
+// unreachable, another leader's message first): the node then stands by
+// again, with a new consumer and a fresh state for its next term.
+
+// ErrNATSUnreachable means NATS_URL could not be reached at start.
+var ErrNATSUnreachable = errors.New("cannot connect to NATS")
+
+// ClusterConfig configures a node of several.
+type ClusterConfig struct {
+	NATSURL string
+	Stream  string // NATS_STREAM; default KOORDI_REALTIME
+	// Replicas of the stream on a NATS cluster; default 1.
+	Replicas int
+	// Node names this node in logs and metrics.
+	Node string
+	// WalSenderTimeout of the leader's replication session: how soon a
+	// vanished leader frees the slot; default 5s.
+	WalSenderTimeout time.Duration
+}
+
+type clusterNode struct {
+	s       *Service
+	cfg     ClusterConfig
+	sub     *feed.Subscriber // made by run
+	metrics *feed.Metrics
+	leader  prometheus.Gauge
+}
+
+func newClusterNode(s *Service, cfg ClusterConfig) (*clusterNode, error) {
+	if cfg.NATSURL == "" {
+		return nil, fmt.Errorf("%w: no NATS URL", ErrConfig)
+	}
+	if cfg.Stream == "" {
+		cfg.Stream = "KOORDI_REALTIME"
+	}
+	if cfg.WalSenderTimeout <= 0 {
+		cfg.WalSenderTimeout = 5 * time.Second
+	}
+	n := &clusterNode{s: s, cfg: cfg, metrics: feed.NewMetrics(s.cfg.Registry)}
+	n.leader = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "koordi_cluster_leader",
+		Help: "1 on the node streaming from the replication slot, else 0.",
+	})
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "koordi_cluster_node_info",
+		Help:        "This node's name (label node).",
+		ConstLabels: prometheus.Labels{"node": cfg.Node},
+	})
+	info.Set(1)
+	s.cfg.Registry.MustRegister(n.leader, info)
+	return n, nil
+}
+
+// run connects to NATS, loads the memberships, and starts the feed's
+// subscriber and the leadership loop in g. It returns the catch-up signal.
+func (n *clusterNode) run(ctx context.Context, g *errgroup.Group) (<-chan struct{}, error) {
+	log := n.s.log.With("component", "cluster", "node", n.cfg.Node)
+	nc, err := nats.Connect(n.cfg.NATSURL,
+		nats.Name("koordi-realtime "+n.cfg.Node),
+		nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS disconnected", "error", err) }),
+		nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected") }))
+	if err != nil {
+		return nil, fmt.Errorf("%w at %s: %v", ErrNATSUnreachable, n.cfg.NATSURL, err)
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(256))
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	_, err = feed.EnsureStream(sctx, js, feed.StreamConfig{Name: n.cfg.Stream, ReplayWindow: n.s.cfg.ReplayWindow, Replicas: n.cfg.Replicas})
+	cancel()
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("%w at %s: %v", ErrNATSUnreachable, n.cfg.NATSURL, err)
+	}
+	// The snapshot first, then the feed from before it: every transaction
+	// the snapshot did not see comes after it, so through the feed.
+	if snap := n.s.readMemberships(); snap != nil {
+		n.s.gateway.LoadMemberships(snap)
+	}
+	n.sub = feed.NewSubscriber(feed.SubscriberConfig{
+		JS: js, Stream: n.cfg.Stream, History: n.s.cfg.ReplayWindow, Gateway: n.s.gateway,
+		OnReset: func(reason string) { n.s.gateway.Reset(reason, n.s.readMemberships()) },
+		Logger:  log, Metrics: n.metrics,
+	})
+	g.Go(func() error { return n.sub.Run(ctx) })
+	g.Go(func() error { return n.lead(ctx, js, log) })
+	g.Go(func() error {
+		<-ctx.Done()
+		nc.Close()
+		return nil
+	})
+	return n.sub.CaughtUp(), nil
+}
+
+// lead runs one leadership term after another: each a new consumer that
+// stands by until it holds the lock, then streams into a new publisher.
+func (n *clusterNode) lead(ctx context.Context, js jetstream.JetStream, log interface {
+	Warn(string, ...any)
+	Info(string, ...any)
+}) error {
+	key := lockKey(n.s.cfg.SlotName)
+	for {
+		term, cancel := context.WithCancelCause(ctx)
+		pub := feed.NewPublisher(feed.PublisherConfig{
+			JS: js, Stream: n.cfg.Stream, Fail: cancel,
+			Logger: n.s.log.With("component", "feed", "node", n.cfg.Node), Metrics: n.metrics,
+		})
+		cc := n.s.cdcConfig()
+		cc.LockKey = key
+		cc.WalSenderTimeout = n.cfg.WalSenderTimeout
+		cc.OnReset = func(reason string) {
+			if err := pub.Reset(term, reason); err != nil {
+				log.Warn("could not publish a gap to the feed", "reason", reason, "error", err)
+			}
+		}
+		consumer, err := cdc.New(cc)
+		if err != nil {
+			cancel(nil)
+			pub.Close()
+			return fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+		consumer.SetOnLeading(func(leading bool) {
+			if leading {
+				n.s.consumer.Store(consumer)
+				n.leader.Set(1)
+			} else {
+				n.s.consumer.CompareAndSwap(consumer, nil)
+				n.leader.Set(0)
+			}
+		})
+		err = consumer.Run(term, pub)
+		pub.Close()
+		cause := context.Cause(term)
+		cancel(nil)
+		n.s.consumer.CompareAndSwap(consumer, nil)
+		n.leader.Set(0)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil && cdc.IsConfigError(err):
+			return err // only before the first stream: the database is not set up
+		}
+		if cause != nil && !errors.Is(cause, context.Canceled) {
+			err = cause
+		}
+		log.Info("leadership term ended; standing by again", "error", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// lockKey is the advisory lock of a slot: every node of the service takes
+// the same one, other services on other slots differ.
+func lockKey(slot string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte("koordi-realtime slot leader " + slot))
+	return int64(h.Sum64())
+}

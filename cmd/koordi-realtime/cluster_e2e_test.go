@@ -1,0 +1,299 @@
+package main
+
+// End-to-end tests of several nodes (issue 11): three serve processes on one
+// database and slot, a real nats-server with JetStream (the version go.mod
+// pins), the unmodified socket.io-client: WebSocket through a small
+// balancer that sends each new connection to a live node, polling pinned to
+// one node, as with sticky sessions.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/koordi/koordi-realtime/cmd/internal/natsserver"
+	"github.com/koordi/koordi-realtime/schema"
+)
+
+// startNATS runs the pinned nats-server for one test.
+func startNATS(t *testing.T) *natsserver.Server {
+	t.Helper()
+	s, err := natsserver.Start(context.Background(), natsserver.Config{Dir: t.TempDir()})
+	if err != nil {
+		unavailable(t, "nats-server: %v", err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// nodes is n serve processes of one service.
+type nodes struct {
+	t     *testing.T
+	db    *testDB
+	nats  *natsserver.Server
+	nodes []*testServer
+	lb    *balancer
+}
+
+// startCluster starts n nodes on db and nats, one after the other, each
+// ready (its feed caught up) before the next.
+func startCluster(t *testing.T, db *testDB, nats *natsserver.Server, n int, vars ...string) *nodes {
+	t.Helper()
+	cl := &nodes{t: t, db: db, nats: nats}
+	for i := range n {
+		env := append([]string{"NATS_URL=" + nats.URL(), fmt.Sprintf("NODE_NAME=node%d", i+1), "LOG_LEVEL=info"}, vars...)
+		cl.nodes = append(cl.nodes, startServer(t, db, env...))
+	}
+	// Before any node's cleanup drops the slot: every node gone first.
+	t.Cleanup(func() {
+		for _, s := range cl.nodes {
+			if s.proc.running() {
+				s.kill()
+			}
+		}
+	})
+	cl.lb = startBalancer(t, cl)
+	return cl
+}
+
+// leader is the index of the node whose koordi_cluster_leader is 1, or -1.
+func (cl *nodes) leader() int {
+	for i, s := range cl.nodes {
+		if !s.proc.running() {
+			continue
+		}
+		code, body, err := fetch(s.url() + "/metrics")
+		if err == nil && code == http.StatusOK && strings.Contains(body, "\nkoordi_cluster_leader 1") {
+			return i
+		}
+	}
+	return -1
+}
+
+// waitLeader waits for a leader other than not (-1: any) and returns it.
+func (cl *nodes) waitLeader(not int) int {
+	cl.t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		if l := cl.leader(); l >= 0 && l != not {
+			return l
+		}
+		if time.Now().After(deadline) {
+			cl.t.Fatalf("no leader after %s", waitLimit)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// balancer is a TCP proxy: each new connection goes to the next live node
+// (round robin, skipping nodes that refuse), as an L4 balancer would.
+type balancer struct {
+	ln     net.Listener
+	cl     *nodes
+	mu     sync.Mutex
+	next   int
+	prefer int // the node for the next connection, if >= 0
+}
+
+func startBalancer(t *testing.T, cl *nodes) *balancer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &balancer{ln: ln, cl: cl, prefer: -1}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); b.proxy(c) }()
+		}
+	}()
+	return b
+}
+
+func (b *balancer) url() string { return "http://" + b.ln.Addr().String() }
+
+// to sends the next new connection to node i (a socket that must start on
+// a given node, and still reconnect through the balancer).
+func (b *balancer) to(i int) *balancer {
+	b.mu.Lock()
+	b.prefer = i
+	b.mu.Unlock()
+	return b
+}
+
+func (b *balancer) proxy(c net.Conn) {
+	defer c.Close()
+	var up net.Conn
+	for range len(b.cl.nodes) {
+		b.mu.Lock()
+		i := b.next
+		if b.prefer >= 0 {
+			i, b.prefer = b.prefer, -1
+		} else {
+			b.next++
+		}
+		s := b.cl.nodes[i%len(b.cl.nodes)]
+		b.mu.Unlock()
+		var err error
+		if up, err = net.DialTimeout("tcp", s.addr, time.Second); err == nil {
+			break
+		}
+	}
+	if up == nil {
+		return
+	}
+	defer up.Close()
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(up, c); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(c, up); done <- struct{}{} }()
+	<-done
+}
+
+// connectTo opens socket id on a given server (a node, or the balancer).
+func (c *testClients) connectTo(id, url, token string, transports ...string) nodeReport {
+	c.t.Helper()
+	cmd := map[string]any{"op": "connect", "id": id, "token": token, "url": url,
+		"reconnectionDelayMax": 500, "reconnectionAttempts": "Infinity"}
+	if len(transports) > 0 {
+		cmd["transports"] = transports
+	}
+	c.do(cmd)
+	return c.waitConnect(id, 1)
+}
+
+// newClusterScenario: the scenario's database, nats and three nodes; ada's
+// socket over WebSocket through the balancer, bob's polling pinned to a node
+// that is not the leader, cyd's WebSocket on the leader.
+func newClusterScenario(t *testing.T, vars ...string) (*nodes, *testClients, int) {
+	t.Helper()
+	requireNode(t, "socket.io-client")
+	db := newTestDB(t)
+	db.seedScenario()
+	db.setup()
+	cl := startCluster(t, db, startNATS(t), 3, vars...)
+	leader := cl.waitLeader(-1)
+	c := startClients(t, cl.lb.url())
+	c.connectTo("ada", cl.lb.url(), token(t, adaID, time.Hour), "websocket")
+	c.connectTo("bob", cl.nodes[(leader+1)%3].url(), token(t, bobID, time.Hour), "polling")
+	c.connectTo("cyd", cl.lb.to(leader).url(), token(t, cydID, time.Hour), "websocket")
+	return cl, c, leader
+}
+
+// TestClusterFanOutAndMoves: every socket on every node gets exactly its
+// rooms' events, once, in commit order; a membership accepted in the same
+// transaction as an event of the calendar moves the user's sockets on every
+// node before that event, and a removal takes them out before the next.
+func TestClusterFanOutAndMoves(t *testing.T) {
+	cl, c, _ := newClusterScenario(t)
+	db := cl.db
+	x := newExpectations()
+	db.exec(`UPDATE events SET title = 'one' WHERE id = $1`, practice)
+	x.to([]string{"ada", "bob"}, schema.EventUpdated, map[string]any{"event_title": "one"})
+	db.exec(`UPDATE events SET title = 'lesson one' WHERE id = $1`, lesson)
+	x.to([]string{"bob", "cyd"}, schema.EventUpdated, map[string]any{"event_title": "lesson one"})
+	// cyd joins Soccer together with an event of it.
+	db.exec(`BEGIN; ` + acceptedSQL(soccer, cydID, adaID) + `; UPDATE events SET title = 'two' WHERE id = '` + practice + `'; COMMIT`)
+	x.to([]string{"ada", "bob", "cyd"}, schema.MemberAdded, map[string]any{"user_id": cydID})
+	x.to([]string{"ada", "bob", "cyd"}, schema.EventUpdated, map[string]any{"event_title": "two"})
+	// bob leaves Soccer together with an event of it.
+	db.exec(`BEGIN; DELETE FROM event_calendar_memberships WHERE event_calendar_id = '` + soccer + `' AND user_id = '` + bobID + `'; UPDATE events SET title = 'three' WHERE id = '` + practice + `'; COMMIT`)
+	x.to([]string{"ada", "cyd"}, schema.MemberRemoved, map[string]any{"user_id": bobID})
+	x.to([]string{"bob"}, schema.MemberRemoved, map[string]any{"user_id": bobID})
+	x.to([]string{"ada", "cyd"}, schema.EventUpdated, map[string]any{"event_title": "three"})
+	db.emitFence(1, adaID, bobID, cydID)
+	for _, id := range []string{"ada", "bob", "cyd"} {
+		x.to([]string{id}, fence, map[string]any{"n": 1}) // one event per user room
+	}
+	c.waitFence(1, "ada", "bob", "cyd")
+	x.check(c)
+}
+
+// TestClusterLeaderKill: the leader killed with SIGKILL under a steady
+// write load: a standby streams, every commit reaches every socket once, in
+// order, and the sockets of the dead node reconnect elsewhere with
+// recovered === true and what they missed.
+func TestClusterLeaderKill(t *testing.T) {
+	cl, c, leader := newClusterScenario(t)
+	w := startWriter(t, cl.db, practice, 400)
+	c.waitReceived("ada", schema.EventUpdated, 100)
+	killedAt := time.Now()
+	cl.nodes[leader].kill()
+	next := cl.waitLeader(leader)
+	t.Logf("takeover after SIGKILL: node%d leads %s after the kill", next+1, time.Since(killedAt).Round(time.Millisecond))
+	w.wait(t)
+	for _, id := range []string{"ada", "bob"} {
+		w.waitLast(c, id)
+		w.check(c, id)
+	}
+	if r := c.waitConnect("cyd", 2); !r.Recovered {
+		t.Errorf("cyd, on the killed leader, reconnected elsewhere with recovered = false")
+	}
+	checkOrdered(t, c, "cyd")
+}
+
+// TestClusterLeaderSIGTERM: a leader stopped with SIGTERM exits 0 and a
+// standby takes over within 2 s.
+func TestClusterLeaderSIGTERM(t *testing.T) {
+	cl, c, leader := newClusterScenario(t)
+	stopped := time.Now()
+	if err := cl.nodes[leader].proc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	next := cl.waitLeader(leader)
+	took := time.Since(stopped)
+	t.Logf("takeover after SIGTERM: %s", took.Round(time.Millisecond))
+	if took > 2*time.Second {
+		t.Errorf("takeover took %s, want within 2s", took)
+	}
+	select {
+	case <-cl.nodes[leader].proc.done:
+		if err := cl.nodes[leader].proc.err; err != nil {
+			t.Errorf("the old leader: %v, want exit 0", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Error("the old leader still runs 15 s after SIGTERM")
+	}
+	cl.db.exec(`UPDATE events SET title = 'after' WHERE id = $1`, practice)
+	c.waitEvent("ada", "after", func(ev socketEvent) bool { return title(ev) == "after" })
+	_ = next
+}
+
+// TestClusterNATSRestart: nats-server killed and restarted under writes:
+// nothing is lost, sockets stay connected.
+func TestClusterNATSRestart(t *testing.T) {
+	cl, c, _ := newClusterScenario(t)
+	w := startWriter(t, cl.db, practice, 400)
+	c.waitReceived("ada", schema.EventUpdated, 100)
+	cl.nats.Kill()
+	time.Sleep(2 * time.Second)
+	if err := cl.nats.Restart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	w.wait(t)
+	for _, id := range []string{"ada", "bob"} {
+		w.waitLast(c, id)
+		w.check(c, id)
+		if n := len(c.of(id, "disconnect")); n != 0 {
+			t.Errorf("%s disconnected %d times: sockets must stay while NATS is down", id, n)
+		}
+	}
+}
+
+var _ = os.Getenv
