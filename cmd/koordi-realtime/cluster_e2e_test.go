@@ -382,3 +382,41 @@ func TestClusterLateNodeRecovers(t *testing.T) {
 	c.waitEvent("ada2", "missed", func(ev socketEvent) bool { return title(ev) == "missed" })
 	checkOrdered(t, c, "ada2")
 }
+
+// TestClusterRandomOperations is TestServeRandomOperations across three
+// nodes, with the leader killed in the middle: WebSocket sockets through the
+// balancer (the dead node's reconnect to the others and recover), polling
+// ones pinned to the nodes that stay; afterwards every socket must have
+// received exactly the events of the rooms its user was in at each event's
+// commit, once, in commit order.
+func TestClusterRandomOperations(t *testing.T) {
+	seed := *seedFlag
+	if seed == 0 {
+		seed = time.Now().UnixNano()
+	}
+	t.Logf("seed %d (rerun with -run TestClusterRandomOperations -e2e.seed=%d)", seed, seed)
+	requireNode(t, "socket.io-client")
+	db := newTestDB(t)
+	m := newModel(t, db, seed)
+	db.setup()
+	cl := startCluster(t, db, startNATS(t), 3)
+	leader := cl.waitLeader(-1)
+	oracle := startOracle(t, db)
+	c := startClients(t, cl.lb.url())
+	socketsOf, sockets := m.connect(c, func(i int, transports []string) string {
+		if len(transports) == 1 && transports[0] == "websocket" {
+			return cl.lb.to(i % 3).url() // the leader's too
+		}
+		return cl.nodes[(leader+1+i%2)%3].url() // sticky: a node that stays
+	})
+	m.run(100)
+	cl.nodes[leader].kill()
+	m.run(100)
+	t.Logf("operations: %v; node%d killed after 100", m.counts, leader+1)
+	db.emitFence(1, m.users...)
+	c.waitFence(1, sockets...)
+	waitUntil(t, "tail printing the fence", func() bool { return strings.Count(oracle.stdout.String(), `"`+fence+`"`) == len(m.users) })
+	want := m.replay(parseLines(t, oracle.stdout.String()))
+	delivered := checkDelivered(c, socketsOf, want)
+	t.Logf("%d delivered to %d sockets", delivered, len(sockets))
+}

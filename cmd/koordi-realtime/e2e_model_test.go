@@ -57,7 +57,7 @@ func randomOperations(t *testing.T, seed int64) {
 	srv := startServer(t, db)
 	oracle := startOracle(t, db)
 	c := startClients(t, srv.url())
-	socketsOf, sockets := m.connect(c)
+	socketsOf, sockets := m.connect(c, nil)
 
 	m.run(200)
 	t.Logf("operations: %v", m.counts)
@@ -169,14 +169,20 @@ func (m *model) assignee() string {
 }
 
 // connect opens the sockets: one per user and a second one for two of
-// them, over websocket, polling and polling with upgrade in turn.
-func (m *model) connect(c *testClients) (socketsOf map[string][]string, all []string) {
+// them, over websocket, polling and polling with upgrade in turn. urlFor,
+// if set, says where a socket of the given transports connects (several
+// nodes: polling pinned to a node); nil: the clients' server.
+func (m *model) connect(c *testClients, urlFor func(i int, transports []string) string) (socketsOf map[string][]string, all []string) {
 	m.t.Helper()
 	socketsOf = map[string][]string{}
 	transports := [][]string{{"websocket"}, {"polling"}, nil}
 	for i, u := range append(append([]string{}, m.users...), m.users[0], m.users[1]) {
 		id := fmt.Sprintf("s%d-u%s", i, u[len(u)-1:])
-		c.connect(id, token(m.t, u, time.Hour), transports[i%len(transports)]...)
+		if tr := transports[i%len(transports)]; urlFor != nil {
+			c.connectTo(id, urlFor(i, tr), token(m.t, u, time.Hour), tr...)
+		} else {
+			c.connect(id, token(m.t, u, time.Hour), tr...)
+		}
 		socketsOf[u] = append(socketsOf[u], id)
 		all = append(all, id)
 	}
