@@ -4,7 +4,7 @@ BIN       := bin/koordi-realtime
 PKGS      := ./...
 NPM_DIR   := testdata
 
-.PHONY: run test lint bench build clean node-deps inspector-bundle demo-writes
+.PHONY: run run-cluster test lint bench build clean node-deps inspector-bundle demo-writes
 
 ## run: local PostgreSQL cluster under ./.koordi, demo data, gateway and inspector on :3000
 run: build
@@ -14,10 +14,16 @@ run: build
 demo-writes: build
 	./$(BIN) dev --simulate
 
+## run-cluster: the same with three nodes on :3000-:3002 sharing a local
+## nats-server; kill the leader to watch a failover
+run-cluster: build
+	./$(BIN) dev --nodes 3 --simulate
+
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 build: inspector-bundle
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/koordi-realtime
+	$(GO) build -o bin/nats-server github.com/nats-io/nats-server/v2
 
 ## inspector-bundle: socket.io-client's browser bundle, embedded by the
 ## inspector page (gateway/inspector). Copied from the npm package, never

@@ -23,6 +23,7 @@ type devConfig struct {
 	dir      string
 	simulate bool
 	tokenTTL time.Duration
+	nodes    int
 }
 
 // devDatabase is the database dev creates in its own cluster.
@@ -45,11 +46,18 @@ func runDev(ctx context.Context, env *environment, args []string) error {
 	f.String(&cfg.dir, "dir", "KOORDI_DEV_DIR", ".koordi", "directory of the local cluster and the generated JWT secret, kept between runs (make clean removes it)")
 	f.Bool(&cfg.simulate, "simulate", "SIMULATE", false, "write a realistic stream of demo changes every second (assignments, a calendar sync, an invitation)")
 	f.Duration(&cfg.tokenTTL, "token-ttl", "TOKEN_TTL", 7*24*time.Hour, "lifetime of the printed demo tokens")
+	f.Int(&cfg.nodes, "nodes", "DEV_NODES", 1, "nodes to run, on consecutive ports, sharing a local nats-server (several nodes: kill one to watch a failover)")
 	if err := f.Parse(args); err != nil {
 		return err
 	}
 	if cfg.tokenTTL <= 0 {
 		return cli.Errorf("TOKEN_TTL must be positive")
+	}
+	if cfg.nodes < 1 || cfg.nodes > maxDevNodes {
+		return cli.Errorf("DEV_NODES=%d: run 1 to %d nodes", cfg.nodes, maxDevNodes)
+	}
+	if cfg.nodes > 1 {
+		return runDevNodes(ctx, env, cfg)
 	}
 	logger, err := env.logger(cfg.serve.db.logFormat, cfg.serve.db.logLevel)
 	if err != nil {
@@ -103,8 +111,11 @@ func runDev(ctx context.Context, env *environment, args []string) error {
 	if err := cfg.serve.validate(); err != nil {
 		return err
 	}
-	if err := devPrepare(ctx, cfg.serve.db); err != nil {
-		return err
+	// A node of `dev --nodes` finds the database prepared by its parent.
+	if env.getenv(devPreparedEnv) == "" {
+		if err := devPrepare(ctx, cfg.serve.db); err != nil {
+			return err
+		}
 	}
 
 	users, err := devenv.Tokens(cfg.serve.jwtSecret, cfg.tokenTTL)

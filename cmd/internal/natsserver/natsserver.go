@@ -38,7 +38,11 @@ var (
 	binErr  error
 )
 
-// Binary returns the path of a nats-server to run.
+// Binary returns the path of a nats-server to run: $NATS_SERVER, else one
+// next to the running executable (make build puts it in bin/), else the
+// pinned version built once into the user's cache (built from this
+// module's checkout when the working directory is in one), else a
+// nats-server 2.10+ on PATH.
 func Binary() (string, error) {
 	binOnce.Do(func() { binPath, binErr = find() })
 	return binPath, binErr
@@ -52,6 +56,9 @@ func find() (string, error) {
 		if p := filepath.Join(filepath.Dir(exe), "nats-server"); usable(p) {
 			return p, nil
 		}
+	}
+	if p := cached(); usable(p) {
+		return p, nil
 	}
 	if root := moduleRoot(); root != "" {
 		if p, err := build(root); err == nil {
@@ -100,16 +107,18 @@ func moduleRoot() string {
 	}
 }
 
-// build compiles the pinned nats-server once into the user's cache.
-func build(root string) (string, error) {
+// cached is where build puts the pinned nats-server.
+func cached() string {
 	cache, err := os.UserCacheDir()
 	if err != nil {
 		cache = os.TempDir()
 	}
-	out := filepath.Join(cache, "koordi-realtime", "nats-server-"+Version)
-	if usable(out) {
-		return out, nil
-	}
+	return filepath.Join(cache, "koordi-realtime", "nats-server-"+Version)
+}
+
+// build compiles the pinned nats-server once into the user's cache.
+func build(root string) (string, error) {
+	out := cached()
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return "", err
 	}
@@ -152,6 +161,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, err
 		}
 		s.temp = true
+	} else if err := os.MkdirAll(s.dir, 0o755); err != nil {
+		return nil, err
 	}
 	if s.port == 0 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
