@@ -124,6 +124,11 @@ func runDev(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
+	// What serve checks before it listens: a DATABASE_URL of the user's
+	// own may lack the REPLICATION attribute.
+	if err := preflight(ctx, svc); err != nil {
+		return err
+	}
 	devenv.Banner{
 		Addr: ln.Addr().(*net.TCPAddr), DatabaseURL: cfg.serve.db.url,
 		TokenTTL: cfg.tokenTTL, Simulate: cfg.simulate, Users: users,
@@ -149,7 +154,7 @@ func devPrepare(ctx context.Context, db dbConfig) error {
 			return err
 		}
 		if err := ksql.Setup(ctx, conn, db.publication); err != nil {
-			return cli.User(err)
+			return setupError(ctx, conn, err)
 		}
 		return ksql.SeedDemo(ctx, conn)
 	})

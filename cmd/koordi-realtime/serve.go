@@ -65,24 +65,27 @@ func (c *serveConfig) bindWith(f *cli.Flags, listenDefault string, maxConnsDefau
 	f.Duration(&c.shutdownGrace, "shutdown-grace", "SHUTDOWN_GRACE", 10*time.Second, "how long SIGTERM waits for sockets and the final LSN confirmation")
 }
 
-// validate reports the first setting the user must fix.
+// validate reports every setting the user must fix, at once (the value
+// checks are in validate.go).
 func (c *serveConfig) validate() error {
+	var p cli.Problems
 	if c.db.url == "" {
-		return cli.Errorf("DATABASE_URL is not set (flag --database-url)")
+		p.Addf("DATABASE_URL is not set (flag --database-url)")
 	}
 	if c.jwtSecret == "" && c.jwtPublicKey == "" {
-		return cli.Errorf("JWT_SECRET is not set (flag --jwt-secret): use the secret Koordi's API signs tokens with")
+		p.Addf("JWT_SECRET is not set (flag --jwt-secret): use the secret Koordi's API signs tokens with")
 	}
 	if c.jwtSecret != "" && len(c.jwtSecret) < 32 {
-		return cli.Errorf("JWT_SECRET is %d bytes; at least 32 are required", len(c.jwtSecret))
+		p.Addf("JWT_SECRET is %d bytes; at least 32 are required", len(c.jwtSecret))
 	}
 	if c.replayWindow < 0 {
-		return cli.Errorf("REPLAY_WINDOW must not be negative")
+		p.Addf("REPLAY_WINDOW must not be negative")
 	}
 	if c.natsURL != "" {
-		return cli.Errorf("NATS_URL is set, but multi-node fan-out is not available in this version; unset it to run a single node")
+		p.Addf("NATS_URL is set, but multi-node fan-out is not available in this version; unset it to run a single node")
 	}
-	return nil
+	c.checkValues(&p)
+	return p.Err()
 }
 
 func (c *serveConfig) origins() []string {
@@ -109,6 +112,7 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Nothing listens before every setting and the database were checked.
 	var pages func(*prometheus.Registry) http.Handler
 	if cfg.inspector {
 		pages = func(reg *prometheus.Registry) http.Handler {
@@ -117,6 +121,9 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	}
 	svc, err := cfg.service(logger, pages)
 	if err != nil {
+		return err
+	}
+	if err := preflight(ctx, svc); err != nil {
 		return err
 	}
 	ln, err := net.Listen("tcp", cfg.listenAddr)
