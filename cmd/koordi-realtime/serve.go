@@ -114,15 +114,17 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	}
 	// Nothing listens before every setting and the database were checked.
 	var pages func(*prometheus.Registry) http.Handler
+	link := &inspectorLink{}
 	if cfg.inspector {
 		pages = func(reg *prometheus.Registry) http.Handler {
-			return inspector.New(inspector.Config{Metrics: reg, Mode: "serve", Logger: logger.With("component", "inspector")})
+			return inspector.New(inspector.Config{Metrics: reg, Mode: "serve", Rooms: link.rooms, Logger: logger.With("component", "inspector")})
 		}
 	}
 	svc, err := cfg.service(logger, pages)
 	if err != nil {
 		return err
 	}
+	link.svc = svc
 	if err := preflight(ctx, svc); err != nil {
 		return err
 	}
