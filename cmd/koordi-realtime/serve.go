@@ -112,7 +112,6 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
-	// Nothing listens before every setting and the database were checked.
 	var pages func(*prometheus.Registry) http.Handler
 	link := &inspectorLink{}
 	if cfg.inspector {
@@ -125,6 +124,7 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	link.svc = svc
+	// Nothing listens before every setting and the database were checked.
 	if err := preflight(ctx, svc); err != nil {
 		return err
 	}
