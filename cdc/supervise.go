@@ -227,10 +227,12 @@ func (c *Consumer) session(ctx context.Context, queue chan<- *committed, first b
 	c.ack.setFloor(start)
 	c.setStreaming(true)
 	c.requestCheck()
-	if first {
+	// "started" only for a slot created now; a process restarted on its
+	// slot, as a reconnect, resumes from where the slot was confirmed.
+	if first && !slot.exists {
 		c.log.Info("streaming started", "slot", c.cfg.SlotName, "publication", c.cfg.Publication, "lsn", pglogrepl.LSN(start).String())
 	} else {
-		c.log.Info("streaming resumed", "slot", c.cfg.SlotName, "lsn", pglogrepl.LSN(start).String())
+		c.log.Info("streaming resumed", "slot", c.cfg.SlotName, "publication", c.cfg.Publication, "lsn", pglogrepl.LSN(start).String())
 	}
 	err = c.receive(ctx, repl, queue)
 	if isPublicationMissing(err) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"regexp"
 	"strings"
 	"testing"
@@ -45,6 +46,7 @@ func TestHelpListsEveryFlag(t *testing.T) {
 			"serve": {"DATABASE_URL", "JWT_SECRET", "JWT_PUBLIC_KEY_FILE", "LISTEN_ADDR", "FRONTEND_URL", "SLOT_NAME",
 				"PUBLICATION_NAME", "REPLAY_WINDOW", "NATS_URL", "LOG_FORMAT", "LOG_LEVEL", "INSPECTOR"},
 			"dev":     {"DATABASE_URL", "JWT_SECRET", "LISTEN_ADDR", "SLOT_NAME", "LOG_FORMAT", "KOORDI_DEV_DIR", "SIMULATE"},
+			"tail":    {"DATABASE_URL", "TAIL_SLOT_NAME", "TAIL_STATUS_INTERVAL", "PUBLICATION_NAME", "LOG_FORMAT"},
 			"setup":   {"DATABASE_URL", "PUBLICATION_NAME", "LOG_FORMAT"},
 			"migrate": {"DATABASE_URL", "LOG_FORMAT"},
 		}[c.name]
@@ -68,7 +70,17 @@ func TestConfigErrorsAreOneLine(t *testing.T) {
 	}{
 		{[]string{"nope"}, nil, "unknown command"},
 		{[]string{"serve"}, nil, "DATABASE_URL is not set"},
-		{[]string{"serve", "--bogus"}, nil, "flag provided but not defined"},
+		{[]string{"serve"}, nil, "JWT_SECRET is not set"}, // every missing setting at once
+		{[]string{"serve", "--bogus"}, nil, "unknown flag --bogus"},
+		{[]string{"serve", "--rate-limit"}, nil, "needs an argument: --rate-limit"},
+		{[]string{"serve", "--inspector=maybe"}, nil, "for --inspector"},
+		{[]string{"serve", "--rate-limit", "x"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret}, "for flag --rate-limit"},
+		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "RATE_LIMIT": "-1"}, "RATE_LIMIT=-1 must not be negative"},
+		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "FRONTEND_URL": "https://app.koordi.example/calendar"}, "is not an origin"},
+		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "FRONTEND_URL": "http://localhost:5173,localhost:5173"}, `"localhost:5173" is not an origin`},
+		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "MAX_CONNECTIONS": "-5"}, "MAX_CONNECTIONS"},
+		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "LISTEN_ADDR": "3000"}, "LISTEN_ADDR"},
+		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "SLOT_NAME": "Bad-Slot"}, "SLOT_NAME"},
 		{[]string{"serve", "stray"}, map[string]string{"DATABASE_URL": unreachable}, "unexpected argument"},
 		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable}, "JWT_SECRET is not set"},
 		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": "short"}, "at least 32"},
@@ -80,6 +92,7 @@ func TestConfigErrorsAreOneLine(t *testing.T) {
 		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "NATS_URL": "nats://x"}, "NATS_URL"},
 		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "LISTEN_ADDR": "127.0.0.1:0"}, "cannot connect"},
 		{[]string{"migrate"}, map[string]string{"DATABASE_URL": unreachable}, "cannot connect"},
+		{[]string{"tail"}, map[string]string{"TAIL_STATUS_INTERVAL": "-1s"}, "DATABASE_URL is not set (flag --database-url); TAIL_STATUS_INTERVAL must not be negative"},
 		{[]string{"setup"}, map[string]string{"DATABASE_URL": "not a url"}, "DATABASE_URL"},
 		{[]string{"dev", "--token-ttl", "-1s"}, nil, "TOKEN_TTL"},
 		{[]string{"dev"}, map[string]string{"LOG_FORMAT": "xml"}, "want text or json"},
@@ -92,16 +105,68 @@ func TestConfigErrorsAreOneLine(t *testing.T) {
 		var stdout, stderr syncBuffer
 		code := run(context.Background(), envOf(tc.env, &stdout, &stderr), tc.args)
 		out := stderr.String()
-		// serve may log its state changes before the error; the error is
-		// the one line that is not a log record.
-		var lines []string
-		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-			if !strings.HasPrefix(l, "time=") {
-				lines = append(lines, l)
-			}
-		}
-		if code != 2 || len(lines) != 1 || !strings.Contains(lines[0], tc.want) || strings.Contains(out, "goroutine ") {
+		// Nothing is logged before the error: every setting and the
+		// database are checked before anything starts or listens.
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		// The command is named once: "koordi-realtime setup: setup: …" says
+		// nothing the first prefix did not.
+		doubled := strings.Contains(lines[0], "koordi-realtime "+tc.args[0]+": "+tc.args[0]+":")
+		if code != 2 || len(lines) != 1 || !strings.Contains(lines[0], tc.want) || strings.Contains(out, "goroutine ") || doubled {
 			t.Errorf("%v %v: exit %d, stderr:\n%s\nwant exit 2 and one line containing %q", tc.args, tc.env, code, out, tc.want)
+		}
+	}
+}
+
+// TestVersionFlags: --version and -version print what `version` does.
+func TestVersionFlags(t *testing.T) {
+	for _, args := range [][]string{{"version"}, {"--version"}, {"-version"}} {
+		var stdout, stderr syncBuffer
+		if code := run(context.Background(), envOf(nil, &stdout, &stderr), args); code != 0 || stdout.String() != "koordi-realtime "+version+"\n" {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q", args, code, stdout.String(), stderr.String())
+		}
+	}
+}
+
+// TestFinalErrorIsJSON: under LOG_FORMAT=json (environment or flag) the one
+// line of a failed command is a JSON record like the log's, so a collector
+// that reads stderr as JSON does not drop it.
+func TestFinalErrorIsJSON(t *testing.T) {
+	unreachable := "postgres://nobody@127.0.0.1:1/koordi?connect_timeout=2"
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"serve"}, map[string]string{"LOG_FORMAT": "json"}, "DATABASE_URL is not set"},
+		{[]string{"serve", "--log-format", "json", "--bogus"}, nil, "unknown flag --bogus"},
+		{[]string{"serve"}, map[string]string{"LOG_FORMAT": "json", "DATABASE_URL": unreachable, "JWT_SECRET": testSecret, "LISTEN_ADDR": "127.0.0.1:0"}, "cannot connect"},
+		{[]string{"migrate", "--log-format=json"}, map[string]string{"DATABASE_URL": unreachable}, "cannot connect"},
+	} {
+		var stdout, stderr syncBuffer
+		code := run(context.Background(), envOf(tc.env, &stdout, &stderr), tc.args)
+		out := strings.TrimSpace(stderr.String())
+		var rec struct {
+			Level, Msg string
+			Exit       int `json:"exit_status"`
+		}
+		if code != 2 || strings.Contains(out, "\n") || json.Unmarshal([]byte(out), &rec) != nil ||
+			rec.Level != "ERROR" || rec.Exit != 2 || !strings.Contains(rec.Msg, tc.want) {
+			t.Errorf("%v %v: exit %d, stderr:\n%s\nwant exit 2 and one JSON record whose msg contains %q", tc.args, tc.env, code, out, tc.want)
+		}
+	}
+}
+
+// TestCheckOrigin: FRONTEND_URL entries are what browsers send as Origin.
+func TestCheckOrigin(t *testing.T) {
+	for o, ok := range map[string]bool{
+		"http://localhost:5173": true, "https://app.koordi.example": true, "https://app.koordi.example/": true,
+		"*": true, "http://[::1]:8080": true,
+		"localhost:5173": false, "app.koordi.example": false, "https://app.koordi.example/calendar": false,
+		"https://user@app.koordi.example": false, "https://app.koordi.example?x=1": false, "https://app.koordi.example#f": false,
+		"http://": false, "http://localhost:99999": false, "/relative": false,
+	} {
+		if err := checkOrigin(o); (err == nil) != ok {
+			t.Errorf("checkOrigin(%q) = %v, want ok %v", o, err, ok)
 		}
 	}
 }

@@ -45,7 +45,10 @@ func (c *dbConfig) connect(ctx context.Context) (*pgx.Conn, error) {
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, cli.Errorf("cannot connect to PostgreSQL at %s:%d/%s: %v", cfg.Host, cfg.Port, cfg.Database, err)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, cli.Errorf("cannot connect to PostgreSQL at %s:%d/%s as %s: %s", cfg.Host, cfg.Port, cfg.Database, cfg.User, cli.ConnectCause(err))
 	}
 	return conn, nil
 }
@@ -83,7 +86,7 @@ func runSetup(ctx context.Context, env *environment, args []string) error {
 	}
 	err := db.withConn(ctx, func(conn *pgx.Conn) error {
 		if err := ksql.Setup(ctx, conn, db.publication); err != nil {
-			return cli.User(err)
+			return setupError(ctx, conn, err)
 		}
 		if err := ksql.Preflight(ctx, conn, db.publication); err != nil {
 			return cli.User(err)

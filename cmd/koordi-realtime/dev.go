@@ -118,26 +118,43 @@ func runDev(ctx context.Context, env *environment, args []string) error {
 		}
 	}
 
-	users, err := devenv.Tokens(cfg.serve.jwtSecret, cfg.tokenTTL)
+	// The family as the database has it now (the seed leaves existing rows
+	// alone): a restart after changes shows the truth.
+	var (
+		demoUsers []ksql.DemoUser
+		demoCals  []ksql.DemoCalendar
+	)
+	if err := cfg.serve.db.withConn(ctx, func(conn *pgx.Conn) (err error) {
+		demoUsers, demoCals, err = ksql.ReadDemo(ctx, conn)
+		return err
+	}); err != nil {
+		return err
+	}
+	users, err := devenv.Tokens(cfg.serve.jwtSecret, cfg.tokenTTL, demoUsers)
 	if err != nil {
 		return err
 	}
-	calendars := make([]inspector.Calendar, len(ksql.DemoCalendars))
-	for i, c := range ksql.DemoCalendars {
-		calendars[i] = inspector.Calendar{ID: c.ID, Name: c.Name, Color: c.Color}
-	}
+	calendars := devenv.Calendars(demoCals)
+	link := &inspectorLink{}
 	svc, err := cfg.serve.service(logger, func(reg *prometheus.Registry) http.Handler {
 		return inspector.New(inspector.Config{
 			Metrics: reg, DemoUsers: users, Calendars: calendars, Mode: "dev",
+			Rooms: link.rooms, Emit: devEmit(cfg.serve.db),
 			Logger: logger.With("component", "inspector"),
 		})
 	})
 	if err != nil {
 		return err
 	}
+	link.svc = svc
+	// What serve checks before it listens: a DATABASE_URL of the user's
+	// own may lack the REPLICATION attribute.
+	if err := preflight(ctx, svc); err != nil {
+		return err
+	}
 	devenv.Banner{
 		Addr: ln.Addr().(*net.TCPAddr), DatabaseURL: cfg.serve.db.url,
-		TokenTTL: cfg.tokenTTL, Simulate: cfg.simulate, Users: users,
+		TokenTTL: cfg.tokenTTL, Simulate: cfg.simulate, Users: users, Calendars: calendars,
 	}.Print(env.stdout)
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -160,7 +177,7 @@ func devPrepare(ctx context.Context, db dbConfig) error {
 			return err
 		}
 		if err := ksql.Setup(ctx, conn, db.publication); err != nil {
-			return cli.User(err)
+			return setupError(ctx, conn, err)
 		}
 		return ksql.SeedDemo(ctx, conn)
 	})

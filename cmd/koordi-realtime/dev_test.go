@@ -266,10 +266,16 @@ func devCheckLogs(t *testing.T, run int, logs, stdout string) {
 		}
 		counts[rec.Msg]++
 	}
-	for _, msg := range []string{"local PostgreSQL running", "listening", "streaming started", "shutting down", "stopped", "local PostgreSQL stopped"} {
+	// The first run creates the slot and starts streaming; the second
+	// resumes from it, as the README says.
+	stream := map[int]string{1: "streaming started", 2: "streaming resumed"}[run]
+	for _, msg := range []string{"local PostgreSQL running", "listening", stream, "shutting down", "stopped", "local PostgreSQL stopped"} {
 		if counts[msg] != 1 {
 			t.Errorf("run %d: log %q appears %d times, want once (%v)", run, msg, counts[msg], counts)
 		}
+	}
+	if other := map[int]string{1: "streaming resumed", 2: "streaming started"}[run]; counts[other] != 0 {
+		t.Errorf("run %d: log %q appears %d times, want never", run, other, counts[other])
 	}
 	if run == 1 {
 		// At the default level only state changes are logged, never a

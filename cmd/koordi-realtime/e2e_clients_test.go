@@ -59,6 +59,7 @@ type nodeReport struct {
 	Error     string            `json:"error"`
 	Offset    string            `json:"offset"`  // inspector.mjs
 	Sockets   string            `json:"sockets"` // inspector.mjs
+	Value     json.RawMessage   `json:"value"`   // page.mjs
 }
 
 // nodeDriver is a Node script driven line by line: one JSON command per

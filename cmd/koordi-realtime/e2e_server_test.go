@@ -307,3 +307,13 @@ func waitLogged(t *testing.T, log *syncBuffer, msg string) {
 	t.Helper()
 	waitUntil(t, fmt.Sprintf("%q logged", msg), func() bool { return strings.Contains(log.String(), msg) })
 }
+
+// waitStreaming waits until a process streams: "streaming started" on a slot
+// it created, "streaming resumed" on one it found.
+func waitStreaming(t *testing.T, log *syncBuffer) {
+	t.Helper()
+	waitUntil(t, "streaming started or resumed", func() bool {
+		s := log.String()
+		return strings.Contains(s, "streaming started") || strings.Contains(s, "streaming resumed")
+	})
+}

@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/koordi/koordi-realtime/cmd/internal/cli"
@@ -33,11 +32,26 @@ type command struct {
 type environment struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
+	// cmdFlags are the running command's flags, from which its final error
+	// learns LOG_FORMAT.
+	cmdFlags *cli.Flags
 }
 
 // flags starts a command's flags, each also read from the environment.
 func (e *environment) flags(command, summary string) *cli.Flags {
-	return cli.NewFlags(e.getenv, e.stderr, command, summary)
+	e.cmdFlags = cli.NewFlags(e.getenv, e.stderr, command, summary)
+	return e.cmdFlags
+}
+
+// logFormat is the running command's LOG_FORMAT (flag, then environment),
+// so its final error is in the format of its log.
+func (e *environment) logFormat() string {
+	if e.cmdFlags != nil {
+		if v := e.cmdFlags.Value("log-format"); v != "" {
+			return v
+		}
+	}
+	return e.getenv("LOG_FORMAT")
 }
 
 // logger is the process logger, on stderr.
@@ -72,6 +86,9 @@ func main() {
 // 0 on success, 2 for anything the user can fix (bad flags, configuration,
 // an unreachable or unprepared database), 1 for failures while running.
 func run(ctx context.Context, env *environment, args []string) int {
+	if len(args) == 1 && (args[0] == "--version" || args[0] == "-version") {
+		return run(ctx, env, []string{"version"})
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(env.stderr)
 		if len(args) == 0 {
@@ -90,21 +107,15 @@ func run(ctx context.Context, env *environment, args []string) int {
 		case errors.Is(err, context.Canceled) && ctx.Err() != nil:
 			return 0
 		case cli.IsUserError(err):
-			fmt.Fprintf(env.stderr, "koordi-realtime %s: %s\n", c.name, oneLine(err.Error()))
+			cli.PrintError(env.stderr, env.logFormat(), "koordi-realtime "+c.name, err, 2)
 			return 2
 		default:
-			fmt.Fprintf(env.stderr, "koordi-realtime %s: %v\n", c.name, err)
+			cli.PrintError(env.stderr, env.logFormat(), "koordi-realtime "+c.name, err, 1)
 			return 1
 		}
 	}
 	fmt.Fprintf(env.stderr, "koordi-realtime: unknown command %q (run koordi-realtime --help)\n", args[0])
 	return 2
-}
-
-// oneLine folds a multi-line error (pgx lists every address it tried on its
-// own line) into the one line a user error must be.
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
 }
 
 func usage(w io.Writer) {
@@ -116,6 +127,7 @@ func usage(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Every flag can also be set by its environment variable; `koordi-realtime <command> --help` lists them.")
+	fmt.Fprintln(w, "koordi-realtime --version prints the version.")
 }
 
 func runVersion(_ context.Context, env *environment, _ []string) error {

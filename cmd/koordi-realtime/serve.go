@@ -75,29 +75,32 @@ func (c *serveConfig) bindWith(f *cli.Flags, listenDefault string, maxConnsDefau
 	f.Duration(&c.shutdownGrace, "shutdown-grace", "SHUTDOWN_GRACE", 10*time.Second, "how long SIGTERM waits for sockets and the final LSN confirmation")
 }
 
-// validate reports the first setting the user must fix.
+// validate reports every setting the user must fix, at once (the value
+// checks are in validate.go).
 func (c *serveConfig) validate() error {
+	var p cli.Problems
 	if c.db.url == "" {
-		return cli.Errorf("DATABASE_URL is not set (flag --database-url)")
+		p.Addf("DATABASE_URL is not set (flag --database-url)")
 	}
 	if c.jwtSecret == "" && c.jwtPublicKey == "" {
-		return cli.Errorf("JWT_SECRET is not set (flag --jwt-secret): use the secret Koordi's API signs tokens with")
+		p.Addf("JWT_SECRET is not set (flag --jwt-secret): use the secret Koordi's API signs tokens with")
 	}
 	if c.jwtSecret != "" && len(c.jwtSecret) < 32 {
-		return cli.Errorf("JWT_SECRET is %d bytes; at least 32 are required", len(c.jwtSecret))
+		p.Addf("JWT_SECRET is %d bytes; at least 32 are required", len(c.jwtSecret))
 	}
 	if c.replayWindow < 0 {
-		return cli.Errorf("REPLAY_WINDOW must not be negative")
+		p.Addf("REPLAY_WINDOW must not be negative")
 	}
 	if c.recoverySecret != "" && len(c.recoverySecret) < 32 {
-		return cli.Errorf("RECOVERY_SECRET is %d bytes; at least 32 are required", len(c.recoverySecret))
+		p.Addf("RECOVERY_SECRET is %d bytes; at least 32 are required", len(c.recoverySecret))
 	}
 	if c.natsURL != "" && c.jwtSecret == "" && c.recoverySecret == "" {
 		// Pids must verify on every node: without a shared secret each
 		// node would make up its own key.
-		return cli.Errorf("RECOVERY_SECRET is not set: with several nodes (NATS_URL) and only JWT_PUBLIC_KEY_FILE, set the same RECOVERY_SECRET on every node")
+		p.Addf("RECOVERY_SECRET is not set: with several nodes (NATS_URL) and only JWT_PUBLIC_KEY_FILE, set the same RECOVERY_SECRET on every node")
 	}
-	return nil
+	c.checkValues(&p)
+	return p.Err()
 }
 
 func (c *serveConfig) origins() []string {
@@ -125,13 +128,19 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	var pages func(*prometheus.Registry) http.Handler
+	link := &inspectorLink{}
 	if cfg.inspector {
 		pages = func(reg *prometheus.Registry) http.Handler {
-			return inspector.New(inspector.Config{Metrics: reg, Mode: "serve", Logger: logger.With("component", "inspector")})
+			return inspector.New(inspector.Config{Metrics: reg, Mode: "serve", Rooms: link.rooms, Logger: logger.With("component", "inspector")})
 		}
 	}
 	svc, err := cfg.service(logger, pages)
 	if err != nil {
+		return err
+	}
+	link.svc = svc
+	// Nothing listens before every setting and the database were checked.
+	if err := preflight(ctx, svc); err != nil {
 		return err
 	}
 	ln, err := net.Listen("tcp", cfg.listenAddr)

@@ -23,12 +23,20 @@ func runTail(ctx context.Context, env *environment, args []string) error {
 		"The slot stays when tail exits (it resumes there next time); drop it with SELECT pg_drop_replication_slot('koordi_realtime_tail').")
 	db.bind(f, false)
 	f.String(&db.slot, "slot-name", "TAIL_SLOT_NAME", "koordi_realtime_tail", "replication slot of tail (not serve's SLOT_NAME)")
-	f.Duration(&statusInterval, "status-interval", "TAIL_STATUS_INTERVAL", 10*time.Second, "how often the printed position is confirmed to PostgreSQL")
+	f.Duration(&statusInterval, "status-interval", "TAIL_STATUS_INTERVAL", 10*time.Second, "how often tail confirms the position of the lines it has printed to PostgreSQL (the slot then frees the WAL before it); at most a quarter of wal_sender_timeout")
 	if err := f.Parse(args); err != nil {
 		return err
 	}
+	var problems cli.Problems
 	if db.url == "" {
-		return cli.Errorf("DATABASE_URL is not set (flag --database-url)")
+		problems.Addf("DATABASE_URL is not set (flag --database-url)")
+	}
+	if statusInterval < 0 {
+		problems.Addf("TAIL_STATUS_INTERVAL must not be negative")
+	}
+	checkLog(&problems, db.logFormat, db.logLevel)
+	if err := problems.Err(); err != nil {
+		return err
 	}
 	logger, err := env.logger(db.logFormat, db.logLevel)
 	if err != nil {

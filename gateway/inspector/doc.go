@@ -15,6 +15,12 @@
 // knows nothing of the consumer or the gateway's internals and shows exactly
 // what an operator's dashboards would.
 //
+// What only the service knows it asks for with the socket's own token
+// (Authorization: Bearer, never a cookie): the rooms that token's socket is
+// in ([Config.Rooms], /inspector/api/rooms), so a pasted token's calendars
+// show; and, in dev only, a test event to one of those rooms through
+// koordi_realtime.emit ([Config.Emit], POST /inspector/api/emit).
+//
 // Demo users and their tokens ([Config.DemoUsers]) are for `koordi-realtime
 // dev` only: whoever can load the page can use them.
 //

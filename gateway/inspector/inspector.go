@@ -1,6 +1,7 @@
 package inspector
 
 import (
+	"context"
 	"embed"
 	"encoding/json"
 	"io/fs"
@@ -57,6 +58,18 @@ type Config struct {
 	Calendars []Calendar
 	// Mode is shown in the header ("dev", "serve"). Optional.
 	Mode string
+	// Rooms, if set, serves GET /inspector/api/rooms: for the token of the
+	// request's Authorization header (Bearer), its user and the rooms a
+	// socket with it is in, so the page shows a pasted token's calendars.
+	// It must verify the token as the gateway does and answer only for its
+	// user; an error is a refused token (401). Nil: 404.
+	Rooms func(token string) (user string, rooms []string, err error)
+	// Emit, if set, serves POST /inspector/api/emit {"room"}: a test event
+	// (EventTest) to one of the token's rooms (checked with Rooms, which
+	// must be set too), sent through the database as an application would
+	// (koordi_realtime.emit), so it travels the whole path. Only `dev` sets
+	// it. Nil: 404.
+	Emit func(ctx context.Context, room, event string, data []byte) error
 	// Logger receives errors gathering metrics; nil discards.
 	Logger *slog.Logger
 }
@@ -74,6 +87,8 @@ func New(cfg Config) http.Handler {
 	mux.HandleFunc("GET /{$}", h.page)
 	mux.HandleFunc("GET /inspector/api/stats", h.stats)
 	mux.HandleFunc("GET /inspector/api/config", h.config)
+	mux.HandleFunc("GET /inspector/api/rooms", h.rooms)
+	mux.HandleFunc("POST /inspector/api/emit", h.emit)
 	mux.Handle("GET /inspector/", http.StripPrefix("/inspector", h.assets()))
 	return mux
 }
@@ -116,6 +131,8 @@ type pageConfig struct {
 	DemoUsers []DemoUser `json:"demo_users"`
 	Calendars []Calendar `json:"calendars"`
 	Bundle    bool       `json:"bundle"`
+	Rooms     bool       `json:"rooms"` // /inspector/api/rooms answers
+	Emit      bool       `json:"emit"`  // /inspector/api/emit answers
 }
 
 func (h *handler) config(w http.ResponseWriter, _ *http.Request) {
@@ -124,6 +141,8 @@ func (h *handler) config(w http.ResponseWriter, _ *http.Request) {
 		DemoUsers: nonNil(h.cfg.DemoUsers),
 		Calendars: nonNil(h.cfg.Calendars),
 		Bundle:    BundleEmbedded(),
+		Rooms:     h.cfg.Rooms != nil,
+		Emit:      h.cfg.Emit != nil && h.cfg.Rooms != nil,
 	})
 }
 

@@ -159,15 +159,25 @@ func (f *Flags) Parse(args []string) error {
 			f.help()
 			return ErrHelp
 		}
-		return Errorf("%v (see --help)", err)
+		return Errorf("%s (see --help)", flagError(err))
 	}
 	if len(f.deferred) > 0 {
-		return UserError{Err: f.deferred[0]}
+		return UserError{Err: errors.New(JoinProblems(f.deferred))}
 	}
 	if f.fs.NArg() > 0 {
 		return Errorf("unexpected argument %q (see --help)", f.fs.Arg(0))
 	}
 	return nil
+}
+
+// Value returns a bound flag's value as it stands (after Parse, or after a
+// Parse that failed part way: the flags before the bad one are set), "" for
+// a flag not bound.
+func (f *Flags) Value(name string) string {
+	if fl := f.fs.Lookup(name); fl != nil {
+		return fl.Value.String()
+	}
+	return ""
 }
 
 type durationValue struct{ p *time.Duration }

@@ -104,11 +104,11 @@ func clusterErr(dir string, err error) error {
 	return cli.Errorf("start the local PostgreSQL in %s (its log: %s): %v", dir, filepath.Join(dir, "postgres.log"), err)
 }
 
-// Tokens mints a token per demo user.
-func Tokens(secret string, ttl time.Duration) ([]inspector.DemoUser, error) {
+// Tokens mints a token per demo user (as [ksql.ReadDemo] reads them).
+func Tokens(secret string, ttl time.Duration, demo []ksql.DemoUser) ([]inspector.DemoUser, error) {
 	now := time.Now()
-	users := make([]inspector.DemoUser, len(ksql.DemoUsers))
-	for i, u := range ksql.DemoUsers {
+	users := make([]inspector.DemoUser, len(demo))
+	for i, u := range demo {
 		tok, err := auth.Mint([]byte(secret), u.ID, u.Email, now, ttl)
 		if err != nil {
 			return nil, cli.Errorf("JWT_SECRET: %v", err)
@@ -118,6 +118,15 @@ func Tokens(secret string, ttl time.Duration) ([]inspector.DemoUser, error) {
 	return users, nil
 }
 
+// Calendars converts the demo calendars for the page and the banner.
+func Calendars(cals []ksql.DemoCalendar) []inspector.Calendar {
+	out := make([]inspector.Calendar, len(cals))
+	for i, c := range cals {
+		out[i] = inspector.Calendar{ID: c.ID, Name: c.Name, Color: c.Color}
+	}
+	return out
+}
+
 // Banner is what dev prints once it is ready.
 type Banner struct {
 	Addr        *net.TCPAddr // where the gateway listens
@@ -125,6 +134,7 @@ type Banner struct {
 	TokenTTL    time.Duration
 	Simulate    bool
 	Users       []inspector.DemoUser
+	Calendars   []inspector.Calendar // names the users' calendars
 }
 
 // Print writes where everything is and a token per demo user. A
@@ -137,7 +147,7 @@ func (b Banner) Print(w io.Writer) {
 	}
 	base := fmt.Sprintf("http://%s", net.JoinHostPort(host, fmt.Sprint(addr.Port)))
 	names := map[string]string{}
-	for _, c := range ksql.DemoCalendars {
+	for _, c := range b.Calendars {
 		names[c.ID] = c.Name
 	}
 	fmt.Fprintf(w, "\nkoordi-realtime dev\n\n")
@@ -151,7 +161,9 @@ func (b Banner) Print(w io.Writer) {
 	for _, u := range users {
 		cals := make([]string, len(u.Calendars))
 		for i, c := range u.Calendars {
-			cals[i] = names[c]
+			if cals[i] = names[c]; cals[i] == "" {
+				cals[i] = c
+			}
 		}
 		member := "no calendars yet"
 		if len(cals) > 0 {

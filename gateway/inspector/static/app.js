@@ -14,25 +14,36 @@ const MAX_EVENTS = 500;
 const OFFSET_RE = /^[0-9A-F]{16}-(?:[0-9A-F]{8}|[0-9A-F]{4})$/;
 const PALETTE = ["#5b9dff", "#3fcf8e", "#f5b84b", "#f472b6", "#b48cff", "#22d3ee"];
 
+const TEST_EVENT = "inspector:test";
+
 const state = {
-  config: { demo_users: [], calendars: [], mode: "" },
+  config: { demo_users: [], calendars: [], mode: "", rooms: false, emit: false },
   socket: null,
+  token: "",
   me: null,            // {id, email, name}
   rooms: new Set(),
+  selected: null,      // the room a test event goes to
   paused: false,
   pending: [],         // events held while paused
   count: 0,
   activeUser: null,
+  unfolded: false,     // payloads are folded unless "Unfold all"
+  calendars: new Map(), // id -> {name, color}: from the config, then the stream
+  users: new Map(),     // id -> {name, email}: likewise
 };
 
 // ---------- names ----------
-const calendarName = (id) => state.config.calendars.find((c) => c.id === id)?.name;
-const calendarColor = (id) => state.config.calendars.find((c) => c.id === id)?.color;
-const userName = (id) => state.config.demo_users.find((u) => u.id === id)?.name;
+// Names start from the page's config and follow the stream: member:added
+// and member:removed carry the user's name and email, every calendar event
+// its calendar's name, so a rename shows without a reload.
+const calendarName = (id) => state.calendars.get(id)?.name;
+const calendarColor = (id) => state.calendars.get(id)?.color;
+const userName = (id) => state.users.get(id)?.name;
 
 function roomLabel(room) {
   const [kind, id] = room.split(/:(.*)/s);
-  const name = kind === "calendar" ? calendarName(id) : kind === "user" ? userName(id) : undefined;
+  const mine = kind === "user" && state.me && id === state.me.id;
+  const name = kind === "calendar" ? calendarName(id) : kind === "user" ? userName(id) || (mine ? state.me.name || state.me.email : undefined) : undefined;
   return { kind, id, name };
 }
 
@@ -42,13 +53,14 @@ const KINDS = {
   "event:assigned": "assigned", "event:unassigned": "unassigned",
   "calendar:synced": "synced", "calendar:sync_failed": "sync_failed", "calendar:updated": "calendar", "calendar:deleted": "deleted",
   "member:added": "member_added", "member:removed": "member_removed", "invitation:received": "invitation",
-  "conflict:resolved": "conflict", "sync:reset": "reset", "error": "error",
+  "conflict:resolved": "conflict", "sync:reset": "reset", "error": "error", [TEST_EVENT]: "test",
 };
 
 // The wire carries no room: Koordi's payloads name their calendar, so the
 // room is inferred the way the server addressed it (DESIGN.md section 4).
 function inferRoom(event, data) {
   if (!data || typeof data !== "object") return null;
+  if (event === TEST_EVENT && typeof data.room === "string") return data.room;
   if (event === "invitation:received" || event === "sync:reset" || event === "error") return state.me ? `user:${state.me.id}` : null;
   if (event === "member:removed" && state.me && data.user_id === state.me.id) return `user:${state.me.id}`;
   if (data.event_calendar_id) return `calendar:${data.event_calendar_id}`;
@@ -73,6 +85,7 @@ function summary(event, d) {
     case "conflict:resolved": return d.reason || "";
     case "sync:reset": return `refetch: ${d.reason}`;
     case "error": return `${d.error_code}: ${d.message}`;
+    case TEST_EVENT: return `${d.message} by ${who(d.by)}`;
   }
   return "";
 }
@@ -137,9 +150,9 @@ function addEvent(event, args) {
     args = args.slice(0, -1);
   }
   const data = args.length === 1 ? args[0] : args;
-  trackRooms(event, data);
+  learn(event, data);
   const room = inferRoom(event, data);
-  const li = el("li", "ev");
+  const li = el("li", state.unfolded ? "ev" : "ev folded");
   li.dataset.event = event;
   li.dataset.kind = KINDS[event] || "other";
   li.dataset.offset = offset;
@@ -152,7 +165,7 @@ function addEvent(event, args) {
   const pre = el("pre", "payload");
   pre.append(renderJSON(data));
   li.append(head, pre);
-  head.title = "click to fold the payload";
+  head.title = "click to fold or unfold the payload";
   head.addEventListener("click", () => li.classList.toggle("folded"));
   li.dataset.search = `${event} ${room || ""} ${offset} ${JSON.stringify(data)}`.toLowerCase();
   state.count++;
@@ -176,7 +189,7 @@ function insert(li) {
   applyFilter(li);
   list.prepend(li);
   while (list.children.length > MAX_EVENTS) list.lastChild.remove();
-  $("empty").hidden = list.querySelector(".ev:not(.system)") !== null;
+  renderEmpty();
 }
 
 function applyFilter(li) {
@@ -184,27 +197,147 @@ function applyFilter(li) {
   li.hidden = q !== "" && !li.dataset.search.includes(q);
 }
 
-// ---------- rooms ----------
-function trackRooms(event, d) {
-  if (!state.me || !d || typeof d !== "object") return;
-  if (event === "member:added" && d.user_id === state.me.id) state.rooms.add(`calendar:${d.calendar_id}`);
-  if (event === "member:removed" && d.user_id === state.me.id) state.rooms.delete(`calendar:${d.calendar_id}`);
-  if (event === "calendar:deleted") state.rooms.delete(`calendar:${d.calendar_id}`);
-  renderRooms();
+function setUnfolded(on) {
+  state.unfolded = on;
+  for (const li of $("events").querySelectorAll(".ev:not(.system)")) li.classList.toggle("folded", !on);
+  $("fold").textContent = on ? "Fold all" : "Unfold all";
+  $("fold").setAttribute("aria-pressed", String(on));
+}
+
+// The empty state says what to do next, in this mode and this state.
+function renderEmpty() {
+  const list = $("events");
+  const real = list.querySelectorAll(".ev:not(.system)");
+  const visible = [...real].some((li) => !li.hidden);
+  const box = $("empty");
+  box.hidden = visible;
+  if (visible) return;
+  const dev = state.config.demo_users.length > 0;
+  let title, text;
+  if (real.length > 0) {
+    title = "No event matches the filter";
+    text = `${real.length} event${real.length === 1 ? "" : "s"} hidden; clear the filter to see them.`;
+  } else if (!state.socket) {
+    title = dev ? "Pick a demo user" : "Paste a token";
+    text = dev
+      ? "Click a person on the left to connect as them, as Koordi's front end does. Then change something: assign an event in psql, run make demo-writes, or send a test event."
+      : "Paste a JWT from Koordi's API (or koordi-realtime token) on the left to connect as that user. The page shows only what that token may receive.";
+  } else {
+    const who = state.me?.name || state.me?.email || "this user";
+    title = `Waiting for events for ${who}`;
+    text = dev
+      ? "Every event sent to the rooms on the left appears here as it is committed. Send a test event, assign an event in psql, or run make demo-writes."
+      : "Every event sent to the rooms on the left appears here as Koordi's API commits it.";
+  }
+  $("empty-title").textContent = title;
+  $("empty-text").textContent = text;
+}
+
+// ---------- names and rooms from the stream ----------
+function learn(event, d) {
+  if (!d || typeof d !== "object") return;
+  let changed = false;
+  if (typeof d.calendar_id === "string" && typeof d.calendar_name === "string" && d.calendar_name !== "" &&
+      calendarName(d.calendar_id) !== d.calendar_name) {
+    state.calendars.set(d.calendar_id, { ...state.calendars.get(d.calendar_id), name: d.calendar_name });
+    changed = true;
+  }
+  if ((event === "member:added" || event === "member:removed") && typeof d.user_id === "string") {
+    const u = state.users.get(d.user_id);
+    if (d.user_name && (u?.name !== d.user_name || u?.email !== d.user_email)) {
+      state.users.set(d.user_id, { name: d.user_name, email: d.user_email });
+      changed = true;
+    }
+    const demo = state.config.demo_users.find((x) => x.id === d.user_id);
+    if (demo) {
+      const has = demo.calendars.includes(d.calendar_id);
+      if (event === "member:added" && !has) { demo.calendars.push(d.calendar_id); changed = true; }
+      if (event === "member:removed" && has) { demo.calendars = demo.calendars.filter((c) => c !== d.calendar_id); changed = true; }
+      if (d.user_name && demo.name !== d.user_name) { demo.name = d.user_name; changed = true; }
+      if (d.user_email && demo.email !== d.user_email) { demo.email = d.user_email; changed = true; }
+    }
+    if (state.me && d.user_id === state.me.id) {
+      const room = `calendar:${d.calendar_id}`;
+      if (event === "member:added") state.rooms.add(room); else state.rooms.delete(room);
+      if (d.user_name) state.me.name = d.user_name;
+      changed = true;
+    }
+  }
+  if (event === "calendar:deleted" && typeof d.calendar_id === "string") {
+    for (const demo of state.config.demo_users) demo.calendars = demo.calendars.filter((c) => c !== d.calendar_id);
+    state.rooms.delete(`calendar:${d.calendar_id}`);
+    changed = true;
+  }
+  if (changed) { renderUsers(); renderRooms(); renderWho(); }
+}
+
+function renderWho() {
+  if (!state.me) { $("who").textContent = "–"; return; }
+  const m = state.me;
+  $("who").textContent = m.name ? `${m.name} <${m.email || "?"}>` : (m.email || m.id || "unknown");
 }
 
 function renderRooms() {
   const ul = $("rooms");
   ul.replaceChildren();
-  if (state.rooms.size === 0) { ul.append(el("li", "muted", "–")); return; }
+  if (state.selected && !state.rooms.has(state.selected)) state.selected = null;
+  if (!state.selected && state.me) state.selected = `user:${state.me.id}`;
+  if (state.rooms.size === 0) { ul.append(el("li", "muted", "–")); renderEmit(); return; }
   for (const room of [...state.rooms].sort().reverse()) {
     const { kind, id, name } = roomLabel(room);
     const li = el("li");
     li.dataset.room = room;
+    if (state.config.emit) {
+      li.setAttribute("aria-selected", String(room === state.selected));
+      li.title = "select: the test event goes here";
+    } else li.title = room;
     const dot = el("span", "dot");
     dot.style.background = (kind === "calendar" && calendarColor(id)) || "var(--muted)";
     li.append(dot, el("span", "rname", name ? `${kind}:${name}` : kind), el("span", "rid", id));
+    if (state.config.emit) li.addEventListener("click", () => { state.selected = room; renderRooms(); });
     ul.append(li);
+  }
+  renderEmit();
+}
+
+// The rooms the server put this socket in, for the token: a pasted token's
+// calendars are known only to the server.
+async function fetchRooms() {
+  if (!state.config.rooms || !state.token) return;
+  const token = state.token;
+  try {
+    const r = await fetch("/inspector/api/rooms", { headers: { Authorization: `Bearer ${token}` }, cache: "no-store" });
+    if (!r.ok || token !== state.token) return;
+    const body = await r.json();
+    state.rooms = new Set(body.rooms);
+    renderRooms();
+  } catch { /* keep what the page knows */ }
+}
+
+// ---------- test events (dev) ----------
+function renderEmit() {
+  $("emit-box").hidden = !state.config.emit;
+  const ok = state.socket?.connected && state.selected;
+  $("emit").disabled = !ok;
+  if (state.selected) {
+    const { kind, name } = roomLabel(state.selected);
+    $("emit-hint").textContent = `→ ${name ? `${kind}:${name}` : state.selected}`;
+    $("emit-hint").title = `${state.selected}, through koordi_realtime.emit`;
+  }
+}
+
+async function emitTest() {
+  const room = state.selected;
+  if (!room) return;
+  try {
+    const r = await fetch("/inspector/api/emit", {
+      method: "POST", cache: "no-store",
+      headers: { Authorization: `Bearer ${state.token}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ room }),
+    });
+    if (!r.ok) addSystem(`test event refused: ${(await r.json().catch(() => ({}))).error || `HTTP ${r.status}`}`);
+  } catch (e) {
+    addSystem(`test event failed: ${e.message}`);
   }
 }
 
@@ -238,6 +371,19 @@ function disconnect() {
   setState("idle", "not connected");
   setTransport("");
   $("disconnect").disabled = true;
+  $("drop").disabled = true;
+  renderEmit();
+  renderEmpty();
+}
+
+// Close the transport under the client, as a lost network does: no
+// DISCONNECT packet, so the client reconnects by itself and recovers what
+// it missed (Recovered: yes).
+function dropConnection() {
+  const engine = state.socket?.io?.engine;
+  if (!engine) return;
+  addSystem("transport dropped (no clean disconnect): the client reconnects and recovers");
+  engine.close();
 }
 
 function connect(token, user) {
@@ -245,10 +391,13 @@ function connect(token, user) {
   disconnect();
   const claims = decodeJWT(token) || {};
   state.me = { id: claims.userId, email: claims.email, name: user?.name || userName(claims.userId) };
+  state.token = token;
   state.activeUser = user?.id || null;
   for (const b of document.querySelectorAll(".user")) b.setAttribute("aria-pressed", String(b.dataset.id === state.activeUser));
-  $("who").textContent = state.me.name ? `${state.me.name} <${state.me.email || "?"}>` : (state.me.email || state.me.id || "unknown");
+  renderWho();
+  // What the page knows until the server says (fetchRooms, at connect).
   state.rooms = new Set();
+  state.selected = null;
   if (state.me.id) state.rooms.add(`user:${state.me.id}`);
   const cals = user?.calendars || state.config.demo_users.find((u) => u.id === state.me.id)?.calendars || [];
   for (const c of cals) state.rooms.add(`calendar:${c}`);
@@ -264,11 +413,16 @@ function connect(token, user) {
     reconnectionDelayMax: 5000,
   });
   state.socket = socket;
+  renderEmpty();
   socket.on("connect", () => {
     setState("connected", "connected");
+    $("drop").disabled = false;
+    fetchRooms();
+    renderEmit();
     setTransport(socket.io.engine.transport.name);
     $("sid").textContent = socket.id;
-    $("recovered").textContent = socket.recovered ? "yes — missed events replayed" : "no (fresh session)";
+    $("recovered").textContent = socket.recovered ? "yes (missed events replayed)" : "no (fresh session)";
+    $("recovered").title = $("recovered").textContent;
     addSystem(`connected as ${state.me.name || state.me.email || state.me.id} over ${socket.io.engine.transport.name}${socket.recovered ? " (recovered)" : ""}`);
     socket.io.engine.on("upgrade", (t) => { setTransport(t.name); addSystem(`transport upgraded to ${t.name}`); });
   });
@@ -280,6 +434,8 @@ function connect(token, user) {
   socket.on("disconnect", (reason) => {
     setState(socket.active ? "reconnecting" : "idle", socket.active ? "reconnecting…" : `disconnected (${reason})`);
     setTransport("");
+    $("drop").disabled = true;
+    renderEmit();
     addSystem(`disconnected: ${reason}`);
   });
   socket.onAny((event, ...args) => addEvent(event, args));
@@ -297,6 +453,7 @@ function fmtBytes(n) {
 const fmtNum = (n) => (n >= 1e6 ? (n / 1e6).toFixed(2) + "M" : n >= 1e4 ? (n / 1e3).toFixed(1) + "k" : String(Math.round(n)));
 const fmtMS = (ms) => (ms >= 1000 ? `${(ms / 1000).toFixed(1)} s` : ms >= 10 ? `${ms.toFixed(0)} ms` : `${ms.toFixed(1)} ms`);
 const fmtRate = (n) => (n >= 100 ? n.toFixed(0) : n.toFixed(1));
+const plural = (n, word) => `${fmtNum(n)} ${word}${Math.round(n) === 1 ? "" : "s"}`;
 function fmtLSN(n) {
   const hi = Math.floor(n / 2 ** 32), lo = n % 2 ** 32;
   return `${hi.toString(16).toUpperCase()}/${lo.toString(16).toUpperCase()}`;
@@ -351,15 +508,18 @@ async function pollStats() {
     const n = s.commit_to_send_count - first.latCount;
     if (n > 0) {
       $("st-latency").textContent = fmtMS((1000 * (s.commit_to_send_seconds_sum - first.latSum)) / n);
-      $("st-latency-hint").textContent = `mean of ${n} tx, last 5 s`;
+      $("st-latency-hint").textContent = `mean of ${fmtNum(n)} tx, last 5 s`;
     } else {
       $("st-latency-hint").textContent = s.commit_to_send_count > 0 ? "idle · last value" : "no transactions yet";
     }
     $("st-rooms").textContent = fmtNum(s.rooms);
-    $("st-replay").textContent = `${fmtNum(s.replay_window_events)} events in replay window`;
+    $("st-replay").textContent = `${plural(s.replay_window_events, "event")} in replay window`;
     $("uptime").textContent = `up ${fmtUptime(s.uptime_seconds)}`;
+    $("tiles").classList.remove("stale");
   } catch (e) {
-    $("uptime").textContent = "stats unavailable";
+    // Keep the last numbers, dimmed: they are no longer current.
+    $("tiles").classList.add("stale");
+    $("uptime").textContent = "server unreachable: numbers are stale";
   }
   try {
     const r = await fetch("/readyz", { cache: "no-store" });
@@ -371,6 +531,7 @@ async function pollStats() {
   } catch {
     $("ready").dataset.state = "not-ready";
     $("ready").textContent = "unreachable";
+    $("tiles").classList.add("stale");
   }
 }
 
@@ -381,10 +542,24 @@ function banner(text) {
 }
 
 // ---------- start ----------
+const userCalendars = (u) => (u.calendars.length ? u.calendars.map((c) => calendarName(c) || c.slice(0, 8)).join(", ") : "no calendars yet");
+
 function initials(name) { return name.split(/\s+/).map((w) => w[0]).join("").slice(0, 2).toUpperCase(); }
 
 function renderUsers() {
   const box = $("users");
+  if (state.config.demo_users.length > 0 && box.querySelector(".user")) {
+    // Refresh the cards in place (names and calendars from the stream).
+    for (const b of box.querySelectorAll(".user")) {
+      const u = state.config.demo_users.find((x) => x.id === b.dataset.id);
+      if (!u) continue;
+      b.querySelector(".uname").textContent = u.name;
+      b.querySelector(".ucals").textContent = userCalendars(u);
+      b.querySelector(".avatar").textContent = initials(u.name);
+      b.title = u.email;
+    }
+    return;
+  }
   box.replaceChildren();
   if (state.config.demo_users.length === 0) {
     box.append(el("p", "muted small", "No demo users here: paste a token below."));
@@ -399,8 +574,7 @@ function renderUsers() {
     b.setAttribute("aria-pressed", "false");
     const av = el("span", "avatar", initials(u.name));
     av.style.background = PALETTE[i % PALETTE.length];
-    const cals = u.calendars.length ? u.calendars.map((c) => calendarName(c) || c.slice(0, 8)).join(", ") : "no calendars yet";
-    b.append(av, el("span", "uname", u.name), el("span", "ucals", cals));
+    b.append(av, el("span", "uname", u.name), el("span", "ucals", userCalendars(u)));
     b.title = u.email;
     b.addEventListener("click", () => connect(u.token, u));
     box.append(b);
@@ -412,6 +586,8 @@ async function start() {
     const r = await fetch("/inspector/api/config", { cache: "no-store" });
     state.config = await r.json();
   } catch { /* the page still works with a pasted token */ }
+  for (const c of state.config.calendars) state.calendars.set(c.id, { name: c.name, color: c.color });
+  for (const u of state.config.demo_users) state.users.set(u.id, { name: u.name, email: u.email });
   if (state.config.mode) { $("mode").textContent = state.config.mode; $("mode").hidden = false; }
   if (typeof window.io !== "function") banner(window.KOORDI_BUNDLE_MISSING || "socket.io-client did not load.");
   renderUsers();
@@ -420,13 +596,18 @@ async function start() {
     if (t) connect(t, null);
   });
   $("disconnect").addEventListener("click", () => { disconnect(); addSystem("disconnected by you"); });
+  $("drop").addEventListener("click", dropConnection);
+  $("emit").addEventListener("click", emitTest);
+  $("fold").addEventListener("click", () => setUnfolded(!state.unfolded));
   $("pause").addEventListener("click", () => {
     state.paused = !state.paused;
     $("pause").textContent = state.paused ? `Resume (${state.pending.length})` : "Pause";
     if (!state.paused) { state.pending.forEach(insert); state.pending = []; }
   });
-  $("clear").addEventListener("click", () => { $("events").replaceChildren(); state.count = 0; $("count").textContent = "0"; $("empty").hidden = false; });
-  $("filter").addEventListener("input", () => { for (const li of $("events").children) applyFilter(li); });
+  $("clear").addEventListener("click", () => { $("events").replaceChildren(); state.count = 0; $("count").textContent = "0"; renderEmpty(); });
+  $("filter").addEventListener("input", () => { for (const li of $("events").children) applyFilter(li); renderEmpty(); });
+  renderEmpty();
+  renderEmit();
   const want = new URLSearchParams(location.search).get("user");
   if (want) {
     const u = state.config.demo_users.find((x) => x.email === want || x.id === want || x.email.split("@")[0] === want);
