@@ -25,7 +25,7 @@ type Config struct {
 	Publication string
 	// Retain makes the confirmed position trail the newest handed-off
 	// commit by this long, so a restarted process decodes that window
-	// again (DESIGN.md §5, the replay window). 0 confirms on hand-off.
+	// again (the replay window). 0 confirms on hand-off.
 	Retain time.Duration
 	// StatusInterval is the period of standby status updates; default 10s.
 	// Keep it well below PostgreSQL's wal_sender_timeout/2 (30 s by

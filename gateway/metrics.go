@@ -4,7 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metrics are the gateway's Prometheus series (DESIGN.md section 8). With a
+// metrics are the gateway's Prometheus series (the README lists them). With a
 // nil Registerer they are created but never exported.
 type metrics struct {
 	messagesSent    prometheus.Counter

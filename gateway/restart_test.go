@@ -14,7 +14,7 @@ import (
 
 // TestClientRecoveryAcrossRestart: a session begun in one process resumes in
 // its successor, which never saw it, because the pid carries the user and
-// position, signed with the shared secret (DESIGN.md section 5).
+// position, signed with the shared secret.
 func TestClientRecoveryAcrossRestart(t *testing.T) {
 	user, cal := uuid(0x21), uuid(0x22)
 	newGateway := func() *Gateway {

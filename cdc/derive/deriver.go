@@ -212,7 +212,7 @@ func (d *Deriver) begin(lsn uint64) {
 }
 
 // prepass applies name-carrying changes first ("names as of the change's
-// commit", DESIGN.md 4.6) and notes deletions for cascade detection.
+// commit", EVENTS.md) and notes deletions for cascade detection.
 func (d *Deriver) prepass(tx *wal.Tx) {
 	tx.Each(func(c *wal.Change) bool {
 		switch c.Table {

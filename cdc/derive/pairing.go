@@ -9,7 +9,7 @@ import (
 	"github.com/koordi/koordi-realtime/cdc/wal"
 )
 
-// ---- conflict:resolved across two transactions (DESIGN.md 4.4) ----
+// ---- conflict:resolved across two transactions (EVENTS.md) ----
 //
 // Koordi's POST /api/events/resolve-conflict (reason "same_location") runs
 // two autocommitted Prisma deleteMany statements: event1's `return` rows,

@@ -238,7 +238,7 @@ const (
 
 // TestPostgresRules writes rows with SQL against a real PostgreSQL and
 // asserts the exact envelopes the real consumer derives, for every rule of
-// DESIGN.md section 4. Subtests share one database and consumer and run in
+// EVENTS.md. Subtests share one database and consumer and run in
 // order; each builds on the rows of the previous ones.
 func TestPostgresRules(t *testing.T) {
 	s := startStream(t)

@@ -29,7 +29,7 @@ const (
 	countDeleted
 )
 
-// ---- events (DESIGN.md 4.1) ----
+// ---- events (EVENTS.md: events) ----
 
 // eventDiff tells which rule groups an UPDATE of events touches; detail
 // column names are appended to changed (nil when none).
@@ -268,7 +268,7 @@ func (d *Deriver) txCounts(tx *wal.Tx, cal string) syncWindow {
 	return w
 }
 
-// ---- event_calendars (DESIGN.md 4.3) ----
+// ---- event_calendars (EVENTS.md: event_calendars) ----
 
 func (d *Deriver) calendarChange(tx *wal.Tx, c *wal.Change) {
 	switch c.Op {
@@ -370,7 +370,7 @@ func (d *Deriver) calendarChange(tx *wal.Tx, c *wal.Change) {
 	}
 }
 
-// ---- event_calendar_memberships (DESIGN.md 4.2) ----
+// ---- event_calendar_memberships (EVENTS.md: event_calendar_memberships) ----
 
 // memberRow is a membership tuple as the rules read it; columns the tuple
 // lacks (a key-only old tuple) come from the state.
@@ -536,7 +536,7 @@ func (d *Deriver) invitation(m memberRow, r wal.Row) {
 	d.add(schema.UserRoom(to.String()), schema.InvitationReceived, marshal(p))
 }
 
-// ---- supplemental_events (DESIGN.md 4.4) ----
+// ---- supplemental_events (EVENTS.md: conflict:resolved) ----
 
 func (d *Deriver) supplementalChange(c *wal.Change) {
 	if c.Op != wal.OpDelete {

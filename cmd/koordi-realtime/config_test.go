@@ -10,7 +10,7 @@ import (
 
 // TestHelpListsEveryFlag: every command's --help exits 0 and lists each flag
 // with its environment variable (or "-") and default; serve's covers every
-// variable of DESIGN.md section 7.
+// variable of the README's configuration table.
 func TestHelpListsEveryFlag(t *testing.T) {
 	entry := regexp.MustCompile(`^  --(\S+)\s+(\S+)\s+default (.+)$`)
 	for _, c := range commands() {
@@ -89,7 +89,10 @@ func TestConfigErrorsAreOneLine(t *testing.T) {
 		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "RATE_LIMIT": "10x"}, "not an integer"},
 		{[]string{"serve", "--rate-limit", "1e3"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret}, "not an integer"},
 		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "LOG_FORMAT": "xml"}, "want text or json"},
-		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "NATS_URL": "nats://x"}, "NATS_URL"},
+		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_PUBLIC_KEY_FILE": "/nonexistent.pem", "NATS_URL": "nats://x"}, "RECOVERY_SECRET is not set"},
+		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "RECOVERY_SECRET": "short"}, "RECOVERY_SECRET is 5 bytes"},
+		{[]string{"dev", "--nodes", "0"}, nil, "DEV_NODES=0"},
+		{[]string{"dev", "--nodes", "3"}, map[string]string{"LISTEN_ADDR": "127.0.0.1:0"}, "needs a fixed port"},
 		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "LISTEN_ADDR": "127.0.0.1:0"}, "cannot connect"},
 		{[]string{"migrate"}, map[string]string{"DATABASE_URL": unreachable}, "cannot connect"},
 		{[]string{"tail"}, map[string]string{"TAIL_STATUS_INTERVAL": "-1s"}, "DATABASE_URL is not set (flag --database-url); TAIL_STATUS_INTERVAL must not be negative"},

@@ -57,6 +57,14 @@ func TestDevNodes(t *testing.T) {
 
 	leader := waitDevLeader(t, urls, -1)
 	survivor := 1 - leader
+	// The inspector says which node the page talks to and that it leads.
+	for i, u := range urls {
+		_, body, err := fetch(u + "/inspector/api/stats")
+		want := fmt.Sprintf(`"node":"node%d","leader":%t`, i+1, i == leader)
+		if err != nil || !strings.Contains(body, want) {
+			t.Errorf("node%d's inspector stats lack %s: %v %s", i+1, want, err, body)
+		}
+	}
 	c := devSocket(t, urls[survivor], p.token("sam@demo.koordi.app"))
 	devWait(c, "connect", func(r nodeReport) bool { return r.Ev == "connect" })
 

@@ -345,7 +345,7 @@ type socketEvent struct {
 }
 
 // event decodes an "event" report: every server event carries its payload
-// and its offset, last (DESIGN.md §4).
+// and its offset, last.
 func (r *nodeReport) event() (socketEvent, error) {
 	if len(r.Args) != 2 {
 		return socketEvent{}, fmt.Errorf("%s %s: %d arguments, want payload and offset", r.ID, r.Event, len(r.Args))
@@ -419,7 +419,7 @@ func jsonEqual(a, b json.RawMessage) bool {
 }
 
 // jsonSubset reports whether every field of want has the same JSON value in
-// data (payloads may carry extra fields, DESIGN.md §4).
+// data (payloads may carry extra fields).
 func jsonSubset(data json.RawMessage, want map[string]any) error {
 	var got map[string]any
 	if err := json.Unmarshal(data, &got); err != nil {

@@ -25,8 +25,9 @@ import (
 	ksql "github.com/koordi/koordi-realtime/sql"
 )
 
-// section8 are the series DESIGN.md section 8 asks for, by the name each
-// has in the exposition (histograms by their _count).
+// section8 are the series every deployment relies on (the README's metrics
+// table and alerts), by the name each has in the exposition (histograms by
+// their _count).
 var section8 = []string{
 	"koordi_gateway_connected_sockets",               // connected sockets by transport
 	"koordi_gateway_rooms",                           // rooms

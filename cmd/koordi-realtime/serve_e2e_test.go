@@ -51,7 +51,7 @@ func newStreamScenario(t *testing.T, vars ...string) (*testDB, *testServer, *tes
 
 // TestServeEndToEnd runs the scenario of issue 4: five users in three
 // calendars, sockets over websocket, polling and polling-with-upgrade, and
-// SQL writes of every kind of DESIGN.md section 4; every socket must receive
+// SQL writes of every kind of cdc/derive/EVENTS.md; every socket must receive
 // exactly its events with the right payloads, in commit order. Along the way:
 // a membership accepted mid-stream adds the member's sockets to the room
 // without join:calendar; a removed member gets nothing of the calendar after
@@ -245,7 +245,7 @@ func TestServeEndToEnd(t *testing.T) {
 // commit, including those made while no process ran, in commit order;
 // repeats are allowed only as exact repeats (same offset). The new process
 // rebuilds its replay window from the WAL the slot retained (the default 2m
-// window, DESIGN.md §5).
+// window).
 func TestServeCrashRecovery(t *testing.T) {
 	for _, how := range []string{"SIGKILL", "SIGTERM"} {
 		t.Run(how, func(t *testing.T) {
@@ -344,7 +344,7 @@ const shutdownBound = 15 * time.Second
 // confirmed_flush_lsn has advanced past the last delivered commit, and the
 // sockets reconnect by themselves to the successor on the same port and get
 // its events. The replay window is 1s here, because the confirmed position
-// trails the newest hand-off by the window (DESIGN.md §5); the default 2m
+// trails the newest hand-off by the window; the default 2m
 // would keep it at the slot's start for the whole test.
 func TestServeGracefulStop(t *testing.T) {
 	db, srv, c := newStreamScenario(t, "REPLAY_WINDOW=1s")
@@ -405,11 +405,12 @@ func TestServeGracefulStop(t *testing.T) {
 
 // TestServeCrashMembershipChanges kills serve, changes memberships while it
 // is down, and starts it again: every socket recovers (recovered === true)
-// and gets what it missed under its rooms as they are now (DESIGN.md §5,
-// §6): the member removed while serve was down gets nothing of that calendar
-// committed after the removal, only member:removed through his user room;
-// the member added gets member:added and what followed; the others get
-// everything of their calendars, each exactly once, in commit order.
+// and gets what it missed under its rooms as of each event: the member
+// removed while serve was down gets nothing of that calendar committed after
+// the removal, only member:removed through his user room; the member added
+// gets member:added and what followed, not the event committed just before
+// her membership; the others get everything of their calendars, each exactly
+// once, in commit order.
 func TestServeCrashMembershipChanges(t *testing.T) {
 	db, srv, c := newScenario(t)
 	const ada, bob, cyd, eve = "ada", "bob", "cyd", "eve"
@@ -461,16 +462,6 @@ func TestServeCrashMembershipChanges(t *testing.T) {
 	}
 	c.waitFence(2, ada, bob, cyd, eve)
 
-	// Recovery re-authorises against the rooms as they are now (DESIGN.md
-	// §5), so eve, a member of Piano now, may also get the event committed
-	// just before she was added; issue 4's property (rooms at each event's
-	// commit) would exclude it. Allowed here, and reported.
-	got := c.events(eve)
-	if len(got) > 1 && got[1].Event == schema.EventCreated && strings.Contains(string(got[1].Data), "Before eve") {
-		t.Logf("eve's recovery replayed %s, committed before her membership (rooms-now semantics)", got[1].Data)
-		x.want[eve] = append(x.want[eve][:1], append([]wanted{{key: "#pre-eve", event: schema.EventCreated,
-			fields: ref(evt11, "Before eve", piano)}}, x.want[eve][1:]...)...)
-	}
 	x.check(c)
 }
 
@@ -479,7 +470,7 @@ func TestServeCrashMembershipChanges(t *testing.T) {
 // lost to it. The next serve says so in its log, recreates the slot and
 // streams on; the sockets from before the gap reconnect with
 // recovered = false and get sync:reset {reason}, so they refetch instead of
-// trusting stale state (DESIGN.md §5, issue 4 item 6); later commits reach
+// trusting stale state; later commits reach
 // them.
 func TestServeSlotInvalidated(t *testing.T) {
 	db, srv, c := newStreamScenario(t)
@@ -580,7 +571,7 @@ func TestServeRecoveryAcrossBlips(t *testing.T) {
 }
 
 // TestServeEndpoints checks the operability surface of a running serve
-// (DESIGN.md §8) after real traffic: /healthz, /readyz once caught up, and
+// after real traffic: /healthz, /readyz once caught up, and
 // /metrics counting the sockets by transport, the refused CONNECT, the
 // derived and sent events, the commit-to-send latency and the replication
 // positions.

@@ -170,6 +170,12 @@ type Stats struct {
 	CommitToSendCount float64 `json:"commit_to_send_count"`
 	Goroutines        float64 `json:"goroutines"`
 	ResidentBytes     float64 `json:"resident_bytes"`
+	// With several nodes: this node's name, whether it streams from the
+	// slot (else it serves sockets from the feed) and the feed's lag.
+	// Absent on a single node.
+	Node           string  `json:"node,omitempty"`
+	Leader         *bool   `json:"leader,omitempty"`
+	FeedLagSeconds float64 `json:"feed_lag_seconds,omitempty"`
 }
 
 func (h *handler) stats(w http.ResponseWriter, _ *http.Request) {
@@ -227,6 +233,13 @@ func summarize(families []*dto.MetricFamily, now, started time.Time) Stats {
 			case "koordi_gateway_commit_to_send_seconds":
 				s.CommitToSendSum = m.GetHistogram().GetSampleSum()
 				s.CommitToSendCount = float64(m.GetHistogram().GetSampleCount())
+			case "koordi_cluster_node_info":
+				s.Node = label(m, "node")
+			case "koordi_cluster_leader":
+				leader := v == 1
+				s.Leader = &leader
+			case "koordi_feed_lag_seconds":
+				s.FeedLagSeconds = v
 			case "go_goroutines":
 				s.Goroutines = v
 			case "process_resident_memory_bytes":

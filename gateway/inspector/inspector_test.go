@@ -117,3 +117,39 @@ func TestStats(t *testing.T) {
 		t.Errorf("commit to send: sum %v count %v, want 0.006 and 2", s.CommitToSendSum, s.CommitToSendCount)
 	}
 }
+
+// TestStatsCluster: with several nodes the page learns this node's name and
+// whether it leads; on a single node neither is sent, so the page shows no
+// node at all.
+func TestStatsCluster(t *testing.T) {
+	stats := func(reg *prometheus.Registry) (Stats, string) {
+		t.Helper()
+		code, body, _ := get(t, New(Config{Metrics: reg}), "/inspector/api/stats")
+		if code != 200 {
+			t.Fatalf("stats: %d %s", code, body)
+		}
+		var s Stats
+		if err := json.Unmarshal([]byte(body), &s); err != nil {
+			t.Fatal(err)
+		}
+		return s, body
+	}
+	if s, body := stats(prometheus.NewRegistry()); s.Leader != nil || s.Node != "" || strings.Contains(body, `"leader"`) {
+		t.Errorf("single node: stats carry cluster fields: %s", body)
+	}
+
+	reg := prometheus.NewRegistry()
+	leader := prometheus.NewGauge(prometheus.GaugeOpts{Name: "koordi_cluster_leader"})
+	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "koordi_cluster_node_info"}, []string{"node"})
+	feedLag := prometheus.NewGauge(prometheus.GaugeOpts{Name: "koordi_feed_lag_seconds"})
+	reg.MustRegister(leader, info, feedLag)
+	info.WithLabelValues("node2").Set(1)
+	feedLag.Set(0.25)
+	if s, body := stats(reg); s.Leader == nil || *s.Leader || s.Node != "node2" || s.FeedLagSeconds != 0.25 {
+		t.Errorf("standby: %s", body)
+	}
+	leader.Set(1)
+	if s, body := stats(reg); s.Leader == nil || !*s.Leader {
+		t.Errorf("leader: %s", body)
+	}
+}

@@ -515,6 +515,7 @@ async function pollStats() {
     $("st-rooms").textContent = fmtNum(s.rooms);
     $("st-replay").textContent = `${plural(s.replay_window_events, "event")} in replay window`;
     $("uptime").textContent = `up ${fmtUptime(s.uptime_seconds)}`;
+    showNode(s);
     $("tiles").classList.remove("stale");
   } catch (e) {
     // Keep the last numbers, dimmed: they are no longer current.
@@ -533,6 +534,22 @@ async function pollStats() {
     $("ready").textContent = "unreachable";
     $("tiles").classList.add("stale");
   }
+}
+
+// With several nodes, which one this page talks to and whether it leads:
+// killing the leader's process shows another take over here.
+function showNode(s) {
+  const pill = $("node");
+  if (s.leader === undefined) {
+    pill.hidden = true;
+    return;
+  }
+  pill.hidden = false;
+  pill.dataset.state = s.leader ? "ready" : "standby";
+  pill.textContent = `${s.node || "node"} · ${s.leader ? "leader" : "standby"}`;
+  pill.title = s.leader
+    ? "this node streams from the replication slot and publishes to the feed"
+    : `this node serves sockets from the feed (lag ${(s.feed_lag_seconds || 0).toFixed(2)} s); another node streams from the slot`;
 }
 
 function banner(text) {

@@ -1,0 +1,131 @@
+package wal
+
+import (
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// changes covers every field a spill record carries: each op, NULL and
+// empty values, a key-only old row, a logical message, non-ASCII text.
+func spillChanges() []Change {
+	return []Change{
+		{Op: OpInsert, Table: "events", New: Row{"id": {Text: "e1", Valid: true}, "title": {Text: "Drop-off · école", Valid: true}, "location": {}}},
+		{Op: OpUpdate, Table: "events", OldFull: true,
+			Old: Row{"id": {Text: "e1", Valid: true}, "assigned_to_user_id": {}},
+			New: Row{"id": {Text: "e1", Valid: true}, "assigned_to_user_id": {Text: "u2", Valid: true}, "description": {Text: "", Valid: true}}},
+		{Op: OpUpdate, Table: "users", Old: Row{"id": {Text: "u1", Valid: true}}, New: Row{"id": {Text: "u1", Valid: true}}},
+		{Op: OpDelete, Table: "event_calendar_memberships", OldFull: true, Old: Row{"id": {Text: "m1", Valid: true}, "status": {Text: "accepted", Valid: true}}},
+		{Op: OpMessage, Message: []byte(`{"room":"user:x","event":"e","data":{}}`)},
+		{Op: OpInsert, Table: "supplemental_events", New: Row{}},
+	}
+}
+
+func TestSpillRoundTrip(t *testing.T) {
+	in := spillChanges()
+	for _, tc := range []struct {
+		name    string
+		spillAt int
+		spilled bool
+	}{
+		{"never", 0, false},
+		{"under the limit", 1 << 20, false},
+		{"from the first change", 1, true},
+		{"part way", approxSize(&in[0]) + approxSize(&in[1]) + 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var tx Tx
+			defer tx.Release()
+			for _, c := range in {
+				if err := tx.Add(c, tc.spillAt, t.TempDir()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tx.Spilled() != tc.spilled {
+				t.Fatalf("Spilled() = %v, want %v", tx.Spilled(), tc.spilled)
+			}
+			if tx.Len() != len(in) {
+				t.Fatalf("Len() = %d, want %d", tx.Len(), len(in))
+			}
+			// Derivation walks a transaction more than once (names first,
+			// then the rules): every pass must see the same changes.
+			for pass := range 2 {
+				var got []Change
+				tx.Each(func(c *Change) bool { got = append(got, *c); return true })
+				if err := tx.Err(); err != nil {
+					t.Fatal(err)
+				}
+				if !reflect.DeepEqual(got, in) {
+					t.Fatalf("pass %d:\n got %#v\nwant %#v", pass, got, in)
+				}
+			}
+			var first []Change
+			tx.Each(func(c *Change) bool { first = append(first, *c); return len(first) < 2 })
+			if len(first) != 2 || !reflect.DeepEqual(first, in[:2]) {
+				t.Fatalf("a walk stopped after two changes gave %#v", first)
+			}
+		})
+	}
+}
+
+// The file is unlinked as soon as it is created: nothing is left in the
+// directory, whatever happens to the process.
+func TestSpillLeavesNoFile(t *testing.T) {
+	dir := t.TempDir()
+	var tx Tx
+	for _, c := range spillChanges() {
+		if err := tx.Add(c, 1, dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 0 {
+		t.Fatalf("spill left %d files in %s", len(entries), dir)
+	}
+	tx.Release()
+	if tx.Spilled() {
+		t.Fatal("still spilled after Release")
+	}
+}
+
+// A spill file that cannot be read back stops the walk with an error,
+// never a panic or a wrong change.
+func TestSpillCorruptFile(t *testing.T) {
+	var tx Tx
+	defer tx.Release()
+	for _, c := range spillChanges() {
+		if err := tx.Add(c, 1, t.TempDir()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.spill.w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := tx.spill.f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.spill.f.Truncate(st.Size() / 2); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	tx.Each(func(*Change) bool { n++; return true })
+	if tx.Err() == nil || !strings.Contains(tx.Err().Error(), "read spilled transaction") {
+		t.Fatalf("Err() = %v after reading a truncated file", tx.Err())
+	}
+	if n >= len(spillChanges()) {
+		t.Fatalf("walked %d changes of a truncated file", n)
+	}
+}
+
+func TestDecodeChangeRefusesGarbage(t *testing.T) {
+	for _, b := range [][]byte{nil, {1}, {1, 0, 200}, {1, 6, 0, 0, 5, 'a'}} {
+		if _, err := decodeChange(b); err == nil {
+			t.Errorf("decodeChange(%v) = nil error", b)
+		}
+	}
+}
