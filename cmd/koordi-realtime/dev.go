@@ -120,17 +120,7 @@ func runDev(ctx context.Context, env *environment, args []string) error {
 
 	// The family as the database has it now (the seed leaves existing rows
 	// alone): a restart after changes shows the truth.
-	var (
-		demoUsers []ksql.DemoUser
-		demoCals  []ksql.DemoCalendar
-	)
-	if err := cfg.serve.db.withConn(ctx, func(conn *pgx.Conn) (err error) {
-		demoUsers, demoCals, err = ksql.ReadDemo(ctx, conn)
-		return err
-	}); err != nil {
-		return err
-	}
-	users, err := devenv.Tokens(cfg.serve.jwtSecret, cfg.tokenTTL, demoUsers)
+	users, demoCals, err := devUsers(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -167,6 +157,23 @@ func runDev(ctx context.Context, env *environment, args []string) error {
 		return nil
 	}
 	return err
+}
+
+// devUsers reads the demo family as the database has it now and mints a
+// token per user.
+func devUsers(ctx context.Context, cfg devConfig) ([]inspector.DemoUser, []ksql.DemoCalendar, error) {
+	var (
+		demoUsers []ksql.DemoUser
+		demoCals  []ksql.DemoCalendar
+	)
+	if err := cfg.serve.db.withConn(ctx, func(conn *pgx.Conn) (err error) {
+		demoUsers, demoCals, err = ksql.ReadDemo(ctx, conn)
+		return err
+	}); err != nil {
+		return nil, nil, err
+	}
+	users, err := devenv.Tokens(cfg.serve.jwtSecret, cfg.tokenTTL, demoUsers)
+	return users, demoCals, err
 }
 
 // devPrepare creates Koordi's tables, the service's objects and the demo

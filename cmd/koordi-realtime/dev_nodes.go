@@ -16,13 +16,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/koordi/koordi-realtime/cmd/internal/cli"
 	"github.com/koordi/koordi-realtime/cmd/internal/devenv"
 	"github.com/koordi/koordi-realtime/cmd/internal/natsserver"
-	ksql "github.com/koordi/koordi-realtime/sql"
 )
 
 // devPreparedEnv tells a node of `dev --nodes` that its parent prepared the
@@ -100,14 +98,7 @@ func runDevNodes(ctx context.Context, env *environment, cfg devConfig) error {
 	if err != nil {
 		return err
 	}
-	var demoUsers []ksql.DemoUser
-	if err := cfg.serve.db.withConn(ctx, func(conn *pgx.Conn) (err error) {
-		demoUsers, _, err = ksql.ReadDemo(ctx, conn)
-		return err
-	}); err != nil {
-		return err
-	}
-	users, err := devenv.Tokens(cfg.serve.jwtSecret, cfg.tokenTTL, demoUsers)
+	users, _, err := devUsers(ctx, cfg)
 	if err != nil {
 		return err
 	}

@@ -40,15 +40,7 @@ func TestDevNodes(t *testing.T) {
 	base := freePortPair(t)
 	p := &devProc{proc: startProc(t, "dev --nodes", dir,
 		devEnv("LISTEN_ADDR=127.0.0.1:"+strconv.Itoa(base), "NATS_SERVER="+natsBin), "dev", "--nodes", "2")}
-	t.Cleanup(func() {
-		if p.running() {
-			_ = p.cmd.Process.Signal(syscall.SIGINT)
-			select {
-			case <-p.done:
-			case <-time.After(30 * time.Second):
-			}
-		}
-	})
+	interruptAtCleanup(t, p)
 	urls := []string{fmt.Sprintf("http://127.0.0.1:%d", base), fmt.Sprintf("http://127.0.0.1:%d", base+1)}
 	for _, u := range urls {
 		p.waitReady(func() string { return u })

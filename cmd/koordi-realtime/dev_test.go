@@ -47,17 +47,7 @@ var devURLRe = regexp.MustCompile(`(?m)^  inspector   (http://\S+)/$`)
 func startDev(t *testing.T, dir string, env []string, args ...string) *devProc {
 	t.Helper()
 	p := &devProc{proc: startProc(t, "dev", dir, env, append([]string{"dev"}, args...)...)}
-	// Runs before the proc's own cleanup, which kills: a failed test still
-	// stops dev the way a user does, so its PostgreSQL goes too.
-	t.Cleanup(func() {
-		if p.running() {
-			_ = p.cmd.Process.Signal(syscall.SIGINT)
-			select {
-			case <-p.done:
-			case <-time.After(30 * time.Second):
-			}
-		}
-	})
+	interruptAtCleanup(t, p)
 	p.waitReady(func() string {
 		if p.base == "" {
 			if m := devURLRe.FindStringSubmatch(p.stdout.String()); m != nil {
@@ -67,6 +57,21 @@ func startDev(t *testing.T, dir string, env []string, args ...string) *devProc {
 		return p.base
 	})
 	return p
+}
+
+// interruptAtCleanup stops p with SIGINT at the end of the test. It runs
+// before the proc's own cleanup, which kills: a failed test still stops dev
+// the way a user does, so its PostgreSQL (and nats-server) go too.
+func interruptAtCleanup(t *testing.T, p *devProc) {
+	t.Cleanup(func() {
+		if p.running() {
+			_ = p.cmd.Process.Signal(syscall.SIGINT)
+			select {
+			case <-p.done:
+			case <-time.After(30 * time.Second):
+			}
+		}
+	})
 }
 
 // token returns the demo token printed for email.

@@ -150,8 +150,14 @@ func (p *Publisher) start(ctx context.Context) error {
 
 // Deliver publishes tx and waits for its acknowledgement.
 func (p *Publisher) Deliver(ctx context.Context, tx schema.Transaction) error {
+	return p.wait(ctx, func(done func()) error { return p.DeliverAsync(ctx, tx, done) })
+}
+
+// wait runs an asynchronous publish and waits until it is acknowledged, the
+// publisher fails or ctx ends.
+func (p *Publisher) wait(ctx context.Context, publish func(done func()) error) error {
 	done := make(chan struct{})
-	if err := p.DeliverAsync(ctx, tx, func() { close(done) }); err != nil {
+	if err := publish(func() { close(done) }); err != nil {
 		return err
 	}
 	select {
@@ -224,18 +230,7 @@ func (p *Publisher) Reset(ctx context.Context, reason string) error {
 	msg.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(p.lastSeq, 10))
 	msg.Header.Set(headerReset, reason)
 	msg.Header.Set(headerPrev, p.prev.String())
-	done := make(chan struct{})
-	if err := p.publish(ctx, msg, func() { close(done) }); err != nil {
-		return err
-	}
-	select {
-	case <-done:
-		return nil
-	case <-p.failed:
-		return p.err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return p.wait(ctx, func(done func()) error { return p.publish(ctx, msg, done) })
 }
 
 func (p *Publisher) publish(ctx context.Context, msg *nats.Msg, done func()) error {
