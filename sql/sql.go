@@ -208,7 +208,7 @@ func checkWALLevel(ctx context.Context, conn *pgx.Conn) error {
 		return fmt.Errorf("read wal_level: %w", err)
 	}
 	if walLevel != "logical" {
-		return fmt.Errorf("%w (it is %q): set wal_level = logical in postgresql.conf and restart PostgreSQL", ErrWALLevel, walLevel)
+		return fmt.Errorf("%w (it is %q): have a superuser run ALTER SYSTEM SET wal_level = logical (or set it in postgresql.conf) and restart PostgreSQL", ErrWALLevel, walLevel)
 	}
 	return nil
 }

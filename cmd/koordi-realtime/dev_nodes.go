@@ -173,8 +173,12 @@ func (n *devNode) run(ctx context.Context, log *slog.Logger) error {
 			return fmt.Errorf("start %s: %w", n.name, err)
 		}
 		n.mu.Lock()
+		restarted := n.cmd != nil
 		n.cmd = cmd
 		n.mu.Unlock()
+		if restarted { // the first pid is in the banner
+			log.Info("node started again", "node", n.name, "addr", n.addr, "pid", cmd.Process.Pid)
+		}
 		copied := make(chan struct{})
 		go func() { defer close(copied); prefixLines(out, n.stderr, "["+n.name+"] ") }()
 		done := make(chan error, 1)

@@ -83,7 +83,7 @@ func TestDevNodes(t *testing.T) {
 
 	// The killed node is started again and serves once more.
 	p.waitReady(func() string { return urls[leader] })
-	if !strings.Contains(p.stderr.String(), "node exited; starting it again") {
+	if !regexp.MustCompile(`node started again.*node=node` + strconv.Itoa(leader+1) + `.*pid=\d+`).MatchString(p.stderr.String()) {
 		t.Errorf("the restart of node%d was not logged:\n%s", leader+1, lastLines(p.stderr.String(), 20))
 	}
 

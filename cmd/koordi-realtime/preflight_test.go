@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/koordi/koordi-realtime/sql/pgcluster"
 )
@@ -71,6 +74,13 @@ func TestServeChecksBeforeListening(t *testing.T) {
 	noRepl, noReplURL := roleFor(t, ready, "norepl", "")
 	ready.exec(`GRANT SELECT ON users, event_calendars, event_calendar_memberships, events, supplemental_events TO ` + noRepl)
 	_, noReadURL := roleFor(t, ready, "noread", "REPLICATION")
+	neither, neitherURL := roleFor(t, ready, "neither", "")
+	// A serve streaming from a slot: a second single node on it is refused
+	// before it listens.
+	streaming := newTestDB(t)
+	streaming.setup()
+	first := startServer(t, streaming)
+	busySlot := strings.TrimPrefix(first.env[slices.IndexFunc(first.env, func(kv string) bool { return strings.HasPrefix(kv, "SLOT_NAME=") })], "SLOT_NAME=")
 
 	for _, tc := range []struct {
 		name string
@@ -82,6 +92,8 @@ func TestServeChecksBeforeListening(t *testing.T) {
 		{"not set up", with("DATABASE_URL", notSetUp.url), []string{"run `koordi-realtime setup`"}},
 		{"no REPLICATION", with("DATABASE_URL", noReplURL), []string{"may not replicate", "have a superuser run ALTER ROLE " + noRepl + " REPLICATION"}},
 		{"no SELECT", with("DATABASE_URL", noReadURL), []string{"cannot read users, event_calendars", "GRANT SELECT ON users"}},
+		{"neither", with("DATABASE_URL", neitherURL), []string{"ALTER ROLE " + neither + " REPLICATION", "GRANT SELECT ON users"}},
+		{"slot in use", with("DATABASE_URL", streaming.url, "SLOT_NAME", busySlot), []string{"slot \"" + busySlot + "\" is streaming to backend pid", "stop the other koordi-realtime"}},
 	} {
 		code, out := runOnce(tc.vars, "serve")
 		lines := strings.Split(strings.TrimSpace(out), "\n")
@@ -107,5 +119,17 @@ func TestSetupAsNonOwner(t *testing.T) {
 	if code != 2 || len(lines) != 1 || strings.Count(lines[0], "setup:") != 1 ||
 		!strings.Contains(lines[0], "must be owner of table users") || !strings.Contains(lines[0], "run setup as the owner of Koordi's tables") {
 		t.Errorf("exit %d, stderr:\n%s\nwant exit 2 and one line naming setup once, with the remedy", code, out)
+	}
+}
+
+// TestSetupErrorNamesTheGrant: setup refused CREATE on the database says
+// the exact GRANT, with this database and role.
+func TestSetupErrorNamesTheGrant(t *testing.T) {
+	pgcluster.Require(t, cluster)
+	db := newTestDB(t)
+	err := setupError(context.Background(), db.conn, fmt.Errorf("setup: %w", &pgconn.PgError{Code: "42501", Message: "permission denied for database x"}))
+	want := fmt.Sprintf("GRANT CREATE ON DATABASE %s TO %s", pgx.Identifier{db.conn.Config().Database}.Sanitize(), pgx.Identifier{db.conn.Config().User}.Sanitize())
+	if err == nil || !strings.Contains(err.Error(), want) || strings.HasPrefix(err.Error(), "setup:") {
+		t.Fatalf("setupError = %v, want the remedy %q", err, want)
 	}
 }

@@ -22,10 +22,10 @@ func setupError(ctx context.Context, conn *pgx.Conn, err error) error {
 	if !errors.As(err, &pgErr) || pgErr.Code != "42501" { // insufficient_privilege
 		return cli.User(errors.New(msg))
 	}
-	role := "this role"
-	var name string
-	if conn.QueryRow(ctx, `SELECT current_user`).Scan(&name) == nil {
-		role = "role " + name
+	role, grantee, database := "this role", "<role>", "<database>"
+	var name, db string
+	if conn.QueryRow(ctx, `SELECT current_user, current_database()`).Scan(&name, &db) == nil {
+		role, grantee, database = "role "+name, pgx.Identifier{name}.Sanitize(), pgx.Identifier{db}.Sanitize()
 	}
 	what := fmt.Sprintf("PostgreSQL refused it to %s (%s)", role, pgErr.Message)
 	switch {
@@ -33,7 +33,7 @@ func setupError(ctx context.Context, conn *pgx.Conn, err error) error {
 		// REPLICA IDENTITY can only be changed by the table's owner.
 		return cli.Errorf("%s: run setup as the owner of Koordi's tables (the role Prisma's migrations run as) or a superuser", what)
 	case strings.Contains(pgErr.Message, "permission denied for database"):
-		return cli.Errorf("%s: run setup as the owner of Koordi's tables or a superuser, or have the database's owner GRANT CREATE ON DATABASE to that role", what)
+		return cli.Errorf("%s: run setup as the owner of Koordi's tables or a superuser, or have the database's owner run GRANT CREATE ON DATABASE %s TO %s", what, database, grantee)
 	}
 	return cli.Errorf("%s: run setup as the owner of Koordi's tables or a superuser", what)
 }

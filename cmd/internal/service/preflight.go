@@ -62,7 +62,37 @@ func (s *Service) Preflight(ctx context.Context) error {
 	if err := ksql.Preflight(ctx, conn, publication); err != nil {
 		return failed("%w", err)
 	}
-	return checkRole(ctx, conn)
+	if err := checkRole(ctx, conn); err != nil {
+		return err
+	}
+	if s.cfg.Cluster == nil {
+		return s.checkSlotFree(ctx, conn)
+	}
+	return nil // with several nodes the slot streaming elsewhere is the leader's
+}
+
+// checkSlotFree refuses to start a single node on a slot another process
+// streams from: the consumer would find it at its first stream start, but
+// only after the port was bound.
+func (s *Service) checkSlotFree(ctx context.Context, conn *pgx.Conn) error {
+	slot := s.cfg.SlotName
+	if slot == "" {
+		slot = "koordi_realtime"
+	}
+	var pid *int32
+	err := conn.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1 AND active`, slot).Scan(&pid)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil
+	case err != nil:
+		return failed("read replication slot %q: %v", slot, cli.ConnectCause(err))
+	}
+	owner := "another process"
+	if pid != nil {
+		owner = fmt.Sprintf("backend pid %d", *pid)
+	}
+	return failed("%w: slot %q is streaming to %s: stop the other koordi-realtime (or use another SLOT_NAME; several nodes share one slot only with NATS_URL)",
+		cdc.ErrSlotActive, slot, owner)
 }
 
 // plainIdent is a role name SQL needs no quotes for (reserved words aside,
@@ -89,13 +119,19 @@ func checkRole(ctx context.Context, conn *pgx.Conn) error {
 	if !plainIdent.MatchString(role) {
 		ident = pgx.Identifier{role}.Sanitize()
 	}
+	// Both problems at once: each needs someone else (a superuser, the
+	// tables' owner) to act, so one round trip to them is better than two.
+	var problems []string
 	if !replication {
-		return failed("role %s may not replicate, which the replication slot needs: have a superuser run ALTER ROLE %s REPLICATION (on Amazon RDS: GRANT rds_replication TO %s)",
-			ident, ident, ident)
+		problems = append(problems, fmt.Sprintf("role %s may not replicate, which the replication slot needs: have a superuser run ALTER ROLE %s REPLICATION (on Amazon RDS: GRANT rds_replication TO %s)",
+			ident, ident, ident))
 	}
 	if len(unreadable) > 0 {
-		return failed("role %s cannot read %s, which the service reads at start: have the tables' owner run GRANT SELECT ON %s TO %s;",
-			ident, strings.Join(unreadable, ", "), strings.Join(unreadable, ", "), ident)
+		problems = append(problems, fmt.Sprintf("role %s cannot read %s, which the service reads at start: have the tables' owner run GRANT SELECT ON %s TO %s;",
+			ident, strings.Join(unreadable, ", "), strings.Join(unreadable, ", "), ident))
+	}
+	if len(problems) > 0 {
+		return failed("%s", strings.Join(problems, "; "))
 	}
 	return nil
 }
