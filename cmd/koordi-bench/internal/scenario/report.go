@@ -123,6 +123,15 @@ func (r *Report) Print(w io.Writer) {
 			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%s\t%s\t%.1f\t%.3f\t%s\t\n", x.Server, x.Connections, x.ConnectSeconds,
 				mib(x.RSSBefore), mib(x.RSSAfter), x.RSSPerConn/1024, x.IdleCores, x.Load)
 		}
+	case []BulkRow:
+		fmt.Fprintln(tw, "server\tshape\trows\texpect\tsockets ok\tevents\tresets\tdup\tmissing\tupdate secs\tfirst secs\tdeliver secs\tevents/s\tp50\tmax\tRSS before\tHWM before\tHWM after\tpeak sampled\tpeak at\tRSS settled\tsrv cores\tload\t")
+		for _, x := range rows {
+			a := x.Accounting
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d/%d\t%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t+%.2fs\t%s\t%.2f\t%s\t\n",
+				x.Server, x.Shape, x.Rows, x.Expect, a.Complete, a.Sockets, a.Events, a.BulkResets, a.Duplicates, a.Missing,
+				x.UpdateSeconds, x.FirstSeconds, x.DeliverySeconds, x.EventsPerSec, ms(x.Latency.P50), ms(x.Latency.Max),
+				mib(x.MemBefore.RSS), mib(x.MemBefore.HWM), mib(x.MemAfter.HWM), mib(x.PeakSampled), x.PeakAtSeconds, mib(x.MemSettled.RSS), x.ServerCores, x.Load)
+		}
 	case []CDCRow:
 		fmt.Fprintln(tw, "backlog\tconsumer\trun\tcommits\trows\tevents\tsecs\tcommits/s\trows/s\tload\t")
 		for _, x := range rows {
