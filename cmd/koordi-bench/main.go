@@ -4,11 +4,12 @@
 // connects Socket.IO clients over WebSocket, drives writes through SQL, and
 // prints a table per scenario and writes it as JSON under --results.
 //
-//	koordi-bench [flags] cdc|fanout|latency|idle|bulk|all|short
+//	koordi-bench [flags] cdc|cdc-deliver|fanout|latency|idle|bulk|all|short
 //
 // Scenarios (see cmd/koordi-bench/RESULTS.md for figures):
 //
 //	cdc      backlog catch-up: koordi's consumer vs pg_recvlogical, same slot options
+//	cdc-deliver  the same inside a running server while 10,000 sockets receive the derived events
 //	fanout   deliveries/s, clients in rooms, vs the Node Socket.IO reference and raw
 //	latency  write-to-receive latency swept over offered commit rates: p50/p99 per rate, the knee, a plot
 //	idle     server RSS per idle connection
@@ -107,6 +108,7 @@ type options struct {
 	bulkShapes                                                           string
 	bulkEvents                                                           int
 	profileEvery                                                         time.Duration
+	control                                                              bool
 	serverEnv                                                            []string
 	targetPID, rawThreads                                                int
 	clients, roomSize, backlog, rate, idleConns, sources                 int
@@ -168,6 +170,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.reps, "reps", 2, "cdc: runs per consumer (ABBA order)")
 	fs.StringVar(&o.bulkShapes, "bulk-shapes", "300x667,100x2000", "bulk: CALENDARSxEVENTS per calendar, comma-separated; one socket per calendar, one UPDATE of every event")
 	fs.IntVar(&o.bulkEvents, "bulk-events", 0, "bulk: the servers' BULK_EVENTS (default serve's 1000; set, it is passed to them): a room over it expects one sync:reset")
+	fs.BoolVar(&o.control, "control", true, "cdc-deliver: also run the server with only the probe socket (no delivery)")
 	fs.DurationVar(&o.profileEvery, "profile-every", 0, "bulk --profile: how often the heap is profiled (default 500ms)")
 	fs.Func("server-env", "KEY=VALUE added to every server's environment (repeatable), e.g. GOMEMLIMIT=200MiB or GODEBUG=gctrace=1", func(v string) error {
 		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
@@ -178,7 +181,7 @@ func run(ctx context.Context, args []string) error {
 	})
 	fs.BoolVar(&o.profile, "profile", false, "fanout/latency: CPU, heap and allocation profiles of servers inproc and raw (per rate in latency); idle: its heap and goroutines; cdc: CPU profile of the koordi consumer; bulk: heap profiles of inproc every second")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: koordi-bench [flags] cdc|fanout|latency|idle|bulk|all|short")
+		fmt.Fprintln(fs.Output(), "usage: koordi-bench [flags] cdc|cdc-deliver|fanout|latency|idle|bulk|all|short")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -194,7 +197,7 @@ func run(ctx context.Context, args []string) error {
 	which := fs.Arg(0)
 	full := which == "all"
 	short := which == "short"
-	if which != "all" && which != "short" && which != "cdc" && which != "fanout" && which != "latency" && which != "idle" && which != "bulk" {
+	if which != "all" && which != "short" && which != "cdc" && which != "fanout" && which != "latency" && which != "idle" && which != "bulk" && which != "cdc-deliver" {
 		return fmt.Errorf("unknown scenario %q", which)
 	}
 	switch {
@@ -302,7 +305,27 @@ func run(ctx context.Context, args []string) error {
 	}); err != nil {
 		return err
 	}
-	if which != "bulk" { // not part of all or short
+	switch which { // neither is part of all or short
+	case "cdc-deliver":
+		srv := "koordi"
+		for _, s := range servers {
+			if strings.HasPrefix(s, "koordi") || strings.HasPrefix(s, "inproc") {
+				srv = s
+				break
+			}
+		}
+		clients := []int{size(o.clients, 10_000, 1_000)}
+		if o.control {
+			clients = append(clients, 0)
+		}
+		return do("cdc-deliver", func() (*scenario.Report, error) {
+			return scenario.CDCLive(ctx, env, scenario.CDCLiveConfig{
+				Server: srv, Clients: clients, RoomSize: o.roomSize, Commits: size(o.commits, 100_000, 10_000),
+				Reps: o.reps, Sources: o.sources, Profile: o.profile,
+			})
+		})
+	case "bulk":
+	default:
 		return nil
 	}
 	return do("bulk", func() (*scenario.Report, error) {

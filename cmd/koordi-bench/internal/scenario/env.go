@@ -51,6 +51,8 @@ type server struct {
 	// control is raw's control URL: writes are raw's in-memory schedule,
 	// not SQL.
 	control string
+	// slot is the replication slot of koordi and inproc.
+	slot string
 	// output is the server's combined output so far (nil for url).
 	output func() string
 	stop   func()
@@ -130,7 +132,7 @@ func (e *Env) startSpec(ctx context.Context, spec serverSpec) (*server, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &server{name: name, url: url, pid: p.PID(), output: p.Log,
+		return &server{name: name, url: url, pid: p.PID(), output: p.Log, slot: slot,
 			stop: func() { p.Stop(); _ = dropSlot(context.Background(), e.DatabaseURL, slot) }}, nil
 	case "inproc":
 		slot := "koordi_bench_inproc"
@@ -146,7 +148,7 @@ func (e *Env) startSpec(ctx context.Context, spec serverSpec) (*server, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &server{name: name, url: url, pid: p.PID(), pprof: "http://" + paddr, output: p.Log,
+		return &server{name: name, url: url, pid: p.PID(), pprof: "http://" + paddr, output: p.Log, slot: slot,
 			stop: func() { p.Stop(); _ = dropSlot(context.Background(), e.DatabaseURL, slot) }}, nil
 	case "raw":
 		cport, err := harness.FreePort()

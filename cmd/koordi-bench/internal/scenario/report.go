@@ -132,6 +132,13 @@ func (r *Report) Print(w io.Writer) {
 				x.UpdateSeconds, x.FirstSeconds, x.DeliverySeconds, x.EventsPerSec, ms(x.Latency.P50), ms(x.Latency.Max),
 				mib(x.MemBefore.RSS), mib(x.MemBefore.HWM), mib(x.MemAfter.HWM), mib(x.PeakSampled), x.PeakAtSeconds, mib(x.MemSettled.RSS), x.ServerCores, x.Load)
 		}
+	case []CDCLiveRow:
+		fmt.Fprintln(tw, "consumer\tsockets\trun\tcommits\tsecs\tcommits/s\tdelivered during\tdelivered\texpected\tlost\tdup\tall delivered secs\tsrv cores\tbench cores\tload\t")
+		for _, x := range rows {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.2f\t%.0f\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.2f\t%s\t\n", x.Consumer, x.Clients, x.Run, x.Commits,
+				x.Seconds, x.CommitsPerSec, x.DuringCatchUp, x.Accounting.Delivered, x.Accounting.Expected, x.Accounting.Lost, x.Accounting.Duplicates,
+				x.DeliverySeconds, x.ServerCores, x.BenchCores, x.Load)
+		}
 	case []CDCRow:
 		fmt.Fprintln(tw, "backlog\tconsumer\trun\tcommits\trows\tevents\tsecs\tcommits/s\trows/s\tload\t")
 		for _, x := range rows {
