@@ -1,8 +1,6 @@
 package engineio
 
 import (
-	"net/http"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -10,26 +8,18 @@ import (
 	"github.com/coder/websocket"
 )
 
-// Request describes the HTTP request that opened a session.
-type Request struct {
-	Header     http.Header
-	Query      url.Values
-	RemoteAddr string
-	Time       time.Time
-}
-
 // Conn is one Engine.IO session. Its methods are safe for concurrent use.
 type Conn struct {
 	srv *Server
 	id  string
-	req Request
+	req sessionRequest
 
 	value atomic.Value // handler-owned slot
 
 	readMu  sync.Mutex // serialises Handler.Message, Handler.Close and Dispatch
 	closeMu sync.Mutex // the WebSocket closing handshake vs. readReady's look into the read buffer
 
-	wake     chan struct{} // capacity 1: the queue grew or the state changed
+	wake     chan struct{} // polling sessions only, capacity 1: the queue grew or the state changed
 	done     chan struct{} // closed by close
 	upgraded chan struct{} // closed when the upgrade to WebSocket completes
 
@@ -60,8 +50,10 @@ type Conn struct {
 // ID returns the session id.
 func (c *Conn) ID() string { return c.id }
 
-// Request returns the opening request (headers, query, remote address, time).
-func (c *Conn) Request() Request { return c.req }
+// Request returns the opening request (headers, query, remote address,
+// time), less the header fields of the HTTP exchange and the WebSocket
+// handshake. Each call returns new maps.
+func (c *Conn) Request() Request { return c.req.request() }
 
 // Transport returns the current transport, "polling" or "websocket".
 func (c *Conn) Transport() string {

@@ -48,7 +48,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, q url.Va
 	}
 
 	if c == nil {
-		c = s.newConn(r, q, "websocket")
+		c = s.newConn(r, "websocket")
 		if c == nil {
 			closeWithin(ws, websocket.StatusGoingAway, time.Second)
 			return
