@@ -409,17 +409,18 @@ func writeError(w http.ResponseWriter, code int) {
 // newConn creates and registers a session; nil during shutdown.
 func (s *Server) newConn(r *http.Request, transport string) *Conn {
 	c := &Conn{
-		srv:       s,
-		id:        rand.Text(),
-		transport: transport,
-		done:      make(chan struct{}),
-		req:       newSessionRequest(r),
+		srv:         s,
+		id:          rand.Text(),
+		onWebSocket: transport == "websocket",
+		req:         newSessionRequest(r),
 	}
 	if transport == "polling" {
 		// Only a polling session waits on wake (its GETs; a WebSocket-born
-		// session refuses them) and upgrades.
+		// session refuses them) and upgrades; a WebSocket's done channel
+		// is made on demand (doneLocked).
 		c.wake = make(chan struct{}, 1)
 		c.upgraded = make(chan struct{})
+		c.done = make(chan struct{}) // its GETs wait on it
 	}
 	if !s.register(c) {
 		return nil
