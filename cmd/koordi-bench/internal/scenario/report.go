@@ -24,6 +24,7 @@ type Report struct {
 	Rows     any       `json:"rows"`
 	Knees    []Knee    `json:"knees,omitempty"`
 	Ratios   []Ratio   `json:"ratios,omitempty"`
+	Summary  []string  `json:"summary,omitempty"` // lines printed after the table
 }
 
 // Ratio is one figure of a server against the baseline of the same run;
@@ -149,6 +150,9 @@ func (r *Report) Print(w io.Writer) {
 	tw.Flush()
 	if rows, ok := r.Rows.([]SweepRow); ok {
 		printCurve(w, rows)
+	}
+	for _, l := range r.Summary {
+		fmt.Fprintln(w, l)
 	}
 	for _, k := range r.Knees {
 		fmt.Fprintf(w, "knee %-8s %s\n", k.Server, k.describe())
