@@ -28,7 +28,8 @@ import (
 // is done, so a backlog left while serve is down is caught up with no socket
 // connected. Instead serve runs, its sockets connect, and then its
 // walsender (the PostgreSQL backend streaming serve's slot) is stopped with
-// SIGSTOP: serve, its sockets and their heartbeats go on, nothing is decoded
+// SIGSTOP (so the database must run on this machine under a user this process
+// may signal, as the throwaway cluster does): serve, its sockets and their heartbeats go on, nothing is decoded
 // or sent, nothing is buffered on the way. The backlog is written, then a
 // marker commit that updates the one event of a calendar whose only member
 // is a probe socket. SIGCONT resumes the walsender; koordi's time is from
