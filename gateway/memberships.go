@@ -16,11 +16,15 @@ import (
 type view struct {
 	byUser map[schema.UUID][]schema.UUID
 	byCal  map[schema.UUID][]schema.UUID
-	seen   *schema.TxSnapshot // the snapshot's visibility; nil: none loaded
+	// calRoom is each calendar's room name, made once and shared by
+	// every socket in the room (rooms), instead of a copy per socket; an
+	// entry lives while the calendar has members.
+	calRoom map[schema.UUID]string
+	seen    *schema.TxSnapshot // the snapshot's visibility; nil: none loaded
 }
 
 func newView() view {
-	return view{byUser: map[schema.UUID][]schema.UUID{}, byCal: map[schema.UUID][]schema.UUID{}}
+	return view{byUser: map[schema.UUID][]schema.UUID{}, byCal: map[schema.UUID][]schema.UUID{}, calRoom: map[schema.UUID]string{}}
 }
 
 // load replaces the view with a snapshot.
@@ -56,6 +60,7 @@ func (v *view) remove(u, c schema.UUID) {
 	v.byCal[c] = deleteUUID(v.byCal[c], u)
 	if len(v.byCal[c]) == 0 {
 		delete(v.byCal, c)
+		delete(v.calRoom, c)
 	}
 }
 
@@ -101,11 +106,20 @@ func (v *view) apply(m *schema.Move) (members []string) {
 // rooms returns the rooms a socket of user belongs to: its own and one per
 // accepted calendar.
 func (v *view) rooms(user string) roomSet {
-	rs := roomSet{schema.UserRoom(user)}
-	if u, ok := schema.ParseUUID(user); ok {
-		for _, c := range v.byUser[u] {
-			rs = append(rs, schema.CalendarRoom(c.String()))
+	u, ok := schema.ParseUUID(user)
+	cals := v.byUser[u]
+	if !ok {
+		cals = nil
+	}
+	rs := make(roomSet, 1, 1+len(cals))
+	rs[0] = schema.UserRoom(user)
+	for _, c := range cals {
+		room, ok := v.calRoom[c]
+		if !ok {
+			room = schema.CalendarRoom(c.String())
+			v.calRoom[c] = room
 		}
+		rs = append(rs, room)
 	}
 	return rs
 }

@@ -4,19 +4,24 @@
 // connects Socket.IO clients over WebSocket, drives writes through SQL, and
 // prints a table per scenario and writes it as JSON under --results.
 //
-//	koordi-bench [flags] cdc|fanout|latency|idle|all|short
+//	koordi-bench [flags] cdc|cdc-deliver|fanout|latency|idle|bulk|all|short
 //
 // Scenarios (see cmd/koordi-bench/RESULTS.md for figures):
 //
 //	cdc      backlog catch-up: koordi's consumer vs pg_recvlogical, same slot options
+//	cdc-deliver  the same inside a running server while 10,000 sockets receive the derived events
 //	fanout   deliveries/s, clients in rooms, vs the Node Socket.IO reference and raw
 //	latency  write-to-receive latency swept over offered commit rates: p50/p99 per rate, the knee, a plot
 //	idle     server RSS per idle connection
-//	all      the four with the full sizes of issue 6; short: the same, small (make bench)
+//	bulk     one UPDATE of 200,000 events: the server's peak RSS (VmHWM), time to deliver, accounting
+//	all      cdc, fanout, latency and idle with the full sizes of issue 6; short: the same, small (make bench)
 //
 // Servers (--servers): raw (the physical-limit baseline, package raw,
 // `koordi-bench serve-raw`), koordi (koordi-realtime serve), node (the
 // Node reference), inproc (`koordi-bench serve-inproc`, with pprof), url.
+// A koordi server may be given as koordi@BINARY and any server with
+// +KEY=VALUE environment suffixes (koordi+GOGC=50), each measured as a
+// server of its own in the same command.
 //
 // main only wires flags to the scenario package.
 package main
@@ -76,6 +81,13 @@ func serveInproc(ctx context.Context, args []string) error {
 		return err
 	}
 	cfg.DatabaseURL, cfg.JWTSecret = os.Getenv("DATABASE_URL"), os.Getenv("JWT_SECRET")
+	if v := os.Getenv("BULK_EVENTS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("BULK_EVENTS: %w", err)
+		}
+		cfg.BulkEvents = n
+	}
 	return inproc.Run(ctx, cfg)
 }
 
@@ -93,6 +105,11 @@ func serveRaw(ctx context.Context, args []string) error {
 
 type options struct {
 	servers, dbURL, koordiBin, nodeDir, results, pprofDir, target, rates string
+	bulkShapes                                                           string
+	bulkEvents                                                           int
+	profileEvery                                                         time.Duration
+	control                                                              bool
+	serverEnv                                                            []string
 	targetPID, rawThreads                                                int
 	clients, roomSize, backlog, rate, idleConns, sources                 int
 	commits, txs, txRows, reps                                           int
@@ -151,9 +168,20 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.txs, "txs", 0, "cdc: multi-row transactions")
 	fs.IntVar(&o.txRows, "tx-rows", 1000, "cdc: rows per multi-row transaction")
 	fs.IntVar(&o.reps, "reps", 2, "cdc: runs per consumer (ABBA order)")
-	fs.BoolVar(&o.profile, "profile", false, "fanout/latency: CPU, heap and allocation profiles of servers inproc and raw (per rate in latency); idle: its heap and goroutines; cdc: CPU profile of the koordi consumer")
+	fs.StringVar(&o.bulkShapes, "bulk-shapes", "300x667,100x2000", "bulk: CALENDARSxEVENTS per calendar, comma-separated; one socket per calendar, one UPDATE of every event")
+	fs.IntVar(&o.bulkEvents, "bulk-events", 0, "bulk: the servers' BULK_EVENTS (default serve's 1000; set, it is passed to them): a room over it expects one sync:reset")
+	fs.BoolVar(&o.control, "control", true, "cdc-deliver: also run the server with only the probe socket (no delivery)")
+	fs.DurationVar(&o.profileEvery, "profile-every", 0, "bulk --profile: how often the heap is profiled (default 500ms)")
+	fs.Func("server-env", "KEY=VALUE added to every server's environment (repeatable), e.g. GOMEMLIMIT=200MiB or GODEBUG=gctrace=1", func(v string) error {
+		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+			return fmt.Errorf("%q is not KEY=VALUE", v)
+		}
+		o.serverEnv = append(o.serverEnv, v)
+		return nil
+	})
+	fs.BoolVar(&o.profile, "profile", false, "fanout/latency: CPU, heap and allocation profiles of servers inproc and raw (per rate in latency); idle: its heap and goroutines; cdc: CPU profile of the koordi consumer; bulk: heap profiles of inproc every second")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: koordi-bench [flags] cdc|fanout|latency|idle|all|short")
+		fmt.Fprintln(fs.Output(), "usage: koordi-bench [flags] cdc|cdc-deliver|fanout|latency|idle|bulk|all|short")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -169,7 +197,7 @@ func run(ctx context.Context, args []string) error {
 	which := fs.Arg(0)
 	full := which == "all"
 	short := which == "short"
-	if which != "all" && which != "short" && which != "cdc" && which != "fanout" && which != "latency" && which != "idle" {
+	if which != "all" && which != "short" && which != "cdc" && which != "fanout" && which != "latency" && which != "idle" && which != "bulk" && which != "cdc-deliver" {
 		return fmt.Errorf("unknown scenario %q", which)
 	}
 	switch {
@@ -185,6 +213,13 @@ func run(ctx context.Context, args []string) error {
 	rates, err := parseRates(o.rates)
 	if err != nil {
 		return err
+	}
+	shapes, err := scenario.ParseBulkShapes(o.bulkShapes)
+	if err != nil {
+		return err
+	}
+	if o.bulkEvents != 0 {
+		o.serverEnv = append(o.serverEnv, "BULK_EVENTS="+strconv.Itoa(o.bulkEvents))
 	}
 	// Connections are file descriptors on both ends.
 	if _, err := harness.RaiseNoFile(200_000); err != nil {
@@ -262,10 +297,40 @@ func run(ctx context.Context, args []string) error {
 	}); err != nil {
 		return err
 	}
-	return do("idle", func() (*scenario.Report, error) {
+	if err := do("idle", func() (*scenario.Report, error) {
 		return scenario.Idle(ctx, env, scenario.IdleConfig{
 			Servers: servers, Connections: size(o.idleConns, 18_000, 2_000), Sources: o.sources,
 			Hold: dur(o.hold, 30*time.Second, 3*time.Second), Profile: o.profile,
+		})
+	}); err != nil {
+		return err
+	}
+	switch which { // neither is part of all or short
+	case "cdc-deliver":
+		srv := "koordi"
+		for _, s := range servers {
+			if strings.HasPrefix(s, "koordi") || strings.HasPrefix(s, "inproc") {
+				srv = s
+				break
+			}
+		}
+		clients := []int{size(o.clients, 10_000, 1_000)}
+		if o.control {
+			clients = append(clients, 0)
+		}
+		return do("cdc-deliver", func() (*scenario.Report, error) {
+			return scenario.CDCLive(ctx, env, scenario.CDCLiveConfig{
+				Server: srv, Clients: clients, RoomSize: o.roomSize, Commits: size(o.commits, 100_000, 10_000),
+				Reps: o.reps, Sources: o.sources, Profile: o.profile,
+			})
+		})
+	case "bulk":
+	default:
+		return nil
+	}
+	return do("bulk", func() (*scenario.Report, error) {
+		return scenario.Bulk(ctx, env, scenario.BulkConfig{
+			Servers: servers, Shapes: shapes, Bulk: o.bulkEvents, Sources: o.sources, Profile: o.profile, ProfileEvery: o.profileEvery,
 		})
 	})
 }
@@ -288,7 +353,7 @@ func buildEnv(ctx context.Context, o options) (*scenario.Env, func(), error) {
 	env := &scenario.Env{
 		DatabaseURL: o.dbURL, JWTSecret: hex.EncodeToString(secret), KoordiBin: o.koordiBin, BenchBin: self,
 		RawThreads: o.rawThreads, NodeDir: o.nodeDir, Target: o.target, TargetPID: o.targetPID, PprofDir: o.pprofDir, ResultsDir: o.results,
-		Out: os.Stdout, Log: os.Stderr,
+		ServerEnv: o.serverEnv, Out: os.Stdout, Log: os.Stderr,
 	}
 	if s := os.Getenv("JWT_SECRET"); s != "" && o.target != "" {
 		env.JWTSecret = s // an external server verifies with its own secret

@@ -128,6 +128,6 @@ func (w *batchingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // buffer bypasses it; the write buffer must hold a whole control frame
 // (see batchConn).
 const (
-	connReadBuffer  = 256
+	connReadBuffer  = 128
 	connWriteBuffer = 128
 )

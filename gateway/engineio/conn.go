@@ -1,8 +1,6 @@
 package engineio
 
 import (
-	"net/http"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -10,34 +8,26 @@ import (
 	"github.com/coder/websocket"
 )
 
-// Request describes the HTTP request that opened a session.
-type Request struct {
-	Header     http.Header
-	Query      url.Values
-	RemoteAddr string
-	Time       time.Time
-}
-
 // Conn is one Engine.IO session. Its methods are safe for concurrent use.
 type Conn struct {
 	srv *Server
 	id  string
-	req Request
+	req sessionRequest
 
 	value atomic.Value // handler-owned slot
 
 	readMu  sync.Mutex // serialises Handler.Message, Handler.Close and Dispatch
 	closeMu sync.Mutex // the WebSocket closing handshake vs. readReady's look into the read buffer
 
-	wake     chan struct{} // capacity 1: the queue grew or the state changed
-	done     chan struct{} // closed by close
+	wake     chan struct{} // polling sessions only, capacity 1: the queue grew or the state changed
+	done     chan struct{} // closed by close; made on demand (doneLocked), under mu
 	upgraded chan struct{} // closed when the upgrade to WebSocket completes
 
 	mu          sync.Mutex
-	transport   string   // "polling" or "websocket"
 	queue       []Packet // waiting for the wire
 	spare       []Packet // the consumer's drained buffer, reused
 	closed      bool
+	onWebSocket bool // the transport: WebSocket, else polling
 	reason      string
 	flush       bool // deliver what is queued before closing
 	closeFrame  byte // polling: what a pending GET answers on close (TypeClose, or TypeNoop when the peer closed)
@@ -60,14 +50,19 @@ type Conn struct {
 // ID returns the session id.
 func (c *Conn) ID() string { return c.id }
 
-// Request returns the opening request (headers, query, remote address, time).
-func (c *Conn) Request() Request { return c.req }
+// Request returns the opening request (headers, query, remote address,
+// time), less the header fields of the HTTP exchange and the WebSocket
+// handshake. Each call returns new maps.
+func (c *Conn) Request() Request { return c.req.request() }
 
 // Transport returns the current transport, "polling" or "websocket".
 func (c *Conn) Transport() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.transport
+	if c.onWebSocket {
+		return "websocket"
+	}
+	return "polling"
 }
 
 // SetValue stores handler-owned data on the connection.
@@ -82,7 +77,32 @@ func (c *Conn) Value() any {
 }
 
 // Done is closed when the connection has closed.
-func (c *Conn) Done() <-chan struct{} { return c.done }
+func (c *Conn) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.doneLocked()
+}
+
+// doneLocked is Done's channel, made at the first call: a held WebSocket
+// connection that nobody waits on keeps none. The caller holds mu.
+func (c *Conn) doneLocked() chan struct{} {
+	if c.done == nil {
+		if c.closed {
+			c.done = closedChan
+		} else {
+			c.done = make(chan struct{})
+		}
+	}
+	return c.done
+}
+
+// closedChan is the done channel of a connection that closed before anyone
+// asked for one.
+var closedChan = func() chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}()
 
 // SendText queues one text packet (type byte then data, e.g. "4hello").
 // It never blocks; false if the connection is closed or its queue was full,
@@ -249,14 +269,20 @@ func (c *Conn) close(reason string, flush bool) {
 		c.timer.Stop()
 	}
 	ws, reg := c.ws, c.pollReg
+	done := c.done
+	if done == nil {
+		c.done = closedChan // nobody waits yet; later callers find it closed
+	}
 	consumer := c.claimConsumerLocked()
 	// With no GET waiting, linger briefly for the next one, instead of
 	// answering it "Session ID unknown": a peer that closed may still have a
 	// GET in flight, which gets its noop; a close that delivers what is
 	// queued (Close, Shutdown) gives it the queue and the close packet.
-	linger := c.transport == "polling" && !c.getPending && (c.closeFrame == TypeNoop || flush)
+	linger := !c.onWebSocket && !c.getPending && (c.closeFrame == TypeNoop || flush)
 	c.mu.Unlock()
-	close(c.done)
+	if done != nil {
+		close(done)
+	}
 	if reg != nil {
 		reg.unregister()
 	}

@@ -227,3 +227,73 @@ func TestFramesPipelinedBehindHandshake(t *testing.T) {
 		t.Fatalf("echo %q", m)
 	}
 }
+
+// TestWebSocketMessagesAroundReadBuffer: client messages shorter than,
+// as long as and longer than the connection's read buffer, sent back to
+// back to an idle (polled) connection, are all read, in order.
+func TestWebSocketMessagesAroundReadBuffer(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	ws := ts.dial(t, "EIO=4&transport=websocket")
+	read(t, ws) // the open packet
+	sizes := []int{1, connReadBuffer - 10, connReadBuffer - 2, connReadBuffer, connReadBuffer + 1, 3 * connReadBuffer, 5000, 2}
+	for round := range 3 {
+		var want []string
+		for i, n := range sizes {
+			m := fmt.Sprintf("4%d-%d-", round, i)
+			m += strings.Repeat("x", max(n-len(m), 0))
+			write(t, ws, m)
+			want = append(want, m)
+		}
+		for i, m := range want {
+			if _, got := read(t, ws); got != m {
+				t.Fatalf("round %d message %d (%d bytes): echo %.40q…", round, i, len(m), got)
+			}
+		}
+		time.Sleep(20 * time.Millisecond) // idle again: the poller watches it
+	}
+}
+
+// TestDoneOnDemand: a WebSocket session makes its done channel only when
+// asked; asked before or after the close, it is closed by then.
+func TestDoneOnDemand(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	closedBy := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		case <-time.After(2 * time.Second):
+			return false
+		}
+	}
+	// Asked first, closed later.
+	ws1 := ts.dial(t, "EIO=4&transport=websocket")
+	defer ws1.CloseNow()
+	c1 := <-ts.h.opened
+	c1.mu.Lock()
+	made := c1.done != nil
+	c1.mu.Unlock()
+	if made {
+		t.Error("a WebSocket session made its done channel before anyone asked")
+	}
+	done := c1.Done()
+	select {
+	case <-done:
+		t.Fatal("done before the close")
+	default:
+	}
+	if c1.Done() != done {
+		t.Error("Done changed")
+	}
+	c1.Abort("test")
+	if !closedBy(done) {
+		t.Error("done not closed by the close")
+	}
+	// Never asked before the close.
+	ws2 := ts.dial(t, "EIO=4&transport=websocket")
+	defer ws2.CloseNow()
+	c2 := <-ts.h.opened
+	c2.Abort("test")
+	if !closedBy(c2.Done()) {
+		t.Error("Done after the close is not closed")
+	}
+}

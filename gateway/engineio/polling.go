@@ -16,7 +16,7 @@ const upgradeNoopDelay = 100 * time.Millisecond
 // session (the reference server does the same).
 func (c *Conn) servePoll(w http.ResponseWriter, r *http.Request) {
 	c.mu.Lock()
-	if c.transport != "polling" {
+	if c.onWebSocket {
 		c.mu.Unlock()
 		writeError(w, errBadRequest)
 		return
@@ -41,8 +41,9 @@ func (c *Conn) servePoll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.getPending = true
+	done := c.doneLocked()
 	var noop <-chan time.Time // fires while upgrading: release the GET with a noop
-	for len(c.queue) == 0 && !c.closed && c.transport == "polling" {
+	for len(c.queue) == 0 && !c.closed && !c.onWebSocket {
 		if c.prober != nil && noop == nil {
 			// Like the reference server's 100 ms upgrade check: the noop
 			// lets the client pause polling and complete the upgrade.
@@ -56,7 +57,7 @@ func (c *Conn) servePoll(w http.ResponseWriter, r *http.Request) {
 		case <-noop:
 			c.mu.Lock()
 			goto answer
-		case <-c.done:
+		case <-done:
 		case <-r.Context().Done():
 			c.mu.Lock()
 			c.getPending = false
@@ -71,7 +72,7 @@ answer:
 	var batch []Packet
 	var tail []byte
 	switch {
-	case c.transport != "polling":
+	case c.onWebSocket:
 		// Upgraded while we waited (a client pauses polling before it
 		// upgrades, so this one broke the protocol): the WebSocket writer
 		// owns the queue now.
@@ -117,7 +118,7 @@ func (c *Conn) writePollAnswer(w http.ResponseWriter, body []byte) {
 // servePost reads a polling payload and delivers its packets in order.
 func (c *Conn) servePost(w http.ResponseWriter, r *http.Request) {
 	c.mu.Lock()
-	if c.transport != "polling" || c.closed {
+	if c.onWebSocket || c.closed {
 		c.mu.Unlock()
 		writeError(w, errBadRequest)
 		return

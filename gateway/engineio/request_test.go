@@ -50,3 +50,46 @@ func TestSessionRequest(t *testing.T) {
 		t.Errorf("query %v, remote %q", req.Query, req.RemoteAddr)
 	}
 }
+
+// TestSessionRequestPacking: the packed header and query give back exactly
+// what the request had, less the handshake's fields, whatever the values
+// hold, with each value's order kept.
+func TestSessionRequestPacking(t *testing.T) {
+	long := strings.Repeat("x", 300) // a length past one varint byte
+	r, err := http.NewRequest(http.MethodGet, "http://h/socket.io/?EIO=4&transport=websocket&a=1&a=2&b=%20c", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.RemoteAddr = "127.0.0.1:4000"
+	r.Header = http.Header{
+		"Cookie":            {"a=1", "", "b=2"},
+		"X-Long":            {long},
+		"X-Odd":             {"\x00\xff;\"é"},
+		"Sec-Websocket-Key": {"k"},
+		"Connection":        {"Upgrade"},
+	}
+	s := newSessionRequest(r)
+	got := s.request()
+	want := http.Header{"Cookie": {"a=1", "", "b=2"}, "X-Long": {long}, "X-Odd": {"\x00\xff;\"é"}}
+	if len(got.Header) != len(want) {
+		t.Fatalf("header %q, want %q", got.Header, want)
+	}
+	for k, vv := range want {
+		if g := got.Header[k]; strings.Join(g, "|") != strings.Join(vv, "|") || len(g) != len(vv) {
+			t.Errorf("%s: %q, want %q", k, g, vv)
+		}
+	}
+	if q := got.Query; strings.Join(q["a"], ",") != "1,2" || q.Get("b") != " c" || q.Get("EIO") != "4" || len(q) != 4 {
+		t.Errorf("query %v", q)
+	}
+	if got.RemoteAddr != "127.0.0.1:4000" || got.Time.IsZero() {
+		t.Errorf("remote %q, time %v", got.RemoteAddr, got.Time)
+	}
+	got.Header.Set("Cookie", "changed")
+	if again := s.request(); again.Header.Values("Cookie")[0] != "a=1" {
+		t.Errorf("a caller's change reached the session: %q", again.Header)
+	}
+	if e := (&sessionRequest{}).request(); len(e.Header) != 0 || len(e.Query) != 0 {
+		t.Errorf("empty: %+v", e)
+	}
+}

@@ -407,63 +407,26 @@ func writeError(w http.ResponseWriter, code int) {
 }
 
 // newConn creates and registers a session; nil during shutdown.
-func (s *Server) newConn(r *http.Request, q url.Values, transport string) *Conn {
+func (s *Server) newConn(r *http.Request, transport string) *Conn {
 	c := &Conn{
-		srv:       s,
-		id:        rand.Text(),
-		transport: transport,
-		wake:      make(chan struct{}, 1),
-		done:      make(chan struct{}),
-		req: Request{
-			Header:     sessionHeader(r.Header),
-			Query:      q,
-			RemoteAddr: r.RemoteAddr,
-			Time:       time.Now(),
-		},
+		srv:         s,
+		id:          rand.Text(),
+		onWebSocket: transport == "websocket",
+		req:         newSessionRequest(r),
 	}
 	if transport == "polling" {
-		c.upgraded = make(chan struct{}) // only a polling session upgrades
+		// Only a polling session waits on wake (its GETs; a WebSocket-born
+		// session refuses them) and upgrades; a WebSocket's done channel
+		// is made on demand (doneLocked).
+		c.wake = make(chan struct{}, 1)
+		c.upgraded = make(chan struct{})
+		c.done = make(chan struct{}) // its GETs wait on it
 	}
 	if !s.register(c) {
 		return nil
 	}
 	c.startHeartbeat()
 	return c
-}
-
-// sessionHeader copies the opening request's header for the session's life,
-// less the fields that only served the HTTP exchange or the WebSocket
-// handshake: every held connection pays for what is kept.
-func sessionHeader(h http.Header) http.Header {
-	n, nv := 0, 0
-	for k, vv := range h {
-		if !handshakeOnly[k] {
-			n++
-			nv += len(vv)
-		}
-	}
-	out := make(http.Header, n)
-	values := make([]string, nv) // one backing array, as Header.Clone does
-	for k, vv := range h {
-		if handshakeOnly[k] {
-			continue
-		}
-		m := copy(values, vv)
-		out[k] = values[:m:m]
-		values = values[m:]
-	}
-	return out
-}
-
-var handshakeOnly = map[string]bool{
-	"Connection":               true,
-	"Upgrade":                  true,
-	"Sec-Websocket-Key":        true,
-	"Sec-Websocket-Version":    true,
-	"Sec-Websocket-Extensions": true,
-	"Accept-Encoding":          true,
-	"Cache-Control":            true,
-	"Pragma":                   true,
 }
 
 // openPacket is the handshake answer.
@@ -490,7 +453,7 @@ func (s *Server) openPacket(sid string, upgrades bool) []byte {
 }
 
 func (s *Server) handshakePolling(w http.ResponseWriter, r *http.Request, q url.Values) {
-	c := s.newConn(r, q, "polling")
+	c := s.newConn(r, "polling")
 	if c == nil {
 		writeShuttingDown(w)
 		return

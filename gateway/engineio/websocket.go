@@ -37,7 +37,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, q url.Va
 	ws.SetReadLimit(int64(s.cfg.MaxPayload))
 	if c != nil {
 		c.mu.Lock()
-		ok := c.transport == "polling" && c.prober == nil && !c.closed
+		ok := !c.onWebSocket && c.prober == nil && !c.closed
 		c.mu.Unlock()
 		if !ok {
 			// Like the reference server: accept, then close a second
@@ -48,7 +48,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, q url.Va
 	}
 
 	if c == nil {
-		c = s.newConn(r, q, "websocket")
+		c = s.newConn(r, "websocket")
 		if c == nil {
 			closeWithin(ws, websocket.StatusGoingAway, time.Second)
 			return
@@ -166,7 +166,7 @@ func (c *Conn) recoverReader() {
 func (c *Conn) probe(ws *websocket.Conn, bc *batchConn) bool {
 	// Close ws if the session ends, or another WebSocket completes the
 	// upgrade, while we wait for the client.
-	stop := context.AfterFunc(doneContext{c.done}, func() { _ = ws.CloseNow() })
+	stop := context.AfterFunc(doneContext{c.Done()}, func() { _ = ws.CloseNow() })
 	defer stop()
 	stopUpgraded := context.AfterFunc(doneContext{c.upgraded}, func() { _ = ws.CloseNow() })
 	defer stopUpgraded()
@@ -186,7 +186,7 @@ func (c *Conn) probe(ws *websocket.Conn, bc *batchConn) bool {
 		switch {
 		case bytes.Equal(data, []byte("2probe")):
 			c.mu.Lock()
-			mine := c.prober == nil && !c.closed && c.transport == "polling"
+			mine := c.prober == nil && !c.closed && !c.onWebSocket
 			if mine {
 				c.prober = ws
 			}
@@ -208,7 +208,7 @@ func (c *Conn) probe(ws *websocket.Conn, bc *batchConn) bool {
 				c.mu.Unlock()
 				break
 			}
-			c.transport = "websocket"
+			c.onWebSocket = true
 			c.prober = nil
 			c.ws, c.bc = ws, bc
 			consumer := c.claimConsumerLocked()

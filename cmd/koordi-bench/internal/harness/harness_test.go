@@ -66,3 +66,13 @@ func TestProcAccountingOfSelf(t *testing.T) {
 		t.Fatal("no load average")
 	}
 }
+
+func TestMemoryOfSelf(t *testing.T) {
+	m, err := Memory(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.RSS <= 0 || m.HWM < m.RSS || m.Anon <= 0 {
+		t.Fatalf("implausible %+v", m)
+	}
+}

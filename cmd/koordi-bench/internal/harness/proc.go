@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -22,7 +23,7 @@ type Process struct {
 	Name string
 	URL  string // http://127.0.0.1:<port>
 	cmd  *exec.Cmd
-	log  *bytes.Buffer
+	log  *limitedWriter
 	done chan struct{}
 }
 
@@ -36,8 +37,8 @@ func StartProcess(ctx context.Context, name, url string, env []string, dir strin
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Dir = dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	log := &bytes.Buffer{}
-	cmd.Stdout = &limitedWriter{w: log, n: 64 << 10}
+	log := &limitedWriter{n: 1 << 20}
+	cmd.Stdout = log
 	cmd.Stderr = cmd.Stdout
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -93,19 +94,32 @@ func (p *Process) Stop() {
 // Output is the tail of the process's combined output.
 func (p *Process) Output() string { return lastLines(p.log.String(), 20) }
 
+// Log is the process's combined output so far (its first MiB).
+func (p *Process) Log() string { return p.log.String() }
+
+// limitedWriter keeps the first n bytes written to it.
 type limitedWriter struct {
-	w io.Writer
-	n int
+	mu  sync.Mutex
+	buf bytes.Buffer
+	n   int
 }
 
 func (l *limitedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.n <= 0 {
 		return len(b), nil
 	}
 	k := min(len(b), l.n)
 	l.n -= k
-	_, _ = l.w.Write(b[:k])
+	l.buf.Write(b[:k])
 	return len(b), nil
+}
+
+func (l *limitedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
 
 func lastLines(s string, n int) string {
@@ -128,19 +142,53 @@ func FreePort() (int, error) {
 
 // RSS returns the resident set size of pid in bytes (VmRSS).
 func RSS(pid int) (int64, error) {
+	m, err := Memory(pid)
+	return m.RSS, err
+}
+
+// Mem is a process's memory as /proc/<pid>/status reports it, in bytes.
+type Mem struct {
+	RSS  int64 `json:"vm_rss_bytes"` // VmRSS: resident now
+	HWM  int64 `json:"vm_hwm_bytes"` // VmHWM: the most resident since the process started
+	Anon int64 `json:"rss_anon_bytes"`
+}
+
+// Memory reads VmRSS, VmHWM and RssAnon of pid.
+func Memory(pid int) (Mem, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return Mem{}, err
 	}
 	defer f.Close()
+	var m Mem
+	found := false
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10, err
+		key, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
 		}
+		var dst *int64
+		switch key {
+		case "VmRSS":
+			dst, found = &m.RSS, true
+		case "VmHWM":
+			dst = &m.HWM
+		case "RssAnon":
+			dst = &m.Anon
+		default:
+			continue
+		}
+		kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+		if err != nil {
+			return m, fmt.Errorf("/proc/%d/status %s: %w", pid, key, err)
+		}
+		*dst = kb << 10
 	}
-	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
+	if !found {
+		return m, fmt.Errorf("no VmRSS for pid %d", pid)
+	}
+	return m, nil
 }
 
 // CPUTime returns the user+system CPU time pid has used (including

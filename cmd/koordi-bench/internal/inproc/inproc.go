@@ -23,6 +23,7 @@ type Config struct {
 	Listen      string // Socket.IO address, e.g. 127.0.0.1:3000
 	PprofListen string // pprof address; empty disables
 	SlotName    string // default koordi_bench_inproc
+	BulkEvents  int    // serve's BULK_EVENTS; 0: its default
 }
 
 // Run serves until ctx ends: serve's own assembly (package service) with
@@ -35,6 +36,7 @@ func Run(ctx context.Context, cfg Config) error {
 		DatabaseURL:  cfg.DatabaseURL,
 		SlotName:     cfg.SlotName,
 		ReplayWindow: 2 * time.Minute,
+		BulkEvents:   cfg.BulkEvents,
 		Gateway:      gateway.Config{JWTSecret: []byte(cfg.JWTSecret), RateLimit: 100},
 		Registry:     prometheus.NewRegistry(),
 	})

@@ -30,8 +30,11 @@ type Env struct {
 	// PprofDir, if set, receives CPU and heap profiles of server "inproc".
 	PprofDir   string
 	ResultsDir string
-	Out        io.Writer
-	Log        io.Writer
+	// ServerEnv is added to the environment of every server started
+	// (--server-env), e.g. GOMEMLIMIT=200MiB or GODEBUG=gctrace=1.
+	ServerEnv []string
+	Out       io.Writer
+	Log       io.Writer
 }
 
 func (e *Env) logf(format string, args ...any) {
@@ -40,7 +43,7 @@ func (e *Env) logf(format string, args ...any) {
 
 // server is one server under test, running.
 type server struct {
-	name       string
+	name       string // the spec it was started from (see startServer)
 	url        string
 	pid        int    // 0 if unknown (external without --target-pid)
 	readyEvent string // see sioclient.Options.ReadyEvent
@@ -48,11 +51,58 @@ type server struct {
 	// control is raw's control URL: writes are raw's in-memory schedule,
 	// not SQL.
 	control string
-	stop    func()
+	// slot is the replication slot of koordi and inproc.
+	slot string
+	// output is the server's combined output so far (nil for url).
+	output func() string
+	stop   func()
 }
 
-// startServer starts the named server: raw, koordi, node, inproc or url.
+// serverSpec is a server name as --servers gives it: kind[@binary][+KEY=VALUE…].
+// "koordi+GOGC=50" is serve with GOGC=50 in its environment,
+// "koordi@bin/old" serve built elsewhere; both run as their own server in
+// the same command, so variants are compared against the same baseline.
+type serverSpec struct {
+	kind string
+	bin  string   // koordi only: binary instead of Env.KoordiBin
+	env  []string // added to the server's environment (koordi, inproc, raw, node)
+}
+
+func parseServerSpec(s string) (serverSpec, error) {
+	parts := strings.Split(s, "+")
+	sp := serverSpec{kind: parts[0]}
+	if k, bin, ok := strings.Cut(sp.kind, "@"); ok {
+		if k != "koordi" || bin == "" {
+			return sp, fmt.Errorf("server %q: @binary applies to koordi only", s)
+		}
+		sp.kind, sp.bin = k, bin
+	}
+	for _, kv := range parts[1:] {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return sp, fmt.Errorf("server %q: %q is not KEY=VALUE", s, kv)
+		}
+		sp.env = append(sp.env, kv)
+	}
+	return sp, nil
+}
+
+// startServer starts the named server: raw, koordi, node, inproc or url,
+// optionally with a binary and environment (see serverSpec); Env.ServerEnv
+// goes to every server this process starts.
 func (e *Env) startServer(ctx context.Context, name string) (*server, error) {
+	spec, err := parseServerSpec(name)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := e.startSpec(ctx, spec)
+	if srv != nil {
+		srv.name = name
+	}
+	return srv, err
+}
+
+func (e *Env) startSpec(ctx context.Context, spec serverSpec) (*server, error) {
+	name := spec.kind
 	if name == "url" {
 		if e.Target == "" {
 			return nil, fmt.Errorf("server url needs --target")
@@ -65,19 +115,25 @@ func (e *Env) startServer(ctx context.Context, name string) (*server, error) {
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	url := "http://" + addr
-	base := []string{"DATABASE_URL=" + e.DatabaseURL, "JWT_SECRET=" + e.JWTSecret}
+	extra := append(append([]string(nil), e.ServerEnv...), spec.env...)
+	base := append([]string{"DATABASE_URL=" + e.DatabaseURL, "JWT_SECRET=" + e.JWTSecret}, extra...)
 	switch name {
 	case "koordi":
 		slot := "koordi_bench_serve"
 		if err := dropSlot(ctx, e.DatabaseURL, slot); err != nil {
 			return nil, err
 		}
-		p, err := harness.StartProcess(ctx, name, url, append(base, "LISTEN_ADDR="+addr, "SLOT_NAME="+slot,
-			"PUBLICATION_NAME="+harness.Publication, "FRONTEND_URL="), "", e.KoordiBin, "serve")
+		bin := e.KoordiBin
+		if spec.bin != "" {
+			bin = spec.bin
+		}
+		p, err := harness.StartProcess(ctx, name, url, append([]string{"LISTEN_ADDR=" + addr, "SLOT_NAME=" + slot,
+			"PUBLICATION_NAME=" + harness.Publication, "FRONTEND_URL="}, base...), "", bin, "serve")
 		if err != nil {
 			return nil, err
 		}
-		return &server{name: name, url: url, pid: p.PID(), stop: func() { p.Stop(); _ = dropSlot(context.Background(), e.DatabaseURL, slot) }}, nil
+		return &server{name: name, url: url, pid: p.PID(), output: p.Log, slot: slot,
+			stop: func() { p.Stop(); _ = dropSlot(context.Background(), e.DatabaseURL, slot) }}, nil
 	case "inproc":
 		slot := "koordi_bench_inproc"
 		if err := dropSlot(ctx, e.DatabaseURL, slot); err != nil {
@@ -92,7 +148,7 @@ func (e *Env) startServer(ctx context.Context, name string) (*server, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &server{name: name, url: url, pid: p.PID(), pprof: "http://" + paddr,
+		return &server{name: name, url: url, pid: p.PID(), pprof: "http://" + paddr, output: p.Log, slot: slot,
 			stop: func() { p.Stop(); _ = dropSlot(context.Background(), e.DatabaseURL, slot) }}, nil
 	case "raw":
 		cport, err := harness.FreePort()
@@ -100,12 +156,12 @@ func (e *Env) startServer(ctx context.Context, name string) (*server, error) {
 			return nil, err
 		}
 		ctl := "http://127.0.0.1:" + strconv.Itoa(cport)
-		p, err := harness.StartProcess(ctx, name, url, nil, "", e.BenchBin, "serve-raw", "--listen", addr,
+		p, err := harness.StartProcess(ctx, name, url, extra, "", e.BenchBin, "serve-raw", "--listen", addr,
 			"--control", strings.TrimPrefix(ctl, "http://"), "--threads", strconv.Itoa(e.RawThreads))
 		if err != nil {
 			return nil, err
 		}
-		return &server{name: name, url: url, pid: p.PID(), pprof: ctl, control: ctl, stop: p.Stop}, nil
+		return &server{name: name, url: url, pid: p.PID(), pprof: ctl, control: ctl, output: p.Log, stop: p.Stop}, nil
 	case "node":
 		if _, err := os.Stat(filepath.Join(e.NodeDir, "node_modules", "socket.io")); err != nil {
 			return nil, fmt.Errorf("node reference: run `cd %s && npm ci` first: %w", e.NodeDir, err)
@@ -119,7 +175,7 @@ func (e *Env) startServer(ctx context.Context, name string) (*server, error) {
 			_ = harness.DropNotifyTriggers(context.Background(), e.DatabaseURL)
 			return nil, err
 		}
-		return &server{name: name, url: url, pid: p.PID(), readyEvent: "bench:ready",
+		return &server{name: name, url: url, pid: p.PID(), readyEvent: "bench:ready", output: p.Log,
 			stop: func() { p.Stop(); _ = harness.DropNotifyTriggers(context.Background(), e.DatabaseURL) }}, nil
 	}
 	return nil, fmt.Errorf("unknown server %q (raw, koordi, node, inproc, url)", name)

@@ -42,6 +42,9 @@ type fleetConfig struct {
 	Parallel   int // concurrent handshakes; default 200
 	ReadyEvent string
 	Sources    int // source addresses 127.0.0.1..; default 8
+	// Handle, if set, receives client i's events instead of the stamp
+	// counter (received, total, latencies stay zero; runErrs still counts).
+	Handle func(i int, name, args []byte)
 }
 
 // connect dials all clients; each starts reading at once.
@@ -74,7 +77,7 @@ func connect(ctx context.Context, cfg fleetConfig) (*fleet, time.Duration, error
 			}
 			f.conns[i] = c
 			f.wg.Add(1)
-			go f.read(i, c)
+			go f.read(i, c, cfg.Handle)
 			return nil
 		})
 	}
@@ -87,9 +90,23 @@ func connect(ctx context.Context, cfg fleetConfig) (*fleet, time.Duration, error
 	return f, took, nil
 }
 
-func (f *fleet) read(i int, c *sioclient.Conn) {
+func (f *fleet) read(i int, c *sioclient.Conn, handle func(i int, name, args []byte)) {
 	defer f.wg.Done()
-	err := c.Run(func(name, args []byte) {
+	h := func(name, args []byte) { handle(i, name, args) }
+	if handle == nil {
+		h = f.count(i)
+	}
+	if err := c.Run(h); err != nil {
+		if f.runErrs.Add(1) == 1 {
+			f.firstErr.Store(fmt.Errorf("client %d: %w", i, err))
+		}
+	}
+}
+
+// count is the default handler: event:updated carrying a stamp counts as a
+// delivery with its latency.
+func (f *fleet) count(i int) sioclient.Handler {
+	return func(name, args []byte) {
 		if string(name) != "event:updated" {
 			f.other.Add(1)
 			return
@@ -109,11 +126,6 @@ func (f *fleet) read(i int, c *sioclient.Conn) {
 		f.total.Add(1)
 		if f.recording.Load() {
 			f.lat.Load().Record(now - ns)
-		}
-	})
-	if err != nil {
-		if f.runErrs.Add(1) == 1 {
-			f.firstErr.Store(fmt.Errorf("client %d: %w", i, err))
 		}
 	}
 }

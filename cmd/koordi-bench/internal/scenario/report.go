@@ -24,6 +24,7 @@ type Report struct {
 	Rows     any       `json:"rows"`
 	Knees    []Knee    `json:"knees,omitempty"`
 	Ratios   []Ratio   `json:"ratios,omitempty"`
+	Summary  []string  `json:"summary,omitempty"` // lines printed after the table
 }
 
 // Ratio is one figure of a server against the baseline of the same run;
@@ -123,6 +124,22 @@ func (r *Report) Print(w io.Writer) {
 			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%s\t%s\t%.1f\t%.3f\t%s\t\n", x.Server, x.Connections, x.ConnectSeconds,
 				mib(x.RSSBefore), mib(x.RSSAfter), x.RSSPerConn/1024, x.IdleCores, x.Load)
 		}
+	case []BulkRow:
+		fmt.Fprintln(tw, "server\tshape\trows\texpect\tsockets ok\tevents\tresets\tdup\tmissing\tupdate secs\tfirst secs\tdeliver secs\tevents/s\tp50\tmax\tRSS before\tHWM before\tHWM after\tpeak sampled\tpeak at\tRSS settled\tsrv cores\tload\t")
+		for _, x := range rows {
+			a := x.Accounting
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d/%d\t%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t+%.2fs\t%s\t%.2f\t%s\t\n",
+				x.Server, x.Shape, x.Rows, x.Expect, a.Complete, a.Sockets, a.Events, a.BulkResets, a.Duplicates, a.Missing,
+				x.UpdateSeconds, x.FirstSeconds, x.DeliverySeconds, x.EventsPerSec, ms(x.Latency.P50), ms(x.Latency.Max),
+				mib(x.MemBefore.RSS), mib(x.MemBefore.HWM), mib(x.MemAfter.HWM), mib(x.PeakSampled), x.PeakAtSeconds, mib(x.MemSettled.RSS), x.ServerCores, x.Load)
+		}
+	case []CDCLiveRow:
+		fmt.Fprintln(tw, "consumer\tsockets\trun\tcommits\tsecs\tcommits/s\tdelivered during\tdelivered\texpected\tlost\tdup\tall delivered secs\tsrv cores\tbench cores\tload\t")
+		for _, x := range rows {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.2f\t%.0f\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.2f\t%s\t\n", x.Consumer, x.Clients, x.Run, x.Commits,
+				x.Seconds, x.CommitsPerSec, x.DuringCatchUp, x.Accounting.Delivered, x.Accounting.Expected, x.Accounting.Lost, x.Accounting.Duplicates,
+				x.DeliverySeconds, x.ServerCores, x.BenchCores, x.Load)
+		}
 	case []CDCRow:
 		fmt.Fprintln(tw, "backlog\tconsumer\trun\tcommits\trows\tevents\tsecs\tcommits/s\trows/s\tload\t")
 		for _, x := range rows {
@@ -133,6 +150,9 @@ func (r *Report) Print(w io.Writer) {
 	tw.Flush()
 	if rows, ok := r.Rows.([]SweepRow); ok {
 		printCurve(w, rows)
+	}
+	for _, l := range r.Summary {
+		fmt.Fprintln(w, l)
 	}
 	for _, k := range r.Knees {
 		fmt.Fprintf(w, "knee %-8s %s\n", k.Server, k.describe())
