@@ -23,7 +23,9 @@ import (
 // moves of such a transaction, which were applied the first time. Moves of a
 // transaction the loaded membership snapshot already saw change no
 // membership (they are in it). Calls are serialised; Publish never blocks on
-// a socket.
+// a socket. Publish takes tx's events over: each event's Data is released
+// once it is encoded, so a bulk transaction's payloads do not stay in
+// memory beside their frames.
 func (g *Gateway) Publish(ctx context.Context, tx schema.Transaction) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -61,6 +63,7 @@ func (g *Gateway) Publish(ctx context.Context, tx schema.Transaction) error {
 		}
 		fresh++
 		f := encodeEnvelope(ev)
+		ev.Data = nil
 		// Aged by this process's clock from publication, not by the
 		// database's commit time: a skewed database clock, or a backlog
 		// older than the window (catching up after an outage), would

@@ -72,6 +72,7 @@ type Deriver struct {
 }
 
 type roomEvents struct {
+	name    string // shared by the room's envelopes: one string per room, not per event
 	derived int
 	indices []int
 }
@@ -280,7 +281,7 @@ func (d *Deriver) add(room, event string, data []byte) bool {
 	}
 	r := d.perRoom[room]
 	if r == nil {
-		r = &roomEvents{}
+		r = &roomEvents{name: room}
 		d.perRoom[room] = r
 	}
 	r.derived++
@@ -300,7 +301,7 @@ func (d *Deriver) add(room, event string, data []byte) bool {
 		r.indices = append(r.indices, len(d.out))
 	}
 	// Offsets are numbered once the transaction is complete (see Derive).
-	d.out = append(d.out, schema.Envelope{Room: room, Event: event, Data: data})
+	d.out = append(d.out, schema.Envelope{Room: r.name, Event: event, Data: data})
 	return true
 }
 
