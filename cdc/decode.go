@@ -26,6 +26,10 @@ type relation struct {
 	columns []string
 	key     []bool // the column is part of the replica identity key
 	watched bool
+	// emit is koordi_realtime.emitted: its inserts are explicit events;
+	// message is the position of its message column (-1 if absent).
+	emit    bool
+	message int
 }
 
 // committed is a decoded transaction plus the end of its commit record,
@@ -92,11 +96,14 @@ func (d *decoder) decode(data []byte) (*committed, error) {
 			cols[i] = c.Name
 			key[i] = c.Flags&1 != 0
 		}
+		emit := m.Namespace == ksql.EmitSchema && m.RelationName == ksql.EmitTable
 		d.relations[m.RelationID] = &relation{
 			name:    m.RelationName,
 			columns: cols,
 			key:     key,
-			watched: slices.Contains(ksql.WatchedTables, m.RelationName),
+			watched: !emit && slices.Contains(ksql.WatchedTables, m.RelationName),
+			emit:    emit,
+			message: slices.Index(cols, "message"),
 		}
 	case *pglogrepl.BeginMessage:
 		if d.tx != nil {
@@ -115,6 +122,9 @@ func (d *decoder) decode(data []byte) (*committed, error) {
 		tx.CommitTime = m.CommitTime.UTC()
 		return &committed{tx: tx, end: uint64(m.TransactionEndLSN)}, nil
 	case *pglogrepl.InsertMessage:
+		if rel := d.relations[m.RelationID]; rel != nil && rel.emit && d.tx != nil {
+			return nil, d.emitted(rel, m.Tuple)
+		}
 		rel, err := d.change(m.RelationID)
 		if err != nil || rel == nil {
 			return nil, err
@@ -158,15 +168,10 @@ func (d *decoder) decode(data []byte) (*committed, error) {
 			return nil, err
 		}
 	case *pglogrepl.LogicalDecodingMessage:
-		// emit writes transactional messages only; anything else (other
-		// prefixes, non-transactional messages) belongs to someone else.
-		if !m.Transactional || m.Prefix != ksql.EmitPrefix || d.tx == nil {
-			d.skipped++
-			return nil, nil
-		}
-		if err := d.add(wal.Change{Op: wal.OpMessage, Message: slices.Clone(m.Content)}); err != nil {
-			return nil, err
-		}
+		// Never an event, whatever its prefix: every role may call
+		// pg_logical_emit_message, so a message proves nothing about its
+		// writer. Explicit events are rows of the emit table (emitted).
+		d.skipped++
 	case *pglogrepl.TruncateMessage:
 		// TRUNCATE has no per-row old values; nothing can be derived from it.
 		d.skipped++
@@ -174,6 +179,28 @@ func (d *decoder) decode(data []byte) (*committed, error) {
 		// Type and Origin messages carry nothing we use.
 	}
 	return nil, nil
+}
+
+// emitted turns an insert into koordi_realtime.emitted into the explicit
+// event it carries. Only the table's owner can write it (through emit), so
+// its rows are trusted to come from a role granted emit; their content is
+// still validated by derivation. A message over the bound emit enforces is
+// cut to one byte more than the bound before it is copied, so derivation
+// rejects it (too_large) without the stream holding the rest.
+func (d *decoder) emitted(rel *relation, t *pglogrepl.TupleData) error {
+	if t == nil || len(t.Columns) != len(rel.columns) {
+		return fmt.Errorf("%w: %s.%s: tuple does not match its relation", errMalformed, ksql.EmitSchema, rel.name)
+	}
+	if rel.message < 0 || t.Columns[rel.message].DataType != pglogrepl.TupleDataTypeText {
+		// Not the table setup made (or a NULL message): nothing to read.
+		d.skipped++
+		return nil
+	}
+	data := t.Columns[rel.message].Data
+	if len(data) > ksql.MaxEmitBytes {
+		data = data[:ksql.MaxEmitBytes+1]
+	}
+	return d.add(wal.Change{Op: wal.OpMessage, Message: slices.Clone(data)})
 }
 
 // change resolves the relation of a row change. It returns nil (and counts

@@ -58,8 +58,9 @@ func seed(t *testing.T, exec func(sql string, args ...any)) {
 // compares the decoded transactions with testdata/decode.golden: inserts,
 // updates, ADD COLUMN and DROP COLUMN while streaming (rows follow the
 // Relation messages by name), a rolled-back transaction (absent), emit
-// messages (only the koordi_realtime prefix), a table that is published
-// but not watched (skipped and counted), and a delete.
+// (an insert into the emit table) beside bare logical messages (skipped,
+// also with the service's prefix), a table that is published but not
+// watched (skipped and counted), and a delete.
 func TestDecodeGolden(t *testing.T) {
 	url, conn := koordiDB(t)
 	rec := newRecorder()
@@ -80,6 +81,8 @@ func TestDecodeGolden(t *testing.T) {
 	run(`SELECT koordi_realtime.emit($1, 'custom:event', '{"a": 1}')`, "calendar:"+cal1)
 	run(`SELECT pg_logical_emit_message(true, 'someone_else', 'ignored')`)
 	run(`SELECT pg_logical_emit_message(false, 'koordi_realtime', 'not transactional')`)
+	// Every role may write this: never an event, however well-formed.
+	run(`SELECT pg_logical_emit_message(true, 'koordi_realtime', $1)`, `{"room": "calendar:`+cal1+`", "event": "forged", "data": {}}`)
 	run(`UPDATE users SET name = 'Ada L' WHERE id = $1`, user1)
 	run(`COMMIT`)
 	run(`ALTER PUBLICATION koordi_realtime ADD TABLE children`)
@@ -95,8 +98,8 @@ func TestDecodeGolden(t *testing.T) {
 	got := render(rec.txs)
 	rec.mu.Unlock()
 	golden(t, "decode.golden", got)
-	if n := testutil.ToFloat64(r.c.m.skipped); n < 3 {
-		t.Errorf("skipped changes = %v, want >= 3 (foreign message, non-transactional message, children)", n)
+	if n := testutil.ToFloat64(r.c.m.skipped); n < 5 {
+		t.Errorf("skipped changes = %v, want >= 5 (three logical messages, the emit row's delete, children)", n)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/koordi/koordi-realtime/cdc/wal"
+	ksql "github.com/koordi/koordi-realtime/sql"
 )
 
 // pgoutput protocol version 1 encoders for the decoder's table tests and the
@@ -30,9 +31,13 @@ var (
 func cstring(b []byte, s string) []byte { return append(append(b, s...), 0) }
 
 func encRelation(id uint32, name string, cols ...string) []byte {
+	return encRelationIn(id, "public", name, cols...)
+}
+
+func encRelationIn(id uint32, namespace, name string, cols ...string) []byte {
 	b := []byte{'R'}
 	b = binary.BigEndian.AppendUint32(b, id)
-	b = cstring(b, "public")
+	b = cstring(b, namespace)
 	b = cstring(b, name)
 	b = append(b, 'f')
 	b = binary.BigEndian.AppendUint16(b, uint16(len(cols)))
@@ -123,7 +128,7 @@ var decodeCases = []struct {
 		encRelation(1, "events", "id", "description"),
 		encBegin(0x10), encUpdate(1, nil, []col{txt("e1"), toast}), encCommit(0x10, 0x18),
 	}},
-	{"unwatched table and foreign messages skipped", [][]byte{
+	{"unwatched table and logical messages skipped, also with the service's prefix", [][]byte{
 		encRelation(1, "audit_log", "id"),
 		encRelation(2, "users", "id", "name"),
 		encBegin(0x10),
@@ -132,6 +137,21 @@ var decodeCases = []struct {
 		encMessage(true, "koordi_realtime", `{"room":"user:u1"}`),
 		encDelete(2, txt("u1"), txt("Ada")),
 		encCommit(0x10, 0x18),
+	}},
+	{"an insert into the emit table is an explicit event; its delete is skipped", [][]byte{
+		encRelationIn(3, "koordi_realtime", "emitted", "id", "message"),
+		encBegin(0x10),
+		encInsert(3, txt("1"), txt(`{"room":"user:u1","event":"e","data":{}}`)),
+		encDelete(3, txt("1"), null),
+		encCommit(0x10, 0x18),
+	}},
+	{"a table named emitted elsewhere is not the emit table", [][]byte{
+		encRelation(3, "emitted", "id", "message"),
+		encBegin(0x10), encInsert(3, txt("1"), txt(`{"room":"user:u1","event":"e","data":{}}`)), encCommit(0x10, 0x18),
+	}},
+	{"an emit row with a NULL message is skipped", [][]byte{
+		encRelationIn(3, "koordi_realtime", "emitted", "id", "message"),
+		encBegin(0x10), encInsert(3, txt("1"), null), encCommit(0x10, 0x18),
 	}},
 	{"non-transactional message outside a transaction", [][]byte{
 		encMessage(false, "koordi_realtime", "x"),
@@ -293,5 +313,32 @@ func BenchmarkDecode(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+	}
+}
+
+// TestOversizedEmitCutBeforeCopy: a message longer than emit allows (only
+// the table's owner could write one, bypassing emit) is handed on cut to one
+// byte over the bound, which derivation rejects as too_large, so the
+// transaction never holds the rest.
+func TestOversizedEmitCutBeforeCopy(t *testing.T) {
+	d := newDecoder(0, "")
+	huge := strings.Repeat("x", ksql.MaxEmitBytes+4096)
+	for _, m := range [][]byte{
+		encRelationIn(3, "koordi_realtime", "emitted", "id", "message"),
+		encBegin(0x10), encInsert(3, txt("1"), txt(huge)),
+	} {
+		if _, err := d.decode(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done, err := d.decode(encCommit(0x10, 0x18))
+	if err != nil || done == nil {
+		t.Fatalf("commit: %v %v", done, err)
+	}
+	if n := len(done.tx.Changes); n != 1 {
+		t.Fatalf("%d changes, want 1", n)
+	}
+	if got := len(done.tx.Changes[0].Message); got != ksql.MaxEmitBytes+1 {
+		t.Errorf("message of %d bytes handed on, want %d", got, ksql.MaxEmitBytes+1)
 	}
 }

@@ -48,7 +48,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		skipped: f.counter(prometheus.CounterOpts{
 			Name: "koordi_replication_skipped_changes_total",
-			Help: "Changes ignored by the decoder: tables that are not watched, TRUNCATE, foreign logical messages.",
+			Help: "Changes ignored by the decoder: tables that are not watched, TRUNCATE, logical decoding messages (never events).",
 		}),
 		reconnects: f.counter(prometheus.CounterOpts{
 			Name: "koordi_replication_reconnects_total",

@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -27,8 +28,21 @@ var WatchedTables = []string{
 	"supplemental_events",
 }
 
-// EmitPrefix is the logical decoding message prefix koordi_realtime.emit uses.
-const EmitPrefix = "koordi_realtime"
+// The table koordi_realtime.emit writes explicit events to, in the
+// publication beside [WatchedTables]: the stream takes explicit events from
+// its inserts only (never from bare logical decoding messages, which any role
+// may write). Its one column, message, holds {"room", "event", "data"}.
+const (
+	EmitSchema = "koordi_realtime"
+	EmitTable  = "emitted"
+	// MaxEmitBytes bounds an explicit event's message; emit refuses a longer
+	// one (setup.sql says 1048576 too). Socket.IO clients refuse frames over
+	// their 1 MB maxPayload, so anything near it could never be delivered.
+	MaxEmitBytes = 1 << 20
+)
+
+// emitQualified is the emit table as the publication names it.
+var emitQualified = pgx.Identifier{EmitSchema, EmitTable}.Sanitize()
 
 // Sentinel errors of [Preflight]; each wraps into a message that says what to do.
 var (
@@ -48,10 +62,11 @@ func Migrate(ctx context.Context, conn *pgx.Conn) error {
 }
 
 // Setup makes an existing Koordi database ready for the service: replica
-// identity, the koordi_realtime schema and emit function, and the
-// publication named publication over [WatchedTables]. Running it again
-// changes nothing; an existing publication is extended with any watched table
-// it lacks.
+// identity, the koordi_realtime schema with the emit function and its table,
+// and the publication named publication over [WatchedTables] and the emit
+// table. Running it again changes nothing; an existing publication is
+// extended with any table it lacks, and an emit function of an older setup
+// is replaced (and its EXECUTE revoked from PUBLIC).
 func Setup(ctx context.Context, conn *pgx.Conn, publication string) error {
 	if publication == "" {
 		return errors.New("setup: empty publication name")
@@ -66,10 +81,11 @@ func Setup(ctx context.Context, conn *pgx.Conn, publication string) error {
 	}
 	pub := pgx.Identifier{publication}.Sanitize()
 	if !exists {
-		quoted := make([]string, len(WatchedTables))
-		for i, t := range WatchedTables {
-			quoted[i] = pgx.Identifier{t}.Sanitize()
+		quoted := make([]string, 0, len(WatchedTables)+1)
+		for _, t := range WatchedTables {
+			quoted = append(quoted, pgx.Identifier{t}.Sanitize())
 		}
+		quoted = append(quoted, emitQualified)
 		if _, err := conn.Exec(ctx, fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s", pub, strings.Join(quoted, ", "))); err != nil {
 			return fmt.Errorf("setup: create publication %s: %w", publication, err)
 		}
@@ -80,17 +96,21 @@ func Setup(ctx context.Context, conn *pgx.Conn, publication string) error {
 		return fmt.Errorf("setup: %w", err)
 	}
 	for _, t := range missing {
-		if _, err := conn.Exec(ctx, fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s", pub, pgx.Identifier{t}.Sanitize())); err != nil {
+		if _, err := conn.Exec(ctx, fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s", pub, t)); err != nil {
 			return fmt.Errorf("setup: add %s to publication %s: %w", t, publication, err)
 		}
 	}
 	return nil
 }
 
-// publicationMissing lists the watched tables the publication does not carry.
+// publicationMissing lists the tables the publication should carry and does
+// not, quoted for ALTER PUBLICATION.
 func publicationMissing(ctx context.Context, conn *pgx.Conn, publication string) ([]string, error) {
-	rows, err := conn.Query(ctx,
-		`SELECT tablename FROM pg_publication_tables WHERE pubname = $1 AND schemaname = current_schema()`, publication)
+	rows, err := conn.Query(ctx, `
+		SELECT tablename FROM pg_publication_tables WHERE pubname = $1 AND schemaname = current_schema()
+		UNION ALL
+		SELECT '' FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3`,
+		publication, EmitSchema, EmitTable)
 	if err != nil {
 		return nil, fmt.Errorf("list publication tables: %w", err)
 	}
@@ -100,13 +120,12 @@ func publicationMissing(ctx context.Context, conn *pgx.Conn, publication string)
 	}
 	var missing []string
 	for _, t := range WatchedTables {
-		found := false
-		for _, h := range have {
-			found = found || h == t
+		if !slices.Contains(have, t) {
+			missing = append(missing, pgx.Identifier{t}.Sanitize())
 		}
-		if !found {
-			missing = append(missing, t)
-		}
+	}
+	if !slices.Contains(have, "") { // the emit table's row
+		missing = append(missing, emitQualified)
 	}
 	return missing, nil
 }
@@ -134,18 +153,27 @@ func (p TableProblem) Problem() string {
 // CheckTables reports, for each watched table that cannot be streamed fully,
 // what is wrong: it is missing, its replica identity is not FULL (updates and
 // deletes then carry no old values to derive from), or the publication does
-// not carry it (its changes are not streamed at all). The publication itself
-// must exist (see Preflight). One query; tables are found on the
-// search_path, as Koordi's Prisma migrations create them.
+// not carry it (its changes are not streamed at all). The emit table
+// (koordi_realtime.emitted) is checked the same way except for its replica
+// identity (only its inserts are read): without it in the publication every
+// explicit event would be lost. The publication itself must exist (see
+// Preflight). One query; watched tables are found on the search_path, as
+// Koordi's Prisma migrations create them.
 func CheckTables(ctx context.Context, conn *pgx.Conn, publication string) ([]TableProblem, error) {
+	names := append(slices.Clone(WatchedTables), EmitSchema+"."+EmitTable)
+	lookups := make([]string, 0, len(names))
+	for _, t := range WatchedTables {
+		lookups = append(lookups, pgx.Identifier{t}.Sanitize())
+	}
+	lookups = append(lookups, emitQualified)
 	rows, err := conn.Query(ctx, `
 		SELECT t.name, c.oid IS NOT NULL, coalesce(c.relreplident::text, ''),
 		       EXISTS (SELECT 1 FROM pg_publication_tables p
-		                WHERE p.pubname = $1 AND p.schemaname = n.nspname AND p.tablename = t.name)
-		FROM unnest($2::text[]) WITH ORDINALITY AS t(name, ord)
-		LEFT JOIN pg_class c ON c.oid = to_regclass(quote_ident(t.name)) AND c.relkind IN ('r', 'p')
+		                WHERE p.pubname = $1 AND p.schemaname = n.nspname AND p.tablename = c.relname)
+		FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS t(name, lookup, ord)
+		LEFT JOIN pg_class c ON c.oid = to_regclass(t.lookup) AND c.relkind IN ('r', 'p')
 		LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
-		ORDER BY t.ord`, publication, WatchedTables)
+		ORDER BY t.ord`, publication, names, lookups)
 	if err != nil {
 		return nil, fmt.Errorf("check watched tables: %w", err)
 	}
@@ -159,10 +187,13 @@ func CheckTables(ctx context.Context, conn *pgx.Conn, publication string) ([]Tab
 			rows.Close()
 			return nil, fmt.Errorf("check watched tables: %w", err)
 		}
+		emitTable := table == names[len(names)-1]
 		switch {
+		case !exists && emitTable:
+			problems = append(problems, TableProblem{table, fmt.Errorf("%w: table %s not found: run `koordi-realtime setup`", ErrMissingTable, table)})
 		case !exists:
 			problems = append(problems, TableProblem{table, fmt.Errorf("%w: table %q not found on the search_path: is DATABASE_URL the Koordi database? (`koordi-realtime migrate` creates the tables for development)", ErrMissingTable, table)})
-		case ident != "f":
+		case ident != "f" && !emitTable:
 			problems = append(problems, TableProblem{table, fmt.Errorf("%w on table %q: run `koordi-realtime setup`", ErrReplicaIdentity, table)})
 		case !published:
 			problems = append(problems, TableProblem{table, fmt.Errorf("%w: %q does not carry %s: run `koordi-realtime setup`", ErrNoPublication, publication, table)})
@@ -230,13 +261,20 @@ func PreflightStream(ctx context.Context, conn *pgx.Conn, publication string) er
 	if !exists {
 		return fmt.Errorf("%w: %q: run `koordi-realtime setup`", ErrNoPublication, publication)
 	}
+	// An emit of an older setup writes bare logical messages, which the
+	// stream ignores: its callers' events would vanish without a word.
+	var current bool
 	if err := conn.QueryRow(ctx,
-		`SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-		  WHERE n.nspname = 'koordi_realtime' AND p.proname = 'emit')`).Scan(&exists); err != nil {
+		`SELECT count(*) > 0, coalesce(bool_and(p.prosecdef), false)
+		   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+		  WHERE n.nspname = $1 AND p.proname = 'emit'`, EmitSchema).Scan(&exists, &current); err != nil {
 		return fmt.Errorf("look up emit function: %w", err)
 	}
 	if !exists {
 		return fmt.Errorf("%w: koordi_realtime.emit: run `koordi-realtime setup`", ErrNoEmitFunction)
+	}
+	if !current {
+		return fmt.Errorf("%w: koordi_realtime.emit is an older version whose events the stream no longer reads: run `koordi-realtime setup`", ErrNoEmitFunction)
 	}
 	return nil
 }

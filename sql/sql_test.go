@@ -67,7 +67,11 @@ func TestPreflightSaysWhatIsMissing(t *testing.T) {
 	}
 }
 
-func TestEmitWritesALogicalMessage(t *testing.T) {
+// TestEmitSetup: emit is executable by no one but its owner until granted,
+// writes no row that stays, and its table is checked like a watched table;
+// an emit of an older setup (bare logical messages, executable by PUBLIC) is
+// refused by Preflight and replaced by Setup.
+func TestEmitSetup(t *testing.T) {
 	ctx := context.Background()
 	conn := connect(t)
 	if err := ksql.Migrate(ctx, conn); err != nil {
@@ -77,7 +81,52 @@ func TestEmitWritesALogicalMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := conn.Exec(ctx, `SELECT koordi_realtime.emit('user:x', 'hello', '{"a":1}')`); err != nil {
-		t.Fatalf("emit: %v", err)
+		t.Fatalf("emit by its owner: %v", err)
+	}
+	// A NULL proacl is the default, which grants EXECUTE to PUBLIC (grantee 0).
+	var public, rows int
+	if err := conn.QueryRow(ctx, `SELECT
+		  (SELECT count(*) FROM aclexplode((SELECT coalesce(proacl, acldefault('f', proowner)) FROM pg_proc WHERE oid = 'koordi_realtime.emit(text,text,jsonb)'::regprocedure)) a WHERE a.grantee = 0),
+		  (SELECT count(*) FROM koordi_realtime.emitted)`).Scan(&public, &rows); err != nil {
+		t.Fatal(err)
+	}
+	if public != 0 || rows != 0 {
+		t.Errorf("PUBLIC holds %d privileges on emit, the table %d rows; want 0 and 0", public, rows)
+	}
+
+	if _, err := conn.Exec(ctx, `ALTER PUBLICATION koordi_realtime DROP TABLE koordi_realtime.emitted`); err != nil {
+		t.Fatal(err)
+	}
+	problems, err := ksql.CheckTables(ctx, conn, "koordi_realtime")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(problems) != 1 || problems[0].Table != "koordi_realtime.emitted" || problems[0].Problem() != "not_published" {
+		t.Fatalf("emit table out of the publication: problems %v, want koordi_realtime.emitted not_published", problems)
+	}
+
+	// What setup made before emit needed a grant.
+	if _, err := conn.Exec(ctx, `CREATE OR REPLACE FUNCTION koordi_realtime.emit(room text, event text, payload jsonb)
+		RETURNS void LANGUAGE sql VOLATILE SECURITY INVOKER AS $fn$
+		  SELECT FROM pg_logical_emit_message(true, 'koordi_realtime',
+		    jsonb_build_object('room', room, 'event', event, 'data', payload)::text) $fn$;
+		GRANT EXECUTE ON FUNCTION koordi_realtime.emit(text, text, jsonb) TO PUBLIC`); err != nil {
+		t.Fatal(err)
+	}
+	if err := ksql.PreflightStream(ctx, conn, "koordi_realtime"); !errors.Is(err, ksql.ErrNoEmitFunction) {
+		t.Fatalf("an older emit: got %v, want ErrNoEmitFunction", err)
+	}
+	if err := ksql.Setup(ctx, conn, "koordi_realtime"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ksql.Preflight(ctx, conn, "koordi_realtime"); err != nil {
+		t.Fatalf("after setup again: %v", err)
+	}
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM aclexplode((SELECT coalesce(proacl, acldefault('f', proowner)) FROM pg_proc WHERE oid = 'koordi_realtime.emit(text,text,jsonb)'::regprocedure)) a WHERE a.grantee = 0`).Scan(&public); err != nil {
+		t.Fatal(err)
+	}
+	if public != 0 {
+		t.Errorf("after setup again PUBLIC holds %d privileges on emit, want 0", public)
 	}
 }
 

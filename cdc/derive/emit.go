@@ -7,12 +7,12 @@ import (
 	"unicode/utf8"
 
 	"github.com/koordi/koordi-realtime/schema"
+	ksql "github.com/koordi/koordi-realtime/sql"
 )
 
 const (
-	// maxEmitBytes bounds an emit message. Socket.IO clients refuse frames
-	// over the 1 MB maxPayload, so anything near it could never be delivered.
-	maxEmitBytes = 1 << 20
+	// maxEmitBytes bounds an emit message (emit itself refuses longer ones).
+	maxEmitBytes = ksql.MaxEmitBytes
 	// maxEventName bounds an emitted event name.
 	maxEventName = 128
 )

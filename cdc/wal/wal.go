@@ -11,8 +11,8 @@ const (
 	OpInsert Op = iota + 1
 	OpUpdate
 	OpDelete
-	// OpMessage is a transactional logical decoding message written by
-	// koordi_realtime.emit (prefix sql.EmitPrefix).
+	// OpMessage is an explicit event written by koordi_realtime.emit: an
+	// insert into the emit table (sql.EmitTable), its message column.
 	OpMessage
 )
 
