@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 )
 
 // batchConn is a WebSocket's connection. coder/websocket does the
@@ -21,8 +22,22 @@ import (
 // each Write starts on a frame boundary, which lets Write notice a close frame.
 type batchConn struct {
 	net.Conn
+	// raw is Conn's descriptor for writes that must not park while they hold
+	// a write slot (see writeFrames); nil where there is none (TLS).
+	raw       syscall.RawConn
 	mu        sync.Mutex
 	closeSent bool // a close frame went out: no data frame may follow it (RFC 6455 §5.5.1)
+}
+
+// newBatchConn wraps a hijacked connection.
+func newBatchConn(c net.Conn) *batchConn {
+	b := &batchConn{Conn: c}
+	if sc, ok := c.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			b.raw = raw
+		}
+	}
+	return b
 }
 
 func (b *batchConn) Write(p []byte) (int, error) {
@@ -51,7 +66,13 @@ const maxPooledFrameBuffer = 64 << 10
 
 // writeFrames writes each packet as one final, unmasked frame (a server
 // never masks), all of them in one write.
-func (b *batchConn) writeFrames(batch []Packet) error {
+//
+// With slots (the server's write slots, see Config.ConcurrentWrites) the
+// write waits for a slot and holds it only while the kernel takes bytes
+// without waiting: whatever a full socket buffer leaves is written after the
+// slot is given back, so a client that stopped reading holds no slot and
+// cannot starve the rest.
+func (b *batchConn) writeFrames(batch []Packet, slots chan struct{}) error {
 	bufp := frameBuffers.Get().(*[]byte)
 	buf := (*bufp)[:0]
 	for _, p := range batch {
@@ -61,14 +82,31 @@ func (b *batchConn) writeFrames(batch []Packet) error {
 		}
 		buf = appendFrame(buf, op, p.Data)
 	}
+	if slots != nil && b.raw != nil {
+		slots <- struct{}{}
+	} else {
+		slots = nil
+	}
 	b.mu.Lock()
 	var err error
-	if b.closeSent {
+	switch {
+	case b.closeSent:
 		err = net.ErrClosed
-	} else {
+	case slots != nil:
+		var n int
+		n, err = b.writeNow(buf)
+		<-slots
+		slots = nil
+		if err == nil && n < len(buf) {
+			_, err = b.Conn.Write(buf[n:])
+		}
+	default:
 		_, err = b.Conn.Write(buf)
 	}
 	b.mu.Unlock()
+	if slots != nil {
+		<-slots // closeSent: the slot was taken, never used
+	}
 	if cap(buf) <= maxPooledFrameBuffer {
 		*bufp = buf[:0]
 		frameBuffers.Put(bufp)
@@ -111,7 +149,7 @@ func (w *batchingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		_ = c.Close()
 		return nil, nil, err
 	}
-	w.conn = &batchConn{Conn: c}
+	w.conn = newBatchConn(c)
 	// net/http's 4 KiB buffers would be most of what a held connection
 	// costs. Clients send pongs and short events, and coder/websocket writes
 	// only control frames, so small buffers suffice. Bytes the

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -56,7 +57,7 @@ func TestWriteFramesOneWrite(t *testing.T) {
 	if _, err := b.Write([]byte{0x8a, 0}); err != nil { // a pong, as coder/websocket writes it
 		t.Fatal(err)
 	}
-	if err := b.writeFrames([]Packet{{Data: []byte("4a")}, {Data: []byte("4bb")}, {Data: []byte{1, 2}, Binary: true}}); err != nil {
+	if err := b.writeFrames([]Packet{{Data: []byte("4a")}, {Data: []byte("4bb")}, {Data: []byte{1, 2}, Binary: true}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	want := "\x81\x024a" + "\x81\x034bb" + "\x82\x02\x01\x02"
@@ -66,7 +67,7 @@ func TestWriteFramesOneWrite(t *testing.T) {
 	if _, err := b.Write([]byte{0x88, 2, 0x03, 0xe8}); err != nil { // close 1000
 		t.Fatal(err)
 	}
-	if err := b.writeFrames([]Packet{{Data: []byte("4late")}}); !errors.Is(err, net.ErrClosed) {
+	if err := b.writeFrames([]Packet{{Data: []byte("4late")}}, nil); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("a data frame after the close frame: err %v", err)
 	}
 	if len(under.writes) != 3 {
@@ -114,9 +115,50 @@ func BenchmarkWriteFrames(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := bc.writeFrames(batch); err != nil {
+		if err := bc.writeFrames(batch, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(batch)), "ns/frame")
+}
+
+// TestWriteNowThenRest: a batch larger than the socket buffer is written
+// whole and in order, partly while holding the slot and the rest after.
+func TestWriteNowThenRest(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	client, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	bc := newBatchConn(server)
+	if bc.raw == nil {
+		t.Fatal("a TCP connection has a descriptor")
+	}
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<20) // 16 MiB, one frame
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(client, int64(len(payload)+10)))
+		got <- b
+	}()
+	slots := make(chan struct{}, 1)
+	if err := bc.writeFrames([]Packet{{Data: payload, Binary: true}}, slots); err != nil {
+		t.Fatal(err)
+	}
+	if len(slots) != 0 {
+		t.Error("slot still taken after the write")
+	}
+	b := <-got
+	if len(b) != len(payload)+10 || !bytes.Equal(b[10:], payload) || b[0] != 0x82 || b[1] != 127 {
+		t.Fatalf("read %d bytes (header % x), want a 10-byte header and the payload", len(b), b[:min(10, len(b))])
+	}
 }

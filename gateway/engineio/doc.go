@@ -55,7 +55,9 @@
 // Goroutines: an idle WebSocket connection holds none. On Linux one epoll
 // set per Server (with one goroutine, while connections exist) watches the
 // read sides and starts a short reader when a client sends; a writer runs
-// only while packets are queued. A connection the poller cannot watch (TLS
+// only while packets are queued, and at most Config.ConcurrentWrites of them
+// write at once (the rest wait parked, so a fan-out to thousands of sockets
+// does not put thousands of goroutines ahead of the one publishing). A connection the poller cannot watch (TLS
 // terminated in this process, other systems) keeps a reader goroutine. A
 // polling connection has none between requests; every connection has a
 // heartbeat timer. Close callbacks and [Conn.Dispatch] run on short

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -50,7 +51,15 @@ type Config struct {
 	// for the bound, and frames are shared, so a full queue costs about
 	// 40 bytes a packet.
 	SendQueue int
-	Logger    *slog.Logger // nil: discard
+	// ConcurrentWrites bounds the WebSocket writes in flight at once. When
+	// a transaction fans out to thousands of sockets, a writer per socket
+	// would make thousands of goroutines runnable at once, and the goroutine
+	// publishing the stream would wait its turn behind all of them; with
+	// the bound, writers wait for a slot parked instead. A write holds its
+	// slot only while the kernel takes bytes without waiting (a client that
+	// stopped reading holds none). 0: 4 × GOMAXPROCS; negative: no bound.
+	ConcurrentWrites int
+	Logger           *slog.Logger // nil: discard
 }
 
 func (c *Config) setDefaults() {
@@ -65,6 +74,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.SendQueue <= 0 {
 		c.SendQueue = DefaultSendQueue
+	}
+	if c.ConcurrentWrites == 0 {
+		c.ConcurrentWrites = 4 * runtime.GOMAXPROCS(0)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -123,6 +135,9 @@ type Server struct {
 
 	wg   tracker // writers, readers, WebSocket handlers, close callbacks, dispatches, the poller
 	poll poller  // WebSocket connections waiting for their client
+	// writeSlots holds a token per WebSocket write in flight
+	// (Config.ConcurrentWrites); nil: no bound.
+	writeSlots chan struct{}
 
 	mu       sync.Mutex
 	conns    map[string]*Conn
@@ -134,6 +149,9 @@ func NewServer(cfg Config, h Handler) *Server {
 	cfg.setDefaults()
 	s := &Server{cfg: cfg, h: h, conns: make(map[string]*Conn)}
 	s.poll.start = s.wg.goFunc
+	if cfg.ConcurrentWrites > 0 {
+		s.writeSlots = make(chan struct{}, cfg.ConcurrentWrites)
+	}
 	s.anyOrig = len(cfg.AllowedOrigins) == 0 || slices.Contains(cfg.AllowedOrigins, "*")
 	for _, o := range cfg.AllowedOrigins {
 		s.origins = append(s.origins, strings.TrimRight(o, "/"))

@@ -301,13 +301,13 @@ func (c *Conn) writeLoop(ws *websocket.Conn, bc *batchConn) {
 		if closed && flush && len(batch) > 0 {
 			// Bound the final flush: a dead peer must not hold the writer.
 			t := time.AfterFunc(c.srv.cfg.PingTimeout, func() { _ = ws.CloseNow() })
-			err := bc.writeFrames(batch)
+			err := bc.writeFrames(batch, c.srv.writeSlots)
 			t.Stop()
 			if err != nil {
 				_ = ws.CloseNow()
 				return
 			}
-		} else if err := bc.writeFrames(batch); err != nil {
+		} else if err := bc.writeFrames(batch, c.srv.writeSlots); err != nil {
 			c.close(ReasonTransportError, false)
 			_ = ws.CloseNow()
 			return
