@@ -43,7 +43,7 @@
 // 128 marks; marks closer than Retain/128 are merged, which may shorten the
 // trail by that much, never confirm anything not handed off). A restarted
 // process therefore decodes the last Retain of transactions again — the
-// replay window of DESIGN.md §5. One exception: when PostgreSQL asks for an
+// replay window (REPLAY_WINDOW; see package gateway). One exception: when PostgreSQL asks for an
 // immediate reply — it does so in a loop while shutting down, and the
 // walsender exits only once the client confirms everything sent — the reply
 // confirms everything handed off, ignoring Retain, so a trailing position

@@ -1,7 +1,7 @@
 // Package derive turns committed transactions of Koordi's tables into the
-// Koordi socket events (DESIGN.md section 4), and keeps the state those
-// events need — names, memberships, sync windows — current from the same
-// stream. It is pure logic: it reads [wal.Tx] values and returns
+// Koordi socket events (EVENTS.md in this directory lists every one), and
+// keeps the state those events need — names, memberships, sync windows —
+// current from the same stream. It is pure logic: it reads [wal.Tx] values and returns
 // [schema.Envelope]s; the replication stream (package cdc) feeds it and the
 // gateway reads its [State].
 //

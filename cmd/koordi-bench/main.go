@@ -1,5 +1,5 @@
 // Command koordi-bench is koordi-realtime's load generator and benchmark
-// driver (DESIGN.md §9). It starts a throwaway PostgreSQL cluster (or uses
+// driver. It starts a throwaway PostgreSQL cluster (or uses
 // --database-url), seeds Koordi's tables, starts the servers under test,
 // connects Socket.IO clients over WebSocket, drives writes through SQL, and
 // prints a table per scenario and writes it as JSON under --results.
