@@ -5,8 +5,9 @@
 //     for development and tests ([Migrate], `koordi-realtime migrate`);
 //   - setup.sql: the service's objects in an existing Koordi database —
 //     REPLICA IDENTITY FULL on the watched tables, the schema
-//     koordi_realtime with emit(room, event, payload) — plus the publication
-//     ([Setup], `koordi-realtime setup`);
+//     koordi_realtime with emit(room, event, payload) and the table
+//     emitted it writes (only roles granted EXECUTE may emit) — plus the
+//     publication ([Setup], `koordi-realtime setup`);
 //   - demo.sql: a small demo family (users, a child, two calendars,
 //     memberships, a week of events) for `koordi-realtime dev` ([SeedDemo],
 //     idempotent), and [DemoStep], the writes of `dev --simulate`;
