@@ -27,10 +27,14 @@ import (
 // When no PostgreSQL binaries are found the tests run with *cluster nil and
 // tests that call [Require] or [NewDatabase] skip — except under CI (CI set),
 // where a missing service is a failure, never a skip. Fuzz workers start no
-// cluster: fuzz targets must not need one.
+// cluster: fuzz targets must not need one. Nor does listing the tests
+// (go test -list, as make fuzz does for every package), which runs none.
 func TestMain(m *testing.M, cluster **Cluster, after ...func() error) {
 	flag.Parse()
 	if f := flag.Lookup("test.fuzzworker"); f != nil && f.Value.String() == "true" {
+		os.Exit(m.Run())
+	}
+	if f := flag.Lookup("test.list"); f != nil && f.Value.String() != "" {
 		os.Exit(m.Run())
 	}
 	c, err := Start(context.Background(), Config{})
