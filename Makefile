@@ -4,7 +4,7 @@ BIN       := bin/koordi-realtime
 PKGS      := ./...
 NPM_DIR   := testdata
 
-.PHONY: run run-cluster test lint bench build clean node-deps inspector-bundle demo-writes
+.PHONY: run run-cluster test lint fuzz bench build clean node-deps inspector-bundle demo-writes
 
 ## run: local PostgreSQL cluster under ./.koordi, demo data, gateway and inspector on :3000
 run: build
@@ -46,6 +46,22 @@ $(NPM_DIR)/node_modules/.package-lock.json: $(NPM_DIR)/package.json $(NPM_DIR)/p
 test: node-deps inspector-bundle
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 12m $(PKGS)
+
+## fuzz: every fuzz target of the module, found anew each time with
+## `go test -list`, for FUZZTIME each (make fuzz FUZZTIME=10m), one after
+## another; fails, naming them, if any found a crash (the crashing input is
+## kept under the package's testdata/fuzz/, where go test replays it)
+FUZZTIME ?= 30s
+fuzz:
+	@failed=""; \
+	for pkg in $$($(GO) list $(PKGS)); do \
+		list=$$($(GO) test -list '^Fuzz' $$pkg) || { echo "$$list"; echo "fuzz: cannot list $$pkg"; exit 1; }; \
+		for target in $$(echo "$$list" | grep '^Fuzz'); do \
+			echo "== $$pkg $$target ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg || failed="$$failed $$pkg.$$target"; \
+		done; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: failed:$$failed"; exit 1; fi
 
 ## lint: formatting and vet
 lint:

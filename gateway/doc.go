@@ -1,7 +1,7 @@
 // Package gateway is Koordi's realtime product on top of the Socket.IO
 // protocol layer ([socketio]): JWT authentication, rooms, fan-out of
-// committed events, connection state recovery (replay), per-socket rate
-// limits and metrics. It knows nothing of WAL: events arrive through
+// committed events, connection state recovery (replay), rate limits per
+// connection and per user, and metrics. It knows nothing of WAL: events arrive through
 // [Gateway.Publish] as [schema.Transaction] values, in commit order.
 //
 // # Sockets and rooms
@@ -26,6 +26,30 @@
 //
 // A socket is closed at the transport level when its token expires: the
 // client reconnects with the expired token and is refused cleanly.
+//
+// # Rate limits
+//
+// Config.RateLimit (serve's RATE_LIMIT, 100 a minute) bounds what a client
+// makes the gateway do, with two token buckets of that many tokens refilled
+// over a minute. One is the Engine.IO connection's: every client event and
+// every Socket.IO CONNECT spends a token, also a refused CONNECT (a bad
+// token) and one to another namespace, so sending CONNECT again on the same
+// connection, which starts a new socket, does not start a new budget. The
+// other is the user's on this node, shared by all its sockets, so opening
+// more sockets does not multiply it. An event needs a token of both; a
+// refused event is answered with [CodeRateLimited], a refused CONNECT with
+// a CONNECT_ERROR whose data is {"error_code":"RATE_LIMITED"}. Config.AbuseLimit
+// refusals within a minute close the connection (a refused event's socket
+// gets a server DISCONNECT first, which stops socket.io-client's
+// reconnection).
+//
+// Neither bucket exists until it is needed, since most sockets send
+// nothing after their CONNECT: a connection's is made at its second cost
+// (its first CONNECT's token taken then, at most one token stricter), a
+// user's at the first event of any of its sockets, and the user's is freed
+// with its last socket on this node. A client that closes every socket of
+// its user and comes back therefore finds a full user bucket, but pays a
+// new handshake and a CONNECT on a new connection for it.
 //
 // # Fan-out
 //
@@ -68,7 +92,7 @@
 // koordi_gateway_rooms, koordi_gateway_messages_sent_total,
 // koordi_gateway_messages_dropped_total{reason="socket_closed"|"duplicate"},
 // koordi_gateway_auth_failures_total{reason},
-// koordi_gateway_rate_limited_events_total,
+// koordi_gateway_rate_limited_events_total (events and CONNECTs),
 // koordi_gateway_slow_consumer_disconnects_total,
 // koordi_gateway_replay_hits_total, koordi_gateway_replay_misses_total,
 // koordi_gateway_replayed_messages_total,
@@ -90,12 +114,16 @@
 //     socket's join-and-replay step (Connected), so a replay and the live
 //     events after it neither overlap nor leave a gap.
 //  3. index.mu (RWMutex): rooms, users, each socket's rooms and pending
-//     moves. Publish reads it while fanning out; moves and connects write.
+//     moves, and the users' rate budgets (index.budgets, freed under it
+//     with a user's last socket). Publish reads it while fanning out;
+//     moves, connects and a socket's first event write.
 //  4. window.mu: the replay window. Frames are copied out under it and sent
 //     after it is released, so no socket is written to while it is held.
 //  5. The protocol layer's leaf locks — socketio client.mu, engineio Conn.mu,
-//     Conn.closeMu, the poller's — taken by Send, Emit and Disconnect. Send
+//     Conn.closeMu, the poller's — taken by Send, Emit and Disconnect (and
+//     client.mu by the connection's rate budget, Socket.ConnValue). Send
 //     never blocks, so sending under index.mu is safe.
+//  6. A rate.Limiter's own mutex: a leaf, taken with no gateway lock held.
 //
 // No lock of the gateway is held while calling [Memberships]: a connect's
 // query runs under readMu only, and join:calendar's check under none.

@@ -57,13 +57,17 @@ type Config struct {
 	// ReplayMaxBytes bounds the window's memory. Default 64 MiB.
 	ReplayMaxBytes int
 
-	// RateLimit is the number of client events a socket may emit per minute
-	// (a token bucket of that size refilled over a minute); 0 (or negative)
-	// sets no limit. serve's RATE_LIMIT defaults to 100.
+	// RateLimit is the number of client events per minute allowed to one
+	// Engine.IO connection, whose Socket.IO CONNECTs count too (refused
+	// ones included), and to one user over all its sockets on this node:
+	// token buckets of that size refilled over a minute, one per connection
+	// and one per user (see ratelimit.go). 0 (or negative) sets no limit.
+	// serve's RATE_LIMIT defaults to 100.
 	RateLimit int
-	// AbuseLimit is how many refused events within a minute disconnect the
-	// socket (a server DISCONNECT, which stops the client's reconnection).
-	// Default: RateLimit.
+	// AbuseLimit is how many refusals by the rate limit within a minute on
+	// one connection close it: a refused event's socket is disconnected
+	// first (a server DISCONNECT, which stops the client's reconnection), a
+	// refused CONNECT's CONNECT_ERROR is sent first. Default: RateLimit.
 	AbuseLimit int
 
 	// Registerer receives the koordi_gateway_* metrics; nil registers none.
@@ -151,6 +155,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.metrics = newMetrics(cfg.Registerer, g)
 	g.server = socketio.NewServer(cfg.Config)
 	g.server.Handle(Namespace, (*handler)(g))
+	g.server.HandleOthers((*others)(g))
 
 	return g, nil
 }

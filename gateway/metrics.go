@@ -43,7 +43,7 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) *metrics {
 		}, []string{"reason"}),
 		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "koordi_gateway_rate_limited_events_total",
-			Help: "Client events refused by the per-socket rate limit.",
+			Help: "Client events and Socket.IO CONNECTs refused by the rate limit (per connection, per user).",
 		}),
 		slowDisconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "koordi_gateway_slow_consumer_disconnects_total",

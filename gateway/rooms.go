@@ -43,10 +43,9 @@ type client struct {
 	sameProc  bool          // the session began in this process
 	expiry    *time.Timer
 
-	// Used only on the socket's read path (Event).
-	limiter    *rate.Limiter // made at the first event: most sockets send none
-	abuseSince time.Time
-	abuseCount int
+	// Used only on the socket's read path (Event): its user's rate budget,
+	// index.budgets[userID] (see ratelimit.go), looked up at the first event.
+	budget *rate.Limiter
 
 	// Guarded by index.mu; written by the publishing path under pubMu with
 	// the read lock (sent, lagging) only while the socket is live.
@@ -110,9 +109,12 @@ func (rm *room) index(c *client) (int, bool) {
 // holds the membership view. Concurrency: every field is guarded by mu;
 // Publish holds the read lock while sending.
 type index struct {
-	mu      sync.RWMutex
-	rooms   map[string]*room
-	users   map[string][]*client // a user has few sockets: a slice costs less than a set
+	mu    sync.RWMutex
+	rooms map[string]*room
+	users map[string][]*client // a user has few sockets: a slice costs less than a set
+	// budgets holds the rate budget of each user with sockets here that has
+	// sent an event; deleted with the user's last socket.
+	budgets map[string]*rate.Limiter
 	view    view
 	sockets int
 	lagging int // sockets catching up
@@ -120,7 +122,8 @@ type index struct {
 }
 
 func newIndex() *index {
-	return &index{rooms: make(map[string]*room), users: make(map[string][]*client), view: newView()}
+	return &index{rooms: make(map[string]*room), users: make(map[string][]*client),
+		budgets: make(map[string]*rate.Limiter), view: newView()}
 }
 
 // register makes c a socket of its user, live in rooms, its cursor at sent.
@@ -164,6 +167,7 @@ func (x *index) unregister(c *client) {
 		}
 		if len(u) == 0 {
 			delete(x.users, c.userID)
+			delete(x.budgets, c.userID)
 		} else {
 			x.users[c.userID] = u
 		}

@@ -7,8 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/koordi/koordi-realtime/gateway/auth"
 	"github.com/koordi/koordi-realtime/gateway/engineio"
 	"github.com/koordi/koordi-realtime/gateway/socketio"
@@ -83,6 +81,12 @@ func parseAuth(raw json.RawMessage) connectAuth {
 // recovered and a fresh session.
 func (h *handler) Connect(s *socketio.Socket, raw json.RawMessage) (socketio.ConnectReply, error) {
 	g := (*Gateway)(h)
+	// Before the token is even read: a refused CONNECT costs the same, so a
+	// client cannot try tokens, or start fresh sockets, faster than the
+	// limit on one connection.
+	if err := g.chargeConnect(s); err != nil {
+		return socketio.ConnectReply{}, err
+	}
 	a := parseAuth(raw)
 	claims, err := g.verifier.Verify(a.Token)
 	if err != nil {
@@ -181,6 +185,14 @@ func (g *Gateway) limitSockets(user string) {
 	if g.cfg.MaxSocketsPerUser <= 0 {
 		return
 	}
+	// The new socket registers right after, under the same lock: its user
+	// keeps its rate budget even when the oldest was the only other socket.
+	budget := g.idx.budgets[user]
+	defer func() {
+		if budget != nil {
+			g.idx.budgets[user] = budget
+		}
+	}()
 	for len(g.idx.users[user]) >= g.cfg.MaxSocketsPerUser {
 		old := g.idx.oldest(user)
 		old.conn.Send(errorFrame(CodeTooManySockets,
@@ -205,22 +217,14 @@ func (h *handler) Event(s *socketio.Socket, event string, args []json.RawMessage
 	if c == nil {
 		return
 	}
-	if g.cfg.RateLimit > 0 && c.limiter == nil {
-		c.limiter = rate.NewLimiter(rate.Limit(float64(g.cfg.RateLimit)/60), g.cfg.RateLimit)
-	}
-	if c.limiter != nil && !c.limiter.Allow() {
+	if !g.allowEvent(s, c) {
 		g.metrics.rateLimited.Inc()
 		refuse(s, ack, CodeRateLimited, fmt.Sprintf("rate limit exceeded: at most %d events a minute", g.cfg.RateLimit))
-		now := g.cfg.Now()
-		if now.Sub(c.abuseSince) > time.Minute {
-			c.abuseSince, c.abuseCount = now, 0
-		}
-		c.abuseCount++
-		if c.abuseCount >= g.cfg.AbuseLimit {
+		if g.abused(s) {
 			g.log.Info("rate limit abuse: disconnecting socket", "user", c.userID)
 			// DISCONNECT stops socket.io-client from reconnecting; closing
-			// the transport too makes a hand-written client start over with
-			// a new handshake rather than CONNECT again on the same one.
+			// the transport too ends the connection, so a hand-written
+			// client pays a new handshake to go on.
 			s.Disconnect()
 			s.CloseTransport()
 		}

@@ -65,7 +65,7 @@ func (c *serveConfig) bindWith(f *cli.Flags, listenDefault string, maxConnsDefau
 	f.Int(&c.natsReplicas, "nats-replicas", "NATS_REPLICAS", 1, "replicas of the feed's stream on a NATS cluster (3 for production)")
 	f.String(&c.recoverySecret, "recovery-secret", "RECOVERY_SECRET", "", "key of the recovery pids, at least 32 bytes, the same on every node (default: derived from JWT_SECRET; required with several nodes and only JWT_PUBLIC_KEY_FILE)")
 	f.String(&c.nodeName, "node-name", "NODE_NAME", "", "this node's name in logs, metrics and the inspector (default: the host name and process id)")
-	f.Int(&c.rateLimit, "rate-limit", "RATE_LIMIT", 100, "client events per socket per minute; 0: no limit")
+	f.Int(&c.rateLimit, "rate-limit", "RATE_LIMIT", 100, "client events a minute per Engine.IO connection (its CONNECTs count too) and per user; 0: no limit")
 	f.Duration(&c.tableCheck, "table-check-interval", "TABLE_CHECK_INTERVAL", 30*time.Second, "how often the watched tables' publication membership and replica identity are checked (also at every stream start)")
 	f.Int(&c.bulkEvents, "bulk-events", "BULK_EVENTS", 1000, "events one transaction may give one room; a room that would get more gets one sync:reset instead; negative: no bound")
 	f.Int(&c.maxSockets, "max-sockets-per-user", "MAX_SOCKETS_PER_USER", 50, "sockets one user may hold; a new one beyond it closes the oldest; 0: no limit")

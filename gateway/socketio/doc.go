@@ -32,7 +32,10 @@
 // briefly: it holds up that connection's reading, not others'.
 //
 // Unknown namespaces are refused with CONNECT_ERROR {"message":"Invalid
-// namespace"}. A malformed packet, or an attachment out of place, closes the
+// namespace"}, unless [Server.HandleOthers] gave them a handler (the gateway
+// uses one to count such CONNECTs against the connection's rate budget).
+// A handler refusing with a [*ConnectRefusal] adds "data" to the
+// CONNECT_ERROR, and may have the connection closed after it. A malformed packet, or an attachment out of place, closes the
 // engine connection ("parse error"), as the reference server does. Client
 // ACK packets are ignored: the server asks for no acks.
 //
@@ -58,6 +61,7 @@
 // # Lock order
 //
 // engineio's per-connection read lock (held during Handler calls) before
-// client.mu (the namespace table of one connection). Socket methods take no
-// lock the Handler could hold.
+// client.mu (the namespace table of one connection, and the value of
+// [Socket.SetConnValue]). Socket methods take no lock the Handler could
+// hold.
 package socketio

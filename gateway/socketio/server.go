@@ -38,8 +38,9 @@ type Config struct {
 type Handler interface {
 	// Connect runs for a namespace CONNECT packet; auth is the raw JSON auth
 	// object (nil if absent). Returning an error refuses: CONNECT_ERROR
-	// {"message": err.Error()} (the message is client-visible).
-	// reply.PID, when non-empty, is added as "pid" to the CONNECT reply.
+	// {"message": err.Error()} (the message is client-visible), with more
+	// when the error is a [*ConnectRefusal]. reply.PID, when non-empty, is
+	// added as "pid" to the CONNECT reply.
 	Connect(s *Socket, auth json.RawMessage) (reply ConnectReply, err error)
 	// Connected runs right after the CONNECT reply is queued: frames sent
 	// from here on follow it.
@@ -64,6 +65,23 @@ type BinaryEventHandler interface {
 // ConnectReply is what Handler.Connect adds to the CONNECT reply.
 type ConnectReply struct{ PID string }
 
+// ConnectRefusal is an error Handler.Connect returns to refuse with more
+// than a message.
+type ConnectRefusal struct {
+	// Message is the CONNECT_ERROR's "message".
+	Message string
+	// Data, when not nil, is its "data": socket.io-client hands it to
+	// connect_error listeners as err.data, as it does a reference server
+	// middleware's error data, so a client can tell refusals apart without
+	// parsing messages.
+	Data any
+	// Close closes the engine connection once the CONNECT_ERROR is
+	// written: for a client that keeps sending CONNECTs on one connection.
+	Close bool
+}
+
+func (r *ConnectRefusal) Error() string { return r.Message }
+
 // Handshake describes the HTTP request that opened the engine connection.
 type Handshake struct {
 	Header     http.Header
@@ -87,6 +105,7 @@ type Server struct {
 
 	mu       sync.RWMutex
 	handlers map[string]Handler
+	others   Handler // see HandleOthers
 
 	attachBytes atomic.Int64 // see PendingAttachmentBytes
 
@@ -126,10 +145,24 @@ func (s *Server) Handle(namespace string, h Handler) {
 	s.mu.Unlock()
 }
 
+// HandleOthers serves the CONNECTs to every namespace without a handler of
+// its own with h, which may refuse them (they are refused with "Invalid
+// namespace" while there is none) or accept them: a socket then lives in
+// that namespace with h, as one of a dynamic namespace of the reference
+// server. Call it before serving.
+func (s *Server) HandleOthers(h Handler) {
+	s.mu.Lock()
+	s.others = h
+	s.mu.Unlock()
+}
+
 func (s *Server) handler(namespace string) Handler {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.handlers[namespace]
+	if h, ok := s.handlers[namespace]; ok {
+		return h
+	}
+	return s.others
 }
 
 // ServeHTTP serves the Engine.IO endpoint; mount it at /socket.io/ (any

@@ -540,3 +540,58 @@ func newMemClient(tb testing.TB, h Handler) *client {
 	cl.onMessage([]byte("0"), false)
 	return cl
 }
+
+// countingHandler counts the CONNECTs of each engine connection in its
+// ConnValue, refusing the third with data and the fourth with a close.
+type countingHandler struct{}
+
+func (countingHandler) Connect(s *Socket, _ json.RawMessage) (ConnectReply, error) {
+	n, _ := s.ConnValue().(int)
+	n++
+	s.SetConnValue(n)
+	switch {
+	case s.Namespace() != "/":
+		return ConnectReply{}, fmt.Errorf("Invalid namespace")
+	case n == 3:
+		return ConnectReply{}, &ConnectRefusal{Message: "slow down", Data: map[string]int{"n": n}}
+	case n >= 4:
+		return ConnectReply{}, &ConnectRefusal{Message: "slow down", Data: map[string]int{"n": n}, Close: true}
+	}
+	return ConnectReply{PID: fmt.Sprint(n)}, nil
+}
+func (countingHandler) Connected(*Socket)                                      {}
+func (countingHandler) Event(*Socket, string, []json.RawMessage, func(...any)) {}
+func (countingHandler) Disconnected(*Socket, string)                           {}
+
+// TestConnValueAndRefusals: a connection's value is shared by the sockets
+// it opens one after another and by every namespace (HandleOthers sees
+// the unknown ones), a ConnectRefusal's data reaches the CONNECT_ERROR, and
+// its Close closes the connection after it.
+func TestConnValueAndRefusals(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	ts.Handle("/", countingHandler{})
+	ts.HandleOthers(countingHandler{})
+	cl := ts.dial(t)
+	for i, want := range []string{
+		`40{"sid":`,
+		`44/other,{"message":"Invalid namespace"}`,
+		`44{"message":"slow down","data":{"n":3}}`,
+		`44{"message":"slow down","data":{"n":4}}`,
+	} {
+		if i == 1 {
+			cl.send("40/other,")
+		} else {
+			cl.send("40")
+		}
+		if m := cl.read(); !strings.HasPrefix(m, want) {
+			t.Fatalf("CONNECT %d: %q, want %s…", i+1, m, want)
+		}
+	}
+	cl.closed()
+	// Another connection counts from the start.
+	cl = ts.dial(t)
+	cl.send("40")
+	if m := cl.read(); !strings.HasPrefix(m, `40{"sid":`) || !strings.HasSuffix(m, `"pid":"1"}`) {
+		t.Fatalf("first CONNECT of a new connection: %q", m)
+	}
+}

@@ -24,6 +24,7 @@ type client struct {
 
 	mu      sync.Mutex
 	sockets []*Socket // one per namespace joined; few, so a slice rather than a map
+	value   any       // the handlers' value of the connection (Socket.SetConnValue); guarded by mu
 
 	// Binary packet being reassembled; touched only by Message and Close
 	// calls, which engineio serialises.
@@ -221,10 +222,25 @@ func (cl *client) connect(p Packet) {
 	if err != nil {
 		s.ended.Store(true) // a refused socket never sends
 		close(s.done)
-		msg, _ := json.Marshal(struct {
+		body := struct {
 			Message string `json:"message"`
-		}{err.Error()})
+			Data    any    `json:"data,omitempty"`
+		}{Message: err.Error()}
+		var refusal *ConnectRefusal
+		if errors.As(err, &refusal) {
+			body.Data = refusal.Data
+		}
+		msg, merr := json.Marshal(body)
+		if merr != nil {
+			// Data the handler made that JSON cannot hold: the message alone.
+			msg, _ = json.Marshal(struct {
+				Message string `json:"message"`
+			}{body.Message})
+		}
 		cl.conn.SendText(packetFrame(Packet{Type: ConnectError, Namespace: p.Namespace, ID: -1, Data: msg}))
+		if refusal != nil && refusal.Close {
+			cl.conn.Close() // after what is queued: the CONNECT_ERROR goes first
+		}
 		return
 	}
 	cl.mu.Lock()
@@ -376,6 +392,24 @@ func (s *Socket) Disconnect() {
 // CloseTransport closes the whole engine connection after what is queued
 // (the client reconnects); every socket on it ends with "forced close".
 func (s *Socket) CloseTransport() { s.cl.conn.Close() }
+
+// SetConnValue stores one value of handler-owned data on the engine
+// connection: unlike SetValue's, it is shared by every socket the connection
+// opens (each namespace, and a new socket after a second CONNECT) and
+// outlives them. The gateway keeps the connection's rate budget there.
+func (s *Socket) SetConnValue(v any) {
+	s.cl.mu.Lock()
+	s.cl.value = v
+	s.cl.mu.Unlock()
+}
+
+// ConnValue returns what SetConnValue stored on the engine connection, or
+// nil.
+func (s *Socket) ConnValue() any {
+	s.cl.mu.Lock()
+	defer s.cl.mu.Unlock()
+	return s.cl.value
+}
 
 // SetValue stores one value of handler-owned data.
 func (s *Socket) SetValue(v any) { s.value.Store(&v) }

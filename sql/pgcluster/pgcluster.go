@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -29,6 +30,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // ErrNoBinaries means no PostgreSQL server binaries were found.
@@ -67,18 +69,19 @@ type Cluster struct {
 // defaultSettings make a cluster fast and ready for logical replication.
 // fsync=off is safe here: the cluster's data is disposable and a PostgreSQL
 // crash in tests is simulated with pg_ctl stop -m immediate, which keeps the
-// OS page cache intact.
+// OS page cache intact. max_replication_slots keeps PostgreSQL's default
+// (10): a test's database has its slots dropped when the test ends
+// (NewDatabase), and no test holds more than a few at once.
 var defaultSettings = map[string]string{
-	"wal_level":             "logical",
-	"max_wal_senders":       "40",
-	"max_replication_slots": "64", // tests leave a slot per database
-	"fsync":                 "off",
-	"full_page_writes":      "off",
-	"synchronous_commit":    "on",
-	"listen_addresses":      "127.0.0.1",
-	"max_connections":       "200",
-	"shared_buffers":        "64MB",
-	"log_min_messages":      "warning",
+	"wal_level":          "logical",
+	"max_wal_senders":    "40",
+	"fsync":              "off",
+	"full_page_writes":   "off",
+	"synchronous_commit": "on",
+	"listen_addresses":   "127.0.0.1",
+	"max_connections":    "200",
+	"shared_buffers":     "64MB",
+	"log_min_messages":   "warning",
 }
 
 // Start creates (or reuses) and starts a cluster. The returned cluster must
@@ -177,6 +180,63 @@ func (c *Cluster) CreateDatabase(ctx context.Context, name string) (string, erro
 		}
 	}
 	return c.ConnString(name), nil
+}
+
+// DropInactiveSlots drops the replication slots of database db that no
+// session is using (active = false) and returns their names, and those of
+// the slots it left because they are in use. It first waits up to wait for
+// active slots to be released, since the WAL sender of a process stopped a
+// moment ago takes a moment to exit; slots still active after that are left
+// alone (something still streams from them), as is every slot of another
+// database.
+func (c *Cluster) DropInactiveSlots(ctx context.Context, db string, wait time.Duration) (dropped, busy []string, err error) {
+	conn, err := pgx.Connect(ctx, c.ConnString("postgres"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to cluster: %w", err)
+	}
+	defer conn.Close(ctx)
+	deadline := time.Now().Add(wait)
+	var slots []slotState
+	for {
+		rows, err := conn.Query(ctx, `SELECT slot_name, active FROM pg_replication_slots WHERE database = $1 ORDER BY slot_name`, db)
+		if err != nil {
+			return nil, nil, fmt.Errorf("slots of %s: %w", db, err)
+		}
+		if slots, err = pgx.CollectRows(rows, pgx.RowToStructByPos[slotState]); err != nil {
+			return nil, nil, fmt.Errorf("slots of %s: %w", db, err)
+		}
+		if !slices.ContainsFunc(slots, func(s slotState) bool { return s.Active }) || !time.Now().Before(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	for _, s := range slots {
+		if s.Active {
+			busy = append(busy, s.Name)
+			continue
+		}
+		_, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, s.Name)
+		var pgErr *pgconn.PgError
+		switch {
+		case err == nil:
+			dropped = append(dropped, s.Name)
+		case errors.As(err, &pgErr) && pgErr.Code == "55006": // object_in_use: taken since the query
+			busy = append(busy, s.Name)
+		case errors.As(err, &pgErr) && pgErr.Code == "42704": // undefined_object: dropped since
+		default:
+			return dropped, busy, fmt.Errorf("drop slot %s: %w", s.Name, err)
+		}
+	}
+	return dropped, busy, nil
+}
+
+type slotState struct {
+	Name   string
+	Active bool
 }
 
 // Restart stops the server with the given pg_ctl mode ("fast" for a clean
