@@ -63,6 +63,9 @@ func encodePID(key []byte, p pid) string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
+// pidEncoding decodes pids: one string per pid.
+var pidEncoding = base64.RawURLEncoding.Strict()
+
 func decodePID(key []byte, s string) (pid, error) {
 	n := base64.RawURLEncoding.DecodedLen(len(s))
 	if n != pidLen && n != pidV1Len {
@@ -70,7 +73,9 @@ func decodePID(key []byte, s string) (pid, error) {
 	}
 	var buf [pidLen]byte
 	b := buf[:n]
-	if got, err := base64.RawURLEncoding.Decode(b, []byte(s)); err != nil || got != n {
+	// Strict: otherwise the unused low bits of the last character are
+	// ignored, and several strings would decode to one signed pid.
+	if got, err := pidEncoding.Decode(b, []byte(s)); err != nil || got != n {
 		return pid{}, errBadPID
 	}
 	body := n - pidMAC
