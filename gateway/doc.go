@@ -9,8 +9,10 @@
 // A socket authenticates with the CONNECT packet's auth.token (see
 // [auth.Verifier]); a refusal is a CONNECT_ERROR whose message starts with
 // "Authentication error:". It then joins "user:<userId>" and
-// "calendar:<id>" for every calendar the user is an accepted member of (one
-// [Memberships] query per connect). Clients may emit "join:calendar" and
+// "calendar:<id>" for every calendar the user is an accepted member of,
+// taken from the gateway's membership view (a database snapshot,
+// [Gateway.LoadMemberships], brought forward by the room moves of every
+// published transaction: no query per connect). Clients may emit "join:calendar" and
 // "leave:calendar" with a calendar id and an optional ack; refusals answer the
 // ack, or else an "error" event {error_code, message} with one of the codes
 // [CodeInvalidCalendarID], [CodeForbidden], [CodeRateLimited],
@@ -125,6 +127,6 @@
 //     never blocks, so sending under index.mu is safe.
 //  6. A rate.Limiter's own mutex: a leaf, taken with no gateway lock held.
 //
-// No lock of the gateway is held while calling [Memberships]: a connect's
-// query runs under readMu only, and join:calendar's check under none.
+// Connects and join:calendar read the membership view under index.mu; the
+// gateway makes no database query at all.
 package gateway

@@ -13,7 +13,7 @@ import (
 	"github.com/koordi/koordi-realtime/schema"
 )
 
-// Client events and the error codes of their refusals (DESIGN.md section 6).
+// Client events and the error codes of their refusals (README: the events).
 const (
 	EventJoinCalendar  = "join:calendar"
 	EventLeaveCalendar = "leave:calendar"
