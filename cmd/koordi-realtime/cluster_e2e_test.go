@@ -8,11 +8,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -382,6 +385,67 @@ func TestClusterLateNodeRecovers(t *testing.T) {
 	checkOrdered(t, c, "ada2")
 }
 
+// nameFields are the payload fields derivation fills from its state of
+// users and calendars rather than from the changed row.
+var nameFields = []string{"calendar_name", "user_name", "user_email", "inviter_name"}
+
+// restatedByTakeover accepts the one way the new leader's events may differ
+// from a single uninterrupted stream (the README's limits): a transaction
+// committed before the new leader loaded its state (before takeover) but
+// not published by the old one is derived with names as of that load — a
+// calendar or user deleted meanwhile has none, a renamed one its new name.
+// So only name fields may differ, and only to a name the database holds at
+// the end of the test (or to none).
+func restatedByTakeover(db *testDB, takeover uint64) func(socketEvent, line) bool {
+	names, calendars := map[string]bool{}, map[string]bool{}
+	rows, err := db.conn.Query(context.Background(), `
+		SELECT name, id::text FROM event_calendars UNION ALL
+		SELECT name, '' FROM users UNION ALL SELECT email, '' FROM users`)
+	if err != nil {
+		db.t.Fatal(err)
+	}
+	for rows.Next() {
+		var n, cal string
+		if err := rows.Scan(&n, &cal); err != nil {
+			db.t.Fatal(err)
+		}
+		names[n], calendars[cal] = true, true
+	}
+	if rows.Close(); rows.Err() != nil {
+		db.t.Fatal(rows.Err())
+	}
+	return func(got socketEvent, exp line) bool {
+		if got.Offset.LSN >= takeover {
+			return false
+		}
+		var g, e map[string]any
+		if json.Unmarshal(got.Data, &g) != nil || json.Unmarshal(exp.Data, &e) != nil || len(g) != len(e) {
+			return false
+		}
+		for k, ev := range e {
+			gv, ok := g[k]
+			if !ok {
+				return false
+			}
+			if reflect.DeepEqual(gv, ev) {
+				continue
+			}
+			name, isString := gv.(string)
+			if !slices.Contains(nameFields, k) || !isString {
+				return false
+			}
+			// No name only for a calendar that is gone; otherwise a name
+			// the database holds.
+			cal, _ := g["calendar_id"].(string)
+			if name == "" && (k != "calendar_name" || calendars[cal]) || name != "" && !names[name] {
+				return false
+			}
+		}
+		db.t.Logf("%s %s restated by the takeover: %s (a single stream: %s)", got.Raw, got.Event, got.Data, exp.Data)
+		return true
+	}
+}
+
 // TestClusterRandomOperations is TestServeRandomOperations across three
 // nodes, with the leader killed in the middle: WebSocket sockets through the
 // balancer (the dead node's reconnect to the others and recover), polling
@@ -410,12 +474,15 @@ func TestClusterRandomOperations(t *testing.T) {
 	})
 	m.run(100)
 	cl.nodes[leader].kill()
-	m.run(100)
+	m.run(50)
+	cl.waitLeader(leader)
+	takeover := db.currentLSN()
+	m.run(50)
 	t.Logf("operations: %v; node%d killed after 100", m.counts, leader+1)
 	db.emitFence(1, m.users...)
 	c.waitFence(1, sockets...)
 	waitUntil(t, "tail printing the fence", func() bool { return strings.Count(oracle.stdout.String(), `"`+fence+`"`) == len(m.users) })
 	want := m.replay(parseLines(t, oracle.stdout.String()))
-	delivered := checkDelivered(c, socketsOf, want)
+	delivered := checkDelivered(c, socketsOf, want, restatedByTakeover(db, takeover))
 	t.Logf("%d delivered to %d sockets", delivered, len(sockets))
 }

@@ -52,6 +52,20 @@ func (db *testDB) exec(sql string, args ...any) {
 	}
 }
 
+// currentLSN is the server's current WAL position.
+func (db *testDB) currentLSN() uint64 {
+	db.t.Helper()
+	var lsn string
+	if err := db.conn.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err != nil {
+		db.t.Fatal(err)
+	}
+	var hi, lo uint64
+	if _, err := fmt.Sscanf(lsn, "%X/%X", &hi, &lo); err != nil {
+		db.t.Fatalf("parse LSN %q: %v", lsn, err)
+	}
+	return hi<<32 | lo
+}
+
 // slot names a replication slot after the database: slot names are
 // cluster-wide, and tests run side by side.
 func (db *testDB) slot(prefix string) string {
