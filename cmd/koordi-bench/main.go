@@ -4,7 +4,7 @@
 // connects Socket.IO clients over WebSocket, drives writes through SQL, and
 // prints a table per scenario and writes it as JSON under --results.
 //
-//	koordi-bench [flags] cdc|cdc-deliver|fanout|latency|idle|bulk|all|short
+//	koordi-bench [flags] cdc|cdc-deliver|fanout|latency|idle|bulk|failover|hop|cluster-idle|all|short
 //
 // Scenarios (see cmd/koordi-bench/RESULTS.md for figures):
 //
@@ -37,6 +37,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -105,7 +106,9 @@ func serveRaw(ctx context.Context, args []string) error {
 
 type options struct {
 	servers, dbURL, koordiBin, nodeDir, results, pprofDir, target, rates string
-	bulkShapes                                                           string
+	bulkShapes, clusterSrv                                               string
+	kills, clientsPerNode, nodes, holders                                int
+	settle                                                               time.Duration
 	bulkEvents                                                           int
 	profileEvery                                                         time.Duration
 	control                                                              bool
@@ -171,6 +174,12 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&o.bulkShapes, "bulk-shapes", "300x667,100x2000", "bulk: CALENDARSxEVENTS per calendar, comma-separated; one socket per calendar, one UPDATE of every event")
 	fs.IntVar(&o.bulkEvents, "bulk-events", 0, "bulk: the servers' BULK_EVENTS (default serve's 1000; set, it is passed to them): a room over it expects one sync:reset")
 	fs.BoolVar(&o.control, "control", true, "cdc-deliver: also run the server with only the probe socket (no delivery)")
+	fs.StringVar(&o.clusterSrv, "cluster", "", "failover: the cluster server, clusterN[@BINARY][+KEY=VALUE] (default cluster3); cluster-idle: its node count is --nodes")
+	fs.IntVar(&o.kills, "kills", 0, "failover: leader kills per signal, SIGKILL and SIGTERM alternating (default 20; short: 2)")
+	fs.IntVar(&o.clientsPerNode, "clients-per-node", 10, "failover: sockets per node, all in the written room")
+	fs.DurationVar(&o.settle, "settle", 0, "failover: pause after the killed node is back, before the next kill (default 2s)")
+	fs.IntVar(&o.nodes, "nodes", 0, "cluster-idle: nodes holding the connections (default 6; short: 3)")
+	fs.IntVar(&o.holders, "holders", 0, "cluster-idle: client processes holding the connections (default: enough for 16,700 each)")
 	fs.DurationVar(&o.profileEvery, "profile-every", 0, "bulk --profile: how often the heap is profiled (default 500ms)")
 	fs.Func("server-env", "KEY=VALUE added to every server's environment (repeatable), e.g. GOMEMLIMIT=200MiB or GODEBUG=gctrace=1", func(v string) error {
 		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
@@ -181,7 +190,7 @@ func run(ctx context.Context, args []string) error {
 	})
 	fs.BoolVar(&o.profile, "profile", false, "fanout/latency: CPU, heap and allocation profiles of servers inproc and raw (per rate in latency); idle: its heap and goroutines; cdc: CPU profile of the koordi consumer; bulk: heap profiles of inproc every second")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: koordi-bench [flags] cdc|cdc-deliver|fanout|latency|idle|bulk|all|short")
+		fmt.Fprintln(fs.Output(), "usage: koordi-bench [flags] cdc|cdc-deliver|fanout|latency|idle|bulk|failover|hop|cluster-idle|all|short")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -197,7 +206,7 @@ func run(ctx context.Context, args []string) error {
 	which := fs.Arg(0)
 	full := which == "all"
 	short := which == "short"
-	if which != "all" && which != "short" && which != "cdc" && which != "fanout" && which != "latency" && which != "idle" && which != "bulk" && which != "cdc-deliver" {
+	if !slices.Contains([]string{"all", "short", "cdc", "fanout", "latency", "idle", "bulk", "cdc-deliver", "failover", "hop", "cluster-idle"}, which) {
 		return fmt.Errorf("unknown scenario %q", which)
 	}
 	switch {
@@ -301,6 +310,18 @@ func run(ctx context.Context, args []string) error {
 		return scenario.Idle(ctx, env, scenario.IdleConfig{
 			Servers: servers, Connections: size(o.idleConns, 18_000, 2_000), Sources: o.sources,
 			Hold: dur(o.hold, 30*time.Second, 3*time.Second), Profile: o.profile,
+		})
+	}); err != nil {
+		return err
+	}
+	if err := do("failover", func() (*scenario.Report, error) {
+		rate := o.rate
+		if rate <= 0 {
+			rate = 100
+		}
+		return scenario.Failover(ctx, env, scenario.FailoverConfig{
+			Server: o.clusterSrv, Kills: size(o.kills, 20, 2), Rate: rate, ClientsPerNode: o.clientsPerNode,
+			Settle: o.settle, Sources: o.sources,
 		})
 	}); err != nil {
 		return err

@@ -25,6 +25,7 @@ type Report struct {
 	Knees    []Knee    `json:"knees,omitempty"`
 	Ratios   []Ratio   `json:"ratios,omitempty"`
 	Summary  []string  `json:"summary,omitempty"` // lines printed after the table
+	Extra    any       `json:"extra,omitempty"`   // a scenario's own totals (failover: its accounting)
 }
 
 // Ratio is one figure of a server against the baseline of the same run;
@@ -139,6 +140,12 @@ func (r *Report) Print(w io.Writer) {
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.2f\t%.0f\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.2f\t%s\t\n", x.Consumer, x.Clients, x.Run, x.Commits,
 				x.Seconds, x.CommitsPerSec, x.DuringCatchUp, x.Accounting.Delivered, x.Accounting.Expected, x.Accounting.Lost, x.Accounting.Duplicates,
 				x.DeliverySeconds, x.ServerCores, x.BenchCores, x.Load)
+		}
+	case []FailoverRow:
+		fmt.Fprintln(tw, "round\tsignal\tkilled\tnew leader\tbecame leader ms\tfirst event ms\tworst latency ms\texit ms\trestart secs\tload\t")
+		for _, x := range rows {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%.0f\t%.0f\t%.0f\t%.0f\t%.1f\t%s\t\n", x.Round, x.Signal, x.Killed, x.NewLeader,
+				x.LeaderMS, x.DeliveryMS, x.WorstMS, x.ExitMS, x.RestartSeconds, x.Load)
 		}
 	case []CDCRow:
 		fmt.Fprintln(tw, "backlog\tconsumer\trun\tcommits\trows\tevents\tsecs\tcommits/s\trows/s\tload\t")
