@@ -33,6 +33,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -55,6 +56,13 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "serve-inproc" {
 		if err := serveInproc(ctx, os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "koordi-bench serve-inproc:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "hold" {
+		if err := serveHold(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "koordi-bench hold:", err)
 			os.Exit(1)
 		}
 		return
@@ -92,6 +100,32 @@ func serveInproc(ctx context.Context, args []string) error {
 	return inproc.Run(ctx, cfg)
 }
 
+// serveHold is one client process of cluster-idle: it holds idle sockets
+// until its stdin closes (or SIGTERM).
+func serveHold(args []string) error {
+	fs := flag.NewFlagSet("hold", flag.ContinueOnError)
+	var cfg scenario.HoldConfig
+	var urls string
+	fs.StringVar(&urls, "urls", "", "servers, comma-separated")
+	fs.IntVar(&cfg.Connections, "connections", 0, "sockets")
+	fs.IntVar(&cfg.Offset, "offset", 0, "index of the first socket")
+	fs.IntVar(&cfg.Users, "users", 10_000, "users (seeded)")
+	fs.IntVar(&cfg.Sources, "sources", 8, "source addresses")
+	fs.IntVar(&cfg.SourceBase, "source-base", 1, "last byte of the first source address 127.0.0.x")
+	fs.StringVar(&cfg.ReadyEvent, "ready-event", "", "event the server sends once the socket joined its rooms")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg.URLs, cfg.Secret = strings.Split(urls, ","), os.Getenv("JWT_SECRET")
+	if _, err := harness.RaiseNoFile(uint64(cfg.Connections) + 500); err != nil {
+		fmt.Fprintln(os.Stderr, "warning:", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	go func() { _, _ = io.Copy(io.Discard, os.Stdin); stop() }()
+	return scenario.Hold(ctx, cfg, os.Stdout)
+}
+
 func serveRaw(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve-raw", flag.ContinueOnError)
 	var cfg raw.Config
@@ -125,6 +159,14 @@ const (
 	defaultRates = "250,500,750,1000,1500,2000,2500,3000"
 	shortRates   = "250,1000,2000"
 )
+
+// splitList is a comma-separated flag's values; none for "".
+func splitList(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
+}
 
 func parseRates(s string) ([]int, error) {
 	var rates []int
@@ -174,7 +216,7 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&o.bulkShapes, "bulk-shapes", "300x667,100x2000", "bulk: CALENDARSxEVENTS per calendar, comma-separated; one socket per calendar, one UPDATE of every event")
 	fs.IntVar(&o.bulkEvents, "bulk-events", 0, "bulk: the servers' BULK_EVENTS (default serve's 1000; set, it is passed to them): a room over it expects one sync:reset")
 	fs.BoolVar(&o.control, "control", true, "cdc-deliver: also run the server with only the probe socket (no delivery)")
-	fs.StringVar(&o.clusterSrv, "cluster", "", "failover: the cluster server, clusterN[@BINARY][+KEY=VALUE] (default cluster3); cluster-idle: its node count is --nodes")
+	fs.StringVar(&o.clusterSrv, "cluster", "", "failover: the clusters, clusterN[@BINARY][+KEY=VALUE], comma-separated, each run in turn with its own --kills (default cluster3)")
 	fs.IntVar(&o.kills, "kills", 0, "failover: leader kills per signal, SIGKILL and SIGTERM alternating (default 20; short: 2)")
 	fs.IntVar(&o.clientsPerNode, "clients-per-node", 10, "failover: sockets per node, all in the written room")
 	fs.DurationVar(&o.settle, "settle", 0, "failover: pause after the killed node is back, before the next kill (default 2s)")
@@ -241,6 +283,8 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer cleanup()
 	servers := strings.Split(o.servers, ",")
+	serversSet := false
+	fs.Visit(func(f *flag.Flag) { serversSet = serversSet || f.Name == "servers" })
 	size := func(v, fullV, shortV int) int {
 		switch {
 		case v > 0:
@@ -320,8 +364,56 @@ func run(ctx context.Context, args []string) error {
 			rate = 100
 		}
 		return scenario.Failover(ctx, env, scenario.FailoverConfig{
-			Server: o.clusterSrv, Kills: size(o.kills, 20, 2), Rate: rate, ClientsPerNode: o.clientsPerNode,
+			Servers: splitList(o.clusterSrv), Kills: size(o.kills, 20, 2), Rate: rate, ClientsPerNode: o.clientsPerNode,
 			Settle: o.settle, Sources: o.sources,
+		})
+	}); err != nil {
+		return err
+	}
+	// hop: fanout and latency at one rate, one node against three, ABBA.
+	hopServers := servers
+	if !serversSet {
+		hopServers = strings.Split(scenario.HopServers, ",")
+	}
+	if err := do("hop", func() (*scenario.Report, error) {
+		rep, err := scenario.Delivery(ctx, env, "hop-fanout", scenario.DeliveryConfig{
+			Servers: hopServers, Clients: size(o.clients, 10_000, 1_000), RoomSize: o.roomSize,
+			Backlog: size(o.backlog, 300, 50), Sources: o.sources, Profile: o.profile,
+		})
+		if rep != nil {
+			scenario.HopRatios(rep, 0.7, 2)
+		}
+		return rep, err
+	}); err != nil {
+		return err
+	}
+	if err := do("hop", func() (*scenario.Report, error) {
+		rate := o.rate
+		if rate <= 0 {
+			rate = 500
+		}
+		rep, err := scenario.Sweep(ctx, env, scenario.SweepConfig{
+			Servers: hopServers, Clients: size(o.clients, 10_000, 1_000), RoomSize: o.roomSize, Rates: []int{rate},
+			Step: dur(o.duration, 10*time.Second, 4*time.Second), Warmup: dur(o.warmup, 2*time.Second, time.Second),
+			Sources: o.sources, Profile: o.profile,
+		})
+		if rep != nil {
+			rep.Scenario = "hop-latency"
+			scenario.HopRatios(rep, 0.7, 2)
+		}
+		return rep, err
+	}); err != nil {
+		return err
+	}
+	if err := do("cluster-idle", func() (*scenario.Report, error) {
+		nodes := size(o.nodes, 6, 3)
+		srvs := servers
+		if !serversSet {
+			srvs = []string{fmt.Sprintf("cluster%d", nodes), "koordi", "node"}
+		}
+		return scenario.ClusterIdle(ctx, env, scenario.ClusterIdleConfig{
+			Servers: srvs, Connections: size(o.idleConns, 100_000, 3_000), Holders: o.holders,
+			Sources: o.sources, Hold: dur(o.hold, 30*time.Second, 3*time.Second),
 		})
 	}); err != nil {
 		return err

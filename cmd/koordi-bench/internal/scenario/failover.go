@@ -17,7 +17,10 @@ import (
 
 // FailoverConfig configures the failover scenario.
 type FailoverConfig struct {
-	Server         string        // a clusterN spec (default cluster3); its binary and environment apply
+	// Servers are clusterN specs (default cluster3), each run in turn with
+	// its own Kills (cluster3,cluster3+REPLAY_WINDOW=10s,… compares
+	// variants in one command; list one twice for ABBA).
+	Servers        []string
 	Kills          int           // kills per signal (SIGKILL, SIGTERM, alternating); default 20
 	Rate           int           // commits/s written throughout, one room; default 100
 	Writers        int           // writer connections; default 4
@@ -28,10 +31,14 @@ type FailoverConfig struct {
 
 // FailoverRow is one kill.
 type FailoverRow struct {
-	Round     int    `json:"round"`
-	Signal    string `json:"signal"`
-	Killed    string `json:"killed"`
-	NewLeader string `json:"new_leader"`
+	Server string `json:"server"`
+	Round  int    `json:"round"`
+	// Running is how long the writes had been going at the kill: a new
+	// leader decodes again up to REPLAY_WINDOW of them.
+	Running   float64 `json:"writing_seconds"`
+	Signal    string  `json:"signal"`
+	Killed    string  `json:"killed"`
+	NewLeader string  `json:"new_leader"`
 	// LeaderMS is from the signal to the "became leader" record of the new
 	// leader's log (its clock is this machine's; milliseconds); -1: none
 	// within 20 s.
@@ -79,8 +86,8 @@ type commitRec struct{ stamp, done int64 }
 // again and again, alternating SIGKILL and SIGTERM, restarting the killed
 // node each time, and measures the takeover two ways (see FailoverRow).
 func Failover(ctx context.Context, e *Env, cfg FailoverConfig) (*Report, error) {
-	if cfg.Server == "" {
-		cfg.Server = "cluster3"
+	if len(cfg.Servers) == 0 {
+		cfg.Servers = []string{"cluster3"}
 	}
 	if cfg.Kills <= 0 {
 		cfg.Kills = 20
@@ -97,13 +104,17 @@ func Failover(ctx context.Context, e *Env, cfg FailoverConfig) (*Report, error) 
 	if cfg.Settle <= 0 {
 		cfg.Settle = 2 * time.Second
 	}
-	spec, err := parseServerSpec(cfg.Server)
-	if err != nil {
-		return nil, err
-	}
-	nodes, ok := clusterSize(spec.kind)
-	if !ok || nodes < 2 {
-		return nil, fmt.Errorf("failover: server %q is not a cluster of two or more (clusterN)", cfg.Server)
+	nodes := 0
+	for _, name := range cfg.Servers {
+		spec, err := parseServerSpec(name)
+		if err != nil {
+			return nil, err
+		}
+		n, ok := clusterSize(spec.kind)
+		if !ok || n < 2 {
+			return nil, fmt.Errorf("failover: server %q is not a cluster of two or more (clusterN)", name)
+		}
+		nodes = max(nodes, n)
 	}
 	topo := harness.Topology{Users: cfg.ClientsPerNode * nodes, Calendars: 1, EventsPerCalendar: 100}
 	if err := harness.Seed(ctx, e.DatabaseURL, topo); err != nil {
@@ -114,12 +125,59 @@ func Failover(ctx context.Context, e *Env, cfg FailoverConfig) (*Report, error) 
 		return nil, err
 	}
 	rep := &Report{Scenario: "failover", Started: time.Now(), Config: cfg, Machine: machine()}
-	srv, err := e.startServer(ctx, cfg.Server)
+	var rows []FailoverRow
+	accs := map[string]*FailoverAccounting{}
+	var order []string
+	defer func() { rep.Rows, rep.Extra = rows, accs }()
+	for _, name := range cfg.Servers {
+		got, acc, err := e.failoverOne(ctx, name, cfg, topo, tokens)
+		rows = append(rows, got...)
+		if a := accs[name]; a == nil {
+			accs[name] = &FailoverAccounting{}
+			order = append(order, name)
+		}
+		a := accs[name]
+		a.Commits += acc.Commits
+		a.CommitsNone += acc.CommitsNone
+		a.Expected += acc.Expected
+		a.Delivered += acc.Delivered
+		a.Lost += acc.Lost
+		a.Duplicates += acc.Duplicates
+		a.SocketRounds += acc.SocketRounds
+		if err != nil {
+			return rep, fmt.Errorf("failover on %s: %w", name, err)
+		}
+	}
+	for _, name := range order {
+		var mine []FailoverRow
+		for _, r := range rows {
+			if r.Server == name {
+				mine = append(mine, r)
+			}
+		}
+		acc := *accs[name]
+		rep.Summary = append(rep.Summary, failoverSummary(name, mine, acc)...)
+		if acc.Lost > 0 || acc.CommitsNone > 0 {
+			rep.Ratios = append(rep.Ratios, Ratio{Figure: "lost deliveries", Subject: name, Baseline: "expected",
+				Value: float64(acc.Lost) / float64(max(acc.Expected, 1)), Goal: "0", Met: false})
+		}
+		if acc.Duplicates > 0 {
+			rep.Ratios = append(rep.Ratios, Ratio{Figure: "duplicate deliveries", Subject: name, Baseline: "expected",
+				Value: float64(acc.Duplicates) / float64(max(acc.Expected, 1)), Goal: "0", Met: false})
+		}
+	}
+	return rep, nil
+}
+
+// failoverOne is Failover on one cluster.
+func (e *Env) failoverOne(ctx context.Context, name string, cfg FailoverConfig, topo harness.Topology, tokens func(int) string) ([]FailoverRow, FailoverAccounting, error) {
+	srv, err := e.startServer(ctx, name)
 	if err != nil {
-		return rep, err
+		return nil, FailoverAccounting{}, err
 	}
 	defer srv.stop()
 	c := srv.cluster
+	nodes := len(c.nodes)
 
 	var (
 		killNs     atomic.Int64
@@ -165,7 +223,7 @@ func Failover(ctx context.Context, e *Env, cfg FailoverConfig) (*Report, error) 
 	for i := range c.nodes {
 		if err := connectNode(i); err != nil {
 			closeAll()
-			return rep, err
+			return nil, FailoverAccounting{}, err
 		}
 	}
 	e.logf("failover: %d nodes, %d sockets each, writing %d commits/s", nodes, cfg.ClientsPerNode, cfg.Rate)
@@ -177,14 +235,14 @@ func Failover(ctx context.Context, e *Env, cfg FailoverConfig) (*Report, error) 
 		defer close(writeDone)
 		commits, writeErr = writeSteady(ctx, e.DatabaseURL, topo, cfg.Rate, cfg.Writers, stopWrite)
 	}()
+	writeStart := time.Now()
 	var rows []FailoverRow
 	var kills []time.Time
-	defer func() { rep.Rows = rows }()
-	fail := func(err error) (*Report, error) {
+	fail := func(err error) ([]FailoverRow, FailoverAccounting, error) {
 		close(stopWrite)
 		<-writeDone
 		closeAll()
-		return rep, err
+		return rows, FailoverAccounting{}, err
 	}
 	for r := 0; r < 2*cfg.Kills; r++ {
 		sig, sigName := syscall.Signal(syscall.SIGKILL), "SIGKILL"
@@ -203,10 +261,11 @@ func Failover(ctx context.Context, e *Env, cfg FailoverConfig) (*Report, error) 
 			return fail(err)
 		}
 		killed := c.nodes[l]
-		row := FailoverRow{Round: r + 1, Signal: sigName, Killed: killed.name, LeaderMS: -1, DeliveryMS: -1}
+		row := FailoverRow{Server: name, Round: r + 1, Signal: sigName, Killed: killed.name, LeaderMS: -1, DeliveryMS: -1}
 		firstAt.Store(0)
 		killedNode.Store(int64(l))
 		t := time.Now()
+		row.Running = t.Sub(writeStart).Seconds()
 		killNs.Store(t.UnixNano())
 		kills = append(kills, t)
 		if err := killed.p.Signal(sig); err != nil {
@@ -258,8 +317,8 @@ func Failover(ctx context.Context, e *Env, cfg FailoverConfig) (*Report, error) 
 			return fail(err)
 		}
 		row.Load = harness.LoadAvg()
-		e.logf("failover %d/%d %s %s: became leader %s +%.0f ms, first delivery +%.0f ms, exit +%.0f ms, restart %.1fs",
-			r+1, 2*cfg.Kills, sigName, killed.name, row.NewLeader, row.LeaderMS, row.DeliveryMS, row.ExitMS, row.RestartSeconds)
+		e.logf("failover/%s %d/%d %s %s: became leader %s +%.0f ms, first delivery +%.0f ms, exit +%.0f ms, restart %.1fs",
+			name, r+1, 2*cfg.Kills, sigName, killed.name, row.NewLeader, row.LeaderMS, row.DeliveryMS, row.ExitMS, row.RestartSeconds)
 		rows = append(rows, row)
 	}
 	time.Sleep(cfg.Settle)
@@ -269,7 +328,7 @@ func Failover(ctx context.Context, e *Env, cfg FailoverConfig) (*Report, error) 
 	time.Sleep(3 * time.Second) // deliveries drain
 	closeAll()
 	if writeErr != nil {
-		return rep, fmt.Errorf("writer: %w", writeErr)
+		return rows, FailoverAccounting{}, fmt.Errorf("writer: %w", writeErr)
 	}
 	// Worst latency around each kill, on the nodes that survived it.
 	for ri := range rows {
@@ -290,18 +349,7 @@ func Failover(ctx context.Context, e *Env, cfg FailoverConfig) (*Report, error) 
 		}
 		rows[ri].WorstMS = float64(worst) / 1e6
 	}
-	acc := accountFailover(commits, kills, stopAt, fleets)
-	rep.Extra = acc
-	rep.Summary = failoverSummary(rows, acc)
-	if acc.Lost > 0 || acc.CommitsNone > 0 {
-		rep.Ratios = append(rep.Ratios, Ratio{Figure: "lost deliveries", Subject: cfg.Server, Baseline: "expected",
-			Value: float64(acc.Lost) / float64(max(acc.Expected, 1)), Goal: "0", Met: false})
-	}
-	if acc.Duplicates > 0 {
-		rep.Ratios = append(rep.Ratios, Ratio{Figure: "duplicate deliveries", Subject: cfg.Server, Baseline: "expected",
-			Value: float64(acc.Duplicates) / float64(max(acc.Expected, 1)), Goal: "0", Met: false})
-	}
-	return rep, nil
+	return rows, accountFailover(commits, kills, stopAt, fleets), nil
 }
 
 // accountFailover checks, for each window [kill_r - 1s, kill_r+1 - 1s) (the
@@ -382,7 +430,7 @@ func quantile(v []float64, q float64) float64 {
 	return s[min(max(k, 0), len(s)-1)]
 }
 
-func failoverSummary(rows []FailoverRow, a FailoverAccounting) []string {
+func failoverSummary(name string, rows []FailoverRow, a FailoverAccounting) []string {
 	var out []string
 	for _, sig := range []string{"SIGKILL", "SIGTERM"} {
 		var leader, deliv, worst, exit []float64
@@ -411,16 +459,16 @@ func failoverSummary(rows []FailoverRow, a FailoverAccounting) []string {
 			return fmt.Sprintf("p50 %6.0f  p99 %6.0f  max %6.0f ms", quantile(v, 0.5), quantile(v, 0.99), quantile(v, 1))
 		}
 		out = append(out,
-			fmt.Sprintf("%s ×%d  became leader:         %s", sig, len(exit), f(leader)),
-			fmt.Sprintf("%s ×%d  first post-kill event: %s", sig, len(exit), f(deliv)),
-			fmt.Sprintf("%s ×%d  worst latency ±kill:   %s", sig, len(exit), f(worst)),
-			fmt.Sprintf("%s ×%d  process exit:          %s", sig, len(exit), f(exit)))
+			fmt.Sprintf("%s %s ×%d  became leader:         %s", name, sig, len(exit), f(leader)),
+			fmt.Sprintf("%s %s ×%d  first post-kill event: %s", name, sig, len(exit), f(deliv)),
+			fmt.Sprintf("%s %s ×%d  worst latency ±kill:   %s", name, sig, len(exit), f(worst)),
+			fmt.Sprintf("%s %s ×%d  process exit:          %s", name, sig, len(exit), f(exit)))
 		if missing > 0 {
-			out = append(out, fmt.Sprintf("%s: %d takeovers not seen within 20 s", sig, missing))
+			out = append(out, fmt.Sprintf("%s %s: %d takeovers not seen within 20 s", name, sig, missing))
 		}
 	}
-	out = append(out, fmt.Sprintf("accounting: %d commits in the windows, %d (socket, window) pairs: expected %d, delivered %d, lost %d, duplicates %d, commits reaching no socket %d",
-		a.Commits, a.SocketRounds, a.Expected, a.Delivered, a.Lost, a.Duplicates, a.CommitsNone))
+	out = append(out, fmt.Sprintf("%s accounting: %d commits in the windows, %d (socket, window) pairs: expected %d, delivered %d, lost %d, duplicates %d, commits reaching no socket %d",
+		name, a.Commits, a.SocketRounds, a.Expected, a.Delivered, a.Lost, a.Duplicates, a.CommitsNone))
 	return out
 }
 

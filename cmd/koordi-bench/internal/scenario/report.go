@@ -141,10 +141,16 @@ func (r *Report) Print(w io.Writer) {
 				x.Seconds, x.CommitsPerSec, x.DuringCatchUp, x.Accounting.Delivered, x.Accounting.Expected, x.Accounting.Lost, x.Accounting.Duplicates,
 				x.DeliverySeconds, x.ServerCores, x.BenchCores, x.Load)
 		}
-	case []FailoverRow:
-		fmt.Fprintln(tw, "round\tsignal\tkilled\tnew leader\tbecame leader ms\tfirst event ms\tworst latency ms\texit ms\trestart secs\tload\t")
+	case []ClusterIdleRow:
+		fmt.Fprintln(tw, "server\tnode\tconnections\tholders\tconnect secs\tRSS before\tRSS after\tKiB/conn\tidle cores\tholders RSS\tdropped\tload\t  failed")
 		for _, x := range rows {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%.0f\t%.0f\t%.0f\t%.0f\t%.1f\t%s\t\n", x.Round, x.Signal, x.Killed, x.NewLeader,
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.1f\t%s\t%s\t%.2f\t%.3f\t%s\t%d\t%s\t  %s\n", x.Server, x.Node, x.Connections, x.Holders,
+				x.ConnectSeconds, mib(x.RSSBefore), mib(x.RSSAfter), x.RSSPerConn/1024, x.IdleCores, mib(x.HolderRSS), x.Dropped, x.Load, x.Failed)
+		}
+	case []FailoverRow:
+		fmt.Fprintln(tw, "server\tround\twriting secs\tsignal\tkilled\tnew leader\tbecame leader ms\tfirst event ms\tworst latency ms\texit ms\trestart secs\tload\t")
+		for _, x := range rows {
+			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%s\t%s\t%.0f\t%.0f\t%.0f\t%.0f\t%.1f\t%s\t\n", x.Server, x.Round, x.Running, x.Signal, x.Killed, x.NewLeader,
 				x.LeaderMS, x.DeliveryMS, x.WorstMS, x.ExitMS, x.RestartSeconds, x.Load)
 		}
 	case []CDCRow:
