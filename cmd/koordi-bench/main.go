@@ -142,7 +142,7 @@ type options struct {
 	servers, dbURL, koordiBin, nodeDir, results, pprofDir, target, rates string
 	bulkShapes, clusterSrv                                               string
 	kills, clientsPerNode, nodes, holders                                int
-	settle                                                               time.Duration
+	settle, killAfter                                                    time.Duration
 	bulkEvents                                                           int
 	profileEvery                                                         time.Duration
 	control                                                              bool
@@ -220,6 +220,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.kills, "kills", 0, "failover: leader kills per signal, SIGKILL and SIGTERM alternating (default 20; short: 2)")
 	fs.IntVar(&o.clientsPerNode, "clients-per-node", 10, "failover: sockets per node, all in the written room")
 	fs.DurationVar(&o.settle, "settle", 0, "failover: pause after the killed node is back, before the next kill (default 2s)")
+	fs.DurationVar(&o.killAfter, "kill-after", 0, "failover: writes before the first kill (default --settle); REPLAY_WINDOW or more for steady-state takeovers")
 	fs.IntVar(&o.nodes, "nodes", 0, "cluster-idle: nodes holding the connections (default 6; short: 3)")
 	fs.IntVar(&o.holders, "holders", 0, "cluster-idle: client processes holding the connections (default: enough for 16,700 each)")
 	fs.DurationVar(&o.profileEvery, "profile-every", 0, "bulk --profile: how often the heap is profiled (default 500ms)")
@@ -365,7 +366,7 @@ func run(ctx context.Context, args []string) error {
 		}
 		return scenario.Failover(ctx, env, scenario.FailoverConfig{
 			Servers: splitList(o.clusterSrv), Kills: size(o.kills, 20, 2), Rate: rate, ClientsPerNode: o.clientsPerNode,
-			Settle: o.settle, Sources: o.sources,
+			Settle: o.settle, KillAfter: o.killAfter, Sources: o.sources,
 		})
 	}); err != nil {
 		return err

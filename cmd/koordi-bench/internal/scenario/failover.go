@@ -26,7 +26,11 @@ type FailoverConfig struct {
 	Writers        int           // writer connections; default 4
 	ClientsPerNode int           // sockets per node, all in the one room; default 10
 	Settle         time.Duration // after a restarted node's sockets connect, before the next kill; default 2s
-	Sources        int
+	// KillAfter is how long the writes run before the first kill (at
+	// least Settle): a new leader decodes again up to REPLAY_WINDOW of
+	// WAL, so takeovers reach their steady cost only after one window.
+	KillAfter time.Duration
+	Sources   int
 }
 
 // FailoverRow is one kill.
@@ -243,6 +247,13 @@ func (e *Env) failoverOne(ctx context.Context, name string, cfg FailoverConfig, 
 		<-writeDone
 		closeAll()
 		return rows, FailoverAccounting{}, err
+	}
+	if cfg.KillAfter > cfg.Settle {
+		select {
+		case <-time.After(cfg.KillAfter - cfg.Settle):
+		case <-ctx.Done():
+			return fail(ctx.Err())
+		}
 	}
 	for r := 0; r < 2*cfg.Kills; r++ {
 		sig, sigName := syscall.Signal(syscall.SIGKILL), "SIGKILL"
