@@ -14,11 +14,16 @@
 //	latency  write-to-receive latency swept over offered commit rates: p50/p99 per rate, the knee, a plot
 //	idle     server RSS per idle connection
 //	bulk     one UPDATE of 200,000 events: the server's peak RSS (VmHWM), time to deliver, accounting
-//	all      cdc, fanout, latency and idle with the full sizes of issue 6; short: the same, small (make bench)
+//	failover leader of a 3-node cluster killed (SIGKILL, SIGTERM in turn) under steady writes: takeover times, exactly-once accounting
+//	hop      fanout and latency at 500 commits/s, one node against three (koordi,cluster3,cluster3,koordi): the NATS hop's cost
+//	cluster-idle  100,000 idle sockets on six nodes, held by client processes under the open-file limit; per-node RSS and CPU vs koordi and Node
+//	all      every scenario but cdc-deliver and bulk, full sizes; short: the same, small (make bench)
 //
 // Servers (--servers): raw (the physical-limit baseline, package raw,
 // `koordi-bench serve-raw`), koordi (koordi-realtime serve), node (the
-// Node reference), inproc (`koordi-bench serve-inproc`, with pprof), url.
+// Node reference), inproc (`koordi-bench serve-inproc`, with pprof), url,
+// clusterN (N serve nodes sharing one slot through a nats-server of their
+// own; clients are spread over the nodes, CPU and RSS summed).
 // A koordi server may be given as koordi@BINARY and any server with
 // +KEY=VALUE environment suffixes (koordi+GOGC=50), each measured as a
 // server of its own in the same command.

@@ -2,9 +2,13 @@ package scenario
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -328,6 +332,9 @@ func (e *Env) failoverOne(ctx context.Context, name string, cfg FailoverConfig, 
 			return fail(err)
 		}
 		row.Load = harness.LoadAvg()
+		if row.NewLeader != "" {
+			e.saveLeaderLog(name, r+1, c, row.NewLeader, t)
+		}
 		e.logf("failover/%s %d/%d %s %s: became leader %s +%.0f ms, first delivery +%.0f ms, exit +%.0f ms, restart %.1fs",
 			name, r+1, 2*cfg.Kills, sigName, killed.name, row.NewLeader, row.LeaderMS, row.DeliveryMS, row.ExitMS, row.RestartSeconds)
 		rows = append(rows, row)
@@ -540,4 +547,31 @@ func writeSteady(ctx context.Context, url string, t harness.Topology, rate, work
 		all = append(all, r...)
 	}
 	return all, <-errs
+}
+
+// saveLeaderLog writes the new leader's log records from a second before
+// the kill of round r to five seconds after it to the results directory
+// (failover-<server>-<round>.log), to see where a takeover's time goes
+// (LOG_LEVEL=debug in the cluster's spec says more).
+func (e *Env) saveLeaderLog(server string, r int, c *cluster, node string, t time.Time) {
+	var log string
+	for _, n := range c.nodes {
+		if n.name == node {
+			log = n.p.Log()
+		}
+	}
+	var keep []string
+	for _, line := range strings.Split(log, "\n") {
+		var rec struct {
+			Time time.Time `json:"time"`
+		}
+		if json.Unmarshal([]byte(line), &rec) != nil {
+			continue
+		}
+		if rec.Time.After(t.Add(-time.Second)) && rec.Time.Before(t.Add(5*time.Second)) {
+			keep = append(keep, fmt.Sprintf("%+8.0fms %s", float64(rec.Time.Sub(t))/1e6, line))
+		}
+	}
+	name := strings.NewReplacer("+", "_", "=", "-", "/", "_", "@", "_").Replace(server)
+	_ = os.WriteFile(filepath.Join(e.ResultsDir, fmt.Sprintf("failover-%s-%02d.log", name, r)), []byte(strings.Join(keep, "\n")+"\n"), 0o644)
 }
