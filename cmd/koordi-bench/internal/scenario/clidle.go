@@ -66,8 +66,9 @@ func Hold(ctx context.Context, cfg HoldConfig, out io.Writer) error {
 // ClusterIdleConfig configures the cluster-idle scenario.
 type ClusterIdleConfig struct {
 	// Servers, in run order: a clusterN holds Connections over its N
-	// nodes; any other server (koordi, node) holds Connections/N, the same
-	// count per process, so per-connection memory compares at one size.
+	// nodes; any other server (koordi, node) holds Connections/N (N of the
+	// smallest cluster), the same count per process, so per-connection
+	// memory compares at one size.
 	Servers     []string
 	Connections int
 	Holders     int           // client processes; default ceil(per-server count / PerProcessConns)
@@ -129,7 +130,7 @@ func ClusterIdle(ctx context.Context, e *Env, cfg ClusterIdleConfig) (*Report, e
 		n, isCluster := clusterSize(strings.SplitN(strings.SplitN(s, "+", 2)[0], "@", 2)[0])
 		count := perProc
 		if isCluster {
-			count = perProc * n
+			count = max(perProc*n, min(cfg.Connections, PerProcessConns*n)) // all of them, the remainder on the first nodes
 		}
 		got, err := e.clusterIdleOne(ctx, s, count, users, cfg)
 		if err != nil {
