@@ -4,7 +4,7 @@
 // connects Socket.IO clients over WebSocket, drives writes through SQL, and
 // prints a table per scenario and writes it as JSON under --results.
 //
-//	koordi-bench [flags] cdc|cdc-deliver|fanout|latency|idle|bulk|all|short
+//	koordi-bench [flags] cdc|cdc-deliver|fanout|latency|idle|bulk|failover|hop|cluster-idle|all|short
 //
 // Scenarios (see cmd/koordi-bench/RESULTS.md for figures):
 //
@@ -14,11 +14,16 @@
 //	latency  write-to-receive latency swept over offered commit rates: p50/p99 per rate, the knee, a plot
 //	idle     server RSS per idle connection
 //	bulk     one UPDATE of 200,000 events: the server's peak RSS (VmHWM), time to deliver, accounting
-//	all      cdc, fanout, latency and idle with the full sizes of issue 6; short: the same, small (make bench)
+//	failover leader of a 3-node cluster killed (SIGKILL, SIGTERM in turn) under steady writes: takeover times, exactly-once accounting
+//	hop      fanout and latency at 500 commits/s, one node against three (koordi,cluster3,cluster3,koordi): the NATS hop's cost
+//	cluster-idle  100,000 idle sockets on six nodes, held by client processes under the open-file limit; per-node RSS and CPU vs koordi and Node
+//	all      every scenario but cdc-deliver and bulk, full sizes; short: the same, small (make bench)
 //
 // Servers (--servers): raw (the physical-limit baseline, package raw,
 // `koordi-bench serve-raw`), koordi (koordi-realtime serve), node (the
-// Node reference), inproc (`koordi-bench serve-inproc`, with pprof), url.
+// Node reference), inproc (`koordi-bench serve-inproc`, with pprof), url,
+// clusterN (N serve nodes sharing one slot through a nats-server of their
+// own; clients are spread over the nodes, CPU and RSS summed).
 // A koordi server may be given as koordi@BINARY and any server with
 // +KEY=VALUE environment suffixes (koordi+GOGC=50), each measured as a
 // server of its own in the same command.
@@ -33,10 +38,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -54,6 +61,13 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "serve-inproc" {
 		if err := serveInproc(ctx, os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "koordi-bench serve-inproc:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "hold" {
+		if err := serveHold(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "koordi-bench hold:", err)
 			os.Exit(1)
 		}
 		return
@@ -91,6 +105,32 @@ func serveInproc(ctx context.Context, args []string) error {
 	return inproc.Run(ctx, cfg)
 }
 
+// serveHold is one client process of cluster-idle: it holds idle sockets
+// until its stdin closes (or SIGTERM).
+func serveHold(args []string) error {
+	fs := flag.NewFlagSet("hold", flag.ContinueOnError)
+	var cfg scenario.HoldConfig
+	var urls string
+	fs.StringVar(&urls, "urls", "", "servers, comma-separated")
+	fs.IntVar(&cfg.Connections, "connections", 0, "sockets")
+	fs.IntVar(&cfg.Offset, "offset", 0, "index of the first socket")
+	fs.IntVar(&cfg.Users, "users", 10_000, "users (seeded)")
+	fs.IntVar(&cfg.Sources, "sources", 8, "source addresses")
+	fs.IntVar(&cfg.SourceBase, "source-base", 1, "last byte of the first source address 127.0.0.x")
+	fs.StringVar(&cfg.ReadyEvent, "ready-event", "", "event the server sends once the socket joined its rooms")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg.URLs, cfg.Secret = strings.Split(urls, ","), os.Getenv("JWT_SECRET")
+	if _, err := harness.RaiseNoFile(uint64(cfg.Connections) + 500); err != nil {
+		fmt.Fprintln(os.Stderr, "warning:", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	go func() { _, _ = io.Copy(io.Discard, os.Stdin); stop() }()
+	return scenario.Hold(ctx, cfg, os.Stdout)
+}
+
 func serveRaw(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve-raw", flag.ContinueOnError)
 	var cfg raw.Config
@@ -105,7 +145,9 @@ func serveRaw(ctx context.Context, args []string) error {
 
 type options struct {
 	servers, dbURL, koordiBin, nodeDir, results, pprofDir, target, rates string
-	bulkShapes                                                           string
+	bulkShapes, clusterSrv                                               string
+	kills, clientsPerNode, nodes, holders                                int
+	settle, killAfter                                                    time.Duration
 	bulkEvents                                                           int
 	profileEvery                                                         time.Duration
 	control                                                              bool
@@ -122,6 +164,14 @@ const (
 	defaultRates = "250,500,750,1000,1500,2000,2500,3000"
 	shortRates   = "250,1000,2000"
 )
+
+// splitList is a comma-separated flag's values; none for "".
+func splitList(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
+}
 
 func parseRates(s string) ([]int, error) {
 	var rates []int
@@ -171,6 +221,13 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&o.bulkShapes, "bulk-shapes", "300x667,100x2000", "bulk: CALENDARSxEVENTS per calendar, comma-separated; one socket per calendar, one UPDATE of every event")
 	fs.IntVar(&o.bulkEvents, "bulk-events", 0, "bulk: the servers' BULK_EVENTS (default serve's 1000; set, it is passed to them): a room over it expects one sync:reset")
 	fs.BoolVar(&o.control, "control", true, "cdc-deliver: also run the server with only the probe socket (no delivery)")
+	fs.StringVar(&o.clusterSrv, "cluster", "", "failover: the clusters, clusterN[@BINARY][+KEY=VALUE], comma-separated, each run in turn with its own --kills (default cluster3)")
+	fs.IntVar(&o.kills, "kills", 0, "failover: leader kills per signal, SIGKILL and SIGTERM alternating (default 20; short: 2)")
+	fs.IntVar(&o.clientsPerNode, "clients-per-node", 10, "failover: sockets per node, all in the written room")
+	fs.DurationVar(&o.settle, "settle", 0, "failover: pause after the killed node is back, before the next kill (default 2s)")
+	fs.DurationVar(&o.killAfter, "kill-after", 0, "failover: writes before the first kill (default --settle); REPLAY_WINDOW or more for steady-state takeovers")
+	fs.IntVar(&o.nodes, "nodes", 0, "cluster-idle: nodes holding the connections (default 6; short: 3)")
+	fs.IntVar(&o.holders, "holders", 0, "cluster-idle: client processes holding the connections (default: enough for 16,700 each)")
 	fs.DurationVar(&o.profileEvery, "profile-every", 0, "bulk --profile: how often the heap is profiled (default 500ms)")
 	fs.Func("server-env", "KEY=VALUE added to every server's environment (repeatable), e.g. GOMEMLIMIT=200MiB or GODEBUG=gctrace=1", func(v string) error {
 		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
@@ -181,7 +238,7 @@ func run(ctx context.Context, args []string) error {
 	})
 	fs.BoolVar(&o.profile, "profile", false, "fanout/latency: CPU, heap and allocation profiles of servers inproc and raw (per rate in latency); idle: its heap and goroutines; cdc: CPU profile of the koordi consumer; bulk: heap profiles of inproc every second")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: koordi-bench [flags] cdc|cdc-deliver|fanout|latency|idle|bulk|all|short")
+		fmt.Fprintln(fs.Output(), "usage: koordi-bench [flags] cdc|cdc-deliver|fanout|latency|idle|bulk|failover|hop|cluster-idle|all|short")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -197,7 +254,7 @@ func run(ctx context.Context, args []string) error {
 	which := fs.Arg(0)
 	full := which == "all"
 	short := which == "short"
-	if which != "all" && which != "short" && which != "cdc" && which != "fanout" && which != "latency" && which != "idle" && which != "bulk" && which != "cdc-deliver" {
+	if !slices.Contains([]string{"all", "short", "cdc", "fanout", "latency", "idle", "bulk", "cdc-deliver", "failover", "hop", "cluster-idle"}, which) {
 		return fmt.Errorf("unknown scenario %q", which)
 	}
 	switch {
@@ -232,6 +289,8 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer cleanup()
 	servers := strings.Split(o.servers, ",")
+	serversSet := false
+	fs.Visit(func(f *flag.Flag) { serversSet = serversSet || f.Name == "servers" })
 	size := func(v, fullV, shortV int) int {
 		switch {
 		case v > 0:
@@ -301,6 +360,66 @@ func run(ctx context.Context, args []string) error {
 		return scenario.Idle(ctx, env, scenario.IdleConfig{
 			Servers: servers, Connections: size(o.idleConns, 18_000, 2_000), Sources: o.sources,
 			Hold: dur(o.hold, 30*time.Second, 3*time.Second), Profile: o.profile,
+		})
+	}); err != nil {
+		return err
+	}
+	if err := do("failover", func() (*scenario.Report, error) {
+		rate := o.rate
+		if rate <= 0 {
+			rate = 100
+		}
+		return scenario.Failover(ctx, env, scenario.FailoverConfig{
+			Servers: splitList(o.clusterSrv), Kills: size(o.kills, 20, 2), Rate: rate, ClientsPerNode: o.clientsPerNode,
+			Settle: o.settle, KillAfter: o.killAfter, Sources: o.sources,
+		})
+	}); err != nil {
+		return err
+	}
+	// hop: fanout and latency at one rate, one node against three, ABBA.
+	hopServers := servers
+	if !serversSet {
+		hopServers = strings.Split(scenario.HopServers, ",")
+	}
+	if err := do("hop", func() (*scenario.Report, error) {
+		rep, err := scenario.Delivery(ctx, env, "hop-fanout", scenario.DeliveryConfig{
+			Servers: hopServers, Clients: size(o.clients, 10_000, 1_000), RoomSize: o.roomSize,
+			Backlog: size(o.backlog, 300, 50), Sources: o.sources, Profile: o.profile,
+		})
+		if rep != nil {
+			scenario.HopRatios(rep, 0.7, 2)
+		}
+		return rep, err
+	}); err != nil {
+		return err
+	}
+	if err := do("hop", func() (*scenario.Report, error) {
+		rate := o.rate
+		if rate <= 0 {
+			rate = 500
+		}
+		rep, err := scenario.Sweep(ctx, env, scenario.SweepConfig{
+			Servers: hopServers, Clients: size(o.clients, 10_000, 1_000), RoomSize: o.roomSize, Rates: []int{rate},
+			Step: dur(o.duration, 10*time.Second, 4*time.Second), Warmup: dur(o.warmup, 2*time.Second, time.Second),
+			Sources: o.sources, Profile: o.profile,
+		})
+		if rep != nil {
+			rep.Scenario = "hop-latency"
+			scenario.HopRatios(rep, 0.7, 2)
+		}
+		return rep, err
+	}); err != nil {
+		return err
+	}
+	if err := do("cluster-idle", func() (*scenario.Report, error) {
+		nodes := size(o.nodes, 6, 3)
+		srvs := servers
+		if !serversSet {
+			srvs = []string{fmt.Sprintf("cluster%d", nodes), "koordi", "node"}
+		}
+		return scenario.ClusterIdle(ctx, env, scenario.ClusterIdleConfig{
+			Servers: srvs, Connections: size(o.idleConns, 100_000, 3_000), Holders: o.holders,
+			Sources: o.sources, Hold: dur(o.hold, 30*time.Second, 3*time.Second),
 		})
 	}); err != nil {
 		return err

@@ -91,6 +91,12 @@ func (p *Process) Stop() {
 	}
 }
 
+// Signal sends sig to the process (not its group).
+func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
+// Done is closed once the process has exited.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
 // Output is the tail of the process's combined output.
 func (p *Process) Output() string { return lastLines(p.log.String(), 20) }
 

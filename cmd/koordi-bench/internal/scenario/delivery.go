@@ -150,16 +150,16 @@ func (e *Env) open(ctx context.Context, name, srvName string, clients, roomSize,
 		return nil, err
 	}
 	time.Sleep(500 * time.Millisecond) // let start-up allocation settle
-	row.RSSBefore = sample(srv.pid).serverRSS
+	row.RSSBefore = srv.sample().serverRSS
 	e.logf("%s/%s: connecting %d clients to %s", name, srvName, clients, srv.url)
-	f, took, err := connect(ctx, fleetConfig{URL: srv.url, Tokens: tokens, N: clients, ReadyEvent: srv.readyEvent, Sources: sources})
+	f, took, err := connect(ctx, fleetConfig{URLs: srv.targets(), Tokens: tokens, N: clients, ReadyEvent: srv.readyEvent, Sources: sources})
 	if err != nil {
 		srv.stop()
 		return nil, err
 	}
 	row.ConnectSeconds = took.Seconds()
 	time.Sleep(time.Second)
-	row.RSSConnected = sample(srv.pid).serverRSS
+	row.RSSConnected = srv.sample().serverRSS
 	if clients > 0 {
 		row.RSSPerConn = float64(row.RSSConnected-row.RSSBefore) / float64(clients)
 	}
@@ -203,7 +203,7 @@ func (e *Env) fanoutOne(ctx context.Context, name, srvName string, cfg DeliveryC
 	defer s.close()
 	row, f := s.row, s.f
 	stopProfile := e.profile(cfg.Profile, s.srv, fmt.Sprintf("%s-%s", name, srvName), 10)
-	s0 := sample(s.srv.pid)
+	s0 := s.srv.sample()
 	f.recording.Store(true)
 	perCal, err := e.writeBacklog(ctx, s.srv, topo, cfg.Backlog)
 	row.Commits = int64(cfg.Backlog)
@@ -217,7 +217,7 @@ func (e *Env) fanoutOne(ctx context.Context, name, srvName string, cfg DeliveryC
 		want += perCal[topo.CalendarOf(i%cfg.Users)]
 	}
 	last := f.waitFor(ctx, want, 15*time.Second, 0)
-	s1 := sample(s.srv.pid)
+	s1 := s.srv.sample()
 	s1.at = last
 	row.DeliverySeconds = last.Sub(s0.at).Seconds()
 	row.Accounting = f.account(func(i int) int64 { return perCal[topo.CalendarOf(i%cfg.Users)] })

@@ -43,9 +43,16 @@ func (e *Env) logf(format string, args ...any) {
 
 // server is one server under test, running.
 type server struct {
-	name       string // the spec it was started from (see startServer)
-	url        string
-	pid        int    // 0 if unknown (external without --target-pid)
+	name string // the spec it was started from (see startServer)
+	url  string
+	pid  int // 0 if unknown (external without --target-pid)
+	// urls and pids are every node of a cluster (kind clusterN): clients
+	// are spread over urls, CPU and RSS summed over pids; url and pid are
+	// the first node's.
+	urls []string
+	pids []int
+	// cluster is the running cluster of kind clusterN, else nil.
+	cluster    *cluster
 	readyEvent string // see sioclient.Options.ReadyEvent
 	pprof      string // pprof base URL for inproc and raw
 	// control is raw's control URL: writes are raw's in-memory schedule,
@@ -72,8 +79,8 @@ func parseServerSpec(s string) (serverSpec, error) {
 	parts := strings.Split(s, "+")
 	sp := serverSpec{kind: parts[0]}
 	if k, bin, ok := strings.Cut(sp.kind, "@"); ok {
-		if k != "koordi" || bin == "" {
-			return sp, fmt.Errorf("server %q: @binary applies to koordi only", s)
+		if (k != "koordi" && !strings.HasPrefix(k, "cluster")) || bin == "" {
+			return sp, fmt.Errorf("server %q: @binary applies to koordi and clusterN only", s)
 		}
 		sp.kind, sp.bin = k, bin
 	}
@@ -108,6 +115,23 @@ func (e *Env) startSpec(ctx context.Context, spec serverSpec) (*server, error) {
 			return nil, fmt.Errorf("server url needs --target")
 		}
 		return &server{name: "url", url: strings.TrimRight(e.Target, "/"), pid: e.TargetPID, stop: func() {}}, nil
+	}
+	if n, ok := clusterSize(name); ok {
+		bin := e.KoordiBin
+		if spec.bin != "" {
+			bin = spec.bin
+		}
+		c, err := e.startCluster(ctx, n, bin, spec.env)
+		if err != nil {
+			return nil, err
+		}
+		srv := &server{name: name, url: c.nodes[0].url, pid: c.nodes[0].p.PID(), slot: c.slot, cluster: c, stop: c.stop}
+		for _, nd := range c.nodes {
+			srv.urls = append(srv.urls, nd.url)
+			srv.pids = append(srv.pids, nd.p.PID())
+		}
+		srv.output = c.nodes[0].p.Log
+		return srv, nil
 	}
 	port, err := harness.FreePort()
 	if err != nil {
@@ -178,7 +202,7 @@ func (e *Env) startSpec(ctx context.Context, spec serverSpec) (*server, error) {
 		return &server{name: name, url: url, pid: p.PID(), readyEvent: "bench:ready", output: p.Log,
 			stop: func() { p.Stop(); _ = harness.DropNotifyTriggers(context.Background(), e.DatabaseURL) }}, nil
 	}
-	return nil, fmt.Errorf("unknown server %q (raw, koordi, node, inproc, url)", name)
+	return nil, fmt.Errorf("unknown server %q (raw, koordi, clusterN, node, inproc, url)", name)
 }
 
 func dropSlot(ctx context.Context, url, slot string) error {
@@ -221,6 +245,29 @@ func sample(pid int) procSample {
 	}
 	s.benchCPU, _ = harness.CPUTime(os.Getpid())
 	return s
+}
+
+// sample is the server's CPU time and RSS, summed over a cluster's nodes.
+func (s *server) sample() procSample {
+	if len(s.pids) == 0 {
+		return sample(s.pid)
+	}
+	ps := sample(0)
+	for _, pid := range s.pids {
+		c, _ := harness.CPUTime(pid)
+		r, _ := harness.RSS(pid)
+		ps.serverCPU += c
+		ps.serverRSS += r
+	}
+	return ps
+}
+
+// targets is every URL clients of the server spread over.
+func (s *server) targets() []string {
+	if len(s.urls) > 0 {
+		return s.urls
+	}
+	return []string{s.url}
 }
 
 // cores is the CPU used between a and b, in cores.

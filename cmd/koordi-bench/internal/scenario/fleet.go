@@ -30,18 +30,27 @@ type fleet struct {
 	// lat receives latencies while recording; a sweep gives each step its own.
 	lat       atomic.Pointer[stats.Histogram]
 	recording atomic.Bool
-	wg        sync.WaitGroup
-	runErrs   atomic.Int64
-	firstErr  atomic.Value
+	// ended is when client i's reader returned (Unix ns), 0 while it runs.
+	ended    []atomic.Int64
+	wg       sync.WaitGroup
+	runErrs  atomic.Int64
+	firstErr atomic.Value
 }
 
 type fleetConfig struct {
-	URL        string
+	URL string
+	// URLs, if set, are several servers (the nodes of a cluster): client i
+	// connects to URLs[i mod len(URLs)].
+	URLs       []string
 	Tokens     func(i int) string // token of client i
 	N          int
 	Parallel   int // concurrent handshakes; default 200
 	ReadyEvent string
 	Sources    int // source addresses 127.0.0.1..; default 8
+	// SourceBase is the last byte of the first source address (default
+	// 1): processes connecting at once use distinct addresses, so their
+	// ephemeral ports do not come from one range.
+	SourceBase int
 	// Handle, if set, receives client i's events instead of the stamp
 	// counter (received, total, latencies stay zero; runErrs still counts).
 	Handle func(i int, name, args []byte)
@@ -49,7 +58,14 @@ type fleetConfig struct {
 
 // connect dials all clients; each starts reading at once.
 func connect(ctx context.Context, cfg fleetConfig) (*fleet, time.Duration, error) {
-	f := &fleet{conns: make([]*sioclient.Conn, cfg.N), received: make([]atomic.Int64, cfg.N)}
+	f := &fleet{conns: make([]*sioclient.Conn, cfg.N), received: make([]atomic.Int64, cfg.N), ended: make([]atomic.Int64, cfg.N)}
+	urls := cfg.URLs
+	if len(urls) == 0 {
+		urls = []string{cfg.URL}
+	}
+	if cfg.SourceBase <= 0 {
+		cfg.SourceBase = 1
+	}
 	f.lat.Store(&stats.Histogram{})
 	if cfg.Parallel <= 0 {
 		cfg.Parallel = 200
@@ -61,7 +77,7 @@ func connect(ctx context.Context, cfg fleetConfig) (*fleet, time.Duration, error
 	}
 	clients := make([]*http.Client, cfg.Sources)
 	for i := range clients {
-		clients[i] = sioclient.SourceClient(net.IPv4(127, 0, 0, byte(1+i)))
+		clients[i] = sioclient.SourceClient(net.IPv4(127, 0, 0, byte(cfg.SourceBase+i)))
 	}
 	start := time.Now()
 	g, gctx := errgroup.WithContext(ctx)
@@ -69,7 +85,7 @@ func connect(ctx context.Context, cfg fleetConfig) (*fleet, time.Duration, error
 	for i := 0; i < cfg.N; i++ {
 		g.Go(func() error {
 			c, err := sioclient.Dial(gctx, sioclient.Options{
-				URL: cfg.URL, Token: cfg.Tokens(i), ReadyEvent: cfg.ReadyEvent,
+				URL: urls[i%len(urls)], Token: cfg.Tokens(i), ReadyEvent: cfg.ReadyEvent,
 				HTTPClient: clients[i%len(clients)], Timeout: 60 * time.Second,
 			})
 			if err != nil {
@@ -96,7 +112,9 @@ func (f *fleet) read(i int, c *sioclient.Conn, handle func(i int, name, args []b
 	if handle == nil {
 		h = f.count(i)
 	}
-	if err := c.Run(h); err != nil {
+	err := c.Run(h)
+	f.ended[i].Store(time.Now().UnixNano())
+	if err != nil {
 		if f.runErrs.Add(1) == 1 {
 			f.firstErr.Store(fmt.Errorf("client %d: %w", i, err))
 		}
@@ -112,13 +130,8 @@ func (f *fleet) count(i int) sioclient.Handler {
 			return
 		}
 		now := time.Now().UnixNano()
-		title, ok := sioclient.StringField(args, "event_title")
-		if !ok || len(title) <= len(stampPrefix) || string(title[:len(stampPrefix)]) != stampPrefix {
-			f.bad.Add(1)
-			return
-		}
-		ns, err := strconv.ParseInt(string(title[len(stampPrefix):]), 10, 64)
-		if err != nil {
+		ns, ok := parseStamp(args)
+		if !ok {
 			f.bad.Add(1)
 			return
 		}
@@ -128,6 +141,17 @@ func (f *fleet) count(i int) sioclient.Handler {
 			f.lat.Load().Record(now - ns)
 		}
 	}
+}
+
+// parseStamp is the write time an event:updated payload's title carries
+// (stampPrefix and Unix nanoseconds).
+func parseStamp(args []byte) (int64, bool) {
+	title, ok := sioclient.StringField(args, "event_title")
+	if !ok || len(title) <= len(stampPrefix) || string(title[:len(stampPrefix)]) != stampPrefix {
+		return 0, false
+	}
+	ns, err := strconv.ParseInt(string(title[len(stampPrefix):]), 10, 64)
+	return ns, err == nil
 }
 
 // close disconnects every client and waits for the readers.

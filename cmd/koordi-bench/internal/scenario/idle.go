@@ -126,22 +126,22 @@ func (e *Env) idleOne(ctx context.Context, name string, cfg IdleConfig, tokens f
 	}
 	defer srv.stop()
 	time.Sleep(500 * time.Millisecond)
-	row.RSSBefore = sample(srv.pid).serverRSS
+	row.RSSBefore = srv.sample().serverRSS
 	e.logf("idle/%s: connecting %d sockets from %d source addresses", name, cfg.Connections, cfg.Sources)
-	f, took, err := connect(ctx, fleetConfig{URL: srv.url, Tokens: tokens, N: cfg.Connections, ReadyEvent: srv.readyEvent, Sources: cfg.Sources})
+	f, took, err := connect(ctx, fleetConfig{URLs: srv.targets(), Tokens: tokens, N: cfg.Connections, ReadyEvent: srv.readyEvent, Sources: cfg.Sources})
 	row.ConnectSeconds = took.Seconds()
 	if err != nil {
 		return row, err
 	}
 	defer f.close()
 	time.Sleep(2 * time.Second)
-	s0 := sample(srv.pid)
+	s0 := srv.sample()
 	select {
 	case <-time.After(cfg.Hold):
 	case <-ctx.Done():
 		return row, ctx.Err()
 	}
-	s1 := sample(srv.pid)
+	s1 := srv.sample()
 	if cfg.Profile && srv.pprof != "" {
 		// After the RSS sample: fetching a profile allocates in the server.
 		e.fetchProfile(srv.pprof, fmt.Sprintf("idle-%s-heap.pprof", name), "heap?gc=1")

@@ -25,6 +25,7 @@ type Report struct {
 	Knees    []Knee    `json:"knees,omitempty"`
 	Ratios   []Ratio   `json:"ratios,omitempty"`
 	Summary  []string  `json:"summary,omitempty"` // lines printed after the table
+	Extra    any       `json:"extra,omitempty"`   // a scenario's own totals (failover: its accounting)
 }
 
 // Ratio is one figure of a server against the baseline of the same run;
@@ -139,6 +140,18 @@ func (r *Report) Print(w io.Writer) {
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.2f\t%.0f\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.2f\t%s\t\n", x.Consumer, x.Clients, x.Run, x.Commits,
 				x.Seconds, x.CommitsPerSec, x.DuringCatchUp, x.Accounting.Delivered, x.Accounting.Expected, x.Accounting.Lost, x.Accounting.Duplicates,
 				x.DeliverySeconds, x.ServerCores, x.BenchCores, x.Load)
+		}
+	case []ClusterIdleRow:
+		fmt.Fprintln(tw, "server\tnode\tconnections\tholders\tconnect secs\tRSS before\tRSS after\tKiB/conn\tidle cores\tholders RSS\tdropped\tload\t  failed")
+		for _, x := range rows {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.1f\t%s\t%s\t%.2f\t%.3f\t%s\t%d\t%s\t  %s\n", x.Server, x.Node, x.Connections, x.Holders,
+				x.ConnectSeconds, mib(x.RSSBefore), mib(x.RSSAfter), x.RSSPerConn/1024, x.IdleCores, mib(x.HolderRSS), x.Dropped, x.Load, x.Failed)
+		}
+	case []FailoverRow:
+		fmt.Fprintln(tw, "server\tround\twriting secs\tsignal\tkilled\tnew leader\tbecame leader ms\tfirst event ms\tworst latency ms\texit ms\trestart secs\tload\t")
+		for _, x := range rows {
+			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%s\t%s\t%.0f\t%.0f\t%.0f\t%.0f\t%.1f\t%s\t\n", x.Server, x.Round, x.Running, x.Signal, x.Killed, x.NewLeader,
+				x.LeaderMS, x.DeliveryMS, x.WorstMS, x.ExitMS, x.RestartSeconds, x.Load)
 		}
 	case []CDCRow:
 		fmt.Fprintln(tw, "backlog\tconsumer\trun\tcommits\trows\tevents\tsecs\tcommits/s\trows/s\tload\t")

@@ -247,7 +247,7 @@ func (e *Env) step(ctx context.Context, s *session, cfg SweepConfig, topo harnes
 	f.recording.Store(false)
 	f.lat.Store(h)
 	stopProfile := e.profile(cfg.Profile, srv, fmt.Sprintf("latency-%s-%d", srv.name, rate), int(cfg.Step.Seconds()))
-	s0 := sample(srv.pid)
+	s0 := srv.sample()
 	warm := time.AfterFunc(cfg.Warmup, func() { f.recording.Store(true) })
 	r, err := e.writeRate(ctx, srv, topo, rate, cfg.Step, cfg.Writers)
 	row.WriteSeconds = time.Since(s0.at).Seconds()
@@ -266,7 +266,7 @@ func (e *Env) step(ctx context.Context, s *session, cfg SweepConfig, topo harnes
 	last := f.waitFor(ctx, base.total+want, 10*time.Second, 2*cfg.Step+30*time.Second)
 	warm.Stop()
 	f.recording.Store(false)
-	s1 := sample(srv.pid)
+	s1 := srv.sample()
 	s1.at = last
 	row.Profile = stopProfile()
 	row.DeliverySeconds = last.Sub(s0.at).Seconds()
