@@ -70,8 +70,8 @@ lint:
 	$(GO) vet $(PKGS)
 
 ## bench: the hot-path Go benchmarks, then a short run of every koordi-bench
-## scenario against koordi-realtime and the Node reference (about a minute
-## and a half; full sizes and results: cmd/koordi-bench/RESULTS.md)
+## scenario against koordi-realtime, the raw baseline and the Node reference
+## (about four minutes; full sizes and results: cmd/koordi-bench/RESULTS.md)
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x $(PKGS)
 	cd testdata/bench && npm ci --no-audit --no-fund --loglevel=error
