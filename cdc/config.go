@@ -72,7 +72,9 @@ type Config struct {
 	// lock pg_try_advisory_lock(LockKey) on its own replication connection,
 	// which holds it for exactly as long as it streams and loses it with the
 	// connection, however the process ends. While another session holds
-	// it the consumer stands by, trying again every StandbyRetry. Once it
+	// it the consumer stands by, trying again every StandbyRetry on the same
+	// replication connection (a fresh session, with its checks, every
+	// minute; never two backends a try). Once it
 	// has led, the end of its session ends Run with ErrLostLeadership:
 	// another node may stream meanwhile, so the next term starts with a new
 	// consumer and a fresh state.

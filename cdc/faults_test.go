@@ -3,6 +3,7 @@ package cdc
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -219,6 +220,28 @@ func TestLeaderLock(t *testing.T) {
 	b := newCand()
 	if <-b.leading {
 		t.Fatal("the second candidate led while the first streams")
+	}
+	// The standby keeps asking on one replication connection rather than
+	// starting a session (two backends) per try.
+	standbyWalsender := func() []int {
+		rows, err := conn.Query(context.Background(), `SELECT pid FROM pg_stat_activity
+			WHERE backend_type = 'walsender' AND datname = current_database()
+			  AND pid IS DISTINCT FROM (SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1)`, slot)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids, err := pgx.CollectRows(rows, pgx.RowTo[int])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pids
+	}
+	first := standbyWalsender()
+	for range 6 {
+		time.Sleep(250 * time.Millisecond) // StandbyRetry is 500 ms
+		if now := standbyWalsender(); len(first) != 1 || !slices.Equal(now, first) {
+			t.Fatalf("the standby's walsenders went from %v to %v: one connection should stay", first, now)
+		}
 	}
 	exec(t, conn, `INSERT INTO users (id, email, name) VALUES ($1, 'a@example.com', 'one')`, user1)
 	a.rec.waitTx(t, sets("users", "name", "one"))

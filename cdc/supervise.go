@@ -51,13 +51,7 @@ func (c *Consumer) supervise(ctx context.Context, queue chan<- *committed) error
 		if errors.Is(err, errStandby) {
 			cancel(nil)
 			c.setStreaming(false)
-			if !c.standing {
-				c.standing = true
-				c.log.Info("standing by: another node streams from the slot", "slot", c.cfg.SlotName)
-				if c.cfg.OnLeading != nil {
-					c.cfg.OnLeading(false)
-				}
-			}
+			c.standBy()
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -182,7 +176,7 @@ func (c *Consumer) session(ctx context.Context, queue chan<- *committed, first b
 		// The lock lives in the replication session: it is held exactly as
 		// long as this connection streams, and PostgreSQL frees it the
 		// moment the session ends, however this process dies.
-		if err := c.lead(ctx, repl); err != nil {
+		if err := c.waitLead(ctx, repl); err != nil {
 			return false, err
 		}
 	}
@@ -354,6 +348,44 @@ func (c *Consumer) publicationGap(ctx context.Context, cause error) {
 	c.pubGap = true
 	c.log.Warn("publication was dropped and created again: changes in between are lost; recreating the slot after the gap",
 		"publication", c.cfg.Publication, "slot", c.cfg.SlotName, "cause", cause)
+}
+
+// standBy says once that another node streams from the slot.
+func (c *Consumer) standBy() {
+	if c.standing {
+		return
+	}
+	c.standing = true
+	c.log.Info("standing by: another node streams from the slot", "slot", c.cfg.SlotName)
+	if c.cfg.OnLeading != nil {
+		c.cfg.OnLeading(false)
+	}
+}
+
+// standbySession bounds how long one session keeps trying the leader lock
+// on its connections: a standby asks again every StandbyRetry on the same
+// replication connection (a new session every time would start two
+// PostgreSQL backends a try), and starts a fresh session now and then so
+// its preflight and slot checks are not stale when it takes over.
+const standbySession = time.Minute
+
+// waitLead takes the leader lock on the replication connection, trying again
+// every StandbyRetry while another session holds it, and reports errStandby
+// after standbySession without it.
+func (c *Consumer) waitLead(ctx context.Context, repl *pgconn.PgConn) error {
+	deadline := time.Now().Add(standbySession)
+	for {
+		err := c.lead(ctx, repl)
+		if !errors.Is(err, errStandby) || time.Now().After(deadline) {
+			return err
+		}
+		c.standBy()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(c.cfg.StandbyRetry):
+		}
+	}
 }
 
 // lead takes the leader lock on the replication connection, or reports

@@ -165,15 +165,21 @@ func CheckTables(ctx context.Context, conn *pgx.Conn, publication string) ([]Tab
 	for _, t := range WatchedTables {
 		lookups = append(lookups, pgx.Identifier{t}.Sanitize())
 	}
-	lookups = append(lookups, emitQualified)
+	lookups = append(lookups, "") // found in the catalog below, not by to_regclass
+	// The service's role need not have USAGE on the koordi_realtime schema
+	// (only emit's callers do), and to_regclass would refuse to look into it;
+	// the catalog is readable by every role.
 	rows, err := conn.Query(ctx, `
 		SELECT t.name, c.oid IS NOT NULL, coalesce(c.relreplident::text, ''),
 		       EXISTS (SELECT 1 FROM pg_publication_tables p
 		                WHERE p.pubname = $1 AND p.schemaname = n.nspname AND p.tablename = c.relname)
 		FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS t(name, lookup, ord)
-		LEFT JOIN pg_class c ON c.oid = to_regclass(t.lookup) AND c.relkind IN ('r', 'p')
+		LEFT JOIN pg_class c ON c.relkind IN ('r', 'p') AND c.oid = CASE
+		       WHEN t.lookup <> '' THEN to_regclass(t.lookup)
+		       ELSE (SELECT e.oid FROM pg_class e JOIN pg_namespace en ON en.oid = e.relnamespace
+		              WHERE en.nspname = $4 AND e.relname = $5) END
 		LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
-		ORDER BY t.ord`, publication, names, lookups)
+		ORDER BY t.ord`, publication, names, lookups, EmitSchema, EmitTable)
 	if err != nil {
 		return nil, fmt.Errorf("check watched tables: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -37,7 +38,8 @@ func sqlState(err error) string {
 	return ""
 }
 
-// TestOnlyGrantedRolesEmit is issue 14.1 against a running serve: a role
+// TestOnlyGrantedRolesEmit is issue 14.1 against a running serve, itself
+// running as a role with only the README's grants: a role
 // without the grant (even with USAGE on the schema) can neither call emit
 // nor write its table, and
 // the logical decoding message it may write with the service's prefix and
@@ -45,18 +47,32 @@ func sqlState(err error) string {
 // README's attach step 4 grants it) delivers, and an event over 1 MiB fails
 // its caller's statement.
 func TestOnlyGrantedRolesEmit(t *testing.T) {
-	db, _, c := newStreamScenario(t)
-	suffix := db.slot("")[1:] // roles are cluster-wide: one pair per test database
-	api, mallory := "api"+suffix, "mallory"+suffix
-	db.exec(fmt.Sprintf(`CREATE ROLE %s LOGIN; CREATE ROLE %s LOGIN;
-		GRANT USAGE ON SCHEMA koordi_realtime TO %[1]s, %[2]s;
-		GRANT EXECUTE ON FUNCTION koordi_realtime.emit(text, text, jsonb) TO %[1]s`, api, mallory))
+	requireNode(t, "socket.io-client")
+	db := newTestDB(t)
+	db.seedScenario()
+	db.setup()
+	suffix := db.slot("")[1:] // roles are cluster-wide: one set per test database
+	svc, api, mallory := "svc"+suffix, "api"+suffix, "mallory"+suffix
+	// The README's attach steps: the service may replicate and read the
+	// watched tables, the API may emit, mallory may only connect.
+	db.exec(fmt.Sprintf(`CREATE ROLE %s LOGIN REPLICATION; CREATE ROLE %s LOGIN; CREATE ROLE %s LOGIN;
+		GRANT SELECT ON users, event_calendars, event_calendar_memberships, events, supplemental_events TO %[1]s;
+		GRANT USAGE ON SCHEMA koordi_realtime TO %[2]s, %[3]s;
+		GRANT EXECUTE ON FUNCTION koordi_realtime.emit(text, text, jsonb) TO %[2]s`, svc, api, mallory))
 	t.Cleanup(func() {
 		ctx := context.Background()
-		for _, r := range []string{api, mallory} {
+		for _, r := range []string{svc, api, mallory} {
 			_, _ = db.conn.Exec(ctx, fmt.Sprintf(`DROP OWNED BY %s; DROP ROLE %[1]s`, r))
 		}
 	})
+	svcURL := strings.Replace(db.url, "://postgres@", "://"+svc+"@", 1)
+	if svcURL == db.url {
+		t.Fatalf("cannot put the service role into %s", db.url)
+	}
+	srv := startServer(t, db, "DATABASE_URL="+svcURL)
+	c := startClients(t, srv.url())
+	c.connect("ada", token(t, adaID, time.Hour), "websocket")
+	c.connect("bob", token(t, bobID, time.Hour), "polling")
 	ctx := context.Background()
 	forged := fmt.Sprintf(`{"room": "user:%s", "event": "invitation:received", "data": {"forged": true}}`, adaID)
 
