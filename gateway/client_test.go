@@ -450,6 +450,7 @@ func TestClientRooms(t *testing.T) {
 	}{
 		{EventJoinCalendar, calA, CodeForbidden},
 		{EventJoinCalendar, "not-a-uuid", CodeInvalidCalendarID},
+		{EventJoinCalendar, "00000000-0000-0000-0000-000000-00000", CodeInvalidCalendarID}, // once a panic in ParseUUID
 		{EventJoinCalendar, 42, CodeInvalidCalendarID},
 		{EventLeaveCalendar, "", CodeInvalidCalendarID},
 		{"calendar:subscribe", calA, CodeUnknownEvent},

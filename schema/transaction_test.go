@@ -168,11 +168,31 @@ func TestUUID(t *testing.T) {
 	if !ok || u.String() != testUser {
 		t.Fatalf("ParseUUID(upper) = %v, %v; want %s", u, ok, testUser)
 	}
-	for _, s := range []string{"", testUser + "0", strings.ReplaceAll(testUser, "-", "_"), "g" + testUser[1:], testUser[:35] + "-"} {
+	for _, s := range []string{"", testUser + "0", strings.ReplaceAll(testUser, "-", "_"), "g" + testUser[1:], testUser[:35] + "-",
+		// Dashes where hex digits belong (once an index out of range:
+		// found by FuzzEmitMessage and FuzzDerive).
+		"00000000-0000-0000-0000-000000-00000", "00000000-0000-0000-0000-0000000000-0", "00000000-0000-0000-0000--00000000000"} {
 		if _, ok := schema.ParseUUID(s); ok || schema.IsUUID(s) {
 			t.Errorf("%q accepted", s)
 		}
 	}
+}
+
+// FuzzParseUUID: a uuid comes from clients (join:calendar), tokens and SQL;
+// anything accepted must round-trip in the lower-case canonical form.
+func FuzzParseUUID(f *testing.F) {
+	f.Add(testUser)
+	f.Add(strings.ToUpper(testUser))
+	f.Add("00000000-0000-0000-0000-000000-00000")
+	f.Fuzz(func(t *testing.T, s string) {
+		u, ok := schema.ParseUUID(s)
+		if !ok {
+			return
+		}
+		if u.String() != strings.ToLower(s) {
+			t.Fatalf("%q parsed as %s", s, u)
+		}
+	})
 }
 
 func jsonEqual(a, b json.RawMessage) bool {

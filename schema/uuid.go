@@ -12,10 +12,13 @@ func ParseUUID(s string) (UUID, bool) {
 	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
 		return u, false
 	}
+	// Hex digits come in pairs between the four dashes (every group has an
+	// even length), so a pair never straddles a dash; a dash anywhere else
+	// is not a hex digit.
 	j := 0
-	for i := 0; i < 36; i += 2 {
-		if s[i] == '-' {
-			i--
+	for i := 0; i < 36; {
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			i++
 			continue
 		}
 		hi, ok1 := unhex(s[i])
@@ -25,8 +28,9 @@ func ParseUUID(s string) (UUID, bool) {
 		}
 		u[j] = hi<<4 | lo
 		j++
+		i += 2
 	}
-	return u, j == 16
+	return u, true
 }
 
 // ParseUUIDBytes is ParseUUID for a byte slice, without copying it.
