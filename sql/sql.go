@@ -198,7 +198,7 @@ func CheckTables(ctx context.Context, conn *pgx.Conn, publication string) ([]Tab
 		case !exists && emitTable:
 			problems = append(problems, TableProblem{table, fmt.Errorf("%w: table %s not found: run `koordi-realtime setup`", ErrMissingTable, table)})
 		case !exists:
-			problems = append(problems, TableProblem{table, fmt.Errorf("%w: table %q not found on the search_path: is DATABASE_URL the Koordi database? (`koordi-realtime migrate` creates the tables for development)", ErrMissingTable, table)})
+			problems = append(problems, TableProblem{table, fmt.Errorf("%w: table %q not found on the search_path (or this role lacks USAGE on its schema: have the schema's owner GRANT it): is DATABASE_URL the Koordi database? (`koordi-realtime migrate` creates the tables for development)", ErrMissingTable, table)})
 		case ident != "f" && !emitTable:
 			problems = append(problems, TableProblem{table, fmt.Errorf("%w on table %q: run `koordi-realtime setup`", ErrReplicaIdentity, table)})
 		case !published:
