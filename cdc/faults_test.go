@@ -208,7 +208,7 @@ func TestLeaderLock(t *testing.T) {
 	}
 	newCand := func() *cand {
 		c := &cand{rec: newRecorder(), leading: make(chan bool, 10)}
-		c.r = start(t, Config{ConnString: url, SlotName: slot, LockKey: 4242,
+		c.r = start(t, Config{ConnString: url, SlotName: slot, LockKey: 4242, WalSenderTimeout: time.Second,
 			OnLeading: func(b bool) { c.leading <- b }}, c.rec, discard)
 		return c
 	}
@@ -236,8 +236,10 @@ func TestLeaderLock(t *testing.T) {
 		}
 		return pids
 	}
+	// Longer than wal_sender_timeout: an idle walsender in command mode
+	// is not timed out, so the standby's connection outlives it.
 	first := standbyWalsender()
-	for range 6 {
+	for range 10 {
 		time.Sleep(250 * time.Millisecond) // StandbyRetry is 500 ms
 		if now := standbyWalsender(); len(first) != 1 || !slices.Equal(now, first) {
 			t.Fatalf("the standby's walsenders went from %v to %v: one connection should stay", first, now)

@@ -322,7 +322,7 @@ func BenchmarkDecode(b *testing.B) {
 // transaction never holds the rest.
 func TestOversizedEmitCutBeforeCopy(t *testing.T) {
 	d := newDecoder(0, "")
-	huge := strings.Repeat("x", ksql.MaxEmitBytes+4096)
+	huge := strings.Repeat("x", 2*ksql.MaxEmitBytes)
 	for _, m := range [][]byte{
 		encRelationIn(3, "koordi_realtime", "emitted", "id", "message"),
 		encBegin(0x10), encInsert(3, txt("1"), txt(huge)),
@@ -338,7 +338,11 @@ func TestOversizedEmitCutBeforeCopy(t *testing.T) {
 	if n := len(done.tx.Changes); n != 1 {
 		t.Fatalf("%d changes, want 1", n)
 	}
-	if got := len(done.tx.Changes[0].Message); got != ksql.MaxEmitBytes+1 {
+	msg := done.tx.Changes[0].Message
+	if got := len(msg); got != ksql.MaxEmitBytes+1 {
 		t.Errorf("message of %d bytes handed on, want %d", got, ksql.MaxEmitBytes+1)
+	}
+	if cap(msg) >= len(huge) {
+		t.Errorf("the message was copied whole (capacity %d) before it was cut", cap(msg))
 	}
 }

@@ -49,6 +49,11 @@ func (g *Gateway) startCatchUp(c *client) {
 // drains, until it is live again or gone.
 func (g *Gateway) catchUp(c *client) {
 	for {
+		// Ended (a DISCONNECT) before Disconnected marks it gone: every
+		// Offer would fail, and each pass holds index.mu.
+		if closed(c.conn) {
+			return
+		}
 		drained := c.conn.Drained()
 		if c.conn.Queued() >= max(c.conn.QueueCap()/2, 1) {
 			select {

@@ -5,7 +5,8 @@ package gateway
 // gateway's membership view (as of the transactions published so far). The
 // inspector shows them for a pasted token; nothing else needs them.
 func (g *Gateway) Rooms(user string) []string {
-	g.idx.mu.RLock()
-	defer g.idx.mu.RUnlock()
+	// The write lock: view.rooms fills the view's room-name cache.
+	g.idx.mu.Lock()
+	defer g.idx.mu.Unlock()
 	return g.idx.view.rooms(user)
 }

@@ -68,7 +68,9 @@ var pidEncoding = base64.RawURLEncoding.Strict()
 
 func decodePID(key []byte, s string) (pid, error) {
 	n := base64.RawURLEncoding.DecodedLen(len(s))
-	if n != pidLen && n != pidV1Len {
+	// The exact length too: the decoder skips \r and \n, so a 51-byte v1
+	// pid (68 characters) would also decode from 69 with a newline in it.
+	if n != pidLen && n != pidV1Len || len(s) != base64.RawURLEncoding.EncodedLen(n) {
 		return pid{}, errBadPID
 	}
 	var buf [pidLen]byte

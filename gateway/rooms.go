@@ -319,7 +319,12 @@ func (x *index) applyMove(m *schema.Move, seen bool) (members []string) {
 	case schema.MoveClose:
 		if rm := x.rooms[m.Room]; rm != nil {
 			for _, c := range slices.Clone(rm.members) {
-				x.leave(c, m.Room)
+				// A socket that fell behind earlier in this transaction
+				// is still a member until suspend takes it out by its
+				// rooms; its catch-up applies the close from the window.
+				if !c.lagging {
+					x.leave(c, m.Room)
+				}
 			}
 		}
 	}

@@ -693,3 +693,28 @@ func TestLatencyCountsOnlyLiveCommits(t *testing.T) {
 		t.Fatalf("latency observations = %d after a transaction with moves, want 2", got)
 	}
 }
+
+// TestCloseLeavesNoLaggingMember: a socket that falls behind in the very
+// transaction that deletes its calendar is not left a member of the closed
+// room (a leak, and a member of the room should its name come back).
+func TestCloseLeavesNoLaggingMember(t *testing.T) {
+	g := newTestGateway(t, Config{})
+	aliceID, calB := uuid(1), schema.CalendarRoom(uuid(0xB))
+	alice := &memConn{limit: 1}
+	attach(g, aliceID, alice, schema.UserRoom(aliceID), calB)
+	ctx := context.Background()
+	if err := g.Publish(ctx, tx(100, env(calB, "b", `1`))); err != nil { // fills her queue
+		t.Fatal(err)
+	}
+	t2 := tx(200, env(calB, schema.CalendarDeleted, `2`))
+	t2.Moves = []schema.Move{{At: 1, Op: schema.MoveClose, Room: calB}}
+	if err := g.Publish(ctx, t2); err != nil {
+		t.Fatal(err)
+	}
+	g.idx.mu.RLock()
+	rm := g.idx.rooms[calB]
+	g.idx.mu.RUnlock()
+	if rm != nil && len(rm.members) > 0 {
+		t.Fatalf("the closed room still has %d members", len(rm.members))
+	}
+}

@@ -3,6 +3,7 @@ package sql_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -92,6 +93,19 @@ func TestEmitSetup(t *testing.T) {
 	}
 	if public != 0 || rows != 0 {
 		t.Errorf("PUBLIC holds %d privileges on emit, the table %d rows; want 0 and 0", public, rows)
+	}
+	// It did write a row (and deleted it), as its owner, with a search_path
+	// no caller can plant objects on.
+	var inserted, definer bool
+	var config []string
+	if err := conn.QueryRow(ctx, `SELECT
+		  (SELECT last_value >= 1 AND is_called FROM koordi_realtime.emitted_id_seq),
+		  p.prosecdef, coalesce(p.proconfig, '{}')
+		FROM pg_proc p WHERE p.oid = 'koordi_realtime.emit(text,text,jsonb)'::regprocedure`).Scan(&inserted, &definer, &config); err != nil {
+		t.Fatal(err)
+	}
+	if !inserted || !definer || !slices.Contains(config, "search_path=pg_catalog, pg_temp") {
+		t.Errorf("emit: inserted a row %v, SECURITY DEFINER %v, settings %v; want true, true, search_path=pg_catalog, pg_temp", inserted, definer, config)
 	}
 
 	if _, err := conn.Exec(ctx, `ALTER PUBLICATION koordi_realtime DROP TABLE koordi_realtime.emitted`); err != nil {

@@ -82,21 +82,19 @@ func (b *batchConn) writeFrames(batch []Packet, slots chan struct{}) error {
 		}
 		buf = appendFrame(buf, op, p.Data)
 	}
-	if slots != nil && b.raw != nil {
-		slots <- struct{}{}
-	} else {
-		slots = nil
-	}
+	// mu before the slot: coder/websocket's control-frame writes (a pong to
+	// a client that stopped reading) hold mu and may wait on that client,
+	// and a slot must never wait behind them.
 	b.mu.Lock()
 	var err error
 	switch {
 	case b.closeSent:
 		err = net.ErrClosed
-	case slots != nil:
+	case slots != nil && b.raw != nil:
+		slots <- struct{}{}
 		var n int
 		n, err = b.writeNow(buf)
 		<-slots
-		slots = nil
 		if err == nil && n < len(buf) {
 			_, err = b.Conn.Write(buf[n:])
 		}
@@ -104,9 +102,6 @@ func (b *batchConn) writeFrames(batch []Packet, slots chan struct{}) error {
 		_, err = b.Conn.Write(buf)
 	}
 	b.mu.Unlock()
-	if slots != nil {
-		<-slots // closeSent: the slot was taken, never used
-	}
 	if cap(buf) <= maxPooledFrameBuffer {
 		*bufp = buf[:0]
 		frameBuffers.Put(bufp)

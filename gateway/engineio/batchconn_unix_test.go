@@ -50,10 +50,12 @@ func TestStalledClientHoldsNoWriteSlot(t *testing.T) {
 	read(t, stalled) // the open packet; then it reads nothing more
 	c := <-ts.h.opened
 	big := bytes.Repeat([]byte{'x'}, 256<<10)
-	for range 64 {
-		if !c.SendPackets(Packet{Data: big, Binary: true}) {
-			t.Fatal("queue refused the batch")
-		}
+	batch := make([]Packet, 64) // queued at once, so one write takes it all
+	for i := range batch {
+		batch[i] = Packet{Data: big, Binary: true}
+	}
+	if !c.SendPackets(batch...) {
+		t.Fatal("queue refused the batch")
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for c.Queued() > 0 { // the writer took the batch and is writing it
