@@ -139,11 +139,15 @@ func (s *spillFile) each(fn func(*Change) bool) error {
 	if err := s.w.Flush(); err != nil {
 		return err
 	}
-	if _, err := s.f.Seek(0, io.SeekStart); err != nil {
+	// Read with ReadAt through a section, never moving the file's offset:
+	// a walk may run inside another walk of the same transaction (derive
+	// counts a sync's changes while deriving them), and writes append at
+	// the offset, which stays at the end.
+	end, err := s.f.Seek(0, io.SeekCurrent)
+	if err != nil {
 		return err
 	}
-	r := bufio.NewReaderSize(s.f, 64<<10)
-	defer func() { _, _ = s.f.Seek(0, io.SeekEnd) }()
+	r := bufio.NewReaderSize(io.NewSectionReader(s.f, 0, end), 64<<10)
 	var buf []byte
 	for range s.n {
 		n, err := binary.ReadUvarint(r)

@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"fmt"
 	"os"
 	"reflect"
 	"strings"
@@ -127,5 +128,38 @@ func TestDecodeChangeRefusesGarbage(t *testing.T) {
 		if _, err := decodeChange(b); err == nil {
 			t.Errorf("decodeChange(%v) = nil error", b)
 		}
+	}
+}
+
+// TestSpillNestedWalks: derivation may walk a transaction inside a walk of
+// it (a sync's counts while deriving its changes); on a spilled transaction
+// larger than the read buffer, the outer walk must still see every change.
+func TestSpillNestedWalks(t *testing.T) {
+	var tx Tx
+	defer tx.Release()
+	var in []Change
+	for i := range 5000 {
+		c := Change{Op: OpInsert, Table: "events", New: Row{"id": {Text: fmt.Sprintf("e%04d", i), Valid: true}, "title": {Text: strings.Repeat("t", 40), Valid: true}}}
+		in = append(in, c)
+		if err := tx.Add(c, 1, t.TempDir()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	outer, inner := 0, 0
+	tx.Each(func(c *Change) bool {
+		if outer == 10 {
+			tx.Each(func(*Change) bool { inner++; return true })
+		}
+		if c.New["id"] != in[outer].New["id"] {
+			t.Fatalf("outer walk: change %d is %v, want %v", outer, c.New["id"], in[outer].New["id"])
+		}
+		outer++
+		return true
+	})
+	if err := tx.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if outer != len(in) || inner != len(in) {
+		t.Fatalf("outer walk saw %d changes, inner %d; want %d each", outer, inner, len(in))
 	}
 }
