@@ -293,6 +293,28 @@ func TestClusterNATSRestart(t *testing.T) {
 	checkStayedConnected(t, c, w, "ada", "bob")
 }
 
+// TestClusterPostgresOutage: PostgreSQL down for 3 s under writes: no node
+// exits (a standby's failed connect is an outage, not a database that was
+// never set up), a node leads again, and every commit reaches every socket.
+func TestClusterPostgresOutage(t *testing.T) {
+	cl, c, _ := newClusterScenario(t)
+	w := startWriter(t, cl.db, practice, 300)
+	c.waitReceived("ada", schema.EventUpdated, 50)
+	if err := cluster.RestartAfter(context.Background(), "immediate", 3*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	w.wait(t)
+	for _, id := range []string{"ada", "bob"} {
+		w.waitLast(c, id)
+		w.check(c, id)
+	}
+	for i, s := range cl.nodes {
+		if !s.proc.running() {
+			t.Errorf("node%d exited during the outage: %v\n%s", i+1, s.proc.err, lastLines(s.proc.stderr.String(), 20))
+		}
+	}
+}
+
 // checkStayedConnected: each socket got every commit of w once, in order,
 // without a disconnect — NATS being down must not reach the sockets.
 func checkStayedConnected(t *testing.T, c *testClients, w *writer, ids ...string) {

@@ -243,8 +243,19 @@ type slotState struct {
 // shutdown, "immediate" to simulate a crash) and starts it again on the same
 // port. Existing connections are cut.
 func (c *Cluster) Restart(ctx context.Context, mode string) error {
+	return c.RestartAfter(ctx, mode, 0)
+}
+
+// RestartAfter is Restart with the server down for at least down, as an
+// outage or a failover that takes a while.
+func (c *Cluster) RestartAfter(ctx context.Context, mode string, down time.Duration) error {
 	if err := c.pgctl(ctx, "stop", "-m", mode); err != nil {
 		return fmt.Errorf("stop postgres: %w", err)
+	}
+	select {
+	case <-time.After(down):
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 	return c.startServer(ctx)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -130,6 +131,14 @@ func (n *clusterNode) lead(ctx context.Context, js jetstream.JetStream, log inte
 	Info(string, ...any)
 }) error {
 	key := lockKey(n.s.cfg.SlotName)
+	// reached: some term of this process got as far as the leader lock (it
+	// led or stood by), so the database was set up. A consumer that never
+	// streamed calls every error of its first session a configuration
+	// error, and a standby never streams: after that, a refused connection
+	// (PostgreSQL restarting) or a table out of the publication is an
+	// outage to wait out, not a reason to exit.
+	var reached atomic.Bool
+	wait := time.Second
 	for {
 		term, cancel := context.WithCancelCause(ctx)
 		pub := feed.NewPublisher(feed.PublisherConfig{
@@ -151,6 +160,7 @@ func (n *clusterNode) lead(ctx context.Context, js jetstream.JetStream, log inte
 			return fmt.Errorf("%w: %w", ErrConfig, err)
 		}
 		consumer.SetOnLeading(func(leading bool) {
+			reached.Store(true)
 			if leading {
 				n.s.consumer.Store(consumer)
 				n.leader.Set(1)
@@ -168,17 +178,24 @@ func (n *clusterNode) lead(ctx context.Context, js jetstream.JetStream, log inte
 		switch {
 		case ctx.Err() != nil:
 			return nil
+		case err != nil && cdc.IsConfigError(err) && !reached.Load():
+			return err // the database is not set up: say so and exit
 		case err != nil && cdc.IsConfigError(err):
-			return err // only before the first stream: the database is not set up
+			log.Warn("cannot stream until this is fixed; trying again", "backoff", wait, "error", err)
+		default:
+			wait = time.Second
+			if cause != nil && !errors.Is(cause, context.Canceled) {
+				err = cause
+			}
+			log.Info("leadership term ended; standing by again", "error", err)
 		}
-		if cause != nil && !errors.Is(cause, context.Canceled) {
-			err = cause
-		}
-		log.Info("leadership term ended; standing by again", "error", err)
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(time.Second):
+		case <-time.After(wait):
+		}
+		if err != nil && cdc.IsConfigError(err) {
+			wait = min(2*wait, 30*time.Second)
 		}
 	}
 }
