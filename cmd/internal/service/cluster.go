@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"net/url"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -90,7 +92,7 @@ func (n *clusterNode) run(ctx context.Context, g *errgroup.Group) (<-chan struct
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS disconnected", "error", err) }),
 		nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected") }))
 	if err != nil {
-		return nil, fmt.Errorf("%w at %s: %v", ErrNATSUnreachable, n.cfg.NATSURL, err)
+		return nil, fmt.Errorf("%w at %s: %v", ErrNATSUnreachable, redactURL(n.cfg.NATSURL), err)
 	}
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(256))
 	if err != nil {
@@ -102,7 +104,9 @@ func (n *clusterNode) run(ctx context.Context, g *errgroup.Group) (<-chan struct
 	cancel()
 	if err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("%w at %s: %v", ErrNATSUnreachable, n.cfg.NATSURL, err)
+		// Connected: the stream is what failed (JetStream off, more
+		// replicas than servers, a bad name), not the connection.
+		return nil, fmt.Errorf("%w: create or update the JetStream stream %q at %s: %v", ErrConfig, n.cfg.Stream, nc.ConnectedUrlRedacted(), err)
 	}
 	// The snapshot first, then the feed from before it: every transaction
 	// the snapshot did not see comes after it, so through the feed.
@@ -198,6 +202,19 @@ func (n *clusterNode) lead(ctx context.Context, js jetstream.JetStream, log inte
 			wait = min(2*wait, 30*time.Second)
 		}
 	}
+}
+
+// redactURL drops the credentials of each URL of a NATS_URL list, for
+// errors and logs.
+func redactURL(list string) string {
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			u.User = url.User("redacted")
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
 }
 
 // lockKey is the advisory lock of a slot: every node of the service takes
