@@ -291,27 +291,8 @@ func run(ctx context.Context, args []string) error {
 	servers := strings.Split(o.servers, ",")
 	serversSet := false
 	fs.Visit(func(f *flag.Flag) { serversSet = serversSet || f.Name == "servers" })
-	size := func(v, fullV, shortV int) int {
-		switch {
-		case v > 0:
-			return v
-		case short:
-			return shortV
-		default:
-			return fullV
-		}
-	}
-	dur := func(v, fullV, shortV time.Duration) time.Duration {
-		switch {
-		case v > 0:
-			return v
-		case short:
-			return shortV
-		default:
-			return fullV
-		}
-	}
-	var reports []*scenario.Report
+	size := func(v, fullV, shortV int) int { return pick(v, fullV, shortV, short) }
+	dur := func(v, fullV, shortV time.Duration) time.Duration { return pick(v, fullV, shortV, short) }
 	do := func(name string, f func() (*scenario.Report, error)) error {
 		if which != name && !full && !short {
 			return nil
@@ -328,7 +309,6 @@ func run(ctx context.Context, args []string) error {
 			} else if path != "" {
 				fmt.Printf("wrote %s\n", path)
 			}
-			reports = append(reports, rep)
 		}
 		return err
 	}
@@ -365,12 +345,8 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	if err := do("failover", func() (*scenario.Report, error) {
-		rate := o.rate
-		if rate <= 0 {
-			rate = 100
-		}
 		return scenario.Failover(ctx, env, scenario.FailoverConfig{
-			Servers: splitList(o.clusterSrv), Kills: size(o.kills, 20, 2), Rate: rate, ClientsPerNode: o.clientsPerNode,
+			Servers: splitList(o.clusterSrv), Kills: size(o.kills, 20, 2), Rate: size(o.rate, 100, 100), ClientsPerNode: o.clientsPerNode,
 			Settle: o.settle, KillAfter: o.killAfter, Sources: o.sources,
 		})
 	}); err != nil {
@@ -394,12 +370,8 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	if err := do("hop", func() (*scenario.Report, error) {
-		rate := o.rate
-		if rate <= 0 {
-			rate = 500
-		}
 		rep, err := scenario.Sweep(ctx, env, scenario.SweepConfig{
-			Servers: hopServers, Clients: size(o.clients, 10_000, 1_000), RoomSize: o.roomSize, Rates: []int{rate},
+			Servers: hopServers, Clients: size(o.clients, 10_000, 1_000), RoomSize: o.roomSize, Rates: []int{size(o.rate, 500, 500)},
 			Step: dur(o.duration, 10*time.Second, 4*time.Second), Warmup: dur(o.warmup, 2*time.Second, time.Second),
 			Sources: o.sources, Profile: o.profile,
 		})
@@ -507,4 +479,17 @@ func buildEnv(ctx context.Context, o options) (*scenario.Env, func(), error) {
 		return nil, nil, err
 	}
 	return env, cleanup, nil
+}
+
+// pick is a scenario size: the flag's value if set, else the short or the
+// full default.
+func pick[T int | time.Duration](v, full, shortV T, short bool) T {
+	switch {
+	case v > 0:
+		return v
+	case short:
+		return shortV
+	default:
+		return full
+	}
 }

@@ -216,7 +216,8 @@ func currentLSN(ctx context.Context, url string) (uint64, error) {
 }
 
 // singleRowBacklog commits n single-row title updates over workers
-// connections (worker w updates rows no other worker touches).
+// connections: commit k updates event (k / Calendars) mod EventsPerCalendar
+// of calendar k mod Calendars (rows repeat once every event was updated).
 func singleRowBacklog(ctx context.Context, url string, t harness.Topology, n, workers int) error {
 	var next atomic.Int64
 	var wg sync.WaitGroup

@@ -3,7 +3,6 @@ package scenario
 import (
 	"context"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -336,42 +335,12 @@ func walsenderPID(ctx context.Context, url, slot string) (int, error) {
 	return *pid, nil
 }
 
-// liveBacklog commits n single-row title updates over workers
-// connections, commit k updating an event of calendar k mod Calendars; it
-// returns the commits per calendar.
+// liveBacklog is singleRowBacklog (commit k updates an event of calendar
+// k mod Calendars) that also returns the commits per calendar.
 func liveBacklog(ctx context.Context, url string, t harness.Topology, n, workers int) ([]int64, error) {
 	perCal := make([]int64, t.Calendars)
 	for k := 0; k < n; k++ {
 		perCal[k%t.Calendars]++
 	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			conn, err := pgx.Connect(ctx, url)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer conn.Close(context.Background())
-			for {
-				k := int(next.Add(1) - 1)
-				if k >= n {
-					return
-				}
-				c := k % t.Calendars
-				ev := (k / t.Calendars) % t.EventsPerCalendar
-				if _, err := conn.Exec(ctx, `UPDATE events SET title = $1 WHERE id = $2`, stamp(), harness.EventID(c, ev)); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	return perCal, <-errs
+	return perCal, singleRowBacklog(ctx, url, t, n, workers)
 }
