@@ -124,6 +124,41 @@ func TestTwoPublishers(t *testing.T) {
 	}
 }
 
+// TestResetLastThenTakeover: a reset as the stream's last message still
+// tells the next leader how far the stream got: what it decodes again is
+// skipped, and what follows lands.
+func TestResetLastThenTakeover(t *testing.T) {
+	js := startJS(t)
+	ctx := context.Background()
+	old := NewPublisher(PublisherConfig{JS: js, Stream: "T"})
+	if err := old.Deliver(ctx, transaction(100, 2, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Reset(ctx, "publication_changed"); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	next := NewPublisher(PublisherConfig{JS: js, Stream: "T"})
+	defer next.Close()
+	if err := next.Deliver(ctx, transaction(100, 2, 0)); err != nil { // decoded again: skipped
+		t.Fatal(err)
+	}
+	if err := next.Deliver(ctx, transaction(200, 1, 0)); err != nil {
+		t.Fatalf("after a reset tail the new leader cannot go on: %v", err)
+	}
+	s, err := js.Stream(ctx, "T")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 3 { // 100, the reset, 200
+		t.Fatalf("stream holds %d messages, want 3", info.State.Msgs)
+	}
+}
+
 type recordingGateway struct {
 	mu      sync.Mutex
 	txs     []schema.Transaction

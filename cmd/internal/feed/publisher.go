@@ -230,6 +230,10 @@ func (p *Publisher) Reset(ctx context.Context, reason string) error {
 	msg.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(p.lastSeq, 10))
 	msg.Header.Set(headerReset, reason)
 	msg.Header.Set(headerPrev, p.prev.String())
+	// A reset may be the stream's last message when the next leader starts:
+	// it must still say how far the stream got, or that leader would
+	// publish its whole retained window again.
+	msg.Header.Set(headerCommit, fmt.Sprintf("%016X", p.lastCommit))
 	return p.wait(ctx, func(done func()) error { return p.publish(ctx, msg, done) })
 }
 
@@ -265,8 +269,11 @@ func (p *Publisher) awaitAcks() {
 		select {
 		case ack := <-m.fut.Ok():
 			timer.Stop()
-			if ack.Sequence != m.seq && !ack.Duplicate {
-				p.fail(fmt.Errorf("feed: message landed at sequence %d, expected %d", ack.Sequence, m.seq))
+			// A duplicate took no sequence, so every later expected
+			// sequence is off by one: end the term (the next one reads the
+			// tail again) rather than accept it.
+			if ack.Duplicate || ack.Sequence != m.seq {
+				p.fail(fmt.Errorf("feed: message landed at sequence %d (duplicate %v), expected %d", ack.Sequence, ack.Duplicate, m.seq))
 				continue
 			}
 			p.cfg.Metrics.ackLatency.Observe(time.Since(m.sent).Seconds())
