@@ -245,3 +245,16 @@ func requireToasted(t *testing.T, conn *pgx.Conn) {
 		t.Fatal("nothing of events is stored out of line; the test does not exercise unchanged TOAST values")
 	}
 }
+
+// waitReset is the next reason given to OnReset, or the test fails after
+// 30 s: a gap that is never reported must not hang the package.
+func waitReset(t *testing.T, resets <-chan string) string {
+	t.Helper()
+	select {
+	case reason := <-resets:
+		return reason
+	case <-time.After(30 * time.Second):
+		t.Fatal("OnReset was not called")
+		return ""
+	}
+}

@@ -181,7 +181,7 @@ func TestSlotDroppedWhileStreaming(t *testing.T) {
 	waitStreaming(t, r.c)
 	// A slot created at the first start is a gap for sessions of an earlier
 	// process (one that ran on a slot since dropped).
-	if reason := <-resets; reason != "slot_created" {
+	if reason := waitReset(t, resets); reason != "slot_created" {
 		t.Fatalf("first start: OnReset(%q), want slot_created", reason)
 	}
 	exec(t, conn, `INSERT INTO users (id, email, name) VALUES ($1, 'a@example.com', 'before')`, user1)
@@ -193,13 +193,8 @@ func TestSlotDroppedWhileStreaming(t *testing.T) {
 		_, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot)
 		return err == nil
 	})
-	select {
-	case reason := <-resets:
-		if reason != "slot_recreated" {
-			t.Fatalf("OnReset(%q), want slot_recreated", reason)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("OnReset was not called")
+	if reason := waitReset(t, resets); reason != "slot_recreated" {
+		t.Fatalf("OnReset(%q), want slot_recreated", reason)
 	}
 	waitStreaming(t, r.c)
 	exec(t, conn, `UPDATE users SET name = 'after' WHERE id = $1`, user1)

@@ -138,9 +138,15 @@ func TestRateLimitPerUser(t *testing.T) {
 	join(b, 5, `false,"error_code":"RATE_LIMITED"`)
 	join(a, 6, `false,"error_code":"RATE_LIMITED"`)
 	join(o, 7, "true")
+	// A third connection of the user, its own budget almost full: only the
+	// user's budget can refuse its event.
+	d := dialRaw(t, s.url, map[string]any{"token": s.token(t, user, time.Hour)})
+	d.connected()
+	s.waitSockets(t, 4)
 	_ = a.ws.CloseNow()
-	s.waitSockets(t, 2)
+	s.waitSockets(t, 3)
 	join(b, 8, `false,"error_code":"RATE_LIMITED"`) // one socket gone, the budget stays
+	join(d, 9, `false,"error_code":"RATE_LIMITED"`)
 }
 
 // TestRateLimitBudgetsHeld: connected sockets that send nothing hold no

@@ -419,22 +419,45 @@ var nameFields = []string{"calendar_name", "user_name", "user_email", "inviter_n
 // So only name fields may differ, and only to a name the database holds at
 // the end of the test (or to none).
 func restatedByTakeover(db *testDB, takeover uint64) func(socketEvent, line) bool {
-	names, calendars := map[string]bool{}, map[string]bool{}
+	// What the database holds at the end, by id: a restated name must be
+	// the one of the row its event names.
+	calName, userName, userEmail, userNames := map[string]string{}, map[string]string{}, map[string]string{}, map[string]bool{}
 	rows, err := db.conn.Query(context.Background(), `
-		SELECT name, id::text FROM event_calendars UNION ALL
-		SELECT name, '' FROM users UNION ALL SELECT email, '' FROM users`)
+		SELECT 'c', id::text, name, '' FROM event_calendars UNION ALL
+		SELECT 'u', id::text, name, email FROM users`)
 	if err != nil {
 		db.t.Fatal(err)
 	}
 	for rows.Next() {
-		var n, cal string
-		if err := rows.Scan(&n, &cal); err != nil {
+		var kind, id, name, email string
+		if err := rows.Scan(&kind, &id, &name, &email); err != nil {
 			db.t.Fatal(err)
 		}
-		names[n], calendars[cal] = true, true
+		if kind == "c" {
+			calName[id] = name
+		} else {
+			userName[id], userEmail[id], userNames[name] = name, email, true
+		}
 	}
 	if rows.Close(); rows.Err() != nil {
 		db.t.Fatal(rows.Err())
+	}
+	// now is what a load at the end would give for field k of payload g;
+	// ok false where the payload names no row to compare with.
+	now := func(g map[string]any, k string) (string, bool) {
+		cal, _ := g["calendar_id"].(string)
+		user, _ := g["user_id"].(string)
+		switch k {
+		case "calendar_name":
+			return calName[cal], cal != "" // "" for a calendar that is gone
+		case "user_name":
+			n, ok := userName[user]
+			return n, ok
+		case "user_email":
+			e, ok := userEmail[user]
+			return e, ok
+		}
+		return "", false
 	}
 	return func(got socketEvent, exp line) bool {
 		if got.Offset.LSN >= takeover {
@@ -456,10 +479,10 @@ func restatedByTakeover(db *testDB, takeover uint64) func(socketEvent, line) boo
 			if !slices.Contains(nameFields, k) || !isString {
 				return false
 			}
-			// No name only for a calendar that is gone; otherwise a name
-			// the database holds.
-			cal, _ := g["calendar_id"].(string)
-			if name == "" && (k != "calendar_name" || calendars[cal]) || name != "" && !names[name] {
+			if want, ok := now(g, k); ok && name != want {
+				return false
+			}
+			if k == "inviter_name" && !userNames[name] { // the payload has no inviter id
 				return false
 			}
 		}
