@@ -164,9 +164,15 @@ func TestMetricsExposition(t *testing.T) {
 		}
 	}
 	var fams map[string]*dto.MetricFamily
-	waitUntil(t, "three messages sent", func() bool {
+	// Derivation counts an event when its transaction is handed on, which
+	// may be after the gateway has sent it: wait for both.
+	derived := func(event string) float64 {
+		return sample(fams, "koordi_events_derived_total", map[string]string{"event": event})
+	}
+	waitUntil(t, "three messages sent and derived", func() bool {
 		fams = scrape(t, base)
-		return sample(fams, "koordi_gateway_messages_sent_total", nil) == 3
+		return sample(fams, "koordi_gateway_messages_sent_total", nil) == 3 &&
+			derived(schema.EventCreated) >= 1 && derived(schema.EventDeleted) >= 1 && derived(schema.EventAssigned) >= 1
 	})
 
 	for _, name := range section8 {
