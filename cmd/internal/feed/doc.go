@@ -9,13 +9,24 @@
 // "<stream>.tx": file storage, limits retention with MaxAge longer than the
 // replay window (a node that starts late reads the window's history from
 // it), and a duplicates window. Every message is one transaction — or one
-// chunk of a large one, each under the server's payload limit — in the JSON
+// chunk of a large one, a run of its events of at most 512 KiB — in the JSON
 // form of schema.Transaction, its events and the room moves they imply, with
 // headers: Nats-Msg-Id the offset of its first event, Koordi-Commit its
 // commit LSN, Koordi-Prev the offset of the last event before it (so a node
 // reading from the middle knows every event after that position will reach
-// it, and lets sessions from other nodes recover), Koordi-Reset for a gap in
-// the stream (sync:reset on every node).
+// it, and lets sessions from other nodes recover), Koordi-Last the offset of
+// its last event, Koordi-Reset for a gap in the stream (sync:reset on every
+// node). A chunk larger than the server's max_payload (one event can be: a
+// long title) travels in parts, Koordi-Part "i/n", that subscribers put
+// together again; an event over [MaxFeedEvent] is replaced by its room's
+// sync:reset {reason: "event_too_large"}, so a subscriber holds at most that
+// much for one message.
+//
+// A stream deleted under a running service is created again by the next
+// leadership term (each term starts with EnsureStream, and none starts while
+// NATS does not answer); subscribers notice a stream created at another
+// time, report the gap ("feed_recreated": sync:reset, memberships read
+// again) and read the new stream from its start.
 //
 // One subject, not one per room: every node needs every transaction anyway,
 // for its membership view and its replay window, so a node filtering by the
@@ -35,9 +46,12 @@
 // would-be publishers that read the same tail, the first message to land
 // wins, and every later message of the other expects a sequence that is no
 // longer last and is refused — that publisher fails and ends its term. A new
-// leader starts after the stream's last commit (it skips what its slot
-// decodes again up to there), so the feed stays in commit order and holds no
-// transaction twice, whatever the timing of a takeover.
+// leader starts after the stream's last event (it skips what its slot
+// decodes again up to there — within a transaction too, when its
+// predecessor died between two of that transaction's messages; a run of
+// parts left unfinished counts for nothing and is published again, whole,
+// and subscribers drop the unfinished one), so the feed stays in commit
+// order and holds no event twice, whatever the timing of a takeover.
 //
 // # Acknowledgement
 //
@@ -48,5 +62,7 @@
 // slot's confirmed position never passes what the stream holds. Any publish
 // failure (NATS unreachable, a refused expectation) ends the term: the
 // consumer's session and its lock go, nothing decoded piles up, and the next
-// term resumes after the stream's last commit once NATS answers again.
+// term resumes after the stream's last event once NATS answers again. The
+// JetStream context's own bound on pending publishes is set above
+// MaxInFlight, so the publisher's bound is the one that applies.
 package feed

@@ -240,3 +240,247 @@ func TestChunksReachSubscriber(t *testing.T) {
 		t.Fatalf("resets %v", resets)
 	}
 }
+
+// runSubscriber reads the whole stream T into a recording gateway.
+func runSubscriber(t *testing.T, js jetstream.JetStream) (*recordingGateway, []string) {
+	t.Helper()
+	gw := &recordingGateway{}
+	var resets []string
+	var mu sync.Mutex
+	sub := NewSubscriber(SubscriberConfig{JS: js, Stream: "T", History: time.Minute, Gateway: gw,
+		OnReset: func(r string) { mu.Lock(); resets = append(resets, r); mu.Unlock() }})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sub.Run(ctx) }()
+	select {
+	case <-sub.CaughtUp():
+	case <-time.After(20 * time.Second):
+		t.Fatal("not caught up")
+	}
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	return gw, resets
+}
+
+// events lists the offsets and data sizes handed to gw, in order.
+func events(gw *recordingGateway) (offs []schema.Offset, sizes []int) {
+	gw.mu.Lock()
+	defer gw.mu.Unlock()
+	for _, tx := range gw.txs {
+		for _, e := range tx.Events {
+			offs = append(offs, e.Offset)
+			sizes = append(sizes, len(e.Data))
+		}
+	}
+	return offs, sizes
+}
+
+// TestEventOverMaxPayload: an event larger than the server's max_payload
+// travels in parts and reaches the subscriber whole; one larger than
+// MaxFeedEvent becomes its room's sync:reset; the feed goes on after both.
+func TestEventOverMaxPayload(t *testing.T) {
+	js := startJS(t)
+	ctx := context.Background()
+	p := NewPublisher(PublisherConfig{JS: js, Stream: "T", MaxPayload: js.Conn().MaxPayload()})
+	defer p.Close()
+	big := transaction(100, 3, 0)
+	big.Events[1].Data = json.RawMessage(fmt.Sprintf(`{"pad":%q}`, strings.Repeat("y", 3<<20)))
+	if err := p.Deliver(ctx, big); err != nil {
+		t.Fatal(err)
+	}
+	huge := transaction(200, 1, 0)
+	huge.Events[0].Data = json.RawMessage(fmt.Sprintf(`{"pad":%q}`, strings.Repeat("z", MaxFeedEvent)))
+	if err := p.Deliver(ctx, huge); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Deliver(ctx, transaction(300, 1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	gw, _ := runSubscriber(t, js)
+	offs, sizes := events(gw)
+	if len(offs) != 5 || sizes[1] != len(big.Events[1].Data) {
+		t.Fatalf("events %v of sizes %v, want 5 with the second whole (%d bytes)", offs, sizes, len(big.Events[1].Data))
+	}
+	gw.mu.Lock()
+	defer gw.mu.Unlock()
+	var got schema.Envelope
+	for _, tx := range gw.txs {
+		if tx.CommitLSN == 200 {
+			got = tx.Events[0]
+		}
+	}
+	if got.Event != schema.SyncReset || got.Room != huge.Events[0].Room || string(got.Data) != `{"reason":"event_too_large"}` {
+		t.Fatalf("the event over MaxFeedEvent arrived as %s %s %.80s", got.Room, got.Event, got.Data)
+	}
+	if big.Events[1].Event != "e" || len(huge.Events[0].Data) <= MaxFeedEvent {
+		t.Fatal("the publisher changed the consumer's transaction")
+	}
+}
+
+// failingJS publishes through the real JetStream until its budget of
+// publishes is spent, then refuses: a leader dying between two messages of
+// one transaction.
+type failingJS struct {
+	jetstream.JetStream
+	left int
+}
+
+func (f *failingJS) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	if f.left <= 0 {
+		return nil, nats.ErrConnectionClosed
+	}
+	f.left--
+	return f.JetStream.PublishMsgAsync(m, opts...)
+}
+
+// TestTakeoverInsideTransaction: a leader that dies after some of a
+// transaction's messages landed leaves the stream ending inside it; the
+// next leader publishes the rest — whole chunks after the last complete
+// one, and a chunk cut in parts again from its first part — and every event
+// reaches a subscriber once.
+func TestTakeoverInsideTransaction(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		tx     func() schema.Transaction
+		landed int // messages of the dying leader that land
+	}{
+		{"chunks", func() schema.Transaction { return transaction(100, 3000, 300) }, 1},
+		{"parts", func() schema.Transaction {
+			tx := transaction(100, 2, 0)
+			tx.Events[0].Data = json.RawMessage(fmt.Sprintf(`{"pad":%q}`, strings.Repeat("y", 3<<20)))
+			return tx
+		}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			js := startJS(t)
+			ctx := context.Background()
+			failed := make(chan error, 1)
+			old := NewPublisher(PublisherConfig{JS: &failingJS{JetStream: js, left: tc.landed}, Stream: "T",
+				MaxPayload: js.Conn().MaxPayload(), Fail: func(err error) { failed <- err }})
+			if err := old.Deliver(ctx, tc.tx()); err == nil {
+				t.Fatal("the dying leader's transaction went through whole")
+			}
+			<-failed
+			old.Close()
+			next := NewPublisher(PublisherConfig{JS: js, Stream: "T", MaxPayload: js.Conn().MaxPayload()})
+			defer next.Close()
+			if err := next.Deliver(ctx, tc.tx()); err != nil {
+				t.Fatal(err)
+			}
+			if err := next.Deliver(ctx, transaction(200, 1, 0)); err != nil {
+				t.Fatal(err)
+			}
+			gw, _ := runSubscriber(t, js)
+			offs, sizes := events(gw)
+			want := tc.tx()
+			if len(offs) != len(want.Events)+1 {
+				t.Fatalf("%d events reached the subscriber, want %d", len(offs), len(want.Events)+1)
+			}
+			for i, e := range want.Events {
+				if offs[i] != e.Offset || sizes[i] != len(e.Data) {
+					t.Fatalf("event %d: %v of %d bytes, want %v of %d", i, offs[i], sizes[i], e.Offset, len(e.Data))
+				}
+			}
+			gw.mu.Lock()
+			defer gw.mu.Unlock()
+			var moves int
+			for _, tx := range gw.txs {
+				moves += len(tx.Moves)
+			}
+			if moves != 4 { // each transaction's join and close, once
+				t.Fatalf("%d moves reached the subscriber, want 4", moves)
+			}
+		})
+	}
+}
+
+// TestResetWhileDelivering: gaps reported from the stream goroutine while
+// the delivery goroutine publishes land in one chain with the transactions
+// (run with -race: the publisher's tail is shared by both).
+func TestResetWhileDelivering(t *testing.T) {
+	js := startJS(t)
+	ctx := context.Background()
+	p := NewPublisher(PublisherConfig{JS: js, Stream: "T", MaxInFlight: 4})
+	defer p.Close()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for range 20 {
+			if err := p.Reset(ctx, "slot_recreated"); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	var acked sync.WaitGroup
+	for i := range 200 {
+		acked.Add(1)
+		if err := p.DeliverAsync(ctx, transaction(uint64(100+i), 1, 0), acked.Done); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	acked.Wait()
+	gw, resets := runSubscriber(t, js)
+	offs, _ := events(gw)
+	if len(offs) != 200 || len(resets) != 20 {
+		t.Fatalf("%d events and %d resets reached the subscriber, want 200 and 20", len(offs), len(resets))
+	}
+}
+
+// TestStreamCreatedAgain: a stream deleted under a running subscriber and
+// created again starts over at sequence 1; the subscriber reports the gap
+// (feed_recreated) and reads the new stream from its start.
+func TestStreamCreatedAgain(t *testing.T) {
+	js := startJS(t)
+	ctx := context.Background()
+	p := NewPublisher(PublisherConfig{JS: js, Stream: "T"})
+	if err := p.Deliver(ctx, transaction(100, 1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Deliver(ctx, transaction(150, 1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	gw := &recordingGateway{}
+	resets := make(chan string, 4)
+	sub := NewSubscriber(SubscriberConfig{JS: js, Stream: "T", History: time.Minute, Gateway: gw,
+		OnReset: func(r string) { resets <- r }})
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { _ = sub.Run(sctx) }()
+	<-sub.CaughtUp()
+	if err := js.DeleteStream(ctx, "T"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := EnsureStream(ctx, js, StreamConfig{Name: "T", ReplayWindow: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	next := NewPublisher(PublisherConfig{JS: js, Stream: "T"})
+	defer next.Close()
+	if err := next.Deliver(ctx, transaction(200, 1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-resets:
+		if r != "feed_recreated" {
+			t.Fatalf("reset %q", r)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no reset for the stream created again")
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		offs, _ := events(gw)
+		if len(offs) == 3 && offs[2].LSN == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("events %v, want 100, 150, then 200 from the new stream", offs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -18,15 +19,31 @@ import (
 	"github.com/koordi/koordi-realtime/schema"
 )
 
-// maxChunk bounds one message's payload, well under nats-server's default
-// 1 MB max_payload.
-const maxChunk = 512 << 10
+// Payload bounds. A message carries a run of a transaction's events of at
+// most maxChunk bytes; one event larger than the server's max_payload
+// (nats-server's default is 1 MB, a watched row's title can be longer) is
+// cut into parts (header Koordi-Part "i/n") that subscribers put together
+// again. An event larger than MaxFeedEvent is not carried: its room gets a
+// sync:reset {reason: "event_too_large"} in its place, so that a subscriber
+// never has to hold more than that for one message.
+const (
+	maxChunk = 512 << 10
+	// MaxFeedEvent bounds one event on the feed.
+	MaxFeedEvent = 32 << 20
+	// headerRoom is what a message's headers may take of max_payload.
+	headerRoom = 4 << 10
+)
 
 // PublisherConfig configures a Publisher.
 type PublisherConfig struct {
 	JS     jetstream.JetStream
 	Stream string
-	// MaxInFlight bounds unacknowledged messages; default 256.
+	// MaxPayload is the server's max_payload (nats.Conn.MaxPayload);
+	// default 1 MB, nats-server's default.
+	MaxPayload int64
+	// MaxInFlight bounds unacknowledged messages; default 256. The
+	// JetStream context's own bound (jetstream.WithPublishAsyncMaxPending)
+	// must be larger, or a full window stalls there and fails.
 	MaxInFlight int
 	// AckTimeout bounds one acknowledgement; default 5s.
 	AckTimeout time.Duration
@@ -40,15 +57,20 @@ type PublisherConfig struct {
 // Publisher is the leader's sink: it appends each transaction to the stream
 // (cdc.AsyncSink). One Publisher serves one leadership term.
 type Publisher struct {
-	cfg     PublisherConfig
-	subject string
+	cfg      PublisherConfig
+	subject  string
+	partSize int
 
-	// Owned by the delivery goroutine (DeliverAsync, Reset).
+	// mu serialises appends: the consumer's delivery goroutine delivers,
+	// its stream goroutine reports gaps (Reset), and each append reads and
+	// moves the tail below.
+	mu         sync.Mutex
 	started    bool
 	lastSeq    uint64        // the stream sequence the next message follows
-	lastCommit uint64        // the newest commit in the stream: older ones are in it already
-	prev       schema.Offset // the offset of the last event published
+	prev       schema.Offset // the last event the stream holds: events up to it are in it already
+	lastCommit uint64        // the newest commit in the stream, for a reset's header
 
+	slots    chan struct{} // one per unacknowledged message
 	inflight chan inflight
 	failOnce sync.Once
 	failed   chan struct{}
@@ -72,6 +94,9 @@ func NewPublisher(cfg PublisherConfig) *Publisher {
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 256
 	}
+	if cfg.MaxPayload <= 0 {
+		cfg.MaxPayload = 1 << 20
+	}
 	if cfg.AckTimeout <= 0 {
 		cfg.AckTimeout = 5 * time.Second
 	}
@@ -83,6 +108,8 @@ func NewPublisher(cfg PublisherConfig) *Publisher {
 	}
 	p := &Publisher{
 		cfg: cfg, subject: Subject(cfg.Stream),
+		partSize: int(max(cfg.MaxPayload-headerRoom, 1<<10)),
+		slots:    make(chan struct{}, cfg.MaxInFlight),
 		inflight: make(chan inflight, cfg.MaxInFlight),
 		failed:   make(chan struct{}), stop: make(chan struct{}),
 	}
@@ -113,8 +140,10 @@ func (p *Publisher) fail(err error) {
 	})
 }
 
-// start reads the stream's tail: the sequence to follow and the newest
-// commit in it.
+// start reads the stream's tail: the sequence to follow and the last event
+// in it. A tail that ends inside a transaction (its leader died between two
+// of its messages) says so: the rest of that transaction is published, not
+// the whole again, nor nothing.
 func (p *Publisher) start(ctx context.Context) error {
 	s, err := p.cfg.JS.Stream(ctx, p.cfg.Stream)
 	if err != nil {
@@ -132,20 +161,30 @@ func (p *Publisher) start(ctx context.Context) error {
 		}
 		if last != nil {
 			p.lastSeq = last.Sequence
+			p.prev = tailOffset(last.Header)
 			if c, err := strconv.ParseUint(last.Header.Get(headerCommit), 16, 64); err == nil {
 				p.lastCommit = c
-			}
-			if off, err := schema.ParseOffset(last.Header.Get(headerLast)); err == nil {
-				p.prev = off
-			} else if off, err := schema.ParseOffset(last.Header.Get(headerPrev)); err == nil {
-				p.prev = off // a reset carries no event of its own
 			}
 		}
 	}
 	p.started = true
 	p.cfg.Logger.Info("publishing to the feed", "stream", p.cfg.Stream, "after_sequence", p.lastSeq,
-		"after_commit", schema.Offset{LSN: p.lastCommit}.String())
+		"after_event", p.prev.String())
 	return nil
+}
+
+// tailOffset is the last event a stream ending with a message of these
+// headers holds completely.
+func tailOffset(h nats.Header) schema.Offset {
+	if i, n, ok := parsePart(h.Get(headerPart)); !ok || i == n {
+		if off, err := schema.ParseOffset(h.Get(headerLast)); err == nil {
+			return off
+		}
+	}
+	// A reset carries no event of its own; an incomplete run of parts
+	// holds none of its events.
+	off, _ := schema.ParseOffset(h.Get(headerPrev))
+	return off
 }
 
 // Deliver publishes tx and waits for its acknowledgement.
@@ -171,9 +210,12 @@ func (p *Publisher) wait(ctx context.Context, publish func(done func()) error) e
 }
 
 // DeliverAsync implements cdc.AsyncSink: it appends tx to the stream, in
-// chunks, and calls done once all of them are acknowledged. A transaction
-// the stream holds already (decoded again after a takeover) is done at once.
+// chunks, and calls done once all of them are acknowledged. The events the
+// stream holds already (decoded again after a takeover) are skipped: a
+// transaction the stream holds whole is done at once.
 func (p *Publisher) DeliverAsync(ctx context.Context, tx schema.Transaction, done func()) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	select {
 	case <-p.failed:
 		return p.err
@@ -185,75 +227,150 @@ func (p *Publisher) DeliverAsync(ctx context.Context, tx schema.Transaction, don
 			return err
 		}
 	}
-	if tx.CommitLSN <= p.lastCommit {
+	tx = after(tx, p.prev)
+	if len(tx.Events) == 0 {
 		done()
 		return nil
 	}
+	p.bound(&tx)
 	chunks := split(tx)
 	for i, ch := range chunks {
 		data, err := json.Marshal(ch)
 		if err != nil {
 			return fmt.Errorf("feed: encode transaction: %w", err)
 		}
-		msg := nats.NewMsg(p.subject)
-		msg.Data = data
-		msg.Header.Set(jetstream.MsgIDHeader, ch.Events[0].Offset.String())
-		msg.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(p.lastSeq, 10))
-		msg.Header.Set(headerCommit, fmt.Sprintf("%016X", tx.CommitLSN))
-		msg.Header.Set(headerPrev, p.prev.String())
-		msg.Header.Set(headerLast, ch.Events[len(ch.Events)-1].Offset.String())
 		var last func()
 		if i == len(chunks)-1 {
 			last = done
 		}
-		if err := p.publish(ctx, msg, last); err != nil {
-			return err
+		first, lastEv := ch.Events[0].Offset, ch.Events[len(ch.Events)-1].Offset
+		parts := (len(data) + p.partSize - 1) / p.partSize
+		// Parts of one chunk differ from every earlier attempt's (a leader
+		// that died between them): the duplicate window must not take the
+		// second attempt's for the first's.
+		attempt := nuid.Next()
+		for k := range parts {
+			msg := nats.NewMsg(p.subject)
+			msg.Data = data[k*p.partSize : min((k+1)*p.partSize, len(data))]
+			if parts == 1 {
+				msg.Header.Set(jetstream.MsgIDHeader, first.String())
+			} else {
+				msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s/%d/%s", first, k+1, attempt))
+				msg.Header.Set(headerPart, fmt.Sprintf("%d/%d", k+1, parts))
+			}
+			msg.Header.Set(headerCommit, fmt.Sprintf("%016X", tx.CommitLSN))
+			msg.Header.Set(headerPrev, p.prev.String())
+			msg.Header.Set(headerLast, lastEv.String())
+			var onAck func()
+			if k == parts-1 {
+				onAck = last
+			}
+			if err := p.publish(ctx, msg, onAck); err != nil {
+				return err
+			}
 		}
-		p.prev = ch.Events[len(ch.Events)-1].Offset
+		p.prev = lastEv
 	}
 	p.lastCommit = tx.CommitLSN
 	return nil
 }
 
+// after drops the events of tx up to prev, and the moves placed among them.
+func after(tx schema.Transaction, prev schema.Offset) schema.Transaction {
+	k := 0
+	for k < len(tx.Events) && tx.Events[k].Offset.Compare(prev) <= 0 {
+		k++
+	}
+	if k == 0 {
+		return tx
+	}
+	out := tx
+	out.Events = tx.Events[k:]
+	out.Moves = nil
+	if len(out.Events) == 0 {
+		return out
+	}
+	for _, m := range tx.Moves {
+		// A move placed before event k went with the message carrying
+		// event k (see split), so it is not in the stream yet.
+		if m.At >= k {
+			m.At -= k
+			out.Moves = append(out.Moves, m)
+		}
+	}
+	return out
+}
+
+// bound replaces each event larger than MaxFeedEvent with a sync:reset of
+// its room (copying the events first: they are the consumer's).
+func (p *Publisher) bound(tx *schema.Transaction) {
+	var events []schema.Envelope
+	for i, e := range tx.Events {
+		if len(e.Data) <= MaxFeedEvent {
+			continue
+		}
+		if events == nil {
+			events = slices.Clone(tx.Events)
+		}
+		events[i] = schema.Envelope{Offset: e.Offset, Room: e.Room, Event: schema.SyncReset, Data: resetTooLarge}
+		p.cfg.Logger.Warn("event too large for the feed: its room is told to refetch", "room", e.Room,
+			"event", e.Event, "bytes", len(e.Data), "max_bytes", MaxFeedEvent, "offset", e.Offset.String())
+	}
+	if events != nil {
+		tx.Events = events
+	}
+}
+
+var resetTooLarge = json.RawMessage(`{"reason":"event_too_large"}`)
+
 // Reset appends a gap (sync:reset on every node), in order with the
 // transactions around it.
 func (p *Publisher) Reset(ctx context.Context, reason string) error {
-	if !p.started {
-		if err := p.start(ctx); err != nil {
-			p.fail(err)
-			return err
+	return p.wait(ctx, func(done func()) error {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if !p.started {
+			if err := p.start(ctx); err != nil {
+				p.fail(err)
+				return err
+			}
 		}
-	}
-	msg := nats.NewMsg(p.subject)
-	msg.Data = []byte("{}")
-	msg.Header.Set(jetstream.MsgIDHeader, "reset-"+nuid.Next())
-	msg.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(p.lastSeq, 10))
-	msg.Header.Set(headerReset, reason)
-	msg.Header.Set(headerPrev, p.prev.String())
-	// A reset may be the stream's last message when the next leader starts:
-	// it must still say how far the stream got, or that leader would
-	// publish its whole retained window again.
-	msg.Header.Set(headerCommit, fmt.Sprintf("%016X", p.lastCommit))
-	return p.wait(ctx, func(done func()) error { return p.publish(ctx, msg, done) })
+		msg := nats.NewMsg(p.subject)
+		msg.Data = []byte("{}")
+		msg.Header.Set(jetstream.MsgIDHeader, "reset-"+nuid.Next())
+		msg.Header.Set(headerReset, reason)
+		msg.Header.Set(headerPrev, p.prev.String())
+		// A reset may be the stream's last message when the next leader
+		// starts: it must still say how far the stream got (Koordi-Prev),
+		// or that leader would publish its whole retained window again.
+		msg.Header.Set(headerCommit, fmt.Sprintf("%016X", p.lastCommit))
+		return p.publish(ctx, msg, done)
+	})
 }
 
+// publish sends msg after the tail, once a slot of the in-flight window is
+// free.
 func (p *Publisher) publish(ctx context.Context, msg *nats.Msg, done func()) error {
+	select {
+	case p.slots <- struct{}{}:
+	case <-p.failed:
+		return p.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	msg.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(p.lastSeq, 10))
 	fut, err := p.cfg.JS.PublishMsgAsync(msg)
 	if err != nil {
+		<-p.slots
 		err = fmt.Errorf("feed: publish: %w", err)
 		p.fail(err)
 		return err
 	}
 	p.lastSeq++
 	p.cfg.Metrics.published.Inc()
-	select {
-	case p.inflight <- inflight{fut: fut, seq: p.lastSeq, sent: time.Now(), done: done}:
-		return nil
-	case <-p.failed:
-		return p.err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	// Never blocks: the channel has a place for every slot.
+	p.inflight <- inflight{fut: fut, seq: p.lastSeq, sent: time.Now(), done: done}
+	return nil
 }
 
 // awaitAcks takes acknowledgements in publication order.
@@ -268,20 +385,18 @@ func (p *Publisher) awaitAcks() {
 		timer := time.NewTimer(p.cfg.AckTimeout)
 		select {
 		case ack := <-m.fut.Ok():
-			timer.Stop()
 			// A duplicate took no sequence, so every later expected
 			// sequence is off by one: end the term (the next one reads the
 			// tail again) rather than accept it.
 			if ack.Duplicate || ack.Sequence != m.seq {
 				p.fail(fmt.Errorf("feed: message landed at sequence %d (duplicate %v), expected %d", ack.Sequence, ack.Duplicate, m.seq))
-				continue
+				break
 			}
 			p.cfg.Metrics.ackLatency.Observe(time.Since(m.sent).Seconds())
 			if m.done != nil {
 				m.done()
 			}
 		case err := <-m.fut.Err():
-			timer.Stop()
 			p.fail(fmt.Errorf("feed: publish: %w", err))
 		case <-timer.C:
 			p.fail(fmt.Errorf("feed: no acknowledgement in %s", p.cfg.AckTimeout))
@@ -289,6 +404,8 @@ func (p *Publisher) awaitAcks() {
 			timer.Stop()
 			return
 		}
+		timer.Stop()
+		<-p.slots
 	}
 }
 

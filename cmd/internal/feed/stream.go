@@ -3,6 +3,8 @@ package feed
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -14,7 +16,22 @@ const (
 	headerPrev   = "Koordi-Prev"   // offset of the last event before the message's first
 	headerLast   = "Koordi-Last"   // offset of the message's last event
 	headerReset  = "Koordi-Reset"  // a gap in the stream: its reason
+	headerPart   = "Koordi-Part"   // "i/n": part i of a message cut in n (an event over max_payload)
 )
+
+// parsePart reads a Koordi-Part header: 1 <= i <= n.
+func parsePart(v string) (i, n int, ok bool) {
+	a, b, found := strings.Cut(v, "/")
+	if !found {
+		return 0, 0, false
+	}
+	i, err1 := strconv.Atoi(a)
+	n, err2 := strconv.Atoi(b)
+	if err1 != nil || err2 != nil || i < 1 || i > n {
+		return 0, 0, false
+	}
+	return i, n, true
+}
 
 // Subject is the stream's one subject.
 func Subject(stream string) string { return stream + ".tx" }

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/koordi/koordi-realtime/schema"
@@ -46,7 +47,11 @@ type Subscriber struct {
 	delivered atomic.Uint64 // the newest stream sequence handed to the gateway
 	lastCheck atomic.Int64  // unix ns of the last answer of the stream's state
 	streamEnd atomic.Uint64 // the stream's last sequence at that answer
-	resumed   bool
+
+	// Owned by the reading goroutine.
+	created time.Time // of the stream read: another one is a new stream
+	resumed bool
+	asm     assembly
 }
 
 // NewSubscriber returns a subscriber; Run starts it.
@@ -80,12 +85,18 @@ func (s *Subscriber) Current() (bool, string) {
 // Run reads the feed until ctx ends. The ordered consumer survives NATS
 // outages and reconnects by itself; Run returns only with ctx.
 func (s *Subscriber) Run(ctx context.Context) error {
+	said := ""
 	for {
 		err := s.run(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		s.cfg.Logger.Warn("feed consumer stopped; starting again", "error", err)
+		// Once per cause: a stream missing until the leader creates it
+		// again, or NATS down, would say the same every second.
+		if err.Error() != said {
+			s.cfg.Logger.Warn("feed consumer stopped; starting again", "error", err)
+			said = err.Error()
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -94,9 +105,13 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	}
 }
 
+// errStreamReplaced ends a run whose stream was deleted (and perhaps
+// created again): its sequences mean nothing any more.
+var errStreamReplaced = errors.New("the feed's stream was deleted or created again")
+
 func (s *Subscriber) run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx) // ends this run's goroutines
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx) // ends this run's goroutines
+	defer cancel(nil)
 	stream, err := s.cfg.JS.Stream(ctx, s.cfg.Stream)
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", s.cfg.Stream, err)
@@ -105,6 +120,22 @@ func (s *Subscriber) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", s.cfg.Stream, err)
 	}
+	fromStart := false
+	if !s.created.IsZero() && (!info.Created.Equal(s.created) || info.State.LastSeq < s.delivered.Load()) {
+		// Deleted and created again (by an operator, or by the leader after
+		// that): what this node had not read of the old stream is gone, and
+		// the new one starts over at sequence 1. Everything in the new one
+		// comes after the gap.
+		s.cfg.Logger.Warn("the feed's stream was created again: what it held is lost; clients told to refetch",
+			"stream", s.cfg.Stream, "applied_sequence", s.delivered.Load(), "created", info.Created)
+		s.delivered.Store(0)
+		s.asm = assembly{}
+		fromStart = true
+		if s.cfg.OnReset != nil {
+			s.cfg.OnReset("feed_recreated")
+		}
+	}
+	s.created = info.Created
 	s.observe(info.State.LastSeq)
 	if s.target.Load() == 0 {
 		s.target.Store(max(info.State.LastSeq, 1))
@@ -113,11 +144,14 @@ func (s *Subscriber) run(ctx context.Context) error {
 		}
 	}
 	ccfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{Subject(s.cfg.Stream)}}
-	if seq := s.delivered.Load(); seq > 0 {
+	switch seq := s.delivered.Load(); {
+	case seq > 0:
 		// Starting again within the process: after what was applied.
 		ccfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		ccfg.OptStartSeq = seq + 1
-	} else {
+	case fromStart:
+		ccfg.DeliverPolicy = jetstream.DeliverAllPolicy
+	default:
 		start := time.Now().Add(-s.cfg.History)
 		ccfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
 		ccfg.OptStartTime = &start
@@ -135,13 +169,13 @@ func (s *Subscriber) run(ctx context.Context) error {
 		return fmt.Errorf("feed consumer: %w", err)
 	}
 	defer msgs.Stop()
-	go s.watch(ctx, stream)
+	go s.watch(ctx, stream, info.Created, cancel)
 	go func() { <-ctx.Done(); msgs.Stop() }()
 	for {
 		m, err := msgs.Next()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return ctx.Err()
+				return context.Cause(ctx)
 			}
 			return err
 		}
@@ -169,10 +203,25 @@ func (s *Subscriber) markCaughtUp() {
 	})
 }
 
+// maxAssembled bounds a message put together from parts: the largest event
+// the publisher carries and a chunk's worth around it.
+const maxAssembled = MaxFeedEvent + 2*maxChunk
+
+// assembly is a message cut in parts, read so far.
+type assembly struct {
+	n, next int    // part next of n is expected; n == 0: none under way
+	key     string // Koordi-Prev and Koordi-Last, the same on every part
+	buf     []byte
+}
+
 // apply hands one message to the gateway.
 func (s *Subscriber) apply(ctx context.Context, m jetstream.Msg) error {
 	s.cfg.Metrics.received.Inc()
 	h := m.Headers()
+	data, complete := s.assemble(h, m.Data())
+	if !complete {
+		return nil
+	}
 	if !s.resumed {
 		// The first message read: every event after its predecessor
 		// reaches this node, so sessions begun on other nodes recover.
@@ -187,7 +236,7 @@ func (s *Subscriber) apply(ctx context.Context, m jetstream.Msg) error {
 		}
 		return nil
 	}
-	tx, err := schema.DecodeTransaction(m.Data())
+	tx, err := schema.DecodeTransaction(data)
 	if err != nil {
 		s.cfg.Metrics.rejected.Inc()
 		s.cfg.Logger.Error("feed message refused", "error", err)
@@ -199,13 +248,59 @@ func (s *Subscriber) apply(ctx context.Context, m jetstream.Msg) error {
 	return s.cfg.Gateway.Publish(ctx, tx)
 }
 
+// assemble puts parts together: it returns a message once complete. A run
+// of parts whose start this node did not read (its history began inside
+// it) or that its leader left unfinished (the next leader publishes that
+// message again, whole) is dropped.
+func (s *Subscriber) assemble(h nats.Header, data []byte) ([]byte, bool) {
+	i, n, isPart := parsePart(h.Get(headerPart))
+	if !isPart {
+		if s.asm.n != 0 {
+			s.dropAssembly("the rest never came")
+		}
+		return data, true
+	}
+	key := h.Get(headerPrev) + " " + h.Get(headerLast)
+	switch {
+	case i == 1:
+		if s.asm.n != 0 {
+			s.dropAssembly("published again")
+		}
+		s.asm = assembly{n: n, next: 1, key: key}
+	case s.asm.n == 0:
+		return nil, false // its first part is before this node's history
+	case i != s.asm.next || n != s.asm.n || key != s.asm.key:
+		s.dropAssembly("parts out of sequence")
+		return nil, false
+	}
+	if len(s.asm.buf)+len(data) > maxAssembled {
+		s.cfg.Metrics.rejected.Inc()
+		s.dropAssembly("larger than the feed carries")
+		return nil, false
+	}
+	s.asm.buf = append(s.asm.buf, data...)
+	s.asm.next++
+	if i < n {
+		return nil, false
+	}
+	whole := s.asm.buf
+	s.asm = assembly{}
+	return whole, true
+}
+
+func (s *Subscriber) dropAssembly(why string) {
+	s.cfg.Logger.Warn("feed message in parts dropped", "why", why, "parts_read", s.asm.next-1, "parts", s.asm.n)
+	s.asm = assembly{}
+}
+
 func (s *Subscriber) observe(lastSeq uint64) {
 	s.streamEnd.Store(lastSeq)
 	s.lastCheck.Store(time.Now().UnixNano())
 }
 
-// watch polls the stream's state, for Current.
-func (s *Subscriber) watch(ctx context.Context, stream jetstream.Stream) {
+// watch polls the stream's state, for Current, and ends the run when the
+// stream it reads is gone.
+func (s *Subscriber) watch(ctx context.Context, stream jetstream.Stream, created time.Time, end context.CancelCauseFunc) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	for {
@@ -217,7 +312,11 @@ func (s *Subscriber) watch(ctx context.Context, stream jetstream.Stream) {
 		c, cancel := context.WithTimeout(ctx, 2*time.Second)
 		info, err := stream.Info(c)
 		cancel()
-		if err == nil {
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound), err == nil && !info.Created.Equal(created):
+			end(errStreamReplaced)
+			return
+		case err == nil:
 			s.observe(info.State.LastSeq)
 		}
 	}

@@ -94,13 +94,15 @@ func (n *clusterNode) run(ctx context.Context, g *errgroup.Group) (<-chan struct
 	if err != nil {
 		return nil, fmt.Errorf("%w at %s: %v", ErrNATSUnreachable, redactURL(n.cfg.NATSURL), err)
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(256))
+	// Above the publisher's own in-flight bound (256), so that bound is
+	// the one that applies: at this one a publish stalls and fails.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(1024))
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	_, err = feed.EnsureStream(sctx, js, feed.StreamConfig{Name: n.cfg.Stream, ReplayWindow: n.s.cfg.ReplayWindow, Replicas: n.cfg.Replicas})
+	_, err = feed.EnsureStream(sctx, js, n.streamConfig())
 	cancel()
 	if err != nil {
 		nc.Close()
@@ -119,7 +121,7 @@ func (n *clusterNode) run(ctx context.Context, g *errgroup.Group) (<-chan struct
 		Logger:  log, Metrics: n.metrics,
 	})
 	g.Go(func() error { return n.sub.Run(ctx) })
-	g.Go(func() error { return n.lead(ctx, js, log) })
+	g.Go(func() error { return n.lead(ctx, nc, js, log) })
 	g.Go(func() error {
 		<-ctx.Done()
 		nc.Close()
@@ -130,7 +132,7 @@ func (n *clusterNode) run(ctx context.Context, g *errgroup.Group) (<-chan struct
 
 // lead runs one leadership term after another: each a new consumer that
 // stands by until it holds the lock, then streams into a new publisher.
-func (n *clusterNode) lead(ctx context.Context, js jetstream.JetStream, log interface {
+func (n *clusterNode) lead(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, log interface {
 	Warn(string, ...any)
 	Info(string, ...any)
 }) error {
@@ -144,9 +146,16 @@ func (n *clusterNode) lead(ctx context.Context, js jetstream.JetStream, log inte
 	var reached atomic.Bool
 	wait := time.Second
 	for {
+		// Each term makes sure of the stream first: one deleted meanwhile is
+		// created again (subscribers see a new stream and reset), and while
+		// NATS is unreachable no term takes the slot only to fail at its
+		// first publish and hand it on, over and over.
+		if err := n.awaitStream(ctx, js, log); err != nil {
+			return nil // ctx ended
+		}
 		term, cancel := context.WithCancelCause(ctx)
 		pub := feed.NewPublisher(feed.PublisherConfig{
-			JS: js, Stream: n.cfg.Stream, Fail: cancel,
+			JS: js, Stream: n.cfg.Stream, MaxPayload: nc.MaxPayload(), Fail: cancel,
 			Logger: n.s.log.With("component", "feed", "node", n.cfg.Node), Metrics: n.metrics,
 		})
 		cc := n.s.cdcConfig()
@@ -202,6 +211,39 @@ func (n *clusterNode) lead(ctx context.Context, js jetstream.JetStream, log inte
 			wait = min(2*wait, 30*time.Second)
 		}
 	}
+}
+
+// awaitStream creates or updates the stream, trying again with backoff
+// until it answers or ctx ends.
+func (n *clusterNode) awaitStream(ctx context.Context, js jetstream.JetStream, log interface {
+	Warn(string, ...any)
+	Info(string, ...any)
+}) error {
+	backoff := 250 * time.Millisecond
+	for failed := false; ; failed = true {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := feed.EnsureStream(sctx, js, n.streamConfig())
+		cancel()
+		if err == nil {
+			if failed {
+				log.Info("feed stream reachable again; leadership candidate again", "stream", n.cfg.Stream)
+			}
+			return nil
+		}
+		if !failed {
+			log.Warn("feed stream unreachable: not a candidate for the slot until it answers", "stream", n.cfg.Stream, "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (n *clusterNode) streamConfig() feed.StreamConfig {
+	return feed.StreamConfig{Name: n.cfg.Stream, ReplayWindow: n.s.cfg.ReplayWindow, Replicas: n.cfg.Replicas}
 }
 
 // redactURL drops the credentials of each URL of a NATS_URL list, for
