@@ -54,9 +54,12 @@ type Config struct {
 	// at the first start ("slot_created": for sessions of an earlier
 	// process); or a watched table the publication had lost is back
 	// ("publication_changed"). Everything
-	// before the gap has been handed off when it is called and nothing
-	// after it yet; serve wires it to the gateway's sync:reset. Called from
-	// the stream goroutine; it must not block for long.
+	// before the gap has been given to the sink when it is called (an
+	// AsyncSink may still be acknowledging it) and nothing after it yet;
+	// serve wires it to the gateway's sync:reset, or in a cluster to the
+	// feed. Called from the stream goroutine, or for "publication_changed"
+	// from the delivery goroutine between two transactions; it must not
+	// block for long.
 	OnReset func(reason string)
 	// OnStream, if set, is called each time streaming starts or resumes
 	// (once PostgreSQL has accepted the start), before any transaction of

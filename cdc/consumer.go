@@ -77,12 +77,15 @@ type Consumer struct {
 	caughtUp     chan struct{} // closed once the first catch-up target is handed off
 	caughtUpOnce sync.Once
 	checkNow     chan struct{} // asks the checker goroutine for a check
+	resyncNow    chan struct{} // asks the delivery goroutine to resync (see resync)
+	stateMu      sync.Mutex    // the names state's bootstraps: the stream goroutine's and the delivery goroutine's resync
 
 	mu            sync.Mutex // leaf lock; guards what follows
 	status        Status
 	target        uint64                  // the catch-up target; 0 until the first session read it
 	problems      []ksql.TableProblem     // the checker's last findings
-	resync        bool                    // a table's changes were lost: the next session brings the state up to date
+	resyncPending bool                    // a watched table came back: its gap is still to be reported
+	streamingAt   time.Time               // when the current session started streaming; zero between sessions
 	cancelSession context.CancelCauseFunc // ends the current session (nil between sessions)
 }
 
@@ -124,13 +127,14 @@ func New(cfg Config) (*Consumer, error) {
 // stream's own tests a recorder of what was decoded. cfg is filled.
 func newConsumer(cfg Config, d deriver) *Consumer {
 	return &Consumer{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		m:        newMetrics(cfg.Registerer),
-		deriver:  d,
-		ack:      newAcker(cfg.Retain),
-		caughtUp: make(chan struct{}),
-		checkNow: make(chan struct{}, 1),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		m:         newMetrics(cfg.Registerer),
+		deriver:   d,
+		ack:       newAcker(cfg.Retain),
+		caughtUp:  make(chan struct{}),
+		checkNow:  make(chan struct{}, 1),
+		resyncNow: make(chan struct{}, 1),
 	}
 }
 
@@ -229,6 +233,9 @@ func (c *Consumer) deliver(ctx context.Context, sink Sink, queue <-chan *committ
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-c.resyncNow:
+			c.resync(ctx)
+			continue
 		case item = <-queue:
 		}
 		tx := c.deriver.Derive(item.tx)
@@ -311,6 +318,12 @@ func (c *Consumer) reset(reason string) {
 
 func (c *Consumer) setStreaming(on bool) {
 	c.mu.Lock()
+	if on != c.status.Streaming {
+		c.streamingAt = time.Time{}
+		if on {
+			c.streamingAt = time.Now()
+		}
+	}
 	c.status.Streaming = on
 	c.mu.Unlock()
 }

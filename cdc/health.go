@@ -2,17 +2,12 @@ package cdc
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"slices"
 	"time"
 
 	ksql "github.com/koordi/koordi-realtime/sql"
 )
-
-// errTablesMended ends a session when a watched table the publication had
-// lost is back: the next session brings the state up to date and reports
-// the gap.
-var errTablesMended = errors.New("a watched table is back in the publication")
 
 // watchTables is the checker goroutine: every CheckInterval, and at every
 // stream start, it checks the watched tables and reports what changed (see
@@ -58,9 +53,12 @@ func (c *Consumer) checkTables(ctx context.Context) {
 // reportTables compares the problems found with the last check's: each new
 // one is an error line and a metric of 1 (and /readyz answers 503 while any
 // remains), each mended one an info line and a metric of 0. A table that was
-// missing or not in the publication has had its changes lost meanwhile: its
-// return ends the session so that the next one brings the state up to date
-// and reports the gap ("publication_changed": sync:reset).
+// missing or not in the publication has had its changes lost meanwhile: on
+// its return the delivery goroutine brings the state up to date and reports
+// the gap ("publication_changed": sync:reset), in order with the
+// transactions it delivers (see resync). The session goes on: ending it
+// would end a leader's term, and the next term, a fresh consumer perhaps on
+// another node, would not know of the gap.
 func (c *Consumer) reportTables(problems []ksql.TableProblem) {
 	c.mu.Lock()
 	old := c.problems
@@ -89,12 +87,82 @@ func (c *Consumer) reportTables(problems []ksql.TableProblem) {
 		lost = lost || p.Problem() != "replica_identity"
 	}
 	if lost {
-		c.mu.Lock()
-		c.resync = true
-		cancel := c.cancelSession
-		c.mu.Unlock()
-		if cancel != nil {
-			cancel(errTablesMended)
-		}
+		c.requestResync()
 	}
+}
+
+// resyncSettle is how long a session must have streamed before a resync
+// runs: a publication dropped and created again looks like its tables
+// coming back, and its session fails within moments of starting; the new
+// slot created then reports that gap (publication_recreated) and cancels
+// the resync, so clients are told once.
+const resyncSettle = time.Second
+
+func (c *Consumer) requestResync() {
+	c.mu.Lock()
+	c.resyncPending = true
+	c.mu.Unlock()
+	c.wakeResync()
+}
+
+func (c *Consumer) wakeResync() {
+	select {
+	case c.resyncNow <- struct{}{}:
+	default: // one wake-up is queued already
+	}
+}
+
+// cancelResync drops a pending resync: a new slot's bootstrap and reset
+// cover its gap.
+func (c *Consumer) cancelResync() {
+	c.mu.Lock()
+	c.resyncPending = false
+	c.mu.Unlock()
+}
+
+// resync runs on the delivery goroutine, between two transactions: what was
+// derived before it is handed to the sink, then the names state is read
+// again (the lost changes may have renamed or moved what later events name)
+// and the gap reported, so every transaction derived after the reset is
+// derived from the new state. Until the session has streamed for
+// resyncSettle, or while the database cannot answer, it is tried again a
+// little later.
+func (c *Consumer) resync(ctx context.Context) {
+	c.mu.Lock()
+	pending, since := c.resyncPending, c.streamingAt
+	settled := !since.IsZero() && time.Since(since) >= resyncSettle
+	if pending && settled {
+		c.resyncPending = false
+	}
+	c.mu.Unlock()
+	switch {
+	case !pending || ctx.Err() != nil:
+		return
+	case !settled:
+		time.AfterFunc(resyncSettle/4, c.wakeResync)
+		return
+	}
+	if err := c.rebootstrap(ctx); err != nil {
+		if ctx.Err() == nil {
+			c.log.Warn("could not read the names state again after a watched table came back; retrying", "error", err)
+			time.AfterFunc(time.Second, c.requestResync)
+		}
+		return
+	}
+	c.log.Warn("a watched table is back in the publication: its changes in between are lost; clients told to refetch", "publication", c.cfg.Publication)
+	c.reset("publication_changed")
+}
+
+func (c *Consumer) rebootstrap(ctx context.Context) error {
+	conn, err := c.connect(ctx, false)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
+	if err := c.deriver.Bootstrap(ctx, conn); err != nil {
+		return fmt.Errorf("bootstrap names state: %w", err)
+	}
+	return nil
 }

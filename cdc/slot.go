@@ -73,29 +73,14 @@ func (c *Consumer) lookupSlot(ctx context.Context, conn *pgx.Conn) (slotInfo, er
 // before it are told to refetch.
 func (c *Consumer) prepareSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn, slot slotInfo, first bool) (uint64, error) {
 	if slot.exists {
-		c.mu.Lock()
-		resync := c.resync
-		c.mu.Unlock()
-		if c.bootstrapped && resync {
-			// A table's changes were not streamed for a while: bring the
-			// state up to date (after what is queued) and report the gap.
-			if err := c.drain(ctx); err != nil {
-				return 0, err
-			}
-			c.bootstrapped = false
-		}
 		if !c.bootstrapped {
-			if err := c.deriver.Bootstrap(ctx, conn); err != nil {
+			c.stateMu.Lock()
+			err := c.deriver.Bootstrap(ctx, conn)
+			c.stateMu.Unlock()
+			if err != nil {
 				return 0, fmt.Errorf("bootstrap names state: %w", err)
 			}
 			c.bootstrapped = true
-		}
-		if resync {
-			c.mu.Lock()
-			c.resync = false
-			c.mu.Unlock()
-			c.log.Warn("a watched table is back in the publication: its changes in between are lost; clients told to refetch", "publication", c.cfg.Publication)
-			c.reset("publication_changed")
 		}
 		return slot.confirmed, nil
 	}
@@ -109,9 +94,7 @@ func (c *Consumer) prepareSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn
 	if err != nil {
 		return 0, err
 	}
-	c.mu.Lock()
-	c.resync = false // the new slot's bootstrap and reset cover it
-	c.mu.Unlock()
+	c.cancelResync() // the new slot's bootstrap and reset cover it
 	// Everything decoded before the gap has been handed off (createSlot
 	// drained the queue) and nothing after it is queued yet.
 	switch {
@@ -181,7 +164,10 @@ func (c *Consumer) bootstrapAt(ctx context.Context, conn *pgx.Conn, snapshot str
 	if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT "+quoteLiteral(snapshot)); err != nil {
 		return fmt.Errorf("bootstrap: use the slot's snapshot: %w", err)
 	}
-	if err := c.deriver.Bootstrap(ctx, tx); err != nil {
+	c.stateMu.Lock()
+	err = c.deriver.Bootstrap(ctx, tx)
+	c.stateMu.Unlock()
+	if err != nil {
 		return fmt.Errorf("bootstrap names state: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {

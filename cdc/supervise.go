@@ -76,9 +76,6 @@ func (c *Consumer) supervise(ctx context.Context, queue chan<- *committed) error
 			c.log.Warn("lost leadership", "slot", c.cfg.SlotName, "error", err)
 			return fmt.Errorf("%w: %v", ErrLostLeadership, err)
 		}
-		if cause := context.Cause(sctx); ctx.Err() == nil && errors.Is(cause, errTablesMended) {
-			err = cause
-		}
 		cancel(nil)
 		started = started || streamed
 		c.setStreaming(false)

@@ -22,6 +22,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/koordi/koordi-realtime/cmd/internal/natsserver"
 	"github.com/koordi/koordi-realtime/schema"
 )
@@ -530,4 +533,67 @@ func TestClusterRandomOperations(t *testing.T) {
 	want := m.replay(parseLines(t, oracle.stdout.String()))
 	delivered := checkDelivered(c, socketsOf, want, restatedByTakeover(db, takeover))
 	t.Logf("%d delivered to %d sockets", delivered, len(sockets))
+}
+
+// waitResets waits until every socket of ids has had a sync:reset, and
+// checks each had exactly one, for reason.
+func waitResets(t *testing.T, c *testClients, reason string, ids ...string) {
+	t.Helper()
+	for _, id := range ids {
+		c.waitEvent(id, "sync:reset", func(ev socketEvent) bool { return ev.Event == schema.SyncReset })
+		if got := resets(c, id); len(got) != 1 || got[0] != reason {
+			t.Errorf("%s: sync:reset %v, want one %s", id, got, reason)
+		}
+	}
+}
+
+// TestClusterTableOutOfPublication: a watched table taken out of the
+// publication and put back under a running cluster is a gap for every
+// node's sockets (sync:reset {publication_changed}), the leader keeps its
+// term (the reset goes through the feed in order), and events flow again.
+func TestClusterTableOutOfPublication(t *testing.T) {
+	cl, c, leader := newClusterScenario(t, "TABLE_CHECK_INTERVAL=200ms")
+	db := cl.db
+	db.exec(`ALTER PUBLICATION koordi_realtime DROP TABLE events`)
+	waitReadyz(t, cl.nodes[leader], http.StatusServiceUnavailable, "does not carry events")
+	db.exec(`UPDATE events SET title = 'unseen' WHERE id = $1`, practice)
+	db.exec(`ALTER PUBLICATION koordi_realtime ADD TABLE events`)
+	waitResets(t, c, "publication_changed", "ada", "bob", "cyd")
+	db.exec(`UPDATE events SET title = 'seen' WHERE id = $1`, practice)
+	c.waitEvent("ada", "seen", func(ev socketEvent) bool { return title(ev) == "seen" })
+	c.waitEvent("bob", "seen", func(ev socketEvent) bool { return title(ev) == "seen" })
+	if l := cl.leader(); l != leader {
+		t.Errorf("node%d leads after the repair, want node%d still: the term should go on", l+1, leader+1)
+	}
+}
+
+// TestClusterStreamDeleted: the JetStream stream deleted under a running
+// cluster: the next term creates it again, every node notices the new
+// stream and tells its sockets to refetch (sync:reset {feed_recreated}),
+// sockets stay connected, and events flow through the new stream.
+func TestClusterStreamDeleted(t *testing.T) {
+	cl, c, _ := newClusterScenario(t)
+	db := cl.db
+	db.exec(`UPDATE events SET title = 'before' WHERE id = $1`, practice)
+	c.waitEvent("ada", "before", func(ev socketEvent) bool { return title(ev) == "before" })
+	nc, err := nats.Connect(cl.nats.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(context.Background(), "KOORDI_REALTIME"); err != nil {
+		t.Fatal(err)
+	}
+	db.exec(`UPDATE events SET title = 'after' WHERE id = $1`, practice)
+	waitResets(t, c, "feed_recreated", "ada", "bob", "cyd")
+	for _, id := range []string{"ada", "bob"} {
+		c.waitEvent(id, "after", func(ev socketEvent) bool { return title(ev) == "after" })
+		if n := len(c.of(id, "connect")); n != 1 {
+			t.Errorf("%s connected %d times: the sockets should have stayed", id, n)
+		}
+	}
 }
