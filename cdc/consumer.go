@@ -84,6 +84,7 @@ type Consumer struct {
 	status        Status
 	target        uint64                  // the catch-up target; 0 until the first session read it
 	problems      []ksql.TableProblem     // the checker's last findings
+	checked       bool                    // the checker has reported once
 	resyncPending bool                    // a watched table came back: its gap is still to be reported
 	streamingAt   time.Time               // when the current session started streaming; zero between sessions
 	cancelSession context.CancelCauseFunc // ends the current session (nil between sessions)

@@ -259,3 +259,28 @@ func TestLeaderLock(t *testing.T) {
 	exec(t, conn, `UPDATE users SET name = 'two' WHERE id = $1`, user1)
 	b.rec.waitTx(t, sets("users", "name", "two"))
 }
+
+// TestTableProblemGaugeAcrossConsumers: a consumer after another on the
+// same registry (a cluster node's next term) does not keep the gauge its
+// predecessor set for a problem mended in between.
+func TestTableProblemGaugeAcrossConsumers(t *testing.T) {
+	url, conn := koordiDB(t)
+	reg := prometheus.NewRegistry()
+	cfg := Config{ConnString: url, CheckInterval: 100 * time.Millisecond, Registerer: reg}
+	first := start(t, cfg, newRecorder(), discard)
+	waitStreaming(t, first.c)
+	exec(t, conn, `ALTER PUBLICATION koordi_realtime DROP TABLE events`)
+	waitFor(t, "the problem reported", func() bool { return len(first.c.Status().Problems) == 1 })
+	if err := first.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if v := testutil.ToFloat64(first.c.m.tableProblems.WithLabelValues("events", "not_published")); v != 1 {
+		t.Fatalf("gauge %v after the first consumer, want 1", v)
+	}
+	exec(t, conn, `ALTER PUBLICATION koordi_realtime ADD TABLE events`)
+	next := start(t, cfg, newRecorder(), discard)
+	waitStreaming(t, next.c)
+	waitFor(t, "the gauge cleared by the next consumer's check", func() bool {
+		return testutil.ToFloat64(next.c.m.tableProblems.WithLabelValues("events", "not_published")) == 0
+	})
+}

@@ -62,6 +62,13 @@ func (c *Consumer) checkTables(ctx context.Context) {
 func (c *Consumer) reportTables(problems []ksql.TableProblem) {
 	c.mu.Lock()
 	old := c.problems
+	if !c.checked {
+		// The gauges are shared with earlier consumers of this process (a
+		// cluster node's earlier terms): what they reported may have been
+		// mended since, and only this consumer's findings count now.
+		c.checked = true
+		c.m.tableProblems.Reset()
+	}
 	c.problems = problems
 	c.status.Problems = c.status.Problems[:0:0]
 	for _, p := range problems {
