@@ -51,6 +51,11 @@ var (
 	ErrReplicaIdentity = errors.New("replica identity is not FULL")
 	ErrNoPublication   = errors.New("publication missing")
 	ErrNoEmitFunction  = errors.New("emit function missing")
+	// ErrForeignOwner: the koordi_realtime schema or its table exists and
+	// belongs to a role the one running setup is not a member of. Its owner
+	// could replace what setup makes there (and so write explicit events to
+	// any room), so setup refuses to build on it.
+	ErrForeignOwner = errors.New("owned by another role")
 )
 
 // Migrate creates Koordi's tables if they do not exist.
@@ -70,6 +75,9 @@ func Migrate(ctx context.Context, conn *pgx.Conn) error {
 func Setup(ctx context.Context, conn *pgx.Conn, publication string) error {
 	if publication == "" {
 		return errors.New("setup: empty publication name")
+	}
+	if err := checkOwnership(ctx, conn); err != nil {
+		return fmt.Errorf("setup: %w", err)
 	}
 	if _, err := conn.Exec(ctx, setupSQL); err != nil {
 		return fmt.Errorf("setup: %w", err)
@@ -99,6 +107,47 @@ func Setup(ctx context.Context, conn *pgx.Conn, publication string) error {
 		if _, err := conn.Exec(ctx, fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s", pub, t)); err != nil {
 			return fmt.Errorf("setup: add %s to publication %s: %w", t, publication, err)
 		}
+	}
+	return nil
+}
+
+// checkOwnership refuses a koordi_realtime schema, or an emitted table in
+// it, that setup did not make: CREATE ... IF NOT EXISTS would adopt an
+// object another role planted before the first setup, and that role, as the
+// schema's owner, could later drop and replace the table the stream takes
+// explicit events from.
+func checkOwnership(ctx context.Context, conn *pgx.Conn) error {
+	// Trusted owners: the role running setup, the roles it is a member of
+	// (not by being superuser: for a superuser pg_has_role says yes to
+	// every role), and superusers.
+	rows, err := conn.Query(ctx, `
+		WITH RECURSIVE mine(oid) AS (
+		    SELECT oid FROM pg_roles WHERE rolname = current_user
+		    UNION SELECT m.roleid FROM pg_auth_members m JOIN mine ON m.member = mine.oid),
+		owned(what, owner) AS (
+		    SELECT 'schema '||n.nspname, n.nspowner FROM pg_namespace n WHERE n.nspname = $1
+		    UNION ALL
+		    SELECT 'table '||n.nspname||'.'||c.relname, c.relowner
+		      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		     WHERE n.nspname = $1 AND c.relname = $2)
+		SELECT o.what, r.rolname, r.rolsuper OR o.owner IN (SELECT oid FROM mine)
+		  FROM owned o JOIN pg_roles r ON r.oid = o.owner`, EmitSchema, EmitTable)
+	if err != nil {
+		return fmt.Errorf("check the owner of schema %s: %w", EmitSchema, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var what, owner string
+		var ours bool
+		if err := rows.Scan(&what, &owner, &ours); err != nil {
+			return fmt.Errorf("check the owner of schema %s: %w", EmitSchema, err)
+		}
+		if !ours {
+			return fmt.Errorf("%s exists and is %w %s: drop it (setup did not make it) and run setup again", what, ErrForeignOwner, owner)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("check the owner of schema %s: %w", EmitSchema, err)
 	}
 	return nil
 }

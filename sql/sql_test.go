@@ -3,8 +3,11 @@ package sql_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -158,5 +161,51 @@ func TestPreflightRefusesWALLevelReplica(t *testing.T) {
 	defer conn.Close(ctx)
 	if err := ksql.Preflight(ctx, conn, "koordi_realtime"); !errors.Is(err, ksql.ErrWALLevel) {
 		t.Fatalf("got %v, want ErrWALLevel", err)
+	}
+}
+
+// TestSetupRefusesPlantedSchema: a koordi_realtime schema created before the
+// first setup by a role setup's role is not a member of is refused, with
+// its owner named, and nothing is created in it.
+func TestSetupRefusesPlantedSchema(t *testing.T) {
+	ctx := context.Background()
+	conn := connect(t)
+	if err := ksql.Migrate(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	role := fmt.Sprintf("planter_%d", time.Now().UnixNano())
+	for _, q := range []string{
+		`CREATE ROLE ` + role,
+		`GRANT CREATE ON DATABASE ` + pgx.Identifier{conn.Config().Database}.Sanitize() + ` TO ` + role,
+		`SET ROLE ` + role,
+		`CREATE SCHEMA koordi_realtime`,
+		`RESET ROLE`,
+	} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	t.Cleanup(func() {
+		_, _ = conn.Exec(context.Background(), `DROP SCHEMA IF EXISTS koordi_realtime CASCADE; DROP OWNED BY `+role+`; DROP ROLE `+role)
+	})
+	// The test runs setup as a superuser, as operators often do: a
+	// superuser counts as a member of every role, which must not make a
+	// planted schema its own.
+	err := ksql.Setup(ctx, conn, "koordi_realtime")
+	if !errors.Is(err, ksql.ErrForeignOwner) || !strings.Contains(err.Error(), role) {
+		t.Fatalf("setup on a planted schema: %v, want ErrForeignOwner naming %s", err, role)
+	}
+	var objects int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'koordi_realtime'`).Scan(&objects); err != nil {
+		t.Fatal(err)
+	}
+	if objects != 0 {
+		t.Fatalf("setup created %d relations in the planted schema", objects)
+	}
+	if _, err := conn.Exec(ctx, `DROP SCHEMA koordi_realtime`); err != nil {
+		t.Fatal(err)
+	}
+	if err := ksql.Setup(ctx, conn, "koordi_realtime"); err != nil {
+		t.Fatalf("setup once the planted schema is gone: %v", err)
 	}
 }
