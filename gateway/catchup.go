@@ -73,13 +73,18 @@ func (g *Gateway) catchUp(c *client) {
 
 // catchUpStep sends one chunk; it reports true when c is live again or gone.
 func (g *Gateway) catchUpStep(c *client) bool {
-	g.idx.mu.Lock()
+	// The read lock is enough for a chunk: only this goroutine writes a
+	// catching-up socket's cursor and rooms under it (Publish's fan-out
+	// skips it, and whatever else changes them takes the write lock). So
+	// the sockets of a failed node catching up here, each walking the
+	// window, run beside Publish instead of holding it off chunk by chunk.
+	g.idx.mu.RLock()
 	if c.gone {
-		g.idx.mu.Unlock()
+		g.idx.mu.RUnlock()
 		return true
 	}
 	if g.window.lost(c.sent) {
-		g.idx.mu.Unlock()
+		g.idx.mu.RUnlock()
 		g.pubMu.Lock()
 		g.idx.mu.Lock()
 		if !c.gone {
@@ -90,7 +95,7 @@ func (g *Gateway) catchUpStep(c *client) bool {
 		return true
 	}
 	end := g.sendChunk(c)
-	g.idx.mu.Unlock()
+	g.idx.mu.RUnlock()
 	if !end {
 		return false
 	}
@@ -116,7 +121,7 @@ func (g *Gateway) catchUpStep(c *client) bool {
 // sendChunk walks the window after c's cursor: its user's moves change its
 // rooms, the events of its rooms are queued, up to what half its queue holds.
 // It reports whether it reached the end of the window. The caller holds
-// idx.mu; the window's lock is held only while copying.
+// idx.mu (read, at least); the window's lock is held only while copying.
 func (g *Gateway) sendChunk(c *client) (end bool) {
 	budget := min(c.conn.QueueCap()-c.conn.Queued(), max(c.conn.QueueCap()/2, 1))
 	if budget <= 0 {
