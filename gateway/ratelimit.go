@@ -106,11 +106,18 @@ func (g *Gateway) allowEvent(s *socketio.Socket, c *client) bool {
 		return true
 	}
 	now := g.cfg.Now()
-	if !g.budget(s, now).bucket.AllowN(now, 1) {
+	r := g.budget(s, now).bucket.ReserveN(now, 1)
+	if !r.OK() || r.DelayFrom(now) > 0 {
+		r.CancelAt(now)
 		return false
 	}
-	u := g.userBudget(c)
-	return u == nil || u.AllowN(now, 1)
+	if u := g.userBudget(c); u != nil && !u.AllowN(now, 1) {
+		// Refused by the user's budget: the connection keeps its token,
+		// or the user's other connections would drain this one's too.
+		r.CancelAt(now)
+		return false
+	}
+	return true
 }
 
 // userBudget returns the bucket c's user shares on this node, made at the

@@ -212,3 +212,39 @@ func TestRateLimitKeptAcrossOldestClosed(t *testing.T) {
 		}
 	}
 }
+
+// TestRateLimitUserRefusalKeepsConnectionToken: an event the user's budget
+// refuses costs its connection nothing: the user's other connection spent
+// the user's budget, and this connection can still CONNECT again.
+func TestRateLimitUserRefusalKeepsConnectionToken(t *testing.T) {
+	clk := &clock{now: time.Now()}
+	s := startServer(t, Config{RateLimit: 4, AbuseLimit: 100, Now: clk.Now})
+	user, cal := uuid(0xC6), uuid(0xC7)
+	s.setMembers(user, cal)
+	a := dialRaw(t, s.url, map[string]any{"token": s.token(t, user, time.Hour)})
+	a.connected()
+	b := dialRaw(t, s.url, map[string]any{"token": s.token(t, user, time.Hour)})
+	b.connected()
+	s.waitSockets(t, 2)
+	join := func(c *rawClient, id int, want string) {
+		t.Helper()
+		c.send(fmt.Sprintf(`42%d["join:calendar","%s"]`, id, cal))
+		c.expect(fmt.Sprintf("join %d", id), fmt.Sprintf(`43%d[{"ok":%s`, id, want))
+	}
+	// a: its CONNECT and three events; the user has one token left.
+	join(a, 1, "true")
+	join(a, 2, "true")
+	join(a, 3, "true")
+	// b: its CONNECT and the user's last token: two left on b.
+	join(b, 4, "true")
+	join(b, 5, `false,"error_code":"RATE_LIMITED"`)
+	join(b, 6, `false,"error_code":"RATE_LIMITED"`)
+	// The two refusals were the user's: b still has two tokens, one for a
+	// CONNECT now and one after.
+	b.send(`40{"token":"` + s.token(t, user, time.Hour) + `"}`)
+	b.connected()
+	b.send(`40{"token":"` + s.token(t, user, time.Hour) + `"}`)
+	b.connected()
+	b.send(`40{"token":"` + s.token(t, user, time.Hour) + `"}`)
+	b.expect("third CONNECT", `44{"message":"rate limit exceeded`)
+}
