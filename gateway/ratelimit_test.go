@@ -110,6 +110,14 @@ func TestRateLimitAcrossConnects(t *testing.T) {
 	}
 }
 
+// join sends join:calendar with ack id and expects its ack to begin with
+// {"ok":want.
+func (c *rawClient) join(id int, cal, want string) {
+	c.t.Helper()
+	c.send(fmt.Sprintf(`42%d["join:calendar","%s"]`, id, cal))
+	c.expect(fmt.Sprintf("join %d", id), fmt.Sprintf(`43%d[{"ok":%s`, id, want))
+}
+
 // TestRateLimitPerUser: a user's sockets on two connections share one
 // budget; another user's is its own.
 func TestRateLimitPerUser(t *testing.T) {
@@ -124,11 +132,7 @@ func TestRateLimitPerUser(t *testing.T) {
 	o := dialRaw(t, s.url, map[string]any{"token": s.token(t, other, time.Hour)})
 	o.connected()
 	s.waitSockets(t, 3)
-	join := func(c *rawClient, id int, want string) {
-		t.Helper()
-		c.send(fmt.Sprintf(`42%d["join:calendar","%s"]`, id, cal))
-		c.expect(fmt.Sprintf("join %d", id), fmt.Sprintf(`43%d[{"ok":%s`, id, want))
-	}
+	join := func(c *rawClient, id int, want string) { c.join(id, cal, want) }
 	join(a, 1, "true")
 	join(a, 2, "true")
 	join(b, 3, "true")
@@ -226,11 +230,7 @@ func TestRateLimitUserRefusalKeepsConnectionToken(t *testing.T) {
 	b := dialRaw(t, s.url, map[string]any{"token": s.token(t, user, time.Hour)})
 	b.connected()
 	s.waitSockets(t, 2)
-	join := func(c *rawClient, id int, want string) {
-		t.Helper()
-		c.send(fmt.Sprintf(`42%d["join:calendar","%s"]`, id, cal))
-		c.expect(fmt.Sprintf("join %d", id), fmt.Sprintf(`43%d[{"ok":%s`, id, want))
-	}
+	join := func(c *rawClient, id int, want string) { c.join(id, cal, want) }
 	// a: its CONNECT and three events; the user has one token left.
 	join(a, 1, "true")
 	join(a, 2, "true")

@@ -197,21 +197,7 @@ func TestChunksReachSubscriber(t *testing.T) {
 	if err := p.Deliver(ctx, transaction(200, 1, 0)); err != nil {
 		t.Fatal(err)
 	}
-	gw := &recordingGateway{}
-	var resets []string
-	var mu sync.Mutex
-	sub := NewSubscriber(SubscriberConfig{JS: js, Stream: "T", History: time.Minute, Gateway: gw,
-		OnReset: func(r string) { mu.Lock(); resets = append(resets, r); mu.Unlock() }})
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- sub.Run(sctx) }()
-	select {
-	case <-sub.CaughtUp():
-	case <-time.After(20 * time.Second):
-		t.Fatal("not caught up")
-	}
-	cancel()
-	<-done
+	gw, resets := runSubscriber(t, js)
 	gw.mu.Lock()
 	defer gw.mu.Unlock()
 	if len(gw.txs) < 3 {
