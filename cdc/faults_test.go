@@ -228,11 +228,24 @@ func TestLeaderLock(t *testing.T) {
 	}
 	// Longer than wal_sender_timeout: an idle walsender in command mode
 	// is not timed out, so the standby's connection outlives it.
+	// And it holds nothing else: its regular connection was for the
+	// checks before the wait (the leader, streaming, holds none either).
+	others := func() int {
+		var n int
+		if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE backend_type = 'client backend' AND datname = current_database() AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
 	first := standbyWalsender()
 	for range 10 {
 		time.Sleep(250 * time.Millisecond) // StandbyRetry is 500 ms
 		if now := standbyWalsender(); len(first) != 1 || !slices.Equal(now, first) {
 			t.Fatalf("the standby's walsenders went from %v to %v: one connection should stay", first, now)
+		}
+		if n := others(); n != 0 {
+			t.Fatalf("%d regular connections besides the test's while one leads and one stands by, want 0", n)
 		}
 	}
 	exec(t, conn, `INSERT INTO users (id, email, name) VALUES ($1, 'a@example.com', 'one')`, user1)

@@ -172,8 +172,19 @@ func (c *Consumer) session(ctx context.Context, queue chan<- *committed, first b
 	if c.cfg.LockKey != 0 {
 		// The lock lives in the replication session: it is held exactly as
 		// long as this connection streams, and PostgreSQL frees it the
-		// moment the session ends, however this process dies.
+		// moment the session ends, however this process dies. A standby
+		// waits on that connection alone (the regular one was for the
+		// checks above, which stay in front so a database that is not set
+		// up is reported by every node, not only by the one that leads);
+		// the slot is looked up on a fresh one once the lock is held.
+		closeCtx, cancel := context.WithTimeout(ctx, ioTimeout)
+		_ = conn.Close(closeCtx)
+		cancel()
+		conn = nil
 		if err := c.waitLead(ctx, repl); err != nil {
+			return false, err
+		}
+		if conn, err = c.connect(ctx, first); err != nil {
 			return false, err
 		}
 	}
