@@ -567,10 +567,12 @@ func TestClusterTableOutOfPublication(t *testing.T) {
 	}
 }
 
-// TestClusterStreamDeleted: the JetStream stream deleted under a running
-// cluster: the next term creates it again, every node notices the new
-// stream and tells its sockets to refetch (sync:reset {feed_recreated}),
-// sockets stay connected, and events flow through the new stream.
+// TestClusterStreamDeleted: the JetStream stream deleted under an idle
+// cluster: the nodes reading the feed create it again, every node notices
+// the new stream and tells its sockets to refetch (sync:reset
+// {feed_recreated}), all are ready again, sockets stay connected, and
+// events flow through the new stream (the leader's first publish after it
+// fails on the old tail and its next term goes on from the new one).
 func TestClusterStreamDeleted(t *testing.T) {
 	cl, c, _ := newClusterScenario(t)
 	db := cl.db
@@ -588,8 +590,13 @@ func TestClusterStreamDeleted(t *testing.T) {
 	if err := js.DeleteStream(context.Background(), "KOORDI_REALTIME"); err != nil {
 		t.Fatal(err)
 	}
-	db.exec(`UPDATE events SET title = 'after' WHERE id = $1`, practice)
+	// Nothing is written: a leader with nothing to publish does not notice,
+	// the nodes reading the feed do.
 	waitResets(t, c, "feed_recreated", "ada", "bob", "cyd")
+	for _, n := range cl.nodes {
+		waitReadyz(t, n, http.StatusOK, "ready")
+	}
+	db.exec(`UPDATE events SET title = 'after' WHERE id = $1`, practice)
 	for _, id := range []string{"ada", "bob"} {
 		c.waitEvent(id, "after", func(ev socketEvent) bool { return title(ev) == "after" })
 		if n := len(c.of(id, "connect")); n != 1 {

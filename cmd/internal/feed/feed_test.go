@@ -281,24 +281,37 @@ func TestEventOverMaxPayload(t *testing.T) {
 	if err := p.Deliver(ctx, huge); err != nil {
 		t.Fatal(err)
 	}
+	// Small raw, over the bound once encoded: each < becomes \u003c.
+	escaped := transaction(250, 1, 0)
+	escaped.Events[0].Data = json.RawMessage(fmt.Sprintf(`{"pad":%q}`, strings.Repeat("<", MaxFeedEvent/5)))
+	if err := p.Deliver(ctx, escaped); err != nil {
+		t.Fatal(err)
+	}
 	if err := p.Deliver(ctx, transaction(300, 1, 0)); err != nil {
 		t.Fatal(err)
 	}
-	gw, _ := runSubscriber(t, js)
+	gw, resets := runSubscriber(t, js)
 	offs, sizes := events(gw)
-	if len(offs) != 5 || sizes[1] != len(big.Events[1].Data) {
-		t.Fatalf("events %v of sizes %v, want 5 with the second whole (%d bytes)", offs, sizes, len(big.Events[1].Data))
+	if len(offs) != 6 || sizes[1] != len(big.Events[1].Data) || len(resets) != 0 {
+		t.Fatalf("events %v of sizes %v, resets %v; want 6 with the second whole (%d bytes), no reset", offs, sizes, resets, len(big.Events[1].Data))
 	}
 	gw.mu.Lock()
 	defer gw.mu.Unlock()
-	var got schema.Envelope
-	for _, tx := range gw.txs {
-		if tx.CommitLSN == 200 {
-			got = tx.Events[0]
+	for _, lsn := range []uint64{200, 250} {
+		var got schema.Envelope
+		moves := 0
+		for _, tx := range gw.txs {
+			if tx.CommitLSN == lsn {
+				got = tx.Events[0]
+				moves += len(tx.Moves)
+			}
 		}
-	}
-	if got.Event != schema.SyncReset || got.Room != huge.Events[0].Room || string(got.Data) != `{"reason":"event_too_large"}` {
-		t.Fatalf("the event over MaxFeedEvent arrived as %s %s %.80s", got.Room, got.Event, got.Data)
+		if got.Event != schema.SyncReset || got.Room != huge.Events[0].Room || string(got.Data) != `{"reason":"event_too_large"}` {
+			t.Fatalf("the event over MaxFeedEvent (commit %d) arrived as %s %s %.80s", lsn, got.Room, got.Event, got.Data)
+		}
+		if moves != 2 {
+			t.Fatalf("commit %d: %d moves arrived, want its join and close: they must not go with the event", lsn, moves)
+		}
 	}
 	if big.Events[1].Event != "e" || len(huge.Events[0].Data) <= MaxFeedEvent {
 		t.Fatal("the publisher changed the consumer's transaction")
@@ -468,5 +481,25 @@ func TestStreamCreatedAgain(t *testing.T) {
 			t.Fatalf("events %v, want 100, 150, then 200 from the new stream", offs)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestRefusedMessageIsAGap: a message a node cannot read (not a
+// transaction) is a gap there — its events and moves are lost — so it
+// reports one instead of going on silently.
+func TestRefusedMessageIsAGap(t *testing.T) {
+	js := startJS(t)
+	ctx := context.Background()
+	if _, err := js.Publish(ctx, Subject("T"), []byte(`{"not":"a transaction"`)); err != nil {
+		t.Fatal(err)
+	}
+	p := NewPublisher(PublisherConfig{JS: js, Stream: "T"})
+	defer p.Close()
+	if err := p.Deliver(ctx, transaction(100, 1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	gw, resets := runSubscriber(t, js)
+	if offs, _ := events(gw); len(offs) != 1 || len(resets) != 1 || resets[0] != "feed_message_refused" {
+		t.Fatalf("events %v, resets %v; want the one transaction and one feed_message_refused", offs, resets)
 	}
 }

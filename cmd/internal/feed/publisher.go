@@ -1,6 +1,7 @@
 package feed
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -301,12 +302,14 @@ func after(tx schema.Transaction, prev schema.Offset) schema.Transaction {
 	return out
 }
 
-// bound replaces each event larger than MaxFeedEvent with a sync:reset of
-// its room (copying the events first: they are the consumer's).
+// bound replaces each event whose encoded form is larger than MaxFeedEvent
+// with a sync:reset of its room (copying the events first: they are the
+// consumer's).
 func (p *Publisher) bound(tx *schema.Transaction) {
 	var events []schema.Envelope
 	for i, e := range tx.Events {
-		if len(e.Data) <= MaxFeedEvent {
+		size := encodedSize(e)
+		if size <= MaxFeedEvent {
 			continue
 		}
 		if events == nil {
@@ -314,11 +317,21 @@ func (p *Publisher) bound(tx *schema.Transaction) {
 		}
 		events[i] = schema.Envelope{Offset: e.Offset, Room: e.Room, Event: schema.SyncReset, Data: resetTooLarge}
 		p.cfg.Logger.Warn("event too large for the feed: its room is told to refetch", "room", e.Room,
-			"event", e.Event, "bytes", len(e.Data), "max_bytes", MaxFeedEvent, "offset", e.Offset.String())
+			"event", e.Event, "encoded_bytes", size, "max_bytes", MaxFeedEvent, "offset", e.Offset.String())
 	}
 	if events != nil {
 		tx.Events = events
 	}
+}
+
+// encodedSize is an event's size in a feed message: its JSON form escapes
+// <, > and & as \u003c (six bytes for one) and U+2028/U+2029 likewise (six
+// for three), so a payload of such characters grows up to six times.
+func encodedSize(e schema.Envelope) int {
+	n := len(e.Data) + len(e.Room) + len(e.Event) + 64
+	n += 5 * (bytes.Count(e.Data, []byte("<")) + bytes.Count(e.Data, []byte(">")) + bytes.Count(e.Data, []byte("&")))
+	n += 3 * (bytes.Count(e.Data, []byte("\u2028")) + bytes.Count(e.Data, []byte("\u2029")))
+	return n
 }
 
 var resetTooLarge = json.RawMessage(`{"reason":"event_too_large"}`)
@@ -429,7 +442,7 @@ func split(tx schema.Transaction) []schema.Transaction {
 	}
 	for i := range tx.Events {
 		e := &tx.Events[i]
-		n := len(e.Data) + len(e.Room) + len(e.Event) + 64
+		n := encodedSize(*e)
 		if i > start && size+n > maxChunk {
 			cut(i)
 		}

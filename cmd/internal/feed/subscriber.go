@@ -31,8 +31,12 @@ type SubscriberConfig struct {
 	Gateway Gateway
 	// OnReset is called, in order, for a gap in the stream.
 	OnReset func(reason string)
-	Logger  *slog.Logger
-	Metrics *Metrics
+	// Recreate, if set, creates the stream when it is missing (deleted by
+	// hand): every node needs it, and a leader with nothing to publish
+	// would not notice.
+	Recreate func(ctx context.Context) error
+	Logger   *slog.Logger
+	Metrics  *Metrics
 }
 
 // Subscriber reads the feed in order and hands each transaction to its
@@ -47,6 +51,7 @@ type Subscriber struct {
 	delivered atomic.Uint64 // the newest stream sequence handed to the gateway
 	lastCheck atomic.Int64  // unix ns of the last answer of the stream's state
 	streamEnd atomic.Uint64 // the stream's last sequence at that answer
+	missing   atomic.Bool   // the stream was not found at the last look
 
 	// Owned by the reading goroutine.
 	created time.Time // of the stream read: another one is a new stream
@@ -73,6 +78,9 @@ func (s *Subscriber) CaughtUp() <-chan struct{} { return s.caughtUp }
 // the last few seconds and this node has applied all of it.
 func (s *Subscriber) Current() (bool, string) {
 	at := s.lastCheck.Load()
+	if s.missing.Load() {
+		return false, "the feed's stream " + s.cfg.Stream + " is missing"
+	}
 	if at == 0 || time.Since(time.Unix(0, at)) > 6*time.Second {
 		return false, "the feed (NATS) has not answered for a while"
 	}
@@ -87,9 +95,13 @@ func (s *Subscriber) Current() (bool, string) {
 func (s *Subscriber) Run(ctx context.Context) error {
 	said := ""
 	for {
+		began := time.Now()
 		err := s.run(ctx)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if time.Since(began) > 10*time.Second {
+			said = "" // a new outage is said again
 		}
 		// Once per cause: a stream missing until the leader creates it
 		// again, or NATS down, would say the same every second.
@@ -113,9 +125,21 @@ func (s *Subscriber) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx) // ends this run's goroutines
 	defer cancel(nil)
 	stream, err := s.cfg.JS.Stream(ctx, s.cfg.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		s.missing.Store(true)
+		if s.cfg.Recreate == nil {
+			return fmt.Errorf("stream %s: %w", s.cfg.Stream, err)
+		}
+		if err := s.cfg.Recreate(ctx); err != nil {
+			return fmt.Errorf("stream %s missing; creating it again: %w", s.cfg.Stream, err)
+		}
+		s.cfg.Logger.Warn("the feed's stream was missing: created it again", "stream", s.cfg.Stream)
+		stream, err = s.cfg.JS.Stream(ctx, s.cfg.Stream)
+	}
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", s.cfg.Stream, err)
 	}
+	s.missing.Store(false)
 	info, err := stream.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", s.cfg.Stream, err)
@@ -238,8 +262,7 @@ func (s *Subscriber) apply(ctx context.Context, m jetstream.Msg) error {
 	}
 	tx, err := schema.DecodeTransaction(data)
 	if err != nil {
-		s.cfg.Metrics.rejected.Inc()
-		s.cfg.Logger.Error("feed message refused", "error", err)
+		s.refuse(err.Error())
 		return nil
 	}
 	if !tx.CommitTime.IsZero() {
@@ -274,8 +297,8 @@ func (s *Subscriber) assemble(h nats.Header, data []byte) ([]byte, bool) {
 		return nil, false
 	}
 	if len(s.asm.buf)+len(data) > maxAssembled {
-		s.cfg.Metrics.rejected.Inc()
 		s.dropAssembly("larger than the feed carries")
+		s.refuse(fmt.Sprintf("a message in parts over %d bytes", maxAssembled))
 		return nil, false
 	}
 	s.asm.buf = append(s.asm.buf, data...)
@@ -286,6 +309,17 @@ func (s *Subscriber) assemble(h nats.Header, data []byte) ([]byte, bool) {
 	whole := s.asm.buf
 	s.asm = assembly{}
 	return whole, true
+}
+
+// refuse drops a message this node cannot apply. Its events, and the moves
+// among them, are lost here: the node reports a gap (sync:reset, the
+// memberships read again), as for any other.
+func (s *Subscriber) refuse(why string) {
+	s.cfg.Metrics.rejected.Inc()
+	s.cfg.Logger.Error("feed message refused: clients told to refetch", "error", why)
+	if s.cfg.OnReset != nil {
+		s.cfg.OnReset("feed_message_refused")
+	}
 }
 
 func (s *Subscriber) dropAssembly(why string) {
@@ -313,7 +347,11 @@ func (s *Subscriber) watch(ctx context.Context, stream jetstream.Stream, created
 		info, err := stream.Info(c)
 		cancel()
 		switch {
-		case errors.Is(err, jetstream.ErrStreamNotFound), err == nil && !info.Created.Equal(created):
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			s.missing.Store(true)
+			end(errStreamReplaced)
+			return
+		case err == nil && !info.Created.Equal(created):
 			end(errStreamReplaced)
 			return
 		case err == nil:

@@ -118,7 +118,11 @@ func (n *clusterNode) run(ctx context.Context, g *errgroup.Group) (<-chan struct
 	n.sub = feed.NewSubscriber(feed.SubscriberConfig{
 		JS: js, Stream: n.cfg.Stream, History: n.s.cfg.ReplayWindow, Gateway: n.s.gateway,
 		OnReset: func(reason string) { n.s.gateway.Reset(reason, n.s.readMemberships()) },
-		Logger:  log, Metrics: n.metrics,
+		Recreate: func(ctx context.Context) error {
+			_, err := feed.EnsureStream(ctx, js, n.streamConfig())
+			return err
+		},
+		Logger: log, Metrics: n.metrics,
 	})
 	g.Go(func() error { return n.sub.Run(ctx) })
 	g.Go(func() error { return n.lead(ctx, nc, js, log) })
