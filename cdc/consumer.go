@@ -87,6 +87,7 @@ type Consumer struct {
 	checked       bool                    // the checker has reported once
 	resyncPending bool                    // a watched table came back: its gap is still to be reported
 	streamingAt   time.Time               // when the current session started streaming; zero between sessions
+	streamed      bool                    // some session of this consumer streamed
 	cancelSession context.CancelCauseFunc // ends the current session (nil between sessions)
 }
 
@@ -323,6 +324,7 @@ func (c *Consumer) setStreaming(on bool) {
 		c.streamingAt = time.Time{}
 		if on {
 			c.streamingAt = time.Now()
+			c.streamed = true
 		}
 	}
 	c.status.Streaming = on

@@ -297,3 +297,53 @@ func TestTableProblemGaugeAcrossConsumers(t *testing.T) {
 		return testutil.ToFloat64(next.c.m.tableProblems.WithLabelValues("events", "not_published")) == 0
 	})
 }
+
+// TestStandbyOwesNoResync: a table out of the publication and back is
+// reported once, by the leader; a standby that saw it too reports nothing
+// when it takes over later (it reads its state afresh then).
+func TestStandbyOwesNoResync(t *testing.T) {
+	url, conn := koordiDB(t)
+	slot := slotFor(url)
+	newCand := func(resets chan string, leading chan bool) *running {
+		return start(t, Config{ConnString: url, SlotName: slot, LockKey: 4343, WalSenderTimeout: time.Second,
+			CheckInterval: 100 * time.Millisecond, Registerer: prometheus.NewRegistry(),
+			OnReset:   func(r string) { resets <- r },
+			OnLeading: func(b bool) { leading <- b }}, newRecorder(), discard)
+	}
+	leaderResets, standbyResets := make(chan string, 10), make(chan string, 10)
+	leaderLeading, standbyLeading := make(chan bool, 10), make(chan bool, 10)
+	a := newCand(leaderResets, leaderLeading)
+	if !<-leaderLeading {
+		t.Fatal("the first candidate did not lead")
+	}
+	waitStreaming(t, a.c)
+	waitReset(t, leaderResets) // slot_created
+	b := newCand(standbyResets, standbyLeading)
+	if <-standbyLeading {
+		t.Fatal("the second candidate led")
+	}
+	exec(t, conn, `ALTER PUBLICATION koordi_realtime DROP TABLE events`)
+	waitFor(t, "both checkers see the problem", func() bool {
+		return len(a.c.Status().Problems) == 1 && len(b.c.Status().Problems) == 1
+	})
+	exec(t, conn, `ALTER PUBLICATION koordi_realtime ADD TABLE events`)
+	if reason := waitReset(t, leaderResets); reason != "publication_changed" {
+		t.Fatalf("leader: OnReset(%q), want publication_changed", reason)
+	}
+	waitFor(t, "the standby sees it mended", func() bool { return len(b.c.Status().Problems) == 0 })
+	exec(t, conn, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1`, slot)
+	deadline := time.After(30 * time.Second)
+	for took := false; !took; {
+		select {
+		case took = <-standbyLeading:
+		case <-deadline:
+			t.Fatal("the standby did not take over")
+		}
+	}
+	waitStreaming(t, b.c)
+	select {
+	case r := <-standbyResets:
+		t.Fatalf("the new leader reported %q for a gap its predecessor reported", r)
+	case <-time.After(3 * resyncSettle):
+	}
+}

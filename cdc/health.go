@@ -93,7 +93,12 @@ func (c *Consumer) reportTables(problems []ksql.TableProblem) {
 		c.log.Info("watched table mended", "table", p.Table, "problem", p.Problem())
 		lost = lost || p.Problem() != "replica_identity"
 	}
-	if lost {
+	c.mu.Lock()
+	streamed := c.streamed
+	c.mu.Unlock()
+	// A standby's state is read afresh when it takes over, and the leader
+	// of the moment reports the gap: only a consumer that streamed owes it.
+	if lost && streamed {
 		c.requestResync()
 	}
 }
