@@ -604,3 +604,33 @@ func TestClusterStreamDeleted(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterResetOwedAcrossTerms: a gap found while NATS is down (a table
+// back in the publication) cannot be published, and its failure ends the
+// term; the node's next term, once NATS is back, publishes it, so the
+// sockets get sync:reset {publication_changed} once instead of never.
+func TestClusterResetOwedAcrossTerms(t *testing.T) {
+	requireNode(t, "socket.io-client")
+	db := newTestDB(t)
+	db.seedScenario()
+	db.setup()
+	cl := startCluster(t, db, startNATS(t), 1, "TABLE_CHECK_INTERVAL=200ms")
+	cl.waitLeader(-1)
+	c := startClients(t, cl.lb.url())
+	c.connectTo("ada", cl.nodes[0].url(), token(t, adaID, time.Hour), "websocket")
+	cl.nats.Kill()
+	waitReadyz(t, cl.nodes[0], http.StatusServiceUnavailable, "")
+	db.exec(`ALTER PUBLICATION koordi_realtime DROP TABLE events`)
+	cl.nodes[0].waitLog(t, "watched table cannot be streamed fully")
+	db.exec(`ALTER PUBLICATION koordi_realtime ADD TABLE events`)
+	cl.nodes[0].waitLog(t, "could not publish a gap to the feed")
+	if err := cl.nats.Restart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitResets(t, c, "publication_changed", "ada")
+	db.exec(`UPDATE events SET title = 'after' WHERE id = $1`, practice)
+	c.waitEvent("ada", "after", func(ev socketEvent) bool { return title(ev) == "after" })
+	if got := resets(c, "ada"); len(got) != 1 {
+		t.Errorf("sync:reset %v, want publication_changed once", got)
+	}
+}

@@ -213,6 +213,18 @@ func (s *testServer) url() string { return "http://" + s.addr }
 // log is the current run's stderr.
 func (s *testServer) log() string { return s.proc.stderr.String() }
 
+// waitLog waits until the server's log holds line.
+func (s *testServer) waitLog(t *testing.T, line string) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for !strings.Contains(s.log(), line) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the log after %s", line, waitLimit)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func (s *testServer) kill() {
 	s.t.Helper()
 	s.proc.kill()

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net/url"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -55,6 +57,37 @@ type clusterNode struct {
 	sub     *feed.Subscriber // made by run
 	metrics *feed.Metrics
 	leader  prometheus.Gauge
+	owed    owedResets
+}
+
+// owedResets are gaps a leadership term found and could not publish (its
+// publish failed, which ended it): this node's next term publishes them as
+// soon as it leads. The consumer that found them is gone with its term, and
+// the slot it created or resynced shows the next consumer nothing.
+type owedResets struct {
+	mu      sync.Mutex
+	reasons []string
+}
+
+func (o *owedResets) add(reason string) {
+	o.mu.Lock()
+	o.reasons = append(o.reasons, reason)
+	o.mu.Unlock()
+}
+
+// paid removes one occurrence of reason.
+func (o *owedResets) paid(reason string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if i := slices.Index(o.reasons, reason); i >= 0 {
+		o.reasons = slices.Delete(o.reasons, i, i+1)
+	}
+}
+
+func (o *owedResets) list() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.reasons)
 }
 
 func newClusterNode(s *Service, cfg ClusterConfig) (*clusterNode, error) {
@@ -89,6 +122,10 @@ func (n *clusterNode) run(ctx context.Context, g *errgroup.Group) (<-chan struct
 	nc, err := nats.Connect(n.cfg.NATSURL,
 		nats.Name("koordi-realtime "+n.cfg.Node),
 		nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond),
+		// No buffering while disconnected: a leader's publish then fails at
+		// once and ends its term, instead of leaving messages that land,
+		// or are refused, long after the term they belong to.
+		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS disconnected", "error", err) }),
 		nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected") }))
 	if err != nil {
@@ -136,10 +173,7 @@ func (n *clusterNode) run(ctx context.Context, g *errgroup.Group) (<-chan struct
 
 // lead runs one leadership term after another: each a new consumer that
 // stands by until it holds the lock, then streams into a new publisher.
-func (n *clusterNode) lead(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, log interface {
-	Warn(string, ...any)
-	Info(string, ...any)
-}) error {
+func (n *clusterNode) lead(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, log logger) error {
 	key := lockKey(n.s.cfg.SlotName)
 	// reached: some term of this process got as far as the leader lock (it
 	// led or stood by), so the database was set up. A consumer that never
@@ -166,9 +200,8 @@ func (n *clusterNode) lead(ctx context.Context, nc *nats.Conn, js jetstream.JetS
 		cc.LockKey = key
 		cc.WalSenderTimeout = n.cfg.WalSenderTimeout
 		cc.OnReset = func(reason string) {
-			if err := pub.Reset(term, reason); err != nil {
-				log.Warn("could not publish a gap to the feed", "reason", reason, "error", err)
-			}
+			n.owed.add(reason)
+			n.payReset(term, pub, reason, log)
 		}
 		consumer, err := cdc.New(cc)
 		if err != nil {
@@ -181,6 +214,12 @@ func (n *clusterNode) lead(ctx context.Context, nc *nats.Conn, js jetstream.JetS
 			if leading {
 				n.s.consumer.Store(consumer)
 				n.leader.Set(1)
+				for _, reason := range n.owed.list() {
+					log.Info("publishing a gap an earlier term of this node could not", "reason", reason)
+					// Beside the stream goroutine, which must not wait on
+					// NATS here; the term owns it (Reset ends with term).
+					go n.payReset(term, pub, reason, log)
+				}
 			} else {
 				n.s.consumer.CompareAndSwap(consumer, nil)
 				n.leader.Set(0)
@@ -217,12 +256,19 @@ func (n *clusterNode) lead(ctx context.Context, nc *nats.Conn, js jetstream.JetS
 	}
 }
 
+// payReset publishes an owed reset; it stays owed if that fails (the
+// failure ends the term).
+func (n *clusterNode) payReset(term context.Context, pub *feed.Publisher, reason string, log logger) {
+	if err := pub.Reset(term, reason); err != nil {
+		log.Warn("could not publish a gap to the feed; this node's next term will", "reason", reason, "error", err)
+		return
+	}
+	n.owed.paid(reason)
+}
+
 // awaitStream creates or updates the stream, trying again with backoff
 // until it answers or ctx ends.
-func (n *clusterNode) awaitStream(ctx context.Context, js jetstream.JetStream, log interface {
-	Warn(string, ...any)
-	Info(string, ...any)
-}) error {
+func (n *clusterNode) awaitStream(ctx context.Context, js jetstream.JetStream, log logger) error {
 	backoff := 250 * time.Millisecond
 	for failed := false; ; failed = true {
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -248,6 +294,12 @@ func (n *clusterNode) awaitStream(ctx context.Context, js jetstream.JetStream, l
 
 func (n *clusterNode) streamConfig() feed.StreamConfig {
 	return feed.StreamConfig{Name: n.cfg.Stream, ReplayWindow: n.s.cfg.ReplayWindow, Replicas: n.cfg.Replicas}
+}
+
+// logger is what the leadership loop logs with.
+type logger interface {
+	Warn(string, ...any)
+	Info(string, ...any)
 }
 
 // redactURL drops the credentials of each URL of a NATS_URL list, for
