@@ -93,6 +93,7 @@ type SubjectsRead struct {
 	PerSec        float64 `json:"read_per_sec"`
 	WantedPerSec  float64 `json:"wanted_per_sec"`
 	ServerCPU     float64 `json:"server_cpu_seconds"`
+	ServerRSS     int64   `json:"server_rss_after_bytes"` // VmRSS once it read everything
 }
 
 // SubjectsLookup is one call a publisher makes when it starts, repeated.
@@ -302,12 +303,13 @@ func (e *Env) subjectsRun(ctx context.Context, cfg SubjectsConfig, layout string
 		rd, err := readFeed(ctx, js, r.filters, r.expect, wanted)
 		c1, _ := harness.CPUTime(pid)
 		rd.Consumer, rd.ServerCPU = r.name, (c1 - c0).Seconds()
+		rd.ServerRSS, _ = harness.RSS(pid)
 		row.Reads = append(row.Reads, rd)
 		if err != nil {
 			return row, fmt.Errorf("read %s: %w", r.name, err)
 		}
-		e.logf("subjects/%s run %d: read %s: %d (%d wanted) in %.2fs (%.0f msgs/s), created in %s",
-			layout, run, r.name, rd.Read, rd.Wanted, rd.Seconds, rd.PerSec, ms(time.Duration(rd.CreateSeconds*1e9)))
+		e.logf("subjects/%s run %d: read %s: %d (%d wanted) in %.2fs (%.0f msgs/s, server CPU %.2fs), created in %s; server RSS %s",
+			layout, run, r.name, rd.Read, rd.Wanted, rd.Seconds, rd.PerSec, rd.ServerCPU, ms(time.Duration(rd.CreateSeconds*1e9)), mib(rd.ServerRSS))
 	}
 
 	// What a publisher asks when it starts.
@@ -587,6 +589,7 @@ var subjectsFigures = []subjectsFigure{
 	{"stream info p50", callFig(callInfo, func(s stats.Summary) time.Duration { return s.P50 })},
 	{"last msg for the stream subject p50", callFig(callLast, func(s stats.Summary) time.Duration { return s.P50 })},
 	{"msg by last sequence p50", callFig(callBySeq, func(s stats.Summary) time.Duration { return s.P50 })},
+	{"server RSS after reading all", readFig(readAll, func(r SubjectsRead) float64 { return float64(r.ServerRSS) })},
 	{"server RSS after reads", always(func(x SubjectsRow) float64 { return float64(x.MemRead.RSS) })},
 	{"server VmHWM", always(func(x SubjectsRow) float64 { return float64(x.MemRead.HWM) })},
 	{"stream bytes", always(func(x SubjectsRow) float64 { return float64(x.StreamBytes) })},
@@ -671,15 +674,15 @@ func subjectsSummary(rows []SubjectsRow) []string {
 // start-up calls, memory and the store.
 func printSubjects(w io.Writer, rows []SubjectsRow) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "layout\trun\tsubjects\tmsgs\tmsg bytes\tpublish msgs/s\tack p50\tack p99\tsrv µs/msg\tread all/s\tfilter create\tfilter wanted/s\tfilter secs\twildcard wanted/s\twildcard secs\tall secs\tload\t")
+	fmt.Fprintln(tw, "layout\trun\tsubjects\tmsgs\tmsg bytes\tpublish msgs/s\tack p50\tack p99\tsrv µs/msg\tread all/s\tfilter create\tfilter wanted/s\tfilter secs\tfilter srv CPU s\twildcard wanted/s\twildcard secs\tall secs\tload\t")
 	for _, x := range rows {
 		all, _ := x.read(readAll)
 		line := fmt.Sprintf("%s\t%d\t%d\t%d\t%d\t%.0f\t%s\t%s\t%.1f\t%.0f\t", x.Layout, x.Run, x.Subjects, x.Messages, x.MessageBytes,
 			x.PublishPerSec, ms(x.Ack.P50), ms(x.Ack.P99), x.PublishCPU/float64(max(x.Messages, 1))*1e6, all.PerSec)
 		if f, ok := x.read(readFilter); ok {
-			line += fmt.Sprintf("%s\t%.0f\t%.2f\t", ms(time.Duration(f.CreateSeconds*1e9)), f.WantedPerSec, f.Seconds)
+			line += fmt.Sprintf("%s\t%.0f\t%.2f\t%.1f\t", ms(time.Duration(f.CreateSeconds*1e9)), f.WantedPerSec, f.Seconds, f.ServerCPU)
 		} else {
-			line += "-\t-\t-\t"
+			line += "-\t-\t-\t-\t"
 		}
 		if f, ok := x.read(readWildcard); ok {
 			line += fmt.Sprintf("%.0f\t%.2f\t", f.WantedPerSec, f.Seconds)
@@ -691,7 +694,7 @@ func printSubjects(w io.Writer, rows []SubjectsRow) {
 	tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "layout\trun\tinfo p50\tinfo p99\tlast p50\tlast p99\tby seq p50\tone room p50\tRSS published\tRSS read\tVmHWM\tstream\tstore dir\trecover secs\tRSS recovered\t  failed")
+	fmt.Fprintln(tw, "layout\trun\tinfo p50\tinfo p99\tlast p50\tlast p99\tby seq p50\tone room p50\tRSS published\tRSS read all\tRSS read\tVmHWM\tstream\tstore dir\trecover secs\tRSS recovered\t  failed")
 	for _, x := range rows {
 		q := func(call string, p99 bool) string {
 			s, ok := x.call(call)
@@ -703,9 +706,10 @@ func printSubjects(w io.Writer, rows []SubjectsRow) {
 			}
 			return ms(s.P50)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t  %s\n", x.Layout, x.Run,
+		all, _ := x.read(readAll)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t  %s\n", x.Layout, x.Run,
 			q(callInfo, false), q(callInfo, true), q(callLast, false), q(callLast, true), q(callBySeq, false), q(callLastOne, false),
-			mib(x.MemPublished.RSS), mib(x.MemRead.RSS), mib(x.MemRead.HWM), mib(int64(x.StreamBytes)), mib(x.StoreBytes),
+			mib(x.MemPublished.RSS), mib(all.ServerRSS), mib(x.MemRead.RSS), mib(x.MemRead.HWM), mib(int64(x.StreamBytes)), mib(x.StoreBytes),
 			x.RecoverSeconds, mib(x.MemRecovered.RSS), x.Failed)
 	}
 	tw.Flush()
