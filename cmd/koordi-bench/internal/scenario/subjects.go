@@ -356,14 +356,18 @@ func (e *Env) subjectsRun(ctx context.Context, cfg SubjectsConfig, layout string
 	row.MemRead, _ = harness.Memory(pid)
 	row.StoreBytes = dirBytes(ns.StoreDir())
 
-	// A crash of the server: everything it recovers from the store.
+	// A crash of the server: everything it recovers from the store. The
+	// new server has a port of its own: on a shared machine the old one
+	// can be taken (as a source port) while the store is restored.
 	nc.Close()
 	ns.Kill()
 	t := time.Now()
-	if err := ns.Restart(ctx); err != nil {
+	again, err := natsserver.Start(ctx, natsserver.Config{Dir: filepath.Dir(ns.StoreDir())})
+	if err != nil {
 		return row, fmt.Errorf("restart: %w", err)
 	}
-	if nc, err = nats.Connect(ns.URL(), nats.Name("koordi-bench subjects")); err != nil {
+	defer again.Stop() // before ns.Stop removes the directory
+	if nc, err = nats.Connect(again.URL(), nats.Name("koordi-bench subjects")); err != nil {
 		return row, err
 	}
 	if js, err = jetstream.New(nc); err != nil {
@@ -386,7 +390,7 @@ func (e *Env) subjectsRun(ctx context.Context, cfg SubjectsConfig, layout string
 		}
 	}
 	row.RecoverSeconds = time.Since(t).Seconds()
-	row.MemRecovered, _ = harness.Memory(ns.PID())
+	row.MemRecovered, _ = harness.Memory(again.PID())
 	e.logf("subjects/%s run %d: %d subjects, stream %s, store %s, RSS %s after reads; recovered in %.2fs, RSS %s",
 		layout, run, row.Subjects, mib(int64(row.StreamBytes)), mib(row.StoreBytes), mib(row.MemRead.RSS), row.RecoverSeconds, mib(row.MemRecovered.RSS))
 	return row, nil
