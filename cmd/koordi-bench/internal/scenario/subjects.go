@@ -8,6 +8,8 @@ import (
 	"io"
 	"io/fs"
 	"math/rand/v2"
+	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -70,10 +72,11 @@ type SubjectsRow struct {
 	StoreBytes     int64            `json:"store_dir_bytes"`
 	// RecoverSeconds is from SIGKILL's restart until the stream answers
 	// with every message; MemRecovered the server's memory then.
-	RecoverSeconds float64     `json:"recover_seconds"`
-	MemRecovered   harness.Mem `json:"server_mem_after_recovery"`
-	Load           string      `json:"loadavg"`
-	Failed         string      `json:"failed,omitempty"`
+	RecoverSeconds  float64     `json:"recover_seconds"`
+	RecoverAttempts int         `json:"recover_attempts"` // starts until one could listen (startNATS)
+	MemRecovered    harness.Mem `json:"server_mem_after_recovery"`
+	Load            string      `json:"loadavg"`
+	Failed          string      `json:"failed,omitempty"`
 }
 
 // SubjectsRead is one ordered consumer reading the stream from its start.
@@ -227,7 +230,7 @@ func Subjects(ctx context.Context, e *Env, cfg SubjectsConfig) (*Report, error) 
 // subjectsRun is one layout's run on a nats-server of its own.
 func (e *Env) subjectsRun(ctx context.Context, cfg SubjectsConfig, layout string, run int, rooms []int32) (SubjectsRow, error) {
 	row := SubjectsRow{Layout: layout, Run: run, Messages: cfg.Messages, Load: harness.LoadAvg()}
-	ns, err := natsserver.Start(ctx, natsserver.Config{})
+	ns, err := startNATS(ctx, "")
 	if err != nil {
 		return row, fmt.Errorf("nats-server: %w", err)
 	}
@@ -356,17 +359,17 @@ func (e *Env) subjectsRun(ctx context.Context, cfg SubjectsConfig, layout string
 	row.MemRead, _ = harness.Memory(pid)
 	row.StoreBytes = dirBytes(ns.StoreDir())
 
-	// A crash of the server: everything it recovers from the store. The
-	// new server has a port of its own: on a shared machine the old one
-	// can be taken (as a source port) while the store is restored.
+	// A crash of the server: everything it recovers from the store, on a
+	// new server (startNATS) with the same store.
 	nc.Close()
 	ns.Kill()
 	t := time.Now()
-	again, err := natsserver.Start(ctx, natsserver.Config{Dir: filepath.Dir(ns.StoreDir())})
+	again, err := startNATS(ctx, filepath.Dir(ns.StoreDir()))
 	if err != nil {
 		return row, fmt.Errorf("restart: %w", err)
 	}
 	defer again.Stop() // before ns.Stop removes the directory
+	t = again.started
 	if nc, err = nats.Connect(again.URL(), nats.Name("koordi-bench subjects")); err != nil {
 		return row, err
 	}
@@ -391,9 +394,56 @@ func (e *Env) subjectsRun(ctx context.Context, cfg SubjectsConfig, layout string
 	}
 	row.RecoverSeconds = time.Since(t).Seconds()
 	row.MemRecovered, _ = harness.Memory(again.PID())
-	e.logf("subjects/%s run %d: %d subjects, stream %s, store %s, RSS %s after reads; recovered in %.2fs, RSS %s",
-		layout, run, row.Subjects, mib(int64(row.StreamBytes)), mib(row.StoreBytes), mib(row.MemRead.RSS), row.RecoverSeconds, mib(row.MemRecovered.RSS))
+	row.RecoverAttempts = again.attempts
+	e.logf("subjects/%s run %d: %d subjects, stream %s, store %s, RSS %s after reads; recovered in %.2fs (start %d), RSS %s",
+		layout, run, row.Subjects, mib(int64(row.StreamBytes)), mib(row.StoreBytes), mib(row.MemRead.RSS), row.RecoverSeconds, row.RecoverAttempts, mib(row.MemRecovered.RSS))
 	return row, nil
+}
+
+// natsRun is a nats-server of the scenario: when its last start began and
+// how many starts it took.
+type natsRun struct {
+	*natsserver.Server
+	started  time.Time
+	attempts int
+}
+
+// startNATS starts a nats-server on dir's store ("": a temporary one) on a
+// free port below the ephemeral range, trying again (up to 5 times, a new
+// port each) when the port was taken before the server listened: it
+// listens only once JetStream restored its store, and on a machine that
+// opens many connections an ephemeral port is soon some connection's
+// source port.
+func startNATS(ctx context.Context, dir string) (*natsRun, error) {
+	lo := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > 11_000 {
+				lo = v
+			}
+		}
+	}
+	var last error
+	for attempt := 1; attempt <= 5; attempt++ {
+		port := 0
+		for range 100 {
+			p := 10_000 + rand.IntN(lo-10_000)
+			if l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p))); err == nil {
+				l.Close()
+				port = p
+				break
+			}
+		}
+		t := time.Now()
+		s, err := natsserver.Start(ctx, natsserver.Config{Dir: dir, Port: port})
+		if err == nil {
+			return &natsRun{Server: s, started: t, attempts: attempt}, nil
+		}
+		if last = err; !strings.Contains(err.Error(), "address already in use") {
+			return nil, err
+		}
+	}
+	return nil, last
 }
 
 // publishFeed publishes cfg.Messages messages as feed.Publisher does:
