@@ -459,6 +459,10 @@ func publishFeed(ctx context.Context, js jetstream.JetStream, cfg SubjectsConfig
 		sent time.Time
 	}
 	var hist stats.Histogram
+	// As the publisher: a slot is taken before publishing and given back
+	// with the acknowledgement, so at most cfg.InFlight are unacknowledged
+	// (the JetStream context's own bound, 4,000, is above it).
+	slots := make(chan struct{}, cfg.InFlight)
 	inflight := make(chan pending, cfg.InFlight)
 	acked := make(chan error, 1)
 	go func() {
@@ -473,6 +477,7 @@ func publishFeed(ctx context.Context, js jetstream.JetStream, cfg SubjectsConfig
 					return
 				}
 				hist.Record(int64(time.Since(p.sent)))
+				<-slots
 			case err := <-p.fut.Err():
 				acked <- err
 				return
@@ -504,16 +509,19 @@ func publishFeed(ctx context.Context, js jetstream.JetStream, cfg SubjectsConfig
 				size += len(k) + len(v[0]) + 4 // "k: v\r\n"
 			}
 		}
+		select {
+		case slots <- struct{}{}:
+		case err := <-acked:
+			return time.Since(start).Seconds(), hist.Summarize(), size, err
+		}
+		sent := time.Now()
 		fut, err := js.PublishMsgAsync(msg)
 		if err != nil {
 			close(inflight)
 			return time.Since(start).Seconds(), hist.Summarize(), size, err
 		}
-		select {
-		case inflight <- pending{fut: fut, seq: uint64(i) + 1, sent: time.Now()}:
-		case err := <-acked:
-			return time.Since(start).Seconds(), hist.Summarize(), size, err
-		}
+		inflight <- pending{fut: fut, seq: uint64(i) + 1, sent: sent} // never blocks: it holds no more than slots
+
 	}
 	close(inflight)
 	err := <-acked
