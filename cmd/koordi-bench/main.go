@@ -4,7 +4,7 @@
 // connects Socket.IO clients over WebSocket, drives writes through SQL, and
 // prints a table per scenario and writes it as JSON under --results.
 //
-//	koordi-bench [flags] cdc|cdc-deliver|fanout|latency|idle|bulk|failover|hop|cluster-idle|all|short
+//	koordi-bench [flags] cdc|cdc-deliver|fanout|latency|idle|bulk|failover|hop|cluster-idle|subjects|all|short
 //
 // Scenarios (see cmd/koordi-bench/RESULTS.md for figures):
 //
@@ -17,6 +17,7 @@
 //	failover leader of a 3-node cluster killed (SIGKILL, SIGTERM in turn) under steady writes: takeover times, exactly-once accounting
 //	hop      fanout and latency at 500 commits/s, one node against three (koordi,cluster3,cluster3,koordi): the NATS hop's cost
 //	cluster-idle  100,000 idle sockets on six nodes, held by client processes under the open-file limit; per-node RSS and CPU vs koordi and Node
+//	subjects the feed's one JetStream subject against one per room (10,000 rooms): publish rate and ack latency, ordered and filtered reads, start-up calls, server RSS, store and recovery (no PostgreSQL)
 //	all      every scenario but cdc-deliver and bulk, full sizes; short: the same, small (make bench)
 //
 // Servers (--servers): raw (the physical-limit baseline, package raw,
@@ -155,6 +156,7 @@ type options struct {
 	targetPID, rawThreads                                                int
 	clients, roomSize, backlog, rate, idleConns, sources                 int
 	commits, txs, txRows, reps                                           int
+	messages, rooms, wantedRooms, payload                                int
 	duration, warmup, hold                                               time.Duration
 	profile                                                              bool
 }
@@ -217,7 +219,11 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.commits, "commits", 0, "cdc: single-row commits")
 	fs.IntVar(&o.txs, "txs", 0, "cdc: multi-row transactions")
 	fs.IntVar(&o.txRows, "tx-rows", 1000, "cdc: rows per multi-row transaction")
-	fs.IntVar(&o.reps, "reps", 2, "cdc: runs per consumer (ABBA order)")
+	fs.IntVar(&o.reps, "reps", 2, "cdc: runs per consumer; subjects: runs per layout (ABBA order)")
+	fs.IntVar(&o.messages, "messages", 0, "subjects: messages published per run (default 200,000; short: 20,000)")
+	fs.IntVar(&o.rooms, "rooms", 0, "subjects: rooms, the per-room layout's subjects (default 10,000; short: 1,000)")
+	fs.IntVar(&o.wantedRooms, "wanted-rooms", 0, "subjects: rooms of the node that reads only its own (default 1,000; short: 100)")
+	fs.IntVar(&o.payload, "payload", 400, "subjects: bytes of one message's payload, the JSON of a transaction of one event:updated (at least its 367 bytes without a title)")
 	fs.StringVar(&o.bulkShapes, "bulk-shapes", "300x667,100x2000", "bulk: CALENDARSxEVENTS per calendar, comma-separated; one socket per calendar, one UPDATE of every event")
 	fs.IntVar(&o.bulkEvents, "bulk-events", 0, "bulk: the servers' BULK_EVENTS (default serve's 1000; set, it is passed to them): a room over it expects one sync:reset")
 	fs.BoolVar(&o.control, "control", true, "cdc-deliver: also run the server with only the probe socket (no delivery)")
@@ -238,7 +244,7 @@ func run(ctx context.Context, args []string) error {
 	})
 	fs.BoolVar(&o.profile, "profile", false, "fanout/latency: CPU, heap and allocation profiles of servers inproc and raw (per rate in latency); idle: its heap and goroutines; cdc: CPU profile of the koordi consumer; bulk: heap profiles of inproc every second")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: koordi-bench [flags] cdc|cdc-deliver|fanout|latency|idle|bulk|failover|hop|cluster-idle|all|short")
+		fmt.Fprintln(fs.Output(), "usage: koordi-bench [flags] cdc|cdc-deliver|fanout|latency|idle|bulk|failover|hop|cluster-idle|subjects|all|short")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -254,7 +260,7 @@ func run(ctx context.Context, args []string) error {
 	which := fs.Arg(0)
 	full := which == "all"
 	short := which == "short"
-	if !slices.Contains([]string{"all", "short", "cdc", "fanout", "latency", "idle", "bulk", "cdc-deliver", "failover", "hop", "cluster-idle"}, which) {
+	if !slices.Contains([]string{"all", "short", "cdc", "fanout", "latency", "idle", "bulk", "cdc-deliver", "failover", "hop", "cluster-idle", "subjects"}, which) {
 		return fmt.Errorf("unknown scenario %q", which)
 	}
 	switch {
@@ -283,7 +289,7 @@ func run(ctx context.Context, args []string) error {
 		fmt.Fprintln(os.Stderr, "warning:", err)
 	}
 
-	env, cleanup, err := buildEnv(ctx, o)
+	env, cleanup, err := buildEnv(ctx, o, which != "subjects")
 	if err != nil {
 		return err
 	}
@@ -396,6 +402,14 @@ func run(ctx context.Context, args []string) error {
 	}); err != nil {
 		return err
 	}
+	if err := do("subjects", func() (*scenario.Report, error) {
+		return scenario.Subjects(ctx, env, scenario.SubjectsConfig{
+			Messages: size(o.messages, 200_000, 20_000), Rooms: size(o.rooms, 10_000, 1_000),
+			Wanted: size(o.wantedRooms, 1_000, 100), Payload: o.payload, Reps: o.reps,
+		})
+	}); err != nil {
+		return err
+	}
 	switch which { // neither is part of all or short
 	case "cdc-deliver":
 		srv := "koordi"
@@ -427,8 +441,9 @@ func run(ctx context.Context, args []string) error {
 }
 
 // buildEnv starts what the flags do not provide: a cluster, the
-// koordi-realtime binary, a JWT secret.
-func buildEnv(ctx context.Context, o options) (*scenario.Env, func(), error) {
+// koordi-realtime binary, a JWT secret; without servers (subjects alone)
+// neither the cluster nor the binary.
+func buildEnv(ctx context.Context, o options, servers bool) (*scenario.Env, func(), error) {
 	var cleanups []func()
 	cleanup := func() {
 		for i := len(cleanups) - 1; i >= 0; i-- {
@@ -451,6 +466,9 @@ func buildEnv(ctx context.Context, o options) (*scenario.Env, func(), error) {
 	}
 	if err := os.MkdirAll(o.results, 0o755); err != nil {
 		return nil, nil, err
+	}
+	if !servers {
+		return env, cleanup, nil
 	}
 	if env.KoordiBin == "" && strings.Contains(o.servers, "koordi") {
 		dir, err := os.MkdirTemp("", "koordi-bench-")

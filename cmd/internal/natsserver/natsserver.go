@@ -184,7 +184,7 @@ func (s *Server) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(s.bin, "-a", "127.0.0.1", "-p", strconv.Itoa(s.port), "-js", "-sd", filepath.Join(s.dir, "js"))
+	cmd := exec.Command(s.bin, "-a", "127.0.0.1", "-p", strconv.Itoa(s.port), "-js", "-sd", s.StoreDir())
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		log.Close()
@@ -218,6 +218,19 @@ func (s *Server) start(ctx context.Context) error {
 // Addr is host:port; URL the nats:// URL.
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
 func (s *Server) URL() string  { return "nats://" + s.Addr() }
+
+// PID is the running server's process id; 0 before it started.
+func (s *Server) PID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
+// StoreDir is the JetStream store directory (-sd).
+func (s *Server) StoreDir() string { return filepath.Join(s.dir, "js") }
 
 // Kill ends the server with SIGKILL and waits for it.
 func (s *Server) Kill() {

@@ -27,8 +27,18 @@ func TestStartKillRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Stop()
+	pid := s.PID()
+	if pid == 0 {
+		t.Fatal("no PID")
+	}
+	if _, err := os.Stat(s.StoreDir()); err != nil {
+		t.Fatal(err)
+	}
 	s.Kill()
 	if err := s.Restart(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	if p := s.PID(); p == 0 || p == pid {
+		t.Fatalf("PID after restart %d, before %d", p, pid)
 	}
 }

@@ -153,6 +153,8 @@ func (r *Report) Print(w io.Writer) {
 			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%s\t%s\t%.0f\t%.0f\t%.0f\t%.0f\t%.1f\t%s\t\n", x.Server, x.Round, x.Running, x.Signal, x.Killed, x.NewLeader,
 				x.LeaderMS, x.DeliveryMS, x.WorstMS, x.ExitMS, x.RestartSeconds, x.Load)
 		}
+	case []SubjectsRow:
+		printSubjects(w, rows)
 	case []CDCRow:
 		fmt.Fprintln(tw, "backlog\tconsumer\trun\tcommits\trows\tevents\tsecs\tcommits/s\trows/s\tload\t")
 		for _, x := range rows {
