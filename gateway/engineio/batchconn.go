@@ -11,8 +11,8 @@ import (
 
 // batchConn is a WebSocket's connection. coder/websocket does the
 // handshake, the reading and the control frames (pong, close), writing
-// through Write; the engine's writer puts data frames on the wire itself with
-// writeFrames, every frame of a drained batch in one write(2). Both the
+// through Write; the engine's writers put data frames on the wire
+// themselves, every frame of a drained batch in one write(2). Both the
 // write(2) per message that coder/websocket's flush-per-message costs and its
 // per-message locking were most of fan-out's CPU.
 //
@@ -22,8 +22,8 @@ import (
 // each Write starts on a frame boundary, which lets Write notice a close frame.
 type batchConn struct {
 	net.Conn
-	// raw is Conn's descriptor for writes that must not park while they hold
-	// a write slot (see writeFrames); nil where there is none (TLS).
+	// raw is Conn's descriptor for the writer pool's writes, which must not
+	// park (see writeTurn); nil where there is none (TLS).
 	raw       syscall.RawConn
 	mu        sync.Mutex
 	closeSent bool // a close frame went out: no data frame may follow it (RFC 6455 §5.5.1)
@@ -64,15 +64,9 @@ var frameBuffers = sync.Pool{New: func() any { return new([]byte) }}
 // by a rare large batch is left to the collector.
 const maxPooledFrameBuffer = 64 << 10
 
-// writeFrames writes each packet as one final, unmasked frame (a server
-// never masks), all of them in one write.
-//
-// With slots (the server's write slots, see Config.ConcurrentWrites) the
-// write waits for a slot and holds it only while the kernel takes bytes
-// without waiting: whatever a full socket buffer leaves is written after the
-// slot is given back, so a client that stopped reading holds no slot and
-// cannot starve the rest.
-func (b *batchConn) writeFrames(batch []Packet, slots chan struct{}) error {
+// frameBatch frames each packet as one final, unmasked frame (a server
+// never masks) into a pooled buffer; putFrameBuffer gives it back.
+func frameBatch(batch []Packet) *[]byte {
 	bufp := frameBuffers.Get().(*[]byte)
 	buf := (*bufp)[:0]
 	for _, p := range batch {
@@ -82,30 +76,43 @@ func (b *batchConn) writeFrames(batch []Packet, slots chan struct{}) error {
 		}
 		buf = appendFrame(buf, op, p.Data)
 	}
-	// mu before the slot: coder/websocket's control-frame writes (a pong to
-	// a client that stopped reading) hold mu and may wait on that client,
-	// and a slot must never wait behind them.
-	b.mu.Lock()
-	var err error
-	switch {
-	case b.closeSent:
-		err = net.ErrClosed
-	case slots != nil && b.raw != nil:
-		slots <- struct{}{}
-		var n int
-		n, err = b.writeNow(buf)
-		<-slots
-		if err == nil && n < len(buf) {
-			_, err = b.Conn.Write(buf[n:])
-		}
-	default:
-		_, err = b.Conn.Write(buf)
-	}
-	b.mu.Unlock()
-	if cap(buf) <= maxPooledFrameBuffer {
-		*bufp = buf[:0]
+	*bufp = buf
+	return bufp
+}
+
+func putFrameBuffer(bufp *[]byte) {
+	if cap(*bufp) <= maxPooledFrameBuffer {
+		*bufp = (*bufp)[:0]
 		frameBuffers.Put(bufp)
 	}
+}
+
+// writeNowLocked writes as much of buf as the kernel takes without waiting
+// (nothing where the descriptor cannot be written so, as under TLS). The
+// caller holds mu and writes the rest itself, still holding it.
+func (b *batchConn) writeNowLocked(w *nowWriter, buf []byte) (int, error) {
+	if b.closeSent {
+		return 0, net.ErrClosed
+	}
+	if b.raw == nil {
+		return 0, nil
+	}
+	return w.writeNow(b, buf)
+}
+
+// writeFrames writes batch, all of it in one write, waiting for the client
+// as long as it takes: the closing writer's flush, which its caller bounds.
+func (b *batchConn) writeFrames(batch []Packet) error {
+	bufp := frameBatch(batch)
+	b.mu.Lock()
+	var err error
+	if b.closeSent {
+		err = net.ErrClosed
+	} else {
+		_, err = b.Conn.Write(*bufp)
+	}
+	b.mu.Unlock()
+	putFrameBuffer(bufp)
 	return err
 }
 

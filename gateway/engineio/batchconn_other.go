@@ -2,6 +2,11 @@
 
 package engineio
 
-// writeNow writes nothing where descriptors cannot be written without
-// parking; writeFrames then writes the whole batch after giving the slot back.
-func (b *batchConn) writeNow(p []byte) (int, error) { return 0, nil }
+// nowWriter writes nothing where descriptors cannot be written without
+// parking; a writer of the pool then hands the whole batch to a goroutine
+// that may wait.
+type nowWriter struct{}
+
+func newNowWriter() *nowWriter { return &nowWriter{} }
+
+func (*nowWriter) writeNow(*batchConn, []byte) (int, error) { return 0, nil }

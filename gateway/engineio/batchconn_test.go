@@ -57,7 +57,7 @@ func TestWriteFramesOneWrite(t *testing.T) {
 	if _, err := b.Write([]byte{0x8a, 0}); err != nil { // a pong, as coder/websocket writes it
 		t.Fatal(err)
 	}
-	if err := b.writeFrames([]Packet{{Data: []byte("4a")}, {Data: []byte("4bb")}, {Data: []byte{1, 2}, Binary: true}}, nil); err != nil {
+	if err := b.writeFrames([]Packet{{Data: []byte("4a")}, {Data: []byte("4bb")}, {Data: []byte{1, 2}, Binary: true}}); err != nil {
 		t.Fatal(err)
 	}
 	want := "\x81\x024a" + "\x81\x034bb" + "\x82\x02\x01\x02"
@@ -67,7 +67,7 @@ func TestWriteFramesOneWrite(t *testing.T) {
 	if _, err := b.Write([]byte{0x88, 2, 0x03, 0xe8}); err != nil { // close 1000
 		t.Fatal(err)
 	}
-	if err := b.writeFrames([]Packet{{Data: []byte("4late")}}, nil); !errors.Is(err, net.ErrClosed) {
+	if err := b.writeFrames([]Packet{{Data: []byte("4late")}}); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("a data frame after the close frame: err %v", err)
 	}
 	if len(under.writes) != 3 {
@@ -115,15 +115,16 @@ func BenchmarkWriteFrames(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := bc.writeFrames(batch, nil); err != nil {
+		if err := bc.writeFrames(batch); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(batch)), "ns/frame")
 }
 
-// TestWriteNowThenRest: a batch larger than the socket buffer is written
-// whole and in order, partly while holding the slot and the rest after.
+// TestWriteNowThenRest: of a batch larger than the socket buffer, writeNow
+// writes what the kernel takes without waiting, and the rest follows whole
+// and in order (as writeTurn's goroutine writes it).
 func TestWriteNowThenRest(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -150,13 +151,19 @@ func TestWriteNowThenRest(t *testing.T) {
 		b, _ := io.ReadAll(io.LimitReader(client, int64(len(payload)+10)))
 		got <- b
 	}()
-	slots := make(chan struct{}, 1)
-	if err := bc.writeFrames([]Packet{{Data: payload, Binary: true}}, slots); err != nil {
+	bufp := frameBatch([]Packet{{Data: payload, Binary: true}})
+	bc.mu.Lock()
+	n, err := bc.writeNowLocked(newNowWriter(), *bufp)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if len(slots) != 0 {
-		t.Error("slot still taken after the write")
+	if n == 0 || n >= len(*bufp) {
+		t.Errorf("writeNow wrote %d of %d bytes, want part of them", n, len(*bufp))
 	}
+	if _, err := bc.Conn.Write((*bufp)[n:]); err != nil {
+		t.Fatal(err)
+	}
+	bc.mu.Unlock()
 	b := <-got
 	if len(b) != len(payload)+10 || !bytes.Equal(b[10:], payload) || b[0] != 0x82 || b[1] != 127 {
 		t.Fatalf("read %d bytes (header % x), want a 10-byte header and the payload", len(b), b[:min(10, len(b))])

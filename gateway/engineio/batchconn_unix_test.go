@@ -40,11 +40,11 @@ func (ts *testServer) dialSmallBuffer(t *testing.T, query string) *websocket.Con
 	return ws
 }
 
-// TestStalledClientHoldsNoWriteSlot: with a single write slot, a client that
-// stops reading while a 16 MiB batch is written to it (far more than its
-// socket buffers hold) must not keep the slot: another client still gets
-// its packets.
-func TestStalledClientHoldsNoWriteSlot(t *testing.T) {
+// TestStalledClientHoldsNoWriter: with a single writer in the pool, a
+// client that stops reading while a 16 MiB batch is written to it (far more
+// than its socket buffers hold) must not keep the writer: another client
+// still gets its packets.
+func TestStalledClientHoldsNoWriter(t *testing.T) {
 	ts := newTestServer(t, Config{ConcurrentWrites: 1})
 	stalled := ts.dialSmallBuffer(t, "EIO=4&transport=websocket")
 	read(t, stalled) // the open packet; then it reads nothing more
@@ -64,9 +64,19 @@ func TestStalledClientHoldsNoWriteSlot(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	time.Sleep(100 * time.Millisecond) // let the write reach the full buffer
-	if got := len(ts.writeSlots); got != 0 {
-		t.Errorf("%d write slots taken while the only writer waits for its client, want 0", got)
+	// The batch is framed, then written until the client's buffers are
+	// full; then the pool's writer must be free.
+	for {
+		ts.writers.mu.Lock()
+		running := ts.writers.running
+		ts.writers.mu.Unlock()
+		if running == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d pool writers still running while the only busy connection waits for its client, want 0", running)
+		}
+		time.Sleep(time.Millisecond)
 	}
 	other := ts.dial(t, "EIO=4&transport=websocket")
 	if _, open := read(t, other); !strings.HasPrefix(open, "0{") {
@@ -75,5 +85,32 @@ func TestStalledClientHoldsNoWriteSlot(t *testing.T) {
 	write(t, other, "4hello")
 	if _, m := read(t, other); m != "4hello" {
 		t.Fatalf("echo %q", m)
+	}
+}
+
+// TestWriterDoesNotWaitBehindControlFrame: with a single writer in the
+// pool, a connection whose write side coder/websocket holds (a control
+// frame to a client that stopped reading) must not keep the writer: another
+// client still gets its packets, and the held connection gets its own once
+// the control frame is out.
+func TestWriterDoesNotWaitBehindControlFrame(t *testing.T) {
+	ts := newTestServer(t, Config{ConcurrentWrites: 1})
+	held := ts.dial(t, "EIO=4&transport=websocket")
+	read(t, held)
+	c := <-ts.h.opened
+	c.mu.Lock()
+	bc := c.bc
+	c.mu.Unlock()
+	bc.mu.Lock() // as coder/websocket holds it while a control frame waits
+	if !c.SendText([]byte("4held")) {
+		t.Fatal("queue refused the packet")
+	}
+	other := ts.dial(t, "EIO=4&transport=websocket")
+	if _, open := read(t, other); !strings.HasPrefix(open, "0{") {
+		t.Fatalf("the other client got %q, want its open packet", open)
+	}
+	bc.mu.Unlock()
+	if _, m := read(t, held); m != "4held" {
+		t.Fatalf("held client got %q, want 4held", m)
 	}
 }

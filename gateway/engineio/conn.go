@@ -37,7 +37,7 @@ type Conn struct {
 	ws          *websocket.Conn // the WebSocket transport once upgraded or opened on it
 	bc          *batchConn      // ws's connection
 	pollReg     *pollReg        // ws's read side, when the poller watches it
-	writing     bool            // a writer goroutine owns ws's write side
+	writing     bool            // a writer owns ws's write side: c is in the writer pool, or a goroutine writes or closes it
 	drained     chan struct{}   // signalled (capacity 1) when the consumer takes the queue; made by Drained
 
 	// heartbeat, under mu
@@ -209,17 +209,16 @@ func (c *Conn) signal() {
 
 // consumerWake says how to reach the queue's consumer after a change.
 type consumerWake struct {
-	ws      *websocket.Conn // start a writer on ws (and bc)
-	bc      *batchConn
+	write   bool // give the connection to the writer pool
 	polling bool // wake a polling GET (or a probe waiting on one)
 }
 
 // claimConsumerLocked decides, under mu, who consumes the change just made.
-// On WebSocket a writer goroutine runs only while there is something to
-// write: an idle connection keeps no writer, which is most of the memory a
-// held connection would otherwise cost. Claiming under mu means exactly one
-// writer runs, and none is missed: a writer gives up its claim under mu only
-// after finding the queue empty.
+// On WebSocket a connection is with the writer pool only while there is
+// something to write: an idle connection keeps no writer, which is most of
+// the memory a held connection would otherwise cost. Claiming under mu means
+// exactly one writer has the connection at a time, and none is missed: a
+// writer gives up its claim under mu only after finding the queue empty.
 func (c *Conn) claimConsumerLocked() consumerWake {
 	// A GET may still wait after an upgrade (a client that broke the
 	// protocol): it is woken to answer and end.
@@ -228,13 +227,13 @@ func (c *Conn) claimConsumerLocked() consumerWake {
 		return w
 	}
 	c.writing = true
-	w.ws, w.bc = c.ws, c.bc
+	w.write = true
 	return w
 }
 
 func (c *Conn) wakeConsumer(w consumerWake) {
-	if w.ws != nil {
-		c.srv.wg.goFunc(func() { c.writeLoop(w.ws, w.bc) })
+	if w.write {
+		c.srv.writers.push(c)
 	}
 	if w.polling {
 		select {

@@ -54,11 +54,15 @@
 //
 // Goroutines: an idle WebSocket connection holds none. On Linux one epoll
 // set per Server (with one goroutine, while connections exist) watches the
-// read sides and starts a short reader when a client sends; a writer runs
-// only while packets are queued, and at most Config.ConcurrentWrites of them
-// write at once (the rest wait parked, so a fan-out to thousands of sockets
-// does not put thousands of goroutines ahead of the one publishing). A connection the poller cannot watch (TLS
-// terminated in this process, other systems) keeps a reader goroutine. A
+// read sides and starts a short reader when a client sends; a pool of at
+// most Config.ConcurrentWrites writers, running only while packets are
+// queued, takes the connections with packets in turn and writes each one's
+// queue in one write(2) (so a fan-out to thousands of sockets does not put
+// thousands of goroutines ahead of the one publishing, and frames coalesce
+// while the writers are behind); a client whose socket buffer is full gets
+// the rest written by a goroutine of its own. A connection the poller
+// cannot watch (TLS terminated in this process, other systems) keeps a
+// reader goroutine. A
 // polling connection has none between requests; every connection has a
 // heartbeat timer. Close callbacks and [Conn.Dispatch] run on short
 // goroutines owned by the Server; [Server.Shutdown] waits for all of them.
@@ -70,6 +74,10 @@
 // Conn.readMu (delivery serialisation) before Conn.mu (state and queue) before
 // Server.mu (session table). Conn.closeMu (closing handshake vs. the reader's
 // look into its buffer) is taken with no other lock held; the poller's lock
-// may be taken under readMu and takes only the goroutine tracker's under it. No lock is held while calling the Handler, except
+// may be taken under readMu and takes only the goroutine tracker's under it.
+// The writer pool's lock is taken with no Conn lock held and takes only the
+// tracker's under it; a writer tries the connection's write lock
+// (batchConn.mu) with no other lock held, and hands the batch to a goroutine
+// when coder/websocket holds it. No lock is held while calling the Handler, except
 // readMu, which is what serialises the calls.
 package engineio

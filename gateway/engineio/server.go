@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"runtime"
@@ -51,13 +52,13 @@ type Config struct {
 	// for the bound, and frames are shared, so a full queue costs about
 	// 40 bytes a packet.
 	SendQueue int
-	// ConcurrentWrites bounds the WebSocket writes in flight at once. When
-	// a transaction fans out to thousands of sockets, a writer per socket
-	// would make thousands of goroutines runnable at once, and the goroutine
-	// publishing the stream would wait its turn behind all of them; with
-	// the bound, writers wait for a slot parked instead. A write holds its
-	// slot only while the kernel takes bytes without waiting (a client that
-	// stopped reading holds none). 0: 4 × GOMAXPROCS; negative: no bound.
+	// ConcurrentWrites is how many goroutines write to WebSocket
+	// connections, taking the connections with packets queued in turn
+	// (see writerPool). A writer never waits for a client: what a full
+	// socket buffer leaves is written by a goroutine of that connection.
+	// 0: half of GOMAXPROCS (at least one), which leaves the publishing
+	// goroutine room to run ahead, so a connection's queue grows while the
+	// writers are behind; negative: no bound (a writer per busy connection).
 	ConcurrentWrites int
 	Logger           *slog.Logger // nil: discard
 }
@@ -76,7 +77,7 @@ func (c *Config) setDefaults() {
 		c.SendQueue = DefaultSendQueue
 	}
 	if c.ConcurrentWrites == 0 {
-		c.ConcurrentWrites = 4 * runtime.GOMAXPROCS(0)
+		c.ConcurrentWrites = max(1, runtime.GOMAXPROCS(0)/2)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -133,11 +134,9 @@ type Server struct {
 	anyOrig bool
 	origins []string // allowed origins, without a trailing slash
 
-	wg   tracker // writers, readers, WebSocket handlers, close callbacks, dispatches, the poller
-	poll poller  // WebSocket connections waiting for their client
-	// writeSlots holds a token per WebSocket write in flight
-	// (Config.ConcurrentWrites); nil: no bound.
-	writeSlots chan struct{}
+	wg      tracker // writers, readers, WebSocket handlers, close callbacks, dispatches, the poller
+	poll    poller  // WebSocket connections waiting for their client
+	writers writerPool
 
 	mu       sync.Mutex
 	conns    map[string]*Conn
@@ -149,8 +148,9 @@ func NewServer(cfg Config, h Handler) *Server {
 	cfg.setDefaults()
 	s := &Server{cfg: cfg, h: h, conns: make(map[string]*Conn)}
 	s.poll.start = s.wg.goFunc
-	if cfg.ConcurrentWrites > 0 {
-		s.writeSlots = make(chan struct{}, cfg.ConcurrentWrites)
+	s.writers = writerPool{max: cfg.ConcurrentWrites, start: s.wg.goFunc}
+	if cfg.ConcurrentWrites < 0 {
+		s.writers.max = math.MaxInt
 	}
 	s.anyOrig = len(cfg.AllowedOrigins) == 0 || slices.Contains(cfg.AllowedOrigins, "*")
 	for _, o := range cfg.AllowedOrigins {

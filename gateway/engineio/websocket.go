@@ -7,7 +7,6 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
-	"runtime"
 	"runtime/debug"
 	"time"
 
@@ -275,60 +274,40 @@ func (c *Conn) readMessage(ws *websocket.Conn) bool {
 	return c.deliverSerialized(d)
 }
 
-// writeLoop writes queued packets, one WebSocket message each, until the
-// queue is empty; it runs on the claim of claimConsumerLocked and gives the
-// claim back when it stops. Once the session is closed it delivers what is
-// left when the close asks for it, closes the WebSocket and keeps the claim,
-// so no writer starts again.
-func (c *Conn) writeLoop(ws *websocket.Conn, bc *batchConn) {
-	for {
-		// Let the publisher queue more before each drain: a fan-out queues
-		// one frame per socket at a time, and a writer that drains each at
-		// once pays one write(2) per frame, as does the client's read.
-		runtime.Gosched()
-		c.mu.Lock()
-		closed, flush, reason := c.closed, c.flush, c.reason
-		if !closed && len(c.queue) == 0 {
-			c.writing = false
-			c.mu.Unlock()
-			return
-		}
-		var batch []Packet
-		if !closed || flush {
-			batch = c.takeLocked()
-		}
-		c.mu.Unlock()
-		if closed && flush && len(batch) > 0 {
-			// Bound the final flush: a dead peer must not hold the writer.
-			t := time.AfterFunc(c.srv.cfg.PingTimeout, func() { _ = ws.CloseNow() })
-			err := bc.writeFrames(batch, c.srv.writeSlots)
-			t.Stop()
-			if err != nil {
-				_ = ws.CloseNow()
-				return
-			}
-		} else if err := bc.writeFrames(batch, c.srv.writeSlots); err != nil {
-			c.close(ReasonTransportError, false)
+// writeClose ends the write side of a closed session; it runs on the
+// write claim, on a goroutine of its own (it may wait on the peer), and
+// keeps the claim, so no writer starts again. It delivers what is left
+// first when the close asks for it.
+func (c *Conn) writeClose(ws *websocket.Conn, bc *batchConn) {
+	c.mu.Lock()
+	flush, reason := c.flush, c.reason
+	var batch []Packet
+	if flush {
+		batch = c.takeLocked()
+	}
+	c.mu.Unlock()
+	if len(batch) > 0 {
+		// Bound the final flush: a dead peer must not hold the writer.
+		t := time.AfterFunc(c.srv.cfg.PingTimeout, func() { _ = ws.CloseNow() })
+		err := bc.writeFrames(batch)
+		t.Stop()
+		c.giveBack(batch)
+		if err != nil {
 			_ = ws.CloseNow()
 			return
 		}
-		if batch != nil {
-			c.giveBack(batch)
+	}
+	switch {
+	case flush:
+		status := websocket.StatusNormalClosure
+		if reason == ReasonShutdown {
+			status = websocket.StatusGoingAway
 		}
-		if closed {
-			if flush {
-				status := websocket.StatusNormalClosure
-				if reason == ReasonShutdown {
-					status = websocket.StatusGoingAway
-				}
-				c.closeHandshake(ws, status)
-			} else if reason == ReasonParseError {
-				c.closeHandshake(ws, websocket.StatusPolicyViolation)
-			} else {
-				_ = ws.CloseNow()
-			}
-			return
-		}
+		c.closeHandshake(ws, status)
+	case reason == ReasonParseError:
+		c.closeHandshake(ws, websocket.StatusPolicyViolation)
+	default:
+		_ = ws.CloseNow()
 	}
 }
 

@@ -1,0 +1,189 @@
+package engineio
+
+import (
+	"net"
+	"sync"
+
+	"github.com/coder/websocket"
+)
+
+// writerPool writes for every WebSocket connection with packets queued: a
+// few goroutines take the ready connections in turn, oldest first, and each
+// turn writes all a connection has queued in one write(2).
+//
+// A goroutine per busy connection made a fan-out to thousands of sockets
+// put thousands of goroutines on the run queues, ahead of the one
+// publishing the stream: the publisher then handed over about one frame per
+// socket between writes, and each write(2) carried two or three frames.
+// With a few writers the publisher keeps its share of the CPU, so while the
+// writers are behind, every connection's queue grows until its turn comes,
+// and the write carries it all. When they keep up, a connection's turn
+// comes at once: nothing waits for a batch to form.
+type writerPool struct {
+	max   int          // writers at most
+	start func(func()) // runs a writer on a counted goroutine (Server.wg)
+
+	mu      sync.Mutex
+	ready   ring // connections waiting for a turn
+	running int
+}
+
+// push makes c ready (it holds c's write claim), starting a writer if fewer
+// than max run.
+func (p *writerPool) push(c *Conn) {
+	p.mu.Lock()
+	p.ready.push(c)
+	spawn := p.running < p.max
+	if spawn {
+		p.running++
+	}
+	p.mu.Unlock()
+	if spawn {
+		p.start(p.run)
+	}
+}
+
+// run gives turns until no connection is ready. Writers end rather than
+// wait, so an idle server keeps none.
+func (p *writerPool) run() {
+	w := newNowWriter()
+	var again *Conn
+	for {
+		p.mu.Lock()
+		if again != nil {
+			// Behind the connections that became ready during its turn.
+			p.ready.push(again)
+		}
+		c := p.ready.pop()
+		if c == nil {
+			p.running--
+			p.mu.Unlock()
+			return
+		}
+		p.mu.Unlock()
+		again = nil
+		if c.writeTurn(w) {
+			again = c
+		}
+	}
+}
+
+// ring is a FIFO of connections that reuses its slots.
+type ring struct {
+	buf  []*Conn
+	head int
+	n    int
+}
+
+func (r *ring) push(c *Conn) {
+	if r.n == len(r.buf) {
+		grown := make([]*Conn, max(2*len(r.buf), 64))
+		k := copy(grown, r.buf[r.head:])
+		copy(grown[k:], r.buf[:r.head])
+		r.buf, r.head = grown, 0
+	}
+	r.buf[(r.head+r.n)%len(r.buf)] = c
+	r.n++
+}
+
+func (r *ring) pop() *Conn {
+	if r.n == 0 {
+		return nil
+	}
+	c := r.buf[r.head]
+	r.buf[r.head] = nil
+	r.head = (r.head + 1) % len(r.buf)
+	r.n--
+	return c
+}
+
+// writeTurn writes what c has queued without waiting for its client, and
+// reports whether c is to have another turn (it holds the write claim
+// still). A client whose socket buffer is full gets the rest written by a
+// goroutine of its own, which may wait for it: a writer of the pool never
+// waits for one client while the others have frames.
+func (c *Conn) writeTurn(w *nowWriter) (again bool) {
+	c.mu.Lock()
+	ws, bc := c.ws, c.bc
+	if c.closed {
+		c.mu.Unlock()
+		// Closing may wait on the peer (the final flush, the closing
+		// handshake).
+		c.srv.wg.goFunc(func() { c.writeClose(ws, bc) })
+		return false
+	}
+	if len(c.queue) == 0 {
+		c.writing = false
+		c.mu.Unlock()
+		return false
+	}
+	batch := c.takeLocked()
+	c.mu.Unlock()
+
+	bufp := frameBatch(batch)
+	if !bc.mu.TryLock() {
+		// coder/websocket is writing a control frame, perhaps to a client
+		// that stopped reading: the batch waits for it aside.
+		c.srv.wg.goFunc(func() {
+			bc.mu.Lock()
+			c.writeRest(ws, bc, bufp, 0, batch)
+		})
+		return false
+	}
+	n, err := bc.writeNowLocked(w, *bufp)
+	if err == nil && n < len(*bufp) {
+		c.srv.wg.goFunc(func() { c.writeRest(ws, bc, bufp, n, batch) })
+		return false
+	}
+	bc.mu.Unlock()
+	putFrameBuffer(bufp)
+	c.giveBack(batch)
+	if err != nil {
+		c.writeFailed(ws)
+		return false
+	}
+	return c.keepWriting()
+}
+
+// writeRest writes the frames of bufp from byte n on, waiting for the
+// client as long as it takes, then gives c back to the pool if it has more.
+// The caller holds bc.mu, which writeRest releases: held from the first
+// byte of a batch to its last, it keeps coder/websocket's control frames
+// out of the data frames.
+func (c *Conn) writeRest(ws *websocket.Conn, bc *batchConn, bufp *[]byte, n int, batch []Packet) {
+	var err error
+	if bc.closeSent {
+		err = net.ErrClosed
+	} else {
+		_, err = bc.Conn.Write((*bufp)[n:])
+	}
+	bc.mu.Unlock()
+	putFrameBuffer(bufp)
+	c.giveBack(batch)
+	if err != nil {
+		c.writeFailed(ws)
+		return
+	}
+	if c.keepWriting() {
+		c.srv.writers.push(c)
+	}
+}
+
+// keepWriting reports whether c has more to write (or a close to carry out)
+// and, if not, gives its write claim back.
+func (c *Conn) keepWriting() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.queue) > 0 || c.closed {
+		return true
+	}
+	c.writing = false
+	return false
+}
+
+// writeFailed ends a connection whose write failed. The claim is kept, so
+// no writer starts again.
+func (c *Conn) writeFailed(ws *websocket.Conn) {
+	c.close(ReasonTransportError, false)
+	c.srv.wg.goFunc(func() { _ = ws.CloseNow() })
+}
