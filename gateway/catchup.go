@@ -121,7 +121,8 @@ func (g *Gateway) catchUpStep(c *client) bool {
 // sendChunk walks the window after c's cursor: its user's moves change its
 // rooms, the events of its rooms are queued, up to what half its queue holds.
 // It reports whether it reached the end of the window. The caller holds
-// idx.mu (read, at least); the window's lock is held only while copying.
+// idx.mu (read, at least); the walk holds the window's lock (Publish's
+// window.add waits for it), the queuing after it does not.
 func (g *Gateway) sendChunk(c *client) (end bool) {
 	budget := min(c.conn.QueueCap()-c.conn.Queued(), max(c.conn.QueueCap()/2, 1))
 	if budget <= 0 {

@@ -76,10 +76,7 @@ func Setup(ctx context.Context, conn *pgx.Conn, publication string) error {
 	if publication == "" {
 		return errors.New("setup: empty publication name")
 	}
-	if err := checkOwnership(ctx, conn); err != nil {
-		return fmt.Errorf("setup: %w", err)
-	}
-	if _, err := conn.Exec(ctx, setupSQL); err != nil {
+	if err := setupObjects(ctx, conn); err != nil {
 		return fmt.Errorf("setup: %w", err)
 	}
 	var exists bool
@@ -111,12 +108,37 @@ func Setup(ctx context.Context, conn *pgx.Conn, publication string) error {
 	return nil
 }
 
+// setupObjects runs setup.sql in one transaction, with the ownership check
+// before it (so nothing is made in a planted schema) and after it (a schema
+// planted between the check and CREATE SCHEMA IF NOT EXISTS is refused and
+// what was made rolled back).
+func setupObjects(ctx context.Context, conn *pgx.Conn) error {
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	if err := checkOwnership(ctx, tx); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, setupSQL); err != nil {
+		return err
+	}
+	if err := checkOwnership(ctx, tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
 // checkOwnership refuses a koordi_realtime schema, or an emitted table in
 // it, that setup did not make: CREATE ... IF NOT EXISTS would adopt an
 // object another role planted before the first setup, and that role, as the
 // schema's owner, could later drop and replace the table the stream takes
 // explicit events from.
-func checkOwnership(ctx context.Context, conn *pgx.Conn) error {
+func checkOwnership(ctx context.Context, conn pgx.Tx) error {
 	// Trusted owners: the role running setup, the roles it is a member of
 	// (not by being superuser: for a superuser pg_has_role says yes to
 	// every role), and superusers.
@@ -143,7 +165,7 @@ func checkOwnership(ctx context.Context, conn *pgx.Conn) error {
 			return fmt.Errorf("check the owner of schema %s: %w", EmitSchema, err)
 		}
 		if !ours {
-			return fmt.Errorf("%s exists and is %w %s: drop it (setup did not make it) and run setup again", what, ErrForeignOwner, owner)
+			return fmt.Errorf("%s exists and is %w %s: if that role ran an earlier setup, run setup as it (or a member of it); if not, it was planted: drop it and run setup again", what, ErrForeignOwner, owner)
 		}
 	}
 	if err := rows.Err(); err != nil {

@@ -208,4 +208,20 @@ func TestSetupRefusesPlantedSchema(t *testing.T) {
 	if err := ksql.Setup(ctx, conn, "koordi_realtime"); err != nil {
 		t.Fatalf("setup once the planted schema is gone: %v", err)
 	}
+	// A table planted in setup's own schema by a role given CREATE on it.
+	for _, q := range []string{
+		`DROP TABLE koordi_realtime.emitted CASCADE`,
+		`GRANT USAGE, CREATE ON SCHEMA koordi_realtime TO ` + role,
+		`SET ROLE ` + role,
+		`CREATE TABLE koordi_realtime.emitted (id bigint, message text)`,
+		`RESET ROLE`,
+	} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	err = ksql.Setup(ctx, conn, "koordi_realtime")
+	if !errors.Is(err, ksql.ErrForeignOwner) || !strings.Contains(err.Error(), "table koordi_realtime.emitted") {
+		t.Fatalf("setup on a planted table: %v, want ErrForeignOwner for the table", err)
+	}
 }

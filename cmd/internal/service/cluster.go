@@ -276,12 +276,12 @@ func (n *clusterNode) awaitStream(ctx context.Context, js jetstream.JetStream, l
 		cancel()
 		if err == nil {
 			if failed {
-				log.Info("feed stream reachable again; leadership candidate again", "stream", n.cfg.Stream)
+				log.Info("feed's stream ready again; a candidate for the slot again", "stream", n.cfg.Stream)
 			}
 			return nil
 		}
 		if !failed {
-			log.Warn("feed stream unreachable: not a candidate for the slot until it answers", "stream", n.cfg.Stream, "error", err)
+			log.Warn("cannot create or update the feed's stream: not a candidate for the slot until it can", "stream", n.cfg.Stream, "error", err)
 		}
 		select {
 		case <-ctx.Done():
