@@ -45,7 +45,13 @@
 // messages expects the one before. The stream is therefore one chain: of two
 // would-be publishers that read the same tail, the first message to land
 // wins, and every later message of the other expects a sequence that is no
-// longer last and is refused — that publisher fails and ends its term. A new
+// longer last and is refused — that publisher fails and ends its term.
+// Messages are pipelined (up to MaxInFlight unacknowledged), so sequence
+// alone would let a term's second message land where its refused first
+// one should have been (A's message takes sequence n+1 and B's first is
+// refused, B's second expects n+1 and fits): after its first message, each
+// also names its predecessor's Nats-Msg-Id (Nats-Expected-Last-Msg-Id),
+// which the other publisher's message does not carry. A new
 // leader starts after the stream's last event (it skips what its slot
 // decodes again up to there — within a transaction too, when its
 // predecessor died between two of that transaction's messages; a run of

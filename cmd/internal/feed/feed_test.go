@@ -503,3 +503,76 @@ func TestRefusedMessageIsAGap(t *testing.T) {
 		t.Fatalf("events %v, resets %v; want the one transaction and one feed_message_refused", offs, resets)
 	}
 }
+
+// TestPipelinedAfterRefusal: a stale publisher's message (here a reset)
+// takes the sequence a new leader's first message expected; that message is
+// refused, and so is the one pipelined behind it, which expects the next
+// sequence — it would otherwise land with the first missing before it.
+func TestPipelinedAfterRefusal(t *testing.T) {
+	js := startJS(t)
+	ctx := context.Background()
+	old := NewPublisher(PublisherConfig{JS: js, Stream: "T"})
+	defer old.Close()
+	if err := old.Deliver(ctx, transaction(100, 1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	failed := make(chan error, 1)
+	next := NewPublisher(PublisherConfig{JS: js, Stream: "T", Fail: func(err error) { failed <- err }})
+	defer next.Close()
+	if err := next.Deliver(ctx, transaction(100, 1, 0)); err != nil { // skipped: reads the tail
+		t.Fatal(err)
+	}
+	if err := old.Reset(ctx, "slot_recreated"); err != nil { // lands first
+		t.Fatal(err)
+	}
+	for _, lsn := range []uint64{200, 300} {
+		if err := next.DeliverAsync(ctx, transaction(lsn, 1, 0), func() {}); err != nil {
+			break
+		}
+	}
+	select {
+	case <-failed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the new leader did not fail")
+	}
+	time.Sleep(200 * time.Millisecond) // let the second's answer come
+	s, err := js.Stream(ctx, "T")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 2 { // 100 and the reset
+		last, _ := s.GetLastMsgForSubject(ctx, Subject("T"))
+		t.Fatalf("stream holds %d messages (last %s), want 2: a message landed behind a refused one", info.State.Msgs, last.Header.Get(headerLast))
+	}
+}
+
+// TestTailDeletedByHand: a stream whose last message was deleted still
+// takes the next leader's messages (the expectation names the stream's
+// last sequence, not the last message's).
+func TestTailDeletedByHand(t *testing.T) {
+	js := startJS(t)
+	ctx := context.Background()
+	p := NewPublisher(PublisherConfig{JS: js, Stream: "T"})
+	for _, lsn := range []uint64{100, 200} {
+		if err := p.Deliver(ctx, transaction(lsn, 1, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.Close()
+	s, err := js.Stream(ctx, "T")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteMsg(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	next := NewPublisher(PublisherConfig{JS: js, Stream: "T"})
+	defer next.Close()
+	if err := next.Deliver(ctx, transaction(300, 1, 0)); err != nil {
+		t.Fatalf("after the tail message was deleted: %v", err)
+	}
+}

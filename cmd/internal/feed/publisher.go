@@ -68,6 +68,7 @@ type Publisher struct {
 	mu         sync.Mutex
 	started    bool
 	lastSeq    uint64        // the stream sequence the next message follows
+	lastID     string        // the Nats-Msg-Id of this term's last message; "" before its first
 	prev       schema.Offset // the last event the stream holds: events up to it are in it already
 	lastCommit uint64        // the newest commit in the stream, for a reset's header
 
@@ -161,7 +162,10 @@ func (p *Publisher) start(ctx context.Context) error {
 			return fmt.Errorf("feed: last message of %s: %w", p.cfg.Stream, err)
 		}
 		if last != nil {
-			p.lastSeq = last.Sequence
+			// The stream's last sequence, not the last message's: a tail
+			// message deleted by hand leaves a gap the expectation must
+			// name, or every publish is refused.
+			p.lastSeq = max(p.lastSeq, last.Sequence)
 			p.prev = tailOffset(last.Header)
 			if c, err := strconv.ParseUint(last.Header.Get(headerCommit), 16, 64); err == nil {
 				p.lastCommit = c
@@ -372,6 +376,12 @@ func (p *Publisher) publish(ctx context.Context, msg *nats.Msg, done func()) err
 		return ctx.Err()
 	}
 	msg.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(p.lastSeq, 10))
+	if p.lastID != "" {
+		// Pipelined messages expect their predecessor by id too: if it was
+		// refused because another publisher's message took its sequence,
+		// this one must not land at the next (see the package doc).
+		msg.Header.Set(jetstream.ExpectedLastMsgIDHeader, p.lastID)
+	}
 	fut, err := p.cfg.JS.PublishMsgAsync(msg)
 	if err != nil {
 		<-p.slots
@@ -380,6 +390,7 @@ func (p *Publisher) publish(ctx context.Context, msg *nats.Msg, done func()) err
 		return err
 	}
 	p.lastSeq++
+	p.lastID = msg.Header.Get(jetstream.MsgIDHeader)
 	p.cfg.Metrics.published.Inc()
 	// Never blocks: the channel has a place for every slot.
 	p.inflight <- inflight{fut: fut, seq: p.lastSeq, sent: time.Now(), done: done}
