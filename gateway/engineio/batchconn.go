@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"syscall"
 )
@@ -68,7 +69,11 @@ const maxPooledFrameBuffer = 64 << 10
 // never masks) into a pooled buffer; putFrameBuffer gives it back.
 func frameBatch(batch []Packet) *[]byte {
 	bufp := frameBuffers.Get().(*[]byte)
-	buf := (*bufp)[:0]
+	size := 0
+	for _, p := range batch {
+		size += len(p.Data) + maxFrameHeader
+	}
+	buf := slices.Grow((*bufp)[:0], size)
 	for _, p := range batch {
 		op := byte(opText)
 		if p.Binary {
@@ -115,6 +120,9 @@ func (b *batchConn) writeFrames(batch []Packet) error {
 	putFrameBuffer(bufp)
 	return err
 }
+
+// maxFrameHeader is the longest header appendFrame writes.
+const maxFrameHeader = 10
 
 // appendFrame appends a final, unmasked frame carrying payload.
 func appendFrame(buf []byte, op byte, payload []byte) []byte {

@@ -41,31 +41,26 @@ func (ts *testServer) dialSmallBuffer(t *testing.T, query string) *websocket.Con
 }
 
 // TestStalledClientHoldsNoWriter: with a single writer in the pool, a
-// client that stops reading while a 16 MiB batch is written to it (far more
-// than its socket buffers hold) must not keep the writer: another client
-// still gets its packets.
+// client that stops reading while 16 MiB are queued to it (far more than
+// its socket buffers hold) must not keep the writer: another client still
+// gets its packets.
 func TestStalledClientHoldsNoWriter(t *testing.T) {
 	ts := newTestServer(t, Config{ConcurrentWrites: 1})
 	stalled := ts.dialSmallBuffer(t, "EIO=4&transport=websocket")
 	read(t, stalled) // the open packet; then it reads nothing more
 	c := <-ts.h.opened
 	big := bytes.Repeat([]byte{'x'}, 256<<10)
-	batch := make([]Packet, 64) // queued at once, so one write takes it all
+	batch := make([]Packet, 64) // 16 MiB queued at once
 	for i := range batch {
 		batch[i] = Packet{Data: big, Binary: true}
 	}
 	if !c.SendPackets(batch...) {
 		t.Fatal("queue refused the batch")
 	}
+	// A turn frames at most turnBytes and writes what the kernel takes;
+	// the client's goroutine writes the rest, waiting for it, and the pool's
+	// writer must then be free although the connection still has packets.
 	deadline := time.Now().Add(5 * time.Second)
-	for c.Queued() > 0 { // the writer took the batch and is writing it
-		if time.Now().After(deadline) {
-			t.Fatal("the writer never took the batch")
-		}
-		time.Sleep(time.Millisecond)
-	}
-	// The batch is framed, then written until the client's buffers are
-	// full; then the pool's writer must be free.
 	for {
 		ts.writers.mu.Lock()
 		running := ts.writers.running
@@ -77,6 +72,9 @@ func TestStalledClientHoldsNoWriter(t *testing.T) {
 			t.Fatalf("%d pool writers still running while the only busy connection waits for its client, want 0", running)
 		}
 		time.Sleep(time.Millisecond)
+	}
+	if c.Queued() == 0 {
+		t.Fatal("16 MiB went to a client that reads nothing, into 64 KiB of buffers")
 	}
 	other := ts.dial(t, "EIO=4&transport=websocket")
 	if _, open := read(t, other); !strings.HasPrefix(open, "0{") {
@@ -112,5 +110,68 @@ func TestWriterDoesNotWaitBehindControlFrame(t *testing.T) {
 	bc.mu.Unlock()
 	if _, m := read(t, held); m != "4held" {
 		t.Fatalf("held client got %q, want 4held", m)
+	}
+}
+
+// TestBigQueueLeavesOthersTheirTurn: with a single writer, a connection
+// with 250 MiB queued does not keep the writer framing it all before
+// anyone else is written to: another client's echo comes back while nearly
+// all of it is still queued.
+func TestBigQueueLeavesOthersTheirTurn(t *testing.T) {
+	ts := newTestServer(t, Config{ConcurrentWrites: 1})
+	other := ts.dial(t, "EIO=4&transport=websocket")
+	read(t, other)
+	<-ts.h.opened
+	slow := ts.dialSmallBuffer(t, "EIO=4&transport=websocket")
+	read(t, slow)
+	c := <-ts.h.opened
+	big := bytes.Repeat([]byte{'x'}, 64<<10)
+	batch := make([]Packet, 4000)
+	for i := range batch {
+		batch[i] = Packet{Data: big, Binary: true}
+	}
+	if !c.SendPackets(batch...) {
+		t.Fatal("queue refused the batch")
+	}
+	began := time.Now()
+	write(t, other, "4ping")
+	if _, m := read(t, other); m != "4ping" {
+		t.Fatalf("echo %q", m)
+	}
+	// A turn takes at most turnBytes of the queue (framing the whole of it
+	// first took 1–2 s here, ahead of the echo): what the socket buffers
+	// took aside, most of it is still queued.
+	if c.Queued() < len(batch)/2 {
+		t.Fatalf("%d of %d packets left queued when the echo came back: the writer took more than a turn", c.Queued(), len(batch))
+	}
+	t.Logf("the echo took %s beside a connection with 250 MiB queued", time.Since(began))
+	c.Abort(ReasonTransportError)
+}
+
+// TestStalledReaderIsClosed: a client that reads nothing but answers every
+// ping keeps its heartbeat; its write may wait for it only a heartbeat
+// round (PingInterval + PingTimeout), then the connection is closed and its
+// queue freed.
+func TestStalledReaderIsClosed(t *testing.T) {
+	ts := newTestServer(t, Config{ConcurrentWrites: 1, PingInterval: 100 * time.Millisecond, PingTimeout: 200 * time.Millisecond})
+	stalled := ts.dialSmallBuffer(t, "EIO=4&transport=websocket")
+	read(t, stalled)
+	c := <-ts.h.opened
+	big := bytes.Repeat([]byte{'x'}, 256<<10)
+	for range 64 {
+		c.Offer(big)
+	}
+	tk := time.NewTicker(50 * time.Millisecond)
+	defer tk.Stop()
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case <-tk.C:
+			_ = stalled.Write(context.Background(), websocket.MessageText, []byte("3"))
+		case <-c.Done():
+			return
+		case <-deadline:
+			t.Fatalf("a client that reads nothing is still connected after 5 s (heartbeat round 300 ms), %d packets queued", c.Queued())
+		}
 	}
 }

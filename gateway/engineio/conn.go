@@ -320,6 +320,31 @@ func (c *Conn) takeLocked() []Packet {
 	return batch
 }
 
+// takeTurnLocked takes packets from the head of the queue, at least one and
+// then as long as their data stays within limit. The caller holds mu.
+func (c *Conn) takeTurnLocked(limit int) []Packet {
+	n, size := 0, 0
+	for n < len(c.queue) && (n == 0 || size+len(c.queue[n].Data) <= limit) {
+		size += len(c.queue[n].Data)
+		n++
+	}
+	if n == len(c.queue) {
+		return c.takeLocked()
+	}
+	batch := append(c.spare[:0], c.queue[:n]...)
+	c.spare = nil
+	rest := copy(c.queue, c.queue[n:])
+	clear(c.queue[rest:])
+	c.queue = c.queue[:rest]
+	if c.drained != nil {
+		select {
+		case c.drained <- struct{}{}:
+		default:
+		}
+	}
+	return batch
+}
+
 func (c *Conn) giveBack(batch []Packet) {
 	clear(batch) // drop references to sent frames
 	c.mu.Lock()

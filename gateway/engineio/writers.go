@@ -3,13 +3,14 @@ package engineio
 import (
 	"net"
 	"sync"
+	"time"
 
 	"github.com/coder/websocket"
 )
 
 // writerPool writes for every WebSocket connection with packets queued: a
 // few goroutines take the ready connections in turn, oldest first, and each
-// turn writes all a connection has queued in one write(2).
+// turn writes what a connection has queued (up to turnBytes) in one write(2).
 //
 // A goroutine per busy connection made a fan-out to thousands of sockets
 // put thousands of goroutines on the run queues, ahead of the one
@@ -97,6 +98,12 @@ func (r *ring) pop() *Conn {
 	return c
 }
 
+// turnBytes bounds the packets one turn frames: the pool's writer copies
+// them into one buffer before its write(2), and a connection with a large
+// queue must not keep it from the others while it does. The rest waits for
+// the connection's next turn.
+const turnBytes = 256 << 10
+
 // writeTurn writes what c has queued without waiting for its client, and
 // reports whether c is to have another turn (it holds the write claim
 // still). A client whose socket buffer is full gets the rest written by a
@@ -117,7 +124,7 @@ func (c *Conn) writeTurn(w *nowWriter) (again bool) {
 		c.mu.Unlock()
 		return false
 	}
-	batch := c.takeLocked()
+	batch := c.takeTurnLocked(turnBytes)
 	c.mu.Unlock()
 
 	bufp := frameBatch(batch)
@@ -155,7 +162,12 @@ func (c *Conn) writeRest(ws *websocket.Conn, bc *batchConn, bufp *[]byte, n int,
 	if bc.closeSent {
 		err = net.ErrClosed
 	} else {
+		// A client that stops reading (and answers pings, so the heartbeat
+		// keeps it) must not hold this goroutine and its batch for ever:
+		// as long as a heartbeat round, as polling allows a response.
+		_ = bc.Conn.SetWriteDeadline(time.Now().Add(c.srv.cfg.PingInterval + c.srv.cfg.PingTimeout))
 		_, err = bc.Conn.Write((*bufp)[n:])
+		_ = bc.Conn.SetWriteDeadline(time.Time{})
 	}
 	bc.mu.Unlock()
 	putFrameBuffer(bufp)
