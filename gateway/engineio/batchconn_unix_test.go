@@ -175,3 +175,40 @@ func TestStalledReaderIsClosed(t *testing.T) {
 		}
 	}
 }
+
+// TestStalledFlushBounded: a connection closed with flush while a batch
+// waits for a client that reads nothing ends within PingTimeout, not a
+// heartbeat round, so Shutdown is not held up by it.
+func TestStalledFlushBounded(t *testing.T) {
+	ts := newTestServer(t, Config{ConcurrentWrites: 1, PingInterval: 5 * time.Second, PingTimeout: 300 * time.Millisecond})
+	stalled := ts.dialSmallBuffer(t, "EIO=4&transport=websocket")
+	read(t, stalled)
+	c := <-ts.h.opened
+	big := bytes.Repeat([]byte{'x'}, 256<<10)
+	for range 64 {
+		c.Offer(big)
+	}
+	// Until the socket buffers are full and the connection's own goroutine
+	// waits for the client with a batch: the pool's writer is then idle.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ts.writers.mu.Lock()
+		running := ts.writers.running
+		ts.writers.mu.Unlock()
+		if running == 0 && c.Queued() > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no write waits for the client")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.Close()
+	// Within the heartbeat round (5.3 s) it would also end; the flush's
+	// bound is 300 ms, the wait here a margin over it.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := ts.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v: the flush to a client that reads nothing is not bounded by PingTimeout", err)
+	}
+}

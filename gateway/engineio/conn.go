@@ -268,6 +268,12 @@ func (c *Conn) close(reason string, flush bool) {
 		c.timer.Stop()
 	}
 	ws, reg := c.ws, c.pollReg
+	if flush && c.bc != nil {
+		// A batch may be on its way to a client that reads nothing (see
+		// writeRest): the flush that ends the connection waits for it only
+		// as long as writeClose waits for its own.
+		_ = c.bc.Conn.SetWriteDeadline(time.Now().Add(c.srv.cfg.PingTimeout))
+	}
 	done := c.done
 	if done == nil {
 		c.done = closedChan // nobody waits yet; later callers find it closed

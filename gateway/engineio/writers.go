@@ -164,8 +164,15 @@ func (c *Conn) writeRest(ws *websocket.Conn, bc *batchConn, bufp *[]byte, n int,
 	} else {
 		// A client that stops reading (and answers pings, so the heartbeat
 		// keeps it) must not hold this goroutine and its batch for ever:
-		// as long as a heartbeat round, as polling allows a response.
-		_ = bc.Conn.SetWriteDeadline(time.Now().Add(c.srv.cfg.PingInterval + c.srv.cfg.PingTimeout))
+		// as long as a heartbeat round, as polling allows a response, or
+		// once the connection is closing, as long as its final flush.
+		c.mu.Lock()
+		wait := c.srv.cfg.PingInterval + c.srv.cfg.PingTimeout
+		if c.closed {
+			wait = c.srv.cfg.PingTimeout
+		}
+		_ = bc.Conn.SetWriteDeadline(time.Now().Add(wait))
+		c.mu.Unlock()
 		_, err = bc.Conn.Write((*bufp)[n:])
 		_ = bc.Conn.SetWriteDeadline(time.Time{})
 	}
