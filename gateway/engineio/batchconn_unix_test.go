@@ -212,3 +212,32 @@ func TestStalledFlushBounded(t *testing.T) {
 		t.Fatalf("Shutdown: %v: the flush to a client that reads nothing is not bounded by PingTimeout", err)
 	}
 }
+
+// TestPeerCloseWhileWriting: a client that closes while packets are being
+// written to it closed the connection (transport close), whichever of the
+// reader and the writer notices first.
+func TestPeerCloseWhileWriting(t *testing.T) {
+	ts := newTestServer(t, Config{ConcurrentWrites: 1})
+	for i := range 30 {
+		ws := ts.dial(t, "EIO=4&transport=websocket")
+		read(t, ws)
+		c := <-ts.h.opened
+		stop := make(chan struct{})
+		go func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					c.Offer([]byte("4data"))
+				}
+			}
+		}()
+		_ = ws.Close(websocket.StatusNormalClosure, "")
+		reason := <-ts.h.closed
+		close(stop)
+		if reason != ReasonTransportClose {
+			t.Fatalf("round %d: the client closed, the reason is %q", i, reason)
+		}
+	}
+}

@@ -142,11 +142,12 @@ func (c *Conn) writeTurn(w *nowWriter) (again bool) {
 		c.srv.wg.goFunc(func() { c.writeRest(ws, bc, bufp, n, batch) })
 		return false
 	}
+	peerClosed := bc.closeSent
 	bc.mu.Unlock()
 	putFrameBuffer(bufp)
 	c.giveBack(batch)
 	if err != nil {
-		c.writeFailed(ws)
+		c.writeFailed(ws, peerClosed)
 		return false
 	}
 	return c.keepWriting()
@@ -159,7 +160,8 @@ func (c *Conn) writeTurn(w *nowWriter) (again bool) {
 // out of the data frames.
 func (c *Conn) writeRest(ws *websocket.Conn, bc *batchConn, bufp *[]byte, n int, batch []Packet) {
 	var err error
-	if bc.closeSent {
+	peerClosed := bc.closeSent
+	if peerClosed {
 		err = net.ErrClosed
 	} else {
 		// A client that stops reading (and answers pings, so the heartbeat
@@ -180,7 +182,7 @@ func (c *Conn) writeRest(ws *websocket.Conn, bc *batchConn, bufp *[]byte, n int,
 	putFrameBuffer(bufp)
 	c.giveBack(batch)
 	if err != nil {
-		c.writeFailed(ws)
+		c.writeFailed(ws, peerClosed)
 		return
 	}
 	if c.keepWriting() {
@@ -201,8 +203,14 @@ func (c *Conn) keepWriting() bool {
 }
 
 // writeFailed ends a connection whose write failed. The claim is kept, so
-// no writer starts again.
-func (c *Conn) writeFailed(ws *websocket.Conn) {
-	c.close(ReasonTransportError, false)
+// no writer starts again. A write refused because the peer's close was
+// already answered (closeSent) is the peer closing, as the reader would
+// report it a moment later.
+func (c *Conn) writeFailed(ws *websocket.Conn, peerClosed bool) {
+	reason := ReasonTransportError
+	if peerClosed {
+		reason = ReasonTransportClose
+	}
+	c.close(reason, false)
 	c.srv.wg.goFunc(func() { _ = ws.CloseNow() })
 }
