@@ -40,6 +40,26 @@ func (ts *testServer) dialSmallBuffer(t *testing.T, query string) *websocket.Con
 	return ws
 }
 
+// waitPoolIdle waits until the pool's writers are idle while c, whose
+// client reads nothing, still has packets queued: its own goroutine then
+// waits for the client with a batch.
+func (ts *testServer) waitPoolIdle(t *testing.T, c *Conn) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ts.writers.mu.Lock()
+		running := ts.writers.running
+		ts.writers.mu.Unlock()
+		if running == 0 && c.Queued() > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d pool writers running and %d packets queued to a client that reads nothing; want the writers idle beside a queue", running, c.Queued())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // TestStalledClientHoldsNoWriter: with a single writer in the pool, a
 // client that stops reading while 16 MiB are queued to it (far more than
 // its socket buffers hold) must not keep the writer: another client still
@@ -60,22 +80,7 @@ func TestStalledClientHoldsNoWriter(t *testing.T) {
 	// A turn frames at most turnBytes and writes what the kernel takes;
 	// the client's goroutine writes the rest, waiting for it, and the pool's
 	// writer must then be free although the connection still has packets.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		ts.writers.mu.Lock()
-		running := ts.writers.running
-		ts.writers.mu.Unlock()
-		if running == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d pool writers still running while the only busy connection waits for its client, want 0", running)
-		}
-		time.Sleep(time.Millisecond)
-	}
-	if c.Queued() == 0 {
-		t.Fatal("16 MiB went to a client that reads nothing, into 64 KiB of buffers")
-	}
+	ts.waitPoolIdle(t, c)
 	other := ts.dial(t, "EIO=4&transport=websocket")
 	if _, open := read(t, other); !strings.HasPrefix(open, "0{") {
 		t.Fatalf("the other client got %q, want its open packet", open)
@@ -190,19 +195,7 @@ func TestStalledFlushBounded(t *testing.T) {
 	}
 	// Until the socket buffers are full and the connection's own goroutine
 	// waits for the client with a batch: the pool's writer is then idle.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		ts.writers.mu.Lock()
-		running := ts.writers.running
-		ts.writers.mu.Unlock()
-		if running == 0 && c.Queued() > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no write waits for the client")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	ts.waitPoolIdle(t, c)
 	c.Close()
 	// Within the heartbeat round (5.3 s) it would also end; the flush's
 	// bound is 300 ms, the wait here a margin over it.
