@@ -61,7 +61,7 @@ func (c *Consumer) checkTables(ctx context.Context) {
 // another node, would not know of the gap.
 func (c *Consumer) reportTables(problems []ksql.TableProblem) {
 	c.mu.Lock()
-	old := c.problems
+	old, streamed := c.problems, c.streamed
 	if !c.checked {
 		// The gauges are shared with earlier consumers of this process (a
 		// cluster node's earlier terms): what they reported may have been
@@ -93,9 +93,6 @@ func (c *Consumer) reportTables(problems []ksql.TableProblem) {
 		c.log.Info("watched table mended", "table", p.Table, "problem", p.Problem())
 		lost = lost || p.Problem() != "replica_identity"
 	}
-	c.mu.Lock()
-	streamed := c.streamed
-	c.mu.Unlock()
 	// A standby's state is read afresh when it takes over, and the leader
 	// of the moment reports the gap: only a consumer that streamed owes it.
 	if lost && streamed {
@@ -138,28 +135,32 @@ func (c *Consumer) cancelResync() {
 // and the gap reported, so every transaction derived after the reset is
 // derived from the new state. Until the session has streamed for
 // resyncSettle, or while the database cannot answer, it is tried again a
-// little later.
+// little later. It stays pending until it is reported, so a new slot
+// created meanwhile (cancelResync) still cancels it, even mid-way.
 func (c *Consumer) resync(ctx context.Context) {
 	c.mu.Lock()
 	pending, since := c.resyncPending, c.streamingAt
-	settled := !since.IsZero() && time.Since(since) >= resyncSettle
-	if pending && settled {
-		c.resyncPending = false
-	}
 	c.mu.Unlock()
 	switch {
 	case !pending || ctx.Err() != nil:
 		return
-	case !settled:
+	case since.IsZero() || time.Since(since) < resyncSettle:
 		time.AfterFunc(resyncSettle/4, c.wakeResync)
 		return
 	}
 	if err := c.rebootstrap(ctx); err != nil {
 		if ctx.Err() == nil {
 			c.log.Warn("could not read the names state again after a watched table came back; retrying", "error", err)
-			time.AfterFunc(time.Second, c.requestResync)
+			time.AfterFunc(time.Second, c.wakeResync)
 		}
 		return
+	}
+	c.mu.Lock()
+	pending = c.resyncPending
+	c.resyncPending = false
+	c.mu.Unlock()
+	if !pending {
+		return // a new slot's reset covers it
 	}
 	c.log.Warn("a watched table is back in the publication: its changes in between are lost; clients told to refetch", "publication", c.cfg.Publication)
 	c.reset("publication_changed")

@@ -110,6 +110,15 @@ func TestRateLimitAcrossConnects(t *testing.T) {
 	}
 }
 
+// connectUser opens a raw connection with a token of user and waits for
+// its CONNECT to be accepted.
+func (s *testServer) connectUser(t *testing.T, user string) *rawClient {
+	t.Helper()
+	c := dialRaw(t, s.url, map[string]any{"token": s.token(t, user, time.Hour)})
+	c.connected()
+	return c
+}
+
 // join sends join:calendar with ack id and expects its ack to begin with
 // {"ok":want.
 func (c *rawClient) join(id int, cal, want string) {
@@ -125,12 +134,9 @@ func TestRateLimitPerUser(t *testing.T) {
 	user, other, cal := uuid(0xC3), uuid(0xC4), uuid(0xC5)
 	s.setMembers(user, cal)
 	s.setMembers(other, cal)
-	a := dialRaw(t, s.url, map[string]any{"token": s.token(t, user, time.Hour)})
-	a.connected()
-	b := dialRaw(t, s.url, map[string]any{"token": s.token(t, user, time.Hour)})
-	b.connected()
-	o := dialRaw(t, s.url, map[string]any{"token": s.token(t, other, time.Hour)})
-	o.connected()
+	a := s.connectUser(t, user)
+	b := s.connectUser(t, user)
+	o := s.connectUser(t, other)
 	s.waitSockets(t, 3)
 	join := func(c *rawClient, id int, want string) { c.join(id, cal, want) }
 	join(a, 1, "true")
@@ -144,8 +150,7 @@ func TestRateLimitPerUser(t *testing.T) {
 	join(o, 7, "true")
 	// A third connection of the user, its own budget almost full: only the
 	// user's budget can refuse its event.
-	d := dialRaw(t, s.url, map[string]any{"token": s.token(t, user, time.Hour)})
-	d.connected()
+	d := s.connectUser(t, user)
 	s.waitSockets(t, 4)
 	_ = a.ws.CloseNow()
 	s.waitSockets(t, 3)
@@ -160,10 +165,8 @@ func TestRateLimitBudgetsHeld(t *testing.T) {
 	s := startServer(t, Config{RateLimit: 4})
 	user, cal := uuid(0xC8), uuid(0xC9)
 	s.setMembers(user, cal)
-	a := dialRaw(t, s.url, map[string]any{"token": s.token(t, user, time.Hour)})
-	a.connected()
-	b := dialRaw(t, s.url, map[string]any{"token": s.token(t, user, time.Hour)})
-	b.connected()
+	a := s.connectUser(t, user)
+	b := s.connectUser(t, user)
 	s.waitSockets(t, 2)
 	held := func() (budgets int, values []any) {
 		s.g.idx.mu.RLock()
@@ -225,10 +228,8 @@ func TestRateLimitUserRefusalKeepsConnectionToken(t *testing.T) {
 	s := startServer(t, Config{RateLimit: 4, AbuseLimit: 100, Now: clk.Now})
 	user, cal := uuid(0xC6), uuid(0xC7)
 	s.setMembers(user, cal)
-	a := dialRaw(t, s.url, map[string]any{"token": s.token(t, user, time.Hour)})
-	a.connected()
-	b := dialRaw(t, s.url, map[string]any{"token": s.token(t, user, time.Hour)})
-	b.connected()
+	a := s.connectUser(t, user)
+	b := s.connectUser(t, user)
 	s.waitSockets(t, 2)
 	join := func(c *rawClient, id int, want string) { c.join(id, cal, want) }
 	// a: its CONNECT and three events; the user has one token left.

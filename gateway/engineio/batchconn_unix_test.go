@@ -40,6 +40,29 @@ func (ts *testServer) dialSmallBuffer(t *testing.T, query string) *websocket.Con
 	return ws
 }
 
+// dialStalled opens a small-buffer WebSocket (dialSmallBuffer) that reads
+// its open packet and then nothing more, and returns the server's side.
+func (ts *testServer) dialStalled(t *testing.T) (*websocket.Conn, *Conn) {
+	t.Helper()
+	ws := ts.dialSmallBuffer(t, "EIO=4&transport=websocket")
+	read(t, ws)
+	return ws, <-ts.h.opened
+}
+
+// queueBinary queues n binary packets of size bytes to c at once.
+func queueBinary(t *testing.T, c *Conn, n, size int) []Packet {
+	t.Helper()
+	data := bytes.Repeat([]byte{'x'}, size)
+	batch := make([]Packet, n)
+	for i := range batch {
+		batch[i] = Packet{Data: data, Binary: true}
+	}
+	if !c.SendPackets(batch...) {
+		t.Fatal("queue refused the batch")
+	}
+	return batch
+}
+
 // waitPoolIdle waits until the pool's writers are idle while c, whose
 // client reads nothing, still has packets queued: its own goroutine then
 // waits for the client with a batch.
@@ -66,17 +89,8 @@ func (ts *testServer) waitPoolIdle(t *testing.T, c *Conn) {
 // gets its packets.
 func TestStalledClientHoldsNoWriter(t *testing.T) {
 	ts := newTestServer(t, Config{ConcurrentWrites: 1})
-	stalled := ts.dialSmallBuffer(t, "EIO=4&transport=websocket")
-	read(t, stalled) // the open packet; then it reads nothing more
-	c := <-ts.h.opened
-	big := bytes.Repeat([]byte{'x'}, 256<<10)
-	batch := make([]Packet, 64) // 16 MiB queued at once
-	for i := range batch {
-		batch[i] = Packet{Data: big, Binary: true}
-	}
-	if !c.SendPackets(batch...) {
-		t.Fatal("queue refused the batch")
-	}
+	_, c := ts.dialStalled(t)
+	queueBinary(t, c, 64, 256<<10) // 16 MiB at once
 	// A turn frames at most turnBytes and writes what the kernel takes;
 	// the client's goroutine writes the rest, waiting for it, and the pool's
 	// writer must then be free although the connection still has packets.
@@ -127,17 +141,8 @@ func TestBigQueueLeavesOthersTheirTurn(t *testing.T) {
 	other := ts.dial(t, "EIO=4&transport=websocket")
 	read(t, other)
 	<-ts.h.opened
-	slow := ts.dialSmallBuffer(t, "EIO=4&transport=websocket")
-	read(t, slow)
-	c := <-ts.h.opened
-	big := bytes.Repeat([]byte{'x'}, 64<<10)
-	batch := make([]Packet, 4000)
-	for i := range batch {
-		batch[i] = Packet{Data: big, Binary: true}
-	}
-	if !c.SendPackets(batch...) {
-		t.Fatal("queue refused the batch")
-	}
+	_, c := ts.dialStalled(t)
+	batch := queueBinary(t, c, 4000, 64<<10)
 	began := time.Now()
 	write(t, other, "4ping")
 	if _, m := read(t, other); m != "4ping" {
@@ -159,13 +164,8 @@ func TestBigQueueLeavesOthersTheirTurn(t *testing.T) {
 // queue freed.
 func TestStalledReaderIsClosed(t *testing.T) {
 	ts := newTestServer(t, Config{ConcurrentWrites: 1, PingInterval: 100 * time.Millisecond, PingTimeout: 200 * time.Millisecond})
-	stalled := ts.dialSmallBuffer(t, "EIO=4&transport=websocket")
-	read(t, stalled)
-	c := <-ts.h.opened
-	big := bytes.Repeat([]byte{'x'}, 256<<10)
-	for range 64 {
-		c.Offer(big)
-	}
+	stalled, c := ts.dialStalled(t)
+	queueBinary(t, c, 64, 256<<10)
 	tk := time.NewTicker(50 * time.Millisecond)
 	defer tk.Stop()
 	deadline := time.After(5 * time.Second)
@@ -186,13 +186,8 @@ func TestStalledReaderIsClosed(t *testing.T) {
 // heartbeat round, so Shutdown is not held up by it.
 func TestStalledFlushBounded(t *testing.T) {
 	ts := newTestServer(t, Config{ConcurrentWrites: 1, PingInterval: 5 * time.Second, PingTimeout: 300 * time.Millisecond})
-	stalled := ts.dialSmallBuffer(t, "EIO=4&transport=websocket")
-	read(t, stalled)
-	c := <-ts.h.opened
-	big := bytes.Repeat([]byte{'x'}, 256<<10)
-	for range 64 {
-		c.Offer(big)
-	}
+	_, c := ts.dialStalled(t)
+	queueBinary(t, c, 64, 256<<10)
 	// Until the socket buffers are full and the connection's own goroutine
 	// waits for the client with a batch: the pool's writer is then idle.
 	ts.waitPoolIdle(t, c)

@@ -70,7 +70,6 @@ type Publisher struct {
 	lastSeq    uint64        // the stream sequence the next message follows
 	lastID     string        // the Nats-Msg-Id of this term's last message; "" before its first
 	prev       schema.Offset // the last event the stream holds: events up to it are in it already
-	lastCommit uint64        // the newest commit in the stream, for a reset's header
 
 	slots    chan struct{} // one per unacknowledged message
 	inflight chan inflight
@@ -167,9 +166,6 @@ func (p *Publisher) start(ctx context.Context) error {
 			// name, or every publish is refused.
 			p.lastSeq = max(p.lastSeq, last.Sequence)
 			p.prev = tailOffset(last.Header)
-			if c, err := strconv.ParseUint(last.Header.Get(headerCommit), 16, 64); err == nil {
-				p.lastCommit = c
-			}
 		}
 	}
 	p.started = true
@@ -276,7 +272,6 @@ func (p *Publisher) DeliverAsync(ctx context.Context, tx schema.Transaction, don
 		}
 		p.prev = lastEv
 	}
-	p.lastCommit = tx.CommitLSN
 	return nil
 }
 
@@ -356,11 +351,12 @@ func (p *Publisher) Reset(ctx context.Context, reason string) error {
 		msg.Data = []byte("{}")
 		msg.Header.Set(jetstream.MsgIDHeader, "reset-"+nuid.Next())
 		msg.Header.Set(headerReset, reason)
-		msg.Header.Set(headerPrev, p.prev.String())
 		// A reset may be the stream's last message when the next leader
-		// starts: it must still say how far the stream got (Koordi-Prev),
-		// or that leader would publish its whole retained window again.
-		msg.Header.Set(headerCommit, fmt.Sprintf("%016X", p.lastCommit))
+		// starts: it must still say how far the stream got (Koordi-Prev,
+		// see tailOffset), or that leader would publish its whole retained
+		// window again.
+		msg.Header.Set(headerPrev, p.prev.String())
+		msg.Header.Set(headerCommit, fmt.Sprintf("%016X", p.prev.LSN))
 		return p.publish(ctx, msg, done)
 	})
 }
