@@ -9,9 +9,11 @@
 // "<stream>.tx": file storage, limits retention with MaxAge longer than the
 // replay window (a node that starts late reads the window's history from
 // it), and a duplicates window. Every message is one transaction — or one
-// chunk of a large one, a run of its events of at most 512 KiB — in the JSON
+// chunk of a large one, a run of its events of about 512 KiB, or one larger
+// event alone — in the JSON
 // form of schema.Transaction, its events and the room moves they imply, with
-// headers: Nats-Msg-Id the offset of its first event, Koordi-Commit its
+// headers: Nats-Msg-Id the offset of its first event (with the part and a
+// random attempt id for a part, below), Koordi-Commit its
 // commit LSN, Koordi-Prev the offset of the last event before it (so a node
 // reading from the middle knows every event after that position will reach
 // it, and lets sessions from other nodes recover), Koordi-Last the offset of
@@ -19,12 +21,14 @@
 // node). A chunk larger than the server's max_payload (one event can be: a
 // long title) travels in parts, Koordi-Part "i/n", that subscribers put
 // together again; an event over [MaxFeedEvent] is replaced by its room's
-// sync:reset {reason: "event_too_large"}, so a subscriber holds at most that
-// much for one message.
+// sync:reset {reason: "event_too_large"} (its JSON form counted, where <, >
+// and & take six bytes), so a subscriber holds at most about that much for
+// one message.
 //
-// A stream deleted under a running service is created again by the next
-// leadership term (each term starts with EnsureStream, and none starts while
-// NATS does not answer); subscribers notice a stream created at another
+// A stream deleted under a running service is created again by the
+// subscribers that find it missing (SubscriberConfig.Recreate) and by the
+// next leadership term (each term starts with EnsureStream, and none starts
+// while NATS does not answer); subscribers notice a stream created at another
 // time, report the gap ("feed_recreated": sync:reset, memberships read
 // again) and read the new stream from its start.
 //
