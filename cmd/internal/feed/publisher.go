@@ -65,11 +65,11 @@ type Publisher struct {
 	// mu serialises appends: the consumer's delivery goroutine delivers,
 	// its stream goroutine reports gaps (Reset), and each append reads and
 	// moves the tail below.
-	mu         sync.Mutex
-	started    bool
-	lastSeq    uint64        // the stream sequence the next message follows
-	lastID     string        // the Nats-Msg-Id of this term's last message; "" before its first
-	prev       schema.Offset // the last event the stream holds: events up to it are in it already
+	mu      sync.Mutex
+	started bool
+	lastSeq uint64        // the stream sequence the next message follows
+	lastID  string        // the Nats-Msg-Id of this term's last message; "" before its first
+	prev    schema.Offset // the last event the stream holds: events up to it are in it already
 
 	slots    chan struct{} // one per unacknowledged message
 	inflight chan inflight
