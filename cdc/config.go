@@ -61,6 +61,11 @@ type Config struct {
 	// from the delivery goroutine between two transactions; it must not
 	// block for long.
 	OnReset func(reason string)
+	// GapKey, when set, is the secret that signs and verifies gaps recorded
+	// in the stream (Consumer.RecordGap): the same on every consumer of the
+	// slot, at least 32 bytes. Without it RecordGap fails and no recorded
+	// gap is trusted.
+	GapKey []byte
 	// OnStream, if set, is called each time streaming starts or resumes
 	// (once PostgreSQL has accepted the start), before any transaction of
 	// that session is delivered, with the position from which it streams.
@@ -140,6 +145,9 @@ func (c *Config) fill() error {
 	}
 	if c.CheckInterval <= 0 {
 		c.CheckInterval = defaultCheckInterval
+	}
+	if len(c.GapKey) > 0 && len(c.GapKey) < 32 {
+		return fmt.Errorf("%w: gap key of %d bytes: at least 32 are required", ErrConfig, len(c.GapKey))
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -240,6 +240,15 @@ func (c *Consumer) deliver(ctx context.Context, sink Sink, queue <-chan *committ
 			continue
 		case item = <-queue:
 		}
+		// Before the transaction's events, and before it can be confirmed:
+		// a recorded gap that cannot be delivered ends the session and is
+		// decoded again by the next one.
+		for _, reason := range item.tx.Gaps {
+			if err := c.reportRecordedGap(ctx, sink, reason); err != nil {
+				item.tx.Release()
+				return fmt.Errorf("report the gap recorded at %s: %w", pglogrepl.LSN(item.tx.CommitLSN), err)
+			}
+		}
 		tx := c.deriver.Derive(item.tx)
 		err := item.tx.Err()
 		item.tx.Release()
@@ -309,6 +318,17 @@ func (c *Consumer) handOff(item *committed) {
 	c.m.lagSeconds.Set(max(0, now.Sub(item.tx.CommitTime).Seconds()))
 	c.updateLag() // the gauges agree with Status().CaughtUp at once, not at the next keepalive
 	c.checkCaughtUp()
+}
+
+// reportRecordedGap reports a gap an earlier session recorded (RecordGap):
+// to the sink if it carries resets itself, else to Config.OnReset.
+func (c *Consumer) reportRecordedGap(ctx context.Context, sink Sink, reason string) error {
+	c.log.Warn("reporting a gap an earlier session recorded in the stream", "reason", reason)
+	if rs, ok := sink.(ResetSink); ok {
+		return rs.Reset(ctx, reason)
+	}
+	c.reset(reason)
+	return nil
 }
 
 // reset reports a gap in the stream to Config.OnReset.

@@ -56,6 +56,11 @@ type decoder struct {
 	// toastFilled counts unchanged TOASTed values taken from old tuples
 	// (the decoder's golden tests show it).
 	toastFilled int
+	// gapKey and slot verify recorded gaps (see RecordGap); without a key
+	// none is trusted. forgedGaps counts the records that did not verify.
+	gapKey     []byte
+	slot       string
+	forgedGaps int
 }
 
 func newDecoder(spillAt int, spillDir string) *decoder {
@@ -170,7 +175,15 @@ func (d *decoder) decode(data []byte) (*committed, error) {
 	case *pglogrepl.LogicalDecodingMessage:
 		// Never an event, whatever its prefix: every role may call
 		// pg_logical_emit_message, so a message proves nothing about its
-		// writer. Explicit events are rows of the emit table (emitted).
+		// writer. Explicit events are rows of the emit table (emitted). A
+		// recorded gap is trusted by its HMAC alone.
+		if m.Prefix == gapPrefix && m.Transactional && d.tx != nil {
+			if reason, ok := parseGapRecord(d.gapKey, d.slot, m.Content); ok {
+				d.tx.Gaps = append(d.tx.Gaps, reason)
+				return nil, nil
+			}
+			d.forgedGaps++
+		}
 		d.skipped++
 	case *pglogrepl.TruncateMessage:
 		// TRUNCATE has no per-row old values; nothing can be derived from it.

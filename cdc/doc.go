@@ -26,6 +26,11 @@
 // consumer never drops a healthy slot; one slot serves one process at a
 // time (a second process gets [ErrSlotActive]).
 //
+// A gap its finder could not deliver (with several nodes: NATS down at that
+// moment) can be recorded in the stream with [Consumer.RecordGap], signed
+// with Config.GapKey; whichever consumer decodes it next reports it in its
+// place, to a [ResetSink] before the slot may be confirmed past it.
+//
 // # What is acknowledged when
 //
 // Each transaction is buffered from BEGIN to COMMIT, derived at COMMIT, and,

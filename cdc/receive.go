@@ -39,8 +39,9 @@ const (
 // receive reads the replication stream until it fails or ctx ends.
 func (c *Consumer) receive(ctx context.Context, repl *pgconn.PgConn, queue chan<- *committed) error {
 	dec := newDecoder(c.cfg.SpillBytes, c.cfg.SpillDir)
+	dec.gapKey, dec.slot = c.cfg.GapKey, c.cfg.SlotName
 	defer dec.release()
-	skipped := 0
+	skipped, forged := 0, 0
 	next := time.Now().Add(c.statusEvery)
 	if err := c.sendStatus(ctx, repl, statusPeriodic); err != nil {
 		return err
@@ -113,6 +114,11 @@ func (c *Consumer) receive(ctx context.Context, repl *pgconn.PgConn, queue chan<
 			if d := dec.skipped - skipped; d > 0 {
 				c.m.skipped.Add(float64(d))
 				skipped = dec.skipped
+			}
+			if dec.forgedGaps > forged {
+				forged = dec.forgedGaps
+				c.log.Warn("ignored a gap record that does not verify: written by a role without the service's key, or by a service on another slot or key",
+					"lsn", xld.WALStart.String(), "ignored", forged)
 			}
 			if done == nil {
 				continue

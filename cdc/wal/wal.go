@@ -68,6 +68,10 @@ type Tx struct {
 	// Changes holds the changes while they are in memory; nil once
 	// spilled.
 	Changes []Change
+	// Gaps are the reasons of gaps recorded in this transaction (a
+	// sync:reset owed by an earlier session, cdc.Consumer.RecordGap): the
+	// consumer reports them before the transaction's events.
+	Gaps []string
 
 	size  int // approximate bytes of Changes
 	spill *spillFile

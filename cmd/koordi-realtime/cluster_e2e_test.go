@@ -605,6 +605,46 @@ func TestClusterStreamDeleted(t *testing.T) {
 	}
 }
 
+// TestClusterGapReportedByNextLeader: a gap its leader found while NATS
+// was down, and that leader killed before NATS returns, is reported by the
+// node that leads next: the leader recorded it in the stream, and the next
+// one decodes it from the slot, which was never confirmed past it. Before,
+// it was owed by the dead node alone, and never reported.
+func TestClusterGapReportedByNextLeader(t *testing.T) {
+	requireNode(t, "socket.io-client")
+	db := newTestDB(t)
+	db.seedScenario()
+	db.setup()
+	cl := startCluster(t, db, startNATS(t), 2, "TABLE_CHECK_INTERVAL=200ms")
+	lead := cl.waitLeader(-1)
+	other := 1 - lead
+	c := startClients(t, cl.lb.url())
+	c.connectTo("ada", cl.nodes[other].url(), token(t, adaID, time.Hour), "websocket")
+	cl.nats.Kill()
+	waitReadyz(t, cl.nodes[lead], http.StatusServiceUnavailable, "")
+	db.exec(`ALTER PUBLICATION koordi_realtime DROP TABLE events`)
+	cl.nodes[lead].waitLog(t, "watched table cannot be streamed fully")
+	db.exec(`ALTER PUBLICATION koordi_realtime ADD TABLE events`)
+	cl.nodes[lead].waitLog(t, "recorded it in the stream for the next leader")
+	cl.nodes[lead].kill()
+	if err := cl.nats.Restart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if l := cl.waitLeader(lead); l != other {
+		t.Fatalf("leader %d, want %d", l, other)
+	}
+	waitResets(t, c, "publication_changed", "ada")
+	cl.nodes[other].waitLog(t, "reporting a gap an earlier session recorded in the stream")
+	db.exec(`UPDATE events SET title = 'after' WHERE id = $1`, practice)
+	c.waitEvent("ada", "after", func(ev socketEvent) bool { return title(ev) == "after" })
+	if got := resets(c, "ada"); len(got) != 1 {
+		t.Errorf("sync:reset %v, want publication_changed once", got)
+	}
+	if n := len(c.of("ada", "connect")); n != 1 {
+		t.Errorf("ada connected %d times: her socket should have stayed", n)
+	}
+}
+
 // TestClusterResetOwedAcrossTerms: a gap found while NATS is down (a table
 // back in the publication) cannot be published, and its failure ends the
 // term; the node's next term, once NATS is back, publishes it, so the

@@ -336,7 +336,9 @@ func encodedSize(e schema.Envelope) int {
 var resetTooLarge = json.RawMessage(`{"reason":"event_too_large"}`)
 
 // Reset appends a gap (sync:reset on every node), in order with the
-// transactions around it.
+// transactions around it. It makes the Publisher a cdc.ResetSink: a gap an
+// earlier leader recorded in the stream comes here from the consumer before
+// the transactions after it.
 func (p *Publisher) Reset(ctx context.Context, reason string) error {
 	return p.wait(ctx, func(done func()) error {
 		p.mu.Lock()

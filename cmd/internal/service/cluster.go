@@ -2,6 +2,8 @@ package service
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -33,7 +35,8 @@ import (
 // moves in the same order. A leadership term ends when the replication
 // session ends (PostgreSQL lost, SIGTERM) or a publish fails (NATS
 // unreachable, another leader's message first): the node then stands by
-// again, with a new consumer and a fresh state for its next term.
+// again, with a new consumer and a fresh state for its next term. A gap the
+// term found and could not publish outlives it in the stream (owe).
 
 // ErrNATSUnreachable means NATS_URL could not be reached at start.
 var ErrNATSUnreachable = errors.New("cannot connect to NATS")
@@ -58,12 +61,16 @@ type clusterNode struct {
 	metrics *feed.Metrics
 	leader  prometheus.Gauge
 	owed    owedResets
+	// gapKey signs the gaps a leader records in the stream for the next
+	// (cdc.Config.GapKey): derived from the key every node shares.
+	gapKey []byte
 }
 
-// owedResets are gaps a leadership term found and could not publish (its
-// publish failed, which ended it): this node's next term publishes them as
-// soon as it leads. The consumer that found them is gone with its term, and
-// the slot it created or resynced shows the next consumer nothing.
+// owedResets are gaps a leadership term found and could neither publish
+// (its publish failed, which ended it) nor record in the stream (PostgreSQL
+// down too): this node's next term publishes them as soon as it leads. The
+// consumer that found them is gone with its term, and the slot it created
+// or resynced shows the next consumer nothing.
 type owedResets struct {
 	mu      sync.Mutex
 	reasons []string
@@ -100,7 +107,14 @@ func newClusterNode(s *Service, cfg ClusterConfig) (*clusterNode, error) {
 	if cfg.WalSenderTimeout <= 0 {
 		cfg.WalSenderTimeout = 5 * time.Second
 	}
-	n := &clusterNode{s: s, cfg: cfg, metrics: feed.NewMetrics(s.cfg.Registry)}
+	secret := s.cfg.Gateway.PIDKey
+	if len(secret) == 0 {
+		secret = s.cfg.Gateway.JWTSecret
+	}
+	if len(secret) == 0 {
+		return nil, fmt.Errorf("%w: several nodes need a key they share (JWT_SECRET or RECOVERY_SECRET)", ErrConfig)
+	}
+	n := &clusterNode{s: s, cfg: cfg, metrics: feed.NewMetrics(s.cfg.Registry), gapKey: deriveGapKey(secret)}
 	n.leader = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "koordi_cluster_leader",
 		Help: "1 on the node streaming from the replication slot, else 0.",
@@ -199,9 +213,13 @@ func (n *clusterNode) lead(ctx context.Context, nc *nats.Conn, js jetstream.JetS
 		cc := n.s.cdcConfig()
 		cc.LockKey = key
 		cc.WalSenderTimeout = n.cfg.WalSenderTimeout
+		cc.GapKey = n.gapKey
+		var consumer *cdc.Consumer
 		cc.OnReset = func(reason string) {
-			n.owed.add(reason)
-			n.payReset(term, pub, reason, log)
+			if err := pub.Reset(term, reason); err != nil {
+				// The failure ends the term; the gap must outlive it.
+				n.owe(ctx, consumer, reason, err, log)
+			}
 		}
 		consumer, err := cdc.New(cc)
 		if err != nil {
@@ -256,8 +274,25 @@ func (n *clusterNode) lead(ctx context.Context, nc *nats.Conn, js jetstream.JetS
 	}
 }
 
-// payReset publishes an owed reset; it stays owed if that fails (the
-// failure ends the term).
+// owe keeps a gap whose publication failed for whichever node leads next:
+// recorded in the stream (cdc's RecordGap), it is reported by the next
+// leader's consumer in its place, whichever node that is. Only if
+// PostgreSQL cannot take the record either does this node owe it itself,
+// published by its own next term.
+func (n *clusterNode) owe(ctx context.Context, consumer *cdc.Consumer, reason string, cause error, log logger) {
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err := consumer.RecordGap(rctx, reason)
+	cancel()
+	if err == nil {
+		log.Warn("could not publish a gap to the feed; recorded it in the stream for the next leader", "reason", reason, "error", cause)
+		return
+	}
+	n.owed.add(reason)
+	log.Warn("could not publish a gap to the feed nor record it in the stream; this node's next term will publish it", "reason", reason, "error", cause, "record_error", err)
+}
+
+// payReset publishes a reset this node owes; it stays owed if that fails
+// (the failure ends the term).
 func (n *clusterNode) payReset(term context.Context, pub *feed.Publisher, reason string, log logger) {
 	if err := pub.Reset(term, reason); err != nil {
 		log.Warn("could not publish a gap to the feed; this node's next term will", "reason", reason, "error", err)
@@ -313,6 +348,14 @@ func redactURL(list string) string {
 		}
 	}
 	return strings.Join(parts, ",")
+}
+
+// deriveGapKey keeps the gap records' key apart from the shared secret's
+// other uses (JWTs, recovery pids).
+func deriveGapKey(secret []byte) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("koordi-realtime gap records"))
+	return m.Sum(nil)
 }
 
 // lockKey is the advisory lock of a slot: every node of the service takes
