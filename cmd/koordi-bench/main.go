@@ -21,7 +21,9 @@
 //	all      every scenario but cdc-deliver and bulk, full sizes; short: the same, small (make bench)
 //
 // Servers (--servers): raw (the physical-limit baseline, package raw,
-// `koordi-bench serve-raw`), koordi (koordi-realtime serve), node (the
+// `koordi-bench serve-raw`), gateway (koordi's gateway fed from raw's
+// in-memory schedule, no PostgreSQL: package gwonly, `koordi-bench
+// serve-gateway`), koordi (koordi-realtime serve), node (the
 // Node reference), inproc (`koordi-bench serve-inproc`, with pprof), url,
 // clusterN (N serve nodes sharing one slot through a nats-server of their
 // own; clients are spread over the nodes, CPU and RSS summed).
@@ -50,6 +52,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/gwonly"
 	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/harness"
 	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/inproc"
 	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/raw"
@@ -69,6 +72,13 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "hold" {
 		if err := serveHold(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "koordi-bench hold:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "serve-gateway" {
+		if err := serveGateway(ctx, os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "koordi-bench serve-gateway:", err)
 			os.Exit(1)
 		}
 		return
@@ -142,6 +152,18 @@ func serveRaw(ctx context.Context, args []string) error {
 		return err
 	}
 	return raw.Run(ctx, cfg)
+}
+
+func serveGateway(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("serve-gateway", flag.ContinueOnError)
+	var cfg gwonly.Config
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:3000", "Socket.IO address")
+	fs.StringVar(&cfg.Control, "control", "127.0.0.1:6062", "control and pprof address")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg.DatabaseURL, cfg.JWTSecret = os.Getenv("DATABASE_URL"), os.Getenv("JWT_SECRET")
+	return gwonly.Run(ctx, cfg)
 }
 
 type options struct {

@@ -26,7 +26,8 @@ type Plan struct {
 	Duration time.Duration `json:"duration_ns,omitempty"`
 }
 
-func (p Plan) validate() error {
+// Validate reports a plan no server can run.
+func (p Plan) Validate() error {
 	switch {
 	case p.Calendars < 1:
 		return errors.New("plan: calendars < 1")
@@ -40,15 +41,15 @@ func (p Plan) validate() error {
 	return nil
 }
 
-// commits is the number of commits of a rate plan, as the SQL writer
+// Commits is the number of commits of a rate plan, as the SQL writer
 // (scenario.writeRate) computes it.
-func (p Plan) commits() int64 { return int64(float64(p.Rate) * p.Duration.Seconds()) }
+func (p Plan) Commits() int64 { return int64(float64(p.Rate) * p.Duration.Seconds()) }
 
-// interval is the time between two scheduled commits, as writeRate has it.
-func (p Plan) interval() time.Duration { return time.Second / time.Duration(p.Rate) }
+// Interval is the time between two scheduled commits, as writeRate has it.
+func (p Plan) Interval() time.Duration { return time.Second / time.Duration(p.Rate) }
 
-// commit is rate commit k's calendar and event (writeRate's choice).
-func (p Plan) commit(k int64) (cal, event int) {
+// Commit is rate commit k's calendar and event (writeRate's choice).
+func (p Plan) Commit(k int64) (cal, event int) {
 	return int(k % int64(p.Calendars)), int(k/int64(p.Calendars)) % p.EventsPerCalendar
 }
 
@@ -297,4 +298,11 @@ func userOfConnect(p []byte) (int, error) {
 		return -1, errors.New("userId is not a bench user")
 	}
 	return int(u), nil
+}
+
+// Payload is the Socket.IO packet of raw's frame for event e of calendar
+// cal, stamp and commit offset lsn-00000000: what the server "gateway"
+// (package gwonly) must send byte for byte.
+func Payload(cal, e int, stamp int64, lsn uint64) []byte {
+	return appendFrame(nil, cal, e, stamp, lsn)[headerLen:]
 }

@@ -196,19 +196,19 @@ func TestParseClientFrame(t *testing.T) {
 
 func TestPlan(t *testing.T) {
 	p := Plan{Calendars: 10, EventsPerCalendar: 3, Rate: 2000, Duration: 1500 * time.Millisecond}
-	if err := p.validate(); err != nil {
+	if err := p.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if p.commits() != 3000 || p.interval() != 500*time.Microsecond {
-		t.Fatalf("commits %d interval %s", p.commits(), p.interval())
+	if p.Commits() != 3000 || p.Interval() != 500*time.Microsecond {
+		t.Fatalf("commits %d interval %s", p.Commits(), p.Interval())
 	}
-	if c, e := p.commit(37); c != 7 || e != 0 {
+	if c, e := p.Commit(37); c != 7 || e != 0 {
 		t.Fatalf("commit 37: %d %d", c, e)
 	}
-	if c, e := p.commit(10*3 + 4); c != 4 || e != 0 {
+	if c, e := p.Commit(10*3 + 4); c != 4 || e != 0 {
 		t.Fatalf("commit 34: %d %d", c, e)
 	}
-	if c, e := p.commit(15); c != 5 || e != 1 {
+	if c, e := p.Commit(15); c != 5 || e != 1 {
 		t.Fatalf("commit 15: %d %d", c, e)
 	}
 	for _, bad := range []Plan{
@@ -218,7 +218,7 @@ func TestPlan(t *testing.T) {
 		{Calendars: 1, EventsPerCalendar: 1, Rate: 10},
 		{Calendars: 1, EventsPerCalendar: 1, Backlog: -1},
 	} {
-		if bad.validate() == nil {
+		if bad.Validate() == nil {
 			t.Errorf("%+v accepted", bad)
 		}
 	}

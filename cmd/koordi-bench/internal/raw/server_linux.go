@@ -189,7 +189,7 @@ func (p *pool) sockets() int {
 
 // run runs plan on every worker and returns when all issued it.
 func (p *pool) run(ctx context.Context, plan Plan) (Result, error) {
-	if err := plan.validate(); err != nil {
+	if err := plan.Validate(); err != nil {
 		return Result{}, err
 	}
 	p.runMu.Lock()
@@ -206,9 +206,9 @@ func (p *pool) run(ctx context.Context, plan Plan) (Result, error) {
 	} else {
 		// A moment ahead, so every worker starts on time.
 		j.start = time.Now().Add(2 * time.Millisecond)
-		res.Commits = plan.commits()
+		res.Commits = plan.Commits()
 		for k := int64(0); k < res.Commits; k++ {
-			c, _ := plan.commit(k)
+			c, _ := plan.Commit(k)
 			res.PerCal[c]++
 		}
 	}
@@ -513,7 +513,7 @@ func (w *worker) begin(j *job) {
 func (w *worker) tick() time.Duration {
 	j := w.job
 	p := j.plan
-	total, iv := p.commits(), p.interval()
+	total, iv := p.Commits(), p.Interval()
 	el := time.Since(j.start)
 	if el < 0 {
 		return -el
@@ -523,7 +523,7 @@ func (w *worker) tick() time.Duration {
 		w.behind = max(w.behind, el-time.Duration(w.next)*iv)
 	}
 	for k := w.next; k < due; k++ {
-		c, e := p.commit(k)
+		c, e := p.Commit(k)
 		w.frame = appendFrame(w.frame[:0], c, e, time.Now().UnixNano(), lsnOf(k))
 		for _, s := range w.rooms[c] {
 			if s.closed {

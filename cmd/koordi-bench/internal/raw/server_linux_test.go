@@ -166,7 +166,7 @@ func TestServeRaw(t *testing.T) {
 			t.Fatalf("result %+v", res)
 		}
 		waitFor(func(u int) int { return int(res.PerCal[u%cals]) })
-		iv := plan.interval()
+		iv := plan.Interval()
 		for u := range users {
 			lsns, stamps, bad := recv[u].take()
 			var want []uint64

@@ -100,13 +100,15 @@ func Delivery(ctx context.Context, e *Env, name string, cfg DeliveryConfig) (*Re
 		}
 		rows = append(rows, row)
 	}
-	var node, rawRow *DeliveryRow
+	var node, rawRow, gwRow *DeliveryRow
 	for i := range rows {
 		switch rows[i].Server {
 		case "node":
 			node = &rows[i]
 		case "raw":
 			rawRow = &rows[i]
+		case "gateway":
+			gwRow = &rows[i]
 		}
 	}
 	for _, x := range rows {
@@ -119,6 +121,10 @@ func Delivery(ctx context.Context, e *Env, name string, cfg DeliveryConfig) (*Re
 		}
 		if rawRow != nil && rawRow.MsgsPerSec > 0 {
 			rep.Ratios = append(rep.Ratios, Ratio{Figure: "delivered msgs/s", Subject: x.Server, Baseline: "raw", Value: x.MsgsPerSec / rawRow.MsgsPerSec})
+		}
+		// What PostgreSQL and the CDC path cost beside the same gateway.
+		if gwRow != nil && x.Server != "gateway" && gwRow.MsgsPerSec > 0 {
+			rep.Ratios = append(rep.Ratios, Ratio{Figure: "delivered msgs/s", Subject: x.Server, Baseline: "gateway", Value: x.MsgsPerSec / gwRow.MsgsPerSec})
 		}
 	}
 	for _, x := range rows {

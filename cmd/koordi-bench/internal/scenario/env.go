@@ -21,7 +21,7 @@ type Env struct {
 	DatabaseURL string // a prepared Koordi database (harness.Prepare)
 	JWTSecret   string
 	KoordiBin   string // koordi-realtime binary for server "koordi"
-	BenchBin    string // this binary, for servers "inproc" and "raw"
+	BenchBin    string // this binary, for servers "inproc", "raw" and "gateway"
 	RawThreads  int    // epoll workers of server "raw"; 0: its default
 	NodeDir     string // testdata/bench, for server "node"
 	// Target and TargetPID describe an external server ("url").
@@ -93,7 +93,7 @@ func parseServerSpec(s string) (serverSpec, error) {
 	return sp, nil
 }
 
-// startServer starts the named server: raw, koordi, node, inproc or url,
+// startServer starts the named server: raw, gateway, koordi, node, inproc or url,
 // optionally with a binary and environment (see serverSpec); Env.ServerEnv
 // goes to every server this process starts.
 func (e *Env) startServer(ctx context.Context, name string) (*server, error) {
@@ -186,6 +186,18 @@ func (e *Env) startSpec(ctx context.Context, spec serverSpec) (*server, error) {
 			return nil, err
 		}
 		return &server{name: name, url: url, pid: p.PID(), pprof: ctl, control: ctl, output: p.Log, stop: p.Stop}, nil
+	case "gateway":
+		cport, err := harness.FreePort()
+		if err != nil {
+			return nil, err
+		}
+		ctl := "http://127.0.0.1:" + strconv.Itoa(cport)
+		p, err := harness.StartProcess(ctx, name, url, base, "", e.BenchBin, "serve-gateway", "--listen", addr,
+			"--control", strings.TrimPrefix(ctl, "http://"))
+		if err != nil {
+			return nil, err
+		}
+		return &server{name: name, url: url, pid: p.PID(), pprof: ctl, control: ctl, output: p.Log, stop: p.Stop}, nil
 	case "node":
 		if _, err := os.Stat(filepath.Join(e.NodeDir, "node_modules", "socket.io")); err != nil {
 			return nil, fmt.Errorf("node reference: run `cd %s && npm ci` first: %w", e.NodeDir, err)
@@ -202,7 +214,7 @@ func (e *Env) startSpec(ctx context.Context, spec serverSpec) (*server, error) {
 		return &server{name: name, url: url, pid: p.PID(), readyEvent: "bench:ready", output: p.Log,
 			stop: func() { p.Stop(); _ = harness.DropNotifyTriggers(context.Background(), e.DatabaseURL) }}, nil
 	}
-	return nil, fmt.Errorf("unknown server %q (raw, koordi, clusterN, node, inproc, url)", name)
+	return nil, fmt.Errorf("unknown server %q (raw, gateway, koordi, clusterN, node, inproc, url)", name)
 }
 
 func dropSlot(ctx context.Context, url, slot string) error {

@@ -43,7 +43,7 @@ const (
 	padLeft, padRight, padTop, padBottom = 72, 190, 44, 56
 )
 
-var palette = map[string]string{"raw": "#555555", "koordi": "#1f77b4", "inproc": "#17becf", "node": "#2ca02c", "url": "#9467bd"}
+var palette = map[string]string{"raw": "#555555", "gateway": "#ff7f0e", "koordi": "#1f77b4", "inproc": "#17becf", "node": "#2ca02c", "url": "#9467bd"}
 
 var spare = []string{"#ff7f0e", "#8c564b", "#e377c2", "#bcbd22"}
 

@@ -194,8 +194,8 @@ func Sweep(ctx context.Context, e *Env, cfg SweepConfig) (*Report, error) {
 		k := knees[name]
 		rep.Ratios = append(rep.Ratios, Ratio{Figure: "knee commits/s (" + limit + ")", Subject: name, Baseline: "absolute",
 			Value: float64(k.Rate), Goal: ">= 2000", Met: k.Rate >= 2000})
-		for _, base := range []string{"raw", "node"} {
-			if b, ok := knees[base]; ok && b.Rate > 0 {
+		for _, base := range []string{"raw", "gateway", "node"} {
+			if b, ok := knees[base]; ok && b.Rate > 0 && base != name {
 				rep.Ratios = append(rep.Ratios, Ratio{Figure: "knee commits/s", Subject: name, Baseline: base, Value: float64(k.Rate) / float64(b.Rate)})
 			}
 		}
