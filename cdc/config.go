@@ -36,7 +36,10 @@ type Config struct {
 	// SpillBytes is how much of one transaction's decoded changes is held
 	// in memory; past it the transaction goes to a temporary file in
 	// SpillDir (default: the system's temporary directory) until its
-	// commit, so a bulk UPDATE costs disk, not memory. Default 256 KiB.
+	// commit, so a bulk UPDATE costs disk, not memory. Default 1 MiB
+	// (about 400 rows of Koordi's events, old and new values: a calendar
+	// sync stays in memory). The transactions waiting for delivery hold
+	// at most 64 MiB in memory together.
 	SpillBytes int
 	SpillDir   string
 	// BulkEvents bounds the events one transaction gives one room: a room
@@ -132,7 +135,7 @@ func (c *Config) fill() error {
 		c.StatusInterval = defaultStatusInterval
 	}
 	if c.SpillBytes <= 0 {
-		c.SpillBytes = 256 << 10
+		c.SpillBytes = 1 << 20
 	}
 	if c.BulkEvents == 0 {
 		c.BulkEvents = 1000

@@ -49,6 +49,10 @@ const (
 	// hand-off; beyond it the stream stops reading (backpressure reaches
 	// PostgreSQL) but keeps sending status updates.
 	queueLen = 256
+	// queueBytes bounds the bytes of the queued transactions held in
+	// memory (queueBudget): what queueLen transactions of the old 256 KiB
+	// spill threshold could hold, now that one may hold 1 MiB.
+	queueBytes = 64 << 20
 	// ioTimeout bounds connection setup and the final status update.
 	ioTimeout = 10 * time.Second
 )
@@ -62,6 +66,7 @@ type Consumer struct {
 	m       *metrics
 	deriver deriver
 	ack     *acker
+	budget  *queueBudget // bytes of the queue between the stream and delivery goroutines
 	running atomic.Bool
 
 	// Owned by the stream goroutine.
@@ -137,6 +142,7 @@ func newConsumer(cfg Config, d deriver) *Consumer {
 		caughtUp:  make(chan struct{}),
 		checkNow:  make(chan struct{}, 1),
 		resyncNow: make(chan struct{}, 1),
+		budget:    newQueueBudget(queueBytes),
 	}
 }
 
@@ -239,6 +245,7 @@ func (c *Consumer) deliver(ctx context.Context, sink Sink, queue <-chan *committ
 			c.resync(ctx)
 			continue
 		case item = <-queue:
+			c.budget.give(item.bytes)
 		}
 		// Before the transaction's events, and before it can be confirmed:
 		// a recorded gap that cannot be delivered ends the session and is

@@ -37,8 +37,9 @@ type relation struct {
 // a transaction on restart when its commit record begins before the
 // confirmed position, so confirming the end excludes exactly this one.
 type committed struct {
-	tx  *wal.Tx
-	end uint64
+	tx    *wal.Tx
+	end   uint64
+	bytes int // of the queue's budget it holds until the delivery goroutine takes it
 }
 
 // decoder turns pgoutput protocol version 1 messages into committed wal.Tx

@@ -136,14 +136,29 @@ func (c *Consumer) receive(ctx context.Context, repl *pgconn.PgConn, queue chan<
 
 // enqueue hands a transaction to the delivery goroutine, sending status
 // updates while it waits so PostgreSQL does not time the connection out.
+// It waits first for the queue's byte budget (queueBudget).
 func (c *Consumer) enqueue(ctx context.Context, repl *pgconn.PgConn, queue chan<- *committed, item *committed, next *time.Time) error {
+	item.bytes = item.tx.MemBytes()
+	budgeted := false
 	for {
 		timer := time.NewTimer(time.Until(*next))
+		if !budgeted {
+			budgeted = c.budget.take(item.bytes)
+		}
+		// A nil channel blocks: until the budget has room, only a release
+		// (freed), the status timer or the end of ctx wake this loop.
+		var q chan<- *committed
+		if budgeted {
+			q = queue
+		}
 		select {
-		case queue <- item:
+		case q <- item:
 			timer.Stop()
 			c.queuedCommit, c.queuedEnd = item.tx.CommitLSN, item.end
 			return nil
+		case <-c.budget.freed:
+			timer.Stop()
+			continue
 		case <-ctx.Done():
 			timer.Stop()
 			return ctx.Err()

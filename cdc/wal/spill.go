@@ -64,6 +64,15 @@ func (tx *Tx) Len() int {
 	return len(tx.Changes)
 }
 
+// MemBytes is about how much of the heap the changes hold: 0 once they
+// are on disk.
+func (tx *Tx) MemBytes() int {
+	if tx.spill != nil {
+		return 0
+	}
+	return tx.size
+}
+
 // Spilled reports whether the changes are on disk.
 func (tx *Tx) Spilled() bool { return tx.spill != nil }
 

@@ -169,6 +169,7 @@ func serveGateway(ctx context.Context, args []string) error {
 type options struct {
 	servers, dbURL, koordiBin, nodeDir, results, pprofDir, target, rates string
 	bulkShapes, clusterSrv                                               string
+	liveBacklog                                                          bool
 	kills, clientsPerNode, nodes, holders                                int
 	settle, killAfter                                                    time.Duration
 	bulkEvents                                                           int
@@ -230,6 +231,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.clients, "clients", 0, "fanout/latency: clients (default per scenario)")
 	fs.IntVar(&o.roomSize, "room-size", 100, "fanout/latency: users per calendar room")
 	fs.IntVar(&o.backlog, "backlog", 0, "fanout: transactions, each updating one event in every calendar")
+	fs.BoolVar(&o.liveBacklog, "live-backlog", false, "fanout, hop: stream the backlog while the SQL writer writes it (the rate is then the writer's), instead of holding it in WAL and timing from its release")
 	fs.IntVar(&o.rate, "rate", 0, "latency: one rate, commits per second (instead of --rates)")
 	fs.StringVar(&o.rates, "rates", "", "latency: commit rates to sweep, comma-separated (default "+defaultRates+"; short: "+shortRates+")")
 	fs.DurationVar(&o.duration, "duration", 0, "latency: how long each rate is written (default 10s; short: 4s)")
@@ -350,7 +352,7 @@ func run(ctx context.Context, args []string) error {
 	if err := do("fanout", func() (*scenario.Report, error) {
 		return scenario.Delivery(ctx, env, "fanout", scenario.DeliveryConfig{
 			Servers: servers, Clients: size(o.clients, 10_000, 1_000), RoomSize: o.roomSize,
-			Backlog: size(o.backlog, 300, 50), Sources: o.sources, Profile: o.profile,
+			Backlog: size(o.backlog, 300, 50), LiveBacklog: o.liveBacklog, Sources: o.sources, Profile: o.profile,
 		})
 	}); err != nil {
 		return err
@@ -388,7 +390,7 @@ func run(ctx context.Context, args []string) error {
 	if err := do("hop", func() (*scenario.Report, error) {
 		rep, err := scenario.Delivery(ctx, env, "hop-fanout", scenario.DeliveryConfig{
 			Servers: hopServers, Clients: size(o.clients, 10_000, 1_000), RoomSize: o.roomSize,
-			Backlog: size(o.backlog, 300, 50), Sources: o.sources, Profile: o.profile,
+			Backlog: size(o.backlog, 300, 50), LiveBacklog: o.liveBacklog, Sources: o.sources, Profile: o.profile,
 		})
 		if rep != nil {
 			scenario.HopRatios(rep, 0.7, 2)

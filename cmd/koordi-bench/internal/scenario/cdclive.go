@@ -3,6 +3,7 @@ package scenario
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -321,6 +322,23 @@ func execAllURL(ctx context.Context, url string, stmts ...string) error {
 }
 
 // walsenderPID is the backend streaming slot.
+// holdStream stops the walsender streaming slot (SIGSTOP): nothing more is
+// decoded or sent to its server, which keeps its sockets and heartbeats,
+// until the returned release (SIGCONT; once, later calls do nothing). The
+// database must run on this machine under a user this process may signal,
+// as the throwaway cluster does.
+func holdStream(ctx context.Context, url, slot string) (release func(), err error) {
+	pid, err := walsenderPID(ctx, url, slot)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		return nil, fmt.Errorf("stop walsender %d: %w", pid, err)
+	}
+	var once sync.Once
+	return func() { once.Do(func() { _ = syscall.Kill(pid, syscall.SIGCONT) }) }, nil
+}
+
 func walsenderPID(ctx context.Context, url, slot string) (int, error) {
 	var pid *int
 	err := withConn(ctx, url, func(conn *pgx.Conn) error {

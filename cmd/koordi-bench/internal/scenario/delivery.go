@@ -26,7 +26,16 @@ type DeliveryConfig struct {
 	// Backlog is the number of transactions, each updating one event per
 	// calendar, written as fast as possible.
 	Backlog int
-	Sources int // client source addresses; default 8
+	// LiveBacklog streams the backlog to servers that read a replication
+	// slot while the SQL writer writes it, as fan-out measured before
+	// 2026-12-01 22:30 UTC: their rate is then the writer's (PostgreSQL
+	// commits on the same cores), not theirs. By default the backlog is
+	// held in WAL (the server's walsender stopped, SIGSTOP) until it is all
+	// written, and the clock starts when it is released: all there at
+	// once, as raw's and gateway's in-memory backlogs are. Latency then
+	// still counts from each UPDATE, so it includes the hold.
+	LiveBacklog bool
+	Sources     int // client source addresses; default 8
 	// Profile takes a CPU profile (and a heap profile at the end) of
 	// servers that expose pprof (inproc, raw) during the write phase.
 	Profile bool
@@ -51,12 +60,15 @@ func checkRooms(users *int, clients, roomSize int, events *int) error {
 
 // DeliveryRow is one server's figures.
 type DeliveryRow struct {
-	Server          string        `json:"server"`
-	Clients         int           `json:"clients"`
-	RoomSize        int           `json:"room_size"`
-	ConnectSeconds  float64       `json:"connect_seconds"`
-	Commits         int64         `json:"commits"`
-	WriteSeconds    float64       `json:"write_seconds"`
+	Server         string  `json:"server"`
+	Clients        int     `json:"clients"`
+	RoomSize       int     `json:"room_size"`
+	ConnectSeconds float64 `json:"connect_seconds"`
+	Commits        int64   `json:"commits"`
+	WriteSeconds   float64 `json:"write_seconds"`
+	// Held: the backlog was held in WAL while written and the clock
+	// started at its release (DeliveryConfig.LiveBacklog unset).
+	Held            bool          `json:"held,omitempty"`
 	WriterBehind    time.Duration `json:"writer_behind_ns,omitempty"`
 	DeliverySeconds float64       `json:"delivery_seconds"`
 	MsgsPerSec      float64       `json:"delivered_per_second"`
@@ -208,16 +220,27 @@ func (e *Env) fanoutOne(ctx context.Context, name, srvName string, cfg DeliveryC
 	}
 	defer s.close()
 	row, f := s.row, s.f
-	stopProfile := e.profile(cfg.Profile, s.srv, fmt.Sprintf("%s-%s", name, srvName), 10)
+	release := func() {}
+	if s.srv.slot != "" && !cfg.LiveBacklog {
+		if release, err = holdStream(ctx, e.DatabaseURL, s.srv.slot); err != nil {
+			return row, err
+		}
+		defer release()
+		row.Held = true
+	}
 	s0 := s.srv.sample()
 	f.recording.Store(true)
 	perCal, err := e.writeBacklog(ctx, s.srv, topo, cfg.Backlog)
 	row.Commits = int64(cfg.Backlog)
 	row.WriteSeconds = time.Since(s0.at).Seconds()
 	if err != nil {
-		stopProfile()
 		return row, err
 	}
+	if row.Held {
+		s0 = s.srv.sample()
+		release()
+	}
+	stopProfile := e.profile(cfg.Profile, s.srv, fmt.Sprintf("%s-%s", name, srvName), 10)
 	var want int64
 	for i := 0; i < cfg.Clients; i++ {
 		want += perCal[topo.CalendarOf(i%cfg.Users)]
