@@ -228,19 +228,26 @@ func (e *Env) fanoutOne(ctx context.Context, name, srvName string, cfg DeliveryC
 		defer release()
 		row.Held = true
 	}
+	profileFile := fmt.Sprintf("%s-%s", name, srvName)
+	stopProfile := func() string { return "" }
+	if !row.Held {
+		// raw's and gateway's write is their whole publishing.
+		stopProfile = e.profile(cfg.Profile, s.srv, profileFile, 10)
+	}
 	s0 := s.srv.sample()
 	f.recording.Store(true)
 	perCal, err := e.writeBacklog(ctx, s.srv, topo, cfg.Backlog)
 	row.Commits = int64(cfg.Backlog)
 	row.WriteSeconds = time.Since(s0.at).Seconds()
 	if err != nil {
+		stopProfile()
 		return row, err
 	}
 	if row.Held {
+		stopProfile = e.profile(cfg.Profile, s.srv, profileFile, 10)
 		s0 = s.srv.sample()
 		release()
 	}
-	stopProfile := e.profile(cfg.Profile, s.srv, fmt.Sprintf("%s-%s", name, srvName), 10)
 	var want int64
 	for i := 0; i < cfg.Clients; i++ {
 		want += perCal[topo.CalendarOf(i%cfg.Users)]
