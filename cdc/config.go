@@ -61,8 +61,10 @@ type Config struct {
 	// AsyncSink may still be acknowledging it) and nothing after it yet;
 	// serve wires it to the gateway's sync:reset, or in a cluster to the
 	// feed. Called from the stream goroutine, or for "publication_changed"
-	// from the delivery goroutine between two transactions; it must not
-	// block for long.
+	// and for gaps recorded in the stream (RecordGap; any reason, when the
+	// Sink is not a GapSink) from the delivery goroutine between two
+	// transactions; it must not block for long (a cluster's blocks only
+	// when its term is ending: a failed publish, then RecordGap).
 	OnReset func(reason string)
 	// GapKey, when set, is the secret that signs and verifies gaps recorded
 	// in the stream (Consumer.RecordGap): the same on every consumer of the

@@ -224,6 +224,13 @@ func (c *Consumer) Run(ctx context.Context, sink Sink) error {
 	g.Go(func() error { return c.supervise(gctx, queue) })
 	g.Go(func() error { return c.watchTables(gctx) })
 	err := g.Wait()
+	// What was queued and never taken: its budget back, its spill files
+	// closed. A next Run decodes it again.
+	for len(queue) > 0 {
+		item := <-queue
+		c.budget.give(item.bytes)
+		item.tx.Release()
+	}
 	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
 		return nil
 	}
@@ -251,7 +258,7 @@ func (c *Consumer) deliver(ctx context.Context, sink Sink, queue <-chan *committ
 		// a recorded gap that cannot be delivered ends the session and is
 		// decoded again by the next one.
 		for _, reason := range item.tx.Gaps {
-			if err := c.reportRecordedGap(ctx, sink, reason); err != nil {
+			if err := c.reportRecordedGap(ctx, sink, reason, item.tx.CommitLSN); err != nil {
 				item.tx.Release()
 				return fmt.Errorf("report the gap recorded at %s: %w", pglogrepl.LSN(item.tx.CommitLSN), err)
 			}
@@ -328,11 +335,11 @@ func (c *Consumer) handOff(item *committed) {
 }
 
 // reportRecordedGap reports a gap an earlier session recorded (RecordGap):
-// to the sink if it carries resets itself, else to Config.OnReset.
-func (c *Consumer) reportRecordedGap(ctx context.Context, sink Sink, reason string) error {
-	c.log.Warn("reporting a gap an earlier session recorded in the stream", "reason", reason)
-	if rs, ok := sink.(ResetSink); ok {
-		return rs.Reset(ctx, reason)
+// to the sink if it carries gaps itself, else to Config.OnReset.
+func (c *Consumer) reportRecordedGap(ctx context.Context, sink Sink, reason string, commit uint64) error {
+	c.log.Warn("reporting a gap an earlier session recorded in the stream", "reason", reason, "commit", pglogrepl.LSN(commit).String())
+	if gs, ok := sink.(GapSink); ok {
+		return gs.RecordedGap(ctx, reason, commit)
 	}
 	c.reset(reason)
 	return nil

@@ -179,11 +179,13 @@ func (d *decoder) decode(data []byte) (*committed, error) {
 		// writer. Explicit events are rows of the emit table (emitted). A
 		// recorded gap is trusted by its HMAC alone.
 		if m.Prefix == gapPrefix && m.Transactional && d.tx != nil {
-			if reason, ok := parseGapRecord(d.gapKey, d.slot, m.Content); ok {
+			if reason, ok := parseGapRecord(d.gapKey, d.slot, d.tx.Xid, m.Content); ok {
 				d.tx.Gaps = append(d.tx.Gaps, reason)
 				return nil, nil
 			}
-			d.forgedGaps++
+			if len(d.gapKey) > 0 {
+				d.forgedGaps++
+			}
 		}
 		d.skipped++
 	case *pglogrepl.TruncateMessage:

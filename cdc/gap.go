@@ -34,29 +34,34 @@ import (
 // gapPrefix is the logical decoding message prefix of a recorded gap.
 const gapPrefix = "koordi_realtime.gap"
 
-// ResetSink is a Sink that carries recorded gaps itself, in the stream's
+// GapSink is a Sink that carries recorded gaps itself, in the stream's
 // order, and can fail: a recorded gap then stays unconfirmed in the slot and
-// is decoded again by the next session. A Sink without it has recorded gaps
-// reported to Config.OnReset.
-type ResetSink interface {
-	Reset(ctx context.Context, reason string) error
+// is decoded again by the next session. commitLSN is the recording
+// transaction's: a session decodes the replay window again (Config.Retain),
+// so a sink that already carried the gap of that commit (an earlier
+// session's) should skip it. A Sink without it has recorded gaps reported
+// to Config.OnReset.
+type GapSink interface {
+	RecordedGap(ctx context.Context, reason string, commitLSN uint64) error
 }
 
 // ErrNoGapKey is returned by RecordGap when Config.GapKey is not set.
 var ErrNoGapKey = errors.New("no gap key configured")
 
 // gapRecord is a recorded gap's message content: "v1 <unix nanoseconds>
-// <reason> <hex HMAC-SHA256 of 'v1 <slot> <nanoseconds> <reason>'>". The
-// slot binds it to this service's stream; the time makes each record
+// <reason> <hex HMAC-SHA256 of 'v1 <slot> <xid> <nanoseconds> <reason>'>".
+// The slot binds it to this service's stream, the xid to the transaction
+// that wrote it (a copy replayed in another transaction, by a role that saw
+// it in a server log, does not verify); the time makes each record
 // distinct.
-func gapRecord(key []byte, slot, reason string, at time.Time) string {
+func gapRecord(key []byte, slot string, xid uint32, reason string, at time.Time) string {
 	ns := strconv.FormatInt(at.UnixNano(), 10)
-	return "v1 " + ns + " " + reason + " " + gapMAC(key, slot, ns, reason)
+	return "v1 " + ns + " " + reason + " " + gapMAC(key, slot, xid, ns, reason)
 }
 
-func gapMAC(key []byte, slot, ns, reason string) string {
+func gapMAC(key []byte, slot string, xid uint32, ns, reason string) string {
 	m := hmac.New(sha256.New, key)
-	m.Write([]byte("v1 " + slot + " " + ns + " " + reason))
+	m.Write([]byte("v1 " + slot + " " + strconv.FormatUint(uint64(xid), 10) + " " + ns + " " + reason))
 	return hex.EncodeToString(m.Sum(nil))
 }
 
@@ -64,8 +69,8 @@ func gapMAC(key []byte, slot, ns, reason string) string {
 const maxGapRecord = 256
 
 // parseGapRecord returns the reason of a record that verifies under key for
-// slot.
-func parseGapRecord(key []byte, slot string, content []byte) (string, bool) {
+// slot, written in transaction xid.
+func parseGapRecord(key []byte, slot string, xid uint32, content []byte) (string, bool) {
 	if len(key) == 0 || len(content) > maxGapRecord {
 		return "", false
 	}
@@ -76,7 +81,7 @@ func parseGapRecord(key []byte, slot string, content []byte) (string, bool) {
 	if _, err := strconv.ParseInt(f[1], 10, 64); err != nil {
 		return "", false
 	}
-	want := gapMAC(key, slot, f[1], f[2])
+	want := gapMAC(key, slot, xid, f[1], f[2])
 	if !hmac.Equal([]byte(want), []byte(f[3])) {
 		return "", false
 	}
@@ -113,8 +118,17 @@ func (c *Consumer) RecordGap(ctx context.Context, reason string) error {
 		return fmt.Errorf("record gap: connect: %w", err)
 	}
 	defer conn.Close(context.Background())
-	record := gapRecord(c.cfg.GapKey, c.cfg.SlotName, reason, time.Now())
-	if _, err := conn.Exec(ctx, `SELECT pg_logical_emit_message(true, $1, $2)`, gapPrefix, record); err != nil {
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		// The xid logical decoding reports is the low 32 bits of this one.
+		var xid int64
+		if err := tx.QueryRow(ctx, `SELECT txid_current()`).Scan(&xid); err != nil {
+			return err
+		}
+		record := gapRecord(c.cfg.GapKey, c.cfg.SlotName, uint32(xid), reason, time.Now())
+		_, err := tx.Exec(ctx, `SELECT pg_logical_emit_message(true, $1, $2)`, gapPrefix, record)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("record gap: %w", err)
 	}
 	c.log.Info("gap recorded in the stream for the next session to report", "reason", reason)

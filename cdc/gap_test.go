@@ -18,29 +18,35 @@ import (
 func TestGapRecord(t *testing.T) {
 	key := bytes.Repeat([]byte{7}, 32)
 	at := time.Unix(1_700_000_000, 123)
-	good := gapRecord(key, "koordi_realtime", "publication_changed", at)
+	good := gapRecord(key, "koordi_realtime", 1234, "publication_changed", at)
 	fields := strings.Fields(good)
 	for _, tc := range []struct {
 		name, slot, content string
 		key                 []byte
 		want                string // "" for refused
+		xid                 uint32 // 0: the record's, 1234
 	}{
-		{"signed", "koordi_realtime", good, key, "publication_changed"},
-		{"other key", "koordi_realtime", good, bytes.Repeat([]byte{8}, 32), ""},
-		{"no key", "koordi_realtime", good, nil, ""},
-		{"other slot", "other_slot", good, key, ""},
-		{"reason changed", "koordi_realtime", strings.Replace(good, "publication_changed", "slot_recreated", 1), key, ""},
-		{"time changed", "koordi_realtime", strings.Replace(good, fields[1], "1", 1), key, ""},
-		{"mac cut", "koordi_realtime", good[:len(good)-2], key, ""},
-		{"other version", "koordi_realtime", "v2" + good[2:], key, ""},
-		{"extra field", "koordi_realtime", good + " x", key, ""},
-		{"empty", "koordi_realtime", "", key, ""},
-		{"too long", "koordi_realtime", good + strings.Repeat(" ", maxGapRecord), key, ""},
-		{"time not a number", "koordi_realtime", gapRecordRaw(key, "koordi_realtime", "soon", "slot_created"), key, ""},
-		{"reason not a word", "koordi_realtime", gapRecordRaw(key, "koordi_realtime", "1", "Slot-Created"), key, ""},
+		{"signed", "koordi_realtime", good, key, "publication_changed", 0},
+		{"other key", "koordi_realtime", good, bytes.Repeat([]byte{8}, 32), "", 0},
+		{"no key", "koordi_realtime", good, nil, "", 0},
+		{"other slot", "other_slot", good, key, "", 0},
+		{"replayed in another transaction", "koordi_realtime", good, key, "", 1235},
+		{"reason changed", "koordi_realtime", strings.Replace(good, "publication_changed", "slot_recreated", 1), key, "", 0},
+		{"time changed", "koordi_realtime", strings.Replace(good, fields[1], "1", 1), key, "", 0},
+		{"mac cut", "koordi_realtime", good[:len(good)-2], key, "", 0},
+		{"other version", "koordi_realtime", "v2" + good[2:], key, "", 0},
+		{"extra field", "koordi_realtime", good + " x", key, "", 0},
+		{"empty", "koordi_realtime", "", key, "", 0},
+		{"too long", "koordi_realtime", good + strings.Repeat(" ", maxGapRecord), key, "", 0},
+		{"time not a number", "koordi_realtime", gapRecordRaw(key, "koordi_realtime", "soon", "slot_created"), key, "", 0},
+		{"reason not a word", "koordi_realtime", gapRecordRaw(key, "koordi_realtime", "1", "Slot-Created"), key, "", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, ok := parseGapRecord(tc.key, tc.slot, []byte(tc.content))
+			xid := tc.xid
+			if xid == 0 {
+				xid = 1234
+			}
+			got, ok := parseGapRecord(tc.key, tc.slot, xid, []byte(tc.content))
 			if ok != (tc.want != "") || got != tc.want {
 				t.Fatalf("parseGapRecord(%q) = %q, %v; want %q", tc.content, got, ok, tc.want)
 			}
@@ -50,7 +56,7 @@ func TestGapRecord(t *testing.T) {
 
 // gapRecordRaw signs fields parseGapRecord must refuse before the MAC.
 func gapRecordRaw(key []byte, slot, ns, reason string) string {
-	return "v1 " + ns + " " + reason + " " + gapMAC(key, slot, ns, reason)
+	return "v1 " + ns + " " + reason + " " + gapMAC(key, slot, 1234, ns, reason)
 }
 
 // gapSink records, in order, the transactions delivered and the resets it
@@ -69,7 +75,7 @@ func (s *gapSink) Deliver(_ context.Context, tx schema.Transaction) error {
 	return nil
 }
 
-func (s *gapSink) Reset(_ context.Context, reason string) error {
+func (s *gapSink) RecordedGap(_ context.Context, reason string, _ uint64) error {
 	s.mu.Lock()
 	fail := s.fail
 	s.fail = false
@@ -142,9 +148,18 @@ func TestRecordedGap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	forged := gapRecord(bytes.Repeat([]byte{1}, 32), r.c.cfg.SlotName, "slot_created", time.Now())
-	if _, err := forger.Exec(context.Background(), `SELECT pg_logical_emit_message(true, $1, $2)`, gapPrefix, forged); err != nil {
+	var xid int64
+	if err := forger.QueryRow(context.Background(), `SELECT txid_current()`).Scan(&xid); err != nil {
 		t.Fatal(err)
+	}
+	// In a transaction of its own, so the xid is another one: signed
+	// with the wrong key, and a copy of a good record in the wrong xid.
+	forged := gapRecord(bytes.Repeat([]byte{1}, 32), r.c.cfg.SlotName, uint32(xid)+1, "slot_created", time.Now())
+	replayed := gapRecord(key, r.c.cfg.SlotName, uint32(xid), "slot_created", time.Now())
+	for _, rec := range []string{forged, replayed} {
+		if _, err := forger.Exec(context.Background(), `SELECT pg_logical_emit_message(true, $1, $2)`, gapPrefix, rec); err != nil {
+			t.Fatal(err)
+		}
 	}
 	forger.Close(context.Background())
 	write("after forgery")
@@ -199,11 +214,11 @@ func TestRecordGapRefused(t *testing.T) {
 // exactly a record signed with the key.
 func FuzzGapRecord(f *testing.F) {
 	key := bytes.Repeat([]byte{42}, 32)
-	f.Add([]byte(gapRecord(key, "koordi_realtime", "slot_created", time.Unix(1, 0))))
+	f.Add([]byte(gapRecord(key, "koordi_realtime", 7, "slot_created", time.Unix(1, 0))))
 	f.Add([]byte("v1 1 slot_created 00"))
 	f.Add([]byte("v1  \x00 \xff"))
 	f.Fuzz(func(t *testing.T, content []byte) {
-		reason, ok := parseGapRecord(key, "koordi_realtime", content)
+		reason, ok := parseGapRecord(key, "koordi_realtime", 7, content)
 		if !ok {
 			return
 		}
@@ -211,8 +226,16 @@ func FuzzGapRecord(f *testing.F) {
 			t.Fatalf("accepted reason %q", reason)
 		}
 		f := strings.Fields(string(content))
-		if f[3] != gapMAC(key, "koordi_realtime", f[1], reason) {
+		if f[3] != gapMAC(key, "koordi_realtime", 7, f[1], reason) {
 			t.Fatalf("accepted %q without its MAC", content)
 		}
 	})
+}
+
+func TestIsPowerOf10(t *testing.T) {
+	for n, want := range map[int]bool{1: true, 10: true, 100: true, 1000: true, 0: false, 2: false, 11: false, 20: false, 110: false} {
+		if got := isPowerOf10(n); got != want {
+			t.Errorf("isPowerOf10(%d) = %v", n, got)
+		}
+	}
 }

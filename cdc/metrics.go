@@ -48,7 +48,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		skipped: f.counter(prometheus.CounterOpts{
 			Name: "koordi_replication_skipped_changes_total",
-			Help: "Changes ignored by the decoder: tables that are not watched, TRUNCATE, logical decoding messages (never events).",
+			Help: "Changes ignored by the decoder: tables that are not watched, TRUNCATE, logical decoding messages (never events; gap records that do not verify).",
 		}),
 		reconnects: f.counter(prometheus.CounterOpts{
 			Name: "koordi_replication_reconnects_total",

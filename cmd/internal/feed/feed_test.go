@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -576,5 +577,50 @@ func TestTailDeletedByHand(t *testing.T) {
 	defer next.Close()
 	if err := next.Deliver(ctx, transaction(300, 1, 0)); err != nil {
 		t.Fatalf("after the tail message was deleted: %v", err)
+	}
+}
+
+// TestRecordedGapOnce: a gap recorded in the stream is decoded again by
+// every term within the replay window; only the first term that reaches it
+// publishes its reset. A term that starts where the stream's tail is that
+// reset, or a later transaction, skips it; a later record is published.
+func TestRecordedGapOnce(t *testing.T) {
+	js := startJS(t)
+	ctx := context.Background()
+	old := NewPublisher(PublisherConfig{JS: js, Stream: "T"})
+	if err := old.Deliver(ctx, transaction(100, 2, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.RecordedGap(ctx, "publication_changed", 150); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+
+	second := NewPublisher(PublisherConfig{JS: js, Stream: "T"})
+	for _, step := range []func() error{
+		func() error { return second.Deliver(ctx, transaction(100, 2, 0)) },         // decoded again: skipped
+		func() error { return second.RecordedGap(ctx, "publication_changed", 150) }, // the tail: skipped
+		func() error { return second.Deliver(ctx, transaction(200, 1, 0)) },         // new
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	second.Close()
+
+	third := NewPublisher(PublisherConfig{JS: js, Stream: "T"})
+	defer third.Close()
+	if err := third.RecordedGap(ctx, "publication_changed", 150); err != nil { // behind the tail: skipped
+		t.Fatal(err)
+	}
+	if err := third.RecordedGap(ctx, "slot_recreated", 300); err != nil { // a new record
+		t.Fatal(err)
+	}
+	_, resets := runSubscriber(t, js)
+	if want := []string{"publication_changed", "slot_recreated"}; !slices.Equal(resets, want) {
+		t.Fatalf("resets %v, want %v", resets, want)
+	}
+	if n := streamMsgs(t, js); n != 4 { // 100, the reset, 200, the second reset
+		t.Fatalf("stream holds %d messages, want 4", n)
 	}
 }

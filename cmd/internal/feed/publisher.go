@@ -70,6 +70,10 @@ type Publisher struct {
 	lastSeq uint64        // the stream sequence the next message follows
 	lastID  string        // the Nats-Msg-Id of this term's last message; "" before its first
 	prev    schema.Offset // the last event the stream holds: events up to it are in it already
+	// tailCommit is the newest commit LSN a message of the stream names
+	// (Koordi-Commit): a gap recorded in a transaction up to it was
+	// published by an earlier term (RecordedGap).
+	tailCommit uint64
 
 	slots    chan struct{} // one per unacknowledged message
 	inflight chan inflight
@@ -166,6 +170,9 @@ func (p *Publisher) start(ctx context.Context) error {
 			// name, or every publish is refused.
 			p.lastSeq = max(p.lastSeq, last.Sequence)
 			p.prev = tailOffset(last.Header)
+			if c, err := strconv.ParseUint(last.Header.Get(headerCommit), 16, 64); err == nil {
+				p.tailCommit = c
+			}
 		}
 	}
 	p.started = true
@@ -272,6 +279,7 @@ func (p *Publisher) DeliverAsync(ctx context.Context, tx schema.Transaction, don
 		}
 		p.prev = lastEv
 	}
+	p.tailCommit = max(p.tailCommit, tx.CommitLSN)
 	return nil
 }
 
@@ -336,10 +344,24 @@ func encodedSize(e schema.Envelope) int {
 var resetTooLarge = json.RawMessage(`{"reason":"event_too_large"}`)
 
 // Reset appends a gap (sync:reset on every node), in order with the
-// transactions around it. It makes the Publisher a cdc.ResetSink: a gap an
-// earlier leader recorded in the stream comes here from the consumer before
-// the transactions after it.
+// transactions around it.
 func (p *Publisher) Reset(ctx context.Context, reason string) error {
+	return p.reset(ctx, reason, 0)
+}
+
+var _ cdc.GapSink = (*Publisher)(nil)
+
+// RecordedGap appends a gap an earlier term recorded in the transaction
+// committed at commitLSN (cdc.GapSink), unless the stream already holds a
+// message of that commit or a later one: every term decodes the replay
+// window again, and a takeover within it must not reset every socket again.
+func (p *Publisher) RecordedGap(ctx context.Context, reason string, commitLSN uint64) error {
+	return p.reset(ctx, reason, commitLSN)
+}
+
+// reset appends a reset; with a recorded commit it is skipped if the
+// stream is past that commit, and names it as the message's.
+func (p *Publisher) reset(ctx context.Context, reason string, recorded uint64) error {
 	return p.wait(ctx, func(done func()) error {
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -348,6 +370,15 @@ func (p *Publisher) Reset(ctx context.Context, reason string) error {
 				p.fail(err)
 				return err
 			}
+		}
+		commit := p.prev.LSN
+		if recorded != 0 {
+			if max(p.tailCommit, p.prev.LSN) >= recorded {
+				p.cfg.Logger.Info("a recorded gap is in the feed already", "reason", reason, "commit", fmt.Sprintf("%016X", recorded))
+				done()
+				return nil
+			}
+			commit = recorded
 		}
 		msg := nats.NewMsg(p.subject)
 		msg.Data = []byte("{}")
@@ -358,8 +389,12 @@ func (p *Publisher) Reset(ctx context.Context, reason string) error {
 		// see tailOffset), or that leader would publish its whole retained
 		// window again.
 		msg.Header.Set(headerPrev, p.prev.String())
-		msg.Header.Set(headerCommit, fmt.Sprintf("%016X", p.prev.LSN))
-		return p.publish(ctx, msg, done)
+		msg.Header.Set(headerCommit, fmt.Sprintf("%016X", commit))
+		if err := p.publish(ctx, msg, done); err != nil {
+			return err
+		}
+		p.tailCommit = max(p.tailCommit, commit)
+		return nil
 	})
 }
 

@@ -236,7 +236,7 @@ func (n *clusterNode) lead(ctx context.Context, nc *nats.Conn, js jetstream.JetS
 					log.Info("publishing a gap an earlier term of this node could not", "reason", reason)
 					// Beside the stream goroutine, which must not wait on
 					// NATS here; the term owns it (Reset ends with term).
-					go n.payReset(term, pub, reason, log)
+					go n.payReset(ctx, term, pub, consumer, reason, log)
 				}
 			} else {
 				n.s.consumer.CompareAndSwap(consumer, nil)
@@ -280,7 +280,8 @@ func (n *clusterNode) lead(ctx context.Context, nc *nats.Conn, js jetstream.JetS
 // PostgreSQL cannot take the record either does this node owe it itself,
 // published by its own next term.
 func (n *clusterNode) owe(ctx context.Context, consumer *cdc.Consumer, reason string, cause error, log logger) {
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	// Also while the node shuts down: its memory is about to go.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	err := consumer.RecordGap(rctx, reason)
 	cancel()
 	if err == nil {
@@ -291,14 +292,15 @@ func (n *clusterNode) owe(ctx context.Context, consumer *cdc.Consumer, reason st
 	log.Warn("could not publish a gap to the feed nor record it in the stream; this node's next term will publish it", "reason", reason, "error", cause, "record_error", err)
 }
 
-// payReset publishes a reset this node owes; it stays owed if that fails
-// (the failure ends the term).
-func (n *clusterNode) payReset(term context.Context, pub *feed.Publisher, reason string, log logger) {
-	if err := pub.Reset(term, reason); err != nil {
-		log.Warn("could not publish a gap to the feed; this node's next term will", "reason", reason, "error", err)
-		return
-	}
+// payReset publishes a reset this node owes. If that fails (the failure
+// ends the term) it tries to record it in the stream for whichever node
+// leads next, and owes it still if it cannot.
+func (n *clusterNode) payReset(ctx, term context.Context, pub *feed.Publisher, consumer *cdc.Consumer, reason string, log logger) {
+	err := pub.Reset(term, reason)
 	n.owed.paid(reason)
+	if err != nil {
+		n.owe(ctx, consumer, reason, err, log)
+	}
 }
 
 // awaitStream creates or updates the stream, trying again with backoff

@@ -321,7 +321,6 @@ func execAllURL(ctx context.Context, url string, stmts ...string) error {
 	})
 }
 
-// walsenderPID is the backend streaming slot.
 // holdStream stops the walsender streaming slot (SIGSTOP): nothing more is
 // decoded or sent to its server, which keeps its sockets and heartbeats,
 // until the returned release (SIGCONT; once, later calls do nothing). The
@@ -339,6 +338,7 @@ func holdStream(ctx context.Context, url, slot string) (release func(), err erro
 	return func() { once.Do(func() { _ = syscall.Kill(pid, syscall.SIGCONT) }) }, nil
 }
 
+// walsenderPID is the backend streaming slot.
 func walsenderPID(ctx context.Context, url, slot string) (int, error) {
 	var pid *int
 	err := withConn(ctx, url, func(conn *pgx.Conn) error {
