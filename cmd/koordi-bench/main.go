@@ -516,6 +516,9 @@ func buildEnv(ctx context.Context, o options, servers bool) (*scenario.Env, func
 		}
 		cleanups = append(cleanups, func() { _ = c.Stop() })
 		env.DatabaseURL = url
+		if pid, err := c.PostmasterPID(); err == nil {
+			env.PostgresPID = pid
+		}
 	} else if err := harness.Prepare(ctx, env.DatabaseURL); err != nil {
 		cleanup()
 		return nil, nil, err

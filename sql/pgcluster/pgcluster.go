@@ -155,6 +155,17 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 // Dir is the cluster's directory.
 func (c *Cluster) Dir() string { return c.dir }
 
+// PostmasterPID is the server's main process (postmaster.pid's first
+// line): its CPU time, and its children's, are PostgreSQL's.
+func (c *Cluster) PostmasterPID() (int, error) {
+	b, err := os.ReadFile(filepath.Join(c.dataDir(), "postmaster.pid"))
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	return strconv.Atoi(strings.TrimSpace(line))
+}
+
 // Port is the TCP port the server listens on (127.0.0.1).
 func (c *Cluster) Port() int { return c.port }
 

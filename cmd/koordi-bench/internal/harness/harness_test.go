@@ -2,7 +2,9 @@ package harness
 
 import (
 	"os"
+	"os/exec"
 	"testing"
+	"time"
 
 	"github.com/koordi/koordi-realtime/schema"
 )
@@ -74,5 +76,24 @@ func TestMemoryOfSelf(t *testing.T) {
 	}
 	if m.RSS <= 0 || m.HWM < m.RSS || m.Anon <= 0 {
 		t.Fatalf("implausible %+v", m)
+	}
+}
+
+// TestTreeCPUTime: a child's CPU counts after it ended (the parent's
+// cutime), as a PostgreSQL backend's does once the postmaster reaped it.
+func TestTreeCPUTime(t *testing.T) {
+	self := os.Getpid()
+	tree0, err := TreeCPUTime(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own0, _ := CPUTime(self)
+	if out, err := exec.Command("sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done").CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	tree1, _ := TreeCPUTime(self)
+	own1, _ := CPUTime(self)
+	if child := (tree1 - tree0) - (own1 - own0); child < 50*time.Millisecond {
+		t.Fatalf("the child's CPU time counted %s, want its whole busy loop (well over 50ms)", child)
 	}
 }

@@ -220,6 +220,60 @@ func CPUTime(pid int) (time.Duration, error) {
 	return time.Duration(ut+st) * time.Second / hz, nil
 }
 
+// TreeCPUTime is the CPU time of process pid, of its children that ended
+// (cutime, cstime) and of those alive: all a PostgreSQL server spent, given
+// its postmaster, backends that came and went included.
+func TreeCPUTime(pid int) (time.Duration, error) {
+	own, err := statFields(pid)
+	if err != nil {
+		return 0, err
+	}
+	total := ticks(own, 11, 12, 13, 14)
+	dir, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	for _, d := range dir {
+		child, err := strconv.Atoi(d.Name())
+		if err != nil || child == pid {
+			continue
+		}
+		f, err := statFields(child)
+		if err != nil || len(f) < 2 || f[1] != strconv.Itoa(pid) {
+			continue
+		}
+		total += ticks(f, 11, 12)
+	}
+	const hz = 100 // USER_HZ on Linux
+	return time.Duration(total) * time.Second / hz, nil
+}
+
+// statFields is /proc/pid/stat after the command name: state, ppid, …
+func statFields(pid int) ([]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return nil, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 15 {
+		return nil, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	return f, nil
+}
+
+func ticks(f []string, idx ...int) int64 {
+	var n int64
+	for _, i := range idx {
+		v, _ := strconv.ParseInt(f[i], 10, 64)
+		n += v
+	}
+	return n
+}
+
 // LoadAvg returns /proc/loadavg's first three fields.
 func LoadAvg() string {
 	b, err := os.ReadFile("/proc/loadavg")

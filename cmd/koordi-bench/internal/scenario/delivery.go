@@ -79,6 +79,7 @@ type DeliveryRow struct {
 	RSSAfter        int64         `json:"rss_after_bytes"`
 	RSSPerConn      float64       `json:"rss_per_connection_bytes"`
 	ServerCores     float64       `json:"server_cpu_cores"`
+	PGCores         float64       `json:"postgres_cpu_cores,omitempty"`
 	BenchCores      float64       `json:"bench_cpu_cores"`
 	Load            string        `json:"loadavg"`
 	Profile         string        `json:"profile,omitempty"`
@@ -262,6 +263,7 @@ func (e *Env) fanoutOne(ctx context.Context, name, srvName string, cfg DeliveryC
 	}
 	row.Latency = f.lat.Load().Summarize()
 	row.ServerCores, row.BenchCores = cores(s0, s1)
+	row.PGCores = pgCores(s0, s1)
 	row.RSSAfter = s1.serverRSS
 	row.Load = harness.LoadAvg()
 	row.Profile = stopProfile()

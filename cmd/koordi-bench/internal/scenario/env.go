@@ -30,6 +30,9 @@ type Env struct {
 	// PprofDir, if set, receives CPU and heap profiles of server "inproc".
 	PprofDir   string
 	ResultsDir string
+	// PostgresPID is the postmaster of the database, when it runs here
+	// (the throwaway cluster): its CPU is reported beside the server's.
+	PostgresPID int
 	// ServerEnv is added to the environment of every server started
 	// (--server-env), e.g. GOMEMLIMIT=200MiB or GODEBUG=gctrace=1.
 	ServerEnv []string
@@ -63,6 +66,7 @@ type server struct {
 	// output is the server's combined output so far (nil for url).
 	output func() string
 	stop   func()
+	pgPID  int // the database's postmaster, for procSample.pgCPU
 }
 
 // serverSpec is a server name as --servers gives it: kind[@binary][+KEY=VALUE…].
@@ -103,7 +107,7 @@ func (e *Env) startServer(ctx context.Context, name string) (*server, error) {
 	}
 	srv, err := e.startSpec(ctx, spec)
 	if srv != nil {
-		srv.name = name
+		srv.name, srv.pgPID = name, e.PostgresPID
 	}
 	return srv, err
 }
@@ -246,6 +250,7 @@ type procSample struct {
 	at        time.Time
 	serverCPU time.Duration
 	benchCPU  time.Duration
+	pgCPU     time.Duration // PostgreSQL's, if Env.PostgresPID is known
 	serverRSS int64
 }
 
@@ -261,6 +266,14 @@ func sample(pid int) procSample {
 
 // sample is the server's CPU time and RSS, summed over a cluster's nodes.
 func (s *server) sample() procSample {
+	ps := s.sampleServer()
+	if s.pgPID > 0 {
+		ps.pgCPU, _ = harness.TreeCPUTime(s.pgPID)
+	}
+	return ps
+}
+
+func (s *server) sampleServer() procSample {
 	if len(s.pids) == 0 {
 		return sample(s.pid)
 	}
@@ -280,6 +293,15 @@ func (s *server) targets() []string {
 		return s.urls
 	}
 	return []string{s.url}
+}
+
+// pgCores is PostgreSQL's CPU between a and b, in cores.
+func pgCores(a, b procSample) float64 {
+	wall := b.at.Sub(a.at).Seconds()
+	if wall <= 0 {
+		return 0
+	}
+	return (b.pgCPU - a.pgCPU).Seconds() / wall
 }
 
 // cores is the CPU used between a and b, in cores.

@@ -103,25 +103,25 @@ func (r *Report) Print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	switch rows := r.Rows.(type) {
 	case []DeliveryRow:
-		fmt.Fprintln(tw, "server\tclients\troom\tcommits\tcommits/s\tdelivered\texpected\tlost\tdup\tsecs\tmsgs/s\tp50\tp99\tmax\tRSS idle\tRSS conn\tKiB/conn\tsrv cores\tbench cores\tload\t")
+		fmt.Fprintln(tw, "server\tclients\troom\tcommits\tcommits/s\tdelivered\texpected\tlost\tdup\tsecs\tmsgs/s\tp50\tp99\tmax\tRSS idle\tRSS conn\tKiB/conn\tsrv cores\tbench cores\tpg cores\tload\t")
 		for _, x := range rows {
 			server := x.Server
 			if x.Held {
 				server += " (held)" // the clock started at the backlog's release
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.0f\t%d\t%d\t%d\t%d\t%.2f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.2f\t%.2f\t%s\t\n",
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.0f\t%d\t%d\t%d\t%d\t%.2f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.2f\t%.2f\t%.2f\t%s\t\n",
 				server, x.Clients, x.RoomSize, x.Commits, float64(x.Commits)/max(x.WriteSeconds, 1e-9), x.Accounting.Delivered, x.Accounting.Expected,
 				x.Accounting.Lost, x.Accounting.Duplicates, x.DeliverySeconds, x.MsgsPerSec,
 				ms(x.Latency.P50), ms(x.Latency.P99), ms(x.Latency.Max),
-				mib(x.RSSBefore), mib(x.RSSConnected), x.RSSPerConn/1024, x.ServerCores, x.BenchCores, x.Load)
+				mib(x.RSSBefore), mib(x.RSSConnected), x.RSSPerConn/1024, x.ServerCores, x.BenchCores, x.PGCores, x.Load)
 		}
 	case []SweepRow:
-		fmt.Fprintln(tw, "server\tclients\troom\trate\tcommits\tcommits/s\toffered/s\tdelivered/s\tdeliv/off\tp50\tp99\tmax\tlost\tdup\twriter behind\tsrv cores\tbench cores\tload\t  note")
+		fmt.Fprintln(tw, "server\tclients\troom\trate\tcommits\tcommits/s\toffered/s\tdelivered/s\tdeliv/off\tp50\tp99\tmax\tlost\tdup\twriter behind\tsrv cores\tbench cores\tpg cores\tload\t  note")
 		for _, x := range rows {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%.0f\t%.0f\t%.0f\t%.3f\t%s\t%s\t%s\t%d\t%d\t%s\t%.2f\t%.2f\t%s\t%s\n",
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%.0f\t%.0f\t%.0f\t%.3f\t%s\t%s\t%s\t%d\t%d\t%s\t%.2f\t%.2f\t%.2f\t%s\t%s\n",
 				x.Server, x.Clients, x.RoomSize, x.Rate, x.Commits, float64(x.Commits)/max(x.WriteSeconds, 1e-9), x.Offered, x.Delivered, x.DeliveredRatio,
 				ms(x.Latency.P50), ms(x.Latency.P99), ms(x.Latency.Max), x.Accounting.Lost, x.Accounting.Duplicates, ms(x.WriterBehind),
-				x.ServerCores, x.BenchCores, x.Load, "  "+x.Stopped)
+				x.ServerCores, x.BenchCores, x.PGCores, x.Load, "  "+x.Stopped)
 		}
 	case []IdleRow:
 		fmt.Fprintln(tw, "server\tconnections\tconnect secs\tRSS before\tRSS after\tKiB/conn\tidle srv cores\tload\t")

@@ -89,6 +89,7 @@ type SweepRow struct {
 	Latency         stats.Summary `json:"latency"`
 	Accounting      accounting    `json:"accounting"`
 	ServerCores     float64       `json:"server_cpu_cores"`
+	PGCores         float64       `json:"postgres_cpu_cores,omitempty"`
 	BenchCores      float64       `json:"bench_cpu_cores"`
 	Load            string        `json:"loadavg"`
 	// Stopped says why the server's sweep ended after this step.
@@ -280,6 +281,7 @@ func (e *Env) step(ctx context.Context, s *session, cfg SweepConfig, topo harnes
 	}
 	row.Latency = h.Summarize()
 	row.ServerCores, row.BenchCores = cores(s0, s1)
+	row.PGCores = pgCores(s0, s1)
 	row.Load = harness.LoadAvg()
 	e.logf("latency/%s: %d commits/s: %d/%d delivered in %.2fs (%.0f of %.0f/s), p50 %s p99 %s, server %.2f cores, bench %.2f cores",
 		srv.name, rate, row.Accounting.Delivered, row.Accounting.Expected, row.DeliverySeconds, row.Delivered, row.Offered,
