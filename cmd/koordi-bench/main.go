@@ -10,7 +10,9 @@
 //
 //	cdc      backlog catch-up: koordi's consumer vs pg_recvlogical, same slot options
 //	cdc-deliver  the same inside a running server while 10,000 sockets receive the derived events
-//	fanout   deliveries/s, clients in rooms, vs the Node Socket.IO reference and raw
+//	fanout   deliveries/s, clients in rooms, vs the Node Socket.IO reference, raw and gateway; a server
+//	         reading a slot gets its backlog held in WAL (its walsender stopped) and is timed from the
+//	         release, as raw and gateway have theirs in memory (--live-backlog: streamed while written)
 //	latency  write-to-receive latency swept over offered commit rates: p50/p99 per rate, the knee, a plot
 //	idle     server RSS per idle connection
 //	bulk     one UPDATE of 200,000 events: the server's peak RSS (VmHWM), time to deliver, accounting
