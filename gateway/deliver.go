@@ -62,7 +62,7 @@ func (g *Gateway) Publish(ctx context.Context, tx schema.Transaction) error {
 			continue
 		}
 		fresh++
-		f := encodeEnvelope(ev)
+		f := EncodeEnvelope(ev)
 		ev.Data = nil
 		// Aged by this process's clock from publication, not by the
 		// database's commit time: a skewed database clock, or a backlog
@@ -138,8 +138,9 @@ func closed(c conn) bool {
 	}
 }
 
-// encodeEnvelope builds an event's frame: [event, payload, offset].
-func encodeEnvelope(ev *schema.Envelope) socketio.Frame {
+// EncodeEnvelope is the Socket.IO packet Publish sends every socket of the
+// envelope's room: [event, payload, offset], encoded once per room.
+func EncodeEnvelope(ev *schema.Envelope) socketio.Frame {
 	data := ev.Data
 	if len(data) == 0 {
 		data = json.RawMessage("null")

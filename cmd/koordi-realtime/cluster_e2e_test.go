@@ -605,6 +605,19 @@ func TestClusterStreamDeleted(t *testing.T) {
 	}
 }
 
+// gapWhileNATSDown kills NATS, then takes the events table out of the
+// publication and back while the leader cannot publish, and waits for the
+// leader to log logLine about the gap it could not publish.
+func gapWhileNATSDown(t *testing.T, cl *nodes, leader int, logLine string) {
+	t.Helper()
+	cl.nats.Kill()
+	waitReadyz(t, cl.nodes[leader], http.StatusServiceUnavailable, "")
+	cl.db.exec(`ALTER PUBLICATION koordi_realtime DROP TABLE events`)
+	cl.nodes[leader].waitLog(t, "watched table cannot be streamed fully")
+	cl.db.exec(`ALTER PUBLICATION koordi_realtime ADD TABLE events`)
+	cl.nodes[leader].waitLog(t, logLine)
+}
+
 // TestClusterGapReportedByNextLeader: a gap its leader found while NATS
 // was down, and that leader killed before NATS returns, is reported by the
 // node that leads next: the leader recorded it in the stream, and the next
@@ -620,12 +633,7 @@ func TestClusterGapReportedByNextLeader(t *testing.T) {
 	other := 1 - lead
 	c := startClients(t, cl.lb.url())
 	c.connectTo("ada", cl.nodes[other].url(), token(t, adaID, time.Hour), "websocket")
-	cl.nats.Kill()
-	waitReadyz(t, cl.nodes[lead], http.StatusServiceUnavailable, "")
-	db.exec(`ALTER PUBLICATION koordi_realtime DROP TABLE events`)
-	cl.nodes[lead].waitLog(t, "watched table cannot be streamed fully")
-	db.exec(`ALTER PUBLICATION koordi_realtime ADD TABLE events`)
-	cl.nodes[lead].waitLog(t, "recorded it in the stream for the next leader")
+	gapWhileNATSDown(t, cl, lead, "recorded it in the stream for the next leader")
 	cl.nodes[lead].kill()
 	if err := cl.nats.Restart(context.Background()); err != nil {
 		t.Fatal(err)
@@ -658,12 +666,7 @@ func TestClusterResetOwedAcrossTerms(t *testing.T) {
 	cl.waitLeader(-1)
 	c := startClients(t, cl.lb.url())
 	c.connectTo("ada", cl.nodes[0].url(), token(t, adaID, time.Hour), "websocket")
-	cl.nats.Kill()
-	waitReadyz(t, cl.nodes[0], http.StatusServiceUnavailable, "")
-	db.exec(`ALTER PUBLICATION koordi_realtime DROP TABLE events`)
-	cl.nodes[0].waitLog(t, "watched table cannot be streamed fully")
-	db.exec(`ALTER PUBLICATION koordi_realtime ADD TABLE events`)
-	cl.nodes[0].waitLog(t, "could not publish a gap to the feed")
+	gapWhileNATSDown(t, cl, 0, "could not publish a gap to the feed")
 	if err := cl.nats.Restart(context.Background()); err != nil {
 		t.Fatal(err)
 	}

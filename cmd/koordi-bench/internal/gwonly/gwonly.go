@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"strconv"
 	"sync"
 	"time"
@@ -53,7 +52,7 @@ func Run(ctx context.Context, cfg Config) error {
 	mux.Handle("/socket.io/", g.Handler())
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	p := &publisher{g: g}
-	ctl := &http.Server{Handler: p.controlMux(), ReadHeaderTimeout: 10 * time.Second}
+	ctl := &http.Server{Handler: raw.ControlMux(p.run, g.Sockets), ReadHeaderTimeout: 10 * time.Second}
 
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return serve(srv, ln) })
@@ -85,31 +84,6 @@ type publisher struct {
 	g    *gateway.Gateway
 	mu   sync.Mutex
 	next int64 // commits issued so far, across plans: offsets keep ascending
-}
-
-func (p *publisher) controlMux() *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /run", func(w http.ResponseWriter, r *http.Request) {
-		var plan raw.Plan
-		if err := json.NewDecoder(r.Body).Decode(&plan); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		res, err := p.run(r.Context(), plan)
-		if err != nil {
-			res.Error = err.Error()
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(res)
-	})
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]int{"sockets": p.g.Sockets()})
-	})
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	return mux
 }
 
 // run publishes plan: a fan-out backlog as fast as Publish takes it, or a

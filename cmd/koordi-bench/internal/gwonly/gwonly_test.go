@@ -1,12 +1,10 @@
 package gwonly
 
 import (
-	"encoding/json"
 	"testing"
 
 	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/raw"
 	"github.com/koordi/koordi-realtime/gateway"
-	"github.com/koordi/koordi-realtime/gateway/socketio"
 )
 
 // TestSameBytesAsRaw: the packet the gateway encodes for an envelope of
@@ -18,8 +16,7 @@ func TestSameBytesAsRaw(t *testing.T) {
 		var p publisher
 		tx := p.commit()
 		ev := envelope(tx.CommitLSN, 0, tc.cal, tc.e, stamp)
-		off := json.RawMessage(`"` + string(ev.Offset.AppendText(nil)) + `"`)
-		got := socketio.EncodeEvent(gateway.Namespace, ev.Event, ev.Data, off)
+		got := gateway.EncodeEnvelope(&ev)
 		want := raw.Payload(tc.cal, tc.e, stamp, tx.CommitLSN)
 		if string(got) != string(want) {
 			t.Errorf("calendar %d event %d:\n got %s\nwant %s", tc.cal, tc.e, got, want)

@@ -49,7 +49,13 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 }
 
-func controlMux(p *pool) *http.ServeMux {
+func controlMux(p *pool) *http.ServeMux { return ControlMux(p.run, p.sockets) }
+
+// ControlMux is the control API of a server run from a Plan (raw's, and
+// the gateway-only server's): POST /run takes a Plan and answers with the
+// Result once run has issued it, GET /status counts the sockets, and
+// net/http/pprof is under /debug/pprof/.
+func ControlMux(run func(context.Context, Plan) (Result, error), sockets func() int) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /run", func(w http.ResponseWriter, r *http.Request) {
 		var plan Plan
@@ -57,7 +63,7 @@ func controlMux(p *pool) *http.ServeMux {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		res, err := p.run(r.Context(), plan)
+		res, err := run(r.Context(), plan)
 		if err != nil {
 			res.Error = err.Error()
 		}
@@ -66,7 +72,7 @@ func controlMux(p *pool) *http.ServeMux {
 	})
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]int{"sockets": p.sockets()})
+		_ = json.NewEncoder(w).Encode(map[string]int{"sockets": sockets()})
 	})
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -179,29 +179,9 @@ func (e *Env) startSpec(ctx context.Context, spec serverSpec) (*server, error) {
 		return &server{name: name, url: url, pid: p.PID(), pprof: "http://" + paddr, output: p.Log, slot: slot,
 			stop: func() { p.Stop(); _ = dropSlot(context.Background(), e.DatabaseURL, slot) }}, nil
 	case "raw":
-		cport, err := harness.FreePort()
-		if err != nil {
-			return nil, err
-		}
-		ctl := "http://127.0.0.1:" + strconv.Itoa(cport)
-		p, err := harness.StartProcess(ctx, name, url, extra, "", e.BenchBin, "serve-raw", "--listen", addr,
-			"--control", strings.TrimPrefix(ctl, "http://"), "--threads", strconv.Itoa(e.RawThreads))
-		if err != nil {
-			return nil, err
-		}
-		return &server{name: name, url: url, pid: p.PID(), pprof: ctl, control: ctl, output: p.Log, stop: p.Stop}, nil
+		return e.startPlanned(ctx, name, url, extra, "serve-raw", "--listen", addr, "--threads", strconv.Itoa(e.RawThreads))
 	case "gateway":
-		cport, err := harness.FreePort()
-		if err != nil {
-			return nil, err
-		}
-		ctl := "http://127.0.0.1:" + strconv.Itoa(cport)
-		p, err := harness.StartProcess(ctx, name, url, base, "", e.BenchBin, "serve-gateway", "--listen", addr,
-			"--control", strings.TrimPrefix(ctl, "http://"))
-		if err != nil {
-			return nil, err
-		}
-		return &server{name: name, url: url, pid: p.PID(), pprof: ctl, control: ctl, output: p.Log, stop: p.Stop}, nil
+		return e.startPlanned(ctx, name, url, base, "serve-gateway", "--listen", addr)
 	case "node":
 		if _, err := os.Stat(filepath.Join(e.NodeDir, "node_modules", "socket.io")); err != nil {
 			return nil, fmt.Errorf("node reference: run `cd %s && npm ci` first: %w", e.NodeDir, err)
@@ -219,6 +199,22 @@ func (e *Env) startSpec(ctx context.Context, spec serverSpec) (*server, error) {
 			stop: func() { p.Stop(); _ = harness.DropNotifyTriggers(context.Background(), e.DatabaseURL) }}, nil
 	}
 	return nil, fmt.Errorf("unknown server %q (raw, gateway, koordi, clusterN, node, inproc, url)", name)
+}
+
+// startPlanned starts one of this binary's servers run from a raw.Plan
+// (raw, gateway): args plus a control address of its own, which takes the
+// plans and serves pprof.
+func (e *Env) startPlanned(ctx context.Context, name, url string, env []string, args ...string) (*server, error) {
+	cport, err := harness.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	ctl := "127.0.0.1:" + strconv.Itoa(cport)
+	p, err := harness.StartProcess(ctx, name, url, env, "", append(append([]string{e.BenchBin}, args...), "--control", ctl)...)
+	if err != nil {
+		return nil, err
+	}
+	return &server{name: name, url: url, pid: p.PID(), pprof: "http://" + ctl, control: "http://" + ctl, output: p.Log, stop: p.Stop}, nil
 }
 
 func dropSlot(ctx context.Context, url, slot string) error {
