@@ -76,6 +76,7 @@ func TestConfigErrorsAreOneLine(t *testing.T) {
 		{[]string{"serve", "--inspector=maybe"}, nil, "for --inspector"},
 		{[]string{"serve", "--rate-limit", "x"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret}, "for flag --rate-limit"},
 		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "RATE_LIMIT": "-1"}, "RATE_LIMIT=-1 must not be negative"},
+		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "IDLE_MEMORY_RELEASE": "-1s"}, "IDLE_MEMORY_RELEASE must not be negative (0: never)"},
 		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "FRONTEND_URL": "https://app.koordi.example/calendar"}, "is not an origin"},
 		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "FRONTEND_URL": "http://localhost:5173,localhost:5173"}, `"localhost:5173" is not an origin`},
 		{[]string{"serve"}, map[string]string{"DATABASE_URL": unreachable, "JWT_SECRET": secret, "MAX_CONNECTIONS": "-5"}, "MAX_CONNECTIONS"},

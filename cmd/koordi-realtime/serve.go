@@ -38,6 +38,7 @@ type serveConfig struct {
 	rateLimit      int
 	readyMaxLag    int
 	shutdownGrace  time.Duration
+	idleRelease    time.Duration
 	inspector      bool
 	sameOrigin     bool
 	maxConnections int
@@ -73,6 +74,7 @@ func (c *serveConfig) bindWith(f *cli.Flags, listenDefault string, maxConnsDefau
 	f.Bool(&c.sameOrigin, "allow-same-origin", "ALLOW_SAME_ORIGIN", false, "also allow browser pages of the server's own origin (scheme and host), for deployments serving the front end and /socket.io/ from one origin")
 	f.Int(&c.readyMaxLag, "ready-max-lag-bytes", "READY_MAX_LAG_BYTES", 64<<20, "replication lag above which /readyz fails")
 	f.Duration(&c.shutdownGrace, "shutdown-grace", "SHUTDOWN_GRACE", 10*time.Second, "how long SIGTERM waits for sockets and the final LSN confirmation")
+	f.Duration(&c.idleRelease, "idle-memory-release", "IDLE_MEMORY_RELEASE", 5*time.Second, "how long the process must be quiet (allocating little) before it returns its free heap memory to the OS; 0: never")
 }
 
 // validate reports every setting the user must fix, at once (the value
@@ -101,6 +103,15 @@ func (c *serveConfig) validate() error {
 	}
 	c.checkValues(&p)
 	return p.Err()
+}
+
+// idleRelease maps IDLE_MEMORY_RELEASE, where 0 means never, to
+// service.Config's, where 0 is the default.
+func idleRelease(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 func (c *serveConfig) origins() []string {
@@ -180,6 +191,7 @@ func (c *serveConfig) service(logger *slog.Logger, pages func(*prometheus.Regist
 		MaxConnections:     c.maxConnections,
 		ReadyMaxLag:        uint64(c.readyMaxLag),
 		ShutdownGrace:      c.shutdownGrace,
+		IdleMemoryRelease:  idleRelease(c.idleRelease),
 		Logger:             logger,
 		Registry:           registry,
 	}

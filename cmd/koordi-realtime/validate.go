@@ -63,6 +63,9 @@ func (c *serveConfig) checkValues(p *cli.Problems) {
 	if c.tableCheck < 0 {
 		p.Addf("TABLE_CHECK_INTERVAL must not be negative")
 	}
+	if c.idleRelease < 0 {
+		p.Addf("IDLE_MEMORY_RELEASE must not be negative (0: never)")
+	}
 }
 
 // checkLog is the LOG_FORMAT and LOG_LEVEL check every command's logger

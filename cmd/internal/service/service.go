@@ -55,6 +55,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/koordi/koordi-realtime/cdc"
+	"github.com/koordi/koordi-realtime/cmd/internal/idlemem"
 	"github.com/koordi/koordi-realtime/gateway"
 	"github.com/koordi/koordi-realtime/gateway/netlimit"
 	"github.com/koordi/koordi-realtime/schema"
@@ -94,6 +95,10 @@ type Config struct {
 	// ShutdownGrace bounds closing sockets and the final confirmation when
 	// Run's context ends; default 10s.
 	ShutdownGrace time.Duration
+	// IdleMemoryRelease is how long the process must be quiet before its
+	// free heap memory goes back to the OS (see package idlemem): 0 means
+	// 5s, a negative value never.
+	IdleMemoryRelease time.Duration
 	// Cluster, if set, makes the node one of several sharing the slot
 	// through NATS JetStream (see cluster.go); nil: a single node.
 	Cluster *ClusterConfig
@@ -327,6 +332,12 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 		}
 		return nil
 	})
+	idle := idlemem.New(idlemem.Config{
+		Quiet:      s.cfg.IdleMemoryRelease,
+		Logger:     s.log.With("component", "memory"),
+		Registerer: s.cfg.Registry,
+	})
+	g.Go(func() error { return idle.Run(gctx) })
 	g.Go(func() error {
 		if err := httpServer.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http server: %w", err)

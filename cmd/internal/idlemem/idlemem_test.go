@@ -1,0 +1,117 @@
+package idlemem
+
+import (
+	"context"
+	"runtime"
+	"runtime/debug"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// These tests share the process's heap; none runs in parallel.
+
+var sink [][]byte
+
+// makeGarbage allocates about n bytes with the collector off and drops
+// them: the heap then holds n bytes of pages that were never live at a
+// collection, which a release can return (part of them may be scavenged
+// by the runtime before that).
+func makeGarbage(n int) {
+	runtime.GC()
+	old := debug.SetGCPercent(-1)
+	for i := 0; i < n/(64<<10); i++ {
+		sink = append(sink, make([]byte, 64<<10))
+	}
+	sink = nil
+	debug.SetGCPercent(old)
+}
+
+func runFor(t *testing.T, r *Releaser, d time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	if err := r.Run(ctx); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
+func TestReleasesWhenQuiet(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	r := New(Config{Quiet: 200 * time.Millisecond, Registerer: reg})
+	makeGarbage(64 << 20)
+	runFor(t, r, time.Second)
+	if n := testutil.ToFloat64(r.releases); n != 1 {
+		t.Fatalf("releases = %v, want 1 (one release, then none until the runtime collects by itself)", n)
+	}
+	if got := testutil.ToFloat64(r.released); got < 8<<20 {
+		t.Fatalf("released %.0f bytes of about 64 MiB of garbage, want at least 8 MiB", got)
+	}
+}
+
+func TestNoReleaseUnderAllocation(t *testing.T) {
+	r := New(Config{Quiet: 200 * time.Millisecond})
+	var calls atomic.Int32
+	r.free = func() { calls.Add(1) }
+	makeGarbage(16 << 20)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// About 2 MiB a millisecond: the headroom of a 16 MiB heap is used
+		// many times over in every quiet period.
+		var keep []byte
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for i := 0; i < 32; i++ {
+				keep = make([]byte, 64<<10)
+			}
+			_ = keep
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	runFor(t, r, time.Second)
+	close(stop)
+	<-done
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("released %d times while the process allocated steadily", n)
+	}
+}
+
+func TestOneReleasePerNaturalCollection(t *testing.T) {
+	r := New(Config{Quiet: 100 * time.Millisecond})
+	var calls atomic.Int32
+	// A release that returns nothing leaves the heap as releasable as
+	// before: only the wait for the runtime's own collection stops a second.
+	r.free = func() { calls.Add(1) }
+	makeGarbage(32 << 20)
+	runFor(t, r, 800*time.Millisecond)
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("released %d times with no collection of the runtime's own in between, want 1", n)
+	}
+}
+
+func TestSmallHeapNotWorthACollection(t *testing.T) {
+	r := New(Config{Quiet: 100 * time.Millisecond, MinRelease: 1 << 40})
+	var calls atomic.Int32
+	r.free = func() { calls.Add(1) }
+	makeGarbage(16 << 20)
+	runFor(t, r, 500*time.Millisecond)
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("released %d times below MinRelease", n)
+	}
+}
+
+func TestDisabled(t *testing.T) {
+	r := New(Config{Quiet: -1})
+	r.free = func() { t.Error("released while disabled") }
+	makeGarbage(16 << 20)
+	runFor(t, r, 300*time.Millisecond)
+}
