@@ -62,6 +62,8 @@ type decoder struct {
 	gapKey     []byte
 	slot       string
 	forgedGaps int
+	// cols is the tuple reader's scratch space (see rowMessage).
+	cols []tupleCol
 }
 
 func newDecoder(spillAt int, spillDir string) *decoder {
@@ -90,6 +92,12 @@ func (d *decoder) inTx() bool { return d.tx != nil }
 // decode consumes one XLogData payload. It returns the transaction when the
 // payload was its COMMIT, nil otherwise.
 func (d *decoder) decode(data []byte) (*committed, error) {
+	if len(data) > 0 {
+		switch data[0] {
+		case 'I', 'U', 'D':
+			return nil, d.rowMessage(data)
+		}
+	}
 	msg, err := parse(data)
 	if err != nil {
 		return nil, err
@@ -127,52 +135,6 @@ func (d *decoder) decode(data []byte) (*committed, error) {
 		}
 		tx.CommitTime = m.CommitTime.UTC()
 		return &committed{tx: tx, end: uint64(m.TransactionEndLSN)}, nil
-	case *pglogrepl.InsertMessage:
-		if rel := d.relations[m.RelationID]; rel != nil && rel.emit && d.tx != nil {
-			return nil, d.emitted(rel, m.Tuple)
-		}
-		rel, err := d.change(m.RelationID)
-		if err != nil || rel == nil {
-			return nil, err
-		}
-		row, err := d.row(rel, m.Tuple, nil, false)
-		if err != nil {
-			return nil, err
-		}
-		if err := d.add(wal.Change{Op: wal.OpInsert, Table: rel.name, New: row}); err != nil {
-			return nil, err
-		}
-	case *pglogrepl.UpdateMessage:
-		rel, err := d.change(m.RelationID)
-		if err != nil || rel == nil {
-			return nil, err
-		}
-		var old wal.Row
-		if m.OldTuple != nil {
-			if old, err = d.row(rel, m.OldTuple, nil, m.OldTupleType == 'K'); err != nil {
-				return nil, err
-			}
-		}
-		row, err := d.row(rel, m.NewTuple, old, false)
-		if err != nil {
-			return nil, err
-		}
-		if err := d.add(wal.Change{Op: wal.OpUpdate, Table: rel.name, Old: old, New: row,
-			OldFull: m.OldTuple != nil && m.OldTupleType == 'O'}); err != nil {
-			return nil, err
-		}
-	case *pglogrepl.DeleteMessage:
-		rel, err := d.change(m.RelationID)
-		if err != nil || rel == nil {
-			return nil, err
-		}
-		old, err := d.row(rel, m.OldTuple, nil, m.OldTupleType == 'K')
-		if err != nil {
-			return nil, err
-		}
-		if err := d.add(wal.Change{Op: wal.OpDelete, Table: rel.name, Old: old, OldFull: m.OldTupleType == 'O'}); err != nil {
-			return nil, err
-		}
 	case *pglogrepl.LogicalDecodingMessage:
 		// Never an event, whatever its prefix: every role may call
 		// pg_logical_emit_message, so a message proves nothing about its
@@ -197,28 +159,6 @@ func (d *decoder) decode(data []byte) (*committed, error) {
 	return nil, nil
 }
 
-// emitted turns an insert into koordi_realtime.emitted into the explicit
-// event it carries. Only the table's owner can write it (through emit), so
-// its rows are trusted to come from a role granted emit; their content is
-// still validated by derivation. A message over the bound emit enforces is
-// cut to one byte more than the bound before it is copied, so derivation
-// rejects it (too_large) without the stream holding the rest.
-func (d *decoder) emitted(rel *relation, t *pglogrepl.TupleData) error {
-	if t == nil || len(t.Columns) != len(rel.columns) {
-		return fmt.Errorf("%w: %s.%s: tuple does not match its relation", errMalformed, ksql.EmitSchema, rel.name)
-	}
-	if rel.message < 0 || t.Columns[rel.message].DataType != pglogrepl.TupleDataTypeText {
-		// Not the table setup made (or a NULL message): nothing to read.
-		d.skipped++
-		return nil
-	}
-	data := t.Columns[rel.message].Data
-	if len(data) > ksql.MaxEmitBytes {
-		data = data[:ksql.MaxEmitBytes+1]
-	}
-	return d.add(wal.Change{Op: wal.OpMessage, Message: slices.Clone(data)})
-}
-
 // change resolves the relation of a row change. It returns nil (and counts
 // the change as skipped) for tables that are not watched.
 func (d *decoder) change(id uint32) (*relation, error) {
@@ -236,48 +176,11 @@ func (d *decoder) change(id uint32) (*relation, error) {
 	return rel, nil
 }
 
-// row names the values of a tuple. An unchanged TOASTed value ('u') is not
-// sent by PostgreSQL; it is taken from old (the full old tuple under REPLICA
-// IDENTITY FULL), or left out of the row if there is no old value to take.
-// A key tuple (keyOnly: REPLICA IDENTITY DEFAULT or an index) carries only
-// the key's values and NULL for every other column: those are left out, so
-// the rules never take a placeholder for the row's value.
-func (d *decoder) row(rel *relation, t *pglogrepl.TupleData, old wal.Row, keyOnly bool) (wal.Row, error) {
-	if t == nil {
-		return nil, fmt.Errorf("%w: %s: missing tuple", errMalformed, rel.name)
-	}
-	if len(t.Columns) != len(rel.columns) {
-		return nil, fmt.Errorf("%w: %s: tuple has %d columns, relation has %d", errMalformed, rel.name, len(t.Columns), len(rel.columns))
-	}
-	row := make(wal.Row, len(t.Columns))
-	for i, c := range t.Columns {
-		name := rel.columns[i]
-		if keyOnly && !rel.key[i] {
-			continue
-		}
-		switch c.DataType {
-		case pglogrepl.TupleDataTypeNull:
-			row[name] = wal.Value{}
-		case pglogrepl.TupleDataTypeText:
-			row[name] = wal.Value{Text: string(c.Data), Valid: true}
-		case pglogrepl.TupleDataTypeToast:
-			if v, ok := old[name]; ok {
-				row[name] = v
-				d.toastFilled++
-			}
-		default:
-			// Binary values are never requested (no 'binary' option).
-			return nil, fmt.Errorf("%w: %s.%s: tuple data type %q", errMalformed, rel.name, name, c.DataType)
-		}
-	}
-	return row, nil
-}
-
 // parse is pglogrepl.Parse made safe for any input. pglogrepl trusts the
-// lengths inside tuple data (it allocates what a length field claims and
-// indexes without bounds checks), which is right for a trusted server but
-// must not take the process down on a corrupt or hostile stream; the tuple
-// lengths are checked first and any remaining panic becomes errMalformed.
+// lengths inside messages (it allocates what a count claims and indexes
+// without bounds checks), which is right for a trusted server but must not
+// take the process down on a corrupt or hostile stream; counts are checked
+// first and any remaining panic becomes errMalformed.
 func parse(data []byte) (msg pglogrepl.Message, err error) {
 	if len(data) == 0 {
 		return nil, fmt.Errorf("%w: empty", errMalformed)
@@ -297,69 +200,13 @@ func parse(data []byte) (msg pglogrepl.Message, err error) {
 	return msg, nil
 }
 
-// checkTuples verifies that the tuple data of an Insert, Update or Delete
-// message, and the relation ids of a Truncate, lie within data, so decoding
-// never allocates more than the message holds.
+// checkTuples verifies that the relation ids of a Truncate lie within data,
+// so pglogrepl never allocates more than the message holds (row messages
+// never reach it: see rowMessage).
 func checkTuples(data []byte) error {
-	var tuples int
-	switch data[0] {
-	case 'T':
-		// pglogrepl allocates the relation count before reading the ids.
-		if len(data) >= 5 && uint64(binary.BigEndian.Uint32(data[1:]))*4 > uint64(len(data)) {
-			return fmt.Errorf("%w: TRUNCATE relation count beyond the message", errMalformed)
-		}
-		return nil
-	case 'I', 'D':
-		tuples = 1
-	case 'U':
-		tuples = 2 // an optional old tuple, then the new one
-	default:
-		return nil
-	}
-	p := 1 + 4 // type byte, relation id
-	for n := 0; n < tuples; n++ {
-		if p >= len(data) {
-			return fmt.Errorf("%w: %c message truncated", errMalformed, data[0])
-		}
-		kind := data[p]
-		p++
-		if data[0] == 'U' && n == 0 && kind == 'N' {
-			n++ // no old tuple: this is the last one
-		}
-		end, err := tupleEnd(data, p)
-		if err != nil {
-			return err
-		}
-		p = end
+	// pglogrepl allocates the relation count before reading the ids.
+	if data[0] == 'T' && len(data) >= 5 && uint64(binary.BigEndian.Uint32(data[1:]))*4 > uint64(len(data)) {
+		return fmt.Errorf("%w: TRUNCATE relation count beyond the message", errMalformed)
 	}
 	return nil
-}
-
-// tupleEnd returns the offset just past the TupleData starting at p.
-func tupleEnd(data []byte, p int) (int, error) {
-	short := fmt.Errorf("%w: tuple data truncated", errMalformed)
-	if p+2 > len(data) {
-		return 0, short
-	}
-	ncol := int(binary.BigEndian.Uint16(data[p:]))
-	p += 2
-	for i := 0; i < ncol; i++ {
-		if p >= len(data) {
-			return 0, short
-		}
-		kind := data[p]
-		p++
-		if kind == pglogrepl.TupleDataTypeText || kind == pglogrepl.TupleDataTypeBinary {
-			if p+4 > len(data) {
-				return 0, short
-			}
-			n := uint64(binary.BigEndian.Uint32(data[p:]))
-			p += 4
-			if n > uint64(len(data)-p) {
-				return 0, short
-			}
-			p += int(n)
-		}
-	}
-	return p, nil
 }

@@ -1,5 +1,7 @@
 // Package cdc reads Koordi's committed row changes from a PostgreSQL logical
-// replication slot (pgoutput, via [github.com/jackc/pglogrepl] on pgx/v5),
+// replication slot (pgoutput, via [github.com/jackc/pglogrepl] on pgx/v5;
+// row messages, the hot path, are decoded by the package itself, see
+// tuple.go),
 // derives the Koordi socket events from them (package
 // [github.com/koordi/koordi-realtime/cdc/derive]) and hands each
 // transaction's events to a [Sink]. It knows nothing of sockets.

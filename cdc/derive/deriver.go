@@ -235,7 +235,8 @@ func (d *Deriver) prepass(tx *wal.Tx) {
 				if id, ok := parseUID(str(c.New, "id")); ok {
 					d.calDeletes = slices.DeleteFunc(d.calDeletes, func(u uid) bool { return u == id })
 					if _, has := c.New["name"]; has {
-						d.st.calendar(id).name = str(c.New, "name")
+						// Cloned: see State.setUser.
+						d.st.calendar(id).name = strings.Clone(str(c.New, "name"))
 					} else {
 						d.st.calendar(id)
 					}

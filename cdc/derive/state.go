@@ -172,6 +172,9 @@ func emailKey(email string) string {
 }
 
 func (s *State) setUser(id uid, name, email string) {
+	// A row's values share one string per tuple (cdc's decoder): kept, a
+	// name would hold the whole row alive.
+	name, email = strings.Clone(name), strings.Clone(email)
 	if old, ok := s.users[id]; ok && old.email != email {
 		if k := emailKey(old.email); s.byEmail[k] == id {
 			delete(s.byEmail, k)

@@ -202,45 +202,57 @@ func appendRow(b []byte, r Row) []byte {
 	return b
 }
 
+// reader reads one spill record. The record is made one string, which the
+// values and column names it holds share: a record is read back every time
+// derivation walks the transaction, and a string per value and per name was
+// most of that walk's time. Values kept past the walk are cloned by their
+// keeper (derive's State).
 type reader struct {
-	b   []byte
+	s   string
 	err error
 }
 
 func (r *reader) uvarint() uint64 {
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.err = errCorrupt
-		return 0
+	var v uint64
+	for i := 0; i < len(r.s) && i < binary.MaxVarintLen64; i++ {
+		c := r.s[i]
+		if c < 0x80 {
+			if i == binary.MaxVarintLen64-1 && c > 1 {
+				break // overflows 64 bits
+			}
+			r.s = r.s[i+1:]
+			return v | uint64(c)<<(7*i)
+		}
+		v |= uint64(c&0x7f) << (7 * i)
 	}
-	r.b = r.b[n:]
-	return v
+	r.err = errCorrupt
+	return 0
 }
 
 func (r *reader) str() string {
 	n := r.uvarint()
-	if r.err != nil || n > uint64(len(r.b)) {
+	if r.err != nil || n > uint64(len(r.s)) {
 		r.err = errCorrupt
 		return ""
 	}
-	s := string(r.b[:n])
-	r.b = r.b[n:]
+	s := r.s[:n]
+	r.s = r.s[n:]
 	return s
 }
 
 func (r *reader) byte1() byte {
-	if len(r.b) == 0 {
+	if len(r.s) == 0 {
 		r.err = errCorrupt
 		return 0
 	}
-	c := r.b[0]
-	r.b = r.b[1:]
+	c := r.s[0]
+	r.s = r.s[1:]
 	return c
 }
 
 func (r *reader) row(present bool) Row {
 	n := r.uvarint()
-	if r.err != nil || n > uint64(len(r.b)) {
+	if r.err != nil || n > uint64(len(r.s)) {
 		r.err = errCorrupt
 		return nil
 	}
@@ -257,7 +269,7 @@ func (r *reader) row(present bool) Row {
 }
 
 func decodeChange(b []byte) (Change, error) {
-	r := &reader{b: b}
+	r := &reader{s: string(b)}
 	var c Change
 	c.Op = Op(r.byte1())
 	flags := r.byte1()

@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
 	"reflect"
@@ -161,5 +162,25 @@ func TestSpillNestedWalks(t *testing.T) {
 	}
 	if outer != len(in) || inner != len(in) {
 		t.Fatalf("outer walk saw %d changes, inner %d; want %d each", outer, inner, len(in))
+	}
+}
+
+// TestReaderUvarint: the record reader's varints are encoding/binary's.
+func TestReaderUvarint(t *testing.T) {
+	for _, v := range []uint64{0, 1, 127, 128, 300, 1<<32 - 1, 1 << 63, ^uint64(0)} {
+		b := binary.AppendUvarint(nil, v)
+		r := &reader{s: string(b) + "rest"}
+		if got := r.uvarint(); r.err != nil || got != v || r.s != "rest" {
+			t.Errorf("uvarint(%x) = %d, %v, rest %q", b, got, r.err, r.s)
+		}
+	}
+	for _, bad := range []string{"", "\x80", "\xff\xff\xff\xff\xff\xff\xff\xff\xff\x02", "\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"} {
+		r := &reader{s: bad}
+		if _, n := binary.Uvarint([]byte(bad)); n > 0 {
+			t.Fatalf("%q is a valid varint to encoding/binary", bad)
+		}
+		if r.uvarint(); r.err == nil {
+			t.Errorf("uvarint(%q) accepted", bad)
+		}
 	}
 }

@@ -111,6 +111,9 @@ func runDevNodes(ctx context.Context, env *environment, cfg devConfig) error {
 			"LISTEN_ADDR="+addr, "NODE_NAME="+fmt.Sprintf("node%d", i+1), "SLOT_NAME="+cfg.serve.db.slot,
 			"KOORDI_DEV_DIR="+cfg.dir, "TOKEN_TTL="+cfg.tokenTTL.String(), devPreparedEnv+"=1",
 			"SIMULATE=false", "DEV_NODES=1")} // DEV_NODES in our environment must not make each node a dev --nodes of its own
+		if procs := devenv.CoLocatedGOMAXPROCS(cfg.nodes, os.Environ()); procs != "" {
+			nodes[i].env = append(nodes[i].env, procs)
+		}
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	for _, n := range nodes {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/koordi/koordi-realtime/cmd/internal/devenv"
 	"github.com/koordi/koordi-realtime/cmd/internal/natsserver"
 	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/harness"
 )
@@ -77,6 +79,11 @@ func (e *Env) startCluster(ctx context.Context, n int, bin string, env []string)
 			env: append([]string{"DATABASE_URL=" + e.DatabaseURL, "JWT_SECRET=" + e.JWTSecret, "LISTEN_ADDR=" + addr,
 				"SLOT_NAME=" + clusterSlot, "PUBLICATION_NAME=" + harness.Publication, "FRONTEND_URL=",
 				"NATS_URL=" + ns.URL(), fmt.Sprintf("NODE_NAME=node%d", i+1), "LOG_FORMAT=json"}, extra...)})
+		// As `dev --nodes` does: co-located nodes share the cores out
+		// unless the variant or this environment says otherwise.
+		if procs := devenv.CoLocatedGOMAXPROCS(n, append(os.Environ(), extra...)); procs != "" {
+			c.nodes[i].env = append(c.nodes[i].env, procs)
+		}
 	}
 	// The first node alone, so it leads and creates the slot; then the rest.
 	if err := c.start(ctx, 0); err != nil {
