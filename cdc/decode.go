@@ -62,8 +62,9 @@ type decoder struct {
 	gapKey     []byte
 	slot       string
 	forgedGaps int
-	// cols is the tuple reader's scratch space (see rowMessage).
-	cols []tupleCol
+	// cols and newCols are the tuple reader's scratch space (see
+	// rowMessage): an UPDATE's first tuple and its new one after an old.
+	cols, newCols []tupleCol
 }
 
 func newDecoder(spillAt int, spillDir string) *decoder {
@@ -185,7 +186,7 @@ func parse(data []byte) (msg pglogrepl.Message, err error) {
 	if len(data) == 0 {
 		return nil, fmt.Errorf("%w: empty", errMalformed)
 	}
-	if err := checkTuples(data); err != nil {
+	if err := checkTruncate(data); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -200,10 +201,10 @@ func parse(data []byte) (msg pglogrepl.Message, err error) {
 	return msg, nil
 }
 
-// checkTuples verifies that the relation ids of a Truncate lie within data,
+// checkTruncate verifies that the relation ids of a Truncate lie within data,
 // so pglogrepl never allocates more than the message holds (row messages
 // never reach it: see rowMessage).
-func checkTuples(data []byte) error {
+func checkTruncate(data []byte) error {
 	// pglogrepl allocates the relation count before reading the ids.
 	if data[0] == 'T' && len(data) >= 5 && uint64(binary.BigEndian.Uint32(data[1:]))*4 > uint64(len(data)) {
 		return fmt.Errorf("%w: TRUNCATE relation count beyond the message", errMalformed)

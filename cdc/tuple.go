@@ -18,8 +18,8 @@ import (
 // share. Values kept past the transaction (derivation's names) are cloned by
 // their keeper, so one short value never holds a whole row alive.
 //
-// Every length is checked against the message, so hostile input costs at
-// most the message's own size.
+// Every length and count is checked against the message, so hostile input
+// costs at most a small multiple of the message's own size.
 
 // Tuple value kinds (pgoutput TupleData).
 const (
@@ -56,6 +56,11 @@ func readTuple(data []byte, p int, cols []tupleCol) (tuple, error) {
 	}
 	ncol := int(binary.BigEndian.Uint16(data[p:]))
 	p += 2
+	if ncol > len(data)-p {
+		// Every value takes at least its kind byte: refused before cols
+		// grows for a count the message cannot hold.
+		return tuple{}, short
+	}
 	t := tuple{cols: cols[:0], start: p}
 	for range ncol {
 		if p >= len(data) {
@@ -103,6 +108,31 @@ func (d *decoder) rowMessage(data []byte) error {
 		return err
 	}
 	d.cols = first.cols
+	// An UPDATE with its old tuple carries the new one after it; both are
+	// read (and checked) before the relation is looked at, so a malformed
+	// message is refused whatever table it names.
+	var next tuple
+	twoTuples := kind == 'U' && marker != tupleNew
+	if twoTuples {
+		p = first.end
+		if p >= len(data) {
+			return fmt.Errorf("%w: U message truncated", errMalformed)
+		}
+		if data[p] != tupleNew {
+			return fmt.Errorf("%w: U message: unexpected tuple type %q", errMalformed, data[p])
+		}
+		if next, err = readTuple(data, p+1, d.newCols[:0]); err != nil {
+			return err
+		}
+		d.newCols = next.cols
+	}
+	// A rare wide message's scratch is not kept for the session.
+	if cap(d.cols) > maxKeptCols {
+		d.cols = nil
+	}
+	if cap(d.newCols) > maxKeptCols {
+		d.newCols = nil
+	}
 	if kind == 'I' {
 		if rel := d.relations[relID]; rel != nil && rel.emit && d.tx != nil {
 			return d.emitted(rel, data, first)
@@ -125,7 +155,7 @@ func (d *decoder) rowMessage(data []byte) error {
 			return err
 		}
 		return d.add(wal.Change{Op: wal.OpDelete, Table: rel.name, Old: old, OldFull: marker == tupleOld})
-	case marker == tupleNew: // an UPDATE without its old tuple
+	case !twoTuples: // an UPDATE without its old tuple
 		row, err := d.row(rel, data, first, nil, false)
 		if err != nil {
 			return err
@@ -136,24 +166,16 @@ func (d *decoder) rowMessage(data []byte) error {
 	if err != nil {
 		return err
 	}
-	p = first.end
-	if p >= len(data) {
-		return fmt.Errorf("%w: U message truncated", errMalformed)
-	}
-	if data[p] != tupleNew {
-		return fmt.Errorf("%w: U message: unexpected tuple type %q", errMalformed, data[p])
-	}
-	next, err := readTuple(data, p+1, d.cols[:0])
-	if err != nil {
-		return err
-	}
-	d.cols = next.cols
 	row, err := d.row(rel, data, next, old, false)
 	if err != nil {
 		return err
 	}
 	return d.add(wal.Change{Op: wal.OpUpdate, Table: rel.name, Old: old, New: row, OldFull: marker == tupleOld})
 }
+
+// maxKeptCols bounds the tuple scratch a decoder keeps between messages:
+// a tuple of PostgreSQL's widest table.
+const maxKeptCols = 1664
 
 // row names the values of a tuple. An unchanged TOASTed value ('u') is not
 // sent by PostgreSQL; it is taken from old (the full old tuple under REPLICA

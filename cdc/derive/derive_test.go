@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/koordi/koordi-realtime/cdc/wal"
 	"github.com/koordi/koordi-realtime/schema"
@@ -659,5 +660,47 @@ func BenchmarkDerive(b *testing.B) {
 		if len(d.Derive(tx).Events) != 2 {
 			b.Fatal("want 2 envelopes")
 		}
+	}
+}
+
+// TestKeptStringsDoNotAliasRows: cdc's decoder makes a row's values
+// substrings of one string per tuple, so what outlives the transaction —
+// a move (kept in the gateway's replay window), a user's name and email —
+// must be a copy, or one short id would keep the whole row alive.
+func TestKeptStringsDoNotAliasRows(t *testing.T) {
+	d := New(Config{})
+	if err := d.Bootstrap(context.Background(), baseQuerier()); err != nil {
+		t.Fatal(err)
+	}
+	tuple := strings.Repeat("x", 4096) + U3 + "Carol Smith" + "carol3@example.com"
+	at := 4096
+	user := tuple[at : at+len(U3)]
+	name := tuple[at+len(U3) : at+len(U3)+len("Carol Smith")]
+	email := tuple[at+len(U3)+len("Carol Smith"):]
+	inside := func(s string) bool {
+		p := uintptr(unsafe.Pointer(unsafe.StringData(s)))
+		base := uintptr(unsafe.Pointer(unsafe.StringData(tuple)))
+		return p >= base && p < base+uintptr(len(tuple))
+	}
+	tx := &wal.Tx{CommitLSN: 1, Changes: []wal.Change{
+		upd(tableUsers, userRow(U3, "Carol", "carol@example.com"), with(userRow(U3, "Carol", "carol@example.com"), "id", user, "name", name, "email", email)),
+		ins(tM, memberRowOf(M4, C2, user, email, "accepted")),
+	}}
+	out := d.Derive(tx)
+	if len(out.Moves) == 0 {
+		t.Fatal("no move derived for the accepted membership")
+	}
+	for _, m := range out.Moves {
+		if inside(m.User) {
+			t.Errorf("move %+v aliases the row's string", m)
+		}
+	}
+	id, _ := parseUID(U3)
+	u, ok := d.st.users[id]
+	if !ok {
+		t.Fatal("user not in the state")
+	}
+	if inside(u.name) || inside(u.email) {
+		t.Errorf("state's user %+v aliases the row's string", u)
 	}
 }

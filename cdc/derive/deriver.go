@@ -207,6 +207,11 @@ func (d *Deriver) begin(lsn uint64) {
 	clear(d.perRoom)
 	clear(d.deletedCals)
 	clear(d.deletedEvts)
+	// Cleared, not only cut: their strings are substrings of the last
+	// transaction's rows, which the arrays would keep alive.
+	clear(d.returns)
+	clear(d.departures)
+	clear(d.cascadeLeaves)
 	d.returns, d.departures = d.returns[:0], d.departures[:0]
 	d.userDeletes, d.calDeletes = d.userDeletes[:0], d.calDeletes[:0]
 	d.cascadeLeaves = d.cascadeLeaves[:0]
@@ -309,7 +314,9 @@ func (d *Deriver) add(room, event string, data []byte) bool {
 // move records a room move at the current end of the events: it applies
 // before the next event added, or after the last one.
 func (d *Deriver) move(op schema.MoveOp, user, room string) {
-	d.moves = append(d.moves, schema.Move{At: len(d.out), Op: op, User: user, Room: room})
+	// Cloned: a move outlives the transaction in the gateway's replay
+	// window, and user is a substring of its row (see State.setUser).
+	d.moves = append(d.moves, schema.Move{At: len(d.out), Op: op, User: strings.Clone(user), Room: room})
 }
 
 // marshal encodes a payload struct of package schema, which cannot fail.
@@ -324,7 +331,7 @@ func marshal(payload any) []byte {
 func (d *Deriver) unknownTable(table string) {
 	d.m.skipped.WithLabelValues(skipUnknownTable).Inc()
 	if !d.unknownTables[table] && len(d.unknownTables) < 1000 {
-		d.unknownTables[table] = true
+		d.unknownTables[strings.Clone(table)] = true // a spilled change's name is a substring of its record
 		d.log.Warn("change of an unwatched table ignored", "table", table)
 	}
 }

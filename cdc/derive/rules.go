@@ -2,6 +2,7 @@ package derive
 
 import (
 	"slices"
+	"strings"
 
 	"github.com/koordi/koordi-realtime/cdc/wal"
 	"github.com/koordi/koordi-realtime/schema"
@@ -454,7 +455,7 @@ func (d *Deriver) membershipChange(c *wal.Change) {
 			// sockets and this leave for the record (a replay from before
 			// the deletion knows who was a member).
 			if _, ok := parseUID(m.user); ok && m.accepted() {
-				d.cascadeLeaves = append(d.cascadeLeaves, schema.Move{Op: schema.MoveLeave, User: m.user, Room: schema.CalendarRoom(m.cal)})
+				d.cascadeLeaves = append(d.cascadeLeaves, schema.Move{Op: schema.MoveLeave, User: strings.Clone(m.user), Room: schema.CalendarRoom(m.cal)})
 			}
 			return
 		}
@@ -609,7 +610,7 @@ func (d *Deriver) conflict(a, b string) {
 func (d *Deriver) underivable(table string, cals ...string) {
 	d.m.skipped.WithLabelValues(skipNoOldRow).Inc()
 	if !d.noOldRow[table] {
-		d.noOldRow[table] = true
+		d.noOldRow[strings.Clone(table)] = true // a spilled change's name is a substring of its record
 		d.log.Warn("changes without their old row: rooms told to refetch; set REPLICA IDENTITY FULL (koordi-realtime setup)", "table", table)
 	}
 	data := marshal(schema.Reset{Reason: "replica_identity"})

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestHelpListsEveryFlag: every command's --help exits 0 and lists each flag
@@ -172,5 +173,16 @@ func TestCheckOrigin(t *testing.T) {
 		if err := checkOrigin(o); (err == nil) != ok {
 			t.Errorf("checkOrigin(%q) = %v, want ok %v", o, err, ok)
 		}
+	}
+}
+
+// TestIdleReleaseZeroIsNever: IDLE_MEMORY_RELEASE=0 turns the release off,
+// where service.Config's 0 is its default.
+func TestIdleReleaseZeroIsNever(t *testing.T) {
+	if got := idleRelease(0); got >= 0 {
+		t.Errorf("idleRelease(0) = %v, want a negative duration (never)", got)
+	}
+	if got := idleRelease(3 * time.Second); got != 3*time.Second {
+		t.Errorf("idleRelease(3s) = %v", got)
 	}
 }

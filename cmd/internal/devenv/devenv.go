@@ -222,8 +222,8 @@ func Simulate(ctx context.Context, connect func(context.Context) (*pgx.Conn, err
 }
 
 // CoLocatedGOMAXPROCS is the GOMAXPROCS setting ("GOMAXPROCS=k") for each of
-// nodes processes started on this machine, the machine's CPUs shared out (at
-// least one each), or "" when environ already sets GOMAXPROCS. Each Go
+// nodes processes started on this machine, this process's GOMAXPROCS (the
+// CPUs, or a container's CPU quota) shared out (at least one each), or "" when environ already sets GOMAXPROCS. Each Go
 // process otherwise runs as many threads as there are CPUs: three nodes on
 // two cores then keep six runnable, and the scheduling delay lands in every
 // node's tail latency (on this 2-core machine p99 at 500 commits/s fell from
@@ -234,5 +234,5 @@ func CoLocatedGOMAXPROCS(nodes int, environ []string) string {
 			return ""
 		}
 	}
-	return "GOMAXPROCS=" + strconv.Itoa(max(1, runtime.NumCPU()/max(1, nodes)))
+	return "GOMAXPROCS=" + strconv.Itoa(max(1, runtime.GOMAXPROCS(0)/max(1, nodes)))
 }

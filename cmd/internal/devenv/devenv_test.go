@@ -7,7 +7,7 @@ import (
 )
 
 func TestCoLocatedGOMAXPROCS(t *testing.T) {
-	cpus := runtime.NumCPU()
+	cpus := runtime.GOMAXPROCS(0)
 	for _, tc := range []struct {
 		nodes   int
 		environ []string

@@ -12,8 +12,9 @@
 // return (an eighth), it calls [debug.FreeOSMemory] once: one collection and
 // the free pages handed back. Under traffic it does nothing, so it costs no
 // latency where latency matters; after a release it waits for the heap to
-// grow by itself (a collection the runtime started) before it releases
-// again, so a quiet process pays at most one extra collection per natural one.
+// grow again by Config.MinRelease before it releases again, so a process
+// that stays idle pays one collection, not one per quiet period (the
+// runtime's own periodic collection, every two minutes, returns nothing new).
 package idlemem
 
 import (
@@ -86,7 +87,6 @@ func New(cfg Config) *Releaser {
 const (
 	allocsMetric   = "/gc/heap/allocs:bytes"
 	liveMetric     = "/gc/heap/live:bytes"
-	cyclesMetric   = "/gc/cycles/automatic:gc-cycles"
 	objectsMetric  = "/memory/classes/heap/objects:bytes"
 	unusedMetric   = "/memory/classes/heap/unused:bytes"
 	freeMetric     = "/memory/classes/heap/free:bytes"
@@ -97,7 +97,6 @@ const (
 type heapState struct {
 	allocs   uint64 // bytes allocated since the process started
 	live     uint64 // live heap at the last collection
-	cycles   uint64 // collections the runtime started by itself
 	resident uint64 // heap pages held: objects, garbage, fragmentation, free
 }
 
@@ -118,11 +117,11 @@ func readHeap(samples []metrics.Sample) heapState {
 		}
 		return samples[i].Value.Uint64()
 	}
-	return heapState{allocs: v(0), live: v(1), cycles: v(2), resident: v(3) + v(4) + v(5)}
+	return heapState{allocs: v(0), live: v(1), resident: v(2) + v(3) + v(4)}
 }
 
 func heapSamples() []metrics.Sample {
-	names := []string{allocsMetric, liveMetric, cyclesMetric, objectsMetric, unusedMetric, freeMetric}
+	names := []string{allocsMetric, liveMetric, objectsMetric, unusedMetric, freeMetric}
 	s := make([]metrics.Sample, len(names))
 	for i, n := range names {
 		s[i].Name = n
@@ -141,9 +140,9 @@ func (r *Releaser) Run(ctx context.Context) error {
 	samples := heapSamples()
 	// window holds the readings of the last Quiet, oldest first.
 	window := []heapState{readHeap(samples)}
-	need := int(r.cfg.Quiet / tick)
-	armed := true // no release since the runtime last collected by itself
-	var cyclesAtRelease uint64
+	need := max(1, int(r.cfg.Quiet/tick))
+	armed := true // the heap has grown since the last release
+	var residentAfterRelease uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -155,7 +154,7 @@ func (r *Releaser) Run(ctx context.Context) error {
 		if len(window) > need+1 {
 			window = window[1:]
 		}
-		if !armed && now.cycles > cyclesAtRelease {
+		if !armed && now.resident >= residentAfterRelease+r.cfg.MinRelease {
 			armed = true
 		}
 		if !armed || len(window) <= need {
@@ -163,7 +162,7 @@ func (r *Releaser) Run(ctx context.Context) error {
 		}
 		if r.quiet(window[0], now) {
 			r.release(now)
-			cyclesAtRelease = readHeap(samples).cycles
+			residentAfterRelease = readHeap(samples).resident
 			armed = false
 			window = window[:0]
 			window = append(window, readHeap(samples))

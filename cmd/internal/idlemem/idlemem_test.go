@@ -45,7 +45,7 @@ func TestReleasesWhenQuiet(t *testing.T) {
 	makeGarbage(64 << 20)
 	runFor(t, r, time.Second)
 	if n := testutil.ToFloat64(r.releases); n != 1 {
-		t.Fatalf("releases = %v, want 1 (one release, then none until the runtime collects by itself)", n)
+		t.Fatalf("releases = %v, want 1 (one release, then none until the heap grows again)", n)
 	}
 	if got := testutil.ToFloat64(r.released); got < 8<<20 {
 		t.Fatalf("released %.0f bytes of about 64 MiB of garbage, want at least 8 MiB", got)
@@ -85,16 +85,45 @@ func TestNoReleaseUnderAllocation(t *testing.T) {
 	}
 }
 
-func TestOneReleasePerNaturalCollection(t *testing.T) {
-	r := New(Config{Quiet: 100 * time.Millisecond})
+func TestReleasesAgainAfterTheHeapGrew(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	r := New(Config{Quiet: 100 * time.Millisecond, Registerer: reg})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor := func(n float64) {
+		t.Helper()
+		deadline := time.Now().Add(3 * time.Second)
+		for testutil.ToFloat64(r.releases) < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("releases = %v, want %v", testutil.ToFloat64(r.releases), n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	makeGarbage(64 << 20)
+	waitFor(1)
+	// Idle after the release: the heap has not grown, nothing to return.
+	time.Sleep(600 * time.Millisecond)
+	if n := testutil.ToFloat64(r.releases); n != 1 {
+		t.Fatalf("released %v times while the heap stayed as the first release left it, want 1", n)
+	}
+	makeGarbage(64 << 20) // the heap grows again, then goes quiet
+	waitFor(2)
+}
+
+func TestOneReleaseWhileTheHeapDoesNotGrow(t *testing.T) {
+	r := New(Config{Quiet: 5 * time.Millisecond})
 	var calls atomic.Int32
 	// A release that returns nothing leaves the heap as releasable as
-	// before: only the wait for the runtime's own collection stops a second.
+	// before: only the wait for the heap to grow stops a second one, also
+	// with a quiet period shorter than the sampling tick.
 	r.free = func() { calls.Add(1) }
 	makeGarbage(32 << 20)
-	runFor(t, r, 800*time.Millisecond)
+	runFor(t, r, 500*time.Millisecond)
 	if n := calls.Load(); n != 1 {
-		t.Fatalf("released %d times with no collection of the runtime's own in between, want 1", n)
+		t.Fatalf("released %d times while the heap did not grow, want 1", n)
 	}
 }
 
