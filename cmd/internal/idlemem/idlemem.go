@@ -141,7 +141,8 @@ func (r *Releaser) Run(ctx context.Context) error {
 	// window holds the readings of the last Quiet, oldest first.
 	window := []heapState{readHeap(samples)}
 	need := max(1, int(r.cfg.Quiet/tick))
-	armed := true // the heap has grown since the last release
+	// What the heap held right after the last release: another waits until
+	// it has grown by MinRelease since (0 before the first).
 	var residentAfterRelease uint64
 	for {
 		select {
@@ -154,19 +155,14 @@ func (r *Releaser) Run(ctx context.Context) error {
 		if len(window) > need+1 {
 			window = window[1:]
 		}
-		if !armed && now.resident >= residentAfterRelease+r.cfg.MinRelease {
-			armed = true
-		}
-		if !armed || len(window) <= need {
+		grown := now.resident >= residentAfterRelease+r.cfg.MinRelease
+		if !grown || len(window) <= need || !r.quiet(window[0], now) {
 			continue
 		}
-		if r.quiet(window[0], now) {
-			r.release(now)
-			residentAfterRelease = readHeap(samples).resident
-			armed = false
-			window = window[:0]
-			window = append(window, readHeap(samples))
-		}
+		r.release(now)
+		after := readHeap(samples)
+		residentAfterRelease = after.resident
+		window = append(window[:0], after)
 	}
 }
 

@@ -113,27 +113,29 @@ func TestReleasesAgainAfterTheHeapGrew(t *testing.T) {
 	waitFor(2)
 }
 
-func TestOneReleaseWhileTheHeapDoesNotGrow(t *testing.T) {
-	r := New(Config{Quiet: 5 * time.Millisecond})
+// releasesCounted runs a Releaser of cfg for d after garbage bytes of
+// garbage, with a release that returns nothing (the heap stays as
+// releasable as before), and reports how often it released.
+func releasesCounted(t *testing.T, cfg Config, garbage int, d time.Duration) int32 {
+	t.Helper()
+	r := New(cfg)
 	var calls atomic.Int32
-	// A release that returns nothing leaves the heap as releasable as
-	// before: only the wait for the heap to grow stops a second one, also
-	// with a quiet period shorter than the sampling tick.
 	r.free = func() { calls.Add(1) }
-	makeGarbage(32 << 20)
-	runFor(t, r, 500*time.Millisecond)
-	if n := calls.Load(); n != 1 {
+	makeGarbage(garbage)
+	runFor(t, r, d)
+	return calls.Load()
+}
+
+func TestOneReleaseWhileTheHeapDoesNotGrow(t *testing.T) {
+	// Only the wait for the heap to grow stops a second release, also with
+	// a quiet period shorter than the sampling tick.
+	if n := releasesCounted(t, Config{Quiet: 5 * time.Millisecond}, 32<<20, 500*time.Millisecond); n != 1 {
 		t.Fatalf("released %d times while the heap did not grow, want 1", n)
 	}
 }
 
 func TestSmallHeapNotWorthACollection(t *testing.T) {
-	r := New(Config{Quiet: 100 * time.Millisecond, MinRelease: 1 << 40})
-	var calls atomic.Int32
-	r.free = func() { calls.Add(1) }
-	makeGarbage(16 << 20)
-	runFor(t, r, 500*time.Millisecond)
-	if n := calls.Load(); n != 0 {
+	if n := releasesCounted(t, Config{Quiet: 100 * time.Millisecond, MinRelease: 1 << 40}, 16<<20, 500*time.Millisecond); n != 0 {
 		t.Fatalf("released %d times below MinRelease", n)
 	}
 }
