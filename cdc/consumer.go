@@ -38,6 +38,33 @@ type AsyncSink interface {
 	DeliverAsync(ctx context.Context, tx schema.Transaction, done func()) error
 }
 
+// BatchSink is a Sink that can take several transactions in one call, in
+// commit order, such as a gateway that queues each socket's frames of the
+// whole batch at once. When the stream is ahead of the sink (a backlog after
+// a restart, a burst of commits), Run hands over with DeliverBatch the
+// transactions already decoded and queued, up to maxBatch of them; it never
+// waits for one to form, so a transaction that finds none behind it goes
+// alone. DeliverBatch returning nil hands off every one of them. An
+// AsyncSink is given transactions one at a time.
+type BatchSink interface {
+	Sink
+	DeliverBatch(ctx context.Context, txs []schema.Transaction) error
+}
+
+// BatchSinkFunc adapts a function to [BatchSink]; Deliver passes it a batch
+// of one.
+type BatchSinkFunc func(ctx context.Context, txs []schema.Transaction) error
+
+// Deliver calls f with tx alone.
+func (f BatchSinkFunc) Deliver(ctx context.Context, tx schema.Transaction) error {
+	return f(ctx, []schema.Transaction{tx})
+}
+
+// DeliverBatch calls f.
+func (f BatchSinkFunc) DeliverBatch(ctx context.Context, txs []schema.Transaction) error {
+	return f(ctx, txs)
+}
+
 // SinkFunc adapts a function to [Sink].
 type SinkFunc func(ctx context.Context, tx schema.Transaction) error
 
@@ -55,6 +82,12 @@ const (
 	queueBytes = 64 << 20
 	// ioTimeout bounds connection setup and the final status update.
 	ioTimeout = 10 * time.Second
+	// maxBatch and maxBatchEvents bound what one BatchSink.DeliverBatch
+	// carries: enough to visit each socket once for many transactions of a
+	// backlog, little enough that derived events do not pile up beside the
+	// queue's budget.
+	maxBatch       = 64
+	maxBatchEvents = 8192
 )
 
 // Consumer streams Koordi's committed changes from a logical replication
@@ -239,20 +272,32 @@ func (c *Consumer) Run(ctx context.Context, sink Sink) error {
 
 // deliver is the delivery goroutine: it derives each queued transaction
 // (the deriver is only ever used here after bootstrap) and hands its events
-// to the sink.
+// to the sink, the ones queued together in one call if it is a BatchSink.
 func (c *Consumer) deliver(ctx context.Context, sink Sink, queue <-chan *committed) error {
 	async, _ := sink.(AsyncSink)
+	batcher, _ := sink.(BatchSink)
+	if async != nil {
+		batcher = nil
+	}
 	inflight := &handoffs{c: c}
+	var (
+		carry *committed // taken from the queue for the next batch: it reports a gap first
+		txs   []schema.Transaction
+		hs    []*handoff
+	)
 	for {
-		var item *committed
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-c.resyncNow:
-			c.resync(ctx)
-			continue
-		case item = <-queue:
-			c.budget.give(item.bytes)
+		item := carry
+		carry = nil
+		if item == nil {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-c.resyncNow:
+				c.resync(ctx)
+				continue
+			case item = <-queue:
+				c.budget.give(item.bytes)
+			}
 		}
 		// Before the transaction's events, and before it can be confirmed:
 		// a recorded gap that cannot be delivered ends the session and is
@@ -263,27 +308,76 @@ func (c *Consumer) deliver(ctx context.Context, sink Sink, queue <-chan *committ
 				return fmt.Errorf("report the gap recorded at %s: %w", pglogrepl.LSN(item.tx.CommitLSN), err)
 			}
 		}
-		tx := c.deriver.Derive(item.tx)
-		err := item.tx.Err()
-		item.tx.Release()
+		tx, h, err := c.derive(item, inflight)
 		if err != nil {
-			return fmt.Errorf("derive transaction %s: %w", pglogrepl.LSN(item.tx.CommitLSN), err)
+			return err
 		}
-		h := inflight.add(item)
 		switch {
-		case len(tx.Events) == 0:
-			inflight.done(h) // nothing to hand over: done once every earlier one is
+		case h == nil: // nothing to hand over
 		case async != nil:
 			if err := async.DeliverAsync(ctx, tx, func() { inflight.done(h) }); err != nil {
 				return fmt.Errorf("deliver transaction %s: %w", pglogrepl.LSN(item.tx.CommitLSN), err)
 			}
-		default:
+		case batcher == nil:
 			if err := sink.Deliver(ctx, tx); err != nil {
 				return fmt.Errorf("deliver transaction %s: %w", pglogrepl.LSN(item.tx.CommitLSN), err)
 			}
 			inflight.done(h)
+		default:
+			txs, hs = append(txs[:0], tx), append(hs[:0], h)
+			events := len(tx.Events)
+			first := item.tx.CommitLSN
+		collect:
+			for len(txs) < maxBatch && events < maxBatchEvents {
+				var next *committed
+				select {
+				case next = <-queue:
+					c.budget.give(next.bytes)
+				default:
+					break collect
+				}
+				if len(next.tx.Gaps) > 0 {
+					carry = next
+					break
+				}
+				tx, h, err := c.derive(next, inflight)
+				if err != nil {
+					return err
+				}
+				if h != nil {
+					txs, hs = append(txs, tx), append(hs, h)
+					events += len(tx.Events)
+				}
+			}
+			if err := batcher.DeliverBatch(ctx, txs); err != nil {
+				return fmt.Errorf("deliver %d transactions from %s: %w", len(txs), pglogrepl.LSN(first), err)
+			}
+			for _, h := range hs {
+				inflight.done(h)
+			}
+			clear(txs) // the sink took the events over
+			clear(hs)
 		}
 	}
+}
+
+// derive derives item and releases it. A transaction with events is added
+// to inflight and returned with its handoff, to be done once delivered; one
+// without is done at once (handed off once every earlier one is) and gets
+// no handoff.
+func (c *Consumer) derive(item *committed, inflight *handoffs) (schema.Transaction, *handoff, error) {
+	tx := c.deriver.Derive(item.tx)
+	err := item.tx.Err()
+	item.tx.Release()
+	if err != nil {
+		return tx, nil, fmt.Errorf("derive transaction %s: %w", pglogrepl.LSN(item.tx.CommitLSN), err)
+	}
+	h := inflight.add(item)
+	if len(tx.Events) == 0 {
+		inflight.done(h)
+		return tx, nil, nil
+	}
+	return tx, h, nil
 }
 
 // handoffs orders completions: a transaction counts as handed off only once

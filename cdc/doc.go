@@ -102,7 +102,10 @@
 //     status updates — also while waiting for the delivery goroutine;
 //   - the delivery goroutine owns the deriver after bootstrap and calls
 //     Sink.Deliver; it receives decoded transactions over a bounded queue
-//     (256), which is the backpressure towards PostgreSQL.
+//     (256), which is the backpressure towards PostgreSQL. A [BatchSink]
+//     gets what is queued together in one DeliverBatch (up to 64
+//     transactions), so a backlog is handed over in batches while a
+//     transaction that finds none behind it still goes at once.
 //
 // Memory: a transaction is held whole from BEGIN to COMMIT (what it
 // changed in the watched tables, as text), and at most 256 decoded

@@ -27,12 +27,72 @@ import (
 // once it is encoded, so a bulk transaction's payloads do not stay in
 // memory beside their frames.
 func (g *Gateway) Publish(ctx context.Context, tx schema.Transaction) error {
+	return g.PublishBatch(ctx, []schema.Transaction{tx})
+}
+
+// PublishBatch publishes txs, in commit order, as Publish publishes each,
+// but queues each socket's frames of the whole batch in one go: a stream
+// that is behind (a backlog after a restart, a burst of commits) hands over
+// what it has ready, and a socket in many of those transactions' rooms is
+// visited once instead of once per event. Queueing waits only for the
+// batch, never for a later call, so a batch of one costs no latency. Frames
+// are queued before each move is applied, which keeps every socket's rooms
+// as of its cursor when it falls behind (see pending).
+func (g *Gateway) PublishBatch(ctx context.Context, txs []schema.Transaction) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	g.pubMu.Lock()
 	defer g.pubMu.Unlock()
-	now := g.cfg.Now()
+	b := batch{p: &g.pend, now: g.cfg.Now()}
+	for i := range txs {
+		if g.publishTx(&b, &txs[i]) {
+			b.fresh = append(b.fresh, txs[i].CommitTime)
+		}
+	}
+	b.flush(g)
+	g.metrics.messagesSent.Add(float64(b.sent))
+	if len(b.behind) > 0 {
+		g.idx.mu.Lock()
+		for _, c := range b.behind {
+			g.idx.suspend(c)
+			g.startCatchUp(c)
+		}
+		g.idx.mu.Unlock()
+	}
+	// Read again: the histogram promises "queued to every member socket".
+	queued := g.cfg.Now()
+	for _, commit := range b.fresh {
+		if commit.After(g.started) {
+			g.metrics.latency.Observe(queued.Sub(commit).Seconds())
+		}
+	}
+	return nil
+}
+
+// batch is one PublishBatch call's state.
+type batch struct {
+	p      *pending
+	now    time.Time
+	sent   int
+	behind []*client   // sockets that fell behind, suspended at the end
+	fresh  []time.Time // commit times of the transactions with new events
+}
+
+func (b *batch) flush(g *Gateway) {
+	if len(b.p.touched) == 0 {
+		return
+	}
+	g.idx.mu.RLock()
+	n, behind := g.flush(b.p, b.behind)
+	g.idx.mu.RUnlock()
+	b.sent += n
+	b.behind = behind
+}
+
+// publishTx collects tx's events into b and applies its moves, and reports
+// whether it had an event not published before. The caller holds pubMu.
+func (g *Gateway) publishTx(b *batch, tx *schema.Transaction) bool {
 	at := func(i int) schema.Offset {
 		switch {
 		case i < len(tx.Events):
@@ -45,12 +105,12 @@ func (g *Gateway) Publish(ctx context.Context, tx schema.Transaction) error {
 	newTx := g.window.accepts(at(0))
 	seen := g.idx.view.saw(tx.Xid) // the view changes only under pubMu
 	moves := tx.Moves
-	sent, fresh := 0, 0
-	var behind []*client
+	fresh := false
 	for i := 0; i <= len(tx.Events); i++ {
 		for ; len(moves) > 0 && moves[0].At <= i; moves = moves[1:] {
 			if newTx {
-				g.publishMove(&moves[0], at(i), seen, now)
+				b.flush(g) // every socket's frames before its rooms change
+				g.publishMove(&moves[0], at(i), seen, b.now)
 			}
 		}
 		if i == len(tx.Events) {
@@ -61,35 +121,23 @@ func (g *Gateway) Publish(ctx context.Context, tx schema.Transaction) error {
 			g.metrics.droppedDup.Inc()
 			continue
 		}
-		fresh++
+		fresh = true
 		f := EncodeEnvelope(ev)
 		ev.Data = nil
 		// Aged by this process's clock from publication, not by the
 		// database's commit time: a skewed database clock, or a backlog
 		// older than the window (catching up after an outage), would
 		// otherwise evict events as they are published.
-		g.window.add(entry{off: ev.Offset, room: ev.Room, frame: f, at: now})
+		g.window.add(entry{off: ev.Offset, room: ev.Room, frame: f, at: b.now})
 		g.idx.mu.RLock()
-		var n int
-		n, behind = g.fanOut(ev, f, behind)
+		g.collect(b.p, ev, f)
 		g.idx.mu.RUnlock()
-		sent += n
-	}
-	g.metrics.messagesSent.Add(float64(sent))
-	if len(behind) > 0 {
-		g.idx.mu.Lock()
-		for _, c := range behind {
-			g.idx.suspend(c)
-			g.startCatchUp(c)
+		if b.p.full() {
+			b.flush(g)
 		}
-		g.idx.mu.Unlock()
 	}
-	g.window.evict(now)
-	if fresh > 0 && tx.CommitTime.After(g.started) {
-		// Read again: the histogram promises "queued to every member socket".
-		g.metrics.latency.Observe(g.cfg.Now().Sub(tx.CommitTime).Seconds())
-	}
-	return nil
+	g.window.evict(b.now)
+	return fresh
 }
 
 // publishMove applies a move and records it in the window at off, the
@@ -101,32 +149,22 @@ func (g *Gateway) publishMove(m *schema.Move, off schema.Offset, seen bool, now 
 	g.window.add(entry{off: off, room: m.Room, move: &movedEntry{op: m.Op, user: m.User, members: members}, at: now})
 }
 
-// fanOut queues f to every live member of the event's room that is not
-// catching up; one without room in its queue joins behind, which the caller
-// moves to catching up. The caller holds pubMu and idx.mu (read): only this
-// path writes a live socket's cursor. Nothing here allocates per recipient.
-func (g *Gateway) fanOut(ev *schema.Envelope, f socketio.Frame, behind []*client) (int, []*client) {
+// collect owes f to every live member of the event's room that is not
+// catching up and has not had the event (a socket that just caught up may
+// be past it). The caller holds pubMu and idx.mu (read). Nothing here
+// allocates per recipient.
+func (g *Gateway) collect(p *pending, ev *schema.Envelope, f socketio.Frame) {
 	rm := g.idx.rooms[ev.Room]
 	if rm == nil {
-		return 0, behind
+		return
 	}
-	sent := 0
 	for _, c := range rm.members {
-		switch {
-		case c.lagging || ev.Offset.Compare(c.sent) <= 0:
-			// Marked behind earlier in this transaction, or already sent:
-			// one ordered path per socket, never twice, never backwards.
-		case c.conn.Offer(f):
-			c.sent = ev.Offset
-			sent++
-		case closed(c.conn):
-			g.metrics.droppedClosed.Inc()
-		default:
-			c.lagging = true
-			behind = append(behind, c)
+		// Marked behind earlier in this batch, or already sent: one
+		// ordered path per socket, never twice, never backwards.
+		if !c.lagging && ev.Offset.Compare(c.sent) > 0 {
+			p.add(c, f, ev.Offset)
 		}
 	}
-	return sent, behind
 }
 
 func closed(c conn) bool {

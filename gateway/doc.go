@@ -57,11 +57,14 @@
 //
 // Publish encodes each event once into a [socketio.Frame] (arguments: payload
 // and offset string, the offset last as socket.io-client's connection state
-// recovery expects) and queues the same bytes to every member socket with the
-// never-blocking [socketio.Socket.Send]. A socket whose queue is full is closed
-// by the protocol layer (a slow consumer) and recovers through replay; it
-// never delays others. Per room, sockets receive events in commit order,
-// because Publish calls are serialised and each socket's queue is FIFO.
+// recovery expects) and queues the same bytes to every member socket, never
+// blocking on one. A socket whose queue is full is not cut: it leaves its
+// rooms and catches up from the replay window at its own pace, then goes
+// live again; it never delays others. Per room, sockets receive events in
+// commit order, because Publish calls are serialised and each socket's
+// queue is FIFO. [Gateway.PublishBatch] publishes several transactions (what
+// a stream that is behind has ready) and queues each socket's frames of the
+// batch in one call instead of one per event.
 //
 // Publish drops events whose offset is not after the newest one it has
 // published: the stream re-sends a window of transactions after a

@@ -114,6 +114,7 @@ type Gateway struct {
 	catchUps sync.WaitGroup
 
 	pubMu  sync.Mutex // see the lock order in doc.go
+	pend   pending    // PublishBatch's frames per socket, under pubMu
 	idx    *index
 	window *window
 	closed atomic.Bool

@@ -17,6 +17,9 @@ type conn interface {
 	// Offer queues an event frame if there is room, never closing the
 	// socket: a socket without room catches up from the window instead.
 	Offer(f socketio.Frame) bool
+	// OfferAll queues the longest prefix of fs there is room for, in
+	// order, and reports its length; same contract as Offer.
+	OfferAll(fs [][]byte) int
 	// Send queues a control frame (sync:reset, a refusal); a full queue
 	// closes the socket.
 	Send(f socketio.Frame) bool
@@ -54,7 +57,11 @@ type client struct {
 	lagging bool          // catching up from the window: out of the index's rooms, its moves applied by the catch-up
 	live    bool          // registered
 	gone    bool          // the socket ended; never register again
-	seq     uint64        // registration order, to find a user's oldest socket
+
+	// Its frames in the publisher's pending batch (index+1 into
+	// pending.entries, 0: none); under pubMu.
+	pendFirst, pendLast int32
+	seq                 uint64 // registration order, to find a user's oldest socket
 }
 
 // roomSet is the few rooms one socket is in: a user room and its

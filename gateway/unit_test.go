@@ -29,6 +29,7 @@ type memConn struct {
 	frames  []socketio.Frame
 	limit   int // queue bound; 0: unbounded
 	taken   int // frames the "transport" took
+	calls   int // OfferAll calls
 	closed  bool
 	done    chan struct{}
 	drained chan struct{}
@@ -48,6 +49,18 @@ func (m *memConn) Offer(f socketio.Frame) bool {
 	}
 	m.frames = append(m.frames, f)
 	return true
+}
+
+func (m *memConn) OfferAll(fs [][]byte) int {
+	m.mu.Lock()
+	m.calls++
+	m.mu.Unlock()
+	for i, f := range fs {
+		if !m.Offer(f) {
+			return i
+		}
+	}
+	return len(fs)
 }
 
 func (m *memConn) Send(f socketio.Frame) bool {
@@ -582,6 +595,7 @@ func TestResetGapFloor(t *testing.T) {
 type countConn struct{ n atomic.Int64 }
 
 func (c *countConn) Offer(socketio.Frame) bool { c.n.Add(1); return true }
+func (c *countConn) OfferAll(fs [][]byte) int  { c.n.Add(int64(len(fs))); return len(fs) }
 func (c *countConn) Send(socketio.Frame) bool  { c.n.Add(1); return true }
 func (c *countConn) Queued() int               { return 0 }
 func (c *countConn) QueueCap() int             { return 4096 }

@@ -1,6 +1,7 @@
 package engineio
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -141,6 +142,27 @@ func (c *Conn) Offer(p []byte) bool {
 	c.mu.Unlock()
 	c.wakeConsumer(w)
 	return true
+}
+
+// OfferAll queues the longest prefix of ps the queue has room for, as
+// Offer would one at a time, and reports its length: a sender with several
+// packets for the connection takes its lock once. Nothing is queued once
+// the connection is closed.
+func (c *Conn) OfferAll(ps [][]byte) int {
+	c.mu.Lock()
+	n := min(len(ps), c.srv.cfg.SendQueue-len(c.queue))
+	if c.closed || n <= 0 {
+		c.mu.Unlock()
+		return 0
+	}
+	c.queue = slices.Grow(c.queue, n)
+	for _, p := range ps[:n] {
+		c.queue = append(c.queue, Packet{Data: p})
+	}
+	w := c.claimConsumerLocked()
+	c.mu.Unlock()
+	c.wakeConsumer(w)
+	return n
 }
 
 // Queued reports how many packets wait for the wire.

@@ -529,6 +529,45 @@ func TestSlowConsumer(t *testing.T) {
 	}
 }
 
+// TestOfferAll: OfferAll queues the longest prefix that fits, in order,
+// never closes the connection for a full queue (SendText would), and queues
+// nothing once the connection is closed.
+func TestOfferAll(t *testing.T) {
+	ts := newTestServer(t, Config{SendQueue: 4})
+	sid := ts.handshake(t)
+	c := <-ts.h.opened
+	ps := func(s ...string) [][]byte {
+		var out [][]byte
+		for _, x := range s {
+			out = append(out, []byte(x))
+		}
+		return out
+	}
+	for _, step := range []struct {
+		offer []string
+		want  int
+	}{{[]string{"4a", "4b", "4c"}, 3}, {[]string{"4d", "4e"}, 1}, {[]string{"4f"}, 0}, {nil, 0}} {
+		if n := c.OfferAll(ps(step.offer...)); n != step.want {
+			t.Fatalf("OfferAll(%q) = %d, want %d", step.offer, n, step.want)
+		}
+	}
+	select {
+	case <-c.Done():
+		t.Fatal("a full queue closed the connection")
+	default:
+	}
+	if status, b := ts.poll(t, sid); status != 200 || b != "4a\x1e4b\x1e4c\x1e4d" {
+		t.Fatalf("poll = %d %q, want the four packets taken, in order", status, b)
+	}
+	if n := c.OfferAll(ps("4g", "4h")); n != 2 {
+		t.Fatalf("OfferAll after the queue was taken = %d, want 2", n)
+	}
+	c.Close()
+	if n := c.OfferAll(ps("4i")); n != 0 {
+		t.Fatalf("OfferAll on a closed connection = %d, want 0", n)
+	}
+}
+
 // TestUpgradeOrder sends numbered frames from the server all through an
 // upgrade and checks that the client sees each exactly once, in order.
 func TestUpgradeOrder(t *testing.T) {

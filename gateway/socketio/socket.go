@@ -340,6 +340,16 @@ func (s *Socket) Offer(f Frame) bool {
 	return s.cl.conn.Offer(f)
 }
 
+// OfferAll queues the longest prefix of fs the connection's queue has room
+// for and reports its length; 0 if the socket has ended (see
+// engineio.Conn.OfferAll).
+func (s *Socket) OfferAll(fs [][]byte) int {
+	if s.ended.Load() {
+		return 0
+	}
+	return s.cl.conn.OfferAll(fs)
+}
+
 // Queued reports how many packets of the connection wait for the wire.
 func (s *Socket) Queued() int { return s.cl.conn.Queued() }
 

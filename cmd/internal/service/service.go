@@ -373,7 +373,7 @@ func (s *Service) runSingle(ctx context.Context, g *errgroup.Group) <-chan struc
 	if s.cluster != nil || c == nil {
 		return nil
 	}
-	g.Go(func() error { return c.Run(ctx, cdc.SinkFunc(s.gateway.Publish)) })
+	g.Go(func() error { return c.Run(ctx, cdc.BatchSinkFunc(s.gateway.PublishBatch)) })
 	return c.CaughtUp()
 }
 

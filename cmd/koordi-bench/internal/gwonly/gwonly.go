@@ -79,6 +79,9 @@ func serve(s *http.Server, ln net.Listener) error {
 	return nil
 }
 
+// maxBatch is the most transactions cdc.Consumer hands its sink at once.
+const maxBatch = 64
+
 // publisher issues plans to the gateway, one at a time.
 type publisher struct {
 	g    *gateway.Gateway
@@ -96,6 +99,10 @@ func (p *publisher) run(ctx context.Context, plan raw.Plan) (raw.Result, error) 
 	defer p.mu.Unlock()
 	res := raw.Result{Sockets: p.g.Sockets(), PerCal: make([]int64, plan.Calendars)}
 	start := time.Now()
+	// Transactions go to PublishBatch as koordi's stream hands them over:
+	// what is ready at once, up to a batch (a backlog in batches, a rate
+	// plan's commits one by one unless some are already due together).
+	var txs []schema.Transaction
 	if plan.Backlog > 0 {
 		for j := 0; j < plan.Backlog; j++ {
 			tx := p.commit()
@@ -105,8 +112,12 @@ func (p *publisher) run(ctx context.Context, plan raw.Plan) (raw.Result, error) 
 				tx.Events[c] = envelope(tx.CommitLSN, uint32(c), c, j%plan.EventsPerCalendar, now)
 				res.PerCal[c]++
 			}
-			if err := p.g.Publish(ctx, tx); err != nil {
-				return res, err
+			txs = append(txs, tx)
+			if len(txs) == maxBatch || j == plan.Backlog-1 {
+				if err := p.g.PublishBatch(ctx, txs); err != nil {
+					return res, err
+				}
+				txs = txs[:0]
 			}
 		}
 		res.Commits = int64(plan.Backlog)
@@ -116,9 +127,9 @@ func (p *publisher) run(ctx context.Context, plan raw.Plan) (raw.Result, error) 
 	// A moment ahead, as raw starts its workers.
 	start = start.Add(2 * time.Millisecond)
 	total, iv := plan.Commits(), plan.Interval()
-	for k := int64(0); k < total; k++ {
-		due := start.Add(time.Duration(k) * iv)
-		if d := time.Until(due); d > 0 {
+	due := func(k int64) time.Time { return start.Add(time.Duration(k) * iv) }
+	for k := int64(0); k < total; {
+		if d := time.Until(due(k)); d > 0 {
 			select {
 			case <-time.After(d):
 			case <-ctx.Done():
@@ -127,11 +138,15 @@ func (p *publisher) run(ctx context.Context, plan raw.Plan) (raw.Result, error) 
 		} else {
 			res.Behind = max(res.Behind, -d)
 		}
-		c, e := plan.Commit(k)
-		tx := p.commit()
-		tx.Events = []schema.Envelope{envelope(tx.CommitLSN, 0, c, e, time.Now().UnixNano())}
-		res.PerCal[c]++
-		if err := p.g.Publish(ctx, tx); err != nil {
+		txs = txs[:0]
+		for now := time.Now(); k < total && len(txs) < maxBatch && !due(k).After(now); k++ {
+			c, e := plan.Commit(k)
+			tx := p.commit()
+			tx.Events = []schema.Envelope{envelope(tx.CommitLSN, 0, c, e, now.UnixNano())}
+			res.PerCal[c]++
+			txs = append(txs, tx)
+		}
+		if err := p.g.PublishBatch(ctx, txs); err != nil {
 			return res, err
 		}
 	}
