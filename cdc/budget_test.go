@@ -71,13 +71,13 @@ func TestQueueWaitsForBudget(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-done })
 	waitStreaming(t, c)
 
-	// Each about 600 KiB in memory: under the spill threshold, two of
-	// them over the budget.
+	// Each about 580 KiB in memory (wal.approxSize): under the spill
+	// threshold, two of them over the budget.
 	const txs = 8
 	for range txs {
 		exec(t, conn, `INSERT INTO users (id, email, name)
 			SELECT gen_random_uuid(), 'u' || i || '-' || gen_random_uuid() || '@example.com', repeat('x', 90)
-			FROM generate_series(1, 700) AS i`)
+			FROM generate_series(1, 900) AS i`)
 	}
 	decoded := func() int { return int(testutil.ToFloat64(c.m.transactions)) }
 	// The stream is given time to decode what it may; it must stop at

@@ -24,7 +24,8 @@ var errMalformed = errors.New("malformed pgoutput message")
 type relation struct {
 	name    string
 	columns []string
-	key     []bool // the column is part of the replica identity key
+	cols    *wal.Columns // columns, shared by the relation's rows
+	key     []bool       // the column is part of the replica identity key
 	watched bool
 	// emit is koordi_realtime.emitted: its inserts are explicit events;
 	// message is the position of its message column (-1 if absent).
@@ -115,6 +116,7 @@ func (d *decoder) decode(data []byte) (*committed, error) {
 		d.relations[m.RelationID] = &relation{
 			name:    m.RelationName,
 			columns: cols,
+			cols:    wal.NewColumns(cols),
 			key:     key,
 			watched: !emit && slices.Contains(ksql.WatchedTables, m.RelationName),
 			emit:    emit,

@@ -126,10 +126,10 @@ func TestUnchangedToastTakenFromOldTuple(t *testing.T) {
 		t.Fatalf("got %d changes, want 1", len(tx.Changes))
 	}
 	c := tx.Changes[0]
-	if v := c.New["description"]; !v.Valid || v.Text != desc {
+	if v := c.New.Get("description"); !v.Valid || v.Text != desc {
 		t.Fatalf("new description: valid=%v len=%d, want the %d-byte original", v.Valid, len(v.Text), len(desc))
 	}
-	if c.Old["description"] != c.New["description"] {
+	if c.Old.Get("description") != c.New.Get("description") {
 		t.Fatal("old and new description differ for an assignment-only update")
 	}
 	requireToasted(t, conn)

@@ -91,7 +91,7 @@ func (r *recorder) waitTx(t *testing.T, match func(*wal.Tx) bool) *wal.Tx {
 func sets(table, column, value string) func(*wal.Tx) bool {
 	return func(tx *wal.Tx) bool {
 		for _, c := range tx.Changes {
-			if c.Table == table && c.New != nil && c.New[column].Text == value {
+			if c.Table == table && c.New.Get(column).Text == value {
 				return true
 			}
 		}
@@ -181,10 +181,10 @@ func render(txs []*wal.Tx) string {
 				continue
 			}
 			fmt.Fprintf(&b, "  %s %s\n", c.Op, c.Table)
-			if c.Old != nil {
+			if !c.Old.IsZero() {
 				fmt.Fprintf(&b, "    old: %s\n", renderRow(c.Old))
 			}
-			if c.New != nil {
+			if !c.New.IsZero() {
 				fmt.Fprintf(&b, "    new: %s\n", renderRow(c.New))
 			}
 		}
@@ -193,20 +193,15 @@ func render(txs []*wal.Tx) string {
 }
 
 func renderRow(r wal.Row) string {
-	keys := make([]string, 0, len(r))
-	for k := range r {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		v := r[k]
+	var parts []string
+	for k, v := range r.All() {
 		if !v.Valid {
-			parts[i] = k + "=NULL"
+			parts = append(parts, k+"=NULL")
 			continue
 		}
-		parts[i] = fmt.Sprintf("%s=%q", k, v.Text)
+		parts = append(parts, fmt.Sprintf("%s=%q", k, v.Text))
 	}
+	sort.Strings(parts)
 	return strings.Join(parts, " ")
 }
 

@@ -56,7 +56,7 @@ func TestResumesAfterPostgresRestart(t *testing.T) {
 					select {
 					case tx := <-rec.ch:
 						for _, c := range tx.Changes {
-							seen[c.New["name"].Text] = true
+							seen[c.New.Get("name").Text] = true
 						}
 						continue
 					default:
@@ -154,7 +154,7 @@ func TestReconnectDerivesOnce(t *testing.T) {
 		}
 		prev = tx.CommitLSN
 		for _, c := range tx.Changes {
-			names[c.New["name"].Text]++
+			names[c.New.Get("name").Text]++
 		}
 	}
 	for i := 0; i < total; i++ {

@@ -144,25 +144,25 @@ func (d *decoder) rowMessage(data []byte) error {
 	}
 	switch {
 	case kind == 'I':
-		row, err := d.row(rel, data, first, nil, false)
+		row, err := d.row(rel, data, first, wal.Row{}, false)
 		if err != nil {
 			return err
 		}
 		return d.add(wal.Change{Op: wal.OpInsert, Table: rel.name, New: row})
 	case kind == 'D':
-		old, err := d.row(rel, data, first, nil, marker == tupleKey)
+		old, err := d.row(rel, data, first, wal.Row{}, marker == tupleKey)
 		if err != nil {
 			return err
 		}
 		return d.add(wal.Change{Op: wal.OpDelete, Table: rel.name, Old: old, OldFull: marker == tupleOld})
 	case !twoTuples: // an UPDATE without its old tuple
-		row, err := d.row(rel, data, first, nil, false)
+		row, err := d.row(rel, data, first, wal.Row{}, false)
 		if err != nil {
 			return err
 		}
 		return d.add(wal.Change{Op: wal.OpUpdate, Table: rel.name, New: row})
 	}
-	old, err := d.row(rel, data, first, nil, marker == tupleKey)
+	old, err := d.row(rel, data, first, wal.Row{}, marker == tupleKey)
 	if err != nil {
 		return err
 	}
@@ -185,28 +185,30 @@ const maxKeptCols = 1664
 // the rules never take a placeholder for the row's value.
 func (d *decoder) row(rel *relation, data []byte, t tuple, old wal.Row, keyOnly bool) (wal.Row, error) {
 	if len(t.cols) != len(rel.columns) {
-		return nil, fmt.Errorf("%w: %s: tuple has %d columns, relation has %d", errMalformed, rel.name, len(t.cols), len(rel.columns))
+		return wal.Row{}, fmt.Errorf("%w: %s: tuple has %d columns, relation has %d", errMalformed, rel.name, len(t.cols), len(rel.columns))
 	}
 	shared := string(data[t.start:t.end])
-	row := make(wal.Row, len(t.cols))
+	row := wal.NewRow(rel.cols)
 	for i, c := range t.cols {
-		name := rel.columns[i]
 		if keyOnly && !rel.key[i] {
 			continue
 		}
 		switch c.kind {
 		case tupleNull:
-			row[name] = wal.Value{}
+			row.SetAt(i, wal.Value{})
 		case tupleText:
-			row[name] = wal.Value{Text: shared[c.start-t.start : c.end-t.start], Valid: true}
+			row.SetAt(i, wal.Value{Text: shared[c.start-t.start : c.end-t.start], Valid: true})
 		case tupleToast:
-			if v, ok := old[name]; ok {
-				row[name] = v
-				d.toastFilled++
+			// old is the same message's old tuple: the same columns.
+			if !old.IsZero() {
+				if v, ok := old.At(i); ok {
+					row.SetAt(i, v)
+					d.toastFilled++
+				}
 			}
 		default:
 			// Binary values are never requested (no 'binary' option).
-			return nil, fmt.Errorf("%w: %s.%s: tuple data type %q", errMalformed, rel.name, name, c.kind)
+			return wal.Row{}, fmt.Errorf("%w: %s.%s: tuple data type %q", errMalformed, rel.name, rel.columns[i], c.kind)
 		}
 	}
 	return row, nil

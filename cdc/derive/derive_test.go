@@ -162,8 +162,8 @@ func deriveCases() []deriveCase {
 			}},
 
 		{name: "member_update_without_old_tuple", txs: [][]wal.Change{
-			{upd(tM, nil, memberRowOf(M2, C1, U2, "bob@example.com", "accepted", "updated_at", "2026-11-26 02:00:00+00"))},
-			{upd(tM, nil, memberRowOf(M2, C1, U2, "bob@example.com", "declined"))},
+			{upd(tM, wal.Row{}, memberRowOf(M2, C1, U2, "bob@example.com", "accepted", "updated_at", "2026-11-26 02:00:00+00"))},
+			{upd(tM, wal.Row{}, memberRowOf(M2, C1, U2, "bob@example.com", "declined"))},
 		}, want: []string{"leave U2 C1", "C1 member:removed", "U2 member:removed"}},
 		{name: "user_deleted_and_recreated_one_tx", txs: [][]wal.Change{
 			{del(tU, userRow(U3, "Carol", "Carol@Example.com")), ins(tU, userRow(U3, "Carol Again", "carol@example.com"))},

@@ -239,7 +239,7 @@ func (d *Deriver) prepass(tx *wal.Tx) {
 			case wal.OpInsert, wal.OpUpdate:
 				if id, ok := parseUID(str(c.New, "id")); ok {
 					d.calDeletes = slices.DeleteFunc(d.calDeletes, func(u uid) bool { return u == id })
-					if _, has := c.New["name"]; has {
+					if c.New.Has("name") {
 						// Cloned: see State.setUser.
 						d.st.calendar(id).name = strings.Clone(str(c.New, "name"))
 					} else {

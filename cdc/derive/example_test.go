@@ -3,6 +3,7 @@ package derive_test
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/koordi/koordi-realtime/cdc/derive"
@@ -14,7 +15,7 @@ import (
 func ExampleDeriver_Derive() {
 	d := derive.New(derive.Config{})
 	v := func(s string) wal.Value { return wal.Value{Text: s, Valid: true} }
-	old := wal.Row{
+	old := map[string]wal.Value{
 		"id":                  v("4a1e0000-0000-4000-8000-000000000001"),
 		"event_calendar_id":   v("ca1e0000-0000-4000-8000-000000000001"),
 		"title":               v("Practice"),
@@ -24,10 +25,7 @@ func ExampleDeriver_Derive() {
 		"assigned_to_user_id": {},
 		"version":             v("1"),
 	}
-	upd := wal.Row{}
-	for k, val := range old {
-		upd[k] = val
-	}
+	upd := maps.Clone(old)
 	upd["assigned_to_user_id"] = v("05e70000-0000-4000-8000-000000000001")
 	upd["title"] = v("Practice (Field 4)")
 	upd["version"] = v("2") // bookkeeping: no event of its own
@@ -35,7 +33,7 @@ func ExampleDeriver_Derive() {
 	tx := &wal.Tx{
 		CommitLSN:  0x169A3F8,
 		CommitTime: time.Date(2026, 11, 26, 1, 0, 0, 0, time.UTC),
-		Changes:    []wal.Change{{Op: wal.OpUpdate, Table: "events", Old: old, OldFull: true, New: upd}},
+		Changes:    []wal.Change{{Op: wal.OpUpdate, Table: "events", Old: wal.RowOf(old), OldFull: true, New: wal.RowOf(upd)}},
 	}
 	for _, e := range d.Derive(tx).Events {
 		line, _ := json.Marshal(e)

@@ -50,9 +50,9 @@ var fuzzTables = []string{tableUsers, tableCalendars, tableMemberships, tableEve
 
 func fuzzRow(s string) wal.Row {
 	if s == "" {
-		return nil
+		return wal.Row{}
 	}
-	r := wal.Row{}
+	r := map[string]wal.Value{}
 	for i, v := range strings.Split(s, "|") {
 		if i >= len(fuzzColumns) {
 			break
@@ -63,7 +63,7 @@ func fuzzRow(s string) wal.Row {
 			r[fuzzColumns[i]] = wal.Value{Text: v, Valid: true}
 		}
 	}
-	return r
+	return wal.RowOf(r)
 }
 
 // FuzzDerive derives a transaction of one fuzzed row change (any table, any

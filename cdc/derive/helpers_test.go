@@ -30,31 +30,34 @@ const null = "\x00NULL"
 
 // row builds a wal.Row from column/value pairs.
 func row(kv ...string) wal.Row {
-	r := make(wal.Row, len(kv)/2)
+	m := make(map[string]wal.Value, len(kv)/2)
 	for i := 0; i+1 < len(kv); i += 2 {
 		if kv[i+1] == null {
-			r[kv[i]] = wal.Value{}
+			m[kv[i]] = wal.Value{}
 		} else {
-			r[kv[i]] = wal.Value{Text: kv[i+1], Valid: true}
+			m[kv[i]] = wal.Value{Text: kv[i+1], Valid: true}
 		}
 	}
-	return r
+	return wal.RowOf(m)
 }
+
+// mapOf is r's columns and values.
+func mapOf(r wal.Row) map[string]wal.Value { return maps.Collect(r.All()) }
 
 // with returns a copy of r with the pairs set (null deletes nothing; use
 // without to drop a column).
 func with(r wal.Row, kv ...string) wal.Row {
-	c := maps.Clone(r)
-	maps.Copy(c, row(kv...))
-	return c
+	c := mapOf(r)
+	maps.Copy(c, mapOf(row(kv...)))
+	return wal.RowOf(c)
 }
 
 func without(r wal.Row, cols ...string) wal.Row {
-	c := maps.Clone(r)
+	c := mapOf(r)
 	for _, col := range cols {
 		delete(c, col)
 	}
-	return c
+	return wal.RowOf(c)
 }
 
 func eventRow(id, cal, title string, kv ...string) wal.Row {
@@ -139,7 +142,7 @@ func ins(table string, r wal.Row) wal.Change {
 // old row); updKey and delKey as a key identity does (no old row for an
 // update, the key only for a delete).
 func upd(table string, o, n wal.Row) wal.Change {
-	return wal.Change{Op: wal.OpUpdate, Table: table, Old: o, New: n, OldFull: o != nil}
+	return wal.Change{Op: wal.OpUpdate, Table: table, Old: o, New: n, OldFull: !o.IsZero()}
 }
 func del(table string, r wal.Row) wal.Change {
 	return wal.Change{Op: wal.OpDelete, Table: table, Old: r, OldFull: true}

@@ -147,7 +147,7 @@ func (d *Deriver) resolutionHalf(tx *wal.Tx) (tripHalf, uid) {
 // supplemental rows (ids compared as PostgreSQL prints them, any case).
 func touches(tx *wal.Tx, id string) bool {
 	is := func(r wal.Row, col string) bool {
-		v := r[col]
+		v := r.Get(col)
 		return v.Valid && len(v.Text) == len(id) && strings.EqualFold(v.Text, id)
 	}
 	found := false

@@ -49,7 +49,7 @@ func eventDiff(old, new wal.Row) (assignment bool, details []string) {
 // oldEventCalendar is the calendar an event belonged to before a change:
 // from the old tuple, or from the index when the old tuple lacks it.
 func (d *Deriver) oldEventCalendar(old wal.Row, id string) string {
-	if v := old["event_calendar_id"]; v.Valid {
+	if v := old.Get("event_calendar_id"); v.Valid {
 		return v.Text
 	}
 	if v := str(old, "id"); v != "" {
@@ -156,7 +156,7 @@ func (d *Deriver) eventRef(r wal.Row, cal string) schema.EventRef {
 func (d *Deriver) eventCreated(r wal.Row, cal string) {
 	d.add(schema.CalendarRoom(cal), schema.EventCreated, marshal(d.eventRef(r, cal)))
 	if valid(r, "assigned_to_user_id") {
-		d.eventAssignment(r, nil, cal)
+		d.eventAssignment(r, wal.Row{}, cal)
 	}
 }
 
@@ -290,11 +290,11 @@ func (d *Deriver) calendarChange(tx *wal.Tx, c *wal.Change) {
 		}
 		cal := d.st.calendar(id)
 		was := cal.window.open
-		if v, ok := c.Old["sync_in_progress"]; ok {
+		if v, ok := c.Old.Lookup("sync_in_progress"); ok {
 			was = v.Valid && boolText(v.Text)
 		}
 		now := was
-		if v, ok := c.New["sync_in_progress"]; ok {
+		if v, ok := c.New.Lookup("sync_in_progress"); ok {
 			now = v.Valid && boolText(v.Text)
 		}
 
@@ -355,7 +355,7 @@ func (d *Deriver) calendarChange(tx *wal.Tx, c *wal.Change) {
 			return
 		}
 		name := str(c.Old, "name")
-		if _, has := c.Old["name"]; !has {
+		if !c.Old.Has("name") {
 			if cal := d.st.calendars[id]; cal != nil {
 				name = cal.name
 			}
@@ -389,7 +389,7 @@ func (d *Deriver) memberRow(r wal.Row) memberRow {
 		status: parseStatus(str(r, "status")),
 	}
 	m.id, m.idOK = parseUID(str(r, "id"))
-	if _, has := r["status"]; !has && m.idOK {
+	if !r.Has("status") && m.idOK {
 		if s, ok := d.st.members[m.id]; ok {
 			m.cal, m.status = s.cal.String(), s.status
 			if s.hasUser {
@@ -425,9 +425,9 @@ func (d *Deriver) membershipChange(c *wal.Change) {
 
 	case wal.OpUpdate:
 		oldRow := c.Old
-		if _, has := oldRow["id"]; !has {
+		if !oldRow.Has("id") {
 			// No old tuple (replica identity not FULL): the state knows the row.
-			oldRow = wal.Row{"id": c.New["id"]}
+			oldRow = wal.RowOf(map[string]wal.Value{"id": c.New.Get("id")})
 		}
 		o, n := d.memberRow(oldRow), d.memberRow(c.New)
 		if o.idOK && o.id != n.id {

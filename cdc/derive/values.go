@@ -22,7 +22,7 @@ var (
 // str returns the column's text, or "" when it is NULL or absent (a dropped
 // column must never panic).
 func str(r wal.Row, col string) string {
-	v := r[col]
+	v := r.Get(col)
 	if !v.Valid {
 		return ""
 	}
@@ -31,7 +31,7 @@ func str(r wal.Row, col string) string {
 
 // nullable returns a pointer to the column's text, nil when NULL or absent.
 func nullable(r wal.Row, col string) *string {
-	v, ok := r[col]
+	v, ok := r.Lookup(col)
 	if !ok || !v.Valid {
 		return nil
 	}
@@ -40,17 +40,17 @@ func nullable(r wal.Row, col string) *string {
 }
 
 // valid reports whether the column is present and not NULL.
-func valid(r wal.Row, col string) bool { return r[col].Valid }
+func valid(r wal.Row, col string) bool { return r.Get(col).Valid }
 
 // changed reports whether col differs between the old and new tuple. A column
 // missing from either side (dropped, or no old tuple) counts as unchanged:
 // the rules only react to differences they can see.
 func changed(old, new wal.Row, col string) bool {
-	o, ok := old[col]
+	o, ok := old.Lookup(col)
 	if !ok {
 		return false
 	}
-	n, ok := new[col]
+	n, ok := new.Lookup(col)
 	if !ok {
 		return false
 	}
@@ -68,7 +68,7 @@ func boolText(s string) bool {
 }
 
 func boolCol(r wal.Row, col string) bool {
-	v := r[col]
+	v := r.Get(col)
 	return v.Valid && boolText(v.Text)
 }
 

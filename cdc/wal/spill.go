@@ -20,8 +20,9 @@ import (
 func approxSize(c *Change) int {
 	n := 64 + len(c.Table) + len(c.Message)
 	for _, r := range [2]Row{c.Old, c.New} {
-		for k, v := range r {
-			n += 48 + len(k) + len(v.Text)
+		n += 24 + 24*len(r.cells)
+		for _, c := range r.cells {
+			n += len(c.text)
 		}
 	}
 	return n
@@ -111,6 +112,11 @@ type spillFile struct {
 	f *os.File
 	w *bufio.Writer
 	n int
+	// The column lists of the spilled rows, which a record names by
+	// position: rows are written as values only and read back sharing
+	// their relation's Columns, as decoded rows do.
+	cols  []*Columns
+	colID map[*Columns]int
 }
 
 func (s *spillFile) close() { _ = s.f.Close() }
@@ -122,17 +128,17 @@ func (s *spillFile) write(c *Change) error {
 	if c.OldFull {
 		flags |= 1
 	}
-	if c.Old != nil {
+	if !c.Old.IsZero() {
 		flags |= 2
 	}
-	if c.New != nil {
+	if !c.New.IsZero() {
 		flags |= 4
 	}
 	b = append(b, flags)
 	b = appendString(b, c.Table)
 	b = appendString(b, string(c.Message))
-	b = appendRow(b, c.Old)
-	b = appendRow(b, c.New)
+	b = s.appendRow(b, c.Old)
+	b = s.appendRow(b, c.New)
 	var hdr [binary.MaxVarintLen64]byte
 	if _, err := s.w.Write(hdr[:binary.PutUvarint(hdr[:], uint64(len(b)))]); err != nil {
 		return fmt.Errorf("spill transaction: %w", err)
@@ -170,7 +176,7 @@ func (s *spillFile) each(fn func(*Change) bool) error {
 		if _, err := io.ReadFull(r, buf); err != nil {
 			return err
 		}
-		c, err := decodeChange(buf)
+		c, err := decodeChange(buf, s.cols)
 		if err != nil {
 			return err
 		}
@@ -188,16 +194,33 @@ func appendString(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-func appendRow(b []byte, r Row) []byte {
-	b = binary.AppendUvarint(b, uint64(len(r)))
-	for k, v := range r {
-		b = appendString(b, k)
-		if v.Valid {
-			b = append(b, 1)
-		} else {
-			b = append(b, 0)
+// appendRow writes r as the position of its Columns in s.cols and a
+// presence-and-validity byte and text per column.
+func (s *spillFile) appendRow(b []byte, r Row) []byte {
+	if r.IsZero() {
+		return b
+	}
+	id, ok := s.colID[r.cols]
+	if !ok {
+		if s.colID == nil {
+			s.colID = make(map[*Columns]int)
 		}
-		b = appendString(b, v.Text)
+		id = len(s.cols)
+		s.cols = append(s.cols, r.cols)
+		s.colID[r.cols] = id
+	}
+	b = binary.AppendUvarint(b, uint64(id))
+	for _, c := range r.cells {
+		switch {
+		case !c.present:
+			b = append(b, 0)
+			continue
+		case c.valid:
+			b = append(b, 2)
+		default:
+			b = append(b, 1)
+		}
+		b = appendString(b, c.text)
 	}
 	return b
 }
@@ -250,25 +273,35 @@ func (r *reader) byte1() byte {
 	return c
 }
 
-func (r *reader) row(present bool) Row {
-	n := r.uvarint()
-	if r.err != nil || n > uint64(len(r.s)) {
-		r.err = errCorrupt
-		return nil
-	}
+func (r *reader) row(present bool, cols []*Columns) Row {
 	if !present {
-		return nil
+		return Row{}
 	}
-	row := make(Row, n)
-	for range n {
-		k := r.str()
-		valid := r.byte1() == 1
-		row[k] = Value{Text: r.str(), Valid: valid}
+	id := r.uvarint()
+	if r.err != nil || id >= uint64(len(cols)) {
+		r.err = errCorrupt
+		return Row{}
+	}
+	row := NewRow(cols[id])
+	for i := range row.cells {
+		switch r.byte1() {
+		case 0:
+		case 1:
+			row.cells[i] = cell{text: r.str(), present: true}
+		case 2:
+			row.cells[i] = cell{text: r.str(), valid: true, present: true}
+		default:
+			r.err = errCorrupt
+		}
+		if r.err != nil {
+			return Row{}
+		}
 	}
 	return row
 }
 
-func decodeChange(b []byte) (Change, error) {
+// decodeChange reads a record whose rows name their columns in cols.
+func decodeChange(b []byte, cols []*Columns) (Change, error) {
 	r := &reader{s: string(b)}
 	var c Change
 	c.Op = Op(r.byte1())
@@ -278,7 +311,7 @@ func decodeChange(b []byte) (Change, error) {
 	if m := r.str(); m != "" {
 		c.Message = []byte(m)
 	}
-	c.Old = r.row(flags&2 != 0)
-	c.New = r.row(flags&4 != 0)
+	c.Old = r.row(flags&2 != 0, cols)
+	c.New = r.row(flags&4 != 0, cols)
 	return c, r.err
 }

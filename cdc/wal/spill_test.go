@@ -13,14 +13,14 @@ import (
 // empty values, a key-only old row, a logical message, non-ASCII text.
 func spillChanges() []Change {
 	return []Change{
-		{Op: OpInsert, Table: "events", New: Row{"id": {Text: "e1", Valid: true}, "title": {Text: "Drop-off · école", Valid: true}, "location": {}}},
+		{Op: OpInsert, Table: "events", New: RowOf(map[string]Value{"id": {Text: "e1", Valid: true}, "title": {Text: "Drop-off · école", Valid: true}, "location": {}})},
 		{Op: OpUpdate, Table: "events", OldFull: true,
-			Old: Row{"id": {Text: "e1", Valid: true}, "assigned_to_user_id": {}},
-			New: Row{"id": {Text: "e1", Valid: true}, "assigned_to_user_id": {Text: "u2", Valid: true}, "description": {Text: "", Valid: true}}},
-		{Op: OpUpdate, Table: "users", Old: Row{"id": {Text: "u1", Valid: true}}, New: Row{"id": {Text: "u1", Valid: true}}},
-		{Op: OpDelete, Table: "event_calendar_memberships", OldFull: true, Old: Row{"id": {Text: "m1", Valid: true}, "status": {Text: "accepted", Valid: true}}},
+			Old: RowOf(map[string]Value{"id": {Text: "e1", Valid: true}, "assigned_to_user_id": {}}),
+			New: RowOf(map[string]Value{"id": {Text: "e1", Valid: true}, "assigned_to_user_id": {Text: "u2", Valid: true}, "description": {Text: "", Valid: true}})},
+		{Op: OpUpdate, Table: "users", Old: RowOf(map[string]Value{"id": {Text: "u1", Valid: true}}), New: RowOf(map[string]Value{"id": {Text: "u1", Valid: true}})},
+		{Op: OpDelete, Table: "event_calendar_memberships", OldFull: true, Old: RowOf(map[string]Value{"id": {Text: "m1", Valid: true}, "status": {Text: "accepted", Valid: true}})},
 		{Op: OpMessage, Message: []byte(`{"room":"user:x","event":"e","data":{}}`)},
-		{Op: OpInsert, Table: "supplemental_events", New: Row{}},
+		{Op: OpInsert, Table: "supplemental_events", New: RowOf(map[string]Value{})},
 	}
 }
 
@@ -126,7 +126,7 @@ func TestSpillCorruptFile(t *testing.T) {
 
 func TestDecodeChangeRefusesGarbage(t *testing.T) {
 	for _, b := range [][]byte{nil, {1}, {1, 0, 200}, {1, 6, 0, 0, 5, 'a'}} {
-		if _, err := decodeChange(b); err == nil {
+		if _, err := decodeChange(b, nil); err == nil {
 			t.Errorf("decodeChange(%v) = nil error", b)
 		}
 	}
@@ -140,7 +140,7 @@ func TestSpillNestedWalks(t *testing.T) {
 	defer tx.Release()
 	var in []Change
 	for i := range 5000 {
-		c := Change{Op: OpInsert, Table: "events", New: Row{"id": {Text: fmt.Sprintf("e%04d", i), Valid: true}, "title": {Text: strings.Repeat("t", 40), Valid: true}}}
+		c := Change{Op: OpInsert, Table: "events", New: RowOf(map[string]Value{"id": {Text: fmt.Sprintf("e%04d", i), Valid: true}, "title": {Text: strings.Repeat("t", 40), Valid: true}})}
 		in = append(in, c)
 		if err := tx.Add(c, 1, t.TempDir()); err != nil {
 			t.Fatal(err)
@@ -151,8 +151,8 @@ func TestSpillNestedWalks(t *testing.T) {
 		if outer == 10 {
 			tx.Each(func(*Change) bool { inner++; return true })
 		}
-		if c.New["id"] != in[outer].New["id"] {
-			t.Fatalf("outer walk: change %d is %v, want %v", outer, c.New["id"], in[outer].New["id"])
+		if c.New.Get("id") != in[outer].New.Get("id") {
+			t.Fatalf("outer walk: change %d is %v, want %v", outer, c.New.Get("id"), in[outer].New.Get("id"))
 		}
 		outer++
 		return true
