@@ -169,14 +169,78 @@ func streamMsgs(t *testing.T, js jetstream.JetStream) uint64 {
 type recordingGateway struct {
 	mu      sync.Mutex
 	txs     []schema.Transaction
+	batches []int // transactions per PublishBatch call
 	resumed []schema.Offset
 }
 
-func (g *recordingGateway) Publish(_ context.Context, tx schema.Transaction) error {
+func (g *recordingGateway) PublishBatch(_ context.Context, txs []schema.Transaction) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.txs = append(g.txs, tx)
+	g.txs = append(g.txs, txs...)
+	g.batches = append(g.batches, len(txs))
 	return nil
+}
+
+func (g *recordingGateway) handed() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.txs)
+}
+
+// TestSubscriberBatchesBacklog: a node reading a backlog hands it to its
+// gateway in batches (at most maxBatch), every transaction once and in
+// order, and what came before a reset is handed over before the reset is
+// reported.
+func TestSubscriberBatchesBacklog(t *testing.T) {
+	js := startJS(t)
+	ctx := context.Background()
+	p := NewPublisher(PublisherConfig{JS: js, Stream: "T"})
+	defer p.Close()
+	for i := range 150 {
+		if err := p.Deliver(ctx, transaction(uint64(100+i), 1, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Reset(ctx, "slot_recreated"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if err := p.Deliver(ctx, transaction(uint64(300+i), 1, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gw := &recordingGateway{}
+	atReset := make(chan int, 1)
+	sub := NewSubscriber(SubscriberConfig{JS: js, Stream: "T", History: time.Minute, Gateway: gw,
+		OnReset: func(string) { atReset <- gw.handed() }})
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- sub.Run(sctx) }()
+	select {
+	case <-sub.CaughtUp():
+	case <-time.After(20 * time.Second):
+		t.Fatal("not caught up")
+	}
+	cancel()
+	<-done
+	if n := <-atReset; n != 150 {
+		t.Fatalf("the reset was reported after %d transactions, want the 150 before it", n)
+	}
+	offs, _ := events(gw)
+	if len(offs) != 160 {
+		t.Fatalf("%d events handed over, want 160", len(offs))
+	}
+	for i := 1; i < len(offs); i++ {
+		if offs[i].Compare(offs[i-1]) <= 0 {
+			t.Fatalf("offset %v after %v", offs[i], offs[i-1])
+		}
+	}
+	gw.mu.Lock()
+	defer gw.mu.Unlock()
+	largest := slices.Max(gw.batches)
+	if largest < 2 || largest > maxBatch {
+		t.Fatalf("batches %v: want some of 2..%d", gw.batches, maxBatch)
+	}
 }
 
 func (g *recordingGateway) ResumeAfter(off schema.Offset) {

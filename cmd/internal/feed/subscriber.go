@@ -15,11 +15,16 @@ import (
 	"github.com/koordi/koordi-realtime/schema"
 )
 
-// Gateway is what a Subscriber feeds.
+// Gateway is what a Subscriber feeds: transactions in order, several at
+// once when the stream holds more behind them.
 type Gateway interface {
-	Publish(ctx context.Context, tx schema.Transaction) error
+	PublishBatch(ctx context.Context, txs []schema.Transaction) error
 	ResumeAfter(off schema.Offset)
 }
+
+// maxBatch is the most transactions handed to the gateway in one call, as
+// the single-node stream hands them (cdc.BatchSink).
+const maxBatch = 64
 
 // SubscriberConfig configures a Subscriber.
 type SubscriberConfig struct {
@@ -195,6 +200,29 @@ func (s *Subscriber) run(ctx context.Context) error {
 	defer msgs.Stop()
 	go s.watch(ctx, stream, info.Created, cancel)
 	go func() { <-ctx.Done(); msgs.Stop() }()
+	// Transactions are collected while the stream holds more behind the
+	// one read (a node catching up, a burst) and handed over together; the
+	// last message of the stream goes at once.
+	var (
+		batch []schema.Transaction
+		last  uint64 // stream sequence of the newest message read
+	)
+	flush := func() error {
+		if len(batch) > 0 {
+			if err := s.cfg.Gateway.PublishBatch(ctx, batch); err != nil {
+				return err
+			}
+			clear(batch)
+			batch = batch[:0]
+		}
+		if last > s.delivered.Load() {
+			s.delivered.Store(last)
+			if last >= s.target.Load() {
+				s.markCaughtUp()
+			}
+		}
+		return nil
+	}
 	for {
 		m, err := msgs.Next()
 		if err != nil {
@@ -207,15 +235,21 @@ func (s *Subscriber) run(ctx context.Context) error {
 		if err != nil {
 			continue
 		}
-		if err := s.apply(ctx, m); err != nil {
+		tx, ok, err := s.read(m, flush)
+		if err != nil {
 			return err
 		}
-		s.delivered.Store(meta.Sequence.Stream)
+		if ok {
+			batch = append(batch, tx)
+		}
+		last = meta.Sequence.Stream
 		if meta.NumPending == 0 {
 			s.cfg.Metrics.lag.Set(0)
 		}
-		if meta.Sequence.Stream >= s.target.Load() {
-			s.markCaughtUp()
+		if meta.NumPending == 0 || len(batch) >= maxBatch {
+			if err := flush(); err != nil {
+				return err
+			}
 		}
 	}
 }
@@ -238,13 +272,16 @@ type assembly struct {
 	buf     []byte
 }
 
-// apply hands one message to the gateway.
-func (s *Subscriber) apply(ctx context.Context, m jetstream.Msg) error {
+// read takes one message: a transaction for the gateway (ok), or a part of
+// one, a reset, a refusal. What is batched is handed over (flush) before a
+// reset is reported and before the first transaction resumes the gateway,
+// so both keep their place in the stream's order.
+func (s *Subscriber) read(m jetstream.Msg, flush func() error) (tx schema.Transaction, ok bool, err error) {
 	s.cfg.Metrics.received.Inc()
 	h := m.Headers()
 	data, complete := s.assemble(h, m.Data())
 	if !complete {
-		return nil
+		return tx, false, nil
 	}
 	if !s.resumed {
 		// The first message read: every event after its predecessor
@@ -256,19 +293,22 @@ func (s *Subscriber) apply(ctx context.Context, m jetstream.Msg) error {
 	}
 	if reason := h.Get(headerReset); reason != "" {
 		if s.cfg.OnReset != nil {
+			if err := flush(); err != nil {
+				return tx, false, err
+			}
 			s.cfg.OnReset(reason)
 		}
-		return nil
+		return tx, false, nil
 	}
-	tx, err := schema.DecodeTransaction(data)
+	tx, err = schema.DecodeTransaction(data)
 	if err != nil {
 		s.refuse(err.Error())
-		return nil
+		return tx, false, nil
 	}
 	if !tx.CommitTime.IsZero() {
 		s.cfg.Metrics.lag.Set(max(0, time.Since(tx.CommitTime).Seconds()))
 	}
-	return s.cfg.Gateway.Publish(ctx, tx)
+	return tx, true, nil
 }
 
 // assemble puts parts together: it returns a message once complete. A run
