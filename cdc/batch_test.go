@@ -50,7 +50,7 @@ func (b *batchRecorder) delivered() []uint64 {
 
 // TestBatchSinkTakesTheBacklog: a backlog in the slot reaches a BatchSink
 // in batches of what was queued together, each transaction once, in commit
-// order, at most maxBatch a call, and the slot is confirmed past all of it.
+// order, at most MaxBatch a call, and the slot is confirmed past all of it.
 func TestBatchSinkTakesTheBacklog(t *testing.T) {
 	url, conn := koordiDB(t)
 	slot := slotFor(url)
@@ -86,8 +86,8 @@ func TestBatchSinkTakesTheBacklog(t *testing.T) {
 	if single != 0 {
 		t.Errorf("%d transactions went to Deliver, not DeliverBatch", single)
 	}
-	if largest < 2 || largest > maxBatch {
-		t.Fatalf("largest batch %d of %d calls: want 2..%d", largest, batches, maxBatch)
+	if largest < 2 || largest > MaxBatch {
+		t.Fatalf("largest batch %d of %d calls: want 2..%d", largest, batches, MaxBatch)
 	}
 	waitFor(t, "the slot confirmed past the backlog", func() bool { return slotConfirmed(t, conn, slot) >= got[len(got)-1] })
 }

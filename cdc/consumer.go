@@ -26,6 +26,10 @@ type Sink interface {
 	Deliver(ctx context.Context, tx schema.Transaction) error
 }
 
+// MaxBatch is the most transactions one BatchSink.DeliverBatch carries:
+// enough to visit each socket once for many transactions of a backlog.
+const MaxBatch = 64
+
 // AsyncSink is a Sink whose hand-off completes later, such as a publish to
 // JetStream that is acknowledged afterwards. DeliverAsync accepts the
 // transaction — blocking only to bound what is in flight — and calls done
@@ -42,7 +46,7 @@ type AsyncSink interface {
 // commit order, such as a gateway that queues each socket's frames of the
 // whole batch at once. When the stream is ahead of the sink (a backlog after
 // a restart, a burst of commits), Run hands over with DeliverBatch the
-// transactions already decoded and queued, up to maxBatch of them; it never
+// transactions already decoded and queued, up to MaxBatch of them; it never
 // waits for one to form, so a transaction that finds none behind it goes
 // alone. DeliverBatch returning nil hands off every one of them. An
 // AsyncSink is given transactions one at a time.
@@ -82,11 +86,8 @@ const (
 	queueBytes = 64 << 20
 	// ioTimeout bounds connection setup and the final status update.
 	ioTimeout = 10 * time.Second
-	// maxBatch and maxBatchEvents bound what one BatchSink.DeliverBatch
-	// carries: enough to visit each socket once for many transactions of a
-	// backlog, little enough that derived events do not pile up beside the
-	// queue's budget.
-	maxBatch       = 64
+	// maxBatchEvents cuts a batch (see MaxBatch) once its derived events
+	// reach it, so that they do not pile up beside the queue's budget.
 	maxBatchEvents = 8192
 )
 
@@ -285,6 +286,11 @@ func (c *Consumer) deliver(ctx context.Context, sink Sink, queue <-chan *committ
 		txs   []schema.Transaction
 		hs    []*handoff
 	)
+	defer func() {
+		if carry != nil { // out of the queue, so Run's cleanup would miss it
+			carry.tx.Release()
+		}
+	}()
 	for {
 		item := carry
 		carry = nil
@@ -308,7 +314,7 @@ func (c *Consumer) deliver(ctx context.Context, sink Sink, queue <-chan *committ
 				return fmt.Errorf("report the gap recorded at %s: %w", pglogrepl.LSN(item.tx.CommitLSN), err)
 			}
 		}
-		tx, h, err := c.derive(item, inflight)
+		tx, h, err := c.deriveItem(item, inflight)
 		if err != nil {
 			return err
 		}
@@ -328,7 +334,7 @@ func (c *Consumer) deliver(ctx context.Context, sink Sink, queue <-chan *committ
 			events := len(tx.Events)
 			first := item.tx.CommitLSN
 		collect:
-			for len(txs) < maxBatch && events < maxBatchEvents {
+			for len(txs) < MaxBatch && events < maxBatchEvents {
 				var next *committed
 				select {
 				case next = <-queue:
@@ -338,9 +344,9 @@ func (c *Consumer) deliver(ctx context.Context, sink Sink, queue <-chan *committ
 				}
 				if len(next.tx.Gaps) > 0 {
 					carry = next
-					break
+					break collect
 				}
-				tx, h, err := c.derive(next, inflight)
+				tx, h, err := c.deriveItem(next, inflight)
 				if err != nil {
 					return err
 				}
@@ -361,11 +367,11 @@ func (c *Consumer) deliver(ctx context.Context, sink Sink, queue <-chan *committ
 	}
 }
 
-// derive derives item and releases it. A transaction with events is added
+// deriveItem derives item and releases it. A transaction with events is added
 // to inflight and returned with its handoff, to be done once delivered; one
 // without is done at once (handed off once every earlier one is) and gets
 // no handoff.
-func (c *Consumer) derive(item *committed, inflight *handoffs) (schema.Transaction, *handoff, error) {
+func (c *Consumer) deriveItem(item *committed, inflight *handoffs) (schema.Transaction, *handoff, error) {
 	tx := c.deriver.Derive(item.tx)
 	err := item.tx.Err()
 	item.tx.Release()

@@ -36,8 +36,9 @@
 // # What is acknowledged when
 //
 // Each transaction is buffered from BEGIN to COMMIT, derived at COMMIT, and,
-// if it derived events, passed to Sink.Deliver. When Deliver returns nil the
-// transaction is handed off; a transaction that derived nothing is handed
+// if it derived events, passed to Sink.Deliver (or, with several queued, to
+// BatchSink.DeliverBatch together). When that returns nil the transaction is
+// handed off; a transaction that derived nothing is handed
 // off as soon as all earlier ones are. Standby status updates are sent every
 // Config.StatusInterval and at once when the server asks, with the write,
 // flush and apply positions all set explicitly to the end of the newest
@@ -77,7 +78,9 @@
 // is derived and delivered once: after a reconnect, transactions whose
 // commit LSN is not above the newest one already queued are skipped.
 // Transactions are delivered in commit order; a Deliver error ends Run
-// (nothing after the previous hand-off is confirmed).
+// (nothing after the previous hand-off is confirmed; the transactions of a
+// batch that failed are derived again by the next session, from the state
+// their first derivation left).
 //
 // # Errors and reconnection
 //
@@ -108,9 +111,11 @@
 //     transaction that finds none behind it still goes at once.
 //
 // Memory: a transaction is held whole from BEGIN to COMMIT (what it
-// changed in the watched tables, as text), and at most 256 decoded
-// transactions wait for delivery; the relation cache holds one column list
-// per published table.
+// changed in the watched tables, as text, one value slot per column), at
+// most 256 decoded transactions (64 MiB) wait for delivery, and a batch
+// being delivered holds its derived events beside them (at most 64
+// transactions, cut after 8,192 events); the relation cache holds one
+// column list per published table.
 //
 // Status and State may be called from any goroutine. Locks: the acker's
 // mutex and the status mutex are leaf locks, never held together.

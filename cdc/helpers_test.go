@@ -91,7 +91,7 @@ func (r *recorder) waitTx(t *testing.T, match func(*wal.Tx) bool) *wal.Tx {
 func sets(table, column, value string) func(*wal.Tx) bool {
 	return func(tx *wal.Tx) bool {
 		for _, c := range tx.Changes {
-			if c.Table == table && c.New.Get(column).Text == value {
+			if c.Table == table && c.New.Has(column) && c.New.Get(column).Text == value {
 				return true
 			}
 		}

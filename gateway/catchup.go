@@ -9,8 +9,9 @@ import (
 //
 // Every socket has one ordered path: its cursor (client.sent) is the newest
 // event offset queued to it, and nothing at or before it is queued again. A
-// socket whose queue keeps up is live: fan-out queues each event as it is
-// published. One that has fallen behind — a slow client whose queue filled
+// socket whose queue keeps up is live: fan-out queues it every event of its
+// rooms as it is published (a batch's frames in one go, see pending). One
+// that has fallen behind — a slow client whose queue filled
 // up, or one that just connected and has a replay to get (a recovery, or
 // what was published between its CONNECT and now) — catches up from the
 // window instead, at the pace its writer drains: a chunk up to half its

@@ -36,30 +36,25 @@ func (g *Gateway) Publish(ctx context.Context, tx schema.Transaction) error {
 // what it has ready, and a socket in many of those transactions' rooms is
 // visited once instead of once per event. Queueing waits only for the
 // batch, never for a later call, so a batch of one costs no latency. Frames
-// are queued before each move is applied, which keeps every socket's rooms
-// as of its cursor when it falls behind (see pending).
+// are queued before each move is applied, and a socket that falls behind
+// is suspended at once, so its rooms and its cursor agree (see
+// pending.flush).
+// PublishBatch takes the events of txs over, as Publish does.
 func (g *Gateway) PublishBatch(ctx context.Context, txs []schema.Transaction) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	g.pubMu.Lock()
 	defer g.pubMu.Unlock()
-	b := batch{p: &g.pend, now: g.cfg.Now()}
+	b := batch{now: g.cfg.Now()}
+	g.pend.from = g.window.position()
 	for i := range txs {
 		if g.publishTx(&b, &txs[i]) {
 			b.fresh = append(b.fresh, txs[i].CommitTime)
 		}
 	}
-	b.flush(g)
+	g.flush(&b)
 	g.metrics.messagesSent.Add(float64(b.sent))
-	if len(b.behind) > 0 {
-		g.idx.mu.Lock()
-		for _, c := range b.behind {
-			g.idx.suspend(c)
-			g.startCatchUp(c)
-		}
-		g.idx.mu.Unlock()
-	}
 	// Read again: the histogram promises "queued to every member socket".
 	queued := g.cfg.Now()
 	for _, commit := range b.fresh {
@@ -72,22 +67,46 @@ func (g *Gateway) PublishBatch(ctx context.Context, txs []schema.Transaction) er
 
 // batch is one PublishBatch call's state.
 type batch struct {
-	p      *pending
 	now    time.Time
 	sent   int
-	behind []*client   // sockets that fell behind, suspended at the end
+	behind []*client   // scratch of flush
 	fresh  []time.Time // commit times of the transactions with new events
 }
 
-func (b *batch) flush(g *Gateway) {
-	if len(b.p.touched) == 0 {
+// flush queues what the batch collected so far (g.pend) and suspends the
+// sockets that fell behind, before anything else is published. The caller
+// holds pubMu.
+func (g *Gateway) flush(b *batch) {
+	if len(g.pend.touched) == 0 {
+		g.pend.from = g.window.position()
 		return
 	}
 	g.idx.mu.RLock()
-	n, behind := g.flush(b.p, b.behind)
+	n, behind := g.pend.flush(g, b.behind[:0])
 	g.idx.mu.RUnlock()
 	b.sent += n
-	b.behind = behind
+	if len(behind) == 0 {
+		return
+	}
+	// Between the read lock and this one only a socket's end can come
+	// (Connected and catch-ups going live wait for pubMu): such a socket
+	// left its rooms as a live one, and suspend skips it.
+	g.idx.mu.Lock()
+	for _, c := range behind {
+		g.suspend(c)
+	}
+	g.idx.mu.Unlock()
+	clear(behind)
+	b.behind = behind[:0]
+}
+
+// suspend takes a live socket whose queue refused frames out of its rooms
+// to catch up from the window after its cursor. The caller holds pubMu and
+// idx.mu.
+func (g *Gateway) suspend(c *client) {
+	if g.idx.suspend(c) {
+		g.startCatchUp(c)
+	}
 }
 
 // publishTx collects tx's events into b and applies its moves, and reports
@@ -109,7 +128,7 @@ func (g *Gateway) publishTx(b *batch, tx *schema.Transaction) bool {
 	for i := 0; i <= len(tx.Events); i++ {
 		for ; len(moves) > 0 && moves[0].At <= i; moves = moves[1:] {
 			if newTx {
-				b.flush(g) // every socket's frames before its rooms change
+				g.flush(b) // every socket's frames before its rooms change
 				g.publishMove(&moves[0], at(i), seen, b.now)
 			}
 		}
@@ -130,10 +149,10 @@ func (g *Gateway) publishTx(b *batch, tx *schema.Transaction) bool {
 		// otherwise evict events as they are published.
 		g.window.add(entry{off: ev.Offset, room: ev.Room, frame: f, at: b.now})
 		g.idx.mu.RLock()
-		g.collect(b.p, ev, f)
+		g.collect(ev, f)
 		g.idx.mu.RUnlock()
-		if b.p.full() {
-			b.flush(g)
+		if g.pend.full() {
+			g.flush(b)
 		}
 	}
 	g.window.evict(b.now)
@@ -153,16 +172,16 @@ func (g *Gateway) publishMove(m *schema.Move, off schema.Offset, seen bool, now 
 // catching up and has not had the event (a socket that just caught up may
 // be past it). The caller holds pubMu and idx.mu (read). Nothing here
 // allocates per recipient.
-func (g *Gateway) collect(p *pending, ev *schema.Envelope, f socketio.Frame) {
+func (g *Gateway) collect(ev *schema.Envelope, f socketio.Frame) {
 	rm := g.idx.rooms[ev.Room]
 	if rm == nil {
 		return
 	}
 	for _, c := range rm.members {
-		// Marked behind earlier in this batch, or already sent: one
-		// ordered path per socket, never twice, never backwards.
+		// Catching up, or already sent: one ordered path per socket,
+		// never twice, never backwards.
 		if !c.lagging && ev.Offset.Compare(c.sent) > 0 {
-			p.add(c, f, ev.Offset)
+			g.pend.add(c, f, ev.Offset)
 		}
 	}
 }

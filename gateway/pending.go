@@ -10,7 +10,7 @@ import (
 // look at memory no other socket shares; a backlog of transactions queued
 // one frame at a time paid that for every delivery (a quarter of the
 // server's CPU in the fan-out benchmark). Collected here, a socket's frames
-// of the whole batch are queued in one call.
+// are queued in one call per flush.
 //
 // Frames are kept in one array in fan-out order, each socket's chained by
 // index from its client (pendFirst, pendLast), so collecting allocates
@@ -19,7 +19,14 @@ import (
 type pending struct {
 	entries []pendingEntry
 	touched []*client // sockets with frames, in the order they got their first
+	longest int32     // the most frames one socket is owed
 	frames  [][]byte  // scratch for one socket's frames at a flush
+	offs    []schema.Offset
+	// from is the window's position when collecting began (the batch's
+	// start or the last flush). No move lies between it and the frames
+	// collected since: a socket refused all of its frames has had
+	// everything up to it.
+	from schema.Offset
 }
 
 type pendingEntry struct {
@@ -28,46 +35,56 @@ type pendingEntry struct {
 	next  int32 // index+1 of the socket's next entry; 0: its last
 }
 
-// maxPending bounds the frames collected before a flush: a bulk transaction
-// to a large room flushes as it goes. The gateway keeps its entries (at most
-// 3 MiB) from batch to batch; a pool emptied at every collection made each
-// batch of a backlog grow them again.
-const maxPending = 1 << 16
+const (
+	// maxPending bounds the frames collected before a flush, so a bulk
+	// transaction to a large room flushes as it goes. The gateway keeps
+	// the entries (about 3 MiB at most) from batch to batch; a pool,
+	// emptied at every collection, made each batch of a backlog grow them
+	// again.
+	maxPending = 1 << 16
+	// maxOwed bounds the frames one socket is owed before a flush: well
+	// within its queue (engineio.DefaultSendQueue), which its writer
+	// drains between flushes, so that a batch of bulk transactions to a
+	// small room does not send its sockets to catch up for want of room.
+	maxOwed = 512
+)
 
 // add owes c the frame f of the event at off.
 func (p *pending) add(c *client, f socketio.Frame, off schema.Offset) {
 	p.entries = append(p.entries, pendingEntry{frame: f, off: off})
 	i := int32(len(p.entries))
 	if c.pendLast == 0 {
-		c.pendFirst = i
+		c.pendFirst, c.pendN = i, 0
 		p.touched = append(p.touched, c)
 	} else {
 		p.entries[c.pendLast-1].next = i
 	}
 	c.pendLast = i
+	c.pendN++
+	p.longest = max(p.longest, c.pendN)
 }
 
-func (p *pending) full() bool { return len(p.entries) >= maxPending }
+// full says the batch must be flushed before its next event.
+func (p *pending) full() bool { return len(p.entries) >= maxPending || p.longest >= maxOwed }
 
-// flush queues every socket's frames with one Offer call each. A socket
-// that takes only part (its queue filled) has its cursor at the last frame
-// it took and joins behind, to catch up from the window like a socket
-// refused a single frame. The caller holds pubMu and idx.mu (read), as
-// fanOut does: only this path writes a live socket's cursor.
-func (g *Gateway) flush(p *pending, behind []*client) (sent int, _ []*client) {
+// flush queues every socket's frames with one OfferAll each. A socket that
+// takes only part (its queue filled) is returned in behind, to be suspended
+// before anything else is published, its cursor just before the first frame
+// it refused: the last it took, or from when it took none. Its rooms are
+// right for that cursor, since flushes come before every move: its
+// catch-up from the window then gets exactly what it would have. The caller
+// holds pubMu and idx.mu (read); only the publisher writes a live socket's
+// cursor.
+func (p *pending) flush(g *Gateway, behind []*client) (sent int, _ []*client) {
 	for _, c := range p.touched {
-		frames := p.frames[:0]
+		frames, offs := p.frames[:0], p.offs[:0]
 		for i := c.pendFirst; i != 0; i = p.entries[i-1].next {
 			frames = append(frames, p.entries[i-1].frame)
+			offs = append(offs, p.entries[i-1].off)
 		}
 		n := c.conn.OfferAll(frames)
 		if n > 0 {
-			// The n-th frame of the chain: its offset is the cursor.
-			i := c.pendFirst
-			for k := 1; k < n; k++ {
-				i = p.entries[i-1].next
-			}
-			c.sent = p.entries[i-1].off
+			c.sent = offs[n-1]
 			sent += n
 		}
 		switch {
@@ -75,16 +92,21 @@ func (g *Gateway) flush(p *pending, behind []*client) (sent int, _ []*client) {
 		case closed(c.conn):
 			g.metrics.droppedClosed.Add(float64(len(frames) - n))
 		default:
-			c.lagging = true
+			if p.from.Compare(c.sent) > 0 {
+				// Nothing taken: up to from it had everything.
+				c.sent = p.from
+			}
 			behind = append(behind, c)
 		}
-		c.pendFirst, c.pendLast = 0, 0
+		c.pendFirst, c.pendLast, c.pendN = 0, 0, 0
 		clear(frames)
-		p.frames = frames[:0]
+		p.frames, p.offs = frames[:0], offs[:0]
 	}
 	clear(p.entries) // the frames belong to the sockets' queues now
 	p.entries = p.entries[:0]
 	clear(p.touched)
 	p.touched = p.touched[:0]
+	p.longest = 0
+	p.from = g.window.position()
 	return sent, behind
 }

@@ -64,46 +64,62 @@ func TestPublishBatchQueuesOncePerSocket(t *testing.T) {
 	}
 }
 
-// TestPublishBatchAsOneByOne: whatever the batches, every socket ends up
-// with exactly what Publish one transaction at a time gives it — moves
-// applied in place, sockets with small queues catching up from the window.
-func TestPublishBatchAsOneByOne(t *testing.T) {
+// TestPublishBatchMatchesMembership: whatever the batches, every socket ends
+// up with exactly the events of the rooms its user was in when each was
+// published — moves applied in place, sockets with small queues falling
+// behind at any flush and catching up from the window.
+func TestPublishBatchMatchesMembership(t *testing.T) {
 	for seed := range uint64(12) {
 		rng := rand.New(rand.NewPCG(seed, 13))
 		txs := randomTransactions(rng, 60)
-		one := publishAll(t, txs, func(g *Gateway, txs []schema.Transaction) error {
-			for _, tx := range txs {
-				if err := g.Publish(context.Background(), tx); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		batched := publishAll(t, txs, func(g *Gateway, txs []schema.Transaction) error {
-			for len(txs) > 0 {
-				n := min(len(txs), 1+rng.IntN(12))
-				if err := g.PublishBatch(context.Background(), txs[:n]); err != nil {
-					return err
-				}
-				txs = txs[n:]
-			}
-			return nil
-		})
+		want := expectedPayloads(txs)
 		delivered := 0
-		for i := range one {
-			if one[i] != batched[i] {
-				t.Fatalf("seed %d, socket %d:\n one by one: %s\n    batched: %s", seed, i, one[i], batched[i])
-			}
-			delivered += strings.Count(one[i], ",") + 1
+		for _, w := range want {
+			delivered += len(w)
 		}
 		if delivered < 100 {
 			t.Fatalf("seed %d: only %d deliveries: the test exercises nothing", seed, delivered)
 		}
+		for _, mode := range []string{"one by one", "batched"} {
+			got := publishAll(t, txs, func(g *Gateway, txs []schema.Transaction) error {
+				for len(txs) > 0 {
+					n := 1
+					if mode == "batched" {
+						n = min(len(txs), 1+rng.IntN(12))
+					}
+					if err := g.PublishBatch(context.Background(), txs[:n]); err != nil {
+						return err
+					}
+					txs = txs[n:]
+				}
+				return nil
+			})
+			for i := range want {
+				if w := strings.Join(want[i], ","); got[i] != w {
+					t.Fatalf("seed %d, %s, socket %d:\n got: %s\nwant: %s", seed, mode, i, got[i], w)
+				}
+			}
+		}
 	}
 }
 
+// The sockets of publishAll: socket i is of user i%6, in its user's room and
+// the calendars userCalendars gives the user; sockets 3 and 7 have queues of
+// three.
+const testSockets = 8
+
+func socketUser(i int) int { return i % 6 }
+
+func userCalendars(u int) []string {
+	cals := []string{schema.CalendarRoom(uuid(0xA + u%4))}
+	if u%3 == 0 {
+		cals = append(cals, schema.CalendarRoom(uuid(0xB+u%3)))
+	}
+	return cals
+}
+
 // randomTransactions makes n transactions of events in the rooms of four
-// calendars and six users, a third of them with a move.
+// calendars and six users, a third of them with a calendar move.
 func randomTransactions(rng *rand.Rand, n int) []schema.Transaction {
 	var txs []schema.Transaction
 	seq := 0
@@ -135,24 +151,71 @@ func randomTransactions(rng *rand.Rand, n int) []schema.Transaction {
 	return txs
 }
 
-// publishAll publishes a copy of txs with publish to a new gateway with
-// eight sockets (two with queues of three), drains them until nobody catches
-// up, and returns each socket's payloads.
+// expectedPayloads follows the memberships through txs: each socket's
+// payloads are those of the events published while its user was in the
+// event's room.
+func expectedPayloads(txs []schema.Transaction) [][]string {
+	rooms := make([]map[string]bool, testSockets)
+	for i := range rooms {
+		u := socketUser(i)
+		rooms[i] = map[string]bool{schema.UserRoom(uuid(1 + u)): true}
+		for _, c := range userCalendars(u) {
+			rooms[i][c] = true
+		}
+	}
+	want := make([][]string, testSockets)
+	for _, tx := range txs {
+		moves := tx.Moves
+		for i := 0; i <= len(tx.Events); i++ {
+			for ; len(moves) > 0 && moves[0].At <= i; moves = moves[1:] {
+				m := moves[0]
+				for s := range rooms {
+					switch {
+					case m.Op == schema.MoveClose:
+						delete(rooms[s], m.Room)
+					case uuid(1+socketUser(s)) != m.User:
+					case m.Op == schema.MoveJoin:
+						rooms[s][m.Room] = true
+					default:
+						delete(rooms[s], m.Room)
+					}
+				}
+			}
+			if i == len(tx.Events) {
+				break
+			}
+			for s := range rooms {
+				if rooms[s][tx.Events[i].Room] {
+					want[s] = append(want[s], string(tx.Events[i].Data))
+				}
+			}
+		}
+	}
+	return want
+}
+
+// publishAll publishes a copy of txs with publish to a new gateway whose
+// membership view and sockets are as testSockets says, drains the sockets
+// until nobody catches up, and returns each socket's payloads.
 func publishAll(t *testing.T, txs []schema.Transaction, publish func(*Gateway, []schema.Transaction) error) []string {
 	t.Helper()
 	g := newTestGateway(t, Config{})
+	view := map[string][]string{}
+	for u := range 6 {
+		for _, c := range userCalendars(u) {
+			_, cal, _ := schema.ParseRoom(c)
+			view[uuid(1+u)] = append(view[uuid(1+u)], cal)
+		}
+	}
+	g.LoadMemberships(members(view))
 	var conns []*memConn
-	for i := range 8 {
-		user := uuid(1 + i%6)
+	for i := range testSockets {
+		u := socketUser(i)
 		c := &memConn{}
 		if i%4 == 3 {
 			c.limit = 3
 		}
-		rooms := []string{schema.UserRoom(user), schema.CalendarRoom(uuid(0xA + i%4))}
-		if i%3 == 0 {
-			rooms = append(rooms, schema.CalendarRoom(uuid(0xB+i%3)))
-		}
-		attach(g, user, c, rooms...)
+		attach(g, uuid(1+u), c, append([]string{schema.UserRoom(uuid(1 + u))}, userCalendars(u)...)...)
 		conns = append(conns, c)
 	}
 	copies := make([]schema.Transaction, len(txs))
@@ -176,6 +239,49 @@ func publishAll(t *testing.T, txs []schema.Transaction, publish func(*Gateway, [
 		out = append(out, payloadsOf(c))
 	}
 	return out
+}
+
+// TestFallingBehindKeepsMembershipInPlace: a socket that falls behind right
+// after its user joined a room gets none of that room's events from before
+// the join, and one that falls behind before its user leaves a room gets
+// that room's events until the leave.
+func TestFallingBehindKeepsMembershipInPlace(t *testing.T) {
+	ctx := context.Background()
+	calA, calB := schema.CalendarRoom(uuid(0xA)), schema.CalendarRoom(uuid(0xB))
+	for _, tc := range []struct {
+		name  string
+		rooms []string
+		move  schema.MoveOp
+		want  string
+	}{
+		{"join", []string{calA}, schema.MoveJoin, "1,3"},
+		{"leave", []string{calA, calB}, schema.MoveLeave, "1,2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newTestGateway(t, Config{})
+			c := &memConn{limit: 1}
+			attach(g, uuid(1), c, tc.rooms...)
+			if err := g.Publish(ctx, tx(100, env(calA, "e", "1"))); err != nil {
+				t.Fatal(err)
+			}
+			// Not drained: the queue of one is full, so the socket falls
+			// behind at this transaction's first frame for it.
+			t200 := tx(200, env(calB, "e", "2"), env(calB, "e", "3"))
+			t200.Moves = []schema.Move{{At: 1, Op: tc.move, User: uuid(1), Room: calB}}
+			if err := g.Publish(ctx, t200); err != nil {
+				t.Fatal(err)
+			}
+			waitUntil(t, "the socket caught up", func() bool {
+				c.drain()
+				g.idx.mu.RLock()
+				defer g.idx.mu.RUnlock()
+				return g.idx.lagging == 0
+			})
+			if got := payloadsOf(c); got != tc.want {
+				t.Fatalf("got %s, want %s", got, tc.want)
+			}
+		})
+	}
 }
 
 // payloadsOf is the payloads c got, comma-separated.

@@ -50,18 +50,18 @@ type client struct {
 	// index.budgets[userID] (see ratelimit.go), looked up at the first event.
 	budget *rate.Limiter
 
-	// Guarded by index.mu; written by the publishing path under pubMu with
-	// the read lock (sent, lagging) only while the socket is live.
-	rooms   roomSet       // its rooms, as of sent
+	// Guarded by index.mu; sent is written by the publishing path under
+	// pubMu with the read lock only while the socket is live.
+	rooms   roomSet       // its rooms: as of the newest publication while live (it has had every event before), as of sent while catching up
 	sent    schema.Offset // the newest event offset queued to it: its cursor
 	lagging bool          // catching up from the window: out of the index's rooms, its moves applied by the catch-up
 	live    bool          // registered
 	gone    bool          // the socket ended; never register again
+	seq     uint64        // registration order, to find a user's oldest socket
 
 	// Its frames in the publisher's pending batch (index+1 into
-	// pending.entries, 0: none); under pubMu.
-	pendFirst, pendLast int32
-	seq                 uint64 // registration order, to find a user's oldest socket
+	// pending.entries, 0: none) and how many; under pubMu.
+	pendFirst, pendLast, pendN int32
 }
 
 // roomSet is the few rooms one socket is in: a user room and its
@@ -182,17 +182,19 @@ func (x *index) unregister(c *client) {
 	x.sockets--
 }
 
-// suspend takes a socket that fan-out just found without room (and marked
-// lagging) out of its rooms: it catches up from the window from now on.
-// Caller holds mu.
-func (x *index) suspend(c *client) {
-	if c.gone || !c.live {
-		return
+// suspend marks a live socket that fan-out found without room as lagging
+// and takes it out of its rooms, and reports whether it did (not for a
+// socket that is gone or catching up already). Caller holds mu.
+func (x *index) suspend(c *client) bool {
+	if c.gone || !c.live || c.lagging {
+		return false
 	}
+	c.lagging = true
 	for _, r := range c.rooms {
 		x.leaveRoom(c, r)
 	}
 	x.lagging++
+	return true
 }
 
 // setLive puts a socket that caught up back into its rooms. Caller holds mu.
@@ -326,9 +328,9 @@ func (x *index) applyMove(m *schema.Move, seen bool) (members []string) {
 	case schema.MoveClose:
 		if rm := x.rooms[m.Room]; rm != nil {
 			for _, c := range slices.Clone(rm.members) {
-				// A socket that fell behind earlier in this transaction
-				// is still a member until suspend takes it out by its
-				// rooms; its catch-up applies the close from the window.
+				// A socket catching up is out of its rooms already (see
+				// Gateway.suspend); its catch-up applies the close from
+				// the window.
 				if !c.lagging {
 					x.leave(c, m.Room)
 				}

@@ -125,8 +125,23 @@ func TestSpillCorruptFile(t *testing.T) {
 }
 
 func TestDecodeChangeRefusesGarbage(t *testing.T) {
-	for _, b := range [][]byte{nil, {1}, {1, 0, 200}, {1, 6, 0, 0, 5, 'a'}} {
-		if _, err := decodeChange(b, nil); err == nil {
+	cols := []*Columns{NewColumns([]string{"id", "title"})}
+	// An INSERT of "events" with a new row of cols[0]: op, flags (new row),
+	// table, message, then the row.
+	head := []byte{byte(OpInsert), 4, 6, 'e', 'v', 'e', 'n', 't', 's', 0}
+	row := func(b ...byte) []byte { return append(append([]byte(nil), head...), b...) }
+	if c, err := decodeChange(row(0, 2, 2, 'e', '1', 1, 0), cols); err != nil || c.New.Get("id").Text != "e1" || !c.New.Has("title") || c.New.Get("title").Valid {
+		t.Fatalf("a good record: %+v, %v", c, err)
+	}
+	for _, b := range [][]byte{
+		nil, {1}, {1, 0, 200}, {1, 6, 0, 0, 5, 'a'},
+		row(1),                 // a columns id out of range
+		row(0, 3, 0, 0),        // a cell neither absent, NULL nor text
+		row(0, 2, 9, 'e'),      // text running past the record
+		row(0, 2, 2, 'e', '1'), // a column missing
+		row(0x80),              // a truncated id
+	} {
+		if _, err := decodeChange(b, cols); err == nil {
 			t.Errorf("decodeChange(%v) = nil error", b)
 		}
 	}

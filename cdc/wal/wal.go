@@ -1,5 +1,6 @@
 // Package wal holds decoded, committed transactions as the replication
-// consumer hands them to derivation: rows by column name, in text format.
+// consumer hands them to derivation: rows read by column name, values in
+// text format.
 package wal
 
 import (

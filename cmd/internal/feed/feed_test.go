@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/koordi/koordi-realtime/cdc"
 	"github.com/koordi/koordi-realtime/cmd/internal/natsserver"
 	"github.com/koordi/koordi-realtime/schema"
 )
@@ -188,14 +189,13 @@ func (g *recordingGateway) handed() int {
 }
 
 // TestSubscriberBatchesBacklog: a node reading a backlog hands it to its
-// gateway in batches (at most maxBatch), every transaction once and in
-// order, and what came before a reset is handed over before the reset is
-// reported.
+// gateway in batches (at most cdc.MaxBatch), every transaction once and in
+// order, and what came before a gap (a message it cannot read, a reset) is
+// handed over before the gap is reported.
 func TestSubscriberBatchesBacklog(t *testing.T) {
 	js := startJS(t)
 	ctx := context.Background()
 	p := NewPublisher(PublisherConfig{JS: js, Stream: "T"})
-	defer p.Close()
 	for i := range 150 {
 		if err := p.Deliver(ctx, transaction(uint64(100+i), 1, 0)); err != nil {
 			t.Fatal(err)
@@ -204,15 +204,26 @@ func TestSubscriberBatchesBacklog(t *testing.T) {
 	if err := p.Reset(ctx, "slot_recreated"); err != nil {
 		t.Fatal(err)
 	}
+	for i := range 20 {
+		if err := p.Deliver(ctx, transaction(uint64(260+i), 1, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.Close()
+	if _, err := js.Publish(ctx, Subject("T"), []byte(`{"not":"a transaction"`)); err != nil {
+		t.Fatal(err)
+	}
+	next := NewPublisher(PublisherConfig{JS: js, Stream: "T"})
+	defer next.Close()
 	for i := range 10 {
-		if err := p.Deliver(ctx, transaction(uint64(300+i), 1, 0)); err != nil {
+		if err := next.Deliver(ctx, transaction(uint64(300+i), 1, 0)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	gw := &recordingGateway{}
-	atReset := make(chan int, 1)
+	gaps := make(chan string, 2)
 	sub := NewSubscriber(SubscriberConfig{JS: js, Stream: "T", History: time.Minute, Gateway: gw,
-		OnReset: func(string) { atReset <- gw.handed() }})
+		OnReset: func(r string) { gaps <- fmt.Sprintf("%s after %d", r, gw.handed()) }})
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- sub.Run(sctx) }()
@@ -223,12 +234,14 @@ func TestSubscriberBatchesBacklog(t *testing.T) {
 	}
 	cancel()
 	<-done
-	if n := <-atReset; n != 150 {
-		t.Fatalf("the reset was reported after %d transactions, want the 150 before it", n)
+	for _, want := range []string{"slot_recreated after 150", "feed_message_refused after 170"} {
+		if got := <-gaps; got != want {
+			t.Fatalf("gap %q, want %q: the transactions before it first", got, want)
+		}
 	}
 	offs, _ := events(gw)
-	if len(offs) != 160 {
-		t.Fatalf("%d events handed over, want 160", len(offs))
+	if len(offs) != 180 {
+		t.Fatalf("%d events handed over, want 180", len(offs))
 	}
 	for i := 1; i < len(offs); i++ {
 		if offs[i].Compare(offs[i-1]) <= 0 {
@@ -238,8 +251,8 @@ func TestSubscriberBatchesBacklog(t *testing.T) {
 	gw.mu.Lock()
 	defer gw.mu.Unlock()
 	largest := slices.Max(gw.batches)
-	if largest < 2 || largest > maxBatch {
-		t.Fatalf("batches %v: want some of 2..%d", gw.batches, maxBatch)
+	if largest < 2 || largest > cdc.MaxBatch {
+		t.Fatalf("batches %v: want some of 2..%d", gw.batches, cdc.MaxBatch)
 	}
 }
 

@@ -12,19 +12,16 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/koordi/koordi-realtime/cdc"
 	"github.com/koordi/koordi-realtime/schema"
 )
 
 // Gateway is what a Subscriber feeds: transactions in order, several at
-// once when the stream holds more behind them.
+// once (up to cdc.MaxBatch) when the stream holds more behind them.
 type Gateway interface {
 	PublishBatch(ctx context.Context, txs []schema.Transaction) error
 	ResumeAfter(off schema.Offset)
 }
-
-// maxBatch is the most transactions handed to the gateway in one call, as
-// the single-node stream hands them (cdc.BatchSink).
-const maxBatch = 64
 
 // SubscriberConfig configures a Subscriber.
 type SubscriberConfig struct {
@@ -59,9 +56,11 @@ type Subscriber struct {
 	missing   atomic.Bool   // the stream was not found at the last look
 
 	// Owned by the reading goroutine.
-	created time.Time // of the stream read: another one is a new stream
-	resumed bool
-	asm     assembly
+	created  time.Time // of the stream read: another one is a new stream
+	resumed  bool
+	asm      assembly
+	batch    []schema.Transaction // read, not yet handed to the gateway
+	lastRead uint64               // stream sequence of the newest message read
 }
 
 // NewSubscriber returns a subscriber; Run starts it.
@@ -158,7 +157,9 @@ func (s *Subscriber) run(ctx context.Context) error {
 		s.cfg.Logger.Warn("the feed's stream was created again: what it held is lost; clients told to refetch",
 			"stream", s.cfg.Stream, "applied_sequence", s.delivered.Load(), "created", info.Created)
 		s.delivered.Store(0)
-		s.asm = assembly{}
+		s.asm, s.lastRead = assembly{}, 0
+		clear(s.batch) // of the old stream, if its last delivery failed
+		s.batch = s.batch[:0]
 		fromStart = true
 		if s.cfg.OnReset != nil {
 			s.cfg.OnReset("feed_recreated")
@@ -202,27 +203,14 @@ func (s *Subscriber) run(ctx context.Context) error {
 	go func() { <-ctx.Done(); msgs.Stop() }()
 	// Transactions are collected while the stream holds more behind the
 	// one read (a node catching up, a burst) and handed over together; the
-	// last message of the stream goes at once.
-	var (
-		batch []schema.Transaction
-		last  uint64 // stream sequence of the newest message read
-	)
-	flush := func() error {
-		if len(batch) > 0 {
-			if err := s.cfg.Gateway.PublishBatch(ctx, batch); err != nil {
-				return err
-			}
-			clear(batch)
-			batch = batch[:0]
+	// last message of the stream goes at once. What was read is handed over
+	// also when the reading ends, so that the next run, which starts after
+	// what was delivered, finds the assembly of parts where it left it.
+	defer func() {
+		if err := s.flush(context.WithoutCancel(ctx)); err != nil {
+			s.cfg.Logger.Warn("feed: what was read last is not delivered", "error", err)
 		}
-		if last > s.delivered.Load() {
-			s.delivered.Store(last)
-			if last >= s.target.Load() {
-				s.markCaughtUp()
-			}
-		}
-		return nil
-	}
+	}()
 	for {
 		m, err := msgs.Next()
 		if err != nil {
@@ -235,23 +223,38 @@ func (s *Subscriber) run(ctx context.Context) error {
 		if err != nil {
 			continue
 		}
-		tx, ok, err := s.read(m, flush)
-		if err != nil {
+		if err := s.take(ctx, m); err != nil {
 			return err
 		}
-		if ok {
-			batch = append(batch, tx)
-		}
-		last = meta.Sequence.Stream
+		s.lastRead = meta.Sequence.Stream
 		if meta.NumPending == 0 {
 			s.cfg.Metrics.lag.Set(0)
 		}
-		if meta.NumPending == 0 || len(batch) >= maxBatch {
-			if err := flush(); err != nil {
+		if meta.NumPending == 0 || len(s.batch) >= cdc.MaxBatch {
+			if err := s.flush(ctx); err != nil {
 				return err
 			}
 		}
 	}
+}
+
+// flush hands the collected transactions to the gateway and counts
+// everything read so far as delivered.
+func (s *Subscriber) flush(ctx context.Context) error {
+	if len(s.batch) > 0 {
+		if err := s.cfg.Gateway.PublishBatch(ctx, s.batch); err != nil {
+			return err
+		}
+		clear(s.batch)
+		s.batch = s.batch[:0]
+	}
+	if s.lastRead > s.delivered.Load() {
+		s.delivered.Store(s.lastRead)
+		if s.lastRead >= s.target.Load() {
+			s.markCaughtUp()
+		}
+	}
+	return nil
 }
 
 func (s *Subscriber) markCaughtUp() {
@@ -272,16 +275,19 @@ type assembly struct {
 	buf     []byte
 }
 
-// read takes one message: a transaction for the gateway (ok), or a part of
-// one, a reset, a refusal. What is batched is handed over (flush) before a
-// reset is reported and before the first transaction resumes the gateway,
-// so both keep their place in the stream's order.
-func (s *Subscriber) read(m jetstream.Msg, flush func() error) (tx schema.Transaction, ok bool, err error) {
+// take reads one message: a transaction joins the batch; a part of one is
+// put together; a reset or a message this node cannot read is a gap,
+// reported after the batch before it is handed over, so that it keeps its
+// place in the stream's order.
+func (s *Subscriber) take(ctx context.Context, m jetstream.Msg) error {
 	s.cfg.Metrics.received.Inc()
 	h := m.Headers()
-	data, complete := s.assemble(h, m.Data())
+	data, complete, refused := s.assemble(h, m.Data())
+	if refused != "" {
+		return s.refuse(ctx, refused)
+	}
 	if !complete {
-		return tx, false, nil
+		return nil
 	}
 	if !s.resumed {
 		// The first message read: every event after its predecessor
@@ -292,36 +298,42 @@ func (s *Subscriber) read(m jetstream.Msg, flush func() error) (tx schema.Transa
 		}
 	}
 	if reason := h.Get(headerReset); reason != "" {
-		if s.cfg.OnReset != nil {
-			if err := flush(); err != nil {
-				return tx, false, err
-			}
-			s.cfg.OnReset(reason)
-		}
-		return tx, false, nil
+		return s.gap(ctx, reason)
 	}
-	tx, err = schema.DecodeTransaction(data)
+	tx, err := schema.DecodeTransaction(data)
 	if err != nil {
-		s.refuse(err.Error())
-		return tx, false, nil
+		return s.refuse(ctx, err.Error())
 	}
 	if !tx.CommitTime.IsZero() {
 		s.cfg.Metrics.lag.Set(max(0, time.Since(tx.CommitTime).Seconds()))
 	}
-	return tx, true, nil
+	s.batch = append(s.batch, tx)
+	return nil
+}
+
+// gap reports a gap in the stream after what came before it.
+func (s *Subscriber) gap(ctx context.Context, reason string) error {
+	if s.cfg.OnReset == nil {
+		return nil
+	}
+	if err := s.flush(ctx); err != nil {
+		return err
+	}
+	s.cfg.OnReset(reason)
+	return nil
 }
 
 // assemble puts parts together: it returns a message once complete. A run
 // of parts whose start this node did not read (its history began inside
 // it) or that its leader left unfinished (the next leader publishes that
 // message again, whole) is dropped.
-func (s *Subscriber) assemble(h nats.Header, data []byte) ([]byte, bool) {
+func (s *Subscriber) assemble(h nats.Header, data []byte) (whole []byte, complete bool, refused string) {
 	i, n, isPart := parsePart(h.Get(headerPart))
 	if !isPart {
 		if s.asm.n != 0 {
 			s.dropAssembly("the rest never came")
 		}
-		return data, true
+		return data, true, ""
 	}
 	key := h.Get(headerPrev) + " " + h.Get(headerLast)
 	switch {
@@ -331,35 +343,32 @@ func (s *Subscriber) assemble(h nats.Header, data []byte) ([]byte, bool) {
 		}
 		s.asm = assembly{n: n, next: 1, key: key}
 	case s.asm.n == 0:
-		return nil, false // its first part is before this node's history
+		return nil, false, "" // its first part is before this node's history
 	case i != s.asm.next || n != s.asm.n || key != s.asm.key:
 		s.dropAssembly("parts out of sequence")
-		return nil, false
+		return nil, false, ""
 	}
 	if len(s.asm.buf)+len(data) > maxAssembled {
 		s.dropAssembly("larger than the feed carries")
-		s.refuse(fmt.Sprintf("a message in parts over %d bytes", maxAssembled))
-		return nil, false
+		return nil, false, fmt.Sprintf("a message in parts over %d bytes", maxAssembled)
 	}
 	s.asm.buf = append(s.asm.buf, data...)
 	s.asm.next++
 	if i < n {
-		return nil, false
+		return nil, false, ""
 	}
-	whole := s.asm.buf
+	whole = s.asm.buf
 	s.asm = assembly{}
-	return whole, true
+	return whole, true, ""
 }
 
 // refuse drops a message this node cannot apply. Its events, and the moves
 // among them, are lost here: the node reports a gap (sync:reset, the
 // memberships read again), as for any other.
-func (s *Subscriber) refuse(why string) {
+func (s *Subscriber) refuse(ctx context.Context, why string) error {
 	s.cfg.Metrics.rejected.Inc()
 	s.cfg.Logger.Error("feed message refused: clients told to refetch", "error", why)
-	if s.cfg.OnReset != nil {
-		s.cfg.OnReset("feed_message_refused")
-	}
+	return s.gap(ctx, "feed_message_refused")
 }
 
 func (s *Subscriber) dropAssembly(why string) {

@@ -79,9 +79,6 @@ func serve(s *http.Server, ln net.Listener) error {
 	return nil
 }
 
-// maxBatch is the most transactions cdc.Consumer hands its sink at once.
-const maxBatch = 64
-
 // publisher issues plans to the gateway, one at a time.
 type publisher struct {
 	g    *gateway.Gateway
@@ -113,7 +110,7 @@ func (p *publisher) run(ctx context.Context, plan raw.Plan) (raw.Result, error) 
 				res.PerCal[c]++
 			}
 			txs = append(txs, tx)
-			if len(txs) == maxBatch || j == plan.Backlog-1 {
+			if len(txs) == cdc.MaxBatch || j == plan.Backlog-1 {
 				if err := p.g.PublishBatch(ctx, txs); err != nil {
 					return res, err
 				}
@@ -139,7 +136,7 @@ func (p *publisher) run(ctx context.Context, plan raw.Plan) (raw.Result, error) 
 			res.Behind = max(res.Behind, -d)
 		}
 		txs = txs[:0]
-		for now := time.Now(); k < total && len(txs) < maxBatch && !due(k).After(now); k++ {
+		for now := time.Now(); k < total && len(txs) < cdc.MaxBatch && !due(k).After(now); k++ {
 			c, e := plan.Commit(k)
 			tx := p.commit()
 			tx.Events = []schema.Envelope{envelope(tx.CommitLSN, 0, c, e, now.UnixNano())}
