@@ -39,6 +39,9 @@ type chunkItem struct {
 // startCatchUp runs c's catch-up on a goroutine of its own, owned by the
 // gateway (Shutdown waits for it). The caller holds idx.mu.
 func (g *Gateway) startCatchUp(c *client) {
+	if g.closed.Load() {
+		return // shutting down: the socket is closed with the rest
+	}
 	g.catchUps.Add(1)
 	go func() {
 		defer g.catchUps.Done()

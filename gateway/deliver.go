@@ -88,9 +88,10 @@ func (g *Gateway) flush(b *batch) {
 	if len(behind) == 0 {
 		return
 	}
-	// Between the read lock and this one only a socket's end can come
-	// (Connected and catch-ups going live wait for pubMu): such a socket
-	// left its rooms as a live one, and suspend skips it.
+	// Between the read lock and this one only a socket's end or a
+	// client's join:calendar/leave:calendar can come (Connected and
+	// catch-ups going live wait for pubMu): suspend takes the socket out of
+	// the rooms it has then, and skips one that ended.
 	g.idx.mu.Lock()
 	for _, c := range behind {
 		g.suspend(c)

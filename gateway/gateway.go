@@ -185,6 +185,10 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	if g.closed.CompareAndSwap(false, true) {
 		g.cancel()
 	}
+	// A catch-up starts under idx.mu and not once closed is set: after
+	// this barrier none is added to catchUps while Wait below runs.
+	g.idx.mu.Lock()
+	g.idx.mu.Unlock()
 	if err := g.server.Shutdown(ctx); err != nil {
 		return fmt.Errorf("gateway shutdown: %w", err)
 	}

@@ -23,9 +23,10 @@ type pending struct {
 	frames  [][]byte  // scratch for one socket's frames at a flush
 	offs    []schema.Offset
 	// from is the window's position when collecting began (the batch's
-	// start or the last flush). No move lies between it and the frames
-	// collected since: a socket refused all of its frames has had
-	// everything up to it.
+	// start or the last flush): a socket refused all of its frames has had
+	// every event up to it. A move recorded since (at the flush before it)
+	// was applied to the live socket's rooms already; its catch-up
+	// applies it again, which leaves them as they are.
 	from schema.Offset
 }
 

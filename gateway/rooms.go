@@ -52,7 +52,7 @@ type client struct {
 
 	// Guarded by index.mu; sent is written by the publishing path under
 	// pubMu with the read lock only while the socket is live.
-	rooms   roomSet       // its rooms: as of the newest publication while live (it has had every event before), as of sent while catching up
+	rooms   roomSet       // its rooms: as of the newest publication while live, as of sent while catching up
 	sent    schema.Offset // the newest event offset queued to it: its cursor
 	lagging bool          // catching up from the window: out of the index's rooms, its moves applied by the catch-up
 	live    bool          // registered
