@@ -37,7 +37,7 @@ type Config struct {
 	// in memory; past it the transaction goes to a temporary file in
 	// SpillDir (default: the system's temporary directory) until its
 	// commit, so a bulk UPDATE costs disk, not memory. Default 1 MiB
-	// (about 400 rows of Koordi's events, old and new values: a calendar
+	// (about 650 rows of Koordi's events, old and new values: a calendar
 	// sync stays in memory). The transactions waiting for delivery hold
 	// at most 64 MiB in memory together.
 	SpillBytes int
