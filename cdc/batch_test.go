@@ -16,6 +16,7 @@ type batchRecorder struct {
 	mu      sync.Mutex
 	batches [][]uint64 // commit LSNs per call
 	single  int        // Deliver calls
+	gaps    []string   // recorded gaps, with the transactions given before each
 	first   sync.Once
 }
 
@@ -35,6 +36,19 @@ func (b *batchRecorder) DeliverBatch(ctx context.Context, txs []schema.Transacti
 	b.mu.Lock()
 	b.batches = append(b.batches, lsns)
 	b.mu.Unlock()
+	return nil
+}
+
+// RecordedGap makes it a GapSink: it records how many transactions it had
+// been given when the gap came.
+func (b *batchRecorder) RecordedGap(_ context.Context, reason string, _ uint64) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := b.single
+	for _, lsns := range b.batches {
+		n += len(lsns)
+	}
+	b.gaps = append(b.gaps, fmt.Sprintf("%s after %d", reason, n))
 	return nil
 }
 
@@ -90,4 +104,44 @@ func TestBatchSinkTakesTheBacklog(t *testing.T) {
 		t.Fatalf("largest batch %d of %d calls: want 2..%d", largest, batches, MaxBatch)
 	}
 	waitFor(t, "the slot confirmed past the backlog", func() bool { return slotConfirmed(t, conn, slot) >= got[len(got)-1] })
+}
+
+// TestBatchSinkGapInPlace: a gap recorded in the middle of a backlog is
+// reported after every transaction before it and before any after it,
+// though the stream had both queued together.
+func TestBatchSinkGapInPlace(t *testing.T) {
+	url, conn := koordiDB(t)
+	slot := slotFor(url)
+	cfg := Config{ConnString: url, SlotName: slot, GapKey: []byte("a gap key of thirty-two bytes!!!")}
+	exec(t, conn, `INSERT INTO users (id, email, name) VALUES ($1, 'a@example.com', 'start')`, user1)
+	r := start(t, cfg, newRecorder(), discard)
+	waitStreaming(t, r.c)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	write := func(from int) {
+		for i := range 100 {
+			exec(t, conn, `UPDATE users SET name = $1 WHERE id = $2`, fmt.Sprintf("n-%04d", from+i), user1)
+		}
+	}
+	write(0)
+	if err := r.c.RecordGap(context.Background(), "publication_changed"); err != nil {
+		t.Fatal(err)
+	}
+	write(100)
+	sink := &batchRecorder{}
+	r = start(t, cfg, newRecorder(), sink)
+	waitFor(t, "the backlog delivered", func() bool { return len(sink.delivered()) >= 200 })
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	if len(sink.gaps) != 1 || sink.gaps[0] != "publication_changed after 100" {
+		t.Fatalf("gaps %v, want publication_changed after the 100 transactions before it", sink.gaps)
+	}
+	largest := 0
+	for _, b := range sink.batches {
+		largest = max(largest, len(b))
+	}
+	if largest < 2 {
+		t.Fatalf("no batch of more than one transaction (%d calls): the test did not exercise the carry", len(sink.batches))
+	}
 }

@@ -277,12 +277,13 @@ func (c *Consumer) Run(ctx context.Context, sink Sink) error {
 func (c *Consumer) deliver(ctx context.Context, sink Sink, queue <-chan *committed) error {
 	async, _ := sink.(AsyncSink)
 	batcher, _ := sink.(BatchSink)
-	if async != nil {
-		batcher = nil
+	limit := 1
+	if batcher != nil && async == nil {
+		limit = MaxBatch
 	}
 	inflight := &handoffs{c: c}
 	var (
-		carry *committed // taken from the queue for the next batch: it reports a gap first
+		carry *committed // taken from the queue for the next round: it reports a gap first
 		txs   []schema.Transaction
 		hs    []*handoff
 	)
@@ -293,7 +294,6 @@ func (c *Consumer) deliver(ctx context.Context, sink Sink, queue <-chan *committ
 	}()
 	for {
 		item := carry
-		carry = nil
 		if item == nil {
 			select {
 			case <-ctx.Done():
@@ -310,59 +310,70 @@ func (c *Consumer) deliver(ctx context.Context, sink Sink, queue <-chan *committ
 		// decoded again by the next one.
 		for _, reason := range item.tx.Gaps {
 			if err := c.reportRecordedGap(ctx, sink, reason, item.tx.CommitLSN); err != nil {
+				carry = nil
 				item.tx.Release()
 				return fmt.Errorf("report the gap recorded at %s: %w", pglogrepl.LSN(item.tx.CommitLSN), err)
 			}
 		}
-		tx, h, err := c.deriveItem(item, inflight)
+		var err error
+		txs, hs, carry, err = c.gather(item, queue, limit, inflight, txs[:0], hs[:0])
 		if err != nil {
 			return err
 		}
 		switch {
-		case h == nil: // nothing to hand over
+		case len(txs) == 0: // nothing to hand over
 		case async != nil:
-			if err := async.DeliverAsync(ctx, tx, func() { inflight.done(h) }); err != nil {
-				return fmt.Errorf("deliver transaction %s: %w", pglogrepl.LSN(item.tx.CommitLSN), err)
+			h := hs[0]
+			if err := async.DeliverAsync(ctx, txs[0], func() { inflight.done(h) }); err != nil {
+				return fmt.Errorf("deliver transaction %s: %w", pglogrepl.LSN(txs[0].CommitLSN), err)
 			}
-		case batcher == nil:
-			if err := sink.Deliver(ctx, tx); err != nil {
-				return fmt.Errorf("deliver transaction %s: %w", pglogrepl.LSN(item.tx.CommitLSN), err)
-			}
-			inflight.done(h)
-		default:
-			txs, hs = append(txs[:0], tx), append(hs[:0], h)
-			events := len(tx.Events)
-			first := item.tx.CommitLSN
-		collect:
-			for len(txs) < MaxBatch && events < maxBatchEvents {
-				var next *committed
-				select {
-				case next = <-queue:
-					c.budget.give(next.bytes)
-				default:
-					break collect
-				}
-				if len(next.tx.Gaps) > 0 {
-					carry = next
-					break collect
-				}
-				tx, h, err := c.deriveItem(next, inflight)
-				if err != nil {
-					return err
-				}
-				if h != nil {
-					txs, hs = append(txs, tx), append(hs, h)
-					events += len(tx.Events)
-				}
-			}
+		case batcher != nil:
 			if err := batcher.DeliverBatch(ctx, txs); err != nil {
-				return fmt.Errorf("deliver %d transactions from %s: %w", len(txs), pglogrepl.LSN(first), err)
+				return fmt.Errorf("deliver %d transactions from %s: %w", len(txs), pglogrepl.LSN(txs[0].CommitLSN), err)
 			}
+		default:
+			if err := sink.Deliver(ctx, txs[0]); err != nil {
+				return fmt.Errorf("deliver transaction %s: %w", pglogrepl.LSN(txs[0].CommitLSN), err)
+			}
+		}
+		if async == nil {
 			for _, h := range hs {
 				inflight.done(h)
 			}
-			clear(txs) // the sink took the events over
-			clear(hs)
+		}
+		clear(txs) // the sink took the events over
+		clear(hs)
+	}
+}
+
+// gather derives item and, up to limit transactions and maxBatchEvents
+// events, the transactions already queued behind it, never waiting for
+// one; it appends those with events to txs and their handoffs to hs. It
+// stops before a transaction that reports a gap first, which it returns as
+// carry, for the next round.
+func (c *Consumer) gather(item *committed, queue <-chan *committed, limit int, inflight *handoffs,
+	txs []schema.Transaction, hs []*handoff) (_ []schema.Transaction, _ []*handoff, carry *committed, _ error) {
+	events := 0
+	for {
+		tx, h, err := c.deriveItem(item, inflight)
+		if err != nil {
+			return txs, hs, nil, err
+		}
+		if h != nil {
+			txs, hs = append(txs, tx), append(hs, h)
+			events += len(tx.Events)
+		}
+		if len(txs) == 0 || len(txs) >= limit || events >= maxBatchEvents {
+			return txs, hs, nil, nil
+		}
+		select {
+		case item = <-queue:
+			c.budget.give(item.bytes)
+		default:
+			return txs, hs, nil, nil
+		}
+		if len(item.tx.Gaps) > 0 {
+			return txs, hs, item, nil
 		}
 	}
 }

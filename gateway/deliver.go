@@ -47,7 +47,7 @@ func (g *Gateway) PublishBatch(ctx context.Context, txs []schema.Transaction) er
 	g.pubMu.Lock()
 	defer g.pubMu.Unlock()
 	b := batch{now: g.cfg.Now()}
-	g.pend.from = g.window.position()
+	g.pend.from = g.window.position() // a Reset or ResumeAfter may have moved it since
 	for i := range txs {
 		if g.publishTx(&b, &txs[i]) {
 			b.fresh = append(b.fresh, txs[i].CommitTime)
@@ -67,38 +67,37 @@ func (g *Gateway) PublishBatch(ctx context.Context, txs []schema.Transaction) er
 
 // batch is one PublishBatch call's state.
 type batch struct {
-	now    time.Time
-	sent   int
-	behind []*client   // scratch of flush
-	fresh  []time.Time // commit times of the transactions with new events
+	now   time.Time
+	sent  int
+	fresh []time.Time // commit times of the transactions with new events
 }
 
-// flush queues what the batch collected so far (g.pend) and suspends the
-// sockets that fell behind, before anything else is published. The caller
-// holds pubMu.
+// flush queues what the batch collected so far (g.pend), suspends the
+// sockets that fell behind before anything else is published, and starts
+// collecting anew from the window's position. The caller holds pubMu.
 func (g *Gateway) flush(b *batch) {
-	if len(g.pend.touched) == 0 {
-		g.pend.from = g.window.position()
-		return
+	if len(g.pend.touched) > 0 {
+		g.idx.mu.RLock()
+		sent, dropped, behind := g.pend.flush()
+		g.idx.mu.RUnlock()
+		b.sent += sent
+		if dropped > 0 {
+			g.metrics.droppedClosed.Add(float64(dropped))
+		}
+		if len(behind) > 0 {
+			// Between the read lock and this one only a socket's end or a
+			// client's join:calendar/leave:calendar can come (Connected and
+			// catch-ups going live wait for pubMu): suspend takes the socket
+			// out of the rooms it has then, and skips one that ended.
+			g.idx.mu.Lock()
+			for _, c := range behind {
+				g.suspend(c)
+			}
+			g.idx.mu.Unlock()
+			clear(behind)
+		}
 	}
-	g.idx.mu.RLock()
-	n, behind := g.pend.flush(g, b.behind[:0])
-	g.idx.mu.RUnlock()
-	b.sent += n
-	if len(behind) == 0 {
-		return
-	}
-	// Between the read lock and this one only a socket's end or a
-	// client's join:calendar/leave:calendar can come (Connected and
-	// catch-ups going live wait for pubMu): suspend takes the socket out of
-	// the rooms it has then, and skips one that ended.
-	g.idx.mu.Lock()
-	for _, c := range behind {
-		g.suspend(c)
-	}
-	g.idx.mu.Unlock()
-	clear(behind)
-	b.behind = behind[:0]
+	g.pend.from = g.window.position()
 }
 
 // suspend takes a live socket whose queue refused frames out of its rooms

@@ -22,11 +22,12 @@ type pending struct {
 	longest int32     // the most frames one socket is owed
 	frames  [][]byte  // scratch for one socket's frames at a flush
 	offs    []schema.Offset
+	behind  []*client // scratch: the sockets a flush found without room
 	// from is the window's position when collecting began (the batch's
-	// start or the last flush): a socket refused all of its frames has had
-	// every event up to it. A move recorded since (at the flush before it)
-	// was applied to the live socket's rooms already; its catch-up
-	// applies it again, which leaves them as they are.
+	// start or the last flush, see Gateway.flush): a socket refused all of
+	// its frames has had every event up to it. A move recorded since (at
+	// the flush before it) was applied to the live socket's rooms already;
+	// its catch-up applies it again, which leaves them as they are.
 	from schema.Offset
 }
 
@@ -68,15 +69,17 @@ func (p *pending) add(c *client, f socketio.Frame, off schema.Offset) {
 // full says the batch must be flushed before its next event.
 func (p *pending) full() bool { return len(p.entries) >= maxPending || p.longest >= maxOwed }
 
-// flush queues every socket's frames with one OfferAll each. A socket that
-// takes only part (its queue filled) is returned in behind, to be suspended
-// before anything else is published, its cursor just before the first frame
-// it refused: the last it took, or from when it took none. Its rooms are
-// right for that cursor, since flushes come before every move: its
-// catch-up from the window then gets exactly what it would have. The caller
-// holds pubMu and idx.mu (read); only the publisher writes a live socket's
-// cursor.
-func (p *pending) flush(g *Gateway, behind []*client) (sent int, _ []*client) {
+// flush queues every socket's frames with one OfferAll each and returns
+// how many it queued, how many were for sockets that had closed, and the
+// sockets that took only part (their queues
+// filled), to be suspended before anything else is published. Such a
+// socket's cursor is left just before the first frame it refused: the last
+// it took, or from when it took none. Its rooms are right for that cursor,
+// since flushes come before every move: its catch-up from the window then
+// gets exactly what it would have. The caller holds pubMu and idx.mu
+// (read); only the publisher writes a live socket's cursor.
+func (p *pending) flush() (sent, dropped int, behind []*client) {
+	behind = p.behind[:0]
 	for _, c := range p.touched {
 		frames, offs := p.frames[:0], p.offs[:0]
 		for i := c.pendFirst; i != 0; i = p.entries[i-1].next {
@@ -91,7 +94,7 @@ func (p *pending) flush(g *Gateway, behind []*client) (sent int, _ []*client) {
 		switch {
 		case n == len(frames):
 		case closed(c.conn):
-			g.metrics.droppedClosed.Add(float64(len(frames) - n))
+			dropped += len(frames) - n
 		default:
 			if p.from.Compare(c.sent) > 0 {
 				// Nothing taken: up to from it had everything.
@@ -108,6 +111,6 @@ func (p *pending) flush(g *Gateway, behind []*client) (sent int, _ []*client) {
 	clear(p.touched)
 	p.touched = p.touched[:0]
 	p.longest = 0
-	p.from = g.window.position()
-	return sent, behind
+	p.behind = behind
+	return sent, dropped, behind
 }

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -44,6 +43,24 @@ func TestPublishBatchQueuesOncePerSocket(t *testing.T) {
 		t.Fatalf("the small socket got %s after catching up, want %s", got, want)
 	}
 
+	// A batch of bulk transactions to one room: a socket is owed at most
+	// maxOwed frames between flushes, so its writer drains in between.
+	txs = txs[:0]
+	for i := range 5 {
+		var envs []schema.Envelope
+		for j := range 300 {
+			envs = append(envs, env(calA, "e", fmt.Sprint(j)))
+		}
+		txs = append(txs, tx(uint64(1000+100*i), envs...))
+	}
+	calls := alice.calls
+	if err := g.PublishBatch(context.Background(), txs); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := alice.calls-calls, (5*300+maxOwed-1)/maxOwed; got != want {
+		t.Errorf("1,500 frames to one socket in %d OfferAll calls, want %d (at most %d a flush)", got, want, maxOwed)
+	}
+
 	// A move in the middle: the frames before it are queued before it
 	// applies, so the joining user gets only what follows.
 	txs = txs[:0]
@@ -52,7 +69,7 @@ func TestPublishBatchQueuesOncePerSocket(t *testing.T) {
 	}
 	txs[2].Moves = []schema.Move{{At: 0, Op: schema.MoveJoin, User: uuid(3), Room: calA}}
 	carol := g.idx.users[uuid(3)][0].conn.(*memConn)
-	calls := alice.calls
+	calls = alice.calls
 	if err := g.PublishBatch(context.Background(), txs); err != nil {
 		t.Fatal(err)
 	}
@@ -282,15 +299,4 @@ func TestFallingBehindKeepsMembershipInPlace(t *testing.T) {
 			}
 		})
 	}
-}
-
-// payloadsOf is the payloads c got, comma-separated.
-func payloadsOf(c *memConn) string {
-	var out []string
-	for _, f := range c.got() {
-		var args []json.RawMessage
-		_ = json.Unmarshal(f[2:], &args) // "42[event, payload, offset]"
-		out = append(out, string(args[1]))
-	}
-	return strings.Join(out, ",")
 }

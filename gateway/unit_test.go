@@ -129,6 +129,17 @@ func (m *memConn) got() []socketio.Frame {
 	return append([]socketio.Frame(nil), m.frames...)
 }
 
+// payloadsOf is the payloads c got, comma-separated.
+func payloadsOf(c *memConn) string {
+	var out []string
+	for _, f := range c.got() {
+		var args []json.RawMessage
+		_ = json.Unmarshal(f[2:], &args) // "42[event, payload, offset]"
+		out = append(out, string(args[1]))
+	}
+	return strings.Join(out, ",")
+}
+
 // members builds a membership snapshot from user → calendar ids.
 func members(m map[string][]string) *schema.MembershipSnapshot {
 	var snap schema.MembershipSnapshot
@@ -509,19 +520,10 @@ func TestPublishAppliesMovesInPlace(t *testing.T) {
 	if err := g.Publish(ctx, t1); err != nil {
 		t.Fatal(err)
 	}
-	payloads := func(c *memConn) string {
-		var out []string
-		for _, f := range c.got() {
-			var args []json.RawMessage
-			_ = json.Unmarshal(f[2:], &args) // "42[event, payload, offset]"
-			out = append(out, string(args[1]))
-		}
-		return strings.Join(out, ",")
-	}
-	if got := payloads(bob); got != "0,1,3" {
+	if got := payloadsOf(bob); got != "0,1,3" {
 		t.Errorf("bob got %s, want 0,1,3", got)
 	}
-	if got := payloads(alice); got != "5" {
+	if got := payloadsOf(alice); got != "5" {
 		t.Errorf("alice got %s, want 5", got)
 	}
 	// Sent again after a replication reconnect: dropped, and so are its moves.
@@ -531,10 +533,10 @@ func TestPublishAppliesMovesInPlace(t *testing.T) {
 	if err := g.Publish(ctx, tx(200, env(calA, "a", `7`), env(calB, "b", `8`))); err != nil {
 		t.Fatal(err)
 	}
-	if got := payloads(bob); got != "0,1,3" {
+	if got := payloadsOf(bob); got != "0,1,3" {
 		t.Errorf("bob after the duplicate: %s, want 0,1,3", got)
 	}
-	if got := payloads(alice); got != "5" {
+	if got := payloadsOf(alice); got != "5" {
 		t.Errorf("alice after the duplicate: %s, want 5", got)
 	}
 }

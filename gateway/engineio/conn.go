@@ -131,18 +131,7 @@ func (c *Conn) SendText(p []byte) bool {
 // whether it did. Unlike SendText it never closes the connection: a sender
 // that can catch up on its own (the gateway replays from its window) uses it
 // and waits for Drained instead.
-func (c *Conn) Offer(p []byte) bool {
-	c.mu.Lock()
-	if c.closed || len(c.queue) >= c.srv.cfg.SendQueue {
-		c.mu.Unlock()
-		return false
-	}
-	c.queue = append(c.queue, Packet{Data: p})
-	w := c.claimConsumerLocked()
-	c.mu.Unlock()
-	c.wakeConsumer(w)
-	return true
-}
+func (c *Conn) Offer(p []byte) bool { return c.OfferAll([][]byte{p}) == 1 }
 
 // OfferAll queues the longest prefix of ps the queue has room for, as
 // Offer would one at a time, and reports its length: a sender with several

@@ -222,18 +222,7 @@ func TestSubscriberBatchesBacklog(t *testing.T) {
 	}
 	gw := &recordingGateway{}
 	gaps := make(chan string, 2)
-	sub := NewSubscriber(SubscriberConfig{JS: js, Stream: "T", History: time.Minute, Gateway: gw,
-		OnReset: func(r string) { gaps <- fmt.Sprintf("%s after %d", r, gw.handed()) }})
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- sub.Run(sctx) }()
-	select {
-	case <-sub.CaughtUp():
-	case <-time.After(20 * time.Second):
-		t.Fatal("not caught up")
-	}
-	cancel()
-	<-done
+	readStream(t, js, gw, func(r string) { gaps <- fmt.Sprintf("%s after %d", r, gw.handed()) })
 	for _, want := range []string{"slot_recreated after 150", "feed_message_refused after 170"} {
 		if got := <-gaps; got != want {
 			t.Fatalf("gap %q, want %q: the transactions before it first", got, want)
@@ -317,8 +306,16 @@ func runSubscriber(t *testing.T, js jetstream.JetStream) (*recordingGateway, []s
 	gw := &recordingGateway{}
 	var resets []string
 	var mu sync.Mutex
-	sub := NewSubscriber(SubscriberConfig{JS: js, Stream: "T", History: time.Minute, Gateway: gw,
-		OnReset: func(r string) { mu.Lock(); resets = append(resets, r); mu.Unlock() }})
+	readStream(t, js, gw, func(r string) { mu.Lock(); resets = append(resets, r); mu.Unlock() })
+	mu.Lock()
+	defer mu.Unlock()
+	return gw, resets
+}
+
+// readStream runs a subscriber of stream T into gw until it has caught up.
+func readStream(t *testing.T, js jetstream.JetStream, gw Gateway, onReset func(string)) {
+	t.Helper()
+	sub := NewSubscriber(SubscriberConfig{JS: js, Stream: "T", History: time.Minute, Gateway: gw, OnReset: onReset})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- sub.Run(ctx) }()
@@ -329,9 +326,6 @@ func runSubscriber(t *testing.T, js jetstream.JetStream) (*recordingGateway, []s
 	}
 	cancel()
 	<-done
-	mu.Lock()
-	defer mu.Unlock()
-	return gw, resets
 }
 
 // events lists the offsets and data sizes handed to gw, in order.

@@ -16,6 +16,10 @@ import (
 	"github.com/koordi/koordi-realtime/schema"
 )
 
+// batchWait bounds how long transactions collected for a batch wait for
+// the message JetStream said was behind them.
+const batchWait = 5 * time.Millisecond
+
 // Gateway is what a Subscriber feeds: transactions in order, several at
 // once (up to cdc.MaxBatch) when the stream holds more behind them.
 type Gateway interface {
@@ -212,7 +216,20 @@ func (s *Subscriber) run(ctx context.Context) error {
 		}
 	}()
 	for {
-		m, err := msgs.Next()
+		var next []jetstream.NextOpt
+		if len(s.batch) > 0 {
+			// NumPending said more was coming; it may not (it expired under
+			// MaxAge, the stream was purged): what is batched waits no
+			// longer than batchWait.
+			next = append(next, jetstream.NextMaxWait(batchWait))
+		}
+		m, err := msgs.Next(next...)
+		if errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
+			if err := s.flush(ctx); err != nil {
+				return err
+			}
+			continue
+		}
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				return context.Cause(ctx)
