@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"github.com/koordi/koordi-realtime/gateway/engineio"
 	"github.com/koordi/koordi-realtime/gateway/socketio"
 	"github.com/koordi/koordi-realtime/schema"
 )
@@ -54,7 +55,7 @@ func (g *Gateway) startCatchUp(c *client) {
 func (g *Gateway) catchUp(c *client) {
 	for {
 		// Ended (a DISCONNECT) before Disconnected marks it gone: every
-		// Offer would fail, and each pass holds index.mu.
+		// offer would fail, and each pass holds index.mu.
 		if closed(c.conn) {
 			return
 		}
@@ -161,6 +162,21 @@ func (g *Gateway) sendChunk(c *client) (end bool) {
 		through = e.off
 		return true
 	})
+	// One set for the chunk's frames, queued with one call: the moves
+	// before the first frame the queue refused are applied, as they would
+	// be one frame at a time.
+	var ps []engineio.Packet
+	var idx []uint32
+	for _, it := range items {
+		if it.move == nil {
+			idx = append(idx, uint32(len(ps)))
+			ps = append(ps, engineio.Packet{Data: it.frame})
+		}
+	}
+	took := 0
+	if len(ps) > 0 {
+		took = c.conn.OfferFrames(engineio.NewFrames(ps), idx)
+	}
 	sent := 0
 	for _, it := range items {
 		if it.move != nil {
@@ -171,7 +187,7 @@ func (g *Gateway) sendChunk(c *client) (end bool) {
 			}
 			continue
 		}
-		if !c.conn.Offer(it.frame) {
+		if sent == took {
 			// Something else took the room (an ack, a ping): stop before
 			// this frame; the next chunk starts from it.
 			c.sent = it.through

@@ -177,11 +177,15 @@ func (g *Gateway) collect(ev *schema.Envelope, f socketio.Frame) {
 	if rm == nil {
 		return
 	}
+	frame, owed := uint32(0), false
 	for _, c := range rm.members {
 		// Catching up, or already sent: one ordered path per socket,
 		// never twice, never backwards.
 		if !c.lagging && ev.Offset.Compare(c.sent) > 0 {
-			g.pend.add(c, f, ev.Offset)
+			if !owed {
+				frame, owed = g.pend.addFrame(f), true
+			}
+			g.pend.add(c, frame, ev.Offset)
 		}
 	}
 }

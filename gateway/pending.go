@@ -1,6 +1,9 @@
 package gateway
 
 import (
+	"slices"
+
+	"github.com/koordi/koordi-realtime/gateway/engineio"
 	"github.com/koordi/koordi-realtime/gateway/socketio"
 	"github.com/koordi/koordi-realtime/schema"
 )
@@ -12,15 +15,19 @@ import (
 // server's CPU in the fan-out benchmark). Collected here, a socket's frames
 // are queued in one call per flush.
 //
-// Frames are kept in one array in fan-out order, each socket's chained by
-// index from its client (pendFirst, pendLast), so collecting allocates
-// nothing per socket and a socket's frames stay in order. Gateway.pend,
-// under pubMu.
+// What is owed is kept in one array in fan-out order, each socket's chained
+// by index from its client (pendFirst, pendLast), so collecting allocates
+// nothing per socket and a socket's frames stay in order. An entry names
+// its frame by index in packets, where each event's frame is once: a flush
+// queues them all as one engineio.Frames, which every socket's queue points
+// into by index, so neither the entries nor the queues hold a pointer per
+// delivery. Gateway.pend, under pubMu.
 type pending struct {
 	entries []pendingEntry
-	touched []*client // sockets with frames, in the order they got their first
-	longest int32     // the most frames one socket is owed
-	frames  [][]byte  // scratch for one socket's frames at a flush
+	touched []*client         // sockets with frames, in the order they got their first
+	longest int32             // the most frames one socket is owed
+	packets []engineio.Packet // the frames owed since the last flush, each once
+	idx     []uint32          // scratch for one socket's frames at a flush
 	offs    []schema.Offset
 	behind  []*client // scratch: the sockets a flush found without room
 	// from is the window's position when collecting began (the batch's
@@ -32,9 +39,9 @@ type pending struct {
 }
 
 type pendingEntry struct {
-	frame socketio.Frame
 	off   schema.Offset
-	next  int32 // index+1 of the socket's next entry; 0: its last
+	frame uint32 // in pending.packets
+	next  int32  // index+1 of the socket's next entry; 0: its last
 }
 
 const (
@@ -51,9 +58,16 @@ const (
 	maxOwed = 512
 )
 
-// add owes c the frame f of the event at off.
-func (p *pending) add(c *client, f socketio.Frame, off schema.Offset) {
-	p.entries = append(p.entries, pendingEntry{frame: f, off: off})
+// addFrame makes f, an event's frame, one the batch owes, and returns the
+// number add takes. Once per event, at its first recipient.
+func (p *pending) addFrame(f socketio.Frame) uint32 {
+	p.packets = append(p.packets, engineio.Packet{Data: f})
+	return uint32(len(p.packets) - 1)
+}
+
+// add owes c the frame of the event at off (see addFrame).
+func (p *pending) add(c *client, frame uint32, off schema.Offset) {
+	p.entries = append(p.entries, pendingEntry{frame: frame, off: off})
 	i := int32(len(p.entries))
 	if c.pendLast == 0 {
 		c.pendFirst, c.pendN = i, 0
@@ -69,7 +83,7 @@ func (p *pending) add(c *client, f socketio.Frame, off schema.Offset) {
 // full says the batch must be flushed before its next event.
 func (p *pending) full() bool { return len(p.entries) >= maxPending || p.longest >= maxOwed }
 
-// flush queues every socket's frames with one OfferAll each and returns
+// flush queues every socket's frames with one OfferFrames each and returns
 // how many it queued, how many were for sockets that had closed, and the
 // sockets that took only part (their queues
 // filled), to be suspended before anything else is published. Such a
@@ -80,21 +94,22 @@ func (p *pending) full() bool { return len(p.entries) >= maxPending || p.longest
 // (read); only the publisher writes a live socket's cursor.
 func (p *pending) flush() (sent, dropped int, behind []*client) {
 	behind = p.behind[:0]
+	set := engineio.NewFrames(slices.Clone(p.packets))
 	for _, c := range p.touched {
-		frames, offs := p.frames[:0], p.offs[:0]
+		idx, offs := p.idx[:0], p.offs[:0]
 		for i := c.pendFirst; i != 0; i = p.entries[i-1].next {
-			frames = append(frames, p.entries[i-1].frame)
+			idx = append(idx, p.entries[i-1].frame)
 			offs = append(offs, p.entries[i-1].off)
 		}
-		n := c.conn.OfferAll(frames)
+		n := c.conn.OfferFrames(set, idx)
 		if n > 0 {
 			c.sent = offs[n-1]
 			sent += n
 		}
 		switch {
-		case n == len(frames):
+		case n == len(idx):
 		case closed(c.conn):
-			dropped += len(frames) - n
+			dropped += len(idx) - n
 		default:
 			if p.from.Compare(c.sent) > 0 {
 				// Nothing taken: up to from it had everything.
@@ -103,11 +118,11 @@ func (p *pending) flush() (sent, dropped int, behind []*client) {
 			behind = append(behind, c)
 		}
 		c.pendFirst, c.pendLast, c.pendN = 0, 0, 0
-		clear(frames)
-		p.frames, p.offs = frames[:0], offs[:0]
+		p.idx, p.offs = idx[:0], offs[:0]
 	}
-	clear(p.entries) // the frames belong to the sockets' queues now
 	p.entries = p.entries[:0]
+	clear(p.packets) // the set has them now
+	p.packets = p.packets[:0]
 	clear(p.touched)
 	p.touched = p.touched[:0]
 	p.longest = 0

@@ -30,7 +30,7 @@ func TestPublishBatchQueuesOncePerSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	if n, calls := len(alice.got()), alice.calls; n != 10 || calls != 1 {
-		t.Fatalf("alice: %d frames in %d OfferAll calls, want 10 in 1", n, calls)
+		t.Fatalf("alice: %d frames in %d OfferFrames calls, want 10 in 1", n, calls)
 	}
 	if n := len(small.got()); n != 3 {
 		t.Fatalf("a socket with room for 3 got %d frames at once", n)
@@ -58,7 +58,7 @@ func TestPublishBatchQueuesOncePerSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got, want := alice.calls-calls, (5*300+maxOwed-1)/maxOwed; got != want {
-		t.Errorf("1,500 frames to one socket in %d OfferAll calls, want %d (at most %d a flush)", got, want, maxOwed)
+		t.Errorf("1,500 frames to one socket in %d OfferFrames calls, want %d (at most %d a flush)", got, want, maxOwed)
 	}
 
 	// A move in the middle: the frames before it are queued before it
@@ -74,7 +74,7 @@ func TestPublishBatchQueuesOncePerSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := alice.calls - calls; got != 2 {
-		t.Errorf("alice: %d OfferAll calls for a batch with one move, want 2", got)
+		t.Errorf("alice: %d OfferFrames calls for a batch with one move, want 2", got)
 	}
 	if got := payloadsOf(carol); got != "12,13" {
 		t.Errorf("the user joining at the third transaction got %s, want 12,13", got)

@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/koordi/koordi-realtime/gateway/engineio"
 	"github.com/koordi/koordi-realtime/gateway/socketio"
 	"github.com/koordi/koordi-realtime/schema"
 )
@@ -14,12 +15,11 @@ import (
 // conn is what the gateway needs of a socket; *socketio.Socket implements it,
 // and tests and benchmarks use in-memory ones.
 type conn interface {
-	// Offer queues an event frame if there is room, never closing the
-	// socket: a socket without room catches up from the window instead.
-	Offer(f socketio.Frame) bool
-	// OfferAll queues the longest prefix of fs there is room for, in
-	// order, and reports its length; same contract as Offer.
-	OfferAll(fs [][]byte) int
+	// OfferFrames queues packets idx of fs (event frames, each shared by
+	// every socket it goes to) in order, as far as there is room, and
+	// reports how many: never closing the socket, for a socket without
+	// room catches up from the window instead.
+	OfferFrames(fs *engineio.Frames, idx []uint32) int
 	// Send queues a control frame (sync:reset, a refusal); a full queue
 	// closes the socket.
 	Send(f socketio.Frame) bool

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/koordi/koordi-realtime/gateway/auth"
+	"github.com/koordi/koordi-realtime/gateway/engineio"
 	"github.com/koordi/koordi-realtime/gateway/socketio"
 	"github.com/koordi/koordi-realtime/schema"
 )
@@ -29,7 +30,7 @@ type memConn struct {
 	frames  []socketio.Frame
 	limit   int // queue bound; 0: unbounded
 	taken   int // frames the "transport" took
-	calls   int // OfferAll calls
+	calls   int // OfferFrames calls
 	closed  bool
 	done    chan struct{}
 	drained chan struct{}
@@ -41,7 +42,7 @@ func (m *memConn) init() {
 	}
 }
 
-func (m *memConn) Offer(f socketio.Frame) bool {
+func (m *memConn) offer(f socketio.Frame) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed || (m.limit > 0 && len(m.frames)-m.taken >= m.limit) {
@@ -51,20 +52,20 @@ func (m *memConn) Offer(f socketio.Frame) bool {
 	return true
 }
 
-func (m *memConn) OfferAll(fs [][]byte) int {
+func (m *memConn) OfferFrames(fs *engineio.Frames, idx []uint32) int {
 	m.mu.Lock()
 	m.calls++
 	m.mu.Unlock()
-	for i, f := range fs {
-		if !m.Offer(f) {
-			return i
+	for n, i := range idx {
+		if !m.offer(fs.At(int(i)).Data) {
+			return n
 		}
 	}
-	return len(fs)
+	return len(idx)
 }
 
 func (m *memConn) Send(f socketio.Frame) bool {
-	if m.Offer(f) {
+	if m.offer(f) {
 		return true
 	}
 	m.close()
@@ -596,15 +597,17 @@ func TestResetGapFloor(t *testing.T) {
 // countConn is the cheapest possible socket, for the fan-out benchmark.
 type countConn struct{ n atomic.Int64 }
 
-func (c *countConn) Offer(socketio.Frame) bool { c.n.Add(1); return true }
-func (c *countConn) OfferAll(fs [][]byte) int  { c.n.Add(int64(len(fs))); return len(fs) }
-func (c *countConn) Send(socketio.Frame) bool  { c.n.Add(1); return true }
-func (c *countConn) Queued() int               { return 0 }
-func (c *countConn) QueueCap() int             { return 4096 }
-func (c *countConn) Drained() <-chan struct{}  { return nil }
-func (c *countConn) Done() <-chan struct{}     { return nil }
-func (c *countConn) Transport() string         { return "websocket" }
-func (c *countConn) Disconnect()               {}
+func (c *countConn) OfferFrames(_ *engineio.Frames, idx []uint32) int {
+	c.n.Add(int64(len(idx)))
+	return len(idx)
+}
+func (c *countConn) Send(socketio.Frame) bool { c.n.Add(1); return true }
+func (c *countConn) Queued() int              { return 0 }
+func (c *countConn) QueueCap() int            { return 4096 }
+func (c *countConn) Drained() <-chan struct{} { return nil }
+func (c *countConn) Done() <-chan struct{}    { return nil }
+func (c *countConn) Transport() string        { return "websocket" }
+func (c *countConn) Disconnect()              {}
 
 // BenchmarkPublishFanOut publishes one event to a room of 10,000 sockets.
 // allocs/op covers the whole event (one encoding, one replay entry); the

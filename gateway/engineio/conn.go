@@ -1,7 +1,6 @@
 package engineio
 
 import (
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,8 +24,7 @@ type Conn struct {
 	upgraded chan struct{} // closed when the upgrade to WebSocket completes
 
 	mu          sync.Mutex
-	queue       []Packet // waiting for the wire
-	spare       []Packet // the consumer's drained buffer, reused
+	queue       sendQueue // waiting for the wire
 	closed      bool
 	onWebSocket bool // the transport: WebSocket, else polling
 	reason      string
@@ -115,39 +113,33 @@ func (c *Conn) SendText(p []byte) bool {
 		c.mu.Unlock()
 		return false
 	}
-	if len(c.queue) >= c.srv.cfg.SendQueue {
+	if c.queue.len() >= c.srv.cfg.SendQueue {
 		c.mu.Unlock()
 		c.close(ReasonSlowConsumer, false)
 		return false
 	}
-	c.queue = append(c.queue, Packet{Data: p})
+	c.queue.push(Packet{Data: p})
 	w := c.claimConsumerLocked()
 	c.mu.Unlock()
 	c.wakeConsumer(w)
 	return true
 }
 
-// Offer queues one text packet if the queue has room for it, and reports
-// whether it did. Unlike SendText it never closes the connection: a sender
-// that can catch up on its own (the gateway replays from its window) uses it
-// and waits for Drained instead.
-func (c *Conn) Offer(p []byte) bool { return c.OfferAll([][]byte{p}) == 1 }
-
-// OfferAll queues the longest prefix of ps the queue has room for, as
-// Offer would one at a time, and reports its length: a sender with several
-// packets for the connection takes its lock once. Nothing is queued once
-// the connection is closed.
-func (c *Conn) OfferAll(ps [][]byte) int {
+// OfferFrames queues packets idx of f, in order, as far as the queue has
+// room, and reports how many it queued: a prefix of idx. Unlike SendText
+// it never closes the connection: a sender that can catch up on its own
+// (the gateway replays from its window) uses it and waits for Drained
+// instead. Nothing is queued once the connection is closed. A fan-out
+// queues one set to every recipient, each with the indexes of its packets,
+// and each connection's lock is taken once for all of them.
+func (c *Conn) OfferFrames(f *Frames, idx []uint32) int {
 	c.mu.Lock()
-	n := min(len(ps), c.srv.cfg.SendQueue-len(c.queue))
+	n := min(len(idx), c.srv.cfg.SendQueue-c.queue.len())
 	if c.closed || n <= 0 {
 		c.mu.Unlock()
 		return 0
 	}
-	c.queue = slices.Grow(c.queue, n)
-	for _, p := range ps[:n] {
-		c.queue = append(c.queue, Packet{Data: p})
-	}
+	c.queue.pushFrom(f, idx[:n])
 	w := c.claimConsumerLocked()
 	c.mu.Unlock()
 	c.wakeConsumer(w)
@@ -158,7 +150,7 @@ func (c *Conn) OfferAll(ps [][]byte) int {
 func (c *Conn) Queued() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.queue)
+	return c.queue.len()
 }
 
 // Drained returns a channel that receives (capacity 1, never closed) each
@@ -181,12 +173,12 @@ func (c *Conn) SendPackets(ps ...Packet) bool {
 		c.mu.Unlock()
 		return false
 	}
-	if len(c.queue)+len(ps) > c.srv.cfg.SendQueue {
+	if c.queue.len()+len(ps) > c.srv.cfg.SendQueue {
 		c.mu.Unlock()
 		c.close(ReasonSlowConsumer, false)
 		return false
 	}
-	c.queue = append(c.queue, ps...)
+	c.queue.push(ps...)
 	w := c.claimConsumerLocked()
 	c.mu.Unlock()
 	c.wakeConsumer(w)
@@ -234,7 +226,7 @@ func (c *Conn) claimConsumerLocked() consumerWake {
 	// A GET may still wait after an upgrade (a client that broke the
 	// protocol): it is woken to answer and end.
 	w := consumerWake{polling: c.ws == nil || c.getPending}
-	if c.ws == nil || c.writing || (len(c.queue) == 0 && !c.closed) {
+	if c.ws == nil || c.writing || (c.queue.len() == 0 && !c.closed) {
 		return w
 	}
 	c.writing = true
@@ -322,37 +314,16 @@ func (c *Conn) close(reason string, flush bool) {
 	})
 }
 
-// take swaps the queue out for the consumer. The caller gives the slice back
-// with giveBack once written, so steady-state sending allocates nothing.
-func (c *Conn) takeLocked() []Packet {
-	batch := c.queue
-	c.queue = c.spare[:0]
-	c.spare = nil
-	if c.drained != nil && len(batch) > 0 {
-		select {
-		case c.drained <- struct{}{}:
-		default:
-		}
+// takeLocked takes packets from the head of the queue for the wire, at
+// least one and then as long as their data stays within limit, or all of
+// them when limit < 0. The caller holds mu and gives the slice back with
+// putPackets once it has framed or encoded them.
+func (c *Conn) takeLocked(limit int) *[]Packet {
+	batch := getPackets()
+	if c.queue.len() == 0 {
+		return batch
 	}
-	return batch
-}
-
-// takeTurnLocked takes packets from the head of the queue, at least one and
-// then as long as their data stays within limit. The caller holds mu.
-func (c *Conn) takeTurnLocked(limit int) []Packet {
-	n, size := 0, 0
-	for n < len(c.queue) && (n == 0 || size+len(c.queue[n].Data) <= limit) {
-		size += len(c.queue[n].Data)
-		n++
-	}
-	if n == len(c.queue) {
-		return c.takeLocked()
-	}
-	batch := append(c.spare[:0], c.queue[:n]...)
-	c.spare = nil
-	rest := copy(c.queue, c.queue[n:])
-	clear(c.queue[rest:])
-	c.queue = c.queue[:rest]
+	*batch = c.queue.take(*batch, limit)
 	if c.drained != nil {
 		select {
 		case c.drained <- struct{}{}:
@@ -362,13 +333,13 @@ func (c *Conn) takeTurnLocked(limit int) []Packet {
 	return batch
 }
 
-func (c *Conn) giveBack(batch []Packet) {
-	clear(batch) // drop references to sent frames
-	c.mu.Lock()
-	if c.spare == nil {
-		c.spare = batch[:0]
+// takeFlushLocked takes what a closed connection is to deliver: the whole
+// queue if the close asked for a flush, else nothing.
+func (c *Conn) takeFlushLocked() *[]Packet {
+	if !c.flush {
+		return getPackets()
 	}
-	c.mu.Unlock()
+	return c.takeLocked(-1)
 }
 
 // startHeartbeat arms the ping timer: ping every PingInterval, close when

@@ -24,14 +24,14 @@ func (c *Conn) servePoll(w http.ResponseWriter, r *http.Request) {
 	if c.closed {
 		// A lingering session (see close): answer once, with what the
 		// close was to deliver, then the close.
-		var batch []Packet
-		if c.flush {
-			batch = c.takeLocked()
-		}
-		ps := append(batch, Packet{Data: []byte{c.closeFrame}})
+		batch := c.takeFlushLocked()
+		ps := append(*batch, Packet{Data: []byte{c.closeFrame}})
 		c.mu.Unlock()
 		c.srv.remove(c)
-		c.writePollAnswer(w, AppendPayload(make([]byte, 0, payloadLen(ps)), ps))
+		body := AppendPayload(make([]byte, 0, payloadLen(ps)), ps)
+		*batch = ps
+		putPackets(batch)
+		c.writePollAnswer(w, body)
 		return
 	}
 	if c.getPending {
@@ -43,7 +43,7 @@ func (c *Conn) servePoll(w http.ResponseWriter, r *http.Request) {
 	c.getPending = true
 	done := c.doneLocked()
 	var noop <-chan time.Time // fires while upgrading: release the GET with a noop
-	for len(c.queue) == 0 && !c.closed && !c.onWebSocket {
+	for c.queue.len() == 0 && !c.closed && !c.onWebSocket {
 		if c.prober != nil && noop == nil {
 			// Like the reference server's 100 ms upgrade check: the noop
 			// lets the client pause polling and complete the upgrade.
@@ -69,7 +69,7 @@ func (c *Conn) servePoll(w http.ResponseWriter, r *http.Request) {
 		c.mu.Lock()
 	}
 answer:
-	var batch []Packet
+	var batch *[]Packet
 	var tail []byte
 	switch {
 	case c.onWebSocket:
@@ -81,26 +81,24 @@ answer:
 		writeError(w, errBadRequest)
 		return
 	case c.closed:
-		if c.flush {
-			batch = c.takeLocked()
-		}
+		batch = c.takeFlushLocked()
 		tail = []byte{c.closeFrame}
-	case len(c.queue) > 0:
-		batch = c.takeLocked()
+	case c.queue.len() > 0:
+		batch = c.takeLocked(-1)
 	default: // upgrading: release the GET so the client can pause polling
+		batch = getPackets()
 		tail = noopPacket
 	}
 	c.getPending = false
 	c.mu.Unlock()
 
-	ps := batch
+	ps := *batch
 	if tail != nil {
 		ps = append(ps, Packet{Data: tail})
 	}
 	body := AppendPayload(make([]byte, 0, payloadLen(ps)), ps)
-	if batch != nil {
-		c.giveBack(batch)
-	}
+	*batch = ps
+	putPackets(batch)
 	c.writePollAnswer(w, body)
 }
 

@@ -529,26 +529,29 @@ func TestSlowConsumer(t *testing.T) {
 	}
 }
 
-// TestOfferAll: OfferAll queues the longest prefix that fits, in order,
-// never closes the connection for a full queue (SendText would), and queues
-// nothing once the connection is closed.
-func TestOfferAll(t *testing.T) {
+// TestOfferFrames: OfferFrames queues the longest prefix of the indexes
+// that fits, in order, from any number of sets, never closes the
+// connection for a full queue (SendText would), and queues nothing once
+// the connection is closed.
+func TestOfferFrames(t *testing.T) {
 	ts := newTestServer(t, Config{SendQueue: 4})
 	sid := ts.handshake(t)
 	c := <-ts.h.opened
-	ps := func(s ...string) [][]byte {
-		var out [][]byte
+	set := func(s ...string) *Frames {
+		var ps []Packet
 		for _, x := range s {
-			out = append(out, []byte(x))
+			ps = append(ps, Packet{Data: []byte(x)})
 		}
-		return out
+		return NewFrames(ps)
 	}
+	one, two := set("4a", "4b", "4c", "4d"), set("4e", "4f")
 	for _, step := range []struct {
-		offer []string
-		want  int
-	}{{[]string{"4a", "4b", "4c"}, 3}, {[]string{"4d", "4e"}, 1}, {[]string{"4f"}, 0}, {nil, 0}} {
-		if n := c.OfferAll(ps(step.offer...)); n != step.want {
-			t.Fatalf("OfferAll(%q) = %d, want %d", step.offer, n, step.want)
+		set  *Frames
+		idx  []uint32
+		want int
+	}{{one, []uint32{2, 0}, 2}, {two, []uint32{1}, 1}, {one, []uint32{3, 1}, 1}, {two, []uint32{0}, 0}, {one, nil, 0}} {
+		if n := c.OfferFrames(step.set, step.idx); n != step.want {
+			t.Fatalf("OfferFrames(%v) = %d, want %d", step.idx, n, step.want)
 		}
 	}
 	select {
@@ -556,15 +559,15 @@ func TestOfferAll(t *testing.T) {
 		t.Fatal("a full queue closed the connection")
 	default:
 	}
-	if status, b := ts.poll(t, sid); status != 200 || b != "4a\x1e4b\x1e4c\x1e4d" {
+	if status, b := ts.poll(t, sid); status != 200 || b != "4c\x1e4a\x1e4f\x1e4d" {
 		t.Fatalf("poll = %d %q, want the four packets taken, in order", status, b)
 	}
-	if n := c.OfferAll(ps("4g", "4h")); n != 2 {
-		t.Fatalf("OfferAll after the queue was taken = %d, want 2", n)
+	if n := c.OfferFrames(two, []uint32{0, 1}); n != 2 {
+		t.Fatalf("OfferFrames after the queue was taken = %d, want 2", n)
 	}
 	c.Close()
-	if n := c.OfferAll(ps("4i")); n != 0 {
-		t.Fatalf("OfferAll on a closed connection = %d, want 0", n)
+	if n := c.OfferFrames(one, []uint32{0}); n != 0 {
+		t.Fatalf("OfferFrames on a closed connection = %d, want 0", n)
 	}
 }
 
@@ -712,9 +715,9 @@ func BenchmarkSendText(b *testing.B) {
 	drain := func() { // what a consumer does, keeping the queues' capacity
 		for _, c := range cs {
 			c.mu.Lock()
-			batch := c.takeLocked()
+			batch := c.takeLocked(-1)
 			c.mu.Unlock()
-			c.giveBack(batch)
+			putPackets(batch)
 		}
 	}
 	for range 2 { // warm up: both swap buffers reach their working size

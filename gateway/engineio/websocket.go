@@ -55,7 +55,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, q url.Va
 		c.mu.Lock()
 		c.ws, c.bc = ws, bw.conn
 		// The open packet goes first, through the queue like everything else.
-		c.queue = append(c.queue, Packet{Data: s.openPacket(c.id, false)})
+		c.queue.push(Packet{Data: s.openPacket(c.id, false)})
 		consumer := c.claimConsumerLocked()
 		c.mu.Unlock()
 		c.wakeConsumer(consumer)
@@ -281,21 +281,19 @@ func (c *Conn) readMessage(ws *websocket.Conn) bool {
 func (c *Conn) writeClose(ws *websocket.Conn, bc *batchConn) {
 	c.mu.Lock()
 	flush, reason := c.flush, c.reason
-	var batch []Packet
-	if flush {
-		batch = c.takeLocked()
-	}
+	batch := c.takeFlushLocked()
 	c.mu.Unlock()
-	if len(batch) > 0 {
+	var err error
+	if len(*batch) > 0 {
 		// Bound the final flush: a dead peer must not hold the writer.
 		t := time.AfterFunc(c.srv.cfg.PingTimeout, func() { _ = ws.CloseNow() })
-		err := bc.writeFrames(batch)
+		err = bc.writeFrames(*batch)
 		t.Stop()
-		c.giveBack(batch)
-		if err != nil {
-			_ = ws.CloseNow()
-			return
-		}
+	}
+	putPackets(batch)
+	if err != nil {
+		_ = ws.CloseNow()
+		return
 	}
 	switch {
 	case flush:

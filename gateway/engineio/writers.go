@@ -119,33 +119,33 @@ func (c *Conn) writeTurn(w *nowWriter) (again bool) {
 		c.srv.wg.goFunc(func() { c.writeClose(ws, bc) })
 		return false
 	}
-	if len(c.queue) == 0 {
+	if c.queue.len() == 0 {
 		c.writing = false
 		c.mu.Unlock()
 		return false
 	}
-	batch := c.takeTurnLocked(turnBytes)
+	batch := c.takeLocked(turnBytes)
 	c.mu.Unlock()
 
-	bufp := frameBatch(batch)
+	bufp := frameBatch(*batch)
+	putPackets(batch)
 	if !bc.mu.TryLock() {
 		// coder/websocket is writing a control frame, perhaps to a client
 		// that stopped reading: the batch waits for it aside.
 		c.srv.wg.goFunc(func() {
 			bc.mu.Lock()
-			c.writeRest(ws, bc, bufp, 0, batch)
+			c.writeRest(ws, bc, bufp, 0)
 		})
 		return false
 	}
 	n, err := bc.writeNowLocked(w, *bufp)
 	if err == nil && n < len(*bufp) {
-		c.srv.wg.goFunc(func() { c.writeRest(ws, bc, bufp, n, batch) })
+		c.srv.wg.goFunc(func() { c.writeRest(ws, bc, bufp, n) })
 		return false
 	}
 	peerClosed := bc.closeSent
 	bc.mu.Unlock()
 	putFrameBuffer(bufp)
-	c.giveBack(batch)
 	if err != nil {
 		c.writeFailed(ws, peerClosed)
 		return false
@@ -158,7 +158,7 @@ func (c *Conn) writeTurn(w *nowWriter) (again bool) {
 // The caller holds bc.mu, which writeRest releases: held from the first
 // byte of a batch to its last, it keeps coder/websocket's control frames
 // out of the data frames.
-func (c *Conn) writeRest(ws *websocket.Conn, bc *batchConn, bufp *[]byte, n int, batch []Packet) {
+func (c *Conn) writeRest(ws *websocket.Conn, bc *batchConn, bufp *[]byte, n int) {
 	var err error
 	peerClosed := bc.closeSent
 	if peerClosed {
@@ -180,7 +180,6 @@ func (c *Conn) writeRest(ws *websocket.Conn, bc *batchConn, bufp *[]byte, n int,
 	}
 	bc.mu.Unlock()
 	putFrameBuffer(bufp)
-	c.giveBack(batch)
 	if err != nil {
 		c.writeFailed(ws, peerClosed)
 		return
@@ -195,7 +194,7 @@ func (c *Conn) writeRest(ws *websocket.Conn, bc *batchConn, bufp *[]byte, n int,
 func (c *Conn) keepWriting() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.queue) > 0 || c.closed {
+	if c.queue.len() > 0 || c.closed {
 		return true
 	}
 	c.writing = false

@@ -330,24 +330,15 @@ func (s *Socket) Send(f Frame) bool {
 	return s.cl.conn.SendText(f)
 }
 
-// Offer queues f if the connection's queue has room, without closing it when
-// full; false if the socket has ended or there is no room (see
-// engineio.Conn.Offer).
-func (s *Socket) Offer(f Frame) bool {
-	if s.ended.Load() {
-		return false
-	}
-	return s.cl.conn.Offer(f)
-}
-
-// OfferAll queues the longest prefix of fs the connection's queue has room
-// for and reports its length; 0 if the socket has ended (see
-// engineio.Conn.OfferAll).
-func (s *Socket) OfferAll(fs [][]byte) int {
+// OfferFrames queues packets idx of fs (event frames shared by many
+// sockets) as far as the connection's queue has room, without closing it
+// when full, and reports how many; 0 if the socket has ended (see
+// engineio.Conn.OfferFrames).
+func (s *Socket) OfferFrames(fs *engineio.Frames, idx []uint32) int {
 	if s.ended.Load() {
 		return 0
 	}
-	return s.cl.conn.OfferAll(fs)
+	return s.cl.conn.OfferFrames(fs, idx)
 }
 
 // Queued reports how many packets of the connection wait for the wire.

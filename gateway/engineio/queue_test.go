@@ -1,0 +1,128 @@
+package engineio
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestSendQueueModel runs random pushes (shared sets with random indexes,
+// packets of their own) and takes (whole, or by a byte limit) against a
+// FIFO of packets, and checks after every step that the queue keeps
+// exactly the sets its waiting slots point into: a set dropped too early
+// would resolve to the wrong packet or panic, one kept too long is memory
+// a drained queue holds on to. The sequence numbers start near the top of
+// uint32 so that they wrap.
+func TestSendQueueModel(t *testing.T) {
+	for seed := range uint64(20) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(seed, 7))
+			q := sendQueue{base: ^uint32(0) - 50}
+			var model []Packet
+			var sets []*Frames
+			name := 0
+			newSet := func() *Frames {
+				ps := make([]Packet, 1+rng.IntN(8))
+				for i := range ps {
+					name++
+					ps[i] = Packet{Data: fmt.Appendf(nil, "4p%d-%s", name, make([]byte, rng.IntN(20)))}
+				}
+				f := NewFrames(ps)
+				sets = append(sets, f)
+				return f
+			}
+			for step := range 3000 {
+				switch op := rng.IntN(10); {
+				case op < 5: // a fan-out: indexes of a new or a recent set
+					f := sets[max(len(sets)-1-rng.IntN(3), 0):]
+					var set *Frames
+					if len(sets) == 0 || rng.IntN(2) == 0 {
+						set = newSet()
+					} else {
+						set = f[rng.IntN(len(f))]
+					}
+					var idx []uint32
+					for i := range set.Len() {
+						if rng.IntN(2) == 0 {
+							idx = append(idx, uint32(i))
+							model = append(model, set.At(i))
+						}
+					}
+					q.pushFrom(set, idx)
+				case op < 6: // a control packet
+					p := Packet{Data: fmt.Appendf(nil, "2c%d", step)}
+					q.push(p)
+					model = append(model, p)
+				default:
+					if q.len() == 0 {
+						continue
+					}
+					limit := -1
+					if op < 9 {
+						limit = rng.IntN(80)
+					}
+					got := q.take(nil, limit)
+					if len(got) == 0 || len(got) > len(model) {
+						t.Fatalf("step %d: took %d of %d", step, len(got), len(model))
+					}
+					size := 0
+					for i, p := range got {
+						if string(p.Data) != string(model[i].Data) {
+							t.Fatalf("step %d: packet %d is %q, want %q", step, i, p.Data, model[i].Data)
+						}
+						size += len(p.Data)
+					}
+					if limit < 0 && len(got) != len(model) {
+						t.Fatalf("step %d: a whole take left %d", step, len(model)-len(got))
+					}
+					if limit >= 0 && len(got) > 1 && size > limit {
+						t.Fatalf("step %d: took %d bytes over a limit of %d", step, size, limit)
+					}
+					if limit >= 0 && len(got) < len(model) && size+len(model[len(got)].Data) <= limit {
+						t.Fatalf("step %d: stopped at %d bytes with the next fitting in %d", step, size, limit)
+					}
+					model = model[len(got):]
+				}
+				if q.len() != len(model) {
+					t.Fatalf("step %d: len %d, model %d", step, q.len(), len(model))
+				}
+				want := map[*Frames]bool{}
+				for _, s := range q.slots[q.head:] {
+					want[q.refs[s.ref-q.base]] = true
+				}
+				held := map[*Frames]bool{}
+				for i, f := range q.refs {
+					if f == nil {
+						continue
+					}
+					if i < q.refHead {
+						t.Fatalf("step %d: a set kept before refHead", step)
+					}
+					held[f] = true
+				}
+				if len(held) != len(want) {
+					t.Fatalf("step %d: holds %d sets, its slots point into %d", step, len(held), len(want))
+				}
+			}
+		})
+	}
+}
+
+// TestSendQueueKeepsItsArray: a queue drained by turns while it is fed
+// reuses its slots instead of growing.
+func TestSendQueueKeepsItsArray(t *testing.T) {
+	var q sendQueue
+	set := NewFrames([]Packet{{Data: []byte("4a")}, {Data: []byte("4b")}})
+	idx := []uint32{0, 1}
+	for range 8 {
+		q.pushFrom(set, idx)
+	}
+	c := cap(q.slots)
+	for range 1000 {
+		q.take(nil, 4) // two packets a turn
+		q.pushFrom(set, idx)
+	}
+	if cap(q.slots) != c || q.len() != 16 {
+		t.Fatalf("cap %d (was %d), len %d", cap(q.slots), c, q.len())
+	}
+}
