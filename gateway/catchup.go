@@ -166,16 +166,16 @@ func (g *Gateway) sendChunk(c *client) (end bool) {
 	// before the first frame the queue refused are applied, as they would
 	// be one frame at a time.
 	var ps []engineio.Packet
-	var idx []uint32
+	var refs []engineio.FrameRef
 	for _, it := range items {
 		if it.move == nil {
-			idx = append(idx, uint32(len(ps)))
+			refs = append(refs, engineio.FrameRef{Index: uint32(len(ps))})
 			ps = append(ps, engineio.Packet{Data: it.frame})
 		}
 	}
 	took := 0
 	if len(ps) > 0 {
-		took = c.conn.OfferFrames(engineio.NewFrames(ps), idx)
+		took = c.conn.OfferFrames([]*engineio.Frames{engineio.NewFrames(ps)}, refs)
 	}
 	sent := 0
 	for _, it := range items {

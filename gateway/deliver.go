@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/koordi/koordi-realtime/gateway/engineio"
 	"github.com/koordi/koordi-realtime/gateway/socketio"
 	"github.com/koordi/koordi-realtime/schema"
 )
@@ -177,15 +178,16 @@ func (g *Gateway) collect(ev *schema.Envelope, f socketio.Frame) {
 	if rm == nil {
 		return
 	}
-	frame, owed := uint32(0), false
+	var ref engineio.FrameRef
+	owed := false
 	for _, c := range rm.members {
 		// Catching up, or already sent: one ordered path per socket,
 		// never twice, never backwards.
 		if !c.lagging && ev.Offset.Compare(c.sent) > 0 {
 			if !owed {
-				frame, owed = g.pend.addFrame(f), true
+				ref, owed = g.pend.addFrame(rm, f), true
 			}
-			g.pend.add(c, frame, ev.Offset)
+			g.pend.add(c, ref, ev.Offset)
 		}
 	}
 }

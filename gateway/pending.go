@@ -1,8 +1,6 @@
 package gateway
 
 import (
-	"slices"
-
 	"github.com/koordi/koordi-realtime/gateway/engineio"
 	"github.com/koordi/koordi-realtime/gateway/socketio"
 	"github.com/koordi/koordi-realtime/schema"
@@ -17,17 +15,20 @@ import (
 //
 // What is owed is kept in one array in fan-out order, each socket's chained
 // by index from its client (pendFirst, pendLast), so collecting allocates
-// nothing per socket and a socket's frames stay in order. An entry names
-// its frame by index in packets, where each event's frame is once: a flush
-// queues them all as one engineio.Frames, which every socket's queue points
-// into by index, so neither the entries nor the queues hold a pointer per
-// delivery. Gateway.pend, under pubMu.
+// nothing per socket and a socket's frames stay in order. The frames
+// themselves are collected once each, by room: at a flush each room's
+// become one engineio.Frames, which its sockets' queues point into by
+// index, so neither the entries nor the queues hold a pointer per delivery,
+// and a socket that drains slowly keeps alive only sets of frames of its
+// own rooms (one set of the whole batch would have kept every room's
+// frames alive for it). Gateway.pend, under pubMu.
 type pending struct {
 	entries []pendingEntry
-	touched []*client         // sockets with frames, in the order they got their first
-	longest int32             // the most frames one socket is owed
-	packets []engineio.Packet // the frames owed since the last flush, each once
-	idx     []uint32          // scratch for one socket's frames at a flush
+	touched []*client // sockets with frames, in the order they got their first
+	longest int32     // the most frames one socket is owed
+	sets    []pendingSet
+	frozen  []*engineio.Frames  // scratch: sets made at a flush, as sets
+	refs    []engineio.FrameRef // scratch for one socket's frames at a flush
 	offs    []schema.Offset
 	behind  []*client // scratch: the sockets a flush found without room
 	// from is the window's position when collecting began (the batch's
@@ -38,10 +39,16 @@ type pending struct {
 	from schema.Offset
 }
 
+// pendingSet is one room's frames owed since the last flush, in order.
+type pendingSet struct {
+	room   *room
+	frames []engineio.Packet
+}
+
 type pendingEntry struct {
-	off   schema.Offset
-	frame uint32 // in pending.packets
-	next  int32  // index+1 of the socket's next entry; 0: its last
+	off  schema.Offset
+	ref  engineio.FrameRef // Set indexes pending.sets
+	next int32             // index+1 of the socket's next entry; 0: its last
 }
 
 const (
@@ -58,16 +65,22 @@ const (
 	maxOwed = 512
 )
 
-// addFrame makes f, an event's frame, one the batch owes, and returns the
-// number add takes. Once per event, at its first recipient.
-func (p *pending) addFrame(f socketio.Frame) uint32 {
-	p.packets = append(p.packets, engineio.Packet{Data: f})
-	return uint32(len(p.packets) - 1)
+// addFrame makes f, the frame of an event of room rm, one the batch owes,
+// and returns the reference add takes. Once per event, at its first
+// recipient.
+func (p *pending) addFrame(rm *room, f socketio.Frame) engineio.FrameRef {
+	if rm.pendSet == 0 {
+		p.sets = append(p.sets, pendingSet{room: rm})
+		rm.pendSet = int32(len(p.sets))
+	}
+	s := &p.sets[rm.pendSet-1]
+	s.frames = append(s.frames, engineio.Packet{Data: f})
+	return engineio.FrameRef{Set: uint32(rm.pendSet - 1), Index: uint32(len(s.frames) - 1)}
 }
 
-// add owes c the frame of the event at off (see addFrame).
-func (p *pending) add(c *client, frame uint32, off schema.Offset) {
-	p.entries = append(p.entries, pendingEntry{frame: frame, off: off})
+// add owes c the frame ref names (see addFrame), of the event at off.
+func (p *pending) add(c *client, ref engineio.FrameRef, off schema.Offset) {
+	p.entries = append(p.entries, pendingEntry{ref: ref, off: off})
 	i := int32(len(p.entries))
 	if c.pendLast == 0 {
 		c.pendFirst, c.pendN = i, 0
@@ -94,22 +107,27 @@ func (p *pending) full() bool { return len(p.entries) >= maxPending || p.longest
 // (read); only the publisher writes a live socket's cursor.
 func (p *pending) flush() (sent, dropped int, behind []*client) {
 	behind = p.behind[:0]
-	set := engineio.NewFrames(slices.Clone(p.packets))
+	sets := p.frozen[:0]
+	for i := range p.sets {
+		// The set takes the room's frames over; the room starts anew.
+		sets = append(sets, engineio.NewFrames(p.sets[i].frames))
+		p.sets[i].room.pendSet = 0
+	}
 	for _, c := range p.touched {
-		idx, offs := p.idx[:0], p.offs[:0]
+		refs, offs := p.refs[:0], p.offs[:0]
 		for i := c.pendFirst; i != 0; i = p.entries[i-1].next {
-			idx = append(idx, p.entries[i-1].frame)
+			refs = append(refs, p.entries[i-1].ref)
 			offs = append(offs, p.entries[i-1].off)
 		}
-		n := c.conn.OfferFrames(set, idx)
+		n := c.conn.OfferFrames(sets, refs)
 		if n > 0 {
 			c.sent = offs[n-1]
 			sent += n
 		}
 		switch {
-		case n == len(idx):
+		case n == len(refs):
 		case closed(c.conn):
-			dropped += len(idx) - n
+			dropped += len(refs) - n
 		default:
 			if p.from.Compare(c.sent) > 0 {
 				// Nothing taken: up to from it had everything.
@@ -118,11 +136,13 @@ func (p *pending) flush() (sent, dropped int, behind []*client) {
 			behind = append(behind, c)
 		}
 		c.pendFirst, c.pendLast, c.pendN = 0, 0, 0
-		p.idx, p.offs = idx[:0], offs[:0]
+		p.refs, p.offs = refs[:0], offs[:0]
 	}
 	p.entries = p.entries[:0]
-	clear(p.packets) // the set has them now
-	p.packets = p.packets[:0]
+	clear(p.sets)
+	p.sets = p.sets[:0]
+	clear(sets)
+	p.frozen = sets[:0]
 	clear(p.touched)
 	p.touched = p.touched[:0]
 	p.longest = 0

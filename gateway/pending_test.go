@@ -11,6 +11,48 @@ import (
 	"github.com/koordi/koordi-realtime/schema"
 )
 
+// TestFlushSetsAreByRoom: the frames a flush queues are shared by room, so
+// a socket's queue points only into sets of its own frames. One set of the
+// whole batch would let a socket of a quiet room that drains slowly keep
+// every busy room's frames alive.
+func TestFlushSetsAreByRoom(t *testing.T) {
+	g := newTestGateway(t, Config{})
+	busy, quiet := schema.CalendarRoom(uuid(0xA)), schema.CalendarRoom(uuid(0xB))
+	var conns []*memConn
+	for i := range 20 {
+		c := &memConn{}
+		attach(g, uuid(1+i), c, busy)
+		conns = append(conns, c)
+	}
+	slow := &memConn{}
+	attach(g, uuid(0x40), slow, quiet)
+	both := &memConn{}
+	attach(g, uuid(0x41), both, busy, quiet)
+	var txs []schema.Transaction
+	for i := range 20 {
+		var envs []schema.Envelope
+		for j := range 50 {
+			envs = append(envs, env(busy, "e", fmt.Sprint(i, "-", j)))
+		}
+		envs = append(envs, env(quiet, "q", fmt.Sprint(i)))
+		txs = append(txs, tx(uint64(100*(i+1)), envs...))
+	}
+	if err := g.PublishBatch(context.Background(), txs); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(slow.got()); n != 20 {
+		t.Fatalf("the quiet room's socket got %d frames, want 20", n)
+	}
+	if n := len(both.got()); n != 20*51 {
+		t.Fatalf("the socket in both rooms got %d frames, want %d", n, 20*51)
+	}
+	for i, c := range append(conns, slow, both) {
+		if c.unowed != 0 {
+			t.Errorf("socket %d was queued into sets with %d frames not its own", i, c.unowed)
+		}
+	}
+}
+
 // TestPublishBatchQueuesOncePerSocket: a batch queues each socket's frames
 // of all its transactions in one call, and again only after a move; a
 // socket whose queue takes part of them gets the rest, in order, from the

@@ -15,11 +15,11 @@ import (
 // conn is what the gateway needs of a socket; *socketio.Socket implements it,
 // and tests and benchmarks use in-memory ones.
 type conn interface {
-	// OfferFrames queues packets idx of fs (event frames, each shared by
-	// every socket it goes to) in order, as far as there is room, and
-	// reports how many: never closing the socket, for a socket without
-	// room catches up from the window instead.
-	OfferFrames(fs *engineio.Frames, idx []uint32) int
+	// OfferFrames queues the frames refs name in sets (event frames, each
+	// shared by every socket it goes to) in order, as far as there is
+	// room, and reports how many: never closing the socket, for a socket
+	// without room catches up from the window instead.
+	OfferFrames(sets []*engineio.Frames, refs []engineio.FrameRef) int
 	// Send queues a control frame (sync:reset, a refusal); a full queue
 	// closes the socket.
 	Send(f socketio.Frame) bool
@@ -99,6 +99,7 @@ func (s *roomSet) remove(r string) bool {
 type room struct {
 	members []*client
 	pos     map[*client]int // index in members; nil while small
+	pendSet int32           // index+1 of its frames in Gateway.pend.sets; 0: none since the last flush
 }
 
 const roomScanMax = 8

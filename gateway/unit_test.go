@@ -31,6 +31,10 @@ type memConn struct {
 	limit   int // queue bound; 0: unbounded
 	taken   int // frames the "transport" took
 	calls   int // OfferFrames calls
+	// unowed counts the frames of the sets OfferFrames was given that the
+	// call did not queue to this socket: what its queue would keep alive
+	// beyond its own.
+	unowed int
 	closed  bool
 	done    chan struct{}
 	drained chan struct{}
@@ -52,16 +56,23 @@ func (m *memConn) offer(f socketio.Frame) bool {
 	return true
 }
 
-func (m *memConn) OfferFrames(fs *engineio.Frames, idx []uint32) int {
+func (m *memConn) OfferFrames(sets []*engineio.Frames, refs []engineio.FrameRef) int {
+	per := map[uint32]int{}
+	for _, r := range refs {
+		per[r.Set]++
+	}
 	m.mu.Lock()
 	m.calls++
+	for set, n := range per {
+		m.unowed += sets[set].Len() - n
+	}
 	m.mu.Unlock()
-	for n, i := range idx {
-		if !m.offer(fs.At(int(i)).Data) {
+	for n, r := range refs {
+		if !m.offer(sets[r.Set].At(int(r.Index)).Data) {
 			return n
 		}
 	}
-	return len(idx)
+	return len(refs)
 }
 
 func (m *memConn) Send(f socketio.Frame) bool {
@@ -597,9 +608,9 @@ func TestResetGapFloor(t *testing.T) {
 // countConn is the cheapest possible socket, for the fan-out benchmark.
 type countConn struct{ n atomic.Int64 }
 
-func (c *countConn) OfferFrames(_ *engineio.Frames, idx []uint32) int {
-	c.n.Add(int64(len(idx)))
-	return len(idx)
+func (c *countConn) OfferFrames(_ []*engineio.Frames, refs []engineio.FrameRef) int {
+	c.n.Add(int64(len(refs)))
+	return len(refs)
 }
 func (c *countConn) Send(socketio.Frame) bool { c.n.Add(1); return true }
 func (c *countConn) Queued() int              { return 0 }

@@ -211,14 +211,14 @@ func TestPeerCloseWhileWriting(t *testing.T) {
 		read(t, ws)
 		c := <-ts.h.opened
 		stop := make(chan struct{})
-		data := NewFrames([]Packet{{Data: []byte("4data")}})
+		data := []*Frames{NewFrames([]Packet{{Data: []byte("4data")}})}
 		go func() {
 			for {
 				select {
 				case <-stop:
 					return
 				default:
-					c.OfferFrames(data, []uint32{0})
+					c.OfferFrames(data, []FrameRef{{}})
 				}
 			}
 		}()

@@ -125,21 +125,21 @@ func (c *Conn) SendText(p []byte) bool {
 	return true
 }
 
-// OfferFrames queues packets idx of f, in order, as far as the queue has
-// room, and reports how many it queued: a prefix of idx. Unlike SendText
-// it never closes the connection: a sender that can catch up on its own
-// (the gateway replays from its window) uses it and waits for Drained
-// instead. Nothing is queued once the connection is closed. A fan-out
-// queues one set to every recipient, each with the indexes of its packets,
-// and each connection's lock is taken once for all of them.
-func (c *Conn) OfferFrames(f *Frames, idx []uint32) int {
+// OfferFrames queues the packets refs name in sets, in order, as far as
+// the queue has room, and reports how many it queued: a prefix of refs.
+// Unlike SendText it never closes the connection: a sender that can catch
+// up on its own (the gateway replays from its window) uses it and waits for
+// Drained instead. Nothing is queued once the connection is closed. A
+// fan-out makes each set once and queues it to every recipient by index,
+// taking each connection's lock once for all of its packets.
+func (c *Conn) OfferFrames(sets []*Frames, refs []FrameRef) int {
 	c.mu.Lock()
-	n := min(len(idx), c.srv.cfg.SendQueue-c.queue.len())
+	n := min(len(refs), c.srv.cfg.SendQueue-c.queue.len())
 	if c.closed || n <= 0 {
 		c.mu.Unlock()
 		return 0
 	}
-	c.queue.pushFrom(f, idx[:n])
+	c.queue.pushFrom(sets, refs[:n])
 	w := c.claimConsumerLocked()
 	c.mu.Unlock()
 	c.wakeConsumer(w)

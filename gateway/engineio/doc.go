@@ -13,12 +13,12 @@
 //     (Config.SendQueue packets); a send that would exceed it closes the
 //     connection with reason [ReasonSlowConsumer] (the client reconnects).
 //   - A fan-out queues shared packets: [NewFrames] makes a set of them once,
-//     and [Conn.OfferFrames] queues packets of it to one connection by index,
-//     as far as its queue has room, without closing it (the caller, which
-//     can replay, catches the rest up itself). A queue holds 8 bytes per
-//     packet and no pointer, so thousands of queues holding the same event
-//     cost the garbage collector nothing to scan; a set lives as long as
-//     some queue still points into it.
+//     and [Conn.OfferFrames] queues packets of sets to one connection by
+//     reference, as far as its queue has room, without closing it (the
+//     caller, which can replay, catches the rest up itself). A queue holds
+//     8 bytes per packet and no pointer, so thousands of queues holding the
+//     same event cost the garbage collector nothing to scan; a set lives as
+//     long as some queue still points into it.
 //   - Bad requests get the reference server's HTTP answers
 //     ({"code":0,"message":"Transport unknown"} with status 400, and so on for
 //     codes 1–5) and never a 500; a malformed packet closes the session.

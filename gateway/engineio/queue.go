@@ -11,9 +11,9 @@ import (
 // sockets thus adds no pointer per recipient: the queues are memory the
 // garbage collector never scans, they grow a quarter as fast, and the
 // packets stay shared. A connection keeps a set alive while one of its
-// slots points into it, so a set lives as long as the slowest queue still
-// holding one of its packets (a socket that stops reading is closed within
-// a heartbeat round, see writeRest).
+// slots points into it, so a sender makes sets of packets that go to the
+// same connections (the gateway: one set per room and batch), and a slow
+// connection holds on to little more than its own packets.
 type Frames struct {
 	ps []Packet
 }
@@ -27,6 +27,12 @@ func (f *Frames) Len() int { return len(f.ps) }
 
 // At returns packet i of the set.
 func (f *Frames) At(i int) Packet { return f.ps[i] }
+
+// FrameRef names a packet for [Conn.OfferFrames]: packet Index of the
+// call's sets[Set].
+type FrameRef struct {
+	Set, Index uint32
+}
 
 // slot is one queued packet: f.refs' set number ref, packet idx.
 type slot struct {
@@ -82,15 +88,12 @@ func (q *sendQueue) ref(f *Frames) uint32 {
 	return q.base + uint32(len(q.refs)-1)
 }
 
-// pushFrom queues packets idx of f; the caller checked the bound.
-func (q *sendQueue) pushFrom(f *Frames, idx []uint32) {
-	if len(idx) == 0 {
-		return
-	}
-	q.reserve(len(idx))
-	r := q.ref(f)
-	for _, i := range idx {
-		q.slots = append(q.slots, slot{ref: r, idx: i})
+// pushFrom queues the packets refs name in sets; the caller checked the
+// bound.
+func (q *sendQueue) pushFrom(sets []*Frames, refs []FrameRef) {
+	q.reserve(len(refs))
+	for _, r := range refs {
+		q.slots = append(q.slots, slot{ref: q.ref(sets[r.Set]), idx: r.Index})
 	}
 }
 

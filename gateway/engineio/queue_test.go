@@ -33,22 +33,24 @@ func TestSendQueueModel(t *testing.T) {
 			}
 			for step := range 3000 {
 				switch op := rng.IntN(10); {
-				case op < 5: // a fan-out: indexes of a new or a recent set
-					f := sets[max(len(sets)-1-rng.IntN(3), 0):]
-					var set *Frames
-					if len(sets) == 0 || rng.IntN(2) == 0 {
-						set = newSet()
-					} else {
-						set = f[rng.IntN(len(f))]
-					}
-					var idx []uint32
-					for i := range set.Len() {
-						if rng.IntN(2) == 0 {
-							idx = append(idx, uint32(i))
-							model = append(model, set.At(i))
+				case op < 5: // a fan-out: packets of new or recent sets, interleaved
+					var call []*Frames
+					for range 1 + rng.IntN(3) {
+						recent := sets[max(len(sets)-3, 0):]
+						if len(recent) == 0 || rng.IntN(2) == 0 {
+							call = append(call, newSet())
+						} else {
+							call = append(call, recent[rng.IntN(len(recent))])
 						}
 					}
-					q.pushFrom(set, idx)
+					var refs []FrameRef
+					for range rng.IntN(12) {
+						s := rng.IntN(len(call))
+						i := rng.IntN(call[s].Len())
+						refs = append(refs, FrameRef{Set: uint32(s), Index: uint32(i)})
+						model = append(model, call[s].At(i))
+					}
+					q.pushFrom(call, refs)
 				case op < 6: // a control packet
 					p := Packet{Data: fmt.Appendf(nil, "2c%d", step)}
 					q.push(p)
@@ -112,15 +114,15 @@ func TestSendQueueModel(t *testing.T) {
 // reuses its slots instead of growing.
 func TestSendQueueKeepsItsArray(t *testing.T) {
 	var q sendQueue
-	set := NewFrames([]Packet{{Data: []byte("4a")}, {Data: []byte("4b")}})
-	idx := []uint32{0, 1}
+	sets := []*Frames{NewFrames([]Packet{{Data: []byte("4a")}, {Data: []byte("4b")}})}
+	refs := []FrameRef{{Index: 0}, {Index: 1}}
 	for range 8 {
-		q.pushFrom(set, idx)
+		q.pushFrom(sets, refs)
 	}
 	c := cap(q.slots)
 	for range 1000 {
 		q.take(nil, 4) // two packets a turn
-		q.pushFrom(set, idx)
+		q.pushFrom(sets, refs)
 	}
 	if cap(q.slots) != c || q.len() != 16 {
 		t.Fatalf("cap %d (was %d), len %d", cap(q.slots), c, q.len())

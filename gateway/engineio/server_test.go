@@ -529,7 +529,7 @@ func TestSlowConsumer(t *testing.T) {
 	}
 }
 
-// TestOfferFrames: OfferFrames queues the longest prefix of the indexes
+// TestOfferFrames: OfferFrames queues the longest prefix of the references
 // that fits, in order, from any number of sets, never closes the
 // connection for a full queue (SendText would), and queues nothing once
 // the connection is closed.
@@ -544,14 +544,18 @@ func TestOfferFrames(t *testing.T) {
 		}
 		return NewFrames(ps)
 	}
-	one, two := set("4a", "4b", "4c", "4d"), set("4e", "4f")
+	sets := []*Frames{set("4a", "4b", "4c", "4d"), set("4e", "4f")}
 	for _, step := range []struct {
-		set  *Frames
-		idx  []uint32
+		refs []FrameRef
 		want int
-	}{{one, []uint32{2, 0}, 2}, {two, []uint32{1}, 1}, {one, []uint32{3, 1}, 1}, {two, []uint32{0}, 0}, {one, nil, 0}} {
-		if n := c.OfferFrames(step.set, step.idx); n != step.want {
-			t.Fatalf("OfferFrames(%v) = %d, want %d", step.idx, n, step.want)
+	}{
+		{[]FrameRef{{0, 2}, {1, 1}, {0, 0}}, 3}, // interleaved sets
+		{[]FrameRef{{0, 3}, {0, 1}}, 1},
+		{[]FrameRef{{1, 0}}, 0},
+		{nil, 0},
+	} {
+		if n := c.OfferFrames(sets, step.refs); n != step.want {
+			t.Fatalf("OfferFrames(%v) = %d, want %d", step.refs, n, step.want)
 		}
 	}
 	select {
@@ -559,14 +563,14 @@ func TestOfferFrames(t *testing.T) {
 		t.Fatal("a full queue closed the connection")
 	default:
 	}
-	if status, b := ts.poll(t, sid); status != 200 || b != "4c\x1e4a\x1e4f\x1e4d" {
+	if status, b := ts.poll(t, sid); status != 200 || b != "4c\x1e4f\x1e4a\x1e4d" {
 		t.Fatalf("poll = %d %q, want the four packets taken, in order", status, b)
 	}
-	if n := c.OfferFrames(two, []uint32{0, 1}); n != 2 {
+	if n := c.OfferFrames(sets, []FrameRef{{1, 0}, {1, 1}}); n != 2 {
 		t.Fatalf("OfferFrames after the queue was taken = %d, want 2", n)
 	}
 	c.Close()
-	if n := c.OfferFrames(one, []uint32{0}); n != 0 {
+	if n := c.OfferFrames(sets, []FrameRef{{0, 0}}); n != 0 {
 		t.Fatalf("OfferFrames on a closed connection = %d, want 0", n)
 	}
 }

@@ -330,15 +330,15 @@ func (s *Socket) Send(f Frame) bool {
 	return s.cl.conn.SendText(f)
 }
 
-// OfferFrames queues packets idx of fs (event frames shared by many
-// sockets) as far as the connection's queue has room, without closing it
-// when full, and reports how many; 0 if the socket has ended (see
-// engineio.Conn.OfferFrames).
-func (s *Socket) OfferFrames(fs *engineio.Frames, idx []uint32) int {
+// OfferFrames queues the packets refs name in sets (event frames shared
+// by many sockets) as far as the connection's queue has room, without
+// closing it when full, and reports how many; 0 if the socket has ended
+// (see engineio.Conn.OfferFrames).
+func (s *Socket) OfferFrames(sets []*engineio.Frames, refs []engineio.FrameRef) int {
 	if s.ended.Load() {
 		return 0
 	}
-	return s.cl.conn.OfferFrames(fs, idx)
+	return s.cl.conn.OfferFrames(sets, refs)
 }
 
 // Queued reports how many packets of the connection wait for the wire.
