@@ -47,10 +47,13 @@ type tuple struct {
 	start, end int
 }
 
+// errTupleTruncated is made once: readTuple runs for every row.
+var errTupleTruncated = fmt.Errorf("%w: tuple data truncated", errMalformed)
+
 // readTuple reads the TupleData at data[p:] into cols (reused; its length
 // is set to the tuple's column count).
 func readTuple(data []byte, p int, cols []tupleCol) (tuple, error) {
-	short := fmt.Errorf("%w: tuple data truncated", errMalformed)
+	short := errTupleTruncated
 	if p+2 > len(data) {
 		return tuple{}, short
 	}
