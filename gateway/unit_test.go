@@ -26,15 +26,15 @@ var testSecret = []byte("koordi-realtime test secret, 32+ bytes long")
 // memConn is an in-memory socket: it records frames, of which at most limit
 // wait (are not yet taken by drain) at a time.
 type memConn struct {
-	mu      sync.Mutex
-	frames  []socketio.Frame
-	limit   int // queue bound; 0: unbounded
-	taken   int // frames the "transport" took
-	calls   int // OfferFrames calls
+	mu     sync.Mutex
+	frames []socketio.Frame
+	limit  int // queue bound; 0: unbounded
+	taken  int // frames the "transport" took
+	calls  int // OfferFrames calls
 	// unowed counts the frames of the sets OfferFrames was given that the
 	// call did not queue to this socket: what its queue would keep alive
 	// beyond its own.
-	unowed int
+	unowed  int
 	closed  bool
 	done    chan struct{}
 	drained chan struct{}
