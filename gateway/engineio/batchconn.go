@@ -61,9 +61,12 @@ const (
 // connection keeps one between batches.
 var frameBuffers = sync.Pool{New: func() any { return new([]byte) }}
 
-// maxPooledFrameBuffer bounds what goes back to frameBuffers: a buffer grown
-// by a rare large batch is left to the collector.
-const maxPooledFrameBuffer = 64 << 10
+// maxPooledFrameBuffer bounds what goes back to frameBuffers: the largest
+// turn (turnBytes of packets and their headers) is pooled, since a backlog
+// makes every turn that large and a new buffer each time was a tenth of
+// fan-out's CPU (its zeroing and page faults); one grown by a packet larger
+// than a turn is left to the collector.
+const maxPooledFrameBuffer = 2 * turnBytes
 
 // frameBatch frames each packet as one final, unmasked frame (a server
 // never masks) into a pooled buffer; putFrameBuffer gives it back.
