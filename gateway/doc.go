@@ -64,7 +64,10 @@
 // commit order, because Publish calls are serialised and each socket's
 // queue is FIFO. [Gateway.PublishBatch] publishes several transactions (what
 // a stream that is behind has ready) and queues each socket's frames of the
-// batch in one call instead of one per event.
+// batch in one call instead of one per event. The frames are shared by room:
+// each room's frames since the last flush become one engineio.Frames, and a
+// socket's queue holds 8-byte references into the sets of its rooms, not a
+// pointer per delivery (see engineio.Conn.OfferFrames).
 //
 // Publish drops events whose offset is not after the newest one it has
 // published: the stream re-sends a window of transactions after a
