@@ -185,9 +185,9 @@ func (g *Gateway) collect(ev *schema.Envelope, f socketio.Frame) {
 		// never twice, never backwards.
 		if !c.lagging && ev.Offset.Compare(c.sent) > 0 {
 			if !owed {
-				ref, owed = g.pend.addFrame(rm, f), true
+				ref, owed = g.pend.addFrame(rm, f, ev.Offset), true
 			}
-			g.pend.add(c, ref, ev.Offset)
+			g.pend.add(c, ref)
 		}
 	}
 }

@@ -39,25 +39,31 @@ type pending struct {
 	from schema.Offset
 }
 
-// pendingSet is one room's frames owed since the last flush, in order.
+// pendingSet is one room's frames owed since the last flush, in order,
+// with their events' offsets.
 type pendingSet struct {
 	room   *room
 	frames []engineio.Packet
+	offs   []schema.Offset
 }
 
+// pendingEntry is one delivery: 12 bytes, for a batch of a backlog has
+// hundreds of thousands (what is per event, the frame and its offset, is in
+// the set).
 type pendingEntry struct {
-	off  schema.Offset
 	ref  engineio.FrameRef // Set indexes pending.sets
 	next int32             // index+1 of the socket's next entry; 0: its last
 }
 
 const (
-	// maxPending bounds the frames collected before a flush, so a bulk
+	// maxPending bounds the deliveries collected before a flush, so a bulk
 	// transaction to a large room flushes as it goes. The gateway keeps
-	// the entries (about 3 MiB at most) from batch to batch; a pool,
-	// emptied at every collection, made each batch of a backlog grow them
-	// again.
-	maxPending = 1 << 16
+	// the entries (3 MiB at most) from batch to batch; a pool, emptied at
+	// every collection, made each batch of a backlog grow them again. A
+	// flush visits every socket owed something, and a visit is memory no
+	// other socket shares: the fewer flushes a backlog takes, the less it
+	// costs (2^18 against 2^16: a tenth of the server's CPU in fan-out).
+	maxPending = 1 << 18
 	// maxOwed bounds the frames one socket is owed before a flush: well
 	// within its queue (engineio.DefaultSendQueue), which its writer
 	// drains between flushes, so that a batch of bulk transactions to a
@@ -65,22 +71,23 @@ const (
 	maxOwed = 512
 )
 
-// addFrame makes f, the frame of an event of room rm, one the batch owes,
-// and returns the reference add takes. Once per event, at its first
+// addFrame makes f, the frame of the event at off in room rm, one the
+// batch owes, and returns the reference add takes. Once per event, at its first
 // recipient.
-func (p *pending) addFrame(rm *room, f socketio.Frame) engineio.FrameRef {
+func (p *pending) addFrame(rm *room, f socketio.Frame, off schema.Offset) engineio.FrameRef {
 	if rm.pendSet == 0 {
 		p.sets = append(p.sets, pendingSet{room: rm})
 		rm.pendSet = int32(len(p.sets))
 	}
 	s := &p.sets[rm.pendSet-1]
 	s.frames = append(s.frames, engineio.Packet{Data: f})
+	s.offs = append(s.offs, off)
 	return engineio.FrameRef{Set: uint32(rm.pendSet - 1), Index: uint32(len(s.frames) - 1)}
 }
 
-// add owes c the frame ref names (see addFrame), of the event at off.
-func (p *pending) add(c *client, ref engineio.FrameRef, off schema.Offset) {
-	p.entries = append(p.entries, pendingEntry{ref: ref, off: off})
+// add owes c the frame ref names (see addFrame).
+func (p *pending) add(c *client, ref engineio.FrameRef) {
+	p.entries = append(p.entries, pendingEntry{ref: ref})
 	i := int32(len(p.entries))
 	if c.pendLast == 0 {
 		c.pendFirst, c.pendN = i, 0
@@ -116,8 +123,9 @@ func (p *pending) flush() (sent, dropped int, behind []*client) {
 	for _, c := range p.touched {
 		refs, offs := p.refs[:0], p.offs[:0]
 		for i := c.pendFirst; i != 0; i = p.entries[i-1].next {
-			refs = append(refs, p.entries[i-1].ref)
-			offs = append(offs, p.entries[i-1].off)
+			r := p.entries[i-1].ref
+			refs = append(refs, r)
+			offs = append(offs, p.sets[r.Set].offs[r.Index])
 		}
 		n := c.conn.OfferFrames(sets, refs)
 		if n > 0 {
