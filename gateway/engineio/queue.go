@@ -93,13 +93,21 @@ func (q *sendQueue) ref(f *Frames) uint32 {
 func (q *sendQueue) pushFrom(sets []*Frames, refs []FrameRef) {
 	q.reserve(len(refs))
 	for _, r := range refs {
-		q.slots = append(q.slots, slot{ref: q.ref(sets[r.Set]), idx: r.Index})
+		f := sets[r.Set]
+		if int(r.Index) >= len(f.ps) {
+			// A caller's bug, reported here rather than by a writer later.
+			panic("engineio: FrameRef index out of its set")
+		}
+		q.slots = append(q.slots, slot{ref: q.ref(f), idx: r.Index})
 	}
 }
 
 // push queues ps, a set of their own (control packets, replies: not the
 // fan-out path).
 func (q *sendQueue) push(ps ...Packet) {
+	if len(ps) == 0 {
+		return // no set no slot points into
+	}
 	f := &Frames{ps: slices.Clone(ps)}
 	q.reserve(len(ps))
 	r := q.ref(f)

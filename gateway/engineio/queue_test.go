@@ -128,3 +128,20 @@ func TestSendQueueKeepsItsArray(t *testing.T) {
 		t.Fatalf("cap %d (was %d), len %d", cap(q.slots), c, q.len())
 	}
 }
+
+// TestSendQueueRefusesBadInput: pushing nothing keeps no set, and a
+// reference past its set's end panics where it is queued, not later in a
+// writer holding the connection's lock.
+func TestSendQueueRefusesBadInput(t *testing.T) {
+	var q sendQueue
+	q.push()
+	if q.len() != 0 || len(q.refs) != 0 {
+		t.Fatalf("an empty push left %d slots, %d sets", q.len(), len(q.refs))
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("a reference past its set was queued")
+		}
+	}()
+	q.pushFrom([]*Frames{NewFrames([]Packet{{Data: []byte("4a")}})}, []FrameRef{{Index: 1}})
+}
