@@ -16,9 +16,10 @@
 //     and [Conn.OfferFrames] queues packets of sets to one connection by
 //     reference, as far as its queue has room, without closing it (the
 //     caller, which can replay, catches the rest up itself). A queue holds
-//     8 bytes per packet and no pointer, so thousands of queues holding the
-//     same event cost the garbage collector nothing to scan; a set lives as
-//     long as some queue still points into it.
+//     8 bytes per packet, plus one pointer to a set each time the packets
+//     it queues switch sets, so thousands of queues holding the same event
+//     cost the garbage collector little to scan; a set lives as long as
+//     some queue still points into it.
 //   - Bad requests get the reference server's HTTP answers
 //     ({"code":0,"message":"Transport unknown"} with status 400, and so on for
 //     codes 1–5) and never a 500; a malformed packet closes the session.
