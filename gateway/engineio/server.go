@@ -56,9 +56,15 @@ type Config struct {
 	// connections, taking the connections with packets queued in turn
 	// (see writerPool). A writer never waits for a client: what a full
 	// socket buffer leaves is written by a goroutine of that connection.
-	// 0: half of GOMAXPROCS (at least one), which leaves the publishing
-	// goroutine room to run ahead, so a connection's queue grows while the
-	// writers are behind; negative: no bound (a writer per busy connection).
+	// 0: GOMAXPROCS. Below saturation every delivery is a write(2) of its
+	// own (a socket gets an event now and then), so writing is nearly all
+	// the work and it takes a writer per core to keep up: with half as
+	// many, the one writer of two cores was the bottleneck, and p99
+	// latency jumped to 100-300 ms at rates koordi-bench's raw baseline
+	// delivered within 10 ms. A backlog's fan-out was no slower with two:
+	// the publisher runs beside them, and a connection's queue grows while
+	// they are behind either way. Negative: no bound (a writer per busy
+	// connection).
 	ConcurrentWrites int
 	Logger           *slog.Logger // nil: discard
 }
@@ -77,7 +83,7 @@ func (c *Config) setDefaults() {
 		c.SendQueue = DefaultSendQueue
 	}
 	if c.ConcurrentWrites == 0 {
-		c.ConcurrentWrites = max(1, runtime.GOMAXPROCS(0)/2)
+		c.ConcurrentWrites = runtime.GOMAXPROCS(0)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
