@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // batchConn is a WebSocket's connection. coder/websocket does the
@@ -21,21 +23,30 @@ import (
 // its buffer (connWriteBuffer) holds the largest control frame, 127 bytes,
 // and it flushes at the end of each frame. So frames never interleave, and
 // each Write starts on a frame boundary, which lets Write notice a close frame.
+//
+// The pool's writers write on the descriptor's number (fd) themselves, not
+// through Go's poller: its descriptor lock and deadline check cost a few
+// cache misses per write, each on a line of the connection's own. That is
+// safe because Close cannot close the number under them (and let the
+// kernel hand it to another connection): it marks the connection closing,
+// takes mu, which every write holds, and closes only after letting it go;
+// a write that begins under mu once closing is set does not write.
 type batchConn struct {
 	net.Conn
-	// raw is Conn's descriptor for the writer pool's writes, which must not
-	// park (see writeTurn); nil where there is none (TLS).
-	raw       syscall.RawConn
+	// fd is Conn's descriptor, for the writer pool's writes, which must not
+	// park (see writeTurn); -1 where there is none (TLS).
+	fd        int
 	mu        sync.Mutex
-	closeSent bool // a close frame went out: no data frame may follow it (RFC 6455 §5.5.1)
+	closeSent bool        // a close frame went out: no data frame may follow it (RFC 6455 §5.5.1)
+	closing   atomic.Bool // Close has begun: no write may start
 }
 
 // newBatchConn wraps a hijacked connection.
 func newBatchConn(c net.Conn) *batchConn {
-	b := &batchConn{Conn: c}
+	b := &batchConn{Conn: c, fd: -1}
 	if sc, ok := c.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
-			b.raw = raw
+			b.fd = descriptor(raw)
 		}
 	}
 	return b
@@ -44,10 +55,30 @@ func newBatchConn(c net.Conn) *batchConn {
 func (b *batchConn) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.closing.Load() {
+		return 0, net.ErrClosed
+	}
 	if len(p) > 0 && p[0]&0x0f == opClose {
 		b.closeSent = true
 	}
 	return b.Conn.Write(p)
+}
+
+// Close closes the connection once no write holds mu. Every path that
+// closes a WebSocket's connection comes here: coder/websocket closes the
+// net.Conn it was handed, which is b.
+func (b *batchConn) Close() error {
+	b.closing.Store(true)
+	for !b.mu.TryLock() {
+		// A write blocked under mu (the rest of a batch, a control frame,
+		// to a client that stopped reading) ends at a deadline in the
+		// past. Set again each round: the writer resets its own deadline
+		// when its write returns, and the next to take mu sees closing.
+		_ = b.Conn.SetWriteDeadline(time.Unix(1, 0))
+		time.Sleep(time.Millisecond)
+	}
+	b.mu.Unlock()
+	return b.Conn.Close()
 }
 
 // WebSocket opcodes (RFC 6455 §5.2).
@@ -98,14 +129,14 @@ func putFrameBuffer(bufp *[]byte) {
 // writeNowLocked writes as much of buf as the kernel takes without waiting
 // (nothing where the descriptor cannot be written so, as under TLS). The
 // caller holds mu and writes the rest itself, still holding it.
-func (b *batchConn) writeNowLocked(w *nowWriter, buf []byte) (int, error) {
-	if b.closeSent {
+func (b *batchConn) writeNowLocked(buf []byte) (int, error) {
+	if b.closeSent || b.closing.Load() {
 		return 0, net.ErrClosed
 	}
-	if b.raw == nil {
+	if b.fd < 0 {
 		return 0, nil
 	}
-	return w.writeNow(b, buf)
+	return writeNonblocking(b.fd, buf)
 }
 
 // writeFrames writes batch, all of it in one write, waiting for the client
@@ -114,7 +145,7 @@ func (b *batchConn) writeFrames(batch []Packet) error {
 	bufp := frameBatch(batch)
 	b.mu.Lock()
 	var err error
-	if b.closeSent {
+	if b.closeSent || b.closing.Load() {
 		err = net.ErrClosed
 	} else {
 		_, err = b.Conn.Write(*bufp)

@@ -2,11 +2,11 @@
 
 package engineio
 
-// nowWriter writes nothing where descriptors cannot be written without
-// parking; a writer of the pool then hands the whole batch to a goroutine
+import "syscall"
+
+// descriptor gives no descriptor where one cannot be written without
+// parking: a writer of the pool then hands the whole batch to a goroutine
 // that may wait.
-type nowWriter struct{}
+func descriptor(syscall.RawConn) int { return -1 }
 
-func newNowWriter() *nowWriter { return &nowWriter{} }
-
-func (*nowWriter) writeNow(*batchConn, []byte) (int, error) { return 0, nil }
+func writeNonblocking(int, []byte) (int, error) { return 0, nil }

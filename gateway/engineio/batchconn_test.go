@@ -142,7 +142,7 @@ func TestWriteNowThenRest(t *testing.T) {
 	}
 	defer server.Close()
 	bc := newBatchConn(server)
-	if bc.raw == nil {
+	if bc.fd < 0 {
 		t.Fatal("a TCP connection has a descriptor")
 	}
 	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<20) // 16 MiB, one frame
@@ -153,7 +153,7 @@ func TestWriteNowThenRest(t *testing.T) {
 	}()
 	bufp := frameBatch([]Packet{{Data: payload, Binary: true}})
 	bc.mu.Lock()
-	n, err := bc.writeNowLocked(newNowWriter(), *bufp)
+	n, err := bc.writeNowLocked(*bufp)
 	if err != nil {
 		t.Fatal(err)
 	}

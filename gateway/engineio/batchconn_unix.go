@@ -7,54 +7,35 @@ import (
 	"syscall"
 )
 
-// nowWriter writes without parking: its callback reports itself done
-// whatever write(2) answered, so a full socket buffer (EAGAIN) ends the
-// write instead of waiting for the poller (Go's descriptors are
-// non-blocking). Each writer of the pool has one, reused for every write: a
-// closure per write would be an allocation per write.
-type nowWriter struct {
-	fn      func(fd uintptr) bool
-	buf     []byte
-	written int
-	err     error
-}
-
-func newNowWriter() *nowWriter {
-	w := &nowWriter{}
-	w.fn = w.writeSome
-	return w
-}
-
-// writeNow writes as much of p to b as the kernel takes at once and returns
-// how much that was.
-func (w *nowWriter) writeNow(b *batchConn, p []byte) (int, error) {
-	w.buf, w.written, w.err = p, 0, nil
-	err := b.raw.Write(w.fn)
-	n, werr := w.written, w.err
-	w.buf, w.err = nil, nil
-	if err != nil {
-		return n, err
+// descriptor is raw's descriptor number, or -1 if it cannot be had.
+func descriptor(raw syscall.RawConn) int {
+	fd := -1
+	if err := raw.Control(func(d uintptr) { fd = int(d) }); err != nil {
+		return -1
 	}
-	return n, werr
+	return fd
 }
 
-func (w *nowWriter) writeSome(fd uintptr) bool {
-	for w.written < len(w.buf) {
-		n, err := syscall.Write(int(fd), w.buf[w.written:])
+// writeNonblocking writes as much of p to fd as the kernel takes at once and
+// returns how much that was: Go's descriptors are non-blocking, so a full
+// socket buffer (EAGAIN) ends the write instead of waiting.
+func writeNonblocking(fd int, p []byte) (int, error) {
+	written := 0
+	for written < len(p) {
+		n, err := syscall.Write(fd, p[written:])
 		if n > 0 {
-			w.written += n
+			written += n
 		}
 		switch {
 		case errors.Is(err, syscall.EINTR):
 			continue
 		case errors.Is(err, syscall.EAGAIN):
-			return true
+			return written, nil
 		case err != nil:
-			w.err = err
-			return true
+			return written, err
 		case n == 0:
-			return true
+			return written, nil
 		}
 	}
-	return true
+	return written, nil
 }

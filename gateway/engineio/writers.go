@@ -47,7 +47,6 @@ func (p *writerPool) push(c *Conn) {
 // run gives turns until no connection is ready. Writers end rather than
 // wait, so an idle server keeps none.
 func (p *writerPool) run() {
-	w := newNowWriter()
 	var again *Conn
 	for {
 		p.mu.Lock()
@@ -63,7 +62,7 @@ func (p *writerPool) run() {
 		}
 		p.mu.Unlock()
 		again = nil
-		if c.writeTurn(w) {
+		if c.writeTurn() {
 			again = c
 		}
 	}
@@ -109,7 +108,7 @@ const turnBytes = 256 << 10
 // still). A client whose socket buffer is full gets the rest written by a
 // goroutine of its own, which may wait for it: a writer of the pool never
 // waits for one client while the others have frames.
-func (c *Conn) writeTurn(w *nowWriter) (again bool) {
+func (c *Conn) writeTurn() (again bool) {
 	c.mu.Lock()
 	ws, bc := c.ws, c.bc
 	if c.closed {
@@ -138,7 +137,7 @@ func (c *Conn) writeTurn(w *nowWriter) (again bool) {
 		})
 		return false
 	}
-	n, err := bc.writeNowLocked(w, *bufp)
+	n, err := bc.writeNowLocked(*bufp)
 	if err == nil && n < len(*bufp) {
 		c.srv.wg.goFunc(func() { c.writeRest(ws, bc, bufp, n) })
 		return false
@@ -161,7 +160,7 @@ func (c *Conn) writeTurn(w *nowWriter) (again bool) {
 func (c *Conn) writeRest(ws *websocket.Conn, bc *batchConn, bufp *[]byte, n int) {
 	var err error
 	peerClosed := bc.closeSent
-	if peerClosed {
+	if peerClosed || bc.closing.Load() {
 		err = net.ErrClosed
 	} else {
 		// A client that stops reading (and answers pings, so the heartbeat
