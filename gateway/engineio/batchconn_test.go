@@ -122,7 +122,7 @@ func BenchmarkWriteFrames(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(batch)), "ns/frame")
 }
 
-// TestWriteNowThenRest: of a batch larger than the socket buffer, writeNow
+// TestWriteNowThenRest: of a batch larger than the socket buffer, writeNowLocked
 // writes what the kernel takes without waiting, and the rest follows whole
 // and in order (as writeTurn's goroutine writes it).
 func TestWriteNowThenRest(t *testing.T) {
@@ -158,7 +158,7 @@ func TestWriteNowThenRest(t *testing.T) {
 		t.Fatal(err)
 	}
 	if n == 0 || n >= len(*bufp) {
-		t.Errorf("writeNow wrote %d of %d bytes, want part of them", n, len(*bufp))
+		t.Errorf("writeNowLocked wrote %d of %d bytes, want part of them", n, len(*bufp))
 	}
 	if _, err := bc.Conn.Write((*bufp)[n:]); err != nil {
 		t.Fatal(err)

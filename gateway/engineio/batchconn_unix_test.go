@@ -5,7 +5,6 @@ package engineio
 import (
 	"bytes"
 	"context"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -229,116 +228,5 @@ func TestPeerCloseWhileWriting(t *testing.T) {
 		if reason != ReasonTransportClose {
 			t.Fatalf("round %d: the client closed, the reason is %q", i, reason)
 		}
-	}
-}
-
-// tcpPair returns both ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (client, server net.Conn) {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	client, err = net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = client.Close() })
-	server, err = l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = server.Close() })
-	return client, server
-}
-
-// TestClosedNumberIsNotWritten: the pool writes on a descriptor's number,
-// which the kernel gives the next descriptor once it is closed (POSIX: the
-// lowest free one). A write of a closed batchConn must fail rather than
-// land in the connection that got the number.
-func TestClosedNumberIsNotWritten(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	_, server := tcpPair(t)
-	bc := newBatchConn(server)
-	if bc.fd < 0 {
-		t.Fatal("a TCP connection has a descriptor")
-	}
-	if err := bc.Close(); err != nil {
-		t.Fatal(err)
-	}
-	// Open connections until one end gets the closed number (lower free
-	// numbers go first).
-	var heir, peer net.Conn
-	for i := 0; i < 20 && heir == nil; i++ {
-		dialled, err := net.Dial("tcp", l.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		accepted, err := l.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _, _ = dialled.Close(), accepted.Close() })
-		switch bc.fd {
-		case descriptor(mustRaw(t, dialled)):
-			heir, peer = dialled, accepted
-		case descriptor(mustRaw(t, accepted)):
-			heir, peer = accepted, dialled
-		}
-	}
-	if heir == nil {
-		t.Fatal("the closed descriptor's number went to none of 40 new descriptors; cannot check")
-	}
-	bc.mu.Lock()
-	n, werr := bc.writeNowLocked([]byte("not for you"))
-	bc.mu.Unlock()
-	_ = heir.Close() // the peer reads what was written, then EOF
-	got, _ := io.ReadAll(peer)
-	if n != 0 || werr == nil || len(got) > 0 {
-		t.Fatalf("write of a closed connection: %d bytes, %v, its number's new connection received %q; want nothing written and an error", n, werr, got)
-	}
-}
-
-func mustRaw(t *testing.T, c net.Conn) syscall.RawConn {
-	t.Helper()
-	raw, err := c.(syscall.Conn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw
-}
-
-// TestCloseEndsBlockedWrite: a write blocked under mu for a client that
-// stopped reading (the rest of a batch, a control frame) must not keep
-// Close waiting for mu: Close ends it and closes.
-func TestCloseEndsBlockedWrite(t *testing.T) {
-	_, server := tcpPair(t)
-	bc := newBatchConn(server)
-	blocked := make(chan error, 1)
-	go func() {
-		_, err := bc.Write(bytes.Repeat([]byte{0x82}, 64<<20)) // far more than the buffers hold
-		blocked <- err
-	}()
-	time.Sleep(100 * time.Millisecond) // let the write fill the buffers and wait
-	closed := make(chan error, 1)
-	go func() { closed <- bc.Close() }()
-	select {
-	case err := <-closed:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close waited for a write blocked on a client that reads nothing")
-	}
-	if err := <-blocked; err == nil {
-		t.Fatal("the blocked write succeeded; want it ended by Close")
-	}
-	if _, err := bc.Write([]byte{0x81, 0}); err == nil {
-		t.Fatal("a write after Close succeeded")
 	}
 }

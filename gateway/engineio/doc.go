@@ -86,6 +86,11 @@
 // The writer pool's lock is taken with no Conn lock held and takes only the
 // tracker's under it; a writer tries the connection's write lock
 // (batchConn.mu) with no other lock held, and hands the batch to a goroutine
-// when coder/websocket holds it. No lock is held while calling the Handler, except
-// readMu, which is what serialises the calls.
+// when coder/websocket holds it; that goroutine (writeRest) takes Conn.mu
+// briefly under batchConn.mu. Closing a WebSocket's connection
+// (batchConn.Close, which coder/websocket's Close and CloseNow reach) waits
+// for batchConn.mu, so that no write is on the descriptor's number when it
+// is closed: never close one holding batchConn.mu or Conn.mu. No lock is
+// held while calling the Handler, except readMu, which is what serialises
+// the calls.
 package engineio

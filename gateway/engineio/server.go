@@ -59,9 +59,10 @@ type Config struct {
 	// 0: GOMAXPROCS. Below saturation every delivery is a write(2) of its
 	// own (a socket gets an event now and then), so writing is nearly all
 	// the work and it takes a writer per core to keep up: with half as
-	// many, the one writer of two cores was the bottleneck, and p99
-	// latency jumped to 100-300 ms at rates koordi-bench's raw baseline
-	// delivered within 10 ms. A backlog's fan-out was no slower with two:
+	// many, the one writer of two cores was the bottleneck: in one
+	// alternating koordi-bench sweep, p99 at 375 commits/s to rooms of 100
+	// was 48 and 122 ms with one writer, 13 and 18 ms with two, and the
+	// raw baseline's 2 and 9 ms. A backlog's fan-out was no slower with two:
 	// the publisher runs beside them, and a connection's queue grows while
 	// they are behind either way. Negative: no bound (a writer per busy
 	// connection).

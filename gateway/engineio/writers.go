@@ -16,10 +16,11 @@ import (
 // put thousands of goroutines on the run queues, ahead of the one
 // publishing the stream: the publisher then handed over about one frame per
 // socket between writes, and each write(2) carried two or three frames.
-// With a few writers the publisher keeps its share of the CPU, so while the
-// writers are behind, every connection's queue grows until its turn comes,
-// and the write carries it all. When they keep up, a connection's turn
-// comes at once: nothing waits for a batch to form.
+// With one writer per core (Config.ConcurrentWrites) the publisher competes
+// with a few goroutines, not thousands, and keeps its share of the CPU, so
+// while the writers are behind, every connection's queue grows until its
+// turn comes, and the write carries it all. When they keep up, a
+// connection's turn comes at once: nothing waits for a batch to form.
 type writerPool struct {
 	max   int          // writers at most
 	start func(func()) // runs a writer on a counted goroutine (Server.wg)
