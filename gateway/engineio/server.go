@@ -52,20 +52,18 @@ type Config struct {
 	// for the bound, and frames are shared, so a full queue costs about
 	// 40 bytes a packet.
 	SendQueue int
-	// ConcurrentWrites is how many goroutines write to WebSocket
+	// ConcurrentWrites is how many goroutines at most write to WebSocket
 	// connections, taking the connections with packets queued in turn
 	// (see writerPool). A writer never waits for a client: what a full
 	// socket buffer leaves is written by a goroutine of that connection.
+	// One writer runs whenever packets wait; more start only while the
+	// writers are behind and not coalescing (see writerPool.push).
 	// 0: GOMAXPROCS. Below saturation every delivery is a write(2) of its
 	// own (a socket gets an event now and then), so writing is nearly all
-	// the work and it takes a writer per core to keep up: with half as
-	// many, the one writer of two cores was the bottleneck: in one
+	// the work and it takes a writer per core to keep up: with one, in an
 	// alternating koordi-bench sweep, p99 at 375 commits/s to rooms of 100
-	// was 48 and 122 ms with one writer, 13 and 18 ms with two, and the
-	// raw baseline's 2 and 9 ms. A backlog's fan-out was no slower with two:
-	// the publisher runs beside them, and a connection's queue grows while
-	// they are behind either way. Negative: no bound (a writer per busy
-	// connection).
+	// was 48 and 122 ms, with two 13 and 18 ms, the raw baseline's 2 and
+	// 9 ms. Negative: no bound, and every ready connection may start one.
 	ConcurrentWrites int
 	Logger           *slog.Logger // nil: discard
 }
@@ -157,7 +155,7 @@ func NewServer(cfg Config, h Handler) *Server {
 	s.poll.start = s.wg.goFunc
 	s.writers = writerPool{max: cfg.ConcurrentWrites, start: s.wg.goFunc}
 	if cfg.ConcurrentWrites < 0 {
-		s.writers.max = math.MaxInt
+		s.writers.max, s.writers.eager = math.MaxInt, true
 	}
 	s.anyOrig = len(cfg.AllowedOrigins) == 0 || slices.Contains(cfg.AllowedOrigins, "*")
 	for _, o := range cfg.AllowedOrigins {
