@@ -57,13 +57,16 @@ type Config struct {
 	// (see writerPool). A writer never waits for a client: what a full
 	// socket buffer leaves is written by a goroutine of that connection.
 	// One writer runs whenever packets wait; more start only while the
-	// writers are behind and not coalescing (see writerPool.push).
+	// writers are behind and not coalescing, and leave once turns
+	// coalesce again (see writerPool.push).
 	// 0: GOMAXPROCS. Below saturation every delivery is a write(2) of its
 	// own (a socket gets an event now and then), so writing is nearly all
-	// the work and it takes a writer per core to keep up: with one, in an
+	// the work and it takes a writer per core to keep up: in an
 	// alternating koordi-bench sweep, p99 at 375 commits/s to rooms of 100
-	// was 48 and 122 ms, with two 13 and 18 ms, the raw baseline's 2 and
-	// 9 ms. Negative: no bound, and every ready connection may start one.
+	// was 48 and 122 ms with one writer, 13 and 18 ms with two all the
+	// time, the raw baseline's 2 and 9 ms; with writers by need, 16 and
+	// 12 ms in another. Negative: no bound, and every ready connection may
+	// start one.
 	ConcurrentWrites int
 	Logger           *slog.Logger // nil: discard
 }

@@ -16,8 +16,9 @@ import (
 // put thousands of goroutines on the run queues, ahead of the one
 // publishing the stream: the publisher then handed over about one frame per
 // socket between writes, and each write(2) carried two or three frames.
-// With one writer per core (Config.ConcurrentWrites) the publisher competes
-// with a few goroutines, not thousands, and keeps its share of the CPU, so
+// With one writer, and a few more only while they pay (see push), the
+// publisher competes with a few goroutines, not thousands, and keeps its
+// share of the CPU, so
 // while the writers are behind, every connection's queue grows until its
 // turn comes, and the write carries it all. When they keep up, a
 // connection's turn comes at once: nothing waits for a batch to form.
@@ -29,14 +30,16 @@ type writerPool struct {
 	mu      sync.Mutex
 	ready   ring // connections waiting for a turn
 	running int
-	// turnAvg is the packets of recent turns, a moving average in
-	// sixteenths: whether the writers are coalescing (see push).
+	// turnAvg is the packets of recent turns that carried any, an
+	// exponential moving average (weight 1/8, samples capped at
+	// 4×coalescedTurn) in sixteenths of a packet: whether the writers are
+	// coalescing (see push).
 	turnAvg int
 }
 
 const (
-	// extraWriterBacklog is how many connections must wait for a turn
-	// before another writer starts beside those running: a commit to one
+	// extraWriterBacklog is how many connections per running writer must
+	// wait for a turn before another starts beside them: a commit to one
 	// room of 100 makes 100 ready at once.
 	extraWriterBacklog = 64
 	// coalescedTurn is the turn size from which writers are taken to be
@@ -54,13 +57,13 @@ const (
 // worth of them, where a second core is idle; so another writer starts,
 // up to max. A writer behind whose turns carry many frames is coalescing:
 // one write(2) for all a socket's frames, which another writer would
-// split in two (a catch-up of 100,000 commits to 10,000 sockets took 30%
+// split in two (a catch-up of 100,000 commits to 10,000 sockets took 28%
 // more CPU per delivery with two writers than with one), so none starts.
 func (p *writerPool) push(c *Conn) {
 	p.mu.Lock()
 	p.ready.push(c)
 	spawn := p.running < p.max && (p.running == 0 || p.eager ||
-		p.ready.n >= extraWriterBacklog && !p.coalescing())
+		p.ready.n >= extraWriterBacklog*p.running && !p.coalescing())
 	if spawn {
 		p.running++
 	}
@@ -74,17 +77,25 @@ func (p *writerPool) push(c *Conn) {
 // case no writer runs beside another (see push). Under mu.
 func (p *writerPool) coalescing() bool { return !p.eager && p.turnAvg >= coalescedTurn*16 }
 
+// noteTurn adds a turn of packets to turnAvg. Under mu.
+func (p *writerPool) noteTurn(packets int) {
+	// Turns that carried nothing (a closed or emptied connection) say
+	// nothing about coalescing; one huge turn (a polling answer, a full
+	// queue) must not hold the average up for dozens of turns.
+	if packets > 0 {
+		p.turnAvg += (min(packets, 4*coalescedTurn)*16 - p.turnAvg) / 8
+	}
+}
+
 // run gives turns until no connection is ready, or until it is not the only
 // writer and turns coalesce. Writers end rather than wait, so an idle
 // server keeps none.
 func (p *writerPool) run() {
 	var again *Conn
-	packets := -1
+	packets := 0
 	for {
 		p.mu.Lock()
-		if packets >= 0 {
-			p.turnAvg += (packets*16 - p.turnAvg) / 8
-		}
+		p.noteTurn(packets)
 		if again != nil {
 			// Behind the connections that became ready during its turn.
 			p.ready.push(again)

@@ -21,13 +21,14 @@ func TestWriterPoolStartsExtraWritersOnlyWithoutCoalescing(t *testing.T) {
 		{"behind, just under coalescing", 1, extraWriterBacklog, coalescedTurn - 1, false, true},
 		{"behind, coalescing", 1, extraWriterBacklog, coalescedTurn, false, false},
 		{"few waiting", 1, extraWriterBacklog - 1, 1, false, false},
-		{"at max", 2, 10 * extraWriterBacklog, 1, false, false},
+		{"at max", 3, 10 * extraWriterBacklog, 1, false, false},
+		{"per running writer", 2, 2*extraWriterBacklog - 1, 1, false, false},
 		{"eager", 1, 1, 100, true, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			started := 0
-			p := &writerPool{max: 2, eager: tc.eager, start: func(func()) { started++ }}
+			p := &writerPool{max: 3, eager: tc.eager, start: func(func()) { started++ }}
 			p.running, p.turnAvg = tc.running, tc.turnAvg*16
 			for range tc.ready - 1 {
 				p.ready.push(&Conn{})
@@ -49,10 +50,45 @@ func TestWriterPoolStartsExtraWritersOnlyWithoutCoalescing(t *testing.T) {
 func TestWriterPoolExtraWriterEndsWhenCoalescing(t *testing.T) {
 	p := &writerPool{max: 2, start: func(func()) {}}
 	p.running, p.turnAvg = 2, coalescedTurn*16
-	// A zero Conn would panic in writeTurn: run must not take it.
-	p.ready.push(&Conn{})
+	p.ready.push(&Conn{}) // an empty queue: a turn would take nothing and let it go
 	p.run()
 	if p.running != 1 || p.ready.n != 1 {
-		t.Fatalf("after the extra writer's run: %d running, %d ready; want 1 and 1", p.running, p.ready.n)
+		t.Fatalf("after the extra writer's run: %d running, %d ready; want 1 and 1 (left to the other)", p.running, p.ready.n)
+	}
+	// The last writer takes the turns, coalescing or not; a turn that
+	// carried nothing leaves the average as it was.
+	p.run()
+	if p.running != 0 || p.ready.n != 0 || p.turnAvg != coalescedTurn*16 {
+		t.Fatalf("after the last writer's run: %d running, %d ready, average %d/16; want 0, 0 and %d/16", p.running, p.ready.n, p.turnAvg, coalescedTurn*16)
+	}
+}
+
+// TestWriterPoolTurnAverage: the average follows the turns that carried
+// packets, one huge turn counting as a few.
+func TestWriterPoolTurnAverage(t *testing.T) {
+	p := &writerPool{}
+	for range 100 {
+		p.noteTurn(20)
+	}
+	if !p.coalescing() {
+		t.Fatalf("after 100 turns of 20 packets the average is %d/16: not coalescing", p.turnAvg)
+	}
+	for range 100 {
+		p.noteTurn(1)
+		p.noteTurn(0) // carried nothing: not counted
+	}
+	if p.coalescing() {
+		t.Fatalf("after 100 one-packet turns the average is %d/16: coalescing", p.turnAvg)
+	}
+	before := p.turnAvg
+	p.noteTurn(100000)
+	if p.turnAvg > before+4*coalescedTurn*16/8 {
+		t.Fatalf("one huge turn moved the average from %d to %d/16; want the sample capped at %d packets", before, p.turnAvg, 4*coalescedTurn)
+	}
+	for range 8 {
+		p.noteTurn(1)
+	}
+	if p.coalescing() {
+		t.Fatalf("8 one-packet turns after a huge one: average %d/16, still coalescing", p.turnAvg)
 	}
 }
