@@ -29,8 +29,7 @@ type pending struct {
 	sets    []pendingSet
 	frozen  []*engineio.Frames  // scratch: sets made at a flush, as sets
 	refs    []engineio.FrameRef // scratch for one socket's frames at a flush
-	offs    []schema.Offset
-	behind  []*client // scratch: the sockets a flush found without room
+	behind  []*client           // scratch: the sockets a flush found without room
 	// from is the window's position when collecting began (the batch's
 	// start or the last flush, see Gateway.flush): a socket refused all of
 	// its frames has had every event up to it. A move recorded since (at
@@ -121,15 +120,14 @@ func (p *pending) flush() (sent, dropped int, behind []*client) {
 		p.sets[i].room.pendSet = 0
 	}
 	for _, c := range p.touched {
-		refs, offs := p.refs[:0], p.offs[:0]
+		refs := p.refs[:0]
 		for i := c.pendFirst; i != 0; i = p.entries[i-1].next {
-			r := p.entries[i-1].ref
-			refs = append(refs, r)
-			offs = append(offs, p.sets[r.Set].offs[r.Index])
+			refs = append(refs, p.entries[i-1].ref)
 		}
 		n := c.conn.OfferFrames(sets, refs)
 		if n > 0 {
-			c.sent = offs[n-1]
+			last := refs[n-1] // the newest frame taken: the socket's cursor
+			c.sent = p.sets[last.Set].offs[last.Index]
 			sent += n
 		}
 		switch {
@@ -144,7 +142,7 @@ func (p *pending) flush() (sent, dropped int, behind []*client) {
 			behind = append(behind, c)
 		}
 		c.pendFirst, c.pendLast, c.pendN = 0, 0, 0
-		p.refs, p.offs = refs[:0], offs[:0]
+		p.refs = refs[:0]
 	}
 	p.entries = p.entries[:0]
 	clear(p.sets)

@@ -130,13 +130,20 @@ func TestCloseWaitsForWriter(t *testing.T) {
 		t.Fatalf("the descriptor was closed under a writer holding mu: %v", err)
 	}
 	bc.mu.Unlock()
+	waitClosed(t, closed, "Close did not return once mu was free")
+}
+
+// waitClosed waits for Close's result on closed, failing with stuck if it
+// takes longer than 5 s.
+func waitClosed(t *testing.T, closed <-chan error, stuck string) {
+	t.Helper()
 	select {
 	case err := <-closed:
 		if err != nil {
 			t.Fatal(err)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("Close did not return once mu was free")
+		t.Fatal(stuck)
 	}
 }
 
@@ -176,14 +183,7 @@ func TestCloseEndsBlockedWrite(t *testing.T) {
 			}
 			closed := make(chan error, 1)
 			go func() { closed <- bc.Close() }()
-			select {
-			case err := <-closed:
-				if err != nil {
-					t.Fatal(err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("Close waited for a write blocked on a client that reads nothing")
-			}
+			waitClosed(t, closed, "Close waited for a write blocked on a client that reads nothing")
 			if err := <-blocked; !errors.Is(err, os.ErrDeadlineExceeded) {
 				t.Fatalf("the blocked write ended with %v; want the deadline Close set", err)
 			}

@@ -18,10 +18,10 @@ import (
 // socket between writes, and each write(2) carried two or three frames.
 // With one writer, and a few more only while they pay (see push), the
 // publisher competes with a few goroutines, not thousands, and keeps its
-// share of the CPU, so
-// while the writers are behind, every connection's queue grows until its
-// turn comes, and the write carries it all. When they keep up, a
-// connection's turn comes at once: nothing waits for a batch to form.
+// share of the CPU, so while the writers are behind, every connection's
+// queue grows until its turn comes, and the write carries it all. When
+// they keep up, a connection's turn comes at once: nothing waits for a
+// batch to form.
 type writerPool struct {
 	max   int          // writers at most
 	eager bool         // start up to max whenever a connection is ready (ConcurrentWrites < 0)
