@@ -86,7 +86,7 @@ func TestClosedNumberIsNotWritten(t *testing.T) {
 	}
 }
 
-func mustRaw(t *testing.T, c net.Conn) syscall.RawConn {
+func mustRaw(t testing.TB, c net.Conn) syscall.RawConn {
 	t.Helper()
 	raw, err := c.(syscall.Conn).SyscallConn()
 	if err != nil {

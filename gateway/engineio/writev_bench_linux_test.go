@@ -22,8 +22,8 @@ import (
 //
 // On the 2-vCPU Intel Xeon of 2026-12-02 writev was as fast for one frame
 // and slower for more (26 frames: 3.8–4.0 µs against 2.9–3.0; 300: 44–47
-// µs against 36–42), since the kernel walks the vector frame by frame where
-// the copy is one memmove; and entering the kernel took 67 ns of a
+// µs against 36–42): the kernel does work per element of the vector that
+// one buffer does not need; and entering the kernel took 67 ns of a
 // one-frame write's 1.5 µs, the most io_uring could save per write. So
 // neither is used:
 //
@@ -84,15 +84,7 @@ func drainedDescriptor(b *testing.B) int {
 			}
 		}
 	}()
-	raw, err := server.(syscallConn).SyscallConn()
-	if err != nil {
-		b.Fatal(err)
-	}
-	return descriptor(raw)
-}
-
-type syscallConn interface {
-	SyscallConn() (syscall.RawConn, error)
+	return descriptor(mustRaw(b, server))
 }
 
 // writeAll writes p, retrying while the socket buffer is full (the reader
