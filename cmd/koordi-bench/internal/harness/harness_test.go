@@ -97,3 +97,42 @@ func TestTreeCPUTime(t *testing.T) {
 		t.Fatalf("the child's CPU time counted %s, want its whole busy loop (well over 50ms)", child)
 	}
 }
+
+// TestSyscallsCountsWritesAndReads: each write(2) to a pipe and each read(2)
+// from it counts once, as the fan-out's writes per connection assume.
+func TestSyscallsCountsWritesAndReads(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	reads0, writes0, err := Syscalls(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	buf := []byte{1}
+	for range n {
+		if _, err := w.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reads1, writes1, err := Syscalls(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Other goroutines of the test binary may make a few calls of their own.
+	if d := writes1 - writes0; d < n || d > n+50 {
+		t.Errorf("%d writes counted for %d", d, n)
+	}
+	if d := reads1 - reads0; d < n || d > n+50 {
+		t.Errorf("%d reads counted for %d (reading /proc/self/io counts too)", d, n)
+	}
+	if _, _, err := Syscalls(-1); err == nil {
+		t.Error("Syscalls of pid -1: no error")
+	}
+}

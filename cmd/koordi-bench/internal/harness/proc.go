@@ -220,6 +220,34 @@ func CPUTime(pid int) (time.Duration, error) {
 	return time.Duration(ut+st) * time.Second / hz, nil
 }
 
+// Syscalls returns the read- and write-family system calls pid has made
+// (syscr and syscw of /proc/<pid>/io: read, readv, recvmsg, … and write,
+// writev, sendmsg, …). How many writes a server needs for the same
+// deliveries says how well it coalesces them, and its clients pay a read
+// for each.
+func Syscalls(pid int) (reads, writes int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		key, v, ok := strings.Cut(line, ": ")
+		if !ok {
+			continue
+		}
+		switch key {
+		case "syscr":
+			reads, err = strconv.ParseInt(v, 10, 64)
+		case "syscw":
+			writes, err = strconv.ParseInt(v, 10, 64)
+		}
+		if err != nil {
+			return 0, 0, fmt.Errorf("parse /proc/%d/io %s: %w", pid, key, err)
+		}
+	}
+	return reads, writes, nil
+}
+
 // TreeCPUTime is the CPU time of process pid, of its children that ended
 // (cutime, cstime) and of those alive: all a PostgreSQL server spent, given
 // its postmaster, backends that came and went included.

@@ -81,8 +81,13 @@ type DeliveryRow struct {
 	ServerCores     float64       `json:"server_cpu_cores"`
 	PGCores         float64       `json:"postgres_cpu_cores,omitempty"`
 	BenchCores      float64       `json:"bench_cpu_cores"`
-	Load            string        `json:"loadavg"`
-	Profile         string        `json:"profile,omitempty"`
+	// System calls over the delivery: the server's writes and the clients'
+	// reads (this process's). raw writes each socket's backlog at once; a
+	// server that writes it in parts makes its clients read more often too.
+	ServerWrites int64  `json:"server_write_syscalls"`
+	BenchReads   int64  `json:"bench_read_syscalls"`
+	Load         string `json:"loadavg"`
+	Profile      string `json:"profile,omitempty"`
 }
 
 // Delivery runs fanout: every server in turn gets the same clients and the
@@ -264,12 +269,13 @@ func (e *Env) fanoutOne(ctx context.Context, name, srvName string, cfg DeliveryC
 	row.Latency = f.lat.Load().Summarize()
 	row.ServerCores, row.BenchCores = cores(s0, s1)
 	row.PGCores = pgCores(s0, s1)
+	row.ServerWrites, row.BenchReads = s1.serverWrites-s0.serverWrites, s1.benchReads-s0.benchReads
 	row.RSSAfter = s1.serverRSS
 	row.Load = harness.LoadAvg()
 	row.Profile = stopProfile()
-	e.logf("%s/%s: %d/%d delivered in %.2fs (%.0f/s), p50 %s p99 %s, server %.2f cores, bench %.2f cores",
+	e.logf("%s/%s: %d/%d delivered in %.2fs (%.0f/s), p50 %s p99 %s, server %.2f cores, bench %.2f cores, server writes %d, client reads %d",
 		name, srvName, row.Accounting.Delivered, row.Accounting.Expected, row.DeliverySeconds, row.MsgsPerSec,
-		row.Latency.P50, row.Latency.P99, row.ServerCores, row.BenchCores)
+		row.Latency.P50, row.Latency.P99, row.ServerCores, row.BenchCores, row.ServerWrites, row.BenchReads)
 	return row, nil
 }
 

@@ -248,6 +248,10 @@ type procSample struct {
 	benchCPU  time.Duration
 	pgCPU     time.Duration // PostgreSQL's, if Env.PostgresPID is known
 	serverRSS int64
+	// System calls: the server's writes (a server in this process, inproc,
+	// counts none) and this process's reads, its clients'.
+	serverWrites int64
+	benchReads   int64
 }
 
 func sample(pid int) procSample {
@@ -255,8 +259,10 @@ func sample(pid int) procSample {
 	if pid > 0 {
 		s.serverCPU, _ = harness.CPUTime(pid)
 		s.serverRSS, _ = harness.RSS(pid)
+		_, s.serverWrites, _ = harness.Syscalls(pid)
 	}
 	s.benchCPU, _ = harness.CPUTime(os.Getpid())
+	s.benchReads, _, _ = harness.Syscalls(os.Getpid())
 	return s
 }
 
@@ -277,8 +283,10 @@ func (s *server) sampleServer() procSample {
 	for _, pid := range s.pids {
 		c, _ := harness.CPUTime(pid)
 		r, _ := harness.RSS(pid)
+		_, w, _ := harness.Syscalls(pid)
 		ps.serverCPU += c
 		ps.serverRSS += r
+		ps.serverWrites += w
 	}
 	return ps
 }

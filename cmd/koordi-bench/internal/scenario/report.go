@@ -103,17 +103,18 @@ func (r *Report) Print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	switch rows := r.Rows.(type) {
 	case []DeliveryRow:
-		fmt.Fprintln(tw, "server\tclients\troom\tcommits\tcommits/s\tdelivered\texpected\tlost\tdup\tsecs\tmsgs/s\tp50\tp99\tmax\tRSS idle\tRSS conn\tKiB/conn\tsrv cores\tbench cores\tpg cores\tload\t")
+		fmt.Fprintln(tw, "server\tclients\troom\tcommits\tcommits/s\tdelivered\texpected\tlost\tdup\tsecs\tmsgs/s\tp50\tp99\tmax\tRSS idle\tRSS conn\tKiB/conn\tsrv cores\tbench cores\tpg cores\twrites/conn\treads/conn\tload\t")
 		for _, x := range rows {
 			server := x.Server
 			if x.Held {
 				server += " (held)" // the clock started at the backlog's release
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.0f\t%d\t%d\t%d\t%d\t%.2f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.2f\t%.2f\t%.2f\t%s\t\n",
+			perConn := func(n int64) float64 { return float64(n) / float64(max(x.Clients, 1)) }
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.0f\t%d\t%d\t%d\t%d\t%.2f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.2f\t%.2f\t%.2f\t%.1f\t%.1f\t%s\t\n",
 				server, x.Clients, x.RoomSize, x.Commits, float64(x.Commits)/max(x.WriteSeconds, 1e-9), x.Accounting.Delivered, x.Accounting.Expected,
 				x.Accounting.Lost, x.Accounting.Duplicates, x.DeliverySeconds, x.MsgsPerSec,
 				ms(x.Latency.P50), ms(x.Latency.P99), ms(x.Latency.Max),
-				mib(x.RSSBefore), mib(x.RSSConnected), x.RSSPerConn/1024, x.ServerCores, x.BenchCores, x.PGCores, x.Load)
+				mib(x.RSSBefore), mib(x.RSSConnected), x.RSSPerConn/1024, x.ServerCores, x.BenchCores, x.PGCores, perConn(x.ServerWrites), perConn(x.BenchReads), x.Load)
 		}
 	case []SweepRow:
 		fmt.Fprintln(tw, "server\tclients\troom\trate\tcommits\tcommits/s\toffered/s\tdelivered/s\tdeliv/off\tp50\tp99\tmax\tlost\tdup\twriter behind\tsrv cores\tbench cores\tpg cores\tload\t  note")
