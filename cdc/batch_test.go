@@ -145,3 +145,73 @@ func TestBatchSinkGapInPlace(t *testing.T) {
 		t.Fatalf("no batch of more than one transaction (%d calls): the test did not exercise the carry", len(sink.batches))
 	}
 }
+
+// backlogRecorder is a batchRecorder that is a BacklogSink: it records
+// whether each call was told the stream was behind.
+type backlogRecorder struct {
+	batchRecorder
+	plain  int    // DeliverBatch calls, which Run must not make
+	behind []bool // per DeliverBatchBehind call
+}
+
+func (b *backlogRecorder) DeliverBatch(ctx context.Context, txs []schema.Transaction) error {
+	b.mu.Lock()
+	b.plain++
+	b.mu.Unlock()
+	return b.batchRecorder.DeliverBatch(ctx, txs)
+}
+
+func (b *backlogRecorder) DeliverBatchBehind(ctx context.Context, txs []schema.Transaction, behind bool) error {
+	if err := b.batchRecorder.DeliverBatch(ctx, txs); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	b.behind = append(b.behind, behind)
+	b.mu.Unlock()
+	return nil
+}
+
+// TestBacklogSinkToldWhenBehind: a BacklogSink is told "behind" while a
+// backlog's transactions wait decoded in the queue, and never for the last
+// batch of the backlog, after which nothing follows at once: a sink that
+// holds frames while behind must not hold the newest.
+func TestBacklogSinkToldWhenBehind(t *testing.T) {
+	url, conn := koordiDB(t)
+	slot := slotFor(url)
+	exec(t, conn, `INSERT INTO users (id, email, name) VALUES ($1, 'a@example.com', 'start')`, user1)
+	r := start(t, Config{ConnString: url, SlotName: slot}, newRecorder(), discard)
+	waitStreaming(t, r.c)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	const total = 300
+	for i := range total {
+		exec(t, conn, `UPDATE users SET name = $1 WHERE id = $2`, fmt.Sprintf("n-%04d", i), user1)
+	}
+	sink := &backlogRecorder{}
+	start(t, Config{ConnString: url, SlotName: slot}, newRecorder(), sink)
+	waitFor(t, "the backlog delivered", func() bool { return len(sink.delivered()) >= total })
+	// The newest batch may still be reported: wait for its flag.
+	waitFor(t, "the last batch's flag", func() bool {
+		sink.mu.Lock()
+		defer sink.mu.Unlock()
+		return len(sink.behind) == len(sink.batches)
+	})
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	if sink.plain != 0 || sink.single != 0 {
+		t.Fatalf("DeliverBatch called %d times, Deliver %d: a BacklogSink gets DeliverBatchBehind", sink.plain, sink.single)
+	}
+	behind := 0
+	for _, b := range sink.behind {
+		if b {
+			behind++
+		}
+	}
+	if behind == 0 {
+		t.Fatalf("none of %d batches of a 300-transaction backlog was told the stream is behind", len(sink.behind))
+	}
+	if sink.behind[len(sink.behind)-1] {
+		t.Fatal("the backlog's last batch was told more follows")
+	}
+}

@@ -55,6 +55,19 @@ type BatchSink interface {
 	DeliverBatch(ctx context.Context, txs []schema.Transaction) error
 }
 
+// BacklogSink is a BatchSink told whether the stream is behind it: with
+// behind set, more transactions are already decoded after txs and follow
+// in the next call at once, so the sink may hold what it would hand on
+// for them together (a gateway then visits each socket once for many
+// batches of a backlog). A batch with behind unset is the newest the
+// stream has: the sink hands everything on before it returns. When the
+// sink implements BacklogSink, Run uses DeliverBatchBehind instead of
+// DeliverBatch.
+type BacklogSink interface {
+	BatchSink
+	DeliverBatchBehind(ctx context.Context, txs []schema.Transaction, behind bool) error
+}
+
 // BatchSinkFunc adapts a function to [BatchSink]; Deliver passes it a batch
 // of one.
 type BatchSinkFunc func(ctx context.Context, txs []schema.Transaction) error
@@ -277,6 +290,7 @@ func (c *Consumer) Run(ctx context.Context, sink Sink) error {
 func (c *Consumer) deliver(ctx context.Context, sink Sink, queue <-chan *committed) error {
 	async, _ := sink.(AsyncSink)
 	batcher, _ := sink.(BatchSink)
+	backlog, _ := sink.(BacklogSink)
 	limit := 1
 	if batcher != nil && async == nil {
 		limit = MaxBatch
@@ -326,6 +340,13 @@ func (c *Consumer) deliver(ctx context.Context, sink Sink, queue <-chan *committ
 			h := hs[0]
 			if err := async.DeliverAsync(ctx, txs[0], func() { inflight.done(h) }); err != nil {
 				return fmt.Errorf("deliver transaction %s: %w", pglogrepl.LSN(txs[0].CommitLSN), err)
+			}
+		case backlog != nil:
+			// Behind: decoded transactions wait in the queue. A gap next
+			// (carry) is reported first, so nothing is held across it.
+			behind := carry == nil && len(queue) > 0
+			if err := backlog.DeliverBatchBehind(ctx, txs, behind); err != nil {
+				return fmt.Errorf("deliver %d transactions from %s: %w", len(txs), pglogrepl.LSN(txs[0].CommitLSN), err)
 			}
 		case batcher != nil:
 			if err := batcher.DeliverBatch(ctx, txs); err != nil {

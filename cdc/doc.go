@@ -108,7 +108,9 @@
 //     (256), which is the backpressure towards PostgreSQL. A [BatchSink]
 //     gets what is queued together in one DeliverBatch (up to 64
 //     transactions), so a backlog is handed over in batches while a
-//     transaction that finds none behind it still goes at once.
+//     transaction that finds none behind it still goes at once. A
+//     [BacklogSink] is also told whether more wait in the queue behind
+//     a batch, and may hold that batch's work for the next call.
 //
 // Memory: a transaction is held whole from BEGIN to COMMIT (what it
 // changed in the watched tables, as text, one value slot per column), at

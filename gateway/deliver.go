@@ -42,19 +42,73 @@ func (g *Gateway) Publish(ctx context.Context, tx schema.Transaction) error {
 // pending.flush).
 // PublishBatch takes the events of txs over, as Publish does.
 func (g *Gateway) PublishBatch(ctx context.Context, txs []schema.Transaction) error {
+	return g.publishBatch(ctx, txs, false)
+}
+
+// PublishBehind is PublishBatch for a stream that, when behind is set,
+// already holds the transactions after txs and hands them over at once
+// (cdc.BacklogSink): what txs owe the sockets may then wait for those
+// calls, up to maxHold, instead of being queued at the end of this one. A
+// backlog of single-row commits to rooms of 100 owes each socket about one
+// frame per batch of 64; queued batch by batch, each of a catch-up's 10
+// million deliveries to 10,000 sockets cost a visit of its socket (its
+// lock, its queue: half the server's CPU, and about one write(2) per 15
+// frames). Held, a socket is visited once for many batches (pending.full
+// bounds how many), and its writer finds them all queued at its turn. A
+// stream that is not behind gains nothing by waiting and does not hold.
+// Events are in the replay window as soon as they are published, held or
+// not: a socket that connects or catches up meanwhile gets them there.
+func (g *Gateway) PublishBehind(ctx context.Context, txs []schema.Transaction, behind bool) error {
+	return g.publishBatch(ctx, txs, behind)
+}
+
+// maxHold bounds how long PublishBehind holds frames: the next call comes
+// at once unless the stream stopped (its connection lost, the database
+// gone) after promising more.
+const maxHold = 100 * time.Millisecond
+
+func (g *Gateway) publishBatch(ctx context.Context, txs []schema.Transaction, behind bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	g.pubMu.Lock()
 	defer g.pubMu.Unlock()
-	b := batch{now: g.cfg.Now()}
-	g.pend.from = g.window.position() // a Reset or ResumeAfter may have moved it since
+	b := &g.held
+	b.now = g.cfg.Now()
+	if len(g.pend.touched) == 0 {
+		g.pend.from = g.window.position() // a Reset or ResumeAfter may have moved it since
+	}
 	for i := range txs {
-		if g.publishTx(&b, &txs[i]) {
+		if g.publishTx(b, &txs[i]) {
 			b.fresh = append(b.fresh, txs[i].CommitTime)
 		}
 	}
-	g.flush(&b)
+	if behind && !g.closed.Load() {
+		if g.holdTimer == nil {
+			g.holdTimer = time.AfterFunc(maxHold, g.releaseHeld)
+		}
+		return nil
+	}
+	g.release()
+	return nil
+}
+
+// releaseHeld queues what was held past maxHold.
+func (g *Gateway) releaseHeld() {
+	g.pubMu.Lock()
+	defer g.pubMu.Unlock()
+	g.release()
+}
+
+// release queues what was collected and not yet queued (g.held), and counts
+// it. The caller holds pubMu.
+func (g *Gateway) release() {
+	if g.holdTimer != nil {
+		g.holdTimer.Stop()
+		g.holdTimer = nil
+	}
+	b := &g.held
+	g.flush(b)
 	g.metrics.messagesSent.Add(float64(b.sent))
 	// Read again: the histogram promises "queued to every member socket".
 	queued := g.cfg.Now()
@@ -63,10 +117,12 @@ func (g *Gateway) PublishBatch(ctx context.Context, txs []schema.Transaction) er
 			g.metrics.latency.Observe(queued.Sub(commit).Seconds())
 		}
 	}
-	return nil
+	b.sent = 0
+	b.fresh = b.fresh[:0]
 }
 
-// batch is one PublishBatch call's state.
+// batch is the state of the publications collected and not yet queued
+// (Gateway.held).
 type batch struct {
 	now   time.Time
 	sent  int
@@ -223,6 +279,7 @@ func EncodeEnvelope(ev *schema.Envelope) socketio.Frame {
 func (g *Gateway) LoadMemberships(s *schema.MembershipSnapshot) {
 	g.pubMu.Lock()
 	defer g.pubMu.Unlock()
+	g.release() // frames owed under the old rooms first
 	g.loadMembershipsLocked(s)
 }
 
@@ -260,6 +317,7 @@ func (g *Gateway) loadMembershipsLocked(s *schema.MembershipSnapshot) {
 func (g *Gateway) Reset(reason string, memberships *schema.MembershipSnapshot) {
 	g.pubMu.Lock()
 	defer g.pubMu.Unlock()
+	g.release() // what was published before the gap, before sync:reset
 	g.window.reset()
 	g.gapWarned.Store(false)
 	if memberships != nil {

@@ -68,6 +68,12 @@
 // each room's frames since the last flush become one engineio.Frames, and a
 // socket's queue holds 8-byte references into the sets of its rooms, not a
 // pointer per delivery (see engineio.Conn.OfferFrames).
+// [Gateway.PublishBehind] is PublishBatch for a stream that says more is
+// already decoded behind the batch: the frames then wait for the next
+// batches (at most 100 ms, and never across a Reset or a membership load),
+// so a backlog of single-row commits visits each socket once for many
+// batches rather than once per delivery. Held or not, every published event
+// is in the replay window at once.
 //
 // Publish drops events whose offset is not after the newest one it has
 // published: the stream re-sends a window of transactions after a

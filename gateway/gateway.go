@@ -113,11 +113,17 @@ type Gateway struct {
 	cancel   context.CancelFunc
 	catchUps sync.WaitGroup
 
-	pubMu  sync.Mutex // see the lock order in doc.go
-	pend   pending    // PublishBatch's frames per socket, under pubMu
-	idx    *index
-	window *window
-	closed atomic.Bool
+	pubMu sync.Mutex // see the lock order in doc.go
+	pend  pending    // PublishBatch's frames per socket, under pubMu
+	// held is what PublishBehind calls collected and did not queue yet,
+	// queued by the next publication, by release's timer (holdTimer, armed
+	// while anything is held) or before a Reset or a membership load; under
+	// pubMu.
+	held      batch
+	holdTimer *time.Timer
+	idx       *index
+	window    *window
+	closed    atomic.Bool
 	// gapWarned: a session from before a gap in the stream was told to
 	// refetch since the last gap (said once per gap, not per socket).
 	gapWarned atomic.Bool
@@ -185,6 +191,11 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	if g.closed.CompareAndSwap(false, true) {
 		g.cancel()
 	}
+	// What a backlog held is queued now, so that the sockets' final flush
+	// writes it.
+	g.pubMu.Lock()
+	g.release()
+	g.pubMu.Unlock()
 	// A catch-up starts under idx.mu and not once closed is set: after
 	// this barrier none is added to catchUps while Wait below runs.
 	g.idx.mu.Lock()

@@ -373,8 +373,26 @@ func (s *Service) runSingle(ctx context.Context, g *errgroup.Group) <-chan struc
 	if s.cluster != nil || c == nil {
 		return nil
 	}
-	g.Go(func() error { return c.Run(ctx, cdc.BatchSinkFunc(s.gateway.PublishBatch)) })
+	g.Go(func() error { return c.Run(ctx, gatewaySink{s.gateway}) })
 	return c.CaughtUp()
+}
+
+// gatewaySink hands the stream's transactions to the gateway, telling it
+// when more are already decoded behind a batch (cdc.BacklogSink).
+type gatewaySink struct{ g *gateway.Gateway }
+
+var _ cdc.BacklogSink = gatewaySink{}
+
+func (s gatewaySink) Deliver(ctx context.Context, tx schema.Transaction) error {
+	return s.g.Publish(ctx, tx)
+}
+
+func (s gatewaySink) DeliverBatch(ctx context.Context, txs []schema.Transaction) error {
+	return s.g.PublishBatch(ctx, txs)
+}
+
+func (s gatewaySink) DeliverBatchBehind(ctx context.Context, txs []schema.Transaction, behind bool) error {
+	return s.g.PublishBehind(ctx, txs, behind)
 }
 
 // warnFileLimit says when the process may run out of file descriptors before

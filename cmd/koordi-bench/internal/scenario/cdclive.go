@@ -67,13 +67,19 @@ type CDCLiveRow struct {
 	CommitsPerSec float64 `json:"commits_per_second"`
 	// Server only: deliveries the sockets received while it caught up,
 	// and until the last one.
-	DuringCatchUp   int64      `json:"delivered_during_catch_up,omitempty"`
-	DeliverySeconds float64    `json:"delivery_seconds,omitempty"`
-	Accounting      accounting `json:"accounting"`
-	ServerCores     float64    `json:"server_cpu_cores,omitempty"` // during the catch-up
-	BenchCores      float64    `json:"bench_cpu_cores,omitempty"`
-	Profile         string     `json:"profile,omitempty"`
-	Load            string     `json:"loadavg"`
+	DuringCatchUp   int64   `json:"delivered_during_catch_up,omitempty"`
+	DeliverySeconds float64 `json:"delivery_seconds,omitempty"`
+	// DeliveredPerSec is the deliveries until the last one, per second.
+	DeliveredPerSec float64 `json:"delivered_per_second,omitempty"`
+	// System calls until the marker: the server's writes, its clients' reads
+	// (see DeliveryRow).
+	ServerWrites int64      `json:"server_write_syscalls,omitempty"`
+	BenchReads   int64      `json:"bench_read_syscalls,omitempty"`
+	Accounting   accounting `json:"accounting"`
+	ServerCores  float64    `json:"server_cpu_cores,omitempty"` // during the catch-up
+	BenchCores   float64    `json:"bench_cpu_cores,omitempty"`
+	Profile      string     `json:"profile,omitempty"`
+	Load         string     `json:"loadavg"`
 }
 
 // probe: a user alone in a calendar with one event, outside the topology.
@@ -112,12 +118,25 @@ func CDCLive(ctx context.Context, e *Env, cfg CDCLiveConfig) (*Report, error) {
 		if err != nil {
 			return rep, err
 		}
-		var tk, tr float64
+		if n > 0 && e.BenchBin != "" {
+			row, err := e.cdcLiveRaw(ctx, cfg, n, topo)
+			if err != nil {
+				return rep, err
+			}
+			got = append(got, row)
+			rows = append(rows, row)
+		}
+		var tk, tr, delivered, deliverySecs, rawRate float64
 		for _, x := range got {
-			if x.Consumer == consumerRecv {
+			switch x.Consumer {
+			case consumerRecv:
 				tr += x.Seconds
-			} else {
+			case "raw":
+				rawRate = x.DeliveredPerSec
+			default:
 				tk += x.Seconds
+				delivered += float64(x.Accounting.Delivered)
+				deliverySecs += x.DeliverySeconds
 			}
 		}
 		if tk > 0 && tr > 0 {
@@ -125,8 +144,36 @@ func CDCLive(ctx context.Context, e *Env, cfg CDCLiveConfig) (*Report, error) {
 			rep.Ratios = append(rep.Ratios, Ratio{Figure: fmt.Sprintf("catch-up, %d commits, %d sockets receiving", cfg.Commits, n),
 				Subject: cfg.Server, Baseline: consumerRecv, Value: v, Goal: ">= 0.9", Met: v >= 0.9})
 		}
+		if rawRate > 0 && deliverySecs > 0 {
+			rep.Ratios = append(rep.Ratios, Ratio{Figure: fmt.Sprintf("deliveries/s until the last, %d sockets", n),
+				Subject: cfg.Server, Baseline: "raw", Value: delivered / deliverySecs / rawRate})
+		}
 	}
 	return rep, nil
+}
+
+// cdcLiveRaw times raw delivering what the backlog's commits deliver, the
+// same frames per socket to the same number of sockets, from memory: the
+// machine's own limit for the deliveries of a catch-up, which bounds the
+// server's catch-up while its sockets receive (every commit before the
+// marker is published only as fast as the sockets' queues are drained).
+// raw's schedule updates one event per calendar per transaction, so a
+// backlog of Commits/Calendars transactions gives each socket the frames
+// the single-row commits give it.
+func (e *Env) cdcLiveRaw(ctx context.Context, cfg CDCLiveConfig, clients int, topo harness.Topology) (CDCLiveRow, error) {
+	tokens, err := e.tokens(topo.Users)
+	if err != nil {
+		return CDCLiveRow{}, err
+	}
+	per := max(cfg.Commits/topo.Calendars, 1)
+	d, err := e.fanoutOne(ctx, "cdc-deliver", "raw", DeliveryConfig{Clients: clients, Users: topo.Users, RoomSize: cfg.RoomSize,
+		EventsPerCalendar: topo.EventsPerCalendar, Backlog: per, Sources: cfg.Sources}, topo, tokens)
+	if err != nil {
+		return CDCLiveRow{}, fmt.Errorf("raw: %w", err)
+	}
+	return CDCLiveRow{Consumer: "raw", Clients: clients, Run: 1, Commits: per * topo.Calendars, Seconds: d.DeliverySeconds,
+		DeliverySeconds: d.DeliverySeconds, DeliveredPerSec: d.MsgsPerSec, Accounting: d.Accounting,
+		ServerCores: d.ServerCores, BenchCores: d.BenchCores, ServerWrites: d.ServerWrites, BenchReads: d.BenchReads, Load: d.Load}, nil
 }
 
 func (e *Env) cdcLiveOne(ctx context.Context, recv string, cfg CDCLiveConfig, clients int, topo harness.Topology) ([]CDCLiveRow, error) {
@@ -269,6 +316,7 @@ func (e *Env) cdcLiveOne(ctx context.Context, recv string, cfg CDCLiveConfig, cl
 				s1.at = done
 				row.Seconds = done.Sub(t).Seconds()
 				row.ServerCores, row.BenchCores = cores(s0, s1)
+				row.ServerWrites, row.BenchReads = s1.serverWrites-s0.serverWrites, s1.benchReads-s0.benchReads
 				if f != nil {
 					row.DuringCatchUp = f.total.Load() - d0
 					var want int64
@@ -278,6 +326,7 @@ func (e *Env) cdcLiveOne(ctx context.Context, recv string, cfg CDCLiveConfig, cl
 					last := f.waitFor(ctx, base.total+want, 15*time.Second, 0)
 					row.DeliverySeconds = last.Sub(t).Seconds()
 					row.Accounting = f.accountSince(base, func(i int) int64 { return perCal[topo.CalendarOf(i%topo.Users)] })
+					row.DeliveredPerSec = float64(row.Accounting.Delivered) / row.DeliverySeconds
 				}
 				row.Profile = stopProfile()
 				if traced != nil {

@@ -140,11 +140,11 @@ func (r *Report) Print(w io.Writer) {
 				mib(x.MemBefore.RSS), mib(x.MemBefore.HWM), mib(x.MemAfter.HWM), mib(x.PeakSampled), x.PeakAtSeconds, mib(x.MemSettled.RSS), x.ServerCores, x.Load)
 		}
 	case []CDCLiveRow:
-		fmt.Fprintln(tw, "consumer\tsockets\trun\tcommits\tsecs\tcommits/s\tdelivered during\tdelivered\texpected\tlost\tdup\tall delivered secs\tsrv cores\tbench cores\tload\t")
+		fmt.Fprintln(tw, "consumer\tsockets\trun\tcommits\tsecs\tcommits/s\tdelivered during\tdelivered\texpected\tlost\tdup\tall delivered secs\tdelivered/s\tsrv cores\tbench cores\tsrv writes\tbench reads\tload\t")
 		for _, x := range rows {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.2f\t%.0f\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.2f\t%s\t\n", x.Consumer, x.Clients, x.Run, x.Commits,
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.2f\t%.0f\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.0f\t%.2f\t%.2f\t%d\t%d\t%s\t\n", x.Consumer, x.Clients, x.Run, x.Commits,
 				x.Seconds, x.CommitsPerSec, x.DuringCatchUp, x.Accounting.Delivered, x.Accounting.Expected, x.Accounting.Lost, x.Accounting.Duplicates,
-				x.DeliverySeconds, x.ServerCores, x.BenchCores, x.Load)
+				x.DeliverySeconds, x.DeliveredPerSec, x.ServerCores, x.BenchCores, x.ServerWrites, x.BenchReads, x.Load)
 		}
 	case []ClusterIdleRow:
 		fmt.Fprintln(tw, "server\tnode\tconnections\tholders\tconnect secs\tRSS before\tRSS after\tKiB/conn\tidle cores\tholders RSS\tdropped\tload\t  failed")
