@@ -23,7 +23,10 @@ import (
 // lock Publish holds, so no event falls between the two. Only a socket whose
 // cursor falls out of the window (evicted, or before a gap) gets sync:reset,
 // and then continues live from the newest position. Catching up never holds
-// up publication or other sockets.
+// up publication or other sockets. A client's join:calendar or
+// leave:calendar while its socket catches up waits until it goes live
+// (client.clientMoves): applied to the rooms as of the cursor, a join
+// would send the calendar's events from before its user was a member.
 
 // chunkItem is one thing a catch-up chunk does, in window order: apply a
 // move to the socket's rooms, or queue a frame. through is the newest event

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -59,10 +60,30 @@ type client struct {
 	gone    bool          // the socket ended; never register again
 	seq     uint64        // registration order, to find a user's oldest socket
 
+	// clientMoves are the join:calendar and leave:calendar of a socket
+	// catching up, applied when it goes live (index.setLive): applied to
+	// rooms at once, which are the rooms as of its cursor, a join would
+	// make the catch-up send the calendar's events from before its user
+	// was a member, and a replayed join move would undo a leave. Under mu.
+	clientMoves []clientMove
+
 	// Its frames in the publisher's pending batch (index+1 into
 	// pending.entries, 0: none) and how many; under pubMu.
 	pendFirst, pendLast, pendN int32
 }
+
+// clientMove is a join:calendar (join) or leave:calendar of a socket
+// catching up.
+type clientMove struct {
+	room string
+	join bool
+}
+
+// maxClientMoves bounds the moves a socket catching up keeps (one per room,
+// the newest). Beyond it a leave applies at once (the socket gets less, never
+// more) and a join is dropped: the socket keeps the rooms its user's
+// memberships give it.
+const maxClientMoves = 64
 
 // roomSet is the few rooms one socket is in: a user room and its
 // calendars. A slice costs a held connection less than a map.
@@ -205,6 +226,18 @@ func (x *index) setLive(c *client) {
 	}
 	c.lagging = false
 	x.lagging--
+	// The client's own moves, now that its rooms are the newest: a join
+	// only while its user is still a member (a removal may have come
+	// since it asked).
+	for _, m := range c.clientMoves {
+		switch {
+		case !m.join:
+			c.rooms.remove(m.room)
+		case x.view.member(c.userID, strings.TrimPrefix(m.room, schema.CalendarRoomPrefix)):
+			c.rooms.add(m.room)
+		}
+	}
+	c.clientMoves = nil
 	for _, r := range c.rooms {
 		x.joinRoom(c, r)
 	}
@@ -213,7 +246,7 @@ func (x *index) setLive(c *client) {
 // join adds c to room r: in the index too unless it is catching up (its
 // catch-up puts it in its rooms when it is done). Caller holds mu.
 func (x *index) join(c *client, r string) {
-	if c.gone {
+	if c.gone || x.deferMove(c, r, true) {
 		return
 	}
 	if c.rooms.add(r) && !c.lagging {
@@ -223,12 +256,31 @@ func (x *index) join(c *client, r string) {
 
 // leave removes c from room r. Caller holds mu.
 func (x *index) leave(c *client, r string) {
-	if c.gone {
+	if c.gone || x.deferMove(c, r, false) {
 		return
 	}
 	if c.rooms.remove(r) && !c.lagging {
 		x.leaveRoom(c, r)
 	}
+}
+
+// deferMove keeps a client's move of a socket catching up for when it goes
+// live, and reports whether it did. Caller holds mu.
+func (x *index) deferMove(c *client, r string, join bool) bool {
+	if !c.lagging {
+		return false
+	}
+	for i := range c.clientMoves {
+		if c.clientMoves[i].room == r {
+			c.clientMoves[i].join = join
+			return true
+		}
+	}
+	if len(c.clientMoves) >= maxClientMoves {
+		return join
+	}
+	c.clientMoves = append(c.clientMoves, clientMove{room: r, join: join})
+	return true
 }
 
 func (x *index) joinRoom(c *client, r string) {
