@@ -3,10 +3,12 @@ package cdc
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/koordi/koordi-realtime/cdc/wal"
 	"github.com/koordi/koordi-realtime/schema"
 )
 
@@ -213,5 +215,63 @@ func TestBacklogSinkToldWhenBehind(t *testing.T) {
 	}
 	if sink.behind[len(sink.behind)-1] {
 		t.Fatal("the backlog's last batch was told more follows")
+	}
+}
+
+// slowStart derives nothing for users named "quiet-*" (as the rules derive
+// nothing for an UPDATE of updated_at alone) and makes its first Derive
+// wait, so that the whole backlog is decoded and queued before any batch is
+// cut.
+type slowStart struct {
+	*recorder
+	once sync.Once
+}
+
+func (s *slowStart) Derive(tx *wal.Tx) schema.Transaction {
+	s.once.Do(func() { time.Sleep(time.Second) })
+	out := s.recorder.Derive(tx)
+	for _, c := range tx.Changes {
+		if c.New.Has("name") && strings.HasPrefix(c.New.Get("name").Text, "quiet-") {
+			out.Events = nil
+		}
+	}
+	return out
+}
+
+// TestBacklogSinkHoldEndsAfterEventlessTail: when everything queued behind
+// a batch told "behind" derives no events, no batch follows to say the
+// backlog ended, so Run ends the hold with an empty call: the newest events
+// must not wait for a sink's timer.
+func TestBacklogSinkHoldEndsAfterEventlessTail(t *testing.T) {
+	url, conn := koordiDB(t)
+	slot := slotFor(url)
+	exec(t, conn, `INSERT INTO users (id, email, name) VALUES ($1, 'a@example.com', 'start')`, user1)
+	r := start(t, Config{ConnString: url, SlotName: slot}, newRecorder(), discard)
+	waitStreaming(t, r.c)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	// Two full batches, then a tail without events: all of it fits the
+	// queue, so the second batch is cut at MaxBatch with the tail behind it.
+	const eventful, quiet = 2 * MaxBatch, 50
+	for i := range eventful + quiet {
+		name := fmt.Sprintf("n-%04d", i)
+		if i >= eventful {
+			name = fmt.Sprintf("quiet-%04d", i)
+		}
+		exec(t, conn, `UPDATE users SET name = $1 WHERE id = $2`, name, user1)
+	}
+	sink := &backlogRecorder{}
+	start(t, Config{ConnString: url, SlotName: slot}, &slowStart{recorder: newRecorder()}, sink)
+	waitFor(t, "the backlog delivered", func() bool { return len(sink.delivered()) >= eventful })
+	waitFor(t, "the hold ended", func() bool {
+		sink.mu.Lock()
+		defer sink.mu.Unlock()
+		return len(sink.behind) > 0 && !sink.behind[len(sink.behind)-1]
+	})
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	if n := len(sink.behind); n < 2 || !sink.behind[n-2] || len(sink.batches[n-1]) != 0 {
+		t.Fatalf("calls %d, behind %v: want the last full batch told behind, then an empty call ending the hold", n, sink.behind)
 	}
 }

@@ -60,9 +60,10 @@ type BatchSink interface {
 // in the next call at once, so the sink may hold what it would hand on
 // for them together (a gateway then visits each socket once for many
 // batches of a backlog). A batch with behind unset is the newest the
-// stream has: the sink hands everything on before it returns. When the
-// sink implements BacklogSink, Run uses DeliverBatchBehind instead of
-// DeliverBatch.
+// stream has: the sink hands everything on before it returns. When what
+// followed a batch told behind derives no events, a call with no
+// transactions and behind unset ends the hold. When the sink implements
+// BacklogSink, Run uses DeliverBatchBehind instead of DeliverBatch.
 type BacklogSink interface {
 	BatchSink
 	DeliverBatchBehind(ctx context.Context, txs []schema.Transaction, behind bool) error
@@ -300,6 +301,8 @@ func (c *Consumer) deliver(ctx context.Context, sink Sink, queue <-chan *committ
 		carry *committed // taken from the queue for the next round: it reports a gap first
 		txs   []schema.Transaction
 		hs    []*handoff
+		// The last batch was told behind: the sink may be holding it.
+		holding bool
 	)
 	defer func() {
 		if carry != nil { // out of the queue, so Run's cleanup would miss it
@@ -308,6 +311,15 @@ func (c *Consumer) deliver(ctx context.Context, sink Sink, queue <-chan *committ
 	}()
 	for {
 		item := carry
+		if item == nil && holding && len(queue) == 0 {
+			// What was queued behind the last batch derived no events: the
+			// backlog ended without a batch to say so, and the sink must not
+			// hold the newest frames.
+			if err := backlog.DeliverBatchBehind(ctx, nil, false); err != nil {
+				return fmt.Errorf("end a held backlog: %w", err)
+			}
+			holding = false
+		}
 		if item == nil {
 			select {
 			case <-ctx.Done():
@@ -344,8 +356,8 @@ func (c *Consumer) deliver(ctx context.Context, sink Sink, queue <-chan *committ
 		case backlog != nil:
 			// Behind: decoded transactions wait in the queue. A gap next
 			// (carry) is reported first, so nothing is held across it.
-			behind := carry == nil && len(queue) > 0
-			if err := backlog.DeliverBatchBehind(ctx, txs, behind); err != nil {
+			holding = carry == nil && len(queue) > 0
+			if err := backlog.DeliverBatchBehind(ctx, txs, holding); err != nil {
 				return fmt.Errorf("deliver %d transactions from %s: %w", len(txs), pglogrepl.LSN(txs[0].CommitLSN), err)
 			}
 		case batcher != nil:

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"slices"
+
 	"github.com/koordi/koordi-realtime/gateway/engineio"
 	"github.com/koordi/koordi-realtime/gateway/socketio"
 	"github.com/koordi/koordi-realtime/schema"
@@ -24,19 +26,21 @@ import (
 // cursor falls out of the window (evicted, or before a gap) gets sync:reset,
 // and then continues live from the newest position. Catching up never holds
 // up publication or other sockets. A client's join:calendar or
-// leave:calendar while its socket catches up waits until it goes live
-// (client.clientMoves): applied to the rooms as of the cursor, a join
-// would send the calendar's events from before its user was a member.
+// leave:calendar while its socket catches up is kept with the window
+// position it came at (client.clientMoves) and applied there by the walk,
+// between the window's entries: the socket gets the events a live one
+// would have got.
 
-// chunkItem is one thing a catch-up chunk does, in window order: apply a
-// move to the socket's rooms, or queue a frame. through is the newest event
-// offset the chunk had passed before the item: the cursor if the chunk stops
-// there.
+// chunkItem is one thing a catch-up chunk does, in window order: move the
+// socket into or out of room (isMove: a move of the window's or of its
+// client's), or queue a frame. through is the newest event offset the chunk
+// had passed before the item: the cursor if the chunk stops there.
 type chunkItem struct {
 	off     schema.Offset
 	through schema.Offset
 	frame   socketio.Frame
-	move    *movedEntry
+	isMove  bool
+	join    bool
 	room    string
 }
 
@@ -141,16 +145,29 @@ func (g *Gateway) sendChunk(c *client) (end bool) {
 	var items []chunkItem
 	through := c.sent
 	frames := 0
+	move := func(room string, join bool) {
+		if join {
+			rooms.add(room)
+		} else {
+			rooms.remove(room)
+		}
+		items = append(items, chunkItem{through: through, isMove: true, join: join, room: room})
+	}
+	// The client's moves in order, each before the first entry after its
+	// position (clientMove.at).
+	moves := c.clientMoves
+	clientMovesBefore := func(off schema.Offset) {
+		for len(moves) > 0 && moves[0].at.Compare(off) < 0 {
+			move(moves[0].room, moves[0].join)
+			moves = moves[1:]
+		}
+	}
 	end = true
 	g.window.walk(c.sent, func(e *entry) bool {
+		clientMovesBefore(e.off)
 		if e.move != nil {
 			if join, ok := e.move.touches(c.userID); ok {
-				if join {
-					rooms.add(e.room)
-				} else {
-					rooms.remove(e.room)
-				}
-				items = append(items, chunkItem{off: e.off, through: through, move: e.move, room: e.room})
+				move(e.room, join)
 			}
 			return true
 		}
@@ -165,13 +182,18 @@ func (g *Gateway) sendChunk(c *client) (end bool) {
 		through = e.off
 		return true
 	})
+	if end {
+		for _, m := range moves { // asked for after the window's newest entry
+			move(m.room, m.join)
+		}
+	}
 	// One set for the chunk's frames, queued with one call: the moves
 	// before the first frame the queue refused are applied, as they would
 	// be one frame at a time.
 	var ps []engineio.Packet
 	var refs []engineio.FrameRef
 	for _, it := range items {
-		if it.move == nil {
+		if !it.isMove {
 			refs = append(refs, engineio.FrameRef{Index: uint32(len(ps))})
 			ps = append(ps, engineio.Packet{Data: it.frame})
 		}
@@ -182,8 +204,8 @@ func (g *Gateway) sendChunk(c *client) (end bool) {
 	}
 	sent := 0
 	for _, it := range items {
-		if it.move != nil {
-			if it.move.op == schema.MoveJoin {
+		if it.isMove {
+			if it.join {
 				c.rooms.add(it.room)
 			} else {
 				c.rooms.remove(it.room)
@@ -195,6 +217,7 @@ func (g *Gateway) sendChunk(c *client) (end bool) {
 			// this frame; the next chunk starts from it.
 			c.sent = it.through
 			g.countReplayed(c, sent)
+			c.dropClientMovesBefore(c.sent)
 			return false
 		}
 		c.sent = it.off
@@ -204,7 +227,25 @@ func (g *Gateway) sendChunk(c *client) (end bool) {
 		c.sent = through
 	}
 	g.countReplayed(c, sent)
+	c.dropClientMovesBefore(c.sent)
 	return end
+}
+
+// dropClientMovesBefore forgets the client's moves that the chunk passed for
+// good: those before an entry at or before the new cursor. The rest were
+// applied to the rooms too, but the next chunk walks again what lies between
+// the cursor and where this one stopped (only moves), and applies them
+// again in their order among the window's.
+func (c *client) dropClientMovesBefore(cursor schema.Offset) {
+	n := 0
+	for n < len(c.clientMoves) && c.clientMoves[n].at.Compare(cursor) < 0 {
+		n++
+	}
+	if n == len(c.clientMoves) {
+		c.clientMoves = nil
+	} else if n > 0 {
+		c.clientMoves = slices.Delete(c.clientMoves, 0, n)
+	}
 }
 
 func (g *Gateway) countReplayed(c *client, n int) {
@@ -222,9 +263,35 @@ func (g *Gateway) fellBehind(c *client) {
 	c.conn.Send(resetFrame("replay_unavailable", pos))
 	c.sent = pos
 	c.rooms = g.idx.view.rooms(c.userID)
+	g.applyClientMovesAtNewest(c)
 	g.idx.setLive(c)
 	g.metrics.fellBehind.Inc()
 	g.log.Info("socket fell out of the replay window: told to refetch", "user", c.userID)
+}
+
+// applyClientMovesAtNewest applies to rooms of the newest position the
+// client's moves of a socket whose cursor left the window, except where a
+// move of the window after a client's move (its user removed, then accepted
+// again, say) decided the room since. The caller holds pubMu and idx.mu.
+func (g *Gateway) applyClientMovesAtNewest(c *client) {
+	for _, m := range c.clientMoves {
+		decided := false
+		g.window.walk(m.at, func(e *entry) bool {
+			if e.move != nil && e.room == m.room {
+				_, decided = e.move.touches(c.userID)
+			}
+			return !decided
+		})
+		if decided {
+			continue
+		}
+		if m.join {
+			c.rooms.add(m.room)
+		} else {
+			c.rooms.remove(m.room)
+		}
+	}
+	c.clientMoves = nil
 }
 
 // roomsAt returns the rooms user's sockets were in just after pos: the

@@ -2,74 +2,212 @@ package gateway
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/koordi/koordi-realtime/schema"
 )
 
-// TestClientJoinWhileCatchingUp: a socket catching up whose client joins a
-// calendar its user was accepted into after the socket's cursor gets none
-// of that calendar's events from before the acceptance; and a leave while
-// catching up is not undone by a join move the catch-up replays. Either
-// takes effect where it would have for a live socket: at the newest
-// position when the client asked.
-func TestClientJoinWhileCatchingUp(t *testing.T) {
-	ctx := context.Background()
-	calA, calB := schema.CalendarRoom(uuid(0xA)), schema.CalendarRoom(uuid(0xB))
+var (
+	roomA = schema.CalendarRoom(uuid(0xA))
+	roomB = schema.CalendarRoom(uuid(0xB))
+)
+
+// moveAsClient makes the client's join:calendar (join) or leave:calendar of
+// room as Event does, under the index lock.
+func moveAsClient(t *testing.T, g *Gateway, cl *client, room string, join bool) error {
+	t.Helper()
+	g.idx.mu.Lock()
+	defer g.idx.mu.Unlock()
+	if join && !g.idx.view.member(cl.userID, strings.TrimPrefix(room, schema.CalendarRoomPrefix)) {
+		t.Fatalf("the test joins %s, which its user is not a member of", room)
+	}
+	return g.idx.clientMove(cl, room, join, g.window.position)
+}
+
+// TestClientMovesWhileCatchingUp: a client's join:calendar or leave:calendar
+// while its socket catches up takes effect where it would have for a live
+// socket, at the window position when the client asked: events published
+// before it follow the rooms of then, events after it the rooms it asked
+// for, and moves of the window after it (a removal, an acceptance) decide
+// the room again.
+//
+// Each case: user 1's socket, with a queue of one, gets event 1 of roomB and
+// is refused event 2, so it catches up from there; before publishes before
+// the client's move, after after it; when the socket is live again event 9
+// of roomA is published.
+func TestClientMovesWhileCatchingUp(t *testing.T) {
+	publish := func(t *testing.T, g *Gateway, txs ...schema.Transaction) {
+		t.Helper()
+		for _, x := range txs {
+			if err := g.Publish(context.Background(), x); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	withMove := func(x schema.Transaction, op schema.MoveOp, room string) schema.Transaction {
+		x.Moves = []schema.Move{{At: 0, Op: op, User: uuid(1), Room: room}}
+		return x
+	}
 	for _, tc := range []struct {
-		name string
-		join bool
-		want string
-	}{
-		{"join", true, "1,2,4,5"},
-		// Event 4 was published before the leave, as a live socket would
-		// have had it; the join move the catch-up replays does not undo
-		// the leave, so 5 does not follow.
-		{"leave", false, "1,2,4"},
-	} {
+		name    string
+		member  []string // user 1's calendars in the loaded view
+		rooms   []string // its socket's rooms when it connects
+		before  []schema.Transaction
+		join    bool // the client's move, of roomA
+		after   []schema.Transaction
+		want    string
+		comment string
+	}{{
+		name: "join after an acceptance", member: []string{uuid(0xB)}, rooms: []string{roomB},
+		before: []schema.Transaction{
+			tx(300, env(roomA, "e", "3")), // before its user's acceptance
+			withMove(tx(400, env(roomA, "e", "4")), schema.MoveJoin, roomA),
+		},
+		join: true, want: "1,2,4,9",
+		comment: "3 came before the user's acceptance: a join must not replay it",
+	}, {
+		name: "leave after a replayed join", member: []string{uuid(0xB)}, rooms: []string{roomB},
+		before: []schema.Transaction{withMove(tx(400, env(roomA, "e", "4")), schema.MoveJoin, roomA)},
+		join:   false, want: "1,2,4",
+		comment: "4 came before the leave; the join the catch-up replays does not undo the leave",
+	}, {
+		name: "join, then an event", member: []string{uuid(0xA), uuid(0xB)}, rooms: []string{roomB},
+		join:  true,
+		after: []schema.Transaction{tx(300, env(roomA, "e", "3"))},
+		want:  "1,2,3,9", comment: "3 was published after the join was acked",
+	}, {
+		name: "leave, then an event", member: []string{uuid(0xA), uuid(0xB)}, rooms: []string{roomA, roomB},
+		join:  false,
+		after: []schema.Transaction{tx(300, env(roomA, "e", "3"))},
+		want:  "1,2", comment: "3 was published after the leave was acked",
+	}, {
+		name: "leave, then removed and accepted again", member: []string{uuid(0xA), uuid(0xB)}, rooms: []string{roomA, roomB},
+		join: false,
+		after: []schema.Transaction{
+			withMove(tx(300, env(roomA, "member:removed", "3")), schema.MoveLeave, roomA),
+			withMove(tx(400, env(roomA, "member:added", "4")), schema.MoveJoin, roomA),
+		},
+		want: "1,2,4,9", comment: "the acceptance after the leave puts the socket back in roomA, as a live one",
+	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := newTestGateway(t, Config{})
-			g.LoadMemberships(members(map[string][]string{uuid(1): {uuid(0xB)}}))
+			g.LoadMemberships(members(map[string][]string{uuid(1): tc.member}))
 			c := &memConn{limit: 1}
-			cl := attach(g, uuid(1), c, calB)
-			must := func(err error) {
-				t.Helper()
-				if err != nil {
-					t.Fatal(err)
-				}
-			}
-			must(g.Publish(ctx, tx(100, env(calB, "e", "1"))))
-			// The queue of one is full: the socket catches up from here.
-			must(g.Publish(ctx, tx(200, env(calB, "e", "2"))))
-			must(g.Publish(ctx, tx(300, env(calA, "e", "3")))) // before its user's acceptance
-			t400 := tx(400, env(calA, "e", "4"))
-			t400.Moves = []schema.Move{{At: 0, Op: schema.MoveJoin, User: uuid(1), Room: calA}}
-			must(g.Publish(ctx, t400))
-			// The client's own move, as Event handles it, while catching up.
-			g.idx.mu.Lock()
-			if !cl.lagging {
-				g.idx.mu.Unlock()
+			cl := attach(g, uuid(1), c, tc.rooms...)
+			publish(t, g, tx(100, env(roomB, "e", "1")), tx(200, env(roomB, "e", "2")))
+			publish(t, g, tc.before...)
+			g.idx.mu.RLock()
+			lagging := cl.lagging
+			g.idx.mu.RUnlock()
+			if !lagging {
 				t.Fatal("the socket is not catching up: the test does not exercise it")
 			}
-			if tc.join {
-				if g.idx.view.member(uuid(1), uuid(0xA)) {
-					g.idx.join(cl, calA)
-				}
-			} else {
-				g.idx.leave(cl, calA)
+			if err := moveAsClient(t, g, cl, roomA, tc.join); err != nil {
+				t.Fatal(err)
 			}
-			g.idx.mu.Unlock()
+			publish(t, g, tc.after...)
 			waitUntil(t, "the socket caught up", func() bool {
 				c.drain()
 				g.idx.mu.RLock()
 				defer g.idx.mu.RUnlock()
 				return g.idx.lagging == 0
 			})
-			must(g.Publish(ctx, tx(500, env(calA, "e", "5"))))
+			publish(t, g, tx(900, env(roomA, "e", "9")))
 			c.drain()
 			if got := payloadsOf(c); got != tc.want {
-				t.Fatalf("got %s, want %s", got, tc.want)
+				t.Fatalf("got %s, want %s: %s", got, tc.want, tc.comment)
 			}
 		})
+	}
+}
+
+// TestClientMovesWhenFallenBehind: a socket whose cursor leaves the window
+// while its client's leave waits gets its rooms of the newest position
+// (sync:reset) without the calendar it left.
+func TestClientMovesWhenFallenBehind(t *testing.T) {
+	ctx := context.Background()
+	g := newTestGateway(t, Config{ReplayMaxEvents: 3})
+	g.LoadMemberships(members(map[string][]string{uuid(1): {uuid(0xA), uuid(0xB)}}))
+	c := &memConn{limit: 1}
+	cl := attach(g, uuid(1), c, roomA, roomB)
+	for _, x := range []schema.Transaction{tx(100, env(roomB, "e", "1")), tx(200, env(roomB, "e", "2"))} {
+		if err := g.Publish(ctx, x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := moveAsClient(t, g, cl, roomA, false); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 { // more than the window holds: the cursor falls out
+		if err := g.Publish(ctx, tx(uint64(300+100*i), env(roomB, "e", "x"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, "the socket told to refetch and live", func() bool {
+		c.drain()
+		g.idx.mu.RLock()
+		defer g.idx.mu.RUnlock()
+		return g.idx.lagging == 0
+	})
+	if err := g.Publish(ctx, tx(900, env(roomA, "e", "9"))); err != nil {
+		t.Fatal(err)
+	}
+	c.drain()
+	if err := g.Publish(ctx, tx(1000, env(roomB, "e", "10"))); err != nil {
+		t.Fatal(err)
+	}
+	c.drain()
+	got := payloadsOf(c)
+	if !strings.Contains(got, "replay_unavailable") {
+		t.Fatalf("got %s: the socket did not fall out of the window", got)
+	}
+	if strings.Contains(got, ",9") || !strings.HasSuffix(got, ",10") {
+		t.Fatalf("got %s: want roomB's 10 and not roomA's 9, which the client left before its sync:reset", got)
+	}
+}
+
+// TestClientMovesBounded: a socket catching up keeps at most maxClientMoves
+// of its client's moves; past them a move is refused (its ack says so), and
+// toggling one room with nothing published between keeps one move.
+func TestClientMovesBounded(t *testing.T) {
+	ctx := context.Background()
+	g := newTestGateway(t, Config{})
+	cals := make([]string, maxClientMoves+1)
+	for i := range cals {
+		cals[i] = uuid(0x100 + i)
+	}
+	g.LoadMemberships(members(map[string][]string{uuid(1): cals}))
+	c := &memConn{limit: 1}
+	cl := attach(g, uuid(1), c, roomB)
+	for _, x := range []schema.Transaction{tx(100, env(roomB, "e", "1")), tx(200, env(roomB, "e", "2"))} {
+		if err := g.Publish(ctx, x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	room := schema.CalendarRoom(cals[0])
+	for range 10 {
+		for _, join := range []bool{true, false} {
+			if err := moveAsClient(t, g, cl, room, join); err != nil {
+				t.Fatalf("toggling one room: %v", err)
+			}
+		}
+	}
+	for _, cal := range cals[1 : maxClientMoves+1] {
+		err := moveAsClient(t, g, cl, schema.CalendarRoom(cal), true)
+		if cal == cals[maxClientMoves] {
+			if !errors.Is(err, errTooManyMoves) {
+				t.Fatalf("move %d past the bound: %v, want errTooManyMoves", maxClientMoves+1, err)
+			}
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	g.idx.mu.RLock()
+	n := len(cl.clientMoves)
+	g.idx.mu.RUnlock()
+	if n != maxClientMoves {
+		t.Fatalf("%d moves kept, want %d", n, maxClientMoves)
 	}
 }

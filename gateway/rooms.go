@@ -1,8 +1,8 @@
 package gateway
 
 import (
+	"errors"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -61,10 +61,13 @@ type client struct {
 	seq     uint64        // registration order, to find a user's oldest socket
 
 	// clientMoves are the join:calendar and leave:calendar of a socket
-	// catching up, applied when it goes live (index.setLive): applied to
-	// rooms at once, which are the rooms as of its cursor, a join would
-	// make the catch-up send the calendar's events from before its user
-	// was a member, and a replayed join move would undo a leave. Under mu.
+	// catching up, each at the window position when the client asked: its
+	// rooms are those of its cursor, so applied to them at once a join
+	// would make the catch-up send the calendar's events from before the
+	// client asked (and before its user was a member), and a leave would
+	// drop events the socket was owed. The catch-up applies each where it
+	// belongs among the window's moves and events (Gateway.sendChunk), as a
+	// live socket gets it. Under mu; oldest first.
 	clientMoves []clientMove
 
 	// Its frames in the publisher's pending batch (index+1 into
@@ -73,17 +76,20 @@ type client struct {
 }
 
 // clientMove is a join:calendar (join) or leave:calendar of a socket
-// catching up.
+// catching up, after the window's entries up to at.
 type clientMove struct {
 	room string
 	join bool
+	at   schema.Offset
 }
 
-// maxClientMoves bounds the moves a socket catching up keeps (one per room,
-// the newest). Beyond it a leave applies at once (the socket gets less, never
-// more) and a join is dropped: the socket keeps the rooms its user's
-// memberships give it.
+// maxClientMoves bounds the moves a socket catching up keeps; beyond it the
+// client is refused (errTooManyMoves) until its catch-up ends. A client
+// toggling one room between two events keeps one.
 const maxClientMoves = 64
+
+// errTooManyMoves refuses a client's move past maxClientMoves.
+var errTooManyMoves = errors.New("too many calendar joins and leaves while this socket catches up: retry in a moment")
 
 // roomSet is the few rooms one socket is in: a user room and its
 // calendars. A slice costs a held connection less than a map.
@@ -219,24 +225,15 @@ func (x *index) suspend(c *client) bool {
 	return true
 }
 
-// setLive puts a socket that caught up back into its rooms. Caller holds mu.
+// setLive puts a socket that caught up back into its rooms. Its client's
+// moves are in them already (the last chunk reached the window's end, or
+// fellBehind applied them). Caller holds mu.
 func (x *index) setLive(c *client) {
 	if c.gone || !c.lagging {
 		return
 	}
 	c.lagging = false
 	x.lagging--
-	// The client's own moves, now that its rooms are the newest: a join
-	// only while its user is still a member (a removal may have come
-	// since it asked).
-	for _, m := range c.clientMoves {
-		switch {
-		case !m.join:
-			c.rooms.remove(m.room)
-		case x.view.member(c.userID, strings.TrimPrefix(m.room, schema.CalendarRoomPrefix)):
-			c.rooms.add(m.room)
-		}
-	}
 	c.clientMoves = nil
 	for _, r := range c.rooms {
 		x.joinRoom(c, r)
@@ -246,7 +243,7 @@ func (x *index) setLive(c *client) {
 // join adds c to room r: in the index too unless it is catching up (its
 // catch-up puts it in its rooms when it is done). Caller holds mu.
 func (x *index) join(c *client, r string) {
-	if c.gone || x.deferMove(c, r, true) {
+	if c.gone {
 		return
 	}
 	if c.rooms.add(r) && !c.lagging {
@@ -256,7 +253,7 @@ func (x *index) join(c *client, r string) {
 
 // leave removes c from room r. Caller holds mu.
 func (x *index) leave(c *client, r string) {
-	if c.gone || x.deferMove(c, r, false) {
+	if c.gone {
 		return
 	}
 	if c.rooms.remove(r) && !c.lagging {
@@ -264,23 +261,36 @@ func (x *index) leave(c *client, r string) {
 	}
 }
 
-// deferMove keeps a client's move of a socket catching up for when it goes
-// live, and reports whether it did. Caller holds mu.
-func (x *index) deferMove(c *client, r string, join bool) bool {
-	if !c.lagging {
-		return false
+// clientMove applies a client's join:calendar (join) or leave:calendar of
+// room r: at once for a live socket, for one catching up at the window
+// position now (position, the window's). It fails with errTooManyMoves when
+// the catching-up socket holds maxClientMoves already. Caller holds mu.
+func (x *index) clientMove(c *client, r string, join bool, position func() schema.Offset) error {
+	switch {
+	case c.gone:
+		return nil
+	case !c.lagging:
+		if join {
+			x.join(c, r)
+		} else {
+			x.leave(c, r)
+		}
+		return nil
 	}
-	for i := range c.clientMoves {
-		if c.clientMoves[i].room == r {
-			c.clientMoves[i].join = join
-			return true
+	pos := position()
+	if n := len(c.clientMoves); n > 0 {
+		// The same room again with no entry between: the newer move
+		// replaces the older, with the same effect.
+		if last := &c.clientMoves[n-1]; last.room == r && last.at == pos {
+			last.join = join
+			return nil
 		}
 	}
 	if len(c.clientMoves) >= maxClientMoves {
-		return join
+		return errTooManyMoves
 	}
-	c.clientMoves = append(c.clientMoves, clientMove{room: r, join: join})
-	return true
+	c.clientMoves = append(c.clientMoves, clientMove{room: r, join: join, at: pos})
+	return nil
 }
 
 func (x *index) joinRoom(c *client, r string) {

@@ -241,8 +241,12 @@ func (h *handler) Event(s *socketio.Socket, event string, args []json.RawMessage
 		}
 		r := schema.CalendarRoom(id)
 		g.idx.mu.Lock()
-		g.idx.leave(c, r)
+		err := g.idx.clientMove(c, r, false, g.window.position)
 		g.idx.mu.Unlock()
+		if err != nil {
+			refuse(s, ack, CodeRateLimited, err.Error())
+			return
+		}
 		if ack != nil {
 			ack(Accepted{OK: true, Room: r})
 		}
@@ -263,12 +267,17 @@ func (g *Gateway) joinCalendar(s *socketio.Socket, c *client, args []json.RawMes
 	// later takes the socket out again.
 	g.idx.mu.Lock()
 	member := g.idx.view.member(c.userID, id)
+	var err error
 	if member {
-		g.idx.join(c, r)
+		err = g.idx.clientMove(c, r, true, g.window.position)
 	}
 	g.idx.mu.Unlock()
-	if !member {
+	switch {
+	case !member:
 		refuse(s, ack, CodeForbidden, "not an accepted member of this calendar")
+		return
+	case err != nil:
+		refuse(s, ack, CodeRateLimited, err.Error())
 		return
 	}
 	if ack != nil {
