@@ -170,16 +170,33 @@ func streamMsgs(t *testing.T, js jetstream.JetStream) uint64 {
 type recordingGateway struct {
 	mu      sync.Mutex
 	txs     []schema.Transaction
-	batches []int // transactions per PublishBatch call
+	batches []int  // transactions per PublishBehind call
+	behind  []bool // its flag, per call
 	resumed []schema.Offset
 }
 
-func (g *recordingGateway) PublishBatch(_ context.Context, txs []schema.Transaction) error {
+func (g *recordingGateway) PublishBehind(_ context.Context, txs []schema.Transaction, behind bool) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.txs = append(g.txs, txs...)
 	g.batches = append(g.batches, len(txs))
+	g.behind = append(g.behind, behind)
 	return nil
+}
+
+// flagsAt returns the behind flags of the calls after which the gateway
+// had got exactly n transactions.
+func (g *recordingGateway) flagsAt(n int) (flags []bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	sum := 0
+	for i, b := range g.batches {
+		sum += b
+		if sum == n {
+			flags = append(flags, g.behind[i])
+		}
+	}
+	return flags
 }
 
 func (g *recordingGateway) handed() int {
@@ -190,8 +207,9 @@ func (g *recordingGateway) handed() int {
 
 // TestSubscriberBatchesBacklog: a node reading a backlog hands it to its
 // gateway in batches (at most cdc.MaxBatch), every transaction once and in
-// order, and what came before a gap (a message it cannot read, a reset) is
-// handed over before the gap is reported.
+// order, telling it while more is behind a batch, and what came before a
+// gap (a message it cannot read, a reset) is handed over, not held, before
+// the gap is reported.
 func TestSubscriberBatchesBacklog(t *testing.T) {
 	js := startJS(t)
 	ctx := context.Background()
@@ -243,6 +261,22 @@ func TestSubscriberBatchesBacklog(t *testing.T) {
 	if largest < 2 || largest > cdc.MaxBatch {
 		t.Fatalf("batches %v: want some of 2..%d", gw.batches, cdc.MaxBatch)
 	}
+	if !slices.Contains(gw.behind, true) {
+		t.Fatalf("batches %v: none told more was behind it", gw.batches)
+	}
+	gw.mu.Unlock()
+	// Before a gap the batch may be told behind (the reset is pending),
+	// but the hold ends before the gap is reported; the newest batch is
+	// never told behind.
+	for _, n := range []int{150, 170} {
+		if f := gw.flagsAt(n); len(f) == 0 || f[len(f)-1] {
+			t.Errorf("batches %v, behind %v: held across the gap after transaction %d", gw.batches, gw.behind, n)
+		}
+	}
+	if f := gw.flagsAt(180); len(f) == 0 || slices.Contains(f, true) {
+		t.Errorf("batches %v, behind %v: the newest batch told more was behind it", gw.batches, gw.behind)
+	}
+	gw.mu.Lock()
 }
 
 func (g *recordingGateway) ResumeAfter(off schema.Offset) {

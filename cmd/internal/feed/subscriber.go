@@ -21,9 +21,13 @@ import (
 const batchWait = 5 * time.Millisecond
 
 // Gateway is what a Subscriber feeds: transactions in order, several at
-// once (up to cdc.MaxBatch) when the stream holds more behind them.
+// once (up to cdc.MaxBatch) when the stream holds more behind them, with
+// behind set when the next batch follows at once (the stream's NumPending),
+// so that the gateway may hold a batch's frames for the next, as it does
+// for the leader's own backlog (cdc.BacklogSink). A batch with behind unset
+// is the newest this node has read.
 type Gateway interface {
-	PublishBatch(ctx context.Context, txs []schema.Transaction) error
+	PublishBehind(ctx context.Context, txs []schema.Transaction, behind bool) error
 	ResumeAfter(off schema.Offset)
 }
 
@@ -65,6 +69,7 @@ type Subscriber struct {
 	asm      assembly
 	batch    []schema.Transaction // read, not yet handed to the gateway
 	lastRead uint64               // stream sequence of the newest message read
+	held     bool                 // the last batch went with behind set: the gateway may hold it
 }
 
 // NewSubscriber returns a subscriber; Run starts it.
@@ -211,21 +216,21 @@ func (s *Subscriber) run(ctx context.Context) error {
 	// also when the reading ends, so that the next run, which starts after
 	// what was delivered, finds the assembly of parts where it left it.
 	defer func() {
-		if err := s.flush(context.WithoutCancel(ctx)); err != nil {
+		if err := s.flush(context.WithoutCancel(ctx), false); err != nil {
 			s.cfg.Logger.Warn("feed: what was read last is not delivered", "error", err)
 		}
 	}()
 	for {
 		var next []jetstream.NextOpt
-		if len(s.batch) > 0 {
+		if len(s.batch) > 0 || s.held {
 			// NumPending said more was coming; it may not (it expired under
-			// MaxAge, the stream was purged): what is batched waits no
-			// longer than batchWait.
+			// MaxAge, the stream was purged): what is batched, or held by
+			// the gateway, waits no longer than batchWait.
 			next = append(next, jetstream.NextMaxWait(batchWait))
 		}
 		m, err := msgs.Next(next...)
 		if errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
-			if err := s.flush(ctx); err != nil {
+			if err := s.flush(ctx, false); err != nil {
 				return err
 			}
 			continue
@@ -248,20 +253,23 @@ func (s *Subscriber) run(ctx context.Context) error {
 			s.cfg.Metrics.lag.Set(0)
 		}
 		if meta.NumPending == 0 || len(s.batch) >= cdc.MaxBatch {
-			if err := s.flush(ctx); err != nil {
+			if err := s.flush(ctx, meta.NumPending > 0); err != nil {
 				return err
 			}
 		}
 	}
 }
 
-// flush hands the collected transactions to the gateway and counts
-// everything read so far as delivered.
-func (s *Subscriber) flush(ctx context.Context) error {
-	if len(s.batch) > 0 {
-		if err := s.cfg.Gateway.PublishBatch(ctx, s.batch); err != nil {
+// flush hands the collected transactions to the gateway, telling it
+// whether more are behind them, and counts everything read so far as
+// delivered. A call with nothing collected still tells a gateway holding
+// the previous batch that nothing follows.
+func (s *Subscriber) flush(ctx context.Context, behind bool) error {
+	if len(s.batch) > 0 || (s.held && !behind) {
+		if err := s.cfg.Gateway.PublishBehind(ctx, s.batch, behind); err != nil {
 			return err
 		}
+		s.held = behind
 		clear(s.batch)
 		s.batch = s.batch[:0]
 	}
@@ -333,7 +341,7 @@ func (s *Subscriber) gap(ctx context.Context, reason string) error {
 	if s.cfg.OnReset == nil {
 		return nil
 	}
-	if err := s.flush(ctx); err != nil {
+	if err := s.flush(ctx, false); err != nil {
 		return err
 	}
 	s.cfg.OnReset(reason)
