@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"slices"
+	"strings"
 
 	"github.com/koordi/koordi-realtime/gateway/engineio"
 	"github.com/koordi/koordi-realtime/gateway/socketio"
@@ -26,15 +27,16 @@ import (
 // cursor falls out of the window (evicted, or before a gap) gets sync:reset,
 // and then continues live from the newest position. Catching up never holds
 // up publication or other sockets. A client's join:calendar or
-// leave:calendar while its socket catches up is kept with the window
-// position it came at (client.clientMoves) and applied there by the walk,
-// between the window's entries: the socket gets the events a live one
-// would have got.
+// leave:calendar while its socket catches up is kept with the window entry
+// that was newest then (client.clientMoves) and applied by the walk right
+// after it: the socket gets the events a live one would have got.
 
 // chunkItem is one thing a catch-up chunk does, in window order: move the
-// socket into or out of room (isMove: a move of the window's or of its
+// socket into or out of room (isMove: a move of the window's, or of its
 // client's), or queue a frame. through is the newest event offset the chunk
-// had passed before the item: the cursor if the chunk stops there.
+// had passed before the item: the cursor if the chunk stops there. off is a
+// frame's offset; for a client's move, the offset of the entry it comes
+// before (next: none, it comes after the window's newest).
 type chunkItem struct {
 	off     schema.Offset
 	through schema.Offset
@@ -42,6 +44,8 @@ type chunkItem struct {
 	isMove  bool
 	join    bool
 	room    string
+	client  bool
+	next    bool
 }
 
 // startCatchUp runs c's catch-up on a goroutine of its own, owned by the
@@ -145,29 +149,30 @@ func (g *Gateway) sendChunk(c *client) (end bool) {
 	var items []chunkItem
 	through := c.sent
 	frames := 0
-	move := func(room string, join bool) {
-		if join {
-			rooms.add(room)
+	move := func(it chunkItem) {
+		if it.join {
+			rooms.add(it.room)
 		} else {
-			rooms.remove(room)
+			rooms.remove(it.room)
 		}
-		items = append(items, chunkItem{through: through, isMove: true, join: join, room: room})
+		it.through, it.isMove = through, true
+		items = append(items, it)
 	}
-	// The client's moves in order, each before the first entry after its
-	// position (clientMove.at).
+	// The client's moves in order, each right after the entry it came
+	// after (clientMove.after).
 	moves := c.clientMoves
-	clientMovesBefore := func(off schema.Offset) {
-		for len(moves) > 0 && moves[0].at.Compare(off) < 0 {
-			move(moves[0].room, moves[0].join)
+	clientMovesBefore := func(e *entry) {
+		for len(moves) > 0 && moves[0].after < e.seq {
+			move(chunkItem{join: moves[0].join, room: moves[0].room, client: true, off: e.off})
 			moves = moves[1:]
 		}
 	}
 	end = true
 	g.window.walk(c.sent, func(e *entry) bool {
-		clientMovesBefore(e.off)
+		clientMovesBefore(e)
 		if e.move != nil {
 			if join, ok := e.move.touches(c.userID); ok {
-				move(e.room, join)
+				move(chunkItem{join: join, room: e.room})
 			}
 			return true
 		}
@@ -184,7 +189,7 @@ func (g *Gateway) sendChunk(c *client) (end bool) {
 	})
 	if end {
 		for _, m := range moves { // asked for after the window's newest entry
-			move(m.room, m.join)
+			move(chunkItem{join: m.join, room: m.room, client: true, next: true})
 		}
 	}
 	// One set for the chunk's frames, queued with one call: the moves
@@ -217,7 +222,7 @@ func (g *Gateway) sendChunk(c *client) (end bool) {
 			// this frame; the next chunk starts from it.
 			c.sent = it.through
 			g.countReplayed(c, sent)
-			c.dropClientMovesBefore(c.sent)
+			c.dropClientMoves(items)
 			return false
 		}
 		c.sent = it.off
@@ -227,18 +232,24 @@ func (g *Gateway) sendChunk(c *client) (end bool) {
 		c.sent = through
 	}
 	g.countReplayed(c, sent)
-	c.dropClientMovesBefore(c.sent)
+	c.dropClientMoves(items)
 	return end
 }
 
-// dropClientMovesBefore forgets the client's moves that the chunk passed for
-// good: those before an entry at or before the new cursor. The rest were
-// applied to the rooms too, but the next chunk walks again what lies between
-// the cursor and where this one stopped (only moves), and applies them
-// again in their order among the window's.
-func (c *client) dropClientMovesBefore(cursor schema.Offset) {
+// dropClientMoves forgets the client's moves the chunk's items passed for
+// good: those before an entry at or before the new cursor, which no chunk
+// walks again. The rest were applied to the rooms too, but the next chunk
+// walks again what lies between the cursor and where this one stopped
+// (only moves) and applies them again, in their order among the window's.
+func (c *client) dropClientMoves(items []chunkItem) {
 	n := 0
-	for n < len(c.clientMoves) && c.clientMoves[n].at.Compare(cursor) < 0 {
+	for _, it := range items {
+		if !it.client {
+			continue
+		}
+		if it.next || it.off.Compare(c.sent) > 0 {
+			break
+		}
 		n++
 	}
 	if n == len(c.clientMoves) {
@@ -271,24 +282,31 @@ func (g *Gateway) fellBehind(c *client) {
 
 // applyClientMovesAtNewest applies to rooms of the newest position the
 // client's moves of a socket whose cursor left the window, except where a
-// move of the window after a client's move (its user removed, then accepted
-// again, say) decided the room since. The caller holds pubMu and idx.mu.
+// move of the window after one (its user removed, then accepted again)
+// decided the room since, and a join of a calendar its user is no longer a
+// member of (the removal may have left the window, or come in a gap): a
+// socket may get less than it asked for, never a calendar not its user's.
+// The caller holds pubMu and idx.mu.
 func (g *Gateway) applyClientMovesAtNewest(c *client) {
-	for _, m := range c.clientMoves {
-		decided := false
-		g.window.walk(m.at, func(e *entry) bool {
-			if e.move != nil && e.room == m.room {
-				_, decided = e.move.touches(c.userID)
+	if len(c.clientMoves) == 0 {
+		return
+	}
+	decided := map[string]uint64{} // room: seq of the window's newest move of it for this user
+	g.window.walk(schema.Offset{}, func(e *entry) bool {
+		if e.move != nil {
+			if _, ok := e.move.touches(c.userID); ok {
+				decided[e.room] = e.seq
 			}
-			return !decided
-		})
-		if decided {
-			continue
 		}
-		if m.join {
-			c.rooms.add(m.room)
-		} else {
+		return true
+	})
+	for _, m := range c.clientMoves {
+		switch {
+		case decided[m.room] > m.after:
+		case !m.join:
 			c.rooms.remove(m.room)
+		case g.idx.view.member(c.userID, strings.TrimPrefix(m.room, schema.CalendarRoomPrefix)):
+			c.rooms.add(m.room)
 		}
 	}
 	c.clientMoves = nil

@@ -3,6 +3,8 @@ package gateway
 import (
 	"context"
 	"errors"
+	"math/rand"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -15,15 +17,14 @@ var (
 )
 
 // moveAsClient makes the client's join:calendar (join) or leave:calendar of
-// room as Event does, under the index lock.
+// room as Event does.
 func moveAsClient(t *testing.T, g *Gateway, cl *client, room string, join bool) error {
 	t.Helper()
-	g.idx.mu.Lock()
-	defer g.idx.mu.Unlock()
-	if join && !g.idx.view.member(cl.userID, strings.TrimPrefix(room, schema.CalendarRoomPrefix)) {
-		t.Fatalf("the test joins %s, which its user is not a member of", room)
+	cal, ok := strings.CutPrefix(room, schema.CalendarRoomPrefix)
+	if !ok {
+		t.Fatalf("%s is not a calendar's room", room)
 	}
-	return g.idx.clientMove(cl, room, join, g.window.position)
+	return g.moveByClient(cl, cal, join)
 }
 
 // TestClientMovesWhileCatchingUp: a client's join:calendar or leave:calendar
@@ -82,6 +83,18 @@ func TestClientMovesWhileCatchingUp(t *testing.T) {
 		join:  false,
 		after: []schema.Transaction{tx(300, env(roomA, "e", "3"))},
 		want:  "1,2", comment: "3 was published after the leave was acked",
+	}, {
+		name: "leave after an acceptance at the end of a transaction", member: []string{uuid(0xB)}, rooms: []string{roomB},
+		before: []schema.Transaction{func() schema.Transaction {
+			x := tx(300, env(schema.CalendarRoom(uuid(0xC)), "e", "3"))                       // not the user's calendar
+			x.Moves = []schema.Move{{At: 1, Op: schema.MoveJoin, User: uuid(1), Room: roomA}} // after its event
+			return x
+		}()},
+		join: false, after: []schema.Transaction{tx(400, env(roomB, "e", "4"))}, want: "1,2,4",
+		// The first chunk (one frame: 2) passes the acceptance and the leave
+		// and stops at 4, its cursor at 3: the next walks the acceptance
+		// again, and the leave after it again.
+		comment: "the acceptance is kept after the newest event's offset: the leave after it must still win, also walked twice",
 	}, {
 		name: "leave, then removed and accepted again", member: []string{uuid(0xA), uuid(0xB)}, rooms: []string{roomA, roomB},
 		join: false,
@@ -168,6 +181,83 @@ func TestClientMovesWhenFallenBehind(t *testing.T) {
 	}
 }
 
+// TestClientMovesJoinThenRemovedWhenFallenBehind: a join while catching up,
+// then its user's removal, both out of the window when the socket falls
+// out of it: the socket is not put back in the calendar.
+func TestClientMovesJoinThenRemovedWhenFallenBehind(t *testing.T) {
+	ctx := context.Background()
+	g := newTestGateway(t, Config{ReplayMaxEvents: 3})
+	g.LoadMemberships(members(map[string][]string{uuid(1): {uuid(0xA), uuid(0xB)}}))
+	c := &memConn{limit: 1}
+	cl := attach(g, uuid(1), c, roomB)
+	publish := func(x schema.Transaction) {
+		t.Helper()
+		if err := g.Publish(ctx, x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(tx(100, env(roomB, "e", "1")))
+	publish(tx(200, env(roomB, "e", "2")))
+	if err := moveAsClient(t, g, cl, roomA, true); err != nil {
+		t.Fatal(err)
+	}
+	removed := tx(300, env(roomB, "e", "3"))
+	removed.Moves = []schema.Move{{At: 0, Op: schema.MoveLeave, User: uuid(1), Room: roomA}}
+	publish(removed)
+	for i := range 5 { // the removal and the cursor out of the window
+		publish(tx(uint64(400+100*i), env(roomB, "e", "x")))
+	}
+	waitUntil(t, "the socket told to refetch and live", func() bool {
+		c.drain()
+		g.idx.mu.RLock()
+		defer g.idx.mu.RUnlock()
+		return g.idx.lagging == 0
+	})
+	publish(tx(900, env(roomA, "e", "9")))
+	c.drain()
+	publish(tx(1000, env(roomB, "e", "10")))
+	c.drain()
+	got := payloadsOf(c)
+	if !strings.Contains(got, "replay_unavailable") {
+		t.Fatalf("got %s: the socket did not fall out of the window", got)
+	}
+	if strings.Contains(got, ",9") || !strings.HasSuffix(got, ",10") {
+		t.Fatalf("got %s: want roomB's 10 and not roomA's 9, of a calendar its user was removed from", got)
+	}
+}
+
+// TestClientJoinDuringHold: a live socket whose frames are held (the
+// stream is behind) and whose client joins a calendar gets the held frames
+// under its rooms of before: if its queue then refuses some and it catches
+// up, it does not get the calendar's events from before the join.
+func TestClientJoinDuringHold(t *testing.T) {
+	ctx := context.Background()
+	g := newTestGateway(t, Config{})
+	g.LoadMemberships(members(map[string][]string{uuid(1): {uuid(0xA), uuid(0xB)}}))
+	c := &memConn{limit: 1}
+	cl := attach(g, uuid(1), c, roomB)
+	if err := g.PublishBehind(ctx, []schema.Transaction{
+		tx(100, env(roomB, "e", "1")), tx(200, env(roomA, "e", "2")), tx(300, env(roomB, "e", "3")),
+	}, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := moveAsClient(t, g, cl, roomA, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.PublishBehind(ctx, []schema.Transaction{tx(400, env(roomA, "e", "4"))}, false); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the socket caught up", func() bool {
+		c.drain()
+		g.idx.mu.RLock()
+		defer g.idx.mu.RUnlock()
+		return g.idx.lagging == 0
+	})
+	if got := payloadsOf(c); got != "1,3,4" {
+		t.Fatalf("got %s, want 1,3,4: 2 is roomA's from before the join, 4 after it", got)
+	}
+}
+
 // TestClientMovesBounded: a socket catching up keeps at most maxClientMoves
 // of its client's moves; past them a move is refused (its ack says so), and
 // toggling one room with nothing published between keeps one move.
@@ -209,5 +299,66 @@ func TestClientMovesBounded(t *testing.T) {
 	g.idx.mu.RUnlock()
 	if n != maxClientMoves {
 		t.Fatalf("%d moves kept, want %d", n, maxClientMoves)
+	}
+}
+
+// TestClientMovesLikeALiveSocket: two sockets of one user, one with an
+// unbounded queue (live throughout) and one with a queue of two (catching
+// up in chunks of one frame, walking parts of the window again after each
+// stop), get the same events and client moves in the same order, mixed
+// with the stream's removals and acceptances: they must end with the same
+// frames.
+func TestClientMovesLikeALiveSocket(t *testing.T) {
+	ctx := context.Background()
+	rooms := []string{roomA, roomB, schema.CalendarRoom(uuid(0xC))}
+	for seed := range int64(20) {
+		rng := rand.New(rand.NewSource(seed))
+		g := newTestGateway(t, Config{})
+		g.LoadMemberships(members(map[string][]string{uuid(1): {uuid(0xA), uuid(0xB), uuid(0xC)}}))
+		live, slow := &memConn{}, &memConn{limit: 2}
+		liveCl, slowCl := attach(g, uuid(1), live, rooms...), attach(g, uuid(1), slow, rooms...)
+		lsn := uint64(100)
+		for step := range 60 {
+			room := rooms[rng.Intn(len(rooms))]
+			switch r := rng.Intn(10); {
+			case r < 6: // an event
+				lsn += 100
+				if err := g.Publish(ctx, tx(lsn, env(room, "e", strconv.Itoa(step)))); err != nil {
+					t.Fatal(err)
+				}
+			case r < 8: // the stream moves the user
+				lsn += 100
+				x := tx(lsn, env(roomB, "e", strconv.Itoa(step)))
+				op := schema.MoveLeave
+				if rng.Intn(2) == 0 {
+					op = schema.MoveJoin
+				}
+				x.Moves = []schema.Move{{At: rng.Intn(2), Op: op, User: uuid(1), Room: room}}
+				if err := g.Publish(ctx, x); err != nil {
+					t.Fatal(err)
+				}
+			default: // the client moves both sockets
+				join := rng.Intn(2) == 0
+				for _, cl := range []*client{liveCl, slowCl} {
+					err := moveAsClient(t, g, cl, room, join)
+					if err != nil && !errors.Is(err, errNotMember) {
+						t.Fatal(err)
+					}
+				}
+			}
+			if rng.Intn(4) == 0 {
+				slow.drain()
+			}
+		}
+		waitUntil(t, "the slow socket caught up", func() bool {
+			slow.drain()
+			g.idx.mu.RLock()
+			defer g.idx.mu.RUnlock()
+			return g.idx.lagging == 0
+		})
+		live.drain()
+		if got, want := payloadsOf(slow), payloadsOf(live); got != want {
+			t.Fatalf("seed %d: the slow socket got %s, the live one %s", seed, got, want)
+		}
 	}
 }

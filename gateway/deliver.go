@@ -142,10 +142,10 @@ func (g *Gateway) flush(b *batch) {
 			g.metrics.droppedClosed.Add(float64(dropped))
 		}
 		if len(behind) > 0 {
-			// Between the read lock and this one only a socket's end or a
-			// client's join:calendar/leave:calendar can come (Connected and
-			// catch-ups going live wait for pubMu): suspend takes the socket
-			// out of the rooms it has then, and skips one that ended.
+			// Between the read lock and this one only a socket's end can
+			// come (a client's join:calendar/leave:calendar, Connected and
+			// catch-ups going live wait for pubMu): suspend skips a socket
+			// that ended.
 			g.idx.mu.Lock()
 			for _, c := range behind {
 				g.suspend(c)

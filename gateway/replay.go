@@ -17,6 +17,7 @@ import (
 // applies it exactly when a live socket did.
 type entry struct {
 	off   schema.Offset
+	seq   uint64 // the entry's number in the order added (window.added): also orders a move and the event it precedes
 	room  string
 	frame socketio.Frame // nil for a move
 	move  *movedEntry
@@ -86,6 +87,7 @@ type window struct {
 	// is still told; a stream start reported after the gap raises it there.
 	resetFloor schema.Offset
 	resetKnown bool
+	added      uint64 // entries ever added, evicted ones too: the newest entry's seq
 }
 
 func newWindow(maxAge time.Duration, maxEvents, maxBytes int) *window {
@@ -127,6 +129,8 @@ func (w *window) add(e entry) {
 		}
 		w.newest = e.off
 	}
+	w.added++
+	e.seq = w.added
 	if w.maxEvents <= 0 || w.maxBytes <= 0 || w.maxAge <= 0 {
 		w.evictFloor = e.off
 		return
@@ -188,6 +192,14 @@ func (w *window) position() schema.Offset {
 		return w.resetFloor
 	}
 	return w.newest
+}
+
+// lastSeq is the seq of the newest entry added: what comes now comes after
+// it.
+func (w *window) lastSeq() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.added
 }
 
 // covers reports whether a session at pos can resume without a gap.

@@ -61,13 +61,13 @@ type client struct {
 	seq     uint64        // registration order, to find a user's oldest socket
 
 	// clientMoves are the join:calendar and leave:calendar of a socket
-	// catching up, each at the window position when the client asked: its
-	// rooms are those of its cursor, so applied to them at once a join
-	// would make the catch-up send the calendar's events from before the
-	// client asked (and before its user was a member), and a leave would
-	// drop events the socket was owed. The catch-up applies each where it
-	// belongs among the window's moves and events (Gateway.sendChunk), as a
-	// live socket gets it. Under mu; oldest first.
+	// catching up, each after the window entry that was newest when the
+	// client asked: its rooms are those of its cursor, so applied to them
+	// at once a join would make the catch-up send the calendar's events
+	// from before the client asked (and before its user was a member), and
+	// a leave would drop events the socket was owed. The catch-up applies
+	// each where it belongs among the window's moves and events
+	// (Gateway.sendChunk), as a live socket got it. Under mu; oldest first.
 	clientMoves []clientMove
 
 	// Its frames in the publisher's pending batch (index+1 into
@@ -76,11 +76,11 @@ type client struct {
 }
 
 // clientMove is a join:calendar (join) or leave:calendar of a socket
-// catching up, after the window's entries up to at.
+// catching up, after the window's entries up to seq after (entry.seq).
 type clientMove struct {
-	room string
-	join bool
-	at   schema.Offset
+	room  string
+	join  bool
+	after uint64
 }
 
 // maxClientMoves bounds the moves a socket catching up keeps; beyond it the
@@ -88,8 +88,13 @@ type clientMove struct {
 // toggling one room between two events keeps one.
 const maxClientMoves = 64
 
-// errTooManyMoves refuses a client's move past maxClientMoves.
-var errTooManyMoves = errors.New("too many calendar joins and leaves while this socket catches up: retry in a moment")
+var (
+	// errTooManyMoves refuses a client's move past maxClientMoves.
+	errTooManyMoves = errors.New("too many calendar joins and leaves while this socket catches up: retry in a moment")
+	// errNotMember refuses a join:calendar of a calendar its user is not an
+	// accepted member of.
+	errNotMember = errors.New("not an accepted member of this calendar")
+)
 
 // roomSet is the few rooms one socket is in: a user room and its
 // calendars. A slice costs a held connection less than a map.
@@ -261,11 +266,11 @@ func (x *index) leave(c *client, r string) {
 	}
 }
 
-// clientMove applies a client's join:calendar (join) or leave:calendar of
-// room r: at once for a live socket, for one catching up at the window
-// position now (position, the window's). It fails with errTooManyMoves when
+// requestMove applies a client's join:calendar (join) or leave:calendar of
+// room r: at once for a live socket, for one catching up after the newest
+// window entry (lastSeq, the window's). It fails with errTooManyMoves when
 // the catching-up socket holds maxClientMoves already. Caller holds mu.
-func (x *index) clientMove(c *client, r string, join bool, position func() schema.Offset) error {
+func (x *index) requestMove(c *client, r string, join bool, lastSeq func() uint64) error {
 	switch {
 	case c.gone:
 		return nil
@@ -277,11 +282,11 @@ func (x *index) clientMove(c *client, r string, join bool, position func() schem
 		}
 		return nil
 	}
-	pos := position()
+	after := lastSeq()
 	if n := len(c.clientMoves); n > 0 {
 		// The same room again with no entry between: the newer move
 		// replaces the older, with the same effect.
-		if last := &c.clientMoves[n-1]; last.room == r && last.at == pos {
+		if last := &c.clientMoves[n-1]; last.room == r && last.after == after {
 			last.join = join
 			return nil
 		}
@@ -289,7 +294,7 @@ func (x *index) clientMove(c *client, r string, join bool, position func() schem
 	if len(c.clientMoves) >= maxClientMoves {
 		return errTooManyMoves
 	}
-	c.clientMoves = append(c.clientMoves, clientMove{room: r, join: join, at: pos})
+	c.clientMoves = append(c.clientMoves, clientMove{room: r, join: join, after: after})
 	return nil
 }
 

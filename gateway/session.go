@@ -239,16 +239,12 @@ func (h *handler) Event(s *socketio.Socket, event string, args []json.RawMessage
 			refuse(s, ack, CodeInvalidCalendarID, "calendar id must be a uuid")
 			return
 		}
-		r := schema.CalendarRoom(id)
-		g.idx.mu.Lock()
-		err := g.idx.clientMove(c, r, false, g.window.position)
-		g.idx.mu.Unlock()
-		if err != nil {
+		if err := g.moveByClient(c, id, false); err != nil {
 			refuse(s, ack, CodeRateLimited, err.Error())
 			return
 		}
 		if ack != nil {
-			ack(Accepted{OK: true, Room: r})
+			ack(Accepted{OK: true, Room: schema.CalendarRoom(id)})
 		}
 	default:
 		refuse(s, ack, CodeUnknownEvent, "unknown event")
@@ -262,19 +258,9 @@ func (g *Gateway) joinCalendar(s *socketio.Socket, c *client, args []json.RawMes
 		return
 	}
 	r := schema.CalendarRoom(id)
-	// The check and the join under one lock, the one moves take: a removal
-	// published a moment earlier has left the view already, one published
-	// later takes the socket out again.
-	g.idx.mu.Lock()
-	member := g.idx.view.member(c.userID, id)
-	var err error
-	if member {
-		err = g.idx.clientMove(c, r, true, g.window.position)
-	}
-	g.idx.mu.Unlock()
-	switch {
-	case !member:
-		refuse(s, ack, CodeForbidden, "not an accepted member of this calendar")
+	switch err := g.moveByClient(c, id, true); {
+	case errors.Is(err, errNotMember):
+		refuse(s, ack, CodeForbidden, err.Error())
 		return
 	case err != nil:
 		refuse(s, ack, CodeRateLimited, err.Error())
@@ -283,6 +269,29 @@ func (g *Gateway) joinCalendar(s *socketio.Socket, c *client, args []json.RawMes
 	if ack != nil {
 		ack(Accepted{OK: true, Room: r})
 	}
+}
+
+// moveByClient applies the client's join:calendar (join) or
+// leave:calendar of calendar cal; a join only if its user is an accepted
+// member (else errNotMember). It takes pubMu, as the stream's moves do:
+// frames the socket is owed under its rooms of before (collected in a
+// batch, or held while the stream is behind) are queued first, and the
+// move falls between two of the stream's transactions, never inside one.
+// The membership check and the move are under one lock, the one moves
+// take: a removal published a moment earlier has left the view already,
+// one published later takes the socket out again.
+func (g *Gateway) moveByClient(c *client, cal string, join bool) error {
+	g.pubMu.Lock()
+	defer g.pubMu.Unlock()
+	if c.pendN > 0 {
+		g.flush(&g.held)
+	}
+	g.idx.mu.Lock()
+	defer g.idx.mu.Unlock()
+	if join && !g.idx.view.member(c.userID, cal) {
+		return errNotMember
+	}
+	return g.idx.requestMove(c, schema.CalendarRoom(cal), join, g.window.lastSeq)
 }
 
 // calendarArg reads the calendar id argument: a uuid string.
