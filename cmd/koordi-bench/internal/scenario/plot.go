@@ -20,9 +20,14 @@ func (r *Report) WritePlot(dir string) (string, error) {
 	if !ok || len(rows) == 0 {
 		return "", nil
 	}
-	limit := 25 * time.Millisecond
-	if cfg, ok := r.Config.(SweepConfig); ok && cfg.KneeP99 > 0 {
-		limit = cfg.KneeP99
+	limit, minDelivered := 25*time.Millisecond, 0.95
+	if cfg, ok := r.Config.(SweepConfig); ok {
+		if cfg.KneeP99 > 0 {
+			limit = cfg.KneeP99
+		}
+		if cfg.MinDelivered > 0 {
+			minDelivered = cfg.MinDelivered
+		}
 	}
 	path := filepath.Join(dir, r.basename()+".svg")
 	f, err := os.Create(path)
@@ -30,7 +35,7 @@ func (r *Report) WritePlot(dir string) (string, error) {
 		return "", err
 	}
 	title := fmt.Sprintf("p99 write-to-receive vs offered rate (%s, %d CPUs, load %s)", r.Started.UTC().Format("2006-01-02 15:04 UTC"), r.Machine.CPUs, r.Machine.LoadAvg)
-	if err := writeSweepSVG(f, title, rows, r.Knees, limit); err != nil {
+	if err := writeSweepSVG(f, title, rows, limit, minDelivered); err != nil {
 		f.Close()
 		return "", err
 	}
@@ -39,8 +44,8 @@ func (r *Report) WritePlot(dir string) (string, error) {
 
 // Plot geometry.
 const (
-	plotW, plotH                         = 760, 460
-	padLeft, padRight, padTop, padBottom = 72, 190, 44, 56
+	plotW, plotH                         = 900, 460
+	padLeft, padRight, padTop, padBottom = 72, 270, 44, 56
 )
 
 var palette = map[string]string{"raw": "#555555", "gateway": "#ff7f0e", "koordi": "#1f77b4", "inproc": "#17becf", "node": "#2ca02c", "url": "#9467bd"}
@@ -48,19 +53,16 @@ var palette = map[string]string{"raw": "#555555", "gateway": "#ff7f0e", "koordi"
 var spare = []string{"#ff7f0e", "#8c564b", "#e377c2", "#bcbd22"}
 
 // writeSweepSVG draws p99 (log scale) against the offered rate, one line
-// per server in the order they ran, and the goal as a dashed line; grid
-// lines at 1, 2 and 5 of each decade. A step
-// that ended its server's sweep is drawn hollow. The output depends only on
+// per run of a server in the order they ran (a server run again in the
+// same command: its second run dashed, each with its own knee), and the
+// goal as a dashed line; grid lines at 1, 2 and 5 of each decade. A step
+// that ended its run's sweep is drawn hollow. The output depends only on
 // its arguments (golden-tested).
-func writeSweepSVG(out io.Writer, title string, rows []SweepRow, knees []Knee, limit time.Duration) error {
+func writeSweepSVG(out io.Writer, title string, rows []SweepRow, limit time.Duration, minDelivered float64) error {
 	w := bufio.NewWriter(out)
-	var servers []string
 	var rates []int
 	lo, hi := limit.Seconds()*1e3, limit.Seconds()*1e3 // ms
 	for _, x := range rows {
-		if !slices.Contains(servers, x.Server) {
-			servers = append(servers, x.Server)
-		}
 		if !slices.Contains(rates, x.Rate) {
 			rates = append(rates, x.Rate)
 		}
@@ -70,6 +72,7 @@ func writeSweepSVG(out io.Writer, title string, rows []SweepRow, knees []Knee, l
 		}
 	}
 	slices.Sort(rates)
+	runs := sweepRuns(rows)
 	// Whole decades around the data and the goal.
 	dlo, dhi := math.Floor(math.Log10(lo)), math.Ceil(math.Log10(hi))
 	if dhi <= dlo {
@@ -113,23 +116,31 @@ func writeSweepSVG(out io.Writer, title string, rows []SweepRow, knees []Knee, l
 	gy := py(limit.Seconds() * 1e3)
 	fmt.Fprintf(w, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#d62728" stroke-width="1.5" stroke-dasharray="6 4"/>`+"\n", x0, gy, x1, gy)
 	fmt.Fprintf(w, `<text x="%.1f" y="%.1f" fill="#d62728">p99 goal %g ms</text>`+"\n", x0+6, gy-5, limit.Seconds()*1e3)
-	// One line per server.
-	for i, s := range servers {
-		color, ok := palette[s]
+	// One line per run.
+	serverIndex := map[string]int{}
+	for i, run := range runs {
+		if _, ok := serverIndex[run.server]; !ok {
+			serverIndex[run.server] = len(serverIndex)
+		}
+		color, ok := palette[run.server]
 		if !ok {
-			color = spare[i%len(spare)]
+			color = spare[serverIndex[run.server]%len(spare)]
+		}
+		dash := ""
+		if run.n > 1 {
+			dash = ` stroke-dasharray="6 3"`
 		}
 		var pts [][2]float64
 		var hollow []bool
-		for _, x := range rows {
-			if x.Server != s || x.Latency.Count == 0 || x.Latency.P99 <= 0 {
+		for _, x := range run.rows {
+			if x.Latency.Count == 0 || x.Latency.P99 <= 0 {
 				continue
 			}
 			pts = append(pts, [2]float64{px(float64(x.Rate)), py(float64(x.Latency.P99) / 1e6)})
 			hollow = append(hollow, x.Stopped != "")
 		}
 		if len(pts) > 1 {
-			fmt.Fprintf(w, `<polyline fill="none" stroke="%s" stroke-width="2" points="`, color)
+			fmt.Fprintf(w, `<polyline fill="none" stroke="%s" stroke-width="2"%s points="`, color, dash)
 			for j, p := range pts {
 				if j > 0 {
 					w.WriteByte(' ')
@@ -145,27 +156,55 @@ func writeSweepSVG(out io.Writer, title string, rows []SweepRow, knees []Knee, l
 			}
 			fmt.Fprintf(w, `<circle cx="%.1f" cy="%.1f" r="4" fill="%s" stroke="%s" stroke-width="1.5"/>`+"\n", p[0], p[1], fill, color)
 		}
-		label := s
-		for _, k := range knees {
-			if k.Server != s {
-				continue
-			}
-			if k.Rate > 0 {
-				label += fmt.Sprintf(" (knee %d/s)", k.Rate)
-			} else {
-				label += " (no knee)"
-			}
+		label := run.server
+		if run.of > 1 {
+			label += fmt.Sprintf(" run %d", run.n)
+		}
+		if k := kneeOf(run.server, run.rows, limit, minDelivered); k.Rate > 0 {
+			label += fmt.Sprintf(" (knee %d/s)", k.Rate)
+		} else {
+			label += " (no knee)"
 		}
 		ly := float64(padTop + 10 + 22*i)
-		fmt.Fprintf(w, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="2"/>`+"\n", x1+14, ly, x1+38, ly, color)
+		fmt.Fprintf(w, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="2"%s/>`+"\n", x1+14, ly, x1+38, ly, color, dash)
 		fmt.Fprintf(w, `<circle cx="%.1f" cy="%.1f" r="4" fill="%s"/>`+"\n", x1+26, ly, color)
 		fmt.Fprintf(w, `<text x="%.1f" y="%.1f" dominant-baseline="middle">%s</text>`+"\n", x1+44, ly, html.EscapeString(label))
 	}
-	ly := float64(padTop + 10 + 22*len(servers))
+	ly := float64(padTop + 10 + 22*len(runs))
 	fmt.Fprintf(w, `<circle cx="%.1f" cy="%.1f" r="4" fill="white" stroke="black" stroke-width="1.5"/>`+"\n", x1+26, ly)
 	fmt.Fprintf(w, `<text x="%.1f" y="%.1f" dominant-baseline="middle">sweep stopped here</text>`+"\n", x1+44, ly)
 	fmt.Fprintf(w, "</svg>\n")
 	return w.Flush()
+}
+
+// sweepRun is one sweep of one server: its rows in ascending rate, the
+// n-th of that server's of runs.
+type sweepRun struct {
+	server string
+	n, of  int
+	rows   []SweepRow
+}
+
+// sweepRuns splits rows, in the order they ran, into runs: a server's run
+// ends where its rate stops rising (the sweep began again).
+func sweepRuns(rows []SweepRow) []sweepRun {
+	var runs []sweepRun
+	last := map[string]int{} // server: index of its current run in runs
+	count := map[string]int{}
+	for _, x := range rows {
+		i, ok := last[x.Server]
+		if !ok || x.Rate <= runs[i].rows[len(runs[i].rows)-1].Rate {
+			count[x.Server]++
+			runs = append(runs, sweepRun{server: x.Server, n: count[x.Server]})
+			i = len(runs) - 1
+			last[x.Server] = i
+		}
+		runs[i].rows = append(runs[i].rows, x)
+	}
+	for i := range runs {
+		runs[i].of = count[runs[i].server]
+	}
+	return runs
 }
 
 // decade labels 10^d milliseconds.
