@@ -124,9 +124,11 @@
 //     call of one connection, so Connect, Connected, Event and Disconnected
 //     run under it, in order; the gateway never takes it (and Publish never
 //     runs under it).
-//  2. Gateway.pubMu: serialises Publish (events and moves), Reset, and a
-//     socket's join-and-replay step (Connected), so a replay and the live
-//     events after it neither overlap nor leave a gap.
+//  2. Gateway.pubMu: serialises Publish (events and moves), Reset, a
+//     socket's join-and-replay step (Connected), and a client's
+//     join:calendar/leave:calendar (Event), so a replay and the live events
+//     after it neither overlap nor leave a gap, and a client's move falls
+//     between two transactions, after the frames its socket was owed.
 //  3. index.mu (RWMutex): rooms, users, each socket's rooms and pending
 //     moves, and the users' rate budgets (index.budgets, freed under it
 //     with a user's last socket). Publish reads it while fanning out;
