@@ -175,7 +175,7 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintln(w, l)
 	}
 	for _, k := range r.Knees {
-		fmt.Fprintf(w, "knee %-8s %s\n", k.Server, k.describe())
+		fmt.Fprintf(w, "knee %-9s %s\n", k.name(), k.describe())
 	}
 	for _, q := range r.Ratios {
 		if q.Goal == "" {
@@ -205,22 +205,27 @@ func (k Knee) describe() string {
 	return s
 }
 
-// printCurve prints p99 by rate, one column per server, and each server's
-// p99 against the first server's (raw's, when it runs first).
+// printCurve prints p99 by rate, one column per run of a server (koordi#2:
+// its second run), and each one's p99 against the first column's (raw's,
+// when it runs first).
 func printCurve(w io.Writer, rows []SweepRow) {
 	var servers []string
 	var rates []int
 	p99 := map[string]map[int]time.Duration{}
-	for _, x := range rows {
-		if p99[x.Server] == nil {
-			p99[x.Server] = map[int]time.Duration{}
-			servers = append(servers, x.Server)
+	for _, run := range sweepRuns(rows) {
+		name := run.server
+		if run.of > 1 {
+			name = runName(run.server, run.n)
 		}
-		if x.Latency.Count > 0 {
-			p99[x.Server][x.Rate] = x.Latency.P99
-		}
-		if !slices.Contains(rates, x.Rate) {
-			rates = append(rates, x.Rate)
+		servers = append(servers, name)
+		p99[name] = map[int]time.Duration{}
+		for _, x := range run.rows {
+			if x.Latency.Count > 0 {
+				p99[name][x.Rate] = x.Latency.P99
+			}
+			if !slices.Contains(rates, x.Rate) {
+				rates = append(rates, x.Rate)
+			}
 		}
 	}
 	slices.Sort(rates)

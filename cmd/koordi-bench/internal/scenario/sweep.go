@@ -97,15 +97,28 @@ type SweepRow struct {
 	Profile string `json:"profile,omitempty"`
 }
 
-// Knee is a server's highest offered rate whose p99 met the goal.
+// Knee is a server's highest offered rate whose p99 met the goal, in one
+// run (the n-th of a server named more than once; 0: its only run).
 type Knee struct {
 	Server string        `json:"server"`
+	Run    int           `json:"run,omitempty"`
 	Rate   int           `json:"rate"` // 0: not met at the lowest rate
 	P99    time.Duration `json:"p99_limit_ns"`
 	// Also lists higher rates that met the goal after one that did not
 	// (the noise of a shared machine).
 	Also    []int `json:"also_met_at,omitempty"`
 	Stopped int   `json:"stopped_at,omitempty"` // the rate the sweep ended at, if it ended early
+}
+
+// name is the knee's server, with its run when it ran more than once.
+func (k Knee) name() string { return runName(k.Server, k.Run) }
+
+// runName names the n-th run of server (n 0: its only run).
+func runName(server string, n int) string {
+	if n == 0 {
+		return server
+	}
+	return fmt.Sprintf("%s#%d", server, n)
 }
 
 // passes says whether a step meets the latency goal: p99 within limit,
@@ -181,26 +194,7 @@ func Sweep(ctx context.Context, e *Env, cfg SweepConfig) (*Report, error) {
 			return rep, fmt.Errorf("latency on %s: %w", name, err)
 		}
 	}
-	knees := map[string]Knee{}
-	for _, name := range cfg.Servers {
-		k := kneeOf(name, rows, cfg.KneeP99, cfg.MinDelivered)
-		rep.Knees = append(rep.Knees, k)
-		knees[name] = k
-	}
-	limit := fmt.Sprintf("p99 <= %s", cfg.KneeP99)
-	for _, name := range cfg.Servers {
-		if name == "raw" || name == "node" {
-			continue
-		}
-		k := knees[name]
-		rep.Ratios = append(rep.Ratios, Ratio{Figure: "knee commits/s (" + limit + ")", Subject: name, Baseline: "absolute",
-			Value: float64(k.Rate), Goal: ">= 2000", Met: k.Rate >= 2000})
-		for _, base := range []string{"raw", "gateway", "node"} {
-			if b, ok := knees[base]; ok && b.Rate > 0 && base != name {
-				rep.Ratios = append(rep.Ratios, Ratio{Figure: "knee commits/s", Subject: name, Baseline: base, Value: float64(k.Rate) / float64(b.Rate)})
-			}
-		}
-	}
+	rep.Knees, rep.Ratios = sweepKnees(rows, cfg)
 	for _, x := range rows {
 		if x.Accounting.Lost > 0 || x.Accounting.Duplicates > 0 {
 			rep.Ratios = append(rep.Ratios, Ratio{Figure: fmt.Sprintf("lost+duplicated at %d/s", x.Rate), Subject: x.Server, Baseline: "expected",
@@ -208,6 +202,44 @@ func Sweep(ctx context.Context, e *Env, cfg SweepConfig) (*Report, error) {
 		}
 	}
 	return rep, nil
+}
+
+// sweepKnees finds the knee of every run and the ratios between them.
+func sweepKnees(rows []SweepRow, cfg SweepConfig) (knees []Knee, ratios []Ratio) {
+	// A knee per run: a server named twice is two measurements, and the
+	// noise between them is the machine's.
+	runs := sweepRuns(rows)
+	byName := map[string]Knee{}
+	for _, run := range runs {
+		k := kneeOf(run.server, run.rows, cfg.KneeP99, cfg.MinDelivered)
+		if run.of > 1 {
+			k.Run = run.n
+		}
+		knees = append(knees, k)
+		byName[k.name()] = k
+	}
+	limit := fmt.Sprintf("p99 <= %s", cfg.KneeP99)
+	for _, k := range knees {
+		if k.Server == "raw" || k.Server == "node" {
+			continue
+		}
+		ratios = append(ratios, Ratio{Figure: "knee commits/s (" + limit + ")", Subject: k.name(), Baseline: "absolute",
+			Value: float64(k.Rate), Goal: ">= 2000", Met: k.Rate >= 2000})
+		for _, base := range []string{"raw", "gateway", "node"} {
+			if base == k.Server {
+				continue
+			}
+			// The baseline's run of the same number, or its only one.
+			b, ok := byName[Knee{Server: base, Run: k.Run}.name()]
+			if !ok {
+				b, ok = byName[base]
+			}
+			if ok && b.Rate > 0 {
+				ratios = append(ratios, Ratio{Figure: "knee commits/s", Subject: k.name(), Baseline: b.name(), Value: float64(k.Rate) / float64(b.Rate)})
+			}
+		}
+	}
+	return knees, ratios
 }
 
 func (e *Env) sweepOne(ctx context.Context, name string, cfg SweepConfig, topo harness.Topology, tokens func(int) string) ([]SweepRow, error) {

@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -181,6 +182,48 @@ func TestSweepSVGGolden(t *testing.T) {
 	}
 }
 
+// TestSweepRunsKneesAndRatios: a server named twice in one command is two
+// runs, each with its knee, its column in the curve and its ratio against
+// the baseline's run of the same number.
+func TestSweepRunsKneesAndRatios(t *testing.T) {
+	step := func(server string, rate int, p99ms float64) SweepRow { return stepRow(server, rate, p99ms, 1, 0) }
+	rows := []SweepRow{
+		step("raw", 250, 1), step("raw", 500, 2), step("raw", 750, 30),
+		step("koordi", 250, 2), step("koordi", 500, 40), step("koordi", 750, 60),
+		step("raw", 250, 1), step("raw", 500, 30), step("raw", 750, 40),
+		step("koordi", 250, 3), step("koordi", 500, 9), step("koordi", 750, 80),
+	}
+	runs := sweepRuns(rows)
+	if len(runs) != 4 || runs[2].server != "raw" || runs[2].n != 2 || runs[2].of != 2 || len(runs[3].rows) != 3 {
+		t.Fatalf("runs %+v", runs)
+	}
+	var knees []string
+	for _, r := range runs {
+		k := kneeOf(r.server, r.rows, 25*time.Millisecond, 0.95)
+		knees = append(knees, fmt.Sprintf("%s:%d", runName(r.server, r.n), k.Rate))
+	}
+	if got := strings.Join(knees, " "); got != "raw#1:500 koordi#1:250 raw#2:250 koordi#2:500" {
+		t.Fatalf("knees %s", got)
+	}
+	_, ratios := sweepKnees(rows, SweepConfig{KneeP99: 25 * time.Millisecond, MinDelivered: 0.95})
+	var got []string
+	for _, q := range ratios {
+		if q.Baseline != "absolute" {
+			got = append(got, fmt.Sprintf("%s/%s=%.2f", q.Subject, q.Baseline, q.Value))
+		}
+	}
+	if g := strings.Join(got, " "); g != "koordi#1/raw#1=0.50 koordi#2/raw#2=2.00" {
+		t.Fatalf("ratios %s: want each run against the baseline's run of its number", g)
+	}
+	var buf bytes.Buffer
+	printCurve(&buf, rows)
+	for _, want := range []string{"raw#1", "koordi#2", "koordi#2/raw#1"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("curve lacks %q:\n%s", want, buf.String())
+		}
+	}
+}
+
 func TestSweepReport(t *testing.T) {
 	rows, knees := sampleSweep()
 	rep := &Report{Scenario: "latency", Started: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC), Machine: Machine{CPUs: 2, LoadAvg: "1.00 1.00 1.00"},
@@ -189,7 +232,7 @@ func TestSweepReport(t *testing.T) {
 	var buf bytes.Buffer
 	rep.Print(&buf)
 	out := buf.String()
-	for _, want := range []string{"== latency", "p99 by offered rate:", "koordi/raw", "knee raw      2000 commits/s", "knee node     250 commits/s",
+	for _, want := range []string{"== latency", "p99 by offered rate:", "koordi/raw", "knee raw       2000 commits/s", "knee node      250 commits/s",
 		"sweep stopped at 1000", "koordi/raw = 0.125", "delivered 43%", "3.10 ms"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)
