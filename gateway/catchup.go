@@ -283,9 +283,9 @@ func (g *Gateway) fellBehind(c *client) {
 // applyClientMovesAtNewest applies to rooms of the newest position the
 // client's moves of a socket whose cursor left the window, except where a
 // move of the window after one (its user removed, then accepted again)
-// decided the room since, and a join of a calendar its user is no longer a
-// member of (the removal may have left the window, or come in a gap): a
-// socket may get less than it asked for, never a calendar not its user's.
+// decided the room since or may have (entries after it were evicted), and a
+// join of a calendar its user is no longer a member of: in doubt the
+// view's rooms stand, which are its user's calendars.
 // The caller holds pubMu and idx.mu.
 func (g *Gateway) applyClientMovesAtNewest(c *client) {
 	if len(c.clientMoves) == 0 {
@@ -302,7 +302,9 @@ func (g *Gateway) applyClientMovesAtNewest(c *client) {
 	})
 	for _, m := range c.clientMoves {
 		switch {
-		case decided[m.room] > m.after:
+		case decided[m.room] > m.after, g.window.evictedAfter(m.after):
+			// Decided since by the stream, or perhaps by a move no longer
+			// retained: the view's rooms stand.
 		case !m.join:
 			c.rooms.remove(m.room)
 		case g.idx.view.member(c.userID, strings.TrimPrefix(m.room, schema.CalendarRoomPrefix)):

@@ -138,46 +138,61 @@ func TestClientMovesWhileCatchingUp(t *testing.T) {
 
 // TestClientMovesWhenFallenBehind: a socket whose cursor leaves the window
 // while its client's leave waits gets its rooms of the newest position
-// (sync:reset) without the calendar it left.
+// (sync:reset) without the calendar it left, unless entries after the
+// leave are gone from the window too: a re-acceptance may have been among
+// them, and in doubt the socket gets its user's calendars.
 func TestClientMovesWhenFallenBehind(t *testing.T) {
-	ctx := context.Background()
-	g := newTestGateway(t, Config{ReplayMaxEvents: 3})
-	g.LoadMemberships(members(map[string][]string{uuid(1): {uuid(0xA), uuid(0xB)}}))
-	c := &memConn{limit: 1}
-	cl := attach(g, uuid(1), c, roomA, roomB)
-	for _, x := range []schema.Transaction{tx(100, env(roomB, "e", "1")), tx(200, env(roomB, "e", "2"))} {
-		if err := g.Publish(ctx, x); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := moveAsClient(t, g, cl, roomA, false); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 5 { // more than the window holds: the cursor falls out
-		if err := g.Publish(ctx, tx(uint64(300+100*i), env(roomB, "e", "x"))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitUntil(t, "the socket told to refetch and live", func() bool {
-		c.drain()
-		g.idx.mu.RLock()
-		defer g.idx.mu.RUnlock()
-		return g.idx.lagging == 0
-	})
-	if err := g.Publish(ctx, tx(900, env(roomA, "e", "9"))); err != nil {
-		t.Fatal(err)
-	}
-	c.drain()
-	if err := g.Publish(ctx, tx(1000, env(roomB, "e", "10"))); err != nil {
-		t.Fatal(err)
-	}
-	c.drain()
-	got := payloadsOf(c)
-	if !strings.Contains(got, "replay_unavailable") {
-		t.Fatalf("got %s: the socket did not fall out of the window", got)
-	}
-	if strings.Contains(got, ",9") || !strings.HasSuffix(got, ",10") {
-		t.Fatalf("got %s: want roomB's 10 and not roomA's 9, which the client left before its sync:reset", got)
+	for _, tc := range []struct {
+		name          string
+		before, after int // events published before the leave and after it
+		wantA         bool
+	}{
+		{"the window lost only what came before the leave", 5, 0, false},
+		{"the window lost what came after the leave too", 0, 5, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			g := newTestGateway(t, Config{ReplayMaxEvents: 3})
+			g.LoadMemberships(members(map[string][]string{uuid(1): {uuid(0xA), uuid(0xB)}}))
+			c := &memConn{limit: 1}
+			cl := attach(g, uuid(1), c, roomA, roomB)
+			lsn := uint64(100)
+			publish := func(room, v string) {
+				t.Helper()
+				if err := g.Publish(ctx, tx(lsn, env(room, "e", v))); err != nil {
+					t.Fatal(err)
+				}
+				lsn += 100
+			}
+			publish(roomB, "1")
+			publish(roomB, "2") // refused: catching up from here
+			for range tc.before {
+				publish(roomB, "x")
+			}
+			if err := moveAsClient(t, g, cl, roomA, false); err != nil {
+				t.Fatal(err)
+			}
+			for range tc.after {
+				publish(roomB, "x")
+			}
+			waitUntil(t, "the socket told to refetch and live", func() bool {
+				c.drain()
+				g.idx.mu.RLock()
+				defer g.idx.mu.RUnlock()
+				return g.idx.lagging == 0
+			})
+			publish(roomA, "9")
+			c.drain()
+			publish(roomB, "10")
+			c.drain()
+			got := payloadsOf(c)
+			if !strings.Contains(got, "replay_unavailable") {
+				t.Fatalf("got %s: the socket did not fall out of the window", got)
+			}
+			if strings.Contains(got, ",9") != tc.wantA || !strings.HasSuffix(got, ",10") {
+				t.Fatalf("got %s: want roomB's 10, and roomA's 9 %v", got, tc.wantA)
+			}
+		})
 	}
 }
 
@@ -226,26 +241,77 @@ func TestClientMovesJoinThenRemovedWhenFallenBehind(t *testing.T) {
 	}
 }
 
-// TestClientJoinDuringHold: a live socket whose frames are held (the
-// stream is behind) and whose client joins a calendar gets the held frames
-// under its rooms of before: if its queue then refuses some and it catches
-// up, it does not get the calendar's events from before the join.
+// TestClientJoinDuringHold: a live socket whose client joins a calendar
+// while the stream is behind and frames are held, and whose queue then
+// refuses what follows, catches up from where the join was: never with the
+// calendar's events from before it, whether the held batch owed the socket
+// frames (queued first, under its rooms of before) or owed it nothing (only
+// another socket, so the batch began before the join).
 func TestClientJoinDuringHold(t *testing.T) {
 	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		held []schema.Transaction
+		want string
+	}{
+		{"frames held for the socket", []schema.Transaction{
+			tx(100, env(roomB, "e", "1")), tx(200, env(roomA, "e", "2")), tx(300, env(roomB, "e", "3"))}, "0,1,3,4"},
+		{"frames held only for another socket", []schema.Transaction{tx(200, env(roomA, "e", "2"))}, "0,4"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newTestGateway(t, Config{})
+			g.LoadMemberships(members(map[string][]string{uuid(1): {uuid(0xA), uuid(0xB)}, uuid(2): {uuid(0xA)}}))
+			c := &memConn{limit: 1}
+			cl := attach(g, uuid(1), c, roomB)
+			attach(g, uuid(2), &memConn{}, roomA)
+			if err := g.Publish(ctx, tx(50, env(roomB, "e", "0"))); err != nil { // its queue of one is full
+				t.Fatal(err)
+			}
+			if err := g.PublishBehind(ctx, tc.held, true); err != nil {
+				t.Fatal(err)
+			}
+			if err := moveAsClient(t, g, cl, roomA, true); err != nil {
+				t.Fatal(err)
+			}
+			if err := g.PublishBehind(ctx, []schema.Transaction{tx(400, env(roomA, "e", "4"))}, false); err != nil {
+				t.Fatal(err)
+			}
+			waitUntil(t, "the socket caught up", func() bool {
+				c.drain()
+				g.idx.mu.RLock()
+				defer g.idx.mu.RUnlock()
+				return g.idx.lagging == 0
+			})
+			if got := payloadsOf(c); got != tc.want {
+				t.Fatalf("got %s, want %s: 2 is roomA's from before the join, 4 after it", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestClientLeaveAfterTrailingMoveWhileLive: a live socket whose user was
+// accepted into a calendar at the end of a transaction (a move after its
+// last event) and whose client then leaves that calendar stays out of it
+// when its queue fills and it catches up: the catch-up does not walk the
+// acceptance again.
+func TestClientLeaveAfterTrailingMoveWhileLive(t *testing.T) {
+	ctx := context.Background()
 	g := newTestGateway(t, Config{})
-	g.LoadMemberships(members(map[string][]string{uuid(1): {uuid(0xA), uuid(0xB)}}))
+	g.LoadMemberships(members(map[string][]string{uuid(1): {uuid(0xB)}}))
 	c := &memConn{limit: 1}
 	cl := attach(g, uuid(1), c, roomB)
-	if err := g.PublishBehind(ctx, []schema.Transaction{
-		tx(100, env(roomB, "e", "1")), tx(200, env(roomA, "e", "2")), tx(300, env(roomB, "e", "3")),
-	}, true); err != nil {
+	accepted := tx(100, env(roomB, "e", "1"))
+	accepted.Moves = []schema.Move{{At: 1, Op: schema.MoveJoin, User: uuid(1), Room: roomA}}
+	if err := g.Publish(ctx, accepted); err != nil {
 		t.Fatal(err)
 	}
-	if err := moveAsClient(t, g, cl, roomA, true); err != nil {
+	if err := moveAsClient(t, g, cl, roomA, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := g.PublishBehind(ctx, []schema.Transaction{tx(400, env(roomA, "e", "4"))}, false); err != nil {
-		t.Fatal(err)
+	for _, x := range []schema.Transaction{tx(200, env(roomB, "e", "2")), tx(300, env(roomA, "e", "3"))} { // 2 refused: catching up
+		if err := g.Publish(ctx, x); err != nil {
+			t.Fatal(err)
+		}
 	}
 	waitUntil(t, "the socket caught up", func() bool {
 		c.drain()
@@ -253,8 +319,12 @@ func TestClientJoinDuringHold(t *testing.T) {
 		defer g.idx.mu.RUnlock()
 		return g.idx.lagging == 0
 	})
-	if got := payloadsOf(c); got != "1,3,4" {
-		t.Fatalf("got %s, want 1,3,4: 2 is roomA's from before the join, 4 after it", got)
+	if err := g.Publish(ctx, tx(400, env(roomA, "e", "4"))); err != nil {
+		t.Fatal(err)
+	}
+	c.drain()
+	if got := payloadsOf(c); got != "1,2" {
+		t.Fatalf("got %s, want 1,2: the client left roomA after its user's acceptance", got)
 	}
 }
 
@@ -306,26 +376,33 @@ func TestClientMovesBounded(t *testing.T) {
 // unbounded queue (live throughout) and one with a queue of two (catching
 // up in chunks of one frame, walking parts of the window again after each
 // stop), get the same events and client moves in the same order, mixed
-// with the stream's removals and acceptances: they must end with the same
-// frames.
+// with the stream's removals and acceptances, half of them published while
+// the stream is behind (frames held, also for a third socket): they must
+// end with the same frames.
 func TestClientMovesLikeALiveSocket(t *testing.T) {
 	ctx := context.Background()
 	rooms := []string{roomA, roomB, schema.CalendarRoom(uuid(0xC))}
-	for seed := range int64(20) {
+	for seed := range int64(60) {
 		rng := rand.New(rand.NewSource(seed))
 		g := newTestGateway(t, Config{})
 		g.LoadMemberships(members(map[string][]string{uuid(1): {uuid(0xA), uuid(0xB), uuid(0xC)}}))
 		live, slow := &memConn{}, &memConn{limit: 2}
 		liveCl, slowCl := attach(g, uuid(1), live, rooms...), attach(g, uuid(1), slow, rooms...)
+		attach(g, uuid(2), &memConn{}, rooms...) // another user's: held batches owe it what they owe the two
+		publish := func(x schema.Transaction) {
+			t.Helper()
+			// Now and then the stream is behind: frames held across calls.
+			if err := g.PublishBehind(ctx, []schema.Transaction{x}, rng.Intn(2) == 0); err != nil {
+				t.Fatal(err)
+			}
+		}
 		lsn := uint64(100)
 		for step := range 60 {
 			room := rooms[rng.Intn(len(rooms))]
 			switch r := rng.Intn(10); {
 			case r < 6: // an event
 				lsn += 100
-				if err := g.Publish(ctx, tx(lsn, env(room, "e", strconv.Itoa(step)))); err != nil {
-					t.Fatal(err)
-				}
+				publish(tx(lsn, env(room, "e", strconv.Itoa(step))))
 			case r < 8: // the stream moves the user
 				lsn += 100
 				x := tx(lsn, env(roomB, "e", strconv.Itoa(step)))
@@ -334,9 +411,7 @@ func TestClientMovesLikeALiveSocket(t *testing.T) {
 					op = schema.MoveJoin
 				}
 				x.Moves = []schema.Move{{At: rng.Intn(2), Op: op, User: uuid(1), Room: room}}
-				if err := g.Publish(ctx, x); err != nil {
-					t.Fatal(err)
-				}
+				publish(x)
 			default: // the client moves both sockets
 				join := rng.Intn(2) == 0
 				for _, cl := range []*client{liveCl, slowCl} {
@@ -346,9 +421,18 @@ func TestClientMovesLikeALiveSocket(t *testing.T) {
 					}
 				}
 			}
-			if rng.Intn(4) == 0 {
+			if rng.Intn(3) == 0 {
 				slow.drain()
+				// Let its catch-up run: live again, or a chunk queued.
+				waitUntil(t, "the slow socket's catch-up", func() bool {
+					g.idx.mu.RLock()
+					defer g.idx.mu.RUnlock()
+					return g.idx.lagging == 0 || slow.Queued() > 0
+				})
 			}
+		}
+		if err := g.PublishBehind(ctx, nil, false); err != nil { // the stream caught up
+			t.Fatal(err)
 		}
 		waitUntil(t, "the slow socket caught up", func() bool {
 			slow.drain()

@@ -87,7 +87,8 @@ type window struct {
 	// is still told; a stream start reported after the gap raises it there.
 	resetFloor schema.Offset
 	resetKnown bool
-	added      uint64 // entries ever added, evicted ones too: the newest entry's seq
+	added      uint64        // entries ever added, evicted ones too: the newest entry's seq
+	tail       schema.Offset // the newest entry's offset, a move's too (a trailing move is after newest)
 }
 
 func newWindow(maxAge time.Duration, maxEvents, maxBytes int) *window {
@@ -131,6 +132,9 @@ func (w *window) add(e entry) {
 	}
 	w.added++
 	e.seq = w.added
+	if e.off.Compare(w.tail) > 0 {
+		w.tail = e.off
+	}
 	if w.maxEvents <= 0 || w.maxBytes <= 0 || w.maxAge <= 0 {
 		w.evictFloor = e.off
 		return
@@ -200,6 +204,25 @@ func (w *window) lastSeq() uint64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.added
+}
+
+// tailOffset is the offset of the newest entry added, a move's too.
+func (w *window) tailOffset() schema.Offset {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.tail
+}
+
+// evictedAfter reports whether entries added after seq are no longer
+// retained (evicted, or dropped by a reset).
+func (w *window) evictedAfter(seq uint64) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	oldest := w.added + 1 // none retained
+	if w.len() > 0 {
+		oldest = w.buf[w.head].seq
+	}
+	return oldest > seq+1
 }
 
 // covers reports whether a session at pos can resume without a gap.

@@ -291,6 +291,16 @@ func (g *Gateway) moveByClient(c *client, cal string, join bool) error {
 	if join && !g.idx.view.member(c.userID, cal) {
 		return errNotMember
 	}
+	if !c.lagging && !c.gone {
+		// Live with nothing owed: every entry so far was queued to it or
+		// not for its rooms, moves after its newest event too. Its cursor
+		// goes there, so that a catch-up it may start later walks neither
+		// an event from before this move under its new rooms nor a move of
+		// the stream from before it (which would undo it).
+		if tail := g.window.tailOffset(); tail.Compare(c.sent) > 0 {
+			c.sent = tail
+		}
+	}
 	return g.idx.requestMove(c, schema.CalendarRoom(cal), join, g.window.lastSeq)
 }
 
