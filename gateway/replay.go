@@ -181,6 +181,10 @@ func (w *window) reset() {
 	clear(w.buf)
 	w.buf, w.head, w.bytes = w.buf[:0], 0, 0
 	w.evictFloor = w.newest
+	// A move-only transaction before the gap must not keep a live
+	// socket's cursor (raised to tail by a client's move) above events
+	// after it.
+	w.tail = w.newest
 	if floor := w.newest.Next(); !w.resetKnown || floor.Compare(w.resetFloor) > 0 {
 		w.resetFloor = floor
 	}
