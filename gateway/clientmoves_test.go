@@ -446,3 +446,33 @@ func TestClientMovesLikeALiveSocket(t *testing.T) {
 		}
 	}
 }
+
+// TestClientMoveAfterResetKeepsLaterEvents: a client's move raises its live
+// socket's cursor to the window's newest entry; after a gap (Reset) that is
+// no longer a move-only transaction from before it, whose offset may lie
+// above what the stream publishes next.
+func TestClientMoveAfterResetKeepsLaterEvents(t *testing.T) {
+	ctx := context.Background()
+	g := newTestGateway(t, Config{})
+	g.LoadMemberships(members(map[string][]string{uuid(1): {uuid(0xA), uuid(0xB)}, uuid(2): {uuid(0xC)}}))
+	c := &memConn{}
+	cl := attach(g, uuid(1), c, roomB)
+	if err := g.Publish(ctx, tx(10, env(roomB, "e", "1"))); err != nil {
+		t.Fatal(err)
+	}
+	moveOnly := schema.Transaction{CommitLSN: 50, Moves: []schema.Move{{Op: schema.MoveJoin, User: uuid(2), Room: schema.CalendarRoom(uuid(0xC))}}}
+	if err := g.Publish(ctx, moveOnly); err != nil {
+		t.Fatal(err)
+	}
+	g.Reset("slot_recreated", members(map[string][]string{uuid(1): {uuid(0xA), uuid(0xB)}, uuid(2): {uuid(0xC)}}))
+	if err := moveAsClient(t, g, cl, roomA, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Publish(ctx, tx(30, env(roomB, "e", "2"))); err != nil {
+		t.Fatal(err)
+	}
+	c.drain()
+	if got := payloadsOf(c); !strings.HasSuffix(got, ",2") {
+		t.Fatalf("got %s: event 2, published after the gap, is missing", got)
+	}
+}
