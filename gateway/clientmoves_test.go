@@ -476,3 +476,34 @@ func TestClientMoveAfterResetKeepsLaterEvents(t *testing.T) {
 		t.Fatalf("got %s: event 2, published after the gap, is missing", got)
 	}
 }
+
+// TestMoveOnlyTransactionSentAgain: a transaction of moves only that the
+// stream sends twice moves its sockets once: the second does not undo a
+// client's leave that came between.
+func TestMoveOnlyTransactionSentAgain(t *testing.T) {
+	ctx := context.Background()
+	g := newTestGateway(t, Config{})
+	g.LoadMemberships(members(map[string][]string{uuid(1): {uuid(0xB)}}))
+	c := &memConn{}
+	cl := attach(g, uuid(1), c, roomB)
+	if err := g.Publish(ctx, tx(10, env(roomB, "e", "1"))); err != nil {
+		t.Fatal(err)
+	}
+	accepted := schema.Transaction{CommitLSN: 50, Moves: []schema.Move{{Op: schema.MoveJoin, User: uuid(1), Room: roomA}}}
+	if err := g.Publish(ctx, accepted); err != nil {
+		t.Fatal(err)
+	}
+	if err := moveAsClient(t, g, cl, roomA, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Publish(ctx, accepted); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Publish(ctx, tx(60, env(roomA, "e", "2"))); err != nil {
+		t.Fatal(err)
+	}
+	c.drain()
+	if got := payloadsOf(c); got != "1" {
+		t.Fatalf("got %s, want 1: the client left roomA after its user's acceptance", got)
+	}
+}

@@ -178,7 +178,7 @@ func (g *Gateway) publishTx(b *batch, tx *schema.Transaction) bool {
 		}
 		return schema.Offset{LSN: tx.CommitLSN}
 	}
-	newTx := g.window.accepts(at(0))
+	newTx := g.window.acceptsTx(at(0))
 	seen := g.idx.view.saw(tx.Xid) // the view changes only under pubMu
 	moves := tx.Moves
 	fresh := false

@@ -114,6 +114,16 @@ func (w *window) accepts(off schema.Offset) bool {
 	return !w.published || off.Compare(w.newest) > 0
 }
 
+// acceptsTx reports whether a transaction beginning at off (its first
+// event's offset, or its commit's for one of moves only) is after every
+// entry so far, moves too: a move-only transaction the stream sends again
+// must not move its sockets again.
+func (w *window) acceptsTx(off schema.Offset) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return (!w.published && w.added == 0) || off.Compare(w.newest) > 0 && off.Compare(w.tail) > 0
+}
+
 // add appends e (an event whose offset accepts approved, or a move) and
 // evicts what no longer fits.
 func (w *window) add(e entry) {
