@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/koordi/koordi-realtime/cdc/wal"
 	"github.com/koordi/koordi-realtime/schema"
 )
@@ -64,24 +66,32 @@ func (b *batchRecorder) delivered() []uint64 {
 	return all
 }
 
-// TestBatchSinkTakesTheBacklog: a backlog in the slot reaches a BatchSink
-// in batches of what was queued together, each transaction once, in commit
-// order, at most MaxBatch a call, and the slot is confirmed past all of it.
-func TestBatchSinkTakesTheBacklog(t *testing.T) {
-	url, conn := koordiDB(t)
-	slot := slotFor(url)
+// stoppedSlot makes a database with user1 and a slot streamed from once
+// and stopped, so that what the test writes next waits in it as a backlog.
+func stoppedSlot(t *testing.T) (url string, conn *pgx.Conn, slot string) {
+	t.Helper()
+	url, conn = koordiDB(t)
+	slot = slotFor(url)
 	exec(t, conn, `INSERT INTO users (id, email, name) VALUES ($1, 'a@example.com', 'start')`, user1)
 	r := start(t, Config{ConnString: url, SlotName: slot}, newRecorder(), discard)
 	waitStreaming(t, r.c)
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
 	}
+	return url, conn, slot
+}
+
+// TestBatchSinkTakesTheBacklog: a backlog in the slot reaches a BatchSink
+// in batches of what was queued together, each transaction once, in commit
+// order, at most MaxBatch a call, and the slot is confirmed past all of it.
+func TestBatchSinkTakesTheBacklog(t *testing.T) {
+	url, conn, slot := stoppedSlot(t)
 	const total = 300
 	for i := range total {
 		exec(t, conn, `UPDATE users SET name = $1 WHERE id = $2`, fmt.Sprintf("n-%04d", i), user1)
 	}
 	sink := &batchRecorder{}
-	r = start(t, Config{ConnString: url, SlotName: slot}, newRecorder(), sink)
+	start(t, Config{ConnString: url, SlotName: slot}, newRecorder(), sink)
 	waitFor(t, "the backlog delivered", func() bool { return len(sink.delivered()) >= total })
 	got := sink.delivered()
 	if len(got) != total {
@@ -178,14 +188,7 @@ func (b *backlogRecorder) DeliverBatchBehind(ctx context.Context, txs []schema.T
 // batch of the backlog, after which nothing follows at once: a sink that
 // holds frames while behind must not hold the newest.
 func TestBacklogSinkToldWhenBehind(t *testing.T) {
-	url, conn := koordiDB(t)
-	slot := slotFor(url)
-	exec(t, conn, `INSERT INTO users (id, email, name) VALUES ($1, 'a@example.com', 'start')`, user1)
-	r := start(t, Config{ConnString: url, SlotName: slot}, newRecorder(), discard)
-	waitStreaming(t, r.c)
-	if err := r.stop(); err != nil {
-		t.Fatal(err)
-	}
+	url, conn, slot := stoppedSlot(t)
 	const total = 300
 	for i := range total {
 		exec(t, conn, `UPDATE users SET name = $1 WHERE id = $2`, fmt.Sprintf("n-%04d", i), user1)
@@ -243,14 +246,7 @@ func (s *slowStart) Derive(tx *wal.Tx) schema.Transaction {
 // backlog ended, so Run ends the hold with an empty call: the newest events
 // must not wait for a sink's timer.
 func TestBacklogSinkHoldEndsAfterEventlessTail(t *testing.T) {
-	url, conn := koordiDB(t)
-	slot := slotFor(url)
-	exec(t, conn, `INSERT INTO users (id, email, name) VALUES ($1, 'a@example.com', 'start')`, user1)
-	r := start(t, Config{ConnString: url, SlotName: slot}, newRecorder(), discard)
-	waitStreaming(t, r.c)
-	if err := r.stop(); err != nil {
-		t.Fatal(err)
-	}
+	url, conn, slot := stoppedSlot(t)
 	// Two full batches, then a tail without events: all of it fits the
 	// queue, so the second batch is cut at MaxBatch with the tail behind it.
 	const eventful, quiet = 2 * MaxBatch, 50

@@ -27,6 +27,17 @@ func moveAsClient(t *testing.T, g *Gateway, cl *client, room string, join bool) 
 	return g.moveByClient(cl, cal, join)
 }
 
+// waitLive drains c until no socket of g catches up.
+func waitLive(t *testing.T, g *Gateway, c *memConn) {
+	t.Helper()
+	waitUntil(t, "every socket live", func() bool {
+		c.drain()
+		g.idx.mu.RLock()
+		defer g.idx.mu.RUnlock()
+		return g.idx.lagging == 0
+	})
+}
+
 // TestClientMovesWhileCatchingUp: a client's join:calendar or leave:calendar
 // while its socket catches up takes effect where it would have for a live
 // socket, at the window position when the client asked: events published
@@ -121,12 +132,7 @@ func TestClientMovesWhileCatchingUp(t *testing.T) {
 				t.Fatal(err)
 			}
 			publish(t, g, tc.after...)
-			waitUntil(t, "the socket caught up", func() bool {
-				c.drain()
-				g.idx.mu.RLock()
-				defer g.idx.mu.RUnlock()
-				return g.idx.lagging == 0
-			})
+			waitLive(t, g, c)
 			publish(t, g, tx(900, env(roomA, "e", "9")))
 			c.drain()
 			if got := payloadsOf(c); got != tc.want {
@@ -175,12 +181,7 @@ func TestClientMovesWhenFallenBehind(t *testing.T) {
 			for range tc.after {
 				publish(roomB, "x")
 			}
-			waitUntil(t, "the socket told to refetch and live", func() bool {
-				c.drain()
-				g.idx.mu.RLock()
-				defer g.idx.mu.RUnlock()
-				return g.idx.lagging == 0
-			})
+			waitLive(t, g, c)
 			publish(roomA, "9")
 			c.drain()
 			publish(roomB, "10")
@@ -222,12 +223,7 @@ func TestClientMovesJoinThenRemovedWhenFallenBehind(t *testing.T) {
 	for i := range 5 { // the removal and the cursor out of the window
 		publish(tx(uint64(400+100*i), env(roomB, "e", "x")))
 	}
-	waitUntil(t, "the socket told to refetch and live", func() bool {
-		c.drain()
-		g.idx.mu.RLock()
-		defer g.idx.mu.RUnlock()
-		return g.idx.lagging == 0
-	})
+	waitLive(t, g, c)
 	publish(tx(900, env(roomA, "e", "9")))
 	c.drain()
 	publish(tx(1000, env(roomB, "e", "10")))
@@ -276,12 +272,7 @@ func TestClientJoinDuringHold(t *testing.T) {
 			if err := g.PublishBehind(ctx, []schema.Transaction{tx(400, env(roomA, "e", "4"))}, false); err != nil {
 				t.Fatal(err)
 			}
-			waitUntil(t, "the socket caught up", func() bool {
-				c.drain()
-				g.idx.mu.RLock()
-				defer g.idx.mu.RUnlock()
-				return g.idx.lagging == 0
-			})
+			waitLive(t, g, c)
 			if got := payloadsOf(c); got != tc.want {
 				t.Fatalf("got %s, want %s: 2 is roomA's from before the join, 4 after it", got, tc.want)
 			}
@@ -313,12 +304,7 @@ func TestClientLeaveAfterTrailingMoveWhileLive(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitUntil(t, "the socket caught up", func() bool {
-		c.drain()
-		g.idx.mu.RLock()
-		defer g.idx.mu.RUnlock()
-		return g.idx.lagging == 0
-	})
+	waitLive(t, g, c)
 	if err := g.Publish(ctx, tx(400, env(roomA, "e", "4"))); err != nil {
 		t.Fatal(err)
 	}
@@ -434,12 +420,7 @@ func TestClientMovesLikeALiveSocket(t *testing.T) {
 		if err := g.PublishBehind(ctx, nil, false); err != nil { // the stream caught up
 			t.Fatal(err)
 		}
-		waitUntil(t, "the slow socket caught up", func() bool {
-			slow.drain()
-			g.idx.mu.RLock()
-			defer g.idx.mu.RUnlock()
-			return g.idx.lagging == 0
-		})
+		waitLive(t, g, slow)
 		live.drain()
 		if got, want := payloadsOf(slow), payloadsOf(live); got != want {
 			t.Fatalf("seed %d: the slow socket got %s, the live one %s", seed, got, want)

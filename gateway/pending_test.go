@@ -330,12 +330,7 @@ func TestFallingBehindKeepsMembershipInPlace(t *testing.T) {
 			if err := g.Publish(ctx, t200); err != nil {
 				t.Fatal(err)
 			}
-			waitUntil(t, "the socket caught up", func() bool {
-				c.drain()
-				g.idx.mu.RLock()
-				defer g.idx.mu.RUnlock()
-				return g.idx.lagging == 0
-			})
+			waitLive(t, g, c)
 			if got := payloadsOf(c); got != tc.want {
 				t.Fatalf("got %s, want %s", got, tc.want)
 			}

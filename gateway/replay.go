@@ -121,7 +121,7 @@ func (w *window) accepts(off schema.Offset) bool {
 func (w *window) acceptsTx(off schema.Offset) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return (!w.published && w.added == 0) || off.Compare(w.newest) > 0 && off.Compare(w.tail) > 0
+	return w.added == 0 || off.Compare(w.tail) > 0 // tail is at or after newest
 }
 
 // add appends e (an event whose offset accepts approved, or a move) and

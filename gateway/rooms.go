@@ -266,23 +266,11 @@ func (x *index) leave(c *client, r string) {
 	}
 }
 
-// requestMove applies a client's join:calendar (join) or leave:calendar of
-// room r: at once for a live socket, for one catching up after the newest
-// window entry (lastSeq, the window's). It fails with errTooManyMoves when
-// the catching-up socket holds maxClientMoves already. Caller holds mu.
-func (x *index) requestMove(c *client, r string, join bool, lastSeq func() uint64) error {
-	switch {
-	case c.gone:
-		return nil
-	case !c.lagging:
-		if join {
-			x.join(c, r)
-		} else {
-			x.leave(c, r)
-		}
-		return nil
-	}
-	after := lastSeq()
+// deferMove keeps a client's join:calendar (join) or leave:calendar of
+// room r for a socket catching up, to be applied after the window entry
+// numbered after (window.lastSeq). It fails with errTooManyMoves when the
+// socket holds maxClientMoves already. Caller holds mu.
+func (x *index) deferMove(c *client, r string, join bool, after uint64) error {
 	if n := len(c.clientMoves); n > 0 {
 		// The same room again with no entry between: the newer move
 		// replaces the older, with the same effect.

@@ -291,17 +291,27 @@ func (g *Gateway) moveByClient(c *client, cal string, join bool) error {
 	if join && !g.idx.view.member(c.userID, cal) {
 		return errNotMember
 	}
-	if !c.lagging && !c.gone {
-		// Live with nothing owed: every entry so far was queued to it or
-		// not for its rooms, moves after its newest event too. Its cursor
-		// goes there, so that a catch-up it may start later walks neither
-		// an event from before this move under its new rooms nor a move of
-		// the stream from before it (which would undo it).
-		if tail := g.window.tailOffset(); tail.Compare(c.sent) > 0 {
-			c.sent = tail
-		}
+	r := schema.CalendarRoom(cal)
+	switch {
+	case c.gone:
+		return nil
+	case c.lagging:
+		return g.idx.deferMove(c, r, join, g.window.lastSeq())
 	}
-	return g.idx.requestMove(c, schema.CalendarRoom(cal), join, g.window.lastSeq)
+	// Live with nothing owed: every entry so far was queued to it or not
+	// for its rooms, moves after its newest event too. Its cursor goes
+	// there, so that a catch-up it may start later walks neither an event
+	// from before this move under its new rooms nor a move of the stream
+	// from before it (which would undo it).
+	if tail := g.window.tailOffset(); tail.Compare(c.sent) > 0 {
+		c.sent = tail
+	}
+	if join {
+		g.idx.join(c, r)
+	} else {
+		g.idx.leave(c, r)
+	}
+	return nil
 }
 
 // calendarArg reads the calendar id argument: a uuid string.

@@ -20,14 +20,9 @@ func (r *Report) WritePlot(dir string) (string, error) {
 	if !ok || len(rows) == 0 {
 		return "", nil
 	}
-	limit, minDelivered := 25*time.Millisecond, 0.95
-	if cfg, ok := r.Config.(SweepConfig); ok {
-		if cfg.KneeP99 > 0 {
-			limit = cfg.KneeP99
-		}
-		if cfg.MinDelivered > 0 {
-			minDelivered = cfg.MinDelivered
-		}
+	limit := 25 * time.Millisecond
+	if cfg, ok := r.Config.(SweepConfig); ok && cfg.KneeP99 > 0 {
+		limit = cfg.KneeP99
 	}
 	path := filepath.Join(dir, r.basename()+".svg")
 	f, err := os.Create(path)
@@ -35,7 +30,7 @@ func (r *Report) WritePlot(dir string) (string, error) {
 		return "", err
 	}
 	title := fmt.Sprintf("p99 write-to-receive vs offered rate (%s, %d CPUs, load %s)", r.Started.UTC().Format("2006-01-02 15:04 UTC"), r.Machine.CPUs, r.Machine.LoadAvg)
-	if err := writeSweepSVG(f, title, rows, limit, minDelivered); err != nil {
+	if err := writeSweepSVG(f, title, rows, r.Knees, limit); err != nil {
 		f.Close()
 		return "", err
 	}
@@ -54,11 +49,11 @@ var spare = []string{"#ff7f0e", "#8c564b", "#e377c2", "#bcbd22"}
 
 // writeSweepSVG draws p99 (log scale) against the offered rate, one line
 // per run of a server in the order they ran (a server run again in the
-// same command: its second run dashed, each with its own knee), and the
+// same command: koordi#2, dashed) with its knee of knees, and the
 // goal as a dashed line; grid lines at 1, 2 and 5 of each decade. A step
 // that ended its run's sweep is drawn hollow. The output depends only on
 // its arguments (golden-tested).
-func writeSweepSVG(out io.Writer, title string, rows []SweepRow, limit time.Duration, minDelivered float64) error {
+func writeSweepSVG(out io.Writer, title string, rows []SweepRow, knees []Knee, limit time.Duration) error {
 	w := bufio.NewWriter(out)
 	var rates []int
 	lo, hi := limit.Seconds()*1e3, limit.Seconds()*1e3 // ms
@@ -156,14 +151,15 @@ func writeSweepSVG(out io.Writer, title string, rows []SweepRow, limit time.Dura
 			}
 			fmt.Fprintf(w, `<circle cx="%.1f" cy="%.1f" r="4" fill="%s" stroke="%s" stroke-width="1.5"/>`+"\n", p[0], p[1], fill, color)
 		}
-		label := run.server
-		if run.of > 1 {
-			label += fmt.Sprintf(" run %d", run.n)
-		}
-		if k := kneeOf(run.server, run.rows, limit, minDelivered); k.Rate > 0 {
-			label += fmt.Sprintf(" (knee %d/s)", k.Rate)
-		} else {
-			label += " (no knee)"
+		label := run.name()
+		for _, k := range knees {
+			switch {
+			case k.name() != label:
+			case k.Rate > 0:
+				label += fmt.Sprintf(" (knee %d/s)", k.Rate)
+			default:
+				label += " (no knee)"
+			}
 		}
 		ly := float64(padTop + 10 + 22*i)
 		fmt.Fprintf(w, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="2"%s/>`+"\n", x1+14, ly, x1+38, ly, color, dash)
@@ -183,6 +179,15 @@ type sweepRun struct {
 	server string
 	n, of  int
 	rows   []SweepRow
+}
+
+// name is the run's server, with its number when it ran more than once
+// (Knee.name's).
+func (r sweepRun) name() string {
+	if r.of > 1 {
+		return runName(r.server, r.n)
+	}
+	return r.server
 }
 
 // sweepRuns splits rows, in the order they ran, into runs: a server's run

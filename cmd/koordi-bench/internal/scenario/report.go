@@ -213,10 +213,7 @@ func printCurve(w io.Writer, rows []SweepRow) {
 	var rates []int
 	p99 := map[string]map[int]time.Duration{}
 	for _, run := range sweepRuns(rows) {
-		name := run.server
-		if run.of > 1 {
-			name = runName(run.server, run.n)
-		}
+		name := run.name()
 		servers = append(servers, name)
 		p99[name] = map[int]time.Duration{}
 		for _, x := range run.rows {

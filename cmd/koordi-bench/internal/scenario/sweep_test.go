@@ -146,8 +146,9 @@ func TestSweepSVGGolden(t *testing.T) {
 	rows, _ := sampleSweep()
 	// koordi again, as a command naming it twice runs it.
 	rows = append(rows, stepRow("koordi", 250, 1.9, 1, 0), stepRow("koordi", 1000, 14, 1, 0), stepRow("koordi", 2000, 240, 0.99, 0))
+	knees, _ := sweepKnees(rows, SweepConfig{KneeP99: 25 * time.Millisecond, MinDelivered: 0.95})
 	var buf bytes.Buffer
-	if err := writeSweepSVG(&buf, "p99 <sample> & co", rows, 25*time.Millisecond, 0.95); err != nil {
+	if err := writeSweepSVG(&buf, "p99 <sample> & co", rows, knees, 25*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	// Well-formed XML.
@@ -159,7 +160,7 @@ func TestSweepSVGGolden(t *testing.T) {
 			t.Fatalf("not XML: %v", err)
 		}
 	}
-	for _, want := range []string{"raw (knee 2000/s)", "koordi run 1 (knee 250/s)", "koordi run 2 (knee 1000/s)", "stroke-dasharray=\"6 3\"", "node (knee 250/s)", "p99 goal 25 ms", "&lt;sample&gt; &amp; co", "10 s", "100 µs"} {
+	for _, want := range []string{"raw (knee 2000/s)", "koordi#1 (knee 250/s)", "koordi#2 (knee 1000/s)", "stroke-dasharray=\"6 3\"", "node (knee 250/s)", "p99 goal 25 ms", "&lt;sample&gt; &amp; co", "10 s", "100 µs"} {
 		if !bytes.Contains(buf.Bytes(), []byte(want)) {
 			t.Errorf("plot lacks %q", want)
 		}
