@@ -177,7 +177,7 @@ type options struct {
 	bulkEvents                                                           int
 	profileEvery                                                         time.Duration
 	control                                                              bool
-	serverEnv                                                            []string
+	serverEnv, pgSettings                                                []string
 	targetPID, rawThreads                                                int
 	clients, roomSize, backlog, rate, idleConns, sources                 int
 	commits, txs, txRows, reps                                           int
@@ -268,9 +268,17 @@ func run(ctx context.Context, args []string) error {
 		o.serverEnv = append(o.serverEnv, v)
 		return nil
 	})
+	fs.Func("pg-setting", "KEY=VALUE set in the throwaway PostgreSQL cluster's configuration (repeatable), e.g. autovacuum=off; not with --database-url", func(v string) error {
+		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+			return fmt.Errorf("%q is not KEY=VALUE", v)
+		}
+		o.pgSettings = append(o.pgSettings, v)
+		return nil
+	})
 	fs.BoolVar(&o.profile, "profile", false, "fanout/latency: CPU, heap and allocation profiles of servers inproc and raw (per rate in latency); idle: its heap and goroutines; cdc: CPU profile of the koordi consumer; bulk: heap profiles of inproc every second")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: koordi-bench [flags] cdc|cdc-deliver|fanout|latency|idle|bulk|failover|hop|cluster-idle|subjects|all|short")
+		fmt.Fprintln(fs.Output(), "       koordi-bench plot LATENCY-REPORT.json...   (draw a latency report's plot again, next to it)")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -278,6 +286,9 @@ func run(ctx context.Context, args []string) error {
 			return nil
 		}
 		return err
+	}
+	if fs.Arg(0) == "plot" {
+		return replot(fs.Args()[1:])
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
@@ -298,6 +309,9 @@ func run(ctx context.Context, args []string) error {
 		o.rates = shortRates
 	case o.rates == "":
 		o.rates = defaultRates
+	}
+	if o.dbURL != "" && len(o.pgSettings) > 0 {
+		return errors.New("--pg-setting configures the throwaway cluster: set it on the server of --database-url instead")
 	}
 	rates, err := parseRates(o.rates)
 	if err != nil {
@@ -511,7 +525,12 @@ func buildEnv(ctx context.Context, o options, servers bool) (*scenario.Env, func
 	}
 	if env.DatabaseURL == "" {
 		fmt.Fprintln(os.Stderr, "starting a throwaway PostgreSQL cluster …")
-		c, url, err := harness.StartCluster(ctx)
+		settings := map[string]string{}
+		for _, kv := range o.pgSettings {
+			k, v, _ := strings.Cut(kv, "=")
+			settings[k] = v
+		}
+		c, url, err := harness.StartCluster(ctx, settings)
 		if err != nil {
 			cleanup()
 			return nil, nil, err
@@ -526,6 +545,22 @@ func buildEnv(ctx context.Context, o options, servers bool) (*scenario.Env, func
 		return nil, nil, err
 	}
 	return env, cleanup, nil
+}
+
+// replot draws the plots of latency reports again, with the knees worked
+// out from their rows as this build does.
+func replot(reports []string) error {
+	if len(reports) == 0 {
+		return errors.New("plot: name one or more latency reports (JSON written by koordi-bench latency)")
+	}
+	for _, r := range reports {
+		path, err := scenario.Replot(r)
+		if err != nil {
+			return fmt.Errorf("plot: %w", err)
+		}
+		fmt.Printf("wrote %s\n", path)
+	}
+	return nil
 }
 
 // pick is a scenario size: the flag's value if set, else the short or the

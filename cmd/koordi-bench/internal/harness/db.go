@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 
@@ -17,16 +18,19 @@ import (
 const Publication = "koordi_realtime"
 
 // StartCluster starts a throwaway cluster sized for the benchmarks and
-// returns it with the URL of a migrated, set-up database "koordi".
-func StartCluster(ctx context.Context) (*pgcluster.Cluster, string, error) {
-	c, err := pgcluster.Start(ctx, pgcluster.Config{Settings: map[string]string{
+// returns it with the URL of a migrated, set-up database "koordi". extra
+// adds to or overrides the cluster's settings (koordi-bench --pg-setting).
+func StartCluster(ctx context.Context, extra map[string]string) (*pgcluster.Cluster, string, error) {
+	settings := map[string]string{
 		"max_connections":    "400",
 		"shared_buffers":     "256MB",
 		"max_wal_size":       "4GB",
 		"checkpoint_timeout": "30min",
 		"wal_sender_timeout": "60s",
 		"log_min_messages":   "error",
-	}})
+	}
+	maps.Copy(settings, extra)
+	c, err := pgcluster.Start(ctx, pgcluster.Config{Settings: settings})
 	if err != nil {
 		return nil, "", err
 	}

@@ -2,6 +2,7 @@ package scenario
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"html"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -29,12 +31,15 @@ func (r *Report) WritePlot(dir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	title := fmt.Sprintf("p99 write-to-receive vs offered rate (%s, %d CPUs, load %s)", r.Started.UTC().Format("2006-01-02 15:04 UTC"), r.Machine.CPUs, r.Machine.LoadAvg)
-	if err := writeSweepSVG(f, title, rows, r.Knees, limit); err != nil {
+	if err := writeSweepSVG(f, r.plotTitle(), rows, r.Knees, limit); err != nil {
 		f.Close()
 		return "", err
 	}
 	return path, f.Close()
+}
+
+func (r *Report) plotTitle() string {
+	return fmt.Sprintf("p99 write-to-receive vs offered rate (%s, %d CPUs, load %s)", r.Started.UTC().Format("2006-01-02 15:04 UTC"), r.Machine.CPUs, r.Machine.LoadAvg)
 }
 
 // Plot geometry.
@@ -222,4 +227,47 @@ func decade(d float64) string {
 	default:
 		return fmt.Sprintf("%g µs", v*1000)
 	}
+}
+
+// Replot reads a latency report written by WriteJSON, works its knees and
+// ratios out again from its rows (a report from before knees were per run
+// has them merged by server) and draws its plot next to it, under the same
+// name with .svg. It returns the plot's path.
+func Replot(jsonPath string) (string, error) {
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		return "", err
+	}
+	var raw struct {
+		Report
+		Config SweepConfig `json:"config"`
+		Rows   []SweepRow  `json:"rows"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return "", fmt.Errorf("%s: %w", jsonPath, err)
+	}
+	if raw.Scenario != "latency" || len(raw.Rows) == 0 {
+		return "", fmt.Errorf("%s: not a latency report with rows (scenario %q)", jsonPath, raw.Scenario)
+	}
+	cfg := raw.Config
+	if cfg.KneeP99 <= 0 {
+		cfg.KneeP99 = 25 * time.Millisecond
+	}
+	if cfg.MinDelivered <= 0 {
+		cfg.MinDelivered = 0.95
+	}
+	rep := raw.Report
+	rep.Config, rep.Rows = cfg, raw.Rows
+	rep.Knees, _ = sweepKnees(raw.Rows, cfg)
+	dir := filepath.Dir(jsonPath)
+	path := filepath.Join(dir, strings.TrimSuffix(filepath.Base(jsonPath), ".json")+".svg")
+	f, err := os.Create(path)
+	if err != nil {
+		return "", err
+	}
+	if err := writeSweepSVG(f, rep.plotTitle(), raw.Rows, rep.Knees, cfg.KneeP99); err != nil {
+		f.Close()
+		return "", err
+	}
+	return path, f.Close()
 }

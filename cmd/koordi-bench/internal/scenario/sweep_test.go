@@ -248,3 +248,49 @@ func TestSweepReport(t *testing.T) {
 		t.Fatalf("a fanout report plotted: %s %v", p, err)
 	}
 }
+
+// TestReplot: a latency report read back from its JSON is drawn as it was
+// when written, with its knees worked out again from the rows; a report of
+// another scenario is refused.
+func TestReplot(t *testing.T) {
+	rows, _ := sampleSweep()
+	cfg := SweepConfig{KneeP99: 25 * time.Millisecond, MinDelivered: 0.95}
+	knees, ratios := sweepKnees(rows, cfg)
+	rep := &Report{Scenario: "latency", Started: time.Date(2026, 12, 3, 9, 28, 0, 0, time.UTC), Machine: Machine{CPUs: 2, LoadAvg: "0.82 0.92 0.43"},
+		Config: cfg, Rows: rows, Knees: knees, Ratios: ratios}
+	dir := t.TempDir()
+	jsonPath, err := rep.WriteJSON(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	written, err := rep.WritePlot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(written)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(written); err != nil {
+		t.Fatal(err)
+	}
+	path, err := Replot(jsonPath)
+	if err != nil || path != written {
+		t.Fatalf("Replot: %s, %v; want %s", path, err, written)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("the plot drawn from the JSON differs from the one drawn when it was written")
+	}
+
+	other, err := (&Report{Scenario: "fanout", Started: rep.Started, Rows: []DeliveryRow{}}).WriteJSON(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Replot(other); err == nil || !strings.Contains(err.Error(), "not a latency report") {
+		t.Fatalf("a fanout report: %v", err)
+	}
+}
