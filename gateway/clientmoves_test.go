@@ -488,3 +488,31 @@ func TestMoveOnlyTransactionSentAgain(t *testing.T) {
 		t.Fatalf("got %s, want 1: the client left roomA after its user's acceptance", got)
 	}
 }
+
+// TestResetRoomsAreTheUsersCalendars: after a gap each socket's rooms are
+// its user's calendars as read after it. A client's leave from before the
+// gap no longer holds (the gap may have accepted its user again), and a
+// calendar its user left in the gap is left.
+func TestResetRoomsAreTheUsersCalendars(t *testing.T) {
+	ctx := context.Background()
+	g := newTestGateway(t, Config{})
+	g.LoadMemberships(members(map[string][]string{uuid(1): {uuid(0xA), uuid(0xB)}}))
+	c := &memConn{}
+	cl := attach(g, uuid(1), c, roomA, roomB)
+	if err := moveAsClient(t, g, cl, roomA, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Publish(ctx, tx(10, env(roomA, "e", "1"), env(roomB, "e", "2"))); err != nil {
+		t.Fatal(err)
+	}
+	// Read after the gap: still in A, no longer in B, newly in C.
+	g.Reset("slot_recreated", members(map[string][]string{uuid(1): {uuid(0xA), uuid(0xC)}}))
+	roomC := schema.CalendarRoom(uuid(0xC))
+	if err := g.Publish(ctx, tx(30, env(roomA, "e", "3"), env(roomB, "e", "4"), env(roomC, "e", "5"))); err != nil {
+		t.Fatal(err)
+	}
+	c.drain()
+	if got := payloadsOf(c); got != `2,{"reason":"slot_recreated"},3,5` {
+		t.Fatalf("got %s, want 2,3,5: before the gap B only (A was left), after it A and C", got)
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/harness"
 	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/stats"
 )
@@ -90,8 +92,16 @@ type SweepRow struct {
 	Accounting      accounting    `json:"accounting"`
 	ServerCores     float64       `json:"server_cpu_cores"`
 	PGCores         float64       `json:"postgres_cpu_cores,omitempty"`
-	BenchCores      float64       `json:"bench_cpu_cores"`
-	Load            string        `json:"loadavg"`
+	// Autovacuums is how many autovacuum and autoanalyze runs of the
+	// database's tables ended during the step: housekeeping of the rows
+	// the writer updates, whose CPU and locks a server reading PostgreSQL
+	// shares the machine with and raw does not.
+	Autovacuums int64   `json:"autovacuums,omitempty"`
+	BenchCores  float64 `json:"bench_cpu_cores"`
+	Load        string  `json:"loadavg"`
+	// Slow are the stretches of the step whose writes had a delivery
+	// later than the knee's limit.
+	Slow []SlowWindow `json:"slow_windows,omitempty"`
 	// Stopped says why the server's sweep ended after this step.
 	Stopped string `json:"stopped,omitempty"`
 	Profile string `json:"profile,omitempty"`
@@ -280,7 +290,11 @@ func (e *Env) step(ctx context.Context, s *session, cfg SweepConfig, topo harnes
 	f.recording.Store(false)
 	f.lat.Store(h)
 	stopProfile := e.profile(cfg.Profile, srv, fmt.Sprintf("latency-%s-%d", srv.name, rate), int(cfg.Step.Seconds()))
+	av0, avErr := autovacuums(ctx, e.DatabaseURL)
 	s0 := srv.sample()
+	slots := newTimeline(s0.at, cfg.Step)
+	f.slots.Store(slots)
+	defer f.slots.Store(nil)
 	warm := time.AfterFunc(cfg.Warmup, func() { f.recording.Store(true) })
 	r, err := e.writeRate(ctx, srv, topo, rate, cfg.Step, cfg.Writers)
 	row.WriteSeconds = time.Since(s0.at).Seconds()
@@ -312,11 +326,28 @@ func (e *Env) step(ctx context.Context, s *session, cfg SweepConfig, topo harnes
 		row.DeliveredRatio = row.Delivered / row.Offered
 	}
 	row.Latency = h.Summarize()
+	row.Slow = slots.slow(cfg.KneeP99)
 	row.ServerCores, row.BenchCores = cores(s0, s1)
 	row.PGCores = pgCores(s0, s1)
+	if av1, err := autovacuums(ctx, e.DatabaseURL); err == nil && avErr == nil {
+		row.Autovacuums = av1 - av0
+	}
 	row.Load = harness.LoadAvg()
-	e.logf("latency/%s: %d commits/s: %d/%d delivered in %.2fs (%.0f of %.0f/s), p50 %s p99 %s, server %.2f cores, bench %.2f cores",
+	e.logf("latency/%s: %d commits/s: %d/%d delivered in %.2fs (%.0f of %.0f/s), p50 %s p99 %s, server %.2f cores, bench %.2f cores, autovacuums %d",
 		srv.name, rate, row.Accounting.Delivered, row.Accounting.Expected, row.DeliverySeconds, row.Delivered, row.Offered,
-		row.Latency.P50.Round(10*time.Microsecond), row.Latency.P99.Round(10*time.Microsecond), row.ServerCores, row.BenchCores)
+		row.Latency.P50.Round(10*time.Microsecond), row.Latency.P99.Round(10*time.Microsecond), row.ServerCores, row.BenchCores, row.Autovacuums)
+	for _, w := range row.Slow {
+		e.logf("latency/%s: %d commits/s: writes at +%.2fs for %s delivered up to %s late", srv.name, rate, w.At.Seconds(), w.Span, w.Worst.Round(time.Millisecond))
+	}
 	return row, nil
+}
+
+// autovacuums is the number of autovacuum and autoanalyze runs PostgreSQL
+// has finished on the tables of the database at url.
+func autovacuums(ctx context.Context, url string) (int64, error) {
+	var n int64
+	err := withConn(ctx, url, func(conn *pgx.Conn) error {
+		return conn.QueryRow(ctx, `SELECT coalesce(sum(autovacuum_count + autoanalyze_count), 0)::bigint FROM pg_stat_user_tables`).Scan(&n)
+	})
+	return n, err
 }

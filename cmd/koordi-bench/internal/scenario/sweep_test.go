@@ -294,3 +294,31 @@ func TestReplot(t *testing.T) {
 		t.Fatalf("a fanout report: %v", err)
 	}
 }
+
+// TestTimelineSlowWindows: deliveries are binned by write time; consecutive
+// slots whose worst delivery was over the limit make one window, and writes
+// outside the step are ignored.
+func TestTimelineSlowWindows(t *testing.T) {
+	start := time.Unix(100, 0)
+	tl := newTimeline(start, time.Second)
+	at := func(d time.Duration) int64 { return start.Add(d).UnixNano() }
+	ms := func(n int) int64 { return int64(time.Duration(n) * time.Millisecond) }
+	tl.record(at(10*time.Millisecond), ms(3))   // slot 0: fine
+	tl.record(at(120*time.Millisecond), ms(40)) // slot 2: slow
+	tl.record(at(130*time.Millisecond), ms(2))  // the same slot: its worst stays
+	tl.record(at(160*time.Millisecond), ms(90)) // slot 3: slow, joins slot 2
+	tl.record(at(420*time.Millisecond), ms(30)) // slot 8: slow alone
+	tl.record(at(-time.Second), ms(500))        // before the step
+	tl.record(at(5*time.Second), ms(500))       // after it
+	got := tl.slow(25 * time.Millisecond)
+	want := []SlowWindow{
+		{At: 100 * time.Millisecond, Span: 100 * time.Millisecond, Worst: 90 * time.Millisecond},
+		{At: 400 * time.Millisecond, Span: 50 * time.Millisecond, Worst: 30 * time.Millisecond},
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("slow windows %+v, want %+v", got, want)
+	}
+	if got := tl.slow(time.Second); len(got) != 0 {
+		t.Fatalf("over a limit nothing reached: %+v", got)
+	}
+}
