@@ -458,12 +458,17 @@ func run(ctx context.Context, args []string) error {
 	}
 	switch which { // neither is part of all or short
 	case "cdc-deliver":
-		srv := "koordi"
+		srv := ""
 		for _, s := range servers {
 			if strings.HasPrefix(s, "koordi") || strings.HasPrefix(s, "inproc") {
+				if srv != "" {
+					return fmt.Errorf("cdc-deliver measures one server against pg_recvlogical and raw: %q and %q given; run it once for each", srv, s)
+				}
 				srv = s
-				break
 			}
+		}
+		if srv == "" {
+			srv = "koordi"
 		}
 		clients := []int{size(o.clients, 10_000, 1_000)}
 		if o.control {
