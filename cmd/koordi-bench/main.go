@@ -5,6 +5,7 @@
 // prints a table per scenario and writes it as JSON under --results.
 //
 //	koordi-bench [flags] cdc|cdc-deliver|fanout|latency|idle|bulk|failover|hop|cluster-idle|subjects|all|short
+//	koordi-bench plot LATENCY-REPORT.json...   (a latency report's plot drawn again, next to it)
 //
 // Scenarios (see cmd/koordi-bench/RESULTS.md for figures):
 //
@@ -187,11 +188,13 @@ type options struct {
 }
 
 // defaultRates is the full latency sweep; short sweeps shortRates.
-// latencyWarmup is the part of each of its steps not recorded: with
-// PostgreSQL in the loop, a step up in rate near the machine's limit is
-// followed 2–3 s later by up to a second of late deliveries (the writer's
-// own commits lag then too), which a warmup of 2 s recorded as the step's
-// p99 (RESULTS.md, 2026-12-03 09:26–10:20).
+// latencyWarmup is the part of each of its steps not recorded in the p99:
+// with PostgreSQL in the loop, a later step of the sweep near the machine's
+// limit often begins with up to two and a half seconds of deliveries up to
+// about 100 ms late (the writer's own commits lag then too), which a warmup
+// of 2 s recorded as the step's p99 (RESULTS.md, 2026-12-03 09:26–10:41).
+// The knee is thus the steady state's; each step's slow windows, which
+// cover the warmup too, show such an episode.
 const (
 	latencyWarmup = 4 * time.Second
 	defaultRates  = "250,500,750,1000,1500,2000,2500,3000"
@@ -243,7 +246,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.rate, "rate", 0, "latency: one rate, commits per second (instead of --rates)")
 	fs.StringVar(&o.rates, "rates", "", "latency: commit rates to sweep, comma-separated (default "+defaultRates+"; short: "+shortRates+")")
 	fs.DurationVar(&o.duration, "duration", 0, "latency: how long each rate is written (default 10s; short: 4s)")
-	fs.DurationVar(&o.warmup, "warmup", 0, "latency: first part of each rate not recorded, while the step up settles (default 4s, hop's single rate 2s; short: 1s)")
+	fs.DurationVar(&o.warmup, "warmup", 0, "latency: first part of each rate not recorded, while the step up settles (default 4s, at most 2/5 of a shorter --duration; hop's single rate 2s; short: 1s)")
 	fs.IntVar(&o.rawThreads, "raw-threads", 0, "server raw: epoll worker threads (default its GOMAXPROCS)")
 	fs.IntVar(&o.idleConns, "connections", 0, "idle: connections")
 	fs.DurationVar(&o.hold, "hold", 0, "idle: measurement window")
@@ -316,6 +319,14 @@ func run(ctx context.Context, args []string) error {
 	case o.rates == "":
 		o.rates = defaultRates
 	}
+	deliverServer, err := cdcDeliverServer(which, o.servers)
+	if err != nil {
+		return err
+	}
+	step, warmup, err := latencySteps(o.duration, o.warmup, short)
+	if err != nil {
+		return err
+	}
 	if o.dbURL != "" && len(o.pgSettings) > 0 {
 		return errors.New("--pg-setting configures the throwaway cluster: set it on the server of --database-url instead")
 	}
@@ -382,7 +393,7 @@ func run(ctx context.Context, args []string) error {
 	if err := do("latency", func() (*scenario.Report, error) {
 		return scenario.Sweep(ctx, env, scenario.SweepConfig{
 			Servers: servers, Clients: size(o.clients, 10_000, 1_000), RoomSize: o.roomSize, Rates: rates,
-			Step: dur(o.duration, 10*time.Second, 4*time.Second), Warmup: dur(o.warmup, latencyWarmup, time.Second),
+			Step: step, Warmup: warmup,
 			Sources: o.sources, Profile: o.profile,
 		})
 	}); err != nil {
@@ -458,25 +469,13 @@ func run(ctx context.Context, args []string) error {
 	}
 	switch which { // neither is part of all or short
 	case "cdc-deliver":
-		srv := ""
-		for _, s := range servers {
-			if strings.HasPrefix(s, "koordi") || strings.HasPrefix(s, "inproc") {
-				if srv != "" {
-					return fmt.Errorf("cdc-deliver measures one server against pg_recvlogical and raw: %q and %q given; run it once for each", srv, s)
-				}
-				srv = s
-			}
-		}
-		if srv == "" {
-			srv = "koordi"
-		}
 		clients := []int{size(o.clients, 10_000, 1_000)}
 		if o.control {
 			clients = append(clients, 0)
 		}
 		return do("cdc-deliver", func() (*scenario.Report, error) {
 			return scenario.CDCLive(ctx, env, scenario.CDCLiveConfig{
-				Server: srv, Clients: clients, RoomSize: o.roomSize, Commits: size(o.commits, 100_000, 10_000),
+				Server: deliverServer, Clients: clients, RoomSize: o.roomSize, Commits: size(o.commits, 100_000, 10_000),
 				Reps: o.reps, Sources: o.sources, Profile: o.profile,
 			})
 		})
@@ -556,6 +555,46 @@ func buildEnv(ctx context.Context, o options, servers bool) (*scenario.Env, func
 		return nil, nil, err
 	}
 	return env, cleanup, nil
+}
+
+// cdcDeliverServer is the one server cdc-deliver measures (the first koordi
+// or inproc of --servers, koordi if none); a second is refused before
+// anything starts, since the scenario would not run it.
+func cdcDeliverServer(which, servers string) (string, error) {
+	if which != "cdc-deliver" {
+		return "", nil
+	}
+	srv := ""
+	for _, s := range splitList(servers) {
+		if strings.HasPrefix(s, "koordi") || strings.HasPrefix(s, "inproc") {
+			if srv != "" {
+				return "", fmt.Errorf("cdc-deliver measures one server against pg_recvlogical and raw: %q and %q given; run it once for each", srv, s)
+			}
+			srv = s
+		}
+	}
+	if srv == "" {
+		srv = "koordi"
+	}
+	return srv, nil
+}
+
+// latencySteps is the latency sweep's step and warmup: --duration and
+// --warmup, else 10 s and latencyWarmup (short: 4 s and 1 s), the default
+// warmup at most two fifths of a shorter step. A warmup given that leaves
+// nothing of the step is refused.
+func latencySteps(duration, warmup time.Duration, short bool) (time.Duration, time.Duration, error) {
+	step := pick(duration, 10*time.Second, 4*time.Second, short)
+	switch {
+	case warmup > 0 && warmup >= step:
+		return 0, 0, fmt.Errorf("--warmup %s leaves nothing of a step of %s (--duration) to record", warmup, step)
+	case warmup > 0:
+		return step, warmup, nil
+	case short:
+		return step, time.Second, nil
+	default:
+		return step, min(latencyWarmup, step*2/5), nil
+	}
 }
 
 // replot draws the plots of latency reports again, with the knees worked

@@ -30,7 +30,8 @@ type fleet struct {
 	// lat receives latencies while recording; a sweep gives each step its own.
 	lat       atomic.Pointer[stats.Histogram]
 	recording atomic.Bool
-	// slots, if set, also receives every recorded latency by write time.
+	// slots, if set, receives every latency by write time, recording or
+	// not.
 	slots atomic.Pointer[timeline]
 	// ended is when client i's reader returned (Unix ns), 0 while it runs.
 	ended    []atomic.Int64
@@ -141,9 +142,9 @@ func (f *fleet) count(i int) sioclient.Handler {
 		f.total.Add(1)
 		if f.recording.Load() {
 			f.lat.Load().Record(now - ns)
-			if t := f.slots.Load(); t != nil {
-				t.record(ns, now-ns)
-			}
+		}
+		if t := f.slots.Load(); t != nil {
+			t.record(ns, now-ns) // the warmup too: a step's start is where it stalls
 		}
 	}
 }

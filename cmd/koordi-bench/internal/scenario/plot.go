@@ -22,11 +22,12 @@ func (r *Report) WritePlot(dir string) (string, error) {
 	if !ok || len(rows) == 0 {
 		return "", nil
 	}
-	limit := 25 * time.Millisecond
-	if cfg, ok := r.Config.(SweepConfig); ok && cfg.KneeP99 > 0 {
-		limit = cfg.KneeP99
-	}
-	path := filepath.Join(dir, r.basename()+".svg")
+	cfg, _ := r.Config.(SweepConfig)
+	cfg.kneeDefaults()
+	return r.writePlot(filepath.Join(dir, r.basename()+".svg"), rows, cfg.KneeP99)
+}
+
+func (r *Report) writePlot(path string, rows []SweepRow, limit time.Duration) (string, error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return "", err
@@ -229,10 +230,11 @@ func decade(d float64) string {
 	}
 }
 
-// Replot reads a latency report written by WriteJSON, works its knees and
-// ratios out again from its rows (a report from before knees were per run
-// has them merged by server) and draws its plot next to it, under the same
-// name with .svg. It returns the plot's path.
+// Replot reads a report of a latency sweep (scenario latency or
+// hop-latency) written by WriteJSON, works its knees out again from its
+// rows (a report from before knees were per run has them merged by
+// server) and draws its plot next to it, under the same name with .svg. It
+// returns the plot's path.
 func Replot(jsonPath string) (string, error) {
 	b, err := os.ReadFile(jsonPath)
 	if err != nil {
@@ -246,28 +248,16 @@ func Replot(jsonPath string) (string, error) {
 	if err := json.Unmarshal(b, &raw); err != nil {
 		return "", fmt.Errorf("%s: %w", jsonPath, err)
 	}
-	if raw.Scenario != "latency" || len(raw.Rows) == 0 {
-		return "", fmt.Errorf("%s: not a latency report with rows (scenario %q)", jsonPath, raw.Scenario)
+	switch {
+	case raw.Scenario != "latency" && raw.Scenario != "hop-latency":
+		return "", fmt.Errorf("%s: not a latency report (scenario %q): only a latency sweep has a plot", jsonPath, raw.Scenario)
+	case len(raw.Rows) == 0:
+		return "", fmt.Errorf("%s: a %s report without rows: nothing to plot", jsonPath, raw.Scenario)
 	}
 	cfg := raw.Config
-	if cfg.KneeP99 <= 0 {
-		cfg.KneeP99 = 25 * time.Millisecond
-	}
-	if cfg.MinDelivered <= 0 {
-		cfg.MinDelivered = 0.95
-	}
+	cfg.kneeDefaults()
 	rep := raw.Report
-	rep.Config, rep.Rows = cfg, raw.Rows
 	rep.Knees, _ = sweepKnees(raw.Rows, cfg)
-	dir := filepath.Dir(jsonPath)
-	path := filepath.Join(dir, strings.TrimSuffix(filepath.Base(jsonPath), ".json")+".svg")
-	f, err := os.Create(path)
-	if err != nil {
-		return "", err
-	}
-	if err := writeSweepSVG(f, rep.plotTitle(), raw.Rows, rep.Knees, cfg.KneeP99); err != nil {
-		f.Close()
-		return "", err
-	}
-	return path, f.Close()
+	path := filepath.Join(filepath.Dir(jsonPath), strings.TrimSuffix(filepath.Base(jsonPath), ".json")+".svg")
+	return rep.writePlot(path, raw.Rows, cfg.KneeP99)
 }

@@ -2,6 +2,7 @@ package scenario
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -60,16 +61,22 @@ func (c *SweepConfig) defaults() error {
 	if c.Writers <= 0 {
 		c.Writers = 8
 	}
+	c.kneeDefaults()
+	if c.MaxP99 <= 0 {
+		c.MaxP99 = 5 * time.Second
+	}
+	return nil
+}
+
+// kneeDefaults sets what a knee is taken at, where unset: p99 within 25 ms,
+// delivering at least 0.95 of the offered rate.
+func (c *SweepConfig) kneeDefaults() {
 	if c.KneeP99 <= 0 {
 		c.KneeP99 = 25 * time.Millisecond
 	}
 	if c.MinDelivered <= 0 {
 		c.MinDelivered = 0.95
 	}
-	if c.MaxP99 <= 0 {
-		c.MaxP99 = 5 * time.Second
-	}
-	return nil
 }
 
 // SweepRow is one server's figures at one offered rate.
@@ -96,11 +103,11 @@ type SweepRow struct {
 	// database's tables ended during the step: housekeeping of the rows
 	// the writer updates, whose CPU and locks a server reading PostgreSQL
 	// shares the machine with and raw does not.
-	Autovacuums int64   `json:"autovacuums,omitempty"`
+	Autovacuums int64   `json:"autovacuums,omitempty"` // -1: not counted (the query failed)
 	BenchCores  float64 `json:"bench_cpu_cores"`
 	Load        string  `json:"loadavg"`
-	// Slow are the stretches of the step whose writes had a delivery
-	// later than the knee's limit.
+	// Slow are the stretches of the step, its warmup included, whose
+	// writes had a delivery later than the knee's limit.
 	Slow []SlowWindow `json:"slow_windows,omitempty"`
 	// Stopped says why the server's sweep ended after this step.
 	Stopped string `json:"stopped,omitempty"`
@@ -331,13 +338,20 @@ func (e *Env) step(ctx context.Context, s *session, cfg SweepConfig, topo harnes
 	row.PGCores = pgCores(s0, s1)
 	if av1, err := autovacuums(ctx, e.DatabaseURL); err == nil && avErr == nil {
 		row.Autovacuums = av1 - av0
+	} else {
+		row.Autovacuums = -1
+		e.logf("latency/%s: %d commits/s: autovacuums not counted: %v", srv.name, rate, errors.Join(avErr, err))
 	}
 	row.Load = harness.LoadAvg()
 	e.logf("latency/%s: %d commits/s: %d/%d delivered in %.2fs (%.0f of %.0f/s), p50 %s p99 %s, server %.2f cores, bench %.2f cores, autovacuums %d",
 		srv.name, rate, row.Accounting.Delivered, row.Accounting.Expected, row.DeliverySeconds, row.Delivered, row.Offered,
 		row.Latency.P50.Round(10*time.Microsecond), row.Latency.P99.Round(10*time.Microsecond), row.ServerCores, row.BenchCores, row.Autovacuums)
 	for _, w := range row.Slow {
-		e.logf("latency/%s: %d commits/s: writes at +%.2fs for %s delivered up to %s late", srv.name, rate, w.At.Seconds(), w.Span, w.Worst.Round(time.Millisecond))
+		where := ""
+		if w.At < cfg.Warmup {
+			where = " (from within the warmup)"
+		}
+		e.logf("latency/%s: %d commits/s: writes at +%.2fs for %s delivered up to %s late%s", srv.name, rate, w.At.Seconds(), w.Span, w.Worst.Round(time.Millisecond), where)
 	}
 	return row, nil
 }

@@ -249,20 +249,19 @@ func TestSweepReport(t *testing.T) {
 	}
 }
 
-// TestReplot: a latency report read back from its JSON is drawn as it was
-// when written, with its knees worked out again from the rows; a report of
-// another scenario is refused.
+// TestReplot: a latency report read back from its JSON is drawn with its
+// knees worked out again from the rows, whatever knees the JSON holds (a
+// report from before knees were per run), as WritePlot draws it with the
+// right ones; a report of another scenario, or without rows, is refused.
 func TestReplot(t *testing.T) {
 	rows, _ := sampleSweep()
+	rows = append(rows, stepRow("koordi", 250, 1.9, 1, 0), stepRow("koordi", 1000, 14, 1, 0))
 	cfg := SweepConfig{KneeP99: 25 * time.Millisecond, MinDelivered: 0.95}
-	knees, ratios := sweepKnees(rows, cfg)
-	rep := &Report{Scenario: "latency", Started: time.Date(2026, 12, 3, 9, 28, 0, 0, time.UTC), Machine: Machine{CPUs: 2, LoadAvg: "0.82 0.92 0.43"},
-		Config: cfg, Rows: rows, Knees: knees, Ratios: ratios}
+	knees, _ := sweepKnees(rows, cfg)
+	started := time.Date(2026, 12, 3, 9, 28, 0, 0, time.UTC)
+	rep := &Report{Scenario: "latency", Started: started, Machine: Machine{CPUs: 2, LoadAvg: "0.82 0.92 0.43"},
+		Config: cfg, Rows: rows, Knees: knees}
 	dir := t.TempDir()
-	jsonPath, err := rep.WriteJSON(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	written, err := rep.WritePlot(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -274,6 +273,12 @@ func TestReplot(t *testing.T) {
 	if err := os.Remove(written); err != nil {
 		t.Fatal(err)
 	}
+	// The JSON's knees are stale: one per server, merged over its runs.
+	rep.Knees = []Knee{{Server: "koordi", Rate: 3000}, {Server: "raw", Rate: 3000}}
+	jsonPath, err := rep.WriteJSON(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	path, err := Replot(jsonPath)
 	if err != nil || path != written {
 		t.Fatalf("Replot: %s, %v; want %s", path, err, written)
@@ -283,15 +288,31 @@ func TestReplot(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(got, want) {
-		t.Fatalf("the plot drawn from the JSON differs from the one drawn when it was written")
+		t.Fatalf("the plot drawn from the JSON differs from the one with the rows' own knees")
 	}
 
-	other, err := (&Report{Scenario: "fanout", Started: rep.Started, Rows: []DeliveryRow{}}).WriteJSON(dir)
+	hop := &Report{Scenario: "hop-latency", Started: started.Add(time.Minute), Config: cfg, Rows: rows}
+	hopPath, err := hop.WriteJSON(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Replot(other); err == nil || !strings.Contains(err.Error(), "not a latency report") {
-		t.Fatalf("a fanout report: %v", err)
+	if _, err := Replot(hopPath); err != nil {
+		t.Fatalf("a hop-latency report: %v", err)
+	}
+	for _, c := range []struct {
+		rep  *Report
+		want string
+	}{
+		{&Report{Scenario: "fanout", Started: started.Add(2 * time.Minute), Rows: []DeliveryRow{{Server: "raw", Clients: 10}}}, "not a latency report"},
+		{&Report{Scenario: "latency", Started: started.Add(3 * time.Minute), Rows: []SweepRow{}}, "without rows"},
+	} {
+		p, err := c.rep.WriteJSON(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Replot(p); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s report: %v, want %q", c.rep.Scenario, err, c.want)
+		}
 	}
 }
 
@@ -303,13 +324,14 @@ func TestTimelineSlowWindows(t *testing.T) {
 	tl := newTimeline(start, time.Second)
 	at := func(d time.Duration) int64 { return start.Add(d).UnixNano() }
 	ms := func(n int) int64 { return int64(time.Duration(n) * time.Millisecond) }
-	tl.record(at(10*time.Millisecond), ms(3))   // slot 0: fine
-	tl.record(at(120*time.Millisecond), ms(40)) // slot 2: slow
-	tl.record(at(130*time.Millisecond), ms(2))  // the same slot: its worst stays
-	tl.record(at(160*time.Millisecond), ms(90)) // slot 3: slow, joins slot 2
-	tl.record(at(420*time.Millisecond), ms(30)) // slot 8: slow alone
-	tl.record(at(-time.Second), ms(500))        // before the step
-	tl.record(at(5*time.Second), ms(500))       // after it
+	tl.record(at(10*time.Millisecond), ms(3))    // slot 0: fine
+	tl.record(at(120*time.Millisecond), ms(40))  // slot 2: slow
+	tl.record(at(130*time.Millisecond), ms(2))   // the same slot: its worst stays
+	tl.record(at(160*time.Millisecond), ms(90))  // slot 3: slow, joins slot 2
+	tl.record(at(420*time.Millisecond), ms(30))  // slot 8: slow alone
+	tl.record(at(-time.Second), ms(500))         // before the step
+	tl.record(at(-10*time.Millisecond), ms(500)) // just before it: not slot 0
+	tl.record(at(5*time.Second), ms(500))        // after it
 	got := tl.slow(25 * time.Millisecond)
 	want := []SlowWindow{
 		{At: 100 * time.Millisecond, Span: 100 * time.Millisecond, Worst: 90 * time.Millisecond},

@@ -22,9 +22,14 @@ func newTimeline(start time.Time, span time.Duration) *timeline {
 }
 
 // record notes a delivery of what was written at stamp, latency ns late.
+// Writes outside the step (before its start, or after its end when the
+// writer fell behind) are not counted.
 func (t *timeline) record(stamp, latency int64) {
+	if stamp < t.start {
+		return
+	}
 	i := (stamp - t.start) / t.width
-	if i < 0 || i >= int64(len(t.worst)) {
+	if i >= int64(len(t.worst)) {
 		return
 	}
 	w := &t.worst[i]
@@ -36,11 +41,13 @@ func (t *timeline) record(stamp, latency int64) {
 	}
 }
 
-// SlowWindow is a stretch of a step whose writes had deliveries later than
-// the knee's p99 limit.
+// SlowWindow is a stretch of a step in which every slot of writes had a
+// delivery later than the knee's p99 limit (its worst: one late client
+// makes a slot slow, so a lone short window is noise, a long one a stall).
+// The warmup is included: At is from the step's first write.
 type SlowWindow struct {
-	At    time.Duration `json:"at_ns"`    // from the step's first write
-	Span  time.Duration `json:"span_ns"`  // slots of timelineSlot
+	At    time.Duration `json:"at_ns"`
+	Span  time.Duration `json:"span_ns"`  // whole slots of timelineSlot
 	Worst time.Duration `json:"worst_ns"` // the latest delivery of its writes
 }
 

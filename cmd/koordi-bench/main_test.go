@@ -1,0 +1,53 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLatencySteps(t *testing.T) {
+	for _, c := range []struct {
+		duration, warmup time.Duration
+		short            bool
+		step, warm       time.Duration
+		err              string
+	}{
+		{step: 10 * time.Second, warm: latencyWarmup},
+		{short: true, step: 4 * time.Second, warm: time.Second},
+		{duration: 5 * time.Second, step: 5 * time.Second, warm: 2 * time.Second}, // the default, two fifths of a short step
+		{duration: 20 * time.Second, step: 20 * time.Second, warm: latencyWarmup},
+		{duration: 5 * time.Second, warmup: 3 * time.Second, step: 5 * time.Second, warm: 3 * time.Second},
+		{duration: 5 * time.Second, warmup: 5 * time.Second, err: "leaves nothing"},
+	} {
+		step, warm, err := latencySteps(c.duration, c.warmup, c.short)
+		switch {
+		case c.err != "":
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%+v: err %v, want %q", c, err, c.err)
+			}
+		case err != nil || step != c.step || warm != c.warm:
+			t.Errorf("%+v: step %s warmup %s err %v", c, step, warm, err)
+		}
+	}
+}
+
+func TestCDCDeliverServer(t *testing.T) {
+	for _, c := range []struct{ which, servers, want, err string }{
+		{which: "cdc-deliver", servers: "raw,koordi,node", want: "koordi"},
+		{which: "cdc-deliver", servers: "koordi@bin/old", want: "koordi@bin/old"},
+		{which: "cdc-deliver", servers: "raw", want: "koordi"},
+		{which: "cdc-deliver", servers: "koordi,koordi@bin/old", err: "run it once for each"},
+		{which: "fanout", servers: "koordi,koordi@bin/old", want: ""},
+	} {
+		got, err := cdcDeliverServer(c.which, c.servers)
+		switch {
+		case c.err != "":
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%+v: err %v", c, err)
+			}
+		case err != nil || got != c.want:
+			t.Errorf("%+v: got %q, %v", c, got, err)
+		}
+	}
+}
