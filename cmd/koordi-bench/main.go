@@ -86,6 +86,13 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "write-sql" {
+		if err := scenario.WriterMain(ctx, os.Args[2:], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "koordi-bench write-sql:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "serve-raw" {
 		if err := serveRaw(ctx, os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "koordi-bench serve-raw:", err)
@@ -184,7 +191,7 @@ type options struct {
 	commits, txs, txRows, reps                                           int
 	messages, rooms, wantedRooms, payload                                int
 	duration, warmup, hold                                               time.Duration
-	profile                                                              bool
+	profile, writerProcess                                               bool
 }
 
 // defaultRates is the full latency sweep; short sweeps shortRates.
@@ -192,7 +199,7 @@ type options struct {
 // with PostgreSQL in the loop, a later step of the sweep near the machine's
 // limit often begins with up to two and a half seconds of deliveries up to
 // about 100 ms late (the writer's own commits lag then too), which a warmup
-// of 2 s recorded as the step's p99 (RESULTS.md, 2026-12-03 09:26–10:41).
+// of 2 s recorded as the step's p99 (RESULTS.md, 2026-12-03 09:26–11:05).
 // The knee is thus the steady state's; each step's slow windows, which
 // cover the warmup too, show such an episode.
 const (
@@ -284,6 +291,7 @@ func run(ctx context.Context, args []string) error {
 		o.pgSettings = append(o.pgSettings, v)
 		return nil
 	})
+	fs.BoolVar(&o.writerProcess, "writer-process", false, "latency: run the SQL writer in a process of its own (koordi-bench write-sql), not in the bench's, beside the clients")
 	fs.BoolVar(&o.profile, "profile", false, "fanout/latency: CPU, heap and allocation profiles of servers inproc and raw (per rate in latency); idle: its heap and goroutines; cdc: CPU profile of the koordi consumer; bulk: heap profiles of inproc every second")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: koordi-bench [flags] cdc|cdc-deliver|fanout|latency|idle|bulk|failover|hop|cluster-idle|subjects|all|short")
@@ -509,7 +517,7 @@ func buildEnv(ctx context.Context, o options, servers bool) (*scenario.Env, func
 	env := &scenario.Env{
 		DatabaseURL: o.dbURL, JWTSecret: hex.EncodeToString(secret), KoordiBin: o.koordiBin, BenchBin: self,
 		RawThreads: o.rawThreads, NodeDir: o.nodeDir, Target: o.target, TargetPID: o.targetPID, PprofDir: o.pprofDir, ResultsDir: o.results,
-		ServerEnv: o.serverEnv, Out: os.Stdout, Log: os.Stderr,
+		ServerEnv: o.serverEnv, Out: os.Stdout, Log: os.Stderr, WriterProcess: o.writerProcess,
 	}
 	if s := os.Getenv("JWT_SECRET"); s != "" && o.target != "" {
 		env.JWTSecret = s // an external server verifies with its own secret

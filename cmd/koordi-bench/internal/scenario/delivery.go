@@ -290,8 +290,14 @@ func (e *Env) writeBacklog(ctx context.Context, srv *server, t harness.Topology,
 }
 
 // writeRate commits rate single-row updates a second for d: through SQL,
-// or, for raw, as raw's in-memory schedule.
+// from this process (or, with Env.WriterProcess, from a writer process of
+// its own), or, for raw and gateway, as the server's in-memory schedule.
 func (e *Env) writeRate(ctx context.Context, srv *server, t harness.Topology, rate int, d time.Duration, workers int) (rateResult, error) {
+	if srv.control == "" && e.WriterProcess {
+		r, cpu, err := e.writeRateProcess(ctx, t, rate, d, workers)
+		r.CPU = cpu
+		return r, err
+	}
 	if srv.control == "" {
 		return writeRate(ctx, e.DatabaseURL, t, rate, d, workers)
 	}

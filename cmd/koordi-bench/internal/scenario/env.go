@@ -21,9 +21,12 @@ type Env struct {
 	DatabaseURL string // a prepared Koordi database (harness.Prepare)
 	JWTSecret   string
 	KoordiBin   string // koordi-realtime binary for server "koordi"
-	BenchBin    string // this binary, for servers "inproc", "raw" and "gateway"
-	RawThreads  int    // epoll workers of server "raw"; 0: its default
-	NodeDir     string // testdata/bench, for server "node"
+	BenchBin    string // this binary, for servers "inproc", "raw" and "gateway", and the SQL writer
+	// WriterProcess runs the latency sweep's SQL writer in a process of its
+	// own (WriterMain) instead of the bench's, beside the clients.
+	WriterProcess bool
+	RawThreads    int    // epoll workers of server "raw"; 0: its default
+	NodeDir       string // testdata/bench, for server "node"
 	// Target and TargetPID describe an external server ("url").
 	Target    string
 	TargetPID int

@@ -2,14 +2,18 @@ package scenario
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/harness"
 	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/stats"
 )
 
@@ -94,5 +98,34 @@ func TestSweepConfigDefaults(t *testing.T) {
 		if err := bad.defaults(); err == nil {
 			t.Errorf("%+v accepted", bad)
 		}
+	}
+}
+
+// TestWriterProcessReport: the latency sweep's writer process is read back
+// from its JSON report, and a failing one is reported with what it said.
+func TestWriterProcessReport(t *testing.T) {
+	dir := t.TempDir()
+	script := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	topo := harness.Topology{Calendars: 2, EventsPerCalendar: 1}
+	e := &Env{DatabaseURL: "postgres://unused", BenchBin: script("ok", `test "$1" = write-sql || exit 9; echo '{"commits":5,"seconds":1.5,"behind_ns":2000000,"per_calendar":[2,3]}'`)}
+	r, _, err := e.writeRateProcess(context.Background(), topo, 100, time.Second, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Commits != 5 || r.Seconds != 1.5 || r.Behind != 2*time.Millisecond || !slices.Equal(r.perCal, []int64{2, 3}) {
+		t.Fatalf("report read back as %+v", r)
+	}
+	e.BenchBin = script("fail", `echo "connect: refused" >&2; exit 3`)
+	if _, _, err := e.writeRateProcess(context.Background(), topo, 100, time.Second, 2); err == nil || !strings.Contains(err.Error(), "connect: refused") {
+		t.Fatalf("a failing writer: %v", err)
+	}
+	if err := WriterMain(context.Background(), []string{"--rate", "100"}, io.Discard); err == nil || !strings.Contains(err.Error(), "required") {
+		t.Fatalf("WriterMain without a database: %v", err)
 	}
 }

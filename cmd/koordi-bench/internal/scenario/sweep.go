@@ -88,6 +88,9 @@ type SweepRow struct {
 	Commits      int64         `json:"commits"`
 	WriteSeconds float64       `json:"write_seconds"`
 	WriterBehind time.Duration `json:"writer_behind_ns,omitempty"`
+	// WriterCores is the SQL writer process's CPU (--writer-process; 0: it
+	// ran in the bench's process, or the server has its own schedule).
+	WriterCores float64 `json:"writer_cpu_cores,omitempty"`
 	// Offered is the deliveries a second the schedule asked for;
 	// Delivered those that arrived, over the step and its drain
 	// (DeliverySeconds, from the first write to the last delivery).
@@ -306,6 +309,9 @@ func (e *Env) step(ctx context.Context, s *session, cfg SweepConfig, topo harnes
 	r, err := e.writeRate(ctx, srv, topo, rate, cfg.Step, cfg.Writers)
 	row.WriteSeconds = time.Since(s0.at).Seconds()
 	row.Commits, row.WriterBehind = r.Commits, r.Behind
+	if row.WriteSeconds > 0 {
+		row.WriterCores = r.CPU.Seconds() / row.WriteSeconds
+	}
 	if err != nil {
 		warm.Stop()
 		stopProfile()

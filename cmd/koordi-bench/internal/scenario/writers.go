@@ -1,9 +1,16 @@
 package scenario
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
+	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +58,7 @@ type rateResult struct {
 	Commits int64
 	Seconds float64
 	Behind  time.Duration // the most a commit was behind its schedule
+	CPU     time.Duration // of the writer process (--writer-process); 0 when it ran in the bench's
 	perCal  []int64
 }
 
@@ -106,4 +114,64 @@ func writeRate(ctx context.Context, url string, t harness.Topology, rate int, d 
 		r.Commits += r.perCal[c]
 	}
 	return r, <-errs
+}
+
+// writerReport is what a writer process (WriterMain) prints: its
+// rateResult, and the CPU it used.
+type writerReport struct {
+	Commits int64         `json:"commits"`
+	Seconds float64       `json:"seconds"`
+	Behind  time.Duration `json:"behind_ns"`
+	PerCal  []int64       `json:"per_calendar"`
+}
+
+// WriterMain is `koordi-bench write-sql` (--writer-process): writeRate in
+// a process of its own, its result as JSON on out, as Koordi's API writes
+// from a process of its own. In the bench's process the writer shares the
+// CPU the clients get, so its commits fall behind while a burst of
+// deliveries is read, which eases the load at a stall; raw and gateway run
+// their schedules in their own processes, with the same coupling to
+// themselves. Measured both ways on 2026-12-03 (RESULTS.md): a writer
+// process of its own made the late deliveries after a step up larger.
+func WriterMain(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("write-sql", flag.ContinueOnError)
+	url := fs.String("database-url", "", "database to write to")
+	rate := fs.Int("rate", 0, "commits per second")
+	d := fs.Duration("duration", 0, "how long")
+	workers := fs.Int("workers", 8, "connections")
+	cals := fs.Int("calendars", 0, "calendars of the seeded topology")
+	events := fs.Int("events", 0, "events per calendar of the seeded topology")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *url == "" || *rate <= 0 || *d <= 0 || *cals <= 0 {
+		return errors.New("--database-url, --rate, --duration and --calendars are required")
+	}
+	r, err := writeRate(ctx, *url, harness.Topology{Calendars: *cals, EventsPerCalendar: *events}, *rate, *d, *workers)
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(out).Encode(writerReport{Commits: r.Commits, Seconds: r.Seconds, Behind: r.Behind, PerCal: r.perCal})
+}
+
+// writeRateProcess runs writeRate in a writer process (WriterMain) and
+// returns its result and the CPU the process used.
+func (e *Env) writeRateProcess(ctx context.Context, t harness.Topology, rate int, d time.Duration, workers int) (rateResult, time.Duration, error) {
+	cmd := exec.CommandContext(ctx, e.BenchBin, "write-sql", "--database-url", e.DatabaseURL, "--rate", strconv.Itoa(rate),
+		"--duration", d.String(), "--workers", strconv.Itoa(workers), "--calendars", strconv.Itoa(t.Calendars), "--events", strconv.Itoa(t.EventsPerCalendar))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var cpu time.Duration
+	if cmd.ProcessState != nil {
+		cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	}
+	if err != nil {
+		return rateResult{}, cpu, fmt.Errorf("writer process: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	var rep writerReport
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		return rateResult{}, cpu, fmt.Errorf("writer process's report: %w", err)
+	}
+	return rateResult{Commits: rep.Commits, Seconds: rep.Seconds, Behind: rep.Behind, perCal: rep.PerCal}, cpu, nil
 }
