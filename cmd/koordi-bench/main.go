@@ -196,12 +196,12 @@ type options struct {
 
 // defaultRates is the full latency sweep; short sweeps shortRates.
 // latencyWarmup is the part of each of its steps not recorded in the p99:
-// with PostgreSQL in the loop, a later step of the sweep near the machine's
-// limit often begins with up to two and a half seconds of deliveries up to
-// about 100 ms late (the writer's own commits lag then too), which a warmup
-// of 2 s recorded as the step's p99 (RESULTS.md, 2026-12-03 09:26–11:05).
-// The knee is thus the steady state's; each step's slow windows, which
-// cover the warmup too, show such an episode.
+// with PostgreSQL in the loop, the sweep's third step near the machine's
+// limit mostly began, 2–2.5 s in, with up to 1.7 s of deliveries 100–200 ms
+// late (the writer's own commits lag then too; the cause is not found),
+// which a warmup of 2 s recorded as the step's p99 (RESULTS.md, 2026-12-03
+// 09:26–11:15). The knee is thus the steady state's; each step's slow
+// windows, which cover the warmup too, show such an episode.
 const (
 	latencyWarmup = 4 * time.Second
 	defaultRates  = "250,500,750,1000,1500,2000,2500,3000"
