@@ -51,7 +51,12 @@
 // second WebSocket for the session is accepted and closed at once (as the
 // reference server does). The server pings every PingInterval and closes a
 // session whose pong is PingTimeout late; both deadlines follow the schedule,
-// so a late timer neither stretches the heartbeat nor extends a timeout.
+// so a late timer neither stretches the heartbeat nor extends a timeout. A
+// session's first ping comes at a random point of PingInterval (earlier
+// than the client's deadline requires), in slots of a hundredth of it that
+// sessions share, so that
+// sessions opened together, as after a restart, are not pinged together
+// for as long as they last.
 //
 // # Concurrency
 //

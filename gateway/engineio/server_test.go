@@ -873,3 +873,59 @@ func TestPollingCloseDeliversQueue(t *testing.T) {
 		t.Errorf("second GET after Close: %d, want 400", status)
 	}
 }
+
+// TestFirstPingsSpread: connections opened together are first pinged at
+// points spread over PingInterval, so that they are not pinged together for
+// as long as they live.
+func TestFirstPingsSpread(t *testing.T) {
+	ts := newTestServer(t, Config{PingInterval: time.Minute})
+	const n = 90 // within recHandler's channels, which Open and Close fill
+	before := time.Now()
+	conns := make([]*Conn, 0, n)
+	for range n {
+		ts.handshake(t)
+		conns = append(conns, <-ts.h.opened)
+	}
+	after := time.Now()
+	buckets := map[int]bool{} // fifths of what follows the first second
+	for _, c := range conns {
+		c.mu.Lock()
+		at := c.timerAt
+		c.mu.Unlock()
+		if at.Before(before.Add(time.Second-100*time.Millisecond)) || at.After(after.Add(time.Minute)) { // a slot rounds down by 100 ms at most
+			t.Fatalf("first ping due %s after the first connect: not within PingInterval, after its first second", at.Sub(before))
+		}
+		buckets[int(at.Sub(before.Add(time.Second))/(59*time.Second/5))] = true
+	}
+	if len(buckets) < 4 {
+		t.Fatalf("first pings fall in %d of 5 stretches of PingInterval: not spread", len(buckets))
+	}
+}
+
+func TestFirstPingDelay(t *testing.T) {
+	for _, interval := range []time.Duration{time.Nanosecond, 3 * time.Nanosecond, 50 * time.Millisecond, 25 * time.Second} {
+		for range 1000 {
+			if d := firstPingDelay(interval); d < min(interval/2, time.Second) || d > interval {
+				t.Fatalf("firstPingDelay(%s) = %s", interval, d)
+			}
+		}
+	}
+}
+
+// TestPingSlot: first pings are rounded down to slots of a hundredth of the
+// interval (100 ms at most) that every connection shares.
+func TestPingSlot(t *testing.T) {
+	base := time.Date(2026, 12, 3, 11, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		interval, offset, want time.Duration
+	}{
+		{25 * time.Second, 1234 * time.Millisecond, 1200 * time.Millisecond},
+		{25 * time.Second, 99 * time.Millisecond, 0},
+		{time.Second, 25 * time.Millisecond, 20 * time.Millisecond},
+		{50 * time.Nanosecond, 7, 7}, // no slot under a hundredth of a nanosecond
+	} {
+		if got := pingSlot(base.Add(c.offset), c.interval).Sub(base); got != c.want {
+			t.Errorf("pingSlot(+%s, %s) = +%s, want +%s", c.offset, c.interval, got, c.want)
+		}
+	}
+}
