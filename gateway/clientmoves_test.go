@@ -157,7 +157,6 @@ func TestClientMovesWhenFallenBehind(t *testing.T) {
 		{"the window lost what came after the leave too", 0, 5, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx := context.Background()
 			g := newTestGateway(t, Config{ReplayMaxEvents: 3})
 			g.LoadMemberships(members(map[string][]string{uuid(1): {uuid(0xA), uuid(0xB)}}))
 			c := &memConn{limit: 1}
@@ -165,9 +164,7 @@ func TestClientMovesWhenFallenBehind(t *testing.T) {
 			lsn := uint64(100)
 			publish := func(room, v string) {
 				t.Helper()
-				if err := g.Publish(ctx, tx(lsn, env(room, "e", v))); err != nil {
-					t.Fatal(err)
-				}
+				mustPublish(t, g, tx(lsn, env(room, "e", v)))
 				lsn += 100
 			}
 			publish(roomB, "1")
@@ -201,16 +198,13 @@ func TestClientMovesWhenFallenBehind(t *testing.T) {
 // then its user's removal, both out of the window when the socket falls
 // out of it: the socket is not put back in the calendar.
 func TestClientMovesJoinThenRemovedWhenFallenBehind(t *testing.T) {
-	ctx := context.Background()
 	g := newTestGateway(t, Config{ReplayMaxEvents: 3})
 	g.LoadMemberships(members(map[string][]string{uuid(1): {uuid(0xA), uuid(0xB)}}))
 	c := &memConn{limit: 1}
 	cl := attach(g, uuid(1), c, roomB)
 	publish := func(x schema.Transaction) {
 		t.Helper()
-		if err := g.Publish(ctx, x); err != nil {
-			t.Fatal(err)
-		}
+		mustPublish(t, g, x)
 	}
 	publish(tx(100, env(roomB, "e", "1")))
 	publish(tx(200, env(roomB, "e", "2")))
@@ -286,28 +280,21 @@ func TestClientJoinDuringHold(t *testing.T) {
 // when its queue fills and it catches up: the catch-up does not walk the
 // acceptance again.
 func TestClientLeaveAfterTrailingMoveWhileLive(t *testing.T) {
-	ctx := context.Background()
 	g := newTestGateway(t, Config{})
 	g.LoadMemberships(members(map[string][]string{uuid(1): {uuid(0xB)}}))
 	c := &memConn{limit: 1}
 	cl := attach(g, uuid(1), c, roomB)
 	accepted := tx(100, env(roomB, "e", "1"))
 	accepted.Moves = []schema.Move{{At: 1, Op: schema.MoveJoin, User: uuid(1), Room: roomA}}
-	if err := g.Publish(ctx, accepted); err != nil {
-		t.Fatal(err)
-	}
+	mustPublish(t, g, accepted)
 	if err := moveAsClient(t, g, cl, roomA, false); err != nil {
 		t.Fatal(err)
 	}
 	for _, x := range []schema.Transaction{tx(200, env(roomB, "e", "2")), tx(300, env(roomA, "e", "3"))} { // 2 refused: catching up
-		if err := g.Publish(ctx, x); err != nil {
-			t.Fatal(err)
-		}
+		mustPublish(t, g, x)
 	}
 	waitLive(t, g, c)
-	if err := g.Publish(ctx, tx(400, env(roomA, "e", "4"))); err != nil {
-		t.Fatal(err)
-	}
+	mustPublish(t, g, tx(400, env(roomA, "e", "4")))
 	c.drain()
 	if got := payloadsOf(c); got != "1,2" {
 		t.Fatalf("got %s, want 1,2: the client left roomA after its user's acceptance", got)
@@ -318,7 +305,6 @@ func TestClientLeaveAfterTrailingMoveWhileLive(t *testing.T) {
 // of its client's moves; past them a move is refused (its ack says so), and
 // toggling one room with nothing published between keeps one move.
 func TestClientMovesBounded(t *testing.T) {
-	ctx := context.Background()
 	g := newTestGateway(t, Config{})
 	cals := make([]string, maxClientMoves+1)
 	for i := range cals {
@@ -328,9 +314,7 @@ func TestClientMovesBounded(t *testing.T) {
 	c := &memConn{limit: 1}
 	cl := attach(g, uuid(1), c, roomB)
 	for _, x := range []schema.Transaction{tx(100, env(roomB, "e", "1")), tx(200, env(roomB, "e", "2"))} {
-		if err := g.Publish(ctx, x); err != nil {
-			t.Fatal(err)
-		}
+		mustPublish(t, g, x)
 	}
 	room := schema.CalendarRoom(cals[0])
 	for range 10 {
@@ -433,25 +417,18 @@ func TestClientMovesLikeALiveSocket(t *testing.T) {
 // no longer a move-only transaction from before it, whose offset may lie
 // above what the stream publishes next.
 func TestClientMoveAfterResetKeepsLaterEvents(t *testing.T) {
-	ctx := context.Background()
 	g := newTestGateway(t, Config{})
 	g.LoadMemberships(members(map[string][]string{uuid(1): {uuid(0xA), uuid(0xB)}, uuid(2): {uuid(0xC)}}))
 	c := &memConn{}
 	cl := attach(g, uuid(1), c, roomB)
-	if err := g.Publish(ctx, tx(10, env(roomB, "e", "1"))); err != nil {
-		t.Fatal(err)
-	}
+	mustPublish(t, g, tx(10, env(roomB, "e", "1")))
 	moveOnly := schema.Transaction{CommitLSN: 50, Moves: []schema.Move{{Op: schema.MoveJoin, User: uuid(2), Room: schema.CalendarRoom(uuid(0xC))}}}
-	if err := g.Publish(ctx, moveOnly); err != nil {
-		t.Fatal(err)
-	}
+	mustPublish(t, g, moveOnly)
 	g.Reset("slot_recreated", members(map[string][]string{uuid(1): {uuid(0xA), uuid(0xB)}, uuid(2): {uuid(0xC)}}))
 	if err := moveAsClient(t, g, cl, roomA, true); err != nil {
 		t.Fatal(err)
 	}
-	if err := g.Publish(ctx, tx(30, env(roomB, "e", "2"))); err != nil {
-		t.Fatal(err)
-	}
+	mustPublish(t, g, tx(30, env(roomB, "e", "2")))
 	c.drain()
 	if got := payloadsOf(c); !strings.HasSuffix(got, ",2") {
 		t.Fatalf("got %s: event 2, published after the gap, is missing", got)
@@ -462,27 +439,18 @@ func TestClientMoveAfterResetKeepsLaterEvents(t *testing.T) {
 // stream sends twice moves its sockets once: the second does not undo a
 // client's leave that came between.
 func TestMoveOnlyTransactionSentAgain(t *testing.T) {
-	ctx := context.Background()
 	g := newTestGateway(t, Config{})
 	g.LoadMemberships(members(map[string][]string{uuid(1): {uuid(0xB)}}))
 	c := &memConn{}
 	cl := attach(g, uuid(1), c, roomB)
-	if err := g.Publish(ctx, tx(10, env(roomB, "e", "1"))); err != nil {
-		t.Fatal(err)
-	}
+	mustPublish(t, g, tx(10, env(roomB, "e", "1")))
 	accepted := schema.Transaction{CommitLSN: 50, Moves: []schema.Move{{Op: schema.MoveJoin, User: uuid(1), Room: roomA}}}
-	if err := g.Publish(ctx, accepted); err != nil {
-		t.Fatal(err)
-	}
+	mustPublish(t, g, accepted)
 	if err := moveAsClient(t, g, cl, roomA, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := g.Publish(ctx, accepted); err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Publish(ctx, tx(60, env(roomA, "e", "2"))); err != nil {
-		t.Fatal(err)
-	}
+	mustPublish(t, g, accepted)
+	mustPublish(t, g, tx(60, env(roomA, "e", "2")))
 	c.drain()
 	if got := payloadsOf(c); got != "1" {
 		t.Fatalf("got %s, want 1: the client left roomA after its user's acceptance", got)
@@ -494,7 +462,6 @@ func TestMoveOnlyTransactionSentAgain(t *testing.T) {
 // gap no longer holds (the gap may have accepted its user again), and a
 // calendar its user left in the gap is left.
 func TestResetRoomsAreTheUsersCalendars(t *testing.T) {
-	ctx := context.Background()
 	g := newTestGateway(t, Config{})
 	g.LoadMemberships(members(map[string][]string{uuid(1): {uuid(0xA), uuid(0xB)}}))
 	c := &memConn{}
@@ -502,17 +469,21 @@ func TestResetRoomsAreTheUsersCalendars(t *testing.T) {
 	if err := moveAsClient(t, g, cl, roomA, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := g.Publish(ctx, tx(10, env(roomA, "e", "1"), env(roomB, "e", "2"))); err != nil {
-		t.Fatal(err)
-	}
+	mustPublish(t, g, tx(10, env(roomA, "e", "1"), env(roomB, "e", "2")))
 	// Read after the gap: still in A, no longer in B, newly in C.
 	g.Reset("slot_recreated", members(map[string][]string{uuid(1): {uuid(0xA), uuid(0xC)}}))
 	roomC := schema.CalendarRoom(uuid(0xC))
-	if err := g.Publish(ctx, tx(30, env(roomA, "e", "3"), env(roomB, "e", "4"), env(roomC, "e", "5"))); err != nil {
-		t.Fatal(err)
-	}
+	mustPublish(t, g, tx(30, env(roomA, "e", "3"), env(roomB, "e", "4"), env(roomC, "e", "5")))
 	c.drain()
 	if got := payloadsOf(c); got != `2,{"reason":"slot_recreated"},3,5` {
 		t.Fatalf("got %s, want 2,3,5: before the gap B only (A was left), after it A and C", got)
+	}
+}
+
+// mustPublish publishes tx, failing the test on an error.
+func mustPublish(t *testing.T, g *Gateway, tx schema.Transaction) {
+	t.Helper()
+	if err := g.Publish(context.Background(), tx); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -369,13 +369,17 @@ func (c *Conn) startHeartbeat() {
 // shares: the pings of a slot then fire, go out and come back together,
 // and the few dozen of them share the timer, poller and writer wake-ups
 // that one ping at a time pays alone, while no slot is a burst of
-// thousands. The next pings stay an interval apart, in the same slots.
+// thousands. The next pings stay an interval apart, in the same slots. It
+// moves t back rather than Truncate it, which would drop t's monotonic
+// reading: the heartbeat's deadlines would then follow the wall clock, and
+// a clock stepped back would make onTimer take the ping for an early
+// firing and never ping again.
 func pingSlot(t time.Time, interval time.Duration) time.Time {
 	slot := min(interval/100, 100*time.Millisecond)
 	if slot <= 0 {
 		return t
 	}
-	return t.Truncate(slot)
+	return t.Add(-time.Duration(t.UnixNano() % int64(slot)))
 }
 
 // firstPingDelay spreads connections' first pings evenly over the interval,

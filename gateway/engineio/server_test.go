@@ -928,4 +928,9 @@ func TestPingSlot(t *testing.T) {
 			t.Errorf("pingSlot(+%s, %s) = +%s, want +%s", c.offset, c.interval, got, c.want)
 		}
 	}
+	// The monotonic reading stays, so the heartbeat ignores steps of the
+	// wall clock.
+	if s := pingSlot(time.Now(), 25*time.Second).String(); !strings.Contains(s, "m=") {
+		t.Errorf("pingSlot dropped the monotonic clock reading: %s", s)
+	}
 }
