@@ -175,6 +175,22 @@ func writeSweepSVG(out io.Writer, title string, rows []SweepRow, knees []Knee, l
 	ly := float64(padTop + 10 + 22*len(runs))
 	fmt.Fprintf(w, `<circle cx="%.1f" cy="%.1f" r="4" fill="white" stroke="black" stroke-width="1.5"/>`+"\n", x1+26, ly)
 	fmt.Fprintf(w, `<text x="%.1f" y="%.1f" dominant-baseline="middle">sweep stopped here</text>`+"\n", x1+44, ly)
+	// The knees of a server's runs pooled, a line each under a heading.
+	pooled := 0
+	for _, k := range knees {
+		if k.Pooled == 0 {
+			continue
+		}
+		if pooled == 0 {
+			fmt.Fprintf(w, `<text x="%.1f" y="%.1f" dominant-baseline="middle">knee of all runs pooled:</text>`+"\n", x1+14, ly+30)
+		}
+		pooled++
+		knee := "none"
+		if k.Rate > 0 {
+			knee = fmt.Sprintf("%d/s", k.Rate)
+		}
+		fmt.Fprintf(w, `<text x="%.1f" y="%.1f" dominant-baseline="middle">%s (%d runs): %s</text>`+"\n", x1+26, ly+30+18*float64(pooled), html.EscapeString(k.Server), k.Pooled, knee)
+	}
 	fmt.Fprintf(w, "</svg>\n")
 	return w.Flush()
 }
@@ -184,12 +200,16 @@ func writeSweepSVG(out io.Writer, title string, rows []SweepRow, knees []Knee, l
 type sweepRun struct {
 	server string
 	n, of  int
+	pooled bool // all of's runs pooled (pooledRuns)
 	rows   []SweepRow
 }
 
-// name is the run's server, with its number when it ran more than once
-// (Knee.name's).
+// name is the run's server, with its number when it ran more than once, or
+// #all when pooled (Knee.name's).
 func (r sweepRun) name() string {
+	if r.pooled {
+		return pooledName(r.server)
+	}
 	if r.of > 1 {
 		return runName(r.server, r.n)
 	}

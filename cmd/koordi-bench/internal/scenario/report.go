@@ -196,6 +196,9 @@ func (k Knee) describe() string {
 	if k.Rate > 0 {
 		s = fmt.Sprintf("%d commits/s (highest rate up to which every step had p99 <= %s)", k.Rate, k.P99)
 	}
+	if k.Pooled > 0 {
+		s += fmt.Sprintf(", its %d runs' deliveries pooled at each rate", k.Pooled)
+	}
 	if len(k.Also) > 0 {
 		s += fmt.Sprintf("; also met at %v after a miss", k.Also)
 	}
@@ -206,13 +209,15 @@ func (k Knee) describe() string {
 }
 
 // printCurve prints p99 by rate, one column per run of a server (koordi#2:
-// its second run), and each one's p99 against the first column's (raw's,
-// when it runs first).
+// its second run) and one for all of a server's runs pooled (koordi#all),
+// and each one's p99 against the first column's (raw's, when it runs
+// first).
 func printCurve(w io.Writer, rows []SweepRow) {
 	var servers []string
 	var rates []int
 	p99 := map[string]map[int]time.Duration{}
-	for _, run := range sweepRuns(rows) {
+	runs := sweepRuns(rows)
+	for _, run := range append(runs, pooledRuns(runs)...) {
 		name := run.name()
 		servers = append(servers, name)
 		p99[name] = map[int]time.Duration{}

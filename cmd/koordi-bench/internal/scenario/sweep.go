@@ -99,9 +99,12 @@ type SweepRow struct {
 	DeliveredRatio  float64       `json:"delivered_ratio"`
 	DeliverySeconds float64       `json:"delivery_seconds"`
 	Latency         stats.Summary `json:"latency"`
-	Accounting      accounting    `json:"accounting"`
-	ServerCores     float64       `json:"server_cpu_cores"`
-	PGCores         float64       `json:"postgres_cpu_cores,omitempty"`
+	// LatencyCounts is Latency's histogram, kept so that the runs of a
+	// server can be pooled (pooledRuns); nil in reports from before.
+	LatencyCounts *stats.Counts `json:"latency_counts,omitempty"`
+	Accounting    accounting    `json:"accounting"`
+	ServerCores   float64       `json:"server_cpu_cores"`
+	PGCores       float64       `json:"postgres_cpu_cores,omitempty"`
 	// Autovacuums is how many autovacuum and autoanalyze runs of the
 	// database's tables ended during the step: housekeeping of the rows
 	// the writer updates, whose CPU and locks a server reading PostgreSQL
@@ -118,10 +121,12 @@ type SweepRow struct {
 }
 
 // Knee is a server's highest offered rate whose p99 met the goal, in one
-// run (the n-th of a server named more than once; 0: its only run).
+// run (the n-th of a server named more than once; 0: its only run), or in
+// all its runs pooled (Pooled: how many).
 type Knee struct {
 	Server string        `json:"server"`
 	Run    int           `json:"run,omitempty"`
+	Pooled int           `json:"pooled_runs,omitempty"`
 	Rate   int           `json:"rate"` // 0: not met at the lowest rate
 	P99    time.Duration `json:"p99_limit_ns"`
 	// Also lists higher rates that met the goal after one that did not
@@ -130,8 +135,16 @@ type Knee struct {
 	Stopped int   `json:"stopped_at,omitempty"` // the rate the sweep ended at, if it ended early
 }
 
-// name is the knee's server, with its run when it ran more than once.
-func (k Knee) name() string { return runName(k.Server, k.Run) }
+// name is the knee's server, with its run when it ran more than once
+// (koordi#2), or #all for its runs pooled.
+func (k Knee) name() string {
+	if k.Pooled > 0 {
+		return pooledName(k.Server)
+	}
+	return runName(k.Server, k.Run)
+}
+
+func pooledName(server string) string { return server + "#all" }
 
 // runName names the n-th run of server (n 0: its only run).
 func runName(server string, n int) string {
@@ -224,7 +237,8 @@ func Sweep(ctx context.Context, e *Env, cfg SweepConfig) (*Report, error) {
 	return rep, nil
 }
 
-// sweepKnees finds the knee of every run and the ratios between them.
+// sweepKnees finds the knee of every run, of every server's runs pooled,
+// and the ratios between them.
 func sweepKnees(rows []SweepRow, cfg SweepConfig) (knees []Knee, ratios []Ratio) {
 	// A knee per run: a server named twice is two measurements, and the
 	// noise between them is the machine's.
@@ -235,6 +249,12 @@ func sweepKnees(rows []SweepRow, cfg SweepConfig) (knees []Knee, ratios []Ratio)
 		if run.of > 1 {
 			k.Run = run.n
 		}
+		knees = append(knees, k)
+		byName[k.name()] = k
+	}
+	for _, run := range pooledRuns(runs) {
+		k := kneeOf(run.server, run.rows, cfg.KneeP99, cfg.MinDelivered)
+		k.Pooled = run.of
 		knees = append(knees, k)
 		byName[k.name()] = k
 	}
@@ -249,8 +269,9 @@ func sweepKnees(rows []SweepRow, cfg SweepConfig) (knees []Knee, ratios []Ratio)
 			if base == k.Server {
 				continue
 			}
-			// The baseline's run of the same number, or its only one.
-			b, ok := byName[Knee{Server: base, Run: k.Run}.name()]
+			// The baseline's run of the same number (pooled against
+			// pooled), or its only one.
+			b, ok := byName[Knee{Server: base, Run: k.Run, Pooled: k.Pooled}.name()]
 			if !ok {
 				b, ok = byName[base]
 			}
@@ -260,6 +281,80 @@ func sweepKnees(rows []SweepRow, cfg SweepConfig) (knees []Knee, ratios []Ratio)
 		}
 	}
 	return knees, ratios
+}
+
+// pooledRuns is, for each server that ran more than once, one run of all
+// its runs pooled (named server#all, of: how many): at each rate every run
+// reached, its deliveries in one histogram. One run's stall — the shared
+// machine's noise, which can decide a 10-s step's p99 — then counts among
+// the deliveries of every run at that rate instead of ending the knee of
+// that run. A run that stopped at a rate stops the pooled run there. A
+// server with a step whose histogram the report lacks (from before it was
+// kept) is left out.
+func pooledRuns(runs []sweepRun) []sweepRun {
+	var servers []string
+	byServer := map[string][]sweepRun{}
+	for _, r := range runs {
+		if r.of < 2 {
+			continue
+		}
+		if _, ok := byServer[r.server]; !ok {
+			servers = append(servers, r.server)
+		}
+		byServer[r.server] = append(byServer[r.server], r)
+	}
+	var pooled []sweepRun
+	for _, server := range servers {
+		if p, ok := poolRuns(server, byServer[server]); ok {
+			pooled = append(pooled, p)
+		}
+	}
+	return pooled
+}
+
+// poolRuns pools one server's runs (see pooledRuns); false if a step has
+// no histogram.
+func poolRuns(server string, of []sweepRun) (sweepRun, bool) {
+	out := sweepRun{server: server, of: len(of), pooled: true}
+	for i := 0; ; i++ {
+		rate := 0
+		for _, r := range of {
+			if i >= len(r.rows) || (rate != 0 && r.rows[i].Rate != rate) {
+				return out, true // not every run reached it, or their rates differ
+			}
+			rate = r.rows[i].Rate
+		}
+		p := SweepRow{Server: server, Rate: rate}
+		var h stats.Histogram
+		var offered, delivered float64
+		for _, r := range of {
+			x := r.rows[i]
+			if x.LatencyCounts == nil && x.Latency.Count > 0 {
+				return sweepRun{}, false
+			}
+			if err := h.Add(x.LatencyCounts); err != nil {
+				return sweepRun{}, false
+			}
+			offered, delivered = offered+x.Offered, delivered+x.Delivered
+			p.Clients, p.RoomSize = x.Clients, x.RoomSize
+			p.Accounting.Expected += x.Accounting.Expected
+			p.Accounting.Delivered += x.Accounting.Delivered
+			p.Accounting.Lost += x.Accounting.Lost
+			p.Accounting.Duplicates += x.Accounting.Duplicates
+			p.Accounting.Dropped += x.Accounting.Dropped
+			if p.Stopped == "" {
+				p.Stopped = x.Stopped
+			}
+		}
+		p.Latency, p.LatencyCounts = h.Summarize(), h.Counts()
+		if offered > 0 {
+			p.DeliveredRatio = delivered / offered
+		}
+		out.rows = append(out.rows, p)
+		if p.Stopped != "" {
+			return out, true
+		}
+	}
 }
 
 func (e *Env) sweepOne(ctx context.Context, name string, cfg SweepConfig, topo harness.Topology, tokens func(int) string) ([]SweepRow, error) {
@@ -338,7 +433,7 @@ func (e *Env) step(ctx context.Context, s *session, cfg SweepConfig, topo harnes
 	if row.Offered > 0 {
 		row.DeliveredRatio = row.Delivered / row.Offered
 	}
-	row.Latency = h.Summarize()
+	row.Latency, row.LatencyCounts = h.Summarize(), h.Counts()
 	row.Slow = slots.slow(cfg.KneeP99)
 	row.ServerCores, row.BenchCores = cores(s0, s1)
 	row.PGCores = pgCores(s0, s1)

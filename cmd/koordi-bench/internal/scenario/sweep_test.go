@@ -344,3 +344,83 @@ func TestTimelineSlowWindows(t *testing.T) {
 		t.Fatalf("over a limit nothing reached: %+v", got)
 	}
 }
+
+// countedRow is a step whose histogram is kept: n deliveries at about ms,
+// and stalled of them at stallMs instead.
+func countedRow(server string, rate int, ms float64, n, stalled int, stallMs float64) SweepRow {
+	var h stats.Histogram
+	for i := 0; i < n; i++ {
+		v := ms
+		if i < stalled {
+			v = stallMs
+		}
+		h.Record(int64(v * float64(time.Millisecond)))
+	}
+	return SweepRow{Server: server, Rate: rate, Offered: float64(rate), Delivered: float64(rate), DeliveredRatio: 1,
+		Latency: h.Summarize(), LatencyCounts: h.Counts(), Accounting: accounting{Expected: int64(n), Delivered: int64(n)}}
+}
+
+// TestPooledKnees: a server's runs are pooled rate by rate, so one run's
+// stall of 1.5% of its deliveries (its p99, ending that run's knee) is
+// 0.75% of the pooled deliveries and does not end the pooled knee; the
+// pooled knees get their ratio against the baseline's pooled knee, their
+// column in the curve, and a pooled run that stopped stops there. A report
+// without histograms (from before they were kept) gets no pooled knee.
+func TestPooledKnees(t *testing.T) {
+	const limit = 25 * time.Millisecond
+	rows := []SweepRow{
+		countedRow("raw", 250, 1, 1000, 0, 0), countedRow("raw", 500, 1, 1000, 0, 0), countedRow("raw", 750, 2, 1000, 0, 0),
+		countedRow("koordi", 250, 2, 1000, 0, 0), countedRow("koordi", 500, 3, 1000, 15, 80), countedRow("koordi", 750, 4, 1000, 0, 0),
+		countedRow("raw", 250, 1, 1000, 0, 0), countedRow("raw", 500, 1, 1000, 0, 0), countedRow("raw", 750, 2, 1000, 0, 0),
+		countedRow("koordi", 250, 2, 1000, 0, 0), countedRow("koordi", 500, 3, 1000, 0, 0), countedRow("koordi", 750, 4, 1000, 0, 0),
+	}
+	knees, ratios := sweepKnees(rows, SweepConfig{KneeP99: limit, MinDelivered: 0.95})
+	got := map[string]Knee{}
+	for _, k := range knees {
+		got[k.name()] = k
+	}
+	if got["koordi#1"].Rate != 250 || got["koordi#2"].Rate != 750 || got["koordi#all"].Rate != 750 || got["raw#all"].Rate != 750 || got["koordi#all"].Pooled != 2 {
+		t.Fatalf("knees %+v", knees)
+	}
+	if !strings.Contains(got["koordi#all"].describe(), "2 runs' deliveries pooled") {
+		t.Errorf("pooled knee described as %q", got["koordi#all"].describe())
+	}
+	var pooledRatio string
+	for _, q := range ratios {
+		if q.Subject == "koordi#all" && q.Baseline != "absolute" {
+			pooledRatio = fmt.Sprintf("%s/%s=%.2f", q.Subject, q.Baseline, q.Value)
+		}
+	}
+	if pooledRatio != "koordi#all/raw#all=1.00" {
+		t.Errorf("pooled ratio %q", pooledRatio)
+	}
+	var buf bytes.Buffer
+	printCurve(&buf, rows)
+	if !strings.Contains(buf.String(), "koordi#all") {
+		t.Errorf("curve lacks the pooled column:\n%s", buf.String())
+	}
+	var svg bytes.Buffer
+	if err := writeSweepSVG(&svg, "t", rows, knees, limit); err != nil || !strings.Contains(svg.String(), "koordi (2 runs): 750/s") {
+		t.Errorf("plot lacks the pooled knee (%v)", err)
+	}
+
+	stopped := slices.Clone(rows)
+	stopped[10].Stopped = "p99 over 5s: sweep stopped"
+	stopped = slices.Delete(stopped, 11, 12)
+	for _, run := range pooledRuns(sweepRuns(stopped)) {
+		if run.server == "koordi" && (len(run.rows) != 2 || run.rows[1].Stopped == "") {
+			t.Errorf("pooled koordi went on past its second run's stop: %+v", run.rows)
+		}
+	}
+
+	old := slices.Clone(rows)
+	for i := range old {
+		old[i].LatencyCounts = nil
+	}
+	knees, _ = sweepKnees(old, SweepConfig{KneeP99: limit, MinDelivered: 0.95})
+	for _, k := range knees {
+		if k.Pooled > 0 {
+			t.Errorf("a report without histograms pooled: %+v", k)
+		}
+	}
+}

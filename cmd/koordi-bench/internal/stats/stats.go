@@ -1,6 +1,7 @@
 package stats
 
 import (
+	"fmt"
 	"math/bits"
 	"sync/atomic"
 	"time"
@@ -126,4 +127,65 @@ func (h *Histogram) Summarize() Summary {
 	s.P999 = time.Duration(h.Quantile(0.999))
 	s.Max = time.Duration(h.max.Load())
 	return s
+}
+
+// Counts is a histogram's samples as a report keeps them: its non-empty
+// buckets and exact extremes, so that the histograms of several runs, read
+// back from their reports, can be pooled into one (Histogram.Add).
+type Counts struct {
+	Buckets [][2]uint64 `json:"buckets"` // bucket index, samples
+	Sum     uint64      `json:"sum_ns"`
+	Min     int64       `json:"min_ns"`
+	Max     int64       `json:"max_ns"`
+}
+
+// Counts is h's samples; nil if it has none.
+func (h *Histogram) Counts() *Counts {
+	if h.n.Load() == 0 {
+		return nil
+	}
+	c := &Counts{Sum: h.sum.Load(), Min: h.min.Load() - 1, Max: h.max.Load()}
+	for b := range h.counts {
+		if n := h.counts[b].Load(); n > 0 {
+			c.Buckets = append(c.Buckets, [2]uint64{uint64(b), n})
+		}
+	}
+	return c
+}
+
+// Add records c's samples in h, as if each had been recorded in it. A
+// bucket index out of range (a report of another layout) is an error, and
+// h is left as it was.
+func (h *Histogram) Add(c *Counts) error {
+	if c == nil {
+		return nil
+	}
+	for _, b := range c.Buckets {
+		if b[0] >= nBuckets {
+			return fmt.Errorf("stats: bucket %d out of range (%d buckets)", b[0], nBuckets)
+		}
+	}
+	var n uint64
+	for _, b := range c.Buckets {
+		h.counts[b[0]].Add(b[1])
+		n += b[1]
+	}
+	if n == 0 {
+		return nil
+	}
+	h.n.Add(n)
+	h.sum.Add(c.Sum)
+	for {
+		m := h.max.Load()
+		if c.Max <= m || h.max.CompareAndSwap(m, c.Max) {
+			break
+		}
+	}
+	for {
+		m := h.min.Load()
+		if (m != 0 && c.Min+1 >= m) || h.min.CompareAndSwap(m, c.Min+1) {
+			break
+		}
+	}
+	return nil
 }

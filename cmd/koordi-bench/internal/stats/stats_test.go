@@ -118,3 +118,43 @@ func BenchmarkRecord(b *testing.B) {
 		}
 	})
 }
+
+// TestCountsPool: histograms pooled through Counts (as runs read back from
+// their reports are) give the quantiles of one histogram that recorded all
+// their samples; a bucket index from another layout is refused.
+func TestCountsPool(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	var a, b, all Histogram
+	for i := 0; i < 50_000; i++ {
+		v := int64(1e6 * (1 + rng.ExpFloat64()))
+		a.Record(v)
+		all.Record(v)
+	}
+	for i := 0; i < 2_000; i++ { // a stall in the second run only
+		v := 100e6 + rng.Int64N(50e6)
+		b.Record(v)
+		all.Record(v)
+	}
+	var pooled Histogram
+	for _, h := range []*Histogram{&a, &b} {
+		if err := pooled.Add(h.Counts()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := pooled.Summarize(), all.Summarize(); got != want {
+		t.Fatalf("pooled %+v, want %+v", got, want)
+	}
+	if pooled.Count() != a.Count()+b.Count() || pooled.Summarize().P99 == a.Summarize().P99 {
+		t.Fatalf("pooled %d samples, p99 %v: the second run's stall not counted", pooled.Count(), pooled.Summarize().P99)
+	}
+	var empty Histogram
+	if empty.Counts() != nil {
+		t.Fatal("an empty histogram has counts")
+	}
+	if err := pooled.Add(&Counts{Buckets: [][2]uint64{{nBuckets, 1}}}); err == nil {
+		t.Fatal("a bucket out of range was added")
+	}
+	if pooled.Count() != all.Count() {
+		t.Fatalf("a refused Add changed the count: %d", pooled.Count())
+	}
+}
