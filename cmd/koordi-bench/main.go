@@ -14,7 +14,10 @@
 //	fanout   deliveries/s, clients in rooms, vs the Node Socket.IO reference, raw and gateway; a server
 //	         reading a slot gets its backlog held in WAL (its walsender stopped) and is timed from the
 //	         release, as raw and gateway have theirs in memory (--live-backlog: streamed while written)
-//	latency  write-to-receive latency swept over offered commit rates: p50/p99 per rate, the knee, a plot
+//	latency  write-to-receive latency swept over offered commit rates: p50/p99 per rate, the knee (per
+//	         run, and of a server's runs pooled), a plot; a step that missed the goal only where a stall
+//	         probe (`koordi-bench stall-probe`, a process that sleeps 1 ms at a time) saw the machine
+//	         itself stall is run again (--stall-retries)
 //	idle     server RSS per idle connection
 //	bulk     one UPDATE of 200,000 events: the server's peak RSS (VmHWM), time to deliver, accounting
 //	failover leader of a 3-node cluster killed (SIGKILL, SIGTERM in turn) under steady writes: takeover times, exactly-once accounting
@@ -89,6 +92,13 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "write-sql" {
 		if err := scenario.WriterMain(ctx, os.Args[2:], os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "koordi-bench write-sql:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "stall-probe" {
+		if err := scenario.StallProbeMain(ctx, os.Args[2:], os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "koordi-bench stall-probe:", err)
 			os.Exit(1)
 		}
 		return
@@ -186,12 +196,20 @@ type options struct {
 	profileEvery                                                         time.Duration
 	control                                                              bool
 	serverEnv, pgSettings                                                []string
-	targetPID, rawThreads                                                int
+	targetPID, rawThreads, stallRetries                                  int
 	clients, roomSize, backlog, rate, idleConns, sources                 int
 	commits, txs, txRows, reps                                           int
 	messages, rooms, wantedRooms, payload                                int
 	duration, warmup, hold                                               time.Duration
 	profile, writerProcess                                               bool
+}
+
+// sweepStallRetries is --stall-retries as SweepConfig.StallRetries takes it.
+func (o *options) sweepStallRetries() int {
+	if o.stallRetries <= 0 {
+		return -1
+	}
+	return o.stallRetries
 }
 
 // defaultRates is the full latency sweep; short sweeps shortRates.
@@ -253,6 +271,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.rate, "rate", 0, "latency: one rate, commits per second (instead of --rates)")
 	fs.StringVar(&o.rates, "rates", "", "latency: commit rates to sweep, comma-separated (default "+defaultRates+"; short: "+shortRates+")")
 	fs.DurationVar(&o.duration, "duration", 0, "latency: how long each rate is written (default 10s; short: 4s)")
+	fs.IntVar(&o.stallRetries, "stall-retries", 2, "latency, hop: run a step again, up to this many times, when it missed the p99 goal only where a stall probe saw the machine itself stall (0: never, and no probe)")
 	fs.DurationVar(&o.warmup, "warmup", 0, "latency: first part of each rate not recorded, while the step up settles (default 2s, at most 2/5 of a shorter --duration; short: 1s)")
 	fs.IntVar(&o.rawThreads, "raw-threads", 0, "server raw: epoll worker threads (default its GOMAXPROCS)")
 	fs.IntVar(&o.idleConns, "connections", 0, "idle: connections")
@@ -402,7 +421,7 @@ func run(ctx context.Context, args []string) error {
 		return scenario.Sweep(ctx, env, scenario.SweepConfig{
 			Servers: servers, Clients: size(o.clients, 10_000, 1_000), RoomSize: o.roomSize, Rates: rates,
 			Step: step, Warmup: warmup,
-			Sources: o.sources, Profile: o.profile,
+			Sources: o.sources, Profile: o.profile, StallRetries: o.sweepStallRetries(),
 		})
 	}); err != nil {
 		return err
@@ -444,7 +463,7 @@ func run(ctx context.Context, args []string) error {
 		rep, err := scenario.Sweep(ctx, env, scenario.SweepConfig{
 			Servers: hopServers, Clients: size(o.clients, 10_000, 1_000), RoomSize: o.roomSize, Rates: []int{size(o.rate, 500, 500)},
 			Step: dur(o.duration, 10*time.Second, 4*time.Second), Warmup: dur(o.warmup, 2*time.Second, time.Second),
-			Sources: o.sources, Profile: o.profile,
+			Sources: o.sources, Profile: o.profile, StallRetries: o.sweepStallRetries(),
 		})
 		if rep != nil {
 			rep.Scenario = "hop-latency"

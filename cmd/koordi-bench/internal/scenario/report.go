@@ -117,12 +117,12 @@ func (r *Report) Print(w io.Writer) {
 				mib(x.RSSBefore), mib(x.RSSConnected), x.RSSPerConn/1024, x.ServerCores, x.BenchCores, x.PGCores, perConn(x.ServerWrites), perConn(x.BenchReads), x.Load)
 		}
 	case []SweepRow:
-		fmt.Fprintln(tw, "server\tclients\troom\trate\tcommits\tcommits/s\toffered/s\tdelivered/s\tdeliv/off\tp50\tp99\tmax\tlost\tdup\twriter behind\tsrv cores\tbench cores\tpg cores\tautovac\tload\t  note")
+		fmt.Fprintln(tw, "server\tclients\troom\trate\tcommits\tcommits/s\toffered/s\tdelivered/s\tdeliv/off\tp50\tp99\tmax\tlost\tdup\twriter behind\tsrv cores\tbench cores\tpg cores\tautovac\tstall reruns\tload\t  note")
 		for _, x := range rows {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%.0f\t%.0f\t%.0f\t%.3f\t%s\t%s\t%s\t%d\t%d\t%s\t%.2f\t%.2f\t%.2f\t%d\t%s\t%s\n",
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%.0f\t%.0f\t%.0f\t%.3f\t%s\t%s\t%s\t%d\t%d\t%s\t%.2f\t%.2f\t%.2f\t%d\t%d\t%s\t%s\n",
 				x.Server, x.Clients, x.RoomSize, x.Rate, x.Commits, float64(x.Commits)/max(x.WriteSeconds, 1e-9), x.Offered, x.Delivered, x.DeliveredRatio,
 				ms(x.Latency.P50), ms(x.Latency.P99), ms(x.Latency.Max), x.Accounting.Lost, x.Accounting.Duplicates, ms(x.WriterBehind),
-				x.ServerCores, x.BenchCores, x.PGCores, x.Autovacuums, x.Load, "  "+x.Stopped)
+				x.ServerCores, x.BenchCores, x.PGCores, x.Autovacuums, len(x.Retried), x.Load, "  "+x.Stopped)
 		}
 	case []IdleRow:
 		fmt.Fprintln(tw, "server\tconnections\tconnect secs\tRSS before\tRSS after\tKiB/conn\tidle srv cores\tload\t")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -37,6 +38,10 @@ type SweepConfig struct {
 	MinDelivered float64
 	MaxP99       time.Duration
 	Profile      bool // CPU profiles of servers with pprof, per step
+	// StallRetries is how many times a step that missed the goal because
+	// of machine stalls alone (machineStalled) is run again; negative:
+	// never, and no stall probe runs. Default (0) 2.
+	StallRetries int
 }
 
 func (c *SweepConfig) defaults() error {
@@ -64,6 +69,9 @@ func (c *SweepConfig) defaults() error {
 	c.kneeDefaults()
 	if c.MaxP99 <= 0 {
 		c.MaxP99 = 5 * time.Second
+	}
+	if c.StallRetries == 0 {
+		c.StallRetries = 2
 	}
 	return nil
 }
@@ -115,6 +123,12 @@ type SweepRow struct {
 	// Slow are the stretches of the step, its warmup included, whose
 	// writes had a delivery later than the knee's limit.
 	Slow []SlowWindow `json:"slow_windows,omitempty"`
+	// MachineStalls are the stalls the stall probe saw from the step's
+	// first write to its last delivery (see MachineStall).
+	MachineStalls []MachineStall `json:"machine_stalls,omitempty"`
+	// Retried describes the runs of this step that missed the goal because
+	// of machine stalls alone and were run again (SweepConfig.StallRetries).
+	Retried []string `json:"retried,omitempty"`
 	// Stopped says why the server's sweep ended after this step.
 	Stopped string `json:"stopped,omitempty"`
 	Profile string `json:"profile,omitempty"`
@@ -220,8 +234,19 @@ func Sweep(ctx context.Context, e *Env, cfg SweepConfig) (*Report, error) {
 	rep := &Report{Scenario: "latency", Started: time.Now(), Config: cfg, Machine: machine()}
 	var rows []SweepRow
 	defer func() { rep.Rows = rows }()
+	var probe *stallProbe
+	if cfg.StallRetries >= 0 {
+		if probe, err = startStallProbe(e.BenchBin); err != nil {
+			return rep, err
+		}
+		defer func() {
+			if err := probe.stop(); err != nil {
+				e.logf("latency: %v", err)
+			}
+		}()
+	}
 	for _, name := range cfg.Servers {
-		got, err := e.sweepOne(ctx, name, cfg, topo, tokens)
+		got, err := e.sweepOne(ctx, name, cfg, topo, tokens, probe)
 		rows = append(rows, got...)
 		if err != nil {
 			return rep, fmt.Errorf("latency on %s: %w", name, err)
@@ -357,7 +382,7 @@ func poolRuns(server string, of []sweepRun) (sweepRun, bool) {
 	}
 }
 
-func (e *Env) sweepOne(ctx context.Context, name string, cfg SweepConfig, topo harness.Topology, tokens func(int) string) ([]SweepRow, error) {
+func (e *Env) sweepOne(ctx context.Context, name string, cfg SweepConfig, topo harness.Topology, tokens func(int) string, probe *stallProbe) ([]SweepRow, error) {
 	s, err := e.open(ctx, "latency", name, cfg.Clients, cfg.RoomSize, cfg.Sources, tokens)
 	if err != nil {
 		return nil, err
@@ -365,7 +390,18 @@ func (e *Env) sweepOne(ctx context.Context, name string, cfg SweepConfig, topo h
 	defer s.close()
 	var rows []SweepRow
 	for i, rate := range cfg.Rates {
-		row, err := e.step(ctx, s, cfg, topo, rate)
+		var retried []string
+		row, err := e.step(ctx, s, cfg, topo, rate, probe)
+		for err == nil && len(retried) < cfg.StallRetries && !row.passes(cfg.KneeP99, cfg.MinDelivered) &&
+			machineStalled(row.Slow, row.MachineStalls, cfg.Warmup, cfg.KneeP99) {
+			why := fmt.Sprintf("p99 %s, its late deliveries all at machine stalls %s", ms(row.Latency.P99), describeStalls(row.MachineStalls, cfg.KneeP99))
+			e.logf("latency/%s: %d commits/s: %s: step run again", name, rate, why)
+			retried = append(retried, why)
+			if err = pause(ctx, 300*time.Millisecond); err == nil {
+				row, err = e.step(ctx, s, cfg, topo, rate, probe)
+			}
+		}
+		row.Retried = retried
 		if err != nil {
 			return rows, err
 		}
@@ -377,17 +413,36 @@ func (e *Env) sweepOne(ctx context.Context, name string, cfg SweepConfig, topo h
 		if row.Stopped != "" {
 			break
 		}
-		select {
-		case <-time.After(300 * time.Millisecond):
-		case <-ctx.Done():
-			return rows, ctx.Err()
+		if err := pause(ctx, 300*time.Millisecond); err != nil {
+			return rows, err
 		}
 	}
 	return rows, nil
 }
 
+// pause waits d, or until ctx ends.
+func pause(ctx context.Context, d time.Duration) error {
+	select {
+	case <-time.After(d):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// describeStalls lists the stalls of at least limit: "134 ms at +6.55 s".
+func describeStalls(stalls []MachineStall, limit time.Duration) string {
+	var parts []string
+	for _, st := range stalls {
+		if st.Span >= limit {
+			parts = append(parts, fmt.Sprintf("%s at +%.2fs", st.Span.Round(time.Millisecond), st.At.Seconds()))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
 // step writes rate commits/s for cfg.Step and waits for their deliveries.
-func (e *Env) step(ctx context.Context, s *session, cfg SweepConfig, topo harness.Topology, rate int) (SweepRow, error) {
+func (e *Env) step(ctx context.Context, s *session, cfg SweepConfig, topo harness.Topology, rate int, probe *stallProbe) (SweepRow, error) {
 	f, srv := s.f, s.srv
 	row := SweepRow{Server: srv.name, Rate: rate, Clients: cfg.Clients, RoomSize: cfg.RoomSize}
 	base := f.snapshot()
@@ -435,6 +490,7 @@ func (e *Env) step(ctx context.Context, s *session, cfg SweepConfig, topo harnes
 	}
 	row.Latency, row.LatencyCounts = h.Summarize(), h.Counts()
 	row.Slow = slots.slow(cfg.KneeP99)
+	row.MachineStalls = probe.between(s0.at, last)
 	row.ServerCores, row.BenchCores = cores(s0, s1)
 	row.PGCores = pgCores(s0, s1)
 	if av1, err := autovacuums(ctx, e.DatabaseURL); err == nil && avErr == nil {
@@ -453,6 +509,9 @@ func (e *Env) step(ctx context.Context, s *session, cfg SweepConfig, topo harnes
 			where = " (from within the warmup)"
 		}
 		e.logf("latency/%s: %d commits/s: writes at +%.2fs for %s delivered up to %s late%s", srv.name, rate, w.At.Seconds(), w.Span, w.Worst.Round(time.Millisecond), where)
+	}
+	for _, st := range row.MachineStalls {
+		e.logf("latency/%s: %d commits/s: machine stall of %s at +%.2fs (stall probe)", srv.name, rate, st.Span.Round(time.Millisecond), st.At.Seconds())
 	}
 	return row, nil
 }
