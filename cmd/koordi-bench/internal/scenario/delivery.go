@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/harness"
@@ -159,11 +160,34 @@ type session struct {
 	srv *server
 	f   *fleet
 	row DeliveryRow // server, clients, connect time and RSS filled in
+	// log is where the server's output is kept when the session closes
+	// ("": not kept).
+	log string
 }
 
 func (s *session) close() {
 	s.f.close()
 	s.srv.stop()
+	if s.log != "" && s.srv.output != nil {
+		if err := os.MkdirAll(filepath.Dir(s.log), 0o755); err == nil {
+			_ = os.WriteFile(s.log, []byte(s.srv.output()), 0o644)
+		}
+	}
+}
+
+// serverLog names the file a session's server output is kept in: the
+// scenario, the server and when it started, under ResultsDir.
+func (e *Env) serverLog(scenario, srvName string) string {
+	if e.ResultsDir == "" {
+		return ""
+	}
+	safe := strings.Map(func(r rune) rune {
+		if r == '/' || r == ' ' || r == os.PathSeparator {
+			return '_'
+		}
+		return r
+	}, srvName)
+	return filepath.Join(e.ResultsDir, fmt.Sprintf("%s-%s-%s.log", scenario, safe, time.Now().UTC().Format("20060102T150405Z")))
 }
 
 // open starts srvName and connects clients sockets to it.
@@ -188,7 +212,7 @@ func (e *Env) open(ctx context.Context, name, srvName string, clients, roomSize,
 		row.RSSPerConn = float64(row.RSSConnected-row.RSSBefore) / float64(clients)
 	}
 	e.logf("%s/%s: connected in %.1fs, RSS %s -> %s", name, srvName, took.Seconds(), mib(row.RSSBefore), mib(row.RSSConnected))
-	return &session{srv: srv, f: f, row: row}, nil
+	return &session{srv: srv, f: f, row: row, log: e.serverLog(name, srvName)}, nil
 }
 
 // profile starts the server's CPU profile (if it has pprof and profiling
