@@ -325,7 +325,22 @@ func (e *Env) writeRate(ctx context.Context, srv *server, t harness.Topology, ra
 	if srv.control == "" {
 		return writeRate(ctx, e.DatabaseURL, t, rate, d, workers)
 	}
+	var sql chan error
+	if srv.sqlLoad {
+		// The same commits through SQL, for the slot's reader only: the
+		// deliveries are the schedule's.
+		sql = make(chan error, 1)
+		go func() {
+			_, err := writeRate(ctx, e.DatabaseURL, t, rate, d, workers)
+			sql <- err
+		}()
+	}
 	res, err := raw.Start(ctx, srv.control, raw.Plan{Calendars: t.Calendars, EventsPerCalendar: t.EventsPerCalendar, Rate: rate, Duration: d})
+	if sql != nil {
+		if serr := <-sql; serr != nil && err == nil {
+			err = fmt.Errorf("SQL load beside the schedule: %w", serr)
+		}
+	}
 	return rateResult{Commits: res.Commits, Seconds: res.Seconds, Behind: res.Behind, perCal: res.PerCal}, err
 }
 

@@ -1,19 +1,23 @@
 package scenario
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/harness"
 	"github.com/koordi/koordi-realtime/gateway/auth"
+	"github.com/koordi/koordi-realtime/sql/pgcluster"
 )
 
 // Env is what every scenario needs from the command line.
@@ -64,6 +68,10 @@ type server struct {
 	// control is raw's control URL: writes are raw's in-memory schedule,
 	// not SQL.
 	control string
+	// sqlLoad (gateway-pg) also writes each schedule's commits through SQL,
+	// for a reader of a slot of its own, while the server delivers from
+	// the schedule.
+	sqlLoad bool
 	// slot is the replication slot of koordi and inproc.
 	slot string
 	// output is the server's combined output so far (nil for url).
@@ -185,6 +193,8 @@ func (e *Env) startSpec(ctx context.Context, spec serverSpec) (*server, error) {
 		return e.startPlanned(ctx, name, url, extra, "serve-raw", "--listen", addr, "--threads", strconv.Itoa(e.RawThreads))
 	case "gateway":
 		return e.startPlanned(ctx, name, url, base, "serve-gateway", "--listen", addr)
+	case "gateway-pg":
+		return e.startGatewayPG(ctx, name, url, base, addr)
 	case "node":
 		if _, err := os.Stat(filepath.Join(e.NodeDir, "node_modules", "socket.io")); err != nil {
 			return nil, fmt.Errorf("node reference: run `cd %s && npm ci` first: %w", e.NodeDir, err)
@@ -201,7 +211,60 @@ func (e *Env) startSpec(ctx context.Context, spec serverSpec) (*server, error) {
 		return &server{name: name, url: url, pid: p.PID(), readyEvent: "bench:ready", output: p.Log,
 			stop: func() { p.Stop(); _ = harness.DropNotifyTriggers(context.Background(), e.DatabaseURL) }}, nil
 	}
-	return nil, fmt.Errorf("unknown server %q (raw, gateway, koordi, clusterN, node, inproc, url)", name)
+	return nil, fmt.Errorf("unknown server %q (raw, gateway, gateway-pg, koordi, clusterN, node, inproc, url)", name)
+}
+
+// gatewayPGSlot is the slot pg_recvlogical reads beside server gateway-pg.
+const gatewayPGSlot = "koordi_bench_gateway_pg"
+
+// startGatewayPG starts server gateway-pg: the gateway fed from its
+// in-memory schedule, as gateway, while every commit of the schedule is
+// also written through SQL and streamed by pg_recvlogical from a slot of
+// its own to /dev/null. PostgreSQL's commits and walsender, and the SQL
+// writer, then take their share of the machine as they do beside koordi,
+// but nothing decodes the stream for the sockets: koordi against
+// gateway-pg is what koordi's own reading, decoding and derivation cost.
+func (e *Env) startGatewayPG(ctx context.Context, name, url string, env []string, addr string) (*server, error) {
+	bin, err := pgcluster.BinDir()
+	if err != nil {
+		return nil, err
+	}
+	recv, err := findRecvLogical(bin)
+	if err != nil {
+		return nil, err
+	}
+	if err := dropSlot(ctx, e.DatabaseURL, gatewayPGSlot); err != nil {
+		return nil, err
+	}
+	if err := createSlots(ctx, e.DatabaseURL, map[string][]string{consumerRecv: {gatewayPGSlot}}); err != nil {
+		return nil, err
+	}
+	reader := exec.Command(recv, "-d", e.DatabaseURL, "--slot", gatewayPGSlot, "--start",
+		"-o", "proto_version=1", "-o", "publication_names="+harness.Publication, "-o", "messages=true", "-f", "/dev/null")
+	var readerOut bytes.Buffer
+	reader.Stdout, reader.Stderr = &readerOut, &readerOut
+	if err := reader.Start(); err != nil {
+		_ = dropSlot(context.Background(), e.DatabaseURL, gatewayPGSlot)
+		return nil, fmt.Errorf("pg_recvlogical: %w", err)
+	}
+	stopReader := func() {
+		_ = reader.Process.Signal(syscall.SIGTERM)
+		// Ended by the signal is the normal end; an exit status of its own
+		// means it failed on its own (and read nothing since).
+		if err := reader.Wait(); err != nil && reader.ProcessState != nil && reader.ProcessState.Exited() {
+			e.logf("%s: pg_recvlogical ended before it was stopped: %v: %s", name, err, strings.TrimSpace(readerOut.String()))
+		}
+		_ = dropSlot(context.Background(), e.DatabaseURL, gatewayPGSlot)
+	}
+	srv, err := e.startPlanned(ctx, name, url, env, "serve-gateway", "--listen", addr)
+	if err != nil {
+		stopReader()
+		return nil, err
+	}
+	srv.sqlLoad = true
+	stopGateway := srv.stop
+	srv.stop = func() { stopGateway(); stopReader() }
+	return srv, nil
 }
 
 // startPlanned starts one of this binary's servers run from a raw.Plan

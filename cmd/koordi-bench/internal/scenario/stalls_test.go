@@ -29,6 +29,7 @@ func TestMachineStalled(t *testing.T) {
 		{"no stall", []SlowWindow{win(6500*ms, 150*ms, 200*ms)}, nil, false},
 		{"a stall elsewhere in the step", []SlowWindow{win(3000*ms, 150*ms, 200*ms)}, []MachineStall{stall(8000*ms, 150*ms)}, false},
 		{"a stall shorter than the goal", []SlowWindow{win(6500*ms, 150*ms, 200*ms)}, []MachineStall{stall(6550*ms, 15*ms)}, false},
+		{"a stall the load can make (under twice the goal)", []SlowWindow{win(3200*ms, 100*ms, 78*ms)}, []MachineStall{stall(3220*ms, 27*ms)}, false},
 		{"one window explained, one not", []SlowWindow{win(3000*ms, 400*ms, 90*ms), win(6500*ms, 150*ms, 200*ms)}, []MachineStall{stall(6550*ms, 134*ms)}, false},
 		{"the unexplained one delivered within the warmup", []SlowWindow{win(500*ms, 100*ms, 90*ms), win(6500*ms, 150*ms, 200*ms)}, []MachineStall{stall(6550*ms, 134*ms)}, true},
 		{"nothing slow after the warmup", []SlowWindow{win(500*ms, 100*ms, 90*ms)}, []MachineStall{stall(550*ms, 134*ms)}, false},

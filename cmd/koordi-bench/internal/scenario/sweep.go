@@ -290,7 +290,7 @@ func sweepKnees(rows []SweepRow, cfg SweepConfig) (knees []Knee, ratios []Ratio)
 		}
 		ratios = append(ratios, Ratio{Figure: "knee commits/s (" + limit + ")", Subject: k.name(), Baseline: "absolute",
 			Value: float64(k.Rate), Goal: ">= 2000", Met: k.Rate >= 2000})
-		for _, base := range []string{"raw", "gateway", "node"} {
+		for _, base := range []string{"raw", "gateway", "gateway-pg", "node"} {
 			if base == k.Server {
 				continue
 			}
@@ -430,11 +430,12 @@ func pause(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// describeStalls lists the stalls of at least limit: "134 ms at +6.55 s".
+// describeStalls lists the machine's stalls (see machineStallMin):
+// "134ms at +6.55s".
 func describeStalls(stalls []MachineStall, limit time.Duration) string {
 	var parts []string
 	for _, st := range stalls {
-		if st.Span >= limit {
+		if st.Span >= machineStallMin*limit {
 			parts = append(parts, fmt.Sprintf("%s at +%.2fs", st.Span.Round(time.Millisecond), st.At.Seconds()))
 		}
 	}

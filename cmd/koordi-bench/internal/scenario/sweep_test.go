@@ -424,3 +424,24 @@ func TestPooledKnees(t *testing.T) {
 		}
 	}
 }
+
+// TestGatewayPGBaseline: koordi's knee gets a ratio against gateway-pg
+// (the gateway with PostgreSQL's share of the machine beside it), what
+// koordi's own reading of the stream costs.
+func TestGatewayPGBaseline(t *testing.T) {
+	step := func(server string, rate int, p99ms float64) SweepRow { return stepRow(server, rate, p99ms, 1, 0) }
+	rows := []SweepRow{
+		step("gateway-pg", 500, 2), step("gateway-pg", 750, 9), step("gateway-pg", 1000, 40),
+		step("koordi", 500, 3), step("koordi", 750, 30), step("koordi", 1000, 80),
+	}
+	_, ratios := sweepKnees(rows, SweepConfig{KneeP99: 25 * time.Millisecond, MinDelivered: 0.95})
+	for _, q := range ratios {
+		if q.Subject == "koordi" && q.Baseline == "gateway-pg" {
+			if q.Value < 0.66 || q.Value > 0.67 {
+				t.Fatalf("koordi/gateway-pg = %.3f, want 500/750", q.Value)
+			}
+			return
+		}
+	}
+	t.Fatalf("no koordi/gateway-pg ratio in %+v", ratios)
+}
