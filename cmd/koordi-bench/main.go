@@ -29,7 +29,10 @@
 // Servers (--servers): raw (the physical-limit baseline, package raw,
 // `koordi-bench serve-raw`), gateway (koordi's gateway fed from raw's
 // in-memory schedule, no PostgreSQL: package gwonly, `koordi-bench
-// serve-gateway`), koordi (koordi-realtime serve), node (the
+// serve-gateway`), gateway-pg (gateway while the same commits go through
+// SQL and pg_recvlogical streams them from a slot of its own: PostgreSQL's
+// share of the machine without koordi's decoding), koordi (koordi-realtime
+// serve), node (the
 // Node reference), inproc (`koordi-bench serve-inproc`, with pprof), url,
 // clusterN (N serve nodes sharing one slot through a nats-server of their
 // own; clients are spread over the nodes, CPU and RSS summed).
@@ -202,14 +205,6 @@ type options struct {
 	messages, rooms, wantedRooms, payload                                int
 	duration, warmup, hold                                               time.Duration
 	profile, writerProcess                                               bool
-}
-
-// sweepStallRetries is --stall-retries as SweepConfig.StallRetries takes it.
-func (o *options) sweepStallRetries() int {
-	if o.stallRetries <= 0 {
-		return -1
-	}
-	return o.stallRetries
 }
 
 // defaultRates is the full latency sweep; short sweeps shortRates.
@@ -421,7 +416,7 @@ func run(ctx context.Context, args []string) error {
 		return scenario.Sweep(ctx, env, scenario.SweepConfig{
 			Servers: servers, Clients: size(o.clients, 10_000, 1_000), RoomSize: o.roomSize, Rates: rates,
 			Step: step, Warmup: warmup,
-			Sources: o.sources, Profile: o.profile, StallRetries: o.sweepStallRetries(),
+			Sources: o.sources, Profile: o.profile, StallRetries: o.stallRetries,
 		})
 	}); err != nil {
 		return err
@@ -463,7 +458,7 @@ func run(ctx context.Context, args []string) error {
 		rep, err := scenario.Sweep(ctx, env, scenario.SweepConfig{
 			Servers: hopServers, Clients: size(o.clients, 10_000, 1_000), RoomSize: o.roomSize, Rates: []int{size(o.rate, 500, 500)},
 			Step: dur(o.duration, 10*time.Second, 4*time.Second), Warmup: dur(o.warmup, 2*time.Second, time.Second),
-			Sources: o.sources, Profile: o.profile, StallRetries: o.sweepStallRetries(),
+			Sources: o.sources, Profile: o.profile, StallRetries: o.stallRetries,
 		})
 		if rep != nil {
 			rep.Scenario = "hop-latency"

@@ -270,9 +270,7 @@ func insertBacklog(ctx context.Context, url string, txs, rows int) error {
 func runRecvLogical(ctx context.Context, bin, url, slot string, end uint64) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "-d", url, "--slot", slot, "--start", "--no-loop",
-		"-o", "proto_version=1", "-o", "publication_names="+harness.Publication, "-o", "messages=true",
-		"-E", fmt.Sprintf("%X/%X", end>>32, uint32(end)), "-f", "/dev/null")
+	cmd := exec.CommandContext(ctx, bin, append(recvLogicalArgs(url, slot), "--no-loop", "-E", fmt.Sprintf("%X/%X", end>>32, uint32(end)))...)
 	t0 := time.Now()
 	out, err := cmd.CombinedOutput()
 	took := time.Since(t0)

@@ -2,6 +2,7 @@ package scenario
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -309,6 +310,9 @@ func (e *Env) writeBacklog(ctx context.Context, srv *server, t harness.Topology,
 	if srv.control == "" {
 		return writeBacklog(ctx, e.DatabaseURL, t, txs)
 	}
+	if srv.sqlLoad {
+		return nil, errors.New("gateway-pg stands beside a SQL load at a rate: it runs in latency and hop, not with a backlog")
+	}
 	res, err := raw.Start(ctx, srv.control, raw.Plan{Calendars: t.Calendars, EventsPerCalendar: t.EventsPerCalendar, Backlog: txs})
 	return res.PerCal, err
 }
@@ -326,17 +330,35 @@ func (e *Env) writeRate(ctx context.Context, srv *server, t harness.Topology, ra
 		return writeRate(ctx, e.DatabaseURL, t, rate, d, workers)
 	}
 	var sql chan error
+	cancelSQL := func() {}
 	if srv.sqlLoad {
-		// The same commits through SQL, for the slot's reader only: the
-		// deliveries are the schedule's.
+		// The same commits through SQL, the way koordi gets them, for the
+		// slot's reader only: the deliveries are the schedule's.
+		var sqlCtx context.Context
+		sqlCtx, cancelSQL = context.WithCancel(ctx)
+		defer cancelSQL()
+		ctx := sqlCtx
 		sql = make(chan error, 1)
 		go func() {
-			_, err := writeRate(ctx, e.DatabaseURL, t, rate, d, workers)
+			var r rateResult
+			var err error
+			if e.WriterProcess {
+				r, _, err = e.writeRateProcess(ctx, t, rate, d, workers)
+			} else {
+				r, err = writeRate(ctx, e.DatabaseURL, t, rate, d, workers)
+			}
+			if err == nil && (float64(r.Commits) < 0.99*float64(rate)*d.Seconds() || r.Behind > 50*time.Millisecond) {
+				e.logf("%s: the SQL load beside the schedule made %d of %.0f commits, up to %s behind: PostgreSQL carried less than beside koordi",
+					srv.name, r.Commits, float64(rate)*d.Seconds(), r.Behind.Round(time.Millisecond))
+			}
 			sql <- err
 		}()
 	}
 	res, err := raw.Start(ctx, srv.control, raw.Plan{Calendars: t.Calendars, EventsPerCalendar: t.EventsPerCalendar, Rate: rate, Duration: d})
 	if sql != nil {
+		if err != nil {
+			cancelSQL() // no schedule ran: the load has nothing to stand beside
+		}
 		if serr := <-sql; serr != nil && err == nil {
 			err = fmt.Errorf("SQL load beside the schedule: %w", serr)
 		}

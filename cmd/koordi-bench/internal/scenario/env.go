@@ -3,6 +3,7 @@ package scenario
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -108,7 +109,7 @@ func parseServerSpec(s string) (serverSpec, error) {
 	return sp, nil
 }
 
-// startServer starts the named server: raw, gateway, koordi, node, inproc or url,
+// startServer starts the named server: raw, gateway, gateway-pg, koordi, node, inproc or url,
 // optionally with a binary and environment (see serverSpec); Env.ServerEnv
 // goes to every server this process starts.
 func (e *Env) startServer(ctx context.Context, name string) (*server, error) {
@@ -233,28 +234,36 @@ func (e *Env) startGatewayPG(ctx context.Context, name, url string, env []string
 	if err != nil {
 		return nil, err
 	}
-	if err := dropSlot(ctx, e.DatabaseURL, gatewayPGSlot); err != nil {
-		return nil, err
-	}
 	if err := createSlots(ctx, e.DatabaseURL, map[string][]string{consumerRecv: {gatewayPGSlot}}); err != nil {
 		return nil, err
 	}
-	reader := exec.Command(recv, "-d", e.DatabaseURL, "--slot", gatewayPGSlot, "--start",
-		"-o", "proto_version=1", "-o", "publication_names="+harness.Publication, "-o", "messages=true", "-f", "/dev/null")
+	reader := exec.Command(recv, recvLogicalArgs(e.DatabaseURL, gatewayPGSlot)...)
 	var readerOut bytes.Buffer
 	reader.Stdout, reader.Stderr = &readerOut, &readerOut
 	if err := reader.Start(); err != nil {
 		_ = dropSlot(context.Background(), e.DatabaseURL, gatewayPGSlot)
 		return nil, fmt.Errorf("pg_recvlogical: %w", err)
 	}
+	exited := make(chan error, 1)
+	go func() { exited <- reader.Wait() }()
 	stopReader := func() {
+		// pg_recvlogical ends cleanly on SIGTERM; the slot can be dropped
+		// once its walsender has gone too.
 		_ = reader.Process.Signal(syscall.SIGTERM)
-		// Ended by the signal is the normal end; an exit status of its own
-		// means it failed on its own (and read nothing since).
-		if err := reader.Wait(); err != nil && reader.ProcessState != nil && reader.ProcessState.Exited() {
-			e.logf("%s: pg_recvlogical ended before it was stopped: %v: %s", name, err, strings.TrimSpace(readerOut.String()))
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = reader.Process.Kill()
+			<-exited
 		}
-		_ = dropSlot(context.Background(), e.DatabaseURL, gatewayPGSlot)
+		if err := dropSlotWhenInactive(e.DatabaseURL, gatewayPGSlot); err != nil {
+			e.logf("%s: %v", name, err)
+		}
+	}
+	// The baseline is only what it says while the reader streams.
+	if err := waitSlotActive(ctx, e.DatabaseURL, gatewayPGSlot, exited); err != nil {
+		stopReader()
+		return nil, fmt.Errorf("pg_recvlogical on %s: %w: %s", gatewayPGSlot, err, strings.TrimSpace(readerOut.String()))
 	}
 	srv, err := e.startPlanned(ctx, name, url, env, "serve-gateway", "--listen", addr)
 	if err != nil {
@@ -265,6 +274,63 @@ func (e *Env) startGatewayPG(ctx context.Context, name, url string, env []string
 	stopGateway := srv.stop
 	srv.stop = func() { stopGateway(); stopReader() }
 	return srv, nil
+}
+
+// recvLogicalArgs are pg_recvlogical's arguments to stream slot with the
+// options koordi's consumer uses (to /dev/null, until stopped).
+func recvLogicalArgs(url, slot string) []string {
+	return []string{"-d", url, "--slot", slot, "--start",
+		"-o", "proto_version=1", "-o", "publication_names=" + harness.Publication, "-o", "messages=true", "-f", "/dev/null"}
+}
+
+// waitSlotActive waits, up to 10 s, until a walsender streams slot; it
+// fails at once if the reader exits first.
+func waitSlotActive(ctx context.Context, url, slot string, exited <-chan error) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var active bool
+		err := withConn(ctx, url, func(conn *pgx.Conn) error {
+			return conn.QueryRow(ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active)
+		})
+		if err != nil {
+			return err
+		}
+		if active {
+			return nil
+		}
+		select {
+		case err := <-exited:
+			return fmt.Errorf("exited before streaming (%v)", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return errors.New("not streaming after 10s")
+		}
+	}
+}
+
+// dropSlotWhenInactive drops slot once no walsender holds it, waiting up
+// to 5 s for the one of a reader just stopped to exit.
+func dropSlotWhenInactive(url, slot string) error {
+	ctx := context.Background()
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		var left bool
+		err := withConn(ctx, url, func(conn *pgx.Conn) error {
+			if _, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active`, slot); err != nil {
+				return err
+			}
+			return conn.QueryRow(ctx, `SELECT count(*) > 0 FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&left)
+		})
+		if err != nil || !left {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("slot %s still held after its reader stopped; drop it by hand", slot)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // startPlanned starts one of this binary's servers run from a raw.Plan

@@ -49,7 +49,7 @@ const (
 	padLeft, padRight, padTop, padBottom = 72, 270, 44, 56
 )
 
-var palette = map[string]string{"raw": "#555555", "gateway": "#ff7f0e", "koordi": "#1f77b4", "inproc": "#17becf", "node": "#2ca02c", "url": "#9467bd"}
+var palette = map[string]string{"raw": "#555555", "gateway": "#ff7f0e", "gateway-pg": "#e377c2", "koordi": "#1f77b4", "inproc": "#17becf", "node": "#2ca02c", "url": "#9467bd"}
 
 var spare = []string{"#ff7f0e", "#8c564b", "#e377c2", "#bcbd22"}
 
@@ -79,10 +79,16 @@ func writeSweepSVG(out io.Writer, title string, rows []SweepRow, knees []Knee, l
 	if dhi <= dlo {
 		dhi = dlo + 1
 	}
+	// The rate axis spans whole 500s around the rates swept, so a sweep
+	// of a narrow range near the knee is not squeezed into its right end.
+	xmin := 500 * math.Floor(float64(rates[0])/500)
 	xmax := 500 * math.Ceil(float64(rates[len(rates)-1])/500)
+	if xmax <= xmin {
+		xmax = xmin + 500
+	}
 	x0, x1 := float64(padLeft), float64(plotW-padRight)
 	y0, y1 := float64(plotH-padBottom), float64(padTop)
-	px := func(rate float64) float64 { return x0 + (x1-x0)*rate/xmax }
+	px := func(rate float64) float64 { return x0 + (x1-x0)*(rate-xmin)/(xmax-xmin) }
 	py := func(msv float64) float64 { return y0 - (y0-y1)*(math.Log10(msv)-dlo)/(dhi-dlo) }
 
 	fmt.Fprintf(w, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", plotW, plotH, plotW, plotH)

@@ -158,11 +158,13 @@ func (p *stallProbe) stop() error {
 
 // machineStalled says whether a step that missed the latency goal missed
 // it because of machine stalls alone: every slow window whose deliveries
-// reach into the recorded part (after warmup) began during a stall of at
-// least machineStallMin × limit, or after one within the stall's length
-// again plus limit
-// (the backlog it left drains), or was written at most its worst delay
-// before one — and there is at least one such window.
+// reach into the recorded part (after warmup) lies within the reach of a
+// stall of at least machineStallMin × limit — its writes from at most the
+// stall's length plus limit before it (they waited through it) to the
+// stall's length again plus limit after it (the backlog it left drains) —
+// and was late by no more than the stall's length plus limit and a slot;
+// and there is at least one such window. A long window, or one far later
+// than a stall, is the server's own.
 func machineStalled(slow []SlowWindow, stalls []MachineStall, warmup, limit time.Duration) bool {
 	counted := 0
 	for _, w := range slow {
@@ -173,7 +175,9 @@ func machineStalled(slow []SlowWindow, stalls []MachineStall, warmup, limit time
 		explained := false
 		for _, s := range stalls {
 			// A write made up to w.Worst before the stall waits through it.
-			if s.Span >= machineStallMin*limit && w.At < s.At+2*s.Span+limit && w.At+w.Span+w.Worst > s.At {
+			reach := s.Span + limit
+			if s.Span >= machineStallMin*limit && w.At >= s.At-reach && w.At+w.Span <= s.At+s.Span+reach &&
+				w.Worst <= reach+timelineSlot {
 				explained = true
 				break
 			}

@@ -2,6 +2,7 @@ package scenario
 
 import (
 	"bytes"
+	"encoding/json"
 	"encoding/xml"
 	"errors"
 	"flag"
@@ -413,6 +414,10 @@ func TestPooledKnees(t *testing.T) {
 		}
 	}
 
+	var decoded SweepRow // a row of a report from before histograms were kept
+	if err := json.Unmarshal([]byte(`{"server":"koordi","rate":250,"latency":{"count":1000,"p99_ns":2000000}}`), &decoded); err != nil || decoded.LatencyCounts != nil {
+		t.Fatalf("an old row decoded with counts: %v", err)
+	}
 	old := slices.Clone(rows)
 	for i := range old {
 		old[i].LatencyCounts = nil

@@ -133,6 +133,8 @@ func (h *Histogram) Summarize() Summary {
 // buckets and exact extremes, so that the histograms of several runs, read
 // back from their reports, can be pooled into one (Histogram.Add).
 type Counts struct {
+	// SubBits is the layout the bucket indices are of (subBits).
+	SubBits int         `json:"sub_bits"`
 	Buckets [][2]uint64 `json:"buckets"` // bucket index, samples
 	Sum     uint64      `json:"sum_ns"`
 	Min     int64       `json:"min_ns"`
@@ -144,7 +146,7 @@ func (h *Histogram) Counts() *Counts {
 	if h.n.Load() == 0 {
 		return nil
 	}
-	c := &Counts{Sum: h.sum.Load(), Min: h.min.Load() - 1, Max: h.max.Load()}
+	c := &Counts{SubBits: subBits, Sum: h.sum.Load(), Min: h.min.Load() - 1, Max: h.max.Load()}
 	for b := range h.counts {
 		if n := h.counts[b].Load(); n > 0 {
 			c.Buckets = append(c.Buckets, [2]uint64{uint64(b), n})
@@ -153,12 +155,15 @@ func (h *Histogram) Counts() *Counts {
 	return c
 }
 
-// Add records c's samples in h, as if each had been recorded in it. A
-// bucket index out of range (a report of another layout) is an error, and
-// h is left as it was.
+// Add records c's samples in h, as if each had been recorded in it.
+// Counts of another layout, or a bucket index out of range, is an error,
+// and h is left as it was.
 func (h *Histogram) Add(c *Counts) error {
 	if c == nil {
 		return nil
+	}
+	if c.SubBits != subBits {
+		return fmt.Errorf("stats: counts of %d sub-bucket bits, this histogram has %d", c.SubBits, subBits)
 	}
 	for _, b := range c.Buckets {
 		if b[0] >= nBuckets {

@@ -1,6 +1,7 @@
 package stats
 
 import (
+	"encoding/json"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -151,8 +152,21 @@ func TestCountsPool(t *testing.T) {
 	if empty.Counts() != nil {
 		t.Fatal("an empty histogram has counts")
 	}
-	if err := pooled.Add(&Counts{Buckets: [][2]uint64{{nBuckets, 1}}}); err == nil {
+	if err := pooled.Add(&Counts{SubBits: subBits, Buckets: [][2]uint64{{nBuckets, 1}}}); err == nil {
 		t.Fatal("a bucket out of range was added")
+	}
+	if err := pooled.Add(&Counts{SubBits: subBits - 1, Buckets: [][2]uint64{{1, 1}}}); err == nil {
+		t.Fatal("counts of another layout were added")
+	}
+	// Through JSON, as a report keeps them.
+	js, err := json.Marshal(a.Counts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Counts
+	var again Histogram
+	if err := json.Unmarshal(js, &back); err != nil || again.Add(&back) != nil || again.Summarize() != a.Summarize() {
+		t.Fatalf("counts through JSON: %v; %+v, want %+v", err, again.Summarize(), a.Summarize())
 	}
 	if pooled.Count() != all.Count() {
 		t.Fatalf("a refused Add changed the count: %d", pooled.Count())
