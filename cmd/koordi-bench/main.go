@@ -345,6 +345,9 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := backlogServers(which, o.servers); err != nil {
+		return err
+	}
 	step, warmup, err := latencySteps(o.duration, o.warmup, short)
 	if err != nil {
 		return err
@@ -582,6 +585,20 @@ func buildEnv(ctx context.Context, o options, servers bool) (*scenario.Env, func
 // cdcDeliverServer is the one server cdc-deliver measures (the first koordi
 // or inproc of --servers, koordi if none); a second is refused before
 // anything starts, since the scenario would not run it.
+// backlogServers refuses, before anything starts, a server that cannot
+// take fanout's backlog: gateway-pg stands beside a SQL load at a rate.
+func backlogServers(which, servers string) error {
+	if which != "fanout" && which != "all" && which != "short" {
+		return nil
+	}
+	for _, s := range splitList(servers) {
+		if kind, _, _ := strings.Cut(strings.SplitN(s, "+", 2)[0], "@"); kind == "gateway-pg" {
+			return fmt.Errorf("%s runs fanout, which %q cannot: gateway-pg stands beside a SQL load at a rate (latency, hop)", which, s)
+		}
+	}
+	return nil
+}
+
 func cdcDeliverServer(which, servers string) (string, error) {
 	if which != "cdc-deliver" {
 		return "", nil

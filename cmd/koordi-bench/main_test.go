@@ -51,3 +51,20 @@ func TestCDCDeliverServer(t *testing.T) {
 		}
 	}
 }
+
+func TestBacklogServers(t *testing.T) {
+	for _, tt := range []struct {
+		which, servers string
+		ok             bool
+	}{
+		{"fanout", "raw,gateway,koordi", true},
+		{"fanout", "raw,gateway-pg", false},
+		{"short", "gateway-pg+GOGC=50", false},
+		{"latency", "raw,gateway-pg,koordi", true},
+		{"hop", "gateway-pg", true},
+	} {
+		if err := backlogServers(tt.which, tt.servers); (err == nil) != tt.ok {
+			t.Errorf("%s with %s: %v", tt.which, tt.servers, err)
+		}
+	}
+}

@@ -310,7 +310,7 @@ func (e *Env) writeBacklog(ctx context.Context, srv *server, t harness.Topology,
 	if srv.control == "" {
 		return writeBacklog(ctx, e.DatabaseURL, t, txs)
 	}
-	if srv.sqlLoad {
+	if srv.sqlLoad { // main refuses it before anything starts; a caller of this package may not
 		return nil, errors.New("gateway-pg stands beside a SQL load at a rate: it runs in latency and hop, not with a backlog")
 	}
 	res, err := raw.Start(ctx, srv.control, raw.Plan{Calendars: t.Calendars, EventsPerCalendar: t.EventsPerCalendar, Backlog: txs})
