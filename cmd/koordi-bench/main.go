@@ -352,8 +352,8 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if o.dbURL != "" && len(o.pgSettings) > 0 {
-		return errors.New("--pg-setting configures the throwaway cluster: set it on the server of --database-url instead")
+	if err := checkPGSettings(which, o.dbURL, o.pgSettings); err != nil {
+		return err
 	}
 	rates, err := parseRates(o.rates)
 	if err != nil {
@@ -459,12 +459,11 @@ func run(ctx context.Context, args []string) error {
 	}
 	if err := do("hop", func() (*scenario.Report, error) {
 		rep, err := scenario.Sweep(ctx, env, scenario.SweepConfig{
-			Servers: hopServers, Clients: size(o.clients, 10_000, 1_000), RoomSize: o.roomSize, Rates: []int{size(o.rate, 500, 500)},
+			Scenario: "hop-latency", Servers: hopServers, Clients: size(o.clients, 10_000, 1_000), RoomSize: o.roomSize, Rates: []int{size(o.rate, 500, 500)},
 			Step: dur(o.duration, 10*time.Second, 4*time.Second), Warmup: dur(o.warmup, 2*time.Second, time.Second),
 			Sources: o.sources, Profile: o.profile, StallRetries: o.stallRetries,
 		})
 		if rep != nil {
-			rep.Scenario = "hop-latency"
 			scenario.HopRatios(rep, 0.7, 2)
 		}
 		return rep, err
@@ -585,6 +584,20 @@ func buildEnv(ctx context.Context, o options, servers bool) (*scenario.Env, func
 // cdcDeliverServer is the one server cdc-deliver measures (the first koordi
 // or inproc of --servers, koordi if none); a second is refused before
 // anything starts, since the scenario would not run it.
+// checkPGSettings refuses --pg-setting where no throwaway cluster starts
+// for it to configure.
+func checkPGSettings(which, dbURL string, settings []string) error {
+	switch {
+	case len(settings) == 0:
+		return nil
+	case dbURL != "":
+		return errors.New("--pg-setting configures the throwaway cluster: set it on the server of --database-url instead")
+	case which == "subjects":
+		return errors.New("--pg-setting: subjects starts no PostgreSQL")
+	}
+	return nil
+}
+
 // backlogServers refuses, before anything starts, a server that cannot
 // take fanout's backlog: gateway-pg stands beside a SQL load at a rate.
 func backlogServers(which, servers string) error {

@@ -68,3 +68,21 @@ func TestBacklogServers(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckPGSettings(t *testing.T) {
+	set := []string{"autovacuum=off"}
+	for _, tt := range []struct {
+		which, url string
+		settings   []string
+		ok         bool
+	}{
+		{"latency", "", set, true},
+		{"latency", "postgres://elsewhere", set, false},
+		{"subjects", "", set, false},
+		{"subjects", "", nil, true},
+	} {
+		if err := checkPGSettings(tt.which, tt.url, tt.settings); (err == nil) != tt.ok {
+			t.Errorf("%s, url %q, %v: %v", tt.which, tt.url, tt.settings, err)
+		}
+	}
+}

@@ -18,6 +18,9 @@ import (
 // while the offered commit rate steps up, one bounded step per rate, on
 // one set of connected clients per server.
 type SweepConfig struct {
+	// Scenario names the report and the servers' logs; default "latency"
+	// (hop runs it as "hop-latency").
+	Scenario          string
 	Servers           []string
 	Clients           int
 	Users             int // default Clients
@@ -47,6 +50,9 @@ type SweepConfig struct {
 func (c *SweepConfig) defaults() error {
 	if err := checkRooms(&c.Users, c.Clients, c.RoomSize, &c.EventsPerCalendar); err != nil {
 		return err
+	}
+	if c.Scenario == "" {
+		c.Scenario = "latency"
 	}
 	if len(c.Rates) == 0 {
 		return fmt.Errorf("latency: no rates")
@@ -231,7 +237,7 @@ func Sweep(ctx context.Context, e *Env, cfg SweepConfig) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	rep := &Report{Scenario: "latency", Started: time.Now(), Config: cfg, Machine: machine()}
+	rep := &Report{Scenario: cfg.Scenario, Started: time.Now(), Config: cfg, Machine: machine()}
 	var rows []SweepRow
 	defer func() { rep.Rows = rows }()
 	var probe *stallProbe
@@ -384,7 +390,7 @@ func poolRuns(server string, of []sweepRun) (sweepRun, bool) {
 }
 
 func (e *Env) sweepOne(ctx context.Context, name string, cfg SweepConfig, topo harness.Topology, tokens func(int) string, probe *stallProbe) ([]SweepRow, error) {
-	s, err := e.open(ctx, "latency", name, cfg.Clients, cfg.RoomSize, cfg.Sources, tokens)
+	s, err := e.open(ctx, cfg.Scenario, name, cfg.Clients, cfg.RoomSize, cfg.Sources, tokens)
 	if err != nil {
 		return nil, err
 	}
