@@ -581,9 +581,6 @@ func buildEnv(ctx context.Context, o options, servers bool) (*scenario.Env, func
 	return env, cleanup, nil
 }
 
-// cdcDeliverServer is the one server cdc-deliver measures (the first koordi
-// or inproc of --servers, koordi if none); a second is refused before
-// anything starts, since the scenario would not run it.
 // checkPGSettings refuses --pg-setting where no throwaway cluster starts
 // for it to configure.
 func checkPGSettings(which, dbURL string, settings []string) error {
@@ -605,20 +602,31 @@ func backlogServers(which, servers string) error {
 		return nil
 	}
 	for _, s := range splitList(servers) {
-		if kind, _, _ := strings.Cut(strings.SplitN(s, "+", 2)[0], "@"); kind == "gateway-pg" {
+		kind, err := scenario.ServerKind(s)
+		if err != nil {
+			return err
+		}
+		if kind == "gateway-pg" {
 			return fmt.Errorf("%s runs fanout, which %q cannot: gateway-pg stands beside a SQL load at a rate (latency, hop)", which, s)
 		}
 	}
 	return nil
 }
 
+// cdcDeliverServer is the one server cdc-deliver measures (the first koordi
+// or inproc of --servers, koordi if none); a second is refused before
+// anything starts, since the scenario would not run it.
 func cdcDeliverServer(which, servers string) (string, error) {
 	if which != "cdc-deliver" {
 		return "", nil
 	}
 	srv := ""
 	for _, s := range splitList(servers) {
-		if strings.HasPrefix(s, "koordi") || strings.HasPrefix(s, "inproc") {
+		kind, err := scenario.ServerKind(s)
+		if err != nil {
+			return "", err
+		}
+		if kind == "koordi" || kind == "inproc" {
 			if srv != "" {
 				return "", fmt.Errorf("cdc-deliver measures one server against pg_recvlogical and raw: %q and %q given; run it once for each", srv, s)
 			}

@@ -33,6 +33,21 @@ func (p *Process) PID() int { return p.cmd.Process.Pid }
 // StartProcess runs argv with env added to this process's environment,
 // waits until url answers an Engine.IO handshake, and returns the process.
 func StartProcess(ctx context.Context, name, url string, env []string, dir string, argv ...string) (*Process, error) {
+	p, err := Spawn(name, env, dir, argv...)
+	if err != nil {
+		return nil, err
+	}
+	p.URL = url
+	if err := p.waitReady(ctx, 60*time.Second); err != nil {
+		p.Stop()
+		return nil, fmt.Errorf("%s not ready: %w; output: %s", name, err, lastLines(p.log.String(), 8))
+	}
+	return p, nil
+}
+
+// Spawn runs argv as StartProcess does, without waiting for anything: a
+// helper process that serves no Socket.IO (pg_recvlogical, say).
+func Spawn(name string, env []string, dir string, argv ...string) (*Process, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Dir = dir
@@ -43,12 +58,8 @@ func StartProcess(ctx context.Context, name, url string, env []string, dir strin
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &Process{Name: name, URL: url, cmd: cmd, log: log, done: make(chan struct{})}
+	p := &Process{Name: name, cmd: cmd, log: log, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(p.done) }()
-	if err := p.waitReady(ctx, 60*time.Second); err != nil {
-		p.Stop()
-		return nil, fmt.Errorf("%s not ready: %w; output: %s", name, err, lastLines(log.String(), 8))
-	}
 	return p, nil
 }
 

@@ -64,11 +64,7 @@ func CDC(ctx context.Context, e *Env, cfg CDCConfig) (*Report, error) {
 		cfg.Writers = 4
 	}
 	cfg.Consumers = []string{consumerRecv, consumerKoordi}
-	bin, err := pgcluster.BinDir()
-	if err != nil {
-		return nil, err
-	}
-	recv, err := findRecvLogical(bin)
+	recv, err := findRecvLogical()
 	if err != nil {
 		return nil, err
 	}
@@ -310,9 +306,13 @@ func runKoordiConsumer(ctx context.Context, url, slot string, want int64) (time.
 }
 
 // findRecvLogical finds pg_recvlogical of the server's version: next to
-// initdb, following a symlink (/usr/local/bin/initdb ->
+// initdb (pgcluster.BinDir), following a symlink (/usr/local/bin/initdb ->
 // /usr/lib/postgresql/15/bin/initdb), or on PATH.
-func findRecvLogical(bin string) (string, error) {
+func findRecvLogical() (string, error) {
+	bin, err := pgcluster.BinDir()
+	if err != nil {
+		return "", err
+	}
 	candidates := []string{filepath.Join(bin, "pg_recvlogical")}
 	if real, err := filepath.EvalSymlinks(filepath.Join(bin, "initdb")); err == nil {
 		candidates = append(candidates, filepath.Join(filepath.Dir(real), "pg_recvlogical"))

@@ -12,7 +12,6 @@ import (
 
 	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/harness"
 	"github.com/koordi/koordi-realtime/gateway/auth"
-	"github.com/koordi/koordi-realtime/sql/pgcluster"
 )
 
 // CDC catch-up while delivering (issue 13.5)
@@ -96,11 +95,7 @@ func CDCLive(ctx context.Context, e *Env, cfg CDCLiveConfig) (*Report, error) {
 	if cfg.Reps <= 0 {
 		cfg.Reps = 2
 	}
-	bin, err := pgcluster.BinDir()
-	if err != nil {
-		return nil, err
-	}
-	recv, err := findRecvLogical(bin)
+	recv, err := findRecvLogical()
 	if err != nil {
 		return nil, err
 	}

@@ -317,55 +317,62 @@ func (e *Env) writeBacklog(ctx context.Context, srv *server, t harness.Topology,
 	return res.PerCal, err
 }
 
-// writeRate commits rate single-row updates a second for d: through SQL,
-// from this process (or, with Env.WriterProcess, from a writer process of
-// its own), or, for raw and gateway, as the server's in-memory schedule.
+// writeRate commits rate single-row updates a second for d: through SQL
+// (writeSQL), or, for raw and gateway, as the server's in-memory schedule;
+// for gateway-pg both, the schedule's being the deliveries.
 func (e *Env) writeRate(ctx context.Context, srv *server, t harness.Topology, rate int, d time.Duration, workers int) (rateResult, error) {
-	if srv.control == "" && e.WriterProcess {
-		r, cpu, err := e.writeRateProcess(ctx, t, rate, d, workers)
-		r.CPU = cpu
-		return r, err
-	}
 	if srv.control == "" {
+		return e.writeSQL(ctx, t, rate, d, workers)
+	}
+	if !srv.sqlLoad {
+		return e.runSchedule(ctx, srv, t, rate, d)
+	}
+	// The same commits through SQL, the way koordi gets them, for the
+	// slot's reader only.
+	sqlCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		r   rateResult
+		err error
+	}
+	sql := make(chan result, 1)
+	go func() {
+		r, err := e.writeSQL(sqlCtx, t, rate, d, workers)
+		sql <- result{r, err}
+	}()
+	res, err := e.runSchedule(ctx, srv, t, rate, d)
+	if err != nil {
+		cancel() // no schedule ran: the load has nothing to stand beside
+	}
+	load := <-sql
+	res.CPU = load.r.CPU // the writer process's, as koordi's row has it
+	switch want := float64(rate) * d.Seconds(); {
+	case load.err != nil && err == nil:
+		err = fmt.Errorf("SQL load beside the schedule: %w", load.err)
+	case load.err != nil:
+	case float64(load.r.Commits) < 0.99*want:
+		e.logf("%s: the SQL load beside the schedule made only %d of %.0f commits: PostgreSQL carried less than beside koordi", srv.name, load.r.Commits, want)
+	case load.r.Behind > 50*time.Millisecond:
+		// Behind at saturation, as koordi's writer is then too, is the load.
+		e.logf("%s: the SQL load beside the schedule fell up to %s behind it", srv.name, load.r.Behind.Round(time.Millisecond))
+	}
+	return res, err
+}
+
+// writeSQL commits through SQL from this process or, with
+// Env.WriterProcess, from a writer process of its own (its CPU in CPU).
+func (e *Env) writeSQL(ctx context.Context, t harness.Topology, rate int, d time.Duration, workers int) (rateResult, error) {
+	if !e.WriterProcess {
 		return writeRate(ctx, e.DatabaseURL, t, rate, d, workers)
 	}
-	var sql chan error
-	cancelSQL := func() {}
-	if srv.sqlLoad {
-		// The same commits through SQL, the way koordi gets them, for the
-		// slot's reader only: the deliveries are the schedule's.
-		var sqlCtx context.Context
-		sqlCtx, cancelSQL = context.WithCancel(ctx)
-		defer cancelSQL()
-		ctx := sqlCtx
-		sql = make(chan error, 1)
-		go func() {
-			var r rateResult
-			var err error
-			if e.WriterProcess {
-				r, _, err = e.writeRateProcess(ctx, t, rate, d, workers)
-			} else {
-				r, err = writeRate(ctx, e.DatabaseURL, t, rate, d, workers)
-			}
-			// Behind its schedule at saturation, as koordi's writer is then
-			// too, is the load; fewer commits would be a lighter baseline.
-			if want := float64(rate) * d.Seconds(); err == nil && float64(r.Commits) < 0.99*want {
-				e.logf("%s: the SQL load beside the schedule made only %d of %.0f commits: PostgreSQL carried less than beside koordi", srv.name, r.Commits, want)
-			} else if err == nil && r.Behind > 50*time.Millisecond {
-				e.logf("%s: the SQL load beside the schedule fell up to %s behind it", srv.name, r.Behind.Round(time.Millisecond))
-			}
-			sql <- err
-		}()
-	}
+	r, cpu, err := e.writeRateProcess(ctx, t, rate, d, workers)
+	r.CPU = cpu
+	return r, err
+}
+
+// runSchedule runs the server's in-memory schedule (raw.Plan).
+func (e *Env) runSchedule(ctx context.Context, srv *server, t harness.Topology, rate int, d time.Duration) (rateResult, error) {
 	res, err := raw.Start(ctx, srv.control, raw.Plan{Calendars: t.Calendars, EventsPerCalendar: t.EventsPerCalendar, Rate: rate, Duration: d})
-	if sql != nil {
-		if err != nil {
-			cancelSQL() // no schedule ran: the load has nothing to stand beside
-		}
-		if serr := <-sql; serr != nil && err == nil {
-			err = fmt.Errorf("SQL load beside the schedule: %w", serr)
-		}
-	}
 	return rateResult{Commits: res.Commits, Seconds: res.Seconds, Behind: res.Behind, perCal: res.PerCal}, err
 }
 

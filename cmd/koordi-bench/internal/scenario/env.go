@@ -1,24 +1,21 @@
 package scenario
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/koordi/koordi-realtime/cmd/koordi-bench/internal/harness"
 	"github.com/koordi/koordi-realtime/gateway/auth"
-	"github.com/koordi/koordi-realtime/sql/pgcluster"
 )
 
 // Env is what every scenario needs from the command line.
@@ -107,6 +104,12 @@ func parseServerSpec(s string) (serverSpec, error) {
 		sp.env = append(sp.env, kv)
 	}
 	return sp, nil
+}
+
+// ServerKind is the kind of a --servers name (koordi of koordi@bin/old+GOGC=50).
+func ServerKind(name string) (string, error) {
+	sp, err := parseServerSpec(name)
+	return sp.kind, err
 }
 
 // startServer starts the named server: raw, gateway, gateway-pg, koordi, node, inproc or url,
@@ -226,54 +229,88 @@ const gatewayPGSlot = "koordi_bench_gateway_pg"
 // but nothing decodes the stream for the sockets: koordi against
 // gateway-pg is what koordi's own reading, decoding and derivation cost.
 func (e *Env) startGatewayPG(ctx context.Context, name, url string, env []string, addr string) (*server, error) {
-	bin, err := pgcluster.BinDir()
+	reader, err := startSlotReader(ctx, e.DatabaseURL, gatewayPGSlot)
 	if err != nil {
 		return nil, err
-	}
-	recv, err := findRecvLogical(bin)
-	if err != nil {
-		return nil, err
-	}
-	if err := createSlots(ctx, e.DatabaseURL, map[string][]string{consumerRecv: {gatewayPGSlot}}); err != nil {
-		return nil, err
-	}
-	reader := exec.Command(recv, recvLogicalArgs(e.DatabaseURL, gatewayPGSlot)...)
-	var readerOut bytes.Buffer
-	reader.Stdout, reader.Stderr = &readerOut, &readerOut
-	if err := reader.Start(); err != nil {
-		_ = dropSlot(context.Background(), e.DatabaseURL, gatewayPGSlot)
-		return nil, fmt.Errorf("pg_recvlogical: %w", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- reader.Wait() }()
-	stopReader := func() {
-		// pg_recvlogical ends cleanly on SIGTERM; the slot can be dropped
-		// once its walsender has gone too.
-		_ = reader.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = reader.Process.Kill()
-			<-exited
-		}
-		if err := dropSlotWhenInactive(e.DatabaseURL, gatewayPGSlot); err != nil {
-			e.logf("%s: %v", name, err)
-		}
-	}
-	// The baseline is only what it says while the reader streams.
-	if err := waitSlotActive(ctx, e.DatabaseURL, gatewayPGSlot, exited); err != nil {
-		stopReader()
-		return nil, fmt.Errorf("pg_recvlogical on %s: %w: %s", gatewayPGSlot, err, strings.TrimSpace(readerOut.String()))
 	}
 	srv, err := e.startPlanned(ctx, name, url, env, "serve-gateway", "--listen", addr)
 	if err != nil {
-		stopReader()
+		_ = reader.stop()
 		return nil, err
 	}
 	srv.sqlLoad = true
 	stopGateway := srv.stop
-	srv.stop = func() { stopGateway(); stopReader() }
+	srv.stop = func() {
+		stopGateway()
+		if err := reader.stop(); err != nil {
+			e.logf("%s: %v", name, err)
+		}
+	}
 	return srv, nil
+}
+
+// slotReader is pg_recvlogical streaming a slot of its own to /dev/null.
+type slotReader struct {
+	url, slot string
+	p         *harness.Process
+}
+
+// startSlotReader creates slot (dropping one of that name first) and
+// streams it with pg_recvlogical; it returns once PostgreSQL shows the slot
+// active, so a baseline that stands on the reader is only measured while
+// the reader reads.
+func startSlotReader(ctx context.Context, url, slot string) (*slotReader, error) {
+	recv, err := findRecvLogical()
+	if err != nil {
+		return nil, err
+	}
+	if err := createSlots(ctx, url, map[string][]string{consumerRecv: {slot}}); err != nil {
+		return nil, err
+	}
+	p, err := harness.Spawn("pg_recvlogical", nil, "", append([]string{recv}, recvLogicalArgs(url, slot)...)...)
+	if err != nil {
+		_ = dropSlot(context.Background(), url, slot)
+		return nil, err
+	}
+	r := &slotReader{url: url, slot: slot, p: p}
+	if err := r.waitActive(ctx); err != nil {
+		_ = r.stop()
+		return nil, fmt.Errorf("pg_recvlogical on %s: %w: %s", slot, err, strings.TrimSpace(p.Log()))
+	}
+	return r, nil
+}
+
+// waitActive waits, up to 10 s, until a walsender streams the slot; it
+// fails at once if the reader exits first.
+func (r *slotReader) waitActive(ctx context.Context) error {
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var active bool
+		err := withConn(ctx, r.url, func(conn *pgx.Conn) error {
+			return conn.QueryRow(ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, r.slot).Scan(&active)
+		})
+		switch {
+		case err != nil:
+			return err
+		case active:
+			return nil
+		case time.Now().After(deadline):
+			return errors.New("not streaming after 10s")
+		}
+		select {
+		case <-r.p.Done():
+			return errors.New("exited before streaming")
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// stop ends the reader (harness.Process.Stop: SIGTERM, on which
+// pg_recvlogical exits cleanly) and drops its slot.
+func (r *slotReader) stop() error {
+	r.p.Stop()
+	return dropSlot(context.Background(), r.url, r.slot)
 }
 
 // recvLogicalArgs are pg_recvlogical's arguments to stream slot with the
@@ -281,56 +318,6 @@ func (e *Env) startGatewayPG(ctx context.Context, name, url string, env []string
 func recvLogicalArgs(url, slot string) []string {
 	return []string{"-d", url, "--slot", slot, "--start",
 		"-o", "proto_version=1", "-o", "publication_names=" + harness.Publication, "-o", "messages=true", "-f", "/dev/null"}
-}
-
-// waitSlotActive waits, up to 10 s, until a walsender streams slot; it
-// fails at once if the reader exits first.
-func waitSlotActive(ctx context.Context, url, slot string, exited <-chan error) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var active bool
-		err := withConn(ctx, url, func(conn *pgx.Conn) error {
-			return conn.QueryRow(ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active)
-		})
-		if err != nil {
-			return err
-		}
-		if active {
-			return nil
-		}
-		select {
-		case err := <-exited:
-			return fmt.Errorf("exited before streaming (%v)", err)
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return errors.New("not streaming after 10s")
-		}
-	}
-}
-
-// dropSlotWhenInactive drops slot once no walsender holds it, waiting up
-// to 5 s for the one of a reader just stopped to exit.
-func dropSlotWhenInactive(url, slot string) error {
-	ctx := context.Background()
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		var left bool
-		err := withConn(ctx, url, func(conn *pgx.Conn) error {
-			if _, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active`, slot); err != nil {
-				return err
-			}
-			return conn.QueryRow(ctx, `SELECT count(*) > 0 FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&left)
-		})
-		if err != nil || !left {
-			return err
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("slot %s still held after its reader stopped; drop it by hand", slot)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // startPlanned starts one of this binary's servers run from a raw.Plan
@@ -349,14 +336,43 @@ func (e *Env) startPlanned(ctx context.Context, name, url string, env []string, 
 	return &server{name: name, url: url, pid: p.PID(), pprof: "http://" + ctl, control: "http://" + ctl, output: p.Log, stop: p.Stop}, nil
 }
 
+// slotRelease is how long dropSlot waits for a slot's walsender to let
+// go: that of a reader stopped a moment ago takes a moment to exit.
+const slotRelease = 5 * time.Second
+
+// dropSlot drops slot if it exists, once no walsender streams it: it waits
+// up to slotRelease, then fails, so that a server is never started on a
+// slot another still reads, nor a stopped one's slot left to hold WAL.
 func dropSlot(ctx context.Context, url, slot string) error {
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
 		return err
 	}
 	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active`, slot)
-	return err
+	for deadline := time.Now().Add(slotRelease); ; {
+		var exists, active bool
+		err := conn.QueryRow(ctx, `SELECT count(*) > 0, coalesce(bool_or(active), false) FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&exists, &active)
+		switch {
+		case err != nil:
+			return err
+		case !exists:
+			return nil
+		case !active:
+			_, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot)
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && (pgErr.Code == "55006" || pgErr.Code == "42704") {
+				continue // taken or dropped since the query: look again
+			}
+			return err
+		case time.Now().After(deadline):
+			return fmt.Errorf("slot %s still streamed %s after its reader was stopped; drop it by hand", slot, slotRelease)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // tokens mints one token per user, valid for the run.

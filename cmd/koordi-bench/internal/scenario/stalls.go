@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -77,6 +78,10 @@ type stallProbe struct {
 
 	mu     sync.Mutex
 	stalls [][2]int64 // start unix ns, span ns
+
+	// ended is set when its output ends, stopping when stop began, told
+	// once gone has said so.
+	ended, stopping, told atomic.Bool
 }
 
 // startStallProbe starts bench's stall probe.
@@ -101,6 +106,7 @@ func startStallProbe(benchBin string) (*stallProbe, error) {
 
 func (p *stallProbe) read(r io.Reader) {
 	defer close(p.done)
+	defer p.ended.Store(true)
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		if s, ok := parseStall(sc.Text()); ok {
@@ -141,11 +147,19 @@ func (p *stallProbe) between(from, to time.Time) []MachineStall {
 	return out
 }
 
+// gone says, the first time it is asked after, that the probe ended before
+// it was stopped (killed, say): from then on it sees no stall, and no step
+// is run again for one.
+func (p *stallProbe) gone() bool {
+	return p != nil && p.ended.Load() && !p.stopping.Load() && p.told.CompareAndSwap(false, true)
+}
+
 // stop ends the probe: its stdin closes, it exits.
 func (p *stallProbe) stop() error {
 	if p == nil {
 		return nil
 	}
+	p.stopping.Store(true)
 	_ = p.stdin.Close()
 	<-p.done
 	err := p.cmd.Wait()

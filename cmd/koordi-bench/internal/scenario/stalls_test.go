@@ -126,3 +126,19 @@ func TestStallRetry(t *testing.T) {
 		}
 	}
 }
+
+// TestStallProbeGone: a probe whose output ends before it is stopped (it
+// was killed) is said to be gone, once; one stopped is not.
+func TestStallProbeGone(t *testing.T) {
+	p := &stallProbe{done: make(chan struct{})}
+	p.read(strings.NewReader("12 3\n"))
+	if !p.gone() || p.gone() {
+		t.Fatal("a probe whose output ended is not said to be gone exactly once")
+	}
+	q := &stallProbe{done: make(chan struct{})}
+	q.stopping.Store(true)
+	q.read(strings.NewReader(""))
+	if q.gone() {
+		t.Fatal("a stopped probe said to be gone")
+	}
+}

@@ -508,6 +508,9 @@ func (e *Env) step(ctx context.Context, s *session, cfg SweepConfig, topo harnes
 	row.Latency, row.LatencyCounts = h.Summarize(), h.Counts()
 	row.Slow = slots.slow(cfg.KneeP99)
 	row.MachineStalls = probe.between(s0.at, last)
+	if probe.gone() {
+		e.logf("%s: the stall probe ended early: no step is run again for a machine stall from here on", cfg.Scenario)
+	}
 	row.ServerCores, row.BenchCores = cores(s0, s1)
 	row.PGCores = pgCores(s0, s1)
 	if av1, err := autovacuums(ctx, e.DatabaseURL); err == nil && avErr == nil {

@@ -28,6 +28,11 @@ func stepRow(server string, rate int, p99ms float64, ratio float64, lost int64) 
 		Accounting: accounting{Expected: 1000, Delivered: 1000 - lost, Lost: lost}}
 }
 
+// okStep is a step that delivered everything, with the given p99.
+func okStep(server string, rate int, p99ms float64) SweepRow {
+	return stepRow(server, rate, p99ms, 1, 0)
+}
+
 func TestKnee(t *testing.T) {
 	const limit = 25 * time.Millisecond
 	tests := []struct {
@@ -188,12 +193,11 @@ func TestSweepSVGGolden(t *testing.T) {
 // runs, each with its knee, its column in the curve and its ratio against
 // the baseline's run of the same number.
 func TestSweepRunsKneesAndRatios(t *testing.T) {
-	step := func(server string, rate int, p99ms float64) SweepRow { return stepRow(server, rate, p99ms, 1, 0) }
 	rows := []SweepRow{
-		step("raw", 250, 1), step("raw", 500, 2), step("raw", 750, 30),
-		step("koordi", 250, 2), step("koordi", 500, 40), step("koordi", 750, 60),
-		step("raw", 250, 1), step("raw", 500, 30), step("raw", 750, 40),
-		step("koordi", 250, 3), step("koordi", 500, 9), step("koordi", 750, 80),
+		okStep("raw", 250, 1), okStep("raw", 500, 2), okStep("raw", 750, 30),
+		okStep("koordi", 250, 2), okStep("koordi", 500, 40), okStep("koordi", 750, 60),
+		okStep("raw", 250, 1), okStep("raw", 500, 30), okStep("raw", 750, 40),
+		okStep("koordi", 250, 3), okStep("koordi", 500, 9), okStep("koordi", 750, 80),
 	}
 	runs := sweepRuns(rows)
 	if len(runs) != 4 || runs[2].server != "raw" || runs[2].n != 2 || runs[2].of != 2 || len(runs[3].rows) != 3 {
@@ -434,10 +438,9 @@ func TestPooledKnees(t *testing.T) {
 // (the gateway with PostgreSQL's share of the machine beside it), what
 // koordi's own reading of the stream costs.
 func TestGatewayPGBaseline(t *testing.T) {
-	step := func(server string, rate int, p99ms float64) SweepRow { return stepRow(server, rate, p99ms, 1, 0) }
 	rows := []SweepRow{
-		step("gateway-pg", 500, 2), step("gateway-pg", 750, 9), step("gateway-pg", 1000, 40),
-		step("koordi", 500, 3), step("koordi", 750, 30), step("koordi", 1000, 80),
+		okStep("gateway-pg", 500, 2), okStep("gateway-pg", 750, 9), okStep("gateway-pg", 1000, 40),
+		okStep("koordi", 500, 3), okStep("koordi", 750, 30), okStep("koordi", 1000, 80),
 	}
 	_, ratios := sweepKnees(rows, SweepConfig{KneeP99: 25 * time.Millisecond, MinDelivered: 0.95})
 	for _, q := range ratios {
