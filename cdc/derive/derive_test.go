@@ -267,12 +267,40 @@ func deriveCases() []deriveCase {
 		// ---- 4.4 supplemental events ----
 		{name: "conflict_two_calendars", txs: [][]wal.Change{{del(tS, suppRow(S1, E1, "return")), del(tS, suppRow(S2, E2, "departure"))}},
 			want: []string{"C1 conflict:resolved", "C2 conflict:resolved"}},
-		{name: "conflict_same_calendar", txs: [][]wal.Change{{
-			ins(tE, eventRow(E3, C1, "Later")),
-			del(tS, suppRow(S2, E3, "departure")),
-			del(tS, suppRow(S1, E1, "return")),
-			del(tS, suppRow(S3, E1, "buffer")),
-		}}, want: []string{"C1 event:created", "C1 conflict:resolved"}},
+		// Same calendar: one envelope; A's two return rows are one pair.
+		{name: "conflict_same_calendar", txs: [][]wal.Change{
+			{ins(tE, eventRow(E3, C1, "Later"))},
+			{
+				del(tS, suppRow(S2, E3, "departure")),
+				del(tS, suppRow(S1, E1, "return")),
+				del(tS, suppRow(S3, E1, "return")),
+			},
+		}, want: []string{"C1 event:created", "C1 conflict:resolved"}},
+		// An event changed in any other way in the transaction is no half
+		// of a pair: a trip of another type deleted (E1), its row changed
+		// (E2 updated, E3 inserted), its own trip inserted (E4).
+		{name: "conflict_otherwise_changed_is_none", txs: [][]wal.Change{
+			{ins(tE, eventRow(E4, C2, "Later"))},
+			{del(tS, suppRow(S1, E1, "return")), del(tS, suppRow(S3, E1, "early_arrival")), del(tS, suppRow(S2, E2, "departure"))},
+			{del(tS, suppRow(S1, E1, "return")), del(tS, suppRow(S2, E2, "departure")), upd(tE, e2, with(e2, "title", "Moved"))},
+			{ins(tE, eventRow(E3, C1, "New")), del(tS, suppRow(S1, E3, "return")), del(tS, suppRow(S2, E2, "departure"))},
+			{del(tS, suppRow(S1, E1, "return")), del(tS, suppRow(S2, E4, "departure")), ins(tS, suppRow(tid(5, 9), E4, "departure"))},
+		}, want: []string{"C2 event:created", "C2 event:updated", "C1 event:created"}},
+		// Koordi's removeMember (invitationService.ts), in one transaction:
+		// every trip of the events reassigned from the member deleted (here
+		// earlier resolutions had left E1 only its return and E3 only its
+		// departure), the events reassigned to the owner, the membership
+		// deleted. No conflict was resolved.
+		{name: "conflict_remove_member_pairs_nothing", txs: [][]wal.Change{
+			{ins(tE, eventRow(E3, C1, "Later", "assigned_to_user_id", U2)), upd(tE, e1, with(e1, "assigned_to_user_id", U2))},
+			{
+				del(tS, trip(S1, E1, "return", field3, home)),
+				del(tS, trip(S2, E3, "departure", field3, home)),
+				upd(tE, with(e1, "assigned_to_user_id", U2), with(e1, "assigned_to_user_id", U1)),
+				upd(tE, eventRow(E3, C1, "Later", "assigned_to_user_id", U2), eventRow(E3, C1, "Later", "assigned_to_user_id", U1)),
+				del(tM, memberRowOf(M2, C1, U2, "bob@example.com", "accepted")),
+			},
+		}, want: []string{"C1 event:created", "C1 event:assigned", "C1 event:assigned", "C1 event:assigned", "C1 event:assigned", "leave U2 C1", "C1 member:removed", "U2 member:removed"}},
 		{name: "conflict_same_event_is_none", txs: [][]wal.Change{{del(tS, suppRow(S1, E1, "return")), del(tS, suppRow(S2, E1, "departure"))}},
 			want: nil},
 		{name: "conflict_parent_deleted_is_none", txs: [][]wal.Change{{del(tE, e1), del(tS, suppRow(S1, E1, "return")), del(tS, suppRow(S2, E2, "departure"))}},

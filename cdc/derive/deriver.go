@@ -143,7 +143,7 @@ func (d *Deriver) Derive(tx *wal.Tx) schema.Transaction {
 		}
 		return true
 	})
-	d.conflicts()
+	d.conflicts(tx)
 	d.pairAcrossTransactions(tx)
 	d.finish()
 	d.placeCascadeLeaves()

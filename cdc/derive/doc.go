@@ -64,10 +64,15 @@
 //
 // supplemental_events → conflict:resolved {event1_id A, event2_id B, reason
 // "same_location"} to A's calendar room, then B's when different:
-//   - One transaction deleting a `return` of event A and a `departure` of
-//     event B ≠ A. Returns are paired in WAL order with the first unpaired
-//     departure of another event. Supplementals deleted because their event
-//     is deleted in the same transaction do not count.
+//   - One transaction deleting `return` rows of event A and `departure` rows
+//     of event B ≠ A, where the transaction changes A and B in no other way
+//     (no other trip type deleted, no trip inserted or updated, the event's
+//     row not inserted, updated or deleted). Such events are paired in WAL
+//     order, the first A with the first B, and so on. So Koordi's
+//     removeMember, which deletes every trip of the member's events and
+//     reassigns them in one transaction, pairs nothing, even where earlier
+//     resolutions left one event only its return and another only its
+//     departure.
 //   - Two transactions, as Koordi's resolve-conflict writes it (two
 //     autocommitted deleteMany statements, A's returns then B's
 //     departures). A "returns-only" transaction — every change a DELETE of a

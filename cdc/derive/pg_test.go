@@ -421,6 +421,23 @@ func TestPostgresRules(t *testing.T) {
 		s.expect(t, `DELETE FROM supplemental_events WHERE (parent_event_id = {E1} AND type = 'return') OR (parent_event_id = {E6} AND type = 'departure')`,
 			`calendar:C1 conflict:resolved {"event1_id":"E1","event2_id":"E6","reason":"same_location"}`,
 			`calendar:C2 conflict:resolved {"event1_id":"E1","event2_id":"E6","reason":"same_location"}`)
+		// Koordi's removeMember in one transaction: every trip of the
+		// member's events deleted (E1 had only a return left, E4 only a
+		// departure), the events reassigned. Nothing was resolved.
+		s.expect(t, fmt.Sprintf(supp, "{E1}", "return"))
+		if got := s.derived(t); len(got) != 0 {
+			t.Fatalf("inserting a trip derived %q", got)
+		}
+		s.exec(t, `BEGIN;
+			DELETE FROM supplemental_events WHERE parent_event_id IN ({E1}, {E4});
+			UPDATE events SET assigned_to_user_id = {U2} WHERE id IN ({E1}, {E4});
+			COMMIT`)
+		got := s.derived(t)
+		if len(got) == 0 || strings.Contains(strings.Join(got, "\n"), "conflict:resolved") {
+			t.Errorf("a member's removal derived:\n  %s\nwant the reassignments alone", strings.Join(got, "\n  "))
+		}
+		s.exec(t, `UPDATE events SET assigned_to_user_id = NULL WHERE id IN ({E1}, {E4})`) // as the later subtests expect
+		s.derived(t)
 	})
 
 	t.Run("conflict_resolved_across_transactions", func(t *testing.T) {

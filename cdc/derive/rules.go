@@ -557,24 +557,87 @@ func (d *Deriver) supplementalChange(c *wal.Change) {
 }
 
 // conflicts pairs the transaction's deleted returns and departures: each
-// return of event A, in WAL order, with the first unpaired departure of an
-// event B ≠ A. Each pair is one conflict:resolved to A's calendar room and,
-// when different, B's.
-func (d *Deriver) conflicts() {
+// event A whose only change in tx is the deletion of `return` rows, in WAL
+// order, with the next event B whose only change is the deletion of
+// `departure` rows. Each pair is one conflict:resolved to A's calendar room
+// and, when different, B's.
+//
+// "Only" is what keeps Koordi's clean-ups out. Removing a member
+// (invitationService.removeMember) deletes every trip of the events
+// reassigned from that member, and updates those events' rows, in one
+// transaction; events whose earlier resolutions had left only a return or
+// only a departure would otherwise pair with each other there.
+func (d *Deriver) conflicts(tx *wal.Tx) {
 	if len(d.returns) == 0 || len(d.departures) == 0 {
 		return
 	}
-	used := make([]bool, len(d.departures))
-	for _, a := range d.returns {
-		for j, b := range d.departures {
-			if used[j] || b == a {
-				continue
+	other := d.otherwiseChanged(tx)
+	as, bs := onlyHalf(d.returns, other), onlyHalf(d.departures, other)
+	for i := range min(len(as), len(bs)) {
+		d.conflict(as[i], bs[i]) // never one event: it would be in other
+	}
+}
+
+// onlyHalf returns the events of ids (parent_event_id texts) not in other,
+// each once, in order.
+func onlyHalf(ids []string, other map[uid]bool) []string {
+	var out []string
+	seen := make(map[uid]bool)
+	for _, p := range ids {
+		id, ok := parseUID(p)
+		if !ok || other[id] || seen[id] {
+			continue
+		}
+		seen[id] = true
+		out = append(out, p)
+	}
+	return out
+}
+
+// otherwiseChanged returns the events of d.returns and d.departures that tx
+// changes in any way besides deleting their `return` rows alone or their
+// `departure` rows alone: both kinds deleted, a trip of another type
+// deleted, a trip of theirs inserted or updated, their own row inserted,
+// updated or deleted.
+func (d *Deriver) otherwiseChanged(tx *wal.Tx) map[uid]bool {
+	kind := make(map[uid]string, len(d.returns)+len(d.departures))
+	other := make(map[uid]bool)
+	for _, half := range [...]struct {
+		ids  []string
+		kind string
+	}{{d.returns, "return"}, {d.departures, "departure"}} {
+		for _, p := range half.ids {
+			if id, ok := parseUID(p); ok {
+				if k, seen := kind[id]; seen && k != half.kind {
+					other[id] = true
+				}
+				kind[id] = half.kind
 			}
-			used[j] = true
-			d.conflict(a, b)
-			break
 		}
 	}
+	mark := func(r wal.Row, col string) {
+		if id, ok := parseUID(str(r, col)); ok {
+			if _, watched := kind[id]; watched {
+				other[id] = true
+			}
+		}
+	}
+	tx.Each(func(c *wal.Change) bool {
+		switch c.Table {
+		case tableEvents:
+			mark(c.Old, "id")
+			mark(c.New, "id")
+		case tableSupplemental:
+			if c.Op != wal.OpDelete {
+				mark(c.Old, "parent_event_id")
+				mark(c.New, "parent_event_id")
+			} else if t := str(c.Old, "type"); t != "return" && t != "departure" {
+				mark(c.Old, "parent_event_id")
+			}
+		}
+		return true
+	})
+	return other
 }
 
 func (d *Deriver) conflict(a, b string) {
