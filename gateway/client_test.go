@@ -588,6 +588,10 @@ func TestClientRecoveryOutsideWindow(t *testing.T) {
 	if c := d.next("late", "connect"); c.Recovered {
 		t.Fatal("recovered although an event it missed was evicted")
 	}
+	// Told to refetch, also a client that does not look at recovered.
+	if r := d.nextEvent("late"); r.Event != schema.SyncReset || len(r.Args) != 2 || string(r.Args[0]) != `{"reason":"replay_unavailable"}` {
+		t.Fatalf("after the fresh connect: %s %s, want sync:reset {replay_unavailable}", r.Event, r.Args)
+	}
 	o = s.publish(t, schema.Envelope{Room: schema.UserRoom(user), Event: "e", Data: json.RawMessage(`9`)})
 	expectEvent(t, d, "late", "e", `9`, o[0])
 	if got := testutilValue(s.g.metrics.replayMisses); got != 1 {

@@ -16,15 +16,15 @@
 // "leave:calendar" with a calendar id and an optional ack; refusals answer the
 // ack, or else an "error" event {error_code, message} with one of the codes
 // [CodeInvalidCalendarID], [CodeForbidden], [CodeRateLimited],
-// [CodeUnknownEvent], [CodeInternal].
+// [CodeUnknownEvent] ([CodeTooManySockets] comes with the close of a socket
+// over Config.MaxSocketsPerUser).
 //
 // Rooms change with the data: each published [schema.Transaction] carries
 // the room moves its events imply ([schema.Move]: a user's sockets join or
 // leave a calendar room, a deleted calendar's room closes), and Publish
 // applies each at its place among the events, under the lock that orders
-// publication. A socket whose connect is still querying memberships receives
-// those moves too, applied after its query, so no change is lost between the
-// query and the join.
+// publication. A socket's rooms at connect come from the same view under the
+// same lock, so no move falls between reading them and joining.
 //
 // A socket is closed at the transport level when its token expires: the
 // client reconnects with the expired token and is refused cleanly.
@@ -86,8 +86,9 @@
 // at session start, so any process sharing the secret can resume the session.
 // A client reconnecting with pid (and the last offset it received) gets the
 // same pid back, which socket.io-client reports as socket.recovered, and every
-// event after its position for the rooms it is authorised for now, then live
-// events, with no gap and no duplicate: rooms are joined and the window is
+// event after its position of the rooms its user was in at that event (a
+// calendar joined meanwhile from the join on, one left up to the leave), then
+// live events, with no gap and no duplicate: rooms are joined and the window is
 // read under the lock Publish holds. Recovery succeeds only if no event after
 // the position can be missing — it is retained in the window or will still be
 // published — otherwise the socket connects fresh with a new pid
@@ -96,9 +97,11 @@
 // missed was evicted meanwhile. See [Gateway.ResumeAfter] for recovery
 // across restarts.
 //
-// A recovering client whose position lies before a [Gateway.Reset] gap
-// connects fresh and receives sync:reset {reason: "replay_unavailable"}, so it
-// refetches instead of trusting stale state.
+// A reconnect with a pid that does not recover — its position evicted or
+// before a [Gateway.Reset] gap, or a pid that does not verify (the key was
+// made up by an earlier process) — connects fresh and receives sync:reset
+// {reason: "replay_unavailable"}, so the client refetches instead of
+// trusting stale state, whether or not it looks at socket.recovered.
 //
 // # Metrics
 //

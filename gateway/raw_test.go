@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -147,6 +148,45 @@ func TestRecoveryAcrossReset(t *testing.T) {
 	s.publish(t, schema.Envelope{Room: schema.UserRoom(user), Event: "after", Data: json.RawMessage(`2`)})
 	if m, err := c.read(); err != nil || !strings.HasPrefix(m, `42["after"`) {
 		t.Fatalf("after recovery: %q, %v (want the next event, no second sync:reset)", m, err)
+	}
+}
+
+// TestRecoveryMissTellsToRefetch: a reconnect with a pid that cannot be
+// recovered — its position evicted from the window, or a pid this process
+// cannot read (as after a restart whose key was its own) — connects fresh
+// and gets sync:reset {replay_unavailable}: it may have missed events, and
+// a client that does not look at socket.recovered must refetch too.
+func TestRecoveryMissTellsToRefetch(t *testing.T) {
+	s := startServer(t, Config{ReplayMaxEvents: 2})
+	user := uuid(0x64)
+	tok := s.token(t, user, time.Hour)
+	c := dialRaw(t, s.url, map[string]any{"token": tok})
+	p := c.connected()
+	_ = c.ws.CloseNow()
+	s.waitSockets(t, 0)
+	for i := range 3 { // one more than the window keeps
+		s.publish(t, schema.Envelope{Room: schema.UserRoom(user), Event: "e", Data: json.RawMessage(strconv.Itoa(i))})
+	}
+	for _, tc := range []struct{ name, pid string }{
+		{"position evicted", p},
+		{"unreadable pid", "not-a-pid-of-this-process"},
+	} {
+		c := dialRaw(t, s.url, map[string]any{"token": tok, "pid": tc.pid})
+		if c.connected() == tc.pid {
+			t.Fatalf("%s: recovered", tc.name)
+		}
+		if m, err := c.read(); err != nil || !strings.HasPrefix(m, `42["sync:reset",{"reason":"replay_unavailable"}`) {
+			t.Fatalf("%s: after connect: %q, %v", tc.name, m, err)
+		}
+		_ = c.ws.CloseNow()
+		s.waitSockets(t, 0)
+	}
+	// A fresh connect, with no pid, has nothing to refetch.
+	c = dialRaw(t, s.url, map[string]any{"token": tok})
+	c.connected()
+	s.publish(t, schema.Envelope{Room: schema.UserRoom(user), Event: "after", Data: json.RawMessage(`9`)})
+	if m, err := c.read(); err != nil || !strings.HasPrefix(m, `42["after"`) {
+		t.Fatalf("fresh connect: %q, %v (want the next event, no sync:reset)", m, err)
 	}
 }
 

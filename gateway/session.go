@@ -110,9 +110,14 @@ func (h *handler) Connect(s *socketio.Socket, raw json.RawMessage) (socketio.Con
 			c.recovered, c.sameProc = true, p.instance == g.instance
 			g.metrics.replayHits.Inc()
 		default:
+			// The client had a session and may have missed events since
+			// (its position evicted or before a gap, or a pid this process
+			// cannot read, as after a restart with a key of its own): it
+			// is told to refetch, whether or not it looks at
+			// socket.recovered.
 			g.metrics.replayMisses.Inc()
-			c.notify = err == nil && p.userID == claims.UserID && g.window.beforeReset(pos)
-			if c.notify && g.gapWarned.CompareAndSwap(false, true) {
+			c.notify = true
+			if err == nil && p.userID == claims.UserID && g.window.beforeReset(pos) && g.gapWarned.CompareAndSwap(false, true) {
 				g.log.Warn("sessions from before a gap in the stream are reconnecting: changes in between may be lost, clients told to refetch (sync:reset)")
 			}
 		}
