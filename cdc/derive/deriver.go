@@ -108,7 +108,8 @@ func New(cfg Config) *Deriver {
 func (d *Deriver) State() *State { return d.st }
 
 // Derive turns one committed transaction into its events, with offsets
-// tx.CommitLSN-00000000, -00000001, … in order, and the room moves they imply
+// tx.CommitLSN-00000000, -00000001, … in order (with a gap where the state
+// decided against an event: see holes), and the room moves they imply
 // (see [schema.Move]), and updates the state. It never fails: malformed emit
 // messages and unknown tables are logged, counted and skipped. The returned
 // transaction's slices are the caller's.
@@ -148,13 +149,49 @@ func (d *Deriver) Derive(tx *wal.Tx) schema.Transaction {
 	d.finish()
 	d.placeCascadeLeaves()
 	d.collapseBulk()
-	for i := range d.out {
-		d.out[i].Offset = schema.Offset{LSN: d.lsn, Index: uint32(i)}
-		d.m.countDerived(d.out[i].Event)
-	}
+	d.assignOffsets()
 	out := schema.Transaction{CommitLSN: tx.CommitLSN, CommitTime: tx.CommitTime, Xid: tx.Xid, Events: d.out, Moves: d.moves}
 	d.out, d.moves = nil, nil
 	return out
+}
+
+// holes keeps n places among the transaction's events for events that the
+// state, not the transaction, decided against (an invitation to an email no
+// user has yet, a conflict:resolved to a calendar the event index does not
+// know). A restart decodes the replay window again against the state of
+// then, which may decide otherwise; the places keep every other event's
+// offset the same either way, so a recovering client neither misses one
+// nor gets one twice. A hole is an envelope with no room; assignOffsets
+// takes it out.
+func (d *Deriver) holes(n int) {
+	for range n {
+		d.out = append(d.out, schema.Envelope{})
+	}
+}
+
+// assignOffsets gives each event its offset, its place in the transaction
+// counting holes, and takes the holes out; moves keep their places among
+// the events kept.
+func (d *Deriver) assignOffsets() {
+	kept := d.out[:0]
+	mi := 0
+	for i := 0; i <= len(d.out); i++ {
+		for ; mi < len(d.moves) && d.moves[mi].At <= i; mi++ {
+			d.moves[mi].At = len(kept)
+		}
+		if i == len(d.out) {
+			break
+		}
+		e := d.out[i]
+		if e.Room == "" {
+			continue
+		}
+		e.Offset = schema.Offset{LSN: d.lsn, Index: uint32(i)}
+		d.m.countDerived(e.Event)
+		kept = append(kept, e)
+	}
+	clear(d.out[len(kept):])
+	d.out = kept
 }
 
 // collapseBulk replaces the events of each room that got more than the bulk

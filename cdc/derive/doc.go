@@ -143,7 +143,13 @@
 // -00000001, … in emission order, which is the WAL order of the changes that
 // caused them (within one change: assignment before details, calendar room
 // before user room), followed by conflict:resolved. Derive is deterministic:
-// the same transaction on the same state gives the same bytes.
+// the same transaction on the same state gives the same bytes. Where the
+// state rather than the transaction decides whether an event exists (an
+// invitation:received needs a user with the invited email; a
+// conflict:resolved goes to up to two calendar rooms the event index knows),
+// its places are numbered even when it is not derived, so the same
+// transaction on a later state (decoded again after a restart) gives every
+// other event the same offset; the numbers then have a gap.
 //
 // # Room moves
 //

@@ -523,6 +523,7 @@ func (d *Deriver) invitation(m memberRow, r wal.Row) {
 	}
 	to, ok := d.st.byEmail[emailKey(email)]
 	if !ok {
+		d.holes(1) // a user with that email may exist when this is decoded again
 		return
 	}
 	p := schema.Invitation{CalendarID: m.cal, InvitedEmail: email}
@@ -655,6 +656,9 @@ func (d *Deriver) conflict(a, b string) {
 		rooms[n] = schema.CalendarRoom(calB.String())
 		n++
 	}
+	// Which calendars the events are in is state, not the transaction's:
+	// both places are kept whatever it says (see hole).
+	defer d.holes(len(rooms) - n)
 	if n == 0 {
 		d.log.Warn("conflict:resolved for events of unknown calendars dropped", "event1_id", a, "event2_id", b)
 		return
