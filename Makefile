@@ -31,10 +31,12 @@ build: inspector-bundle
 BUNDLE_SRC := $(NPM_DIR)/node_modules/socket.io-client/dist/socket.io.min.js
 BUNDLE_DST := gateway/inspector/static/vendor/socket.io.min.js
 inspector-bundle:
-	@if command -v npm >/dev/null 2>&1; then \
-		$(MAKE) --no-print-directory node-deps && cp $(BUNDLE_SRC) $(BUNDLE_DST); \
-	else \
+	@if ! command -v npm >/dev/null 2>&1; then \
 		echo "make: npm not found; building without socket.io-client's browser bundle (the inspector page will say so)"; \
+	elif $(MAKE) --no-print-directory node-deps; then \
+		cp $(BUNDLE_SRC) $(BUNDLE_DST); \
+	else \
+		echo "make: npm ci failed (no registry?); building without socket.io-client's browser bundle (the inspector page will say so)"; \
 	fi
 
 ## node-deps: the JavaScript clients the tests drive (socket.io-client, …)
