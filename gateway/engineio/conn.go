@@ -470,6 +470,9 @@ func (c *Conn) deliverSerialized(d Decoded) bool {
 	return c.deliver(d)
 }
 
+// maxPingData bounds the data of a client's ping, which its pong repeats.
+const maxPingData = 64
+
 // deliver handles one decoded packet from the peer; false when the
 // connection must stop reading. The caller holds readMu.
 func (c *Conn) deliver(d Decoded) bool {
@@ -482,7 +485,16 @@ func (c *Conn) deliver(d Decoded) bool {
 	case TypePong:
 		c.onPong()
 	case TypePing:
-		// Engine.IO v3 clients ping; answer so they stay up.
+		// Engine.IO v4 clients ping only to probe an upgrade ("2probe",
+		// answered on the upgrading transport); answer any other ping as
+		// the reference server does, but a pong repeats the ping's data,
+		// and a queue bounded in packets would hold a megabyte a pong for
+		// a client that sends large pings and never reads: a ping longer
+		// than any probe is abuse.
+		if len(d.Data) > maxPingData {
+			c.close(ReasonParseError, false)
+			return false
+		}
 		c.SendText(append([]byte{TypePong}, d.Data...))
 	case TypeClose:
 		c.mu.Lock()

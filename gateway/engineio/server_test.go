@@ -934,3 +934,27 @@ func TestPingSlot(t *testing.T) {
 		t.Errorf("pingSlot dropped the monotonic clock reading: %s", s)
 	}
 }
+
+// TestLargePingCloses: a pong repeats its ping's data, so a client sending
+// large pings without reading would make its queue, bounded in packets,
+// hold a megabyte a pong. A short ping is answered; a longer one than any
+// probe closes the connection, on either transport.
+func TestLargePingCloses(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	big := "2" + strings.Repeat("x", maxPingData+1)
+
+	ws := ts.dial(t, "EIO=4&transport=websocket")
+	read(t, ws) // open
+	write(t, ws, "2hello")
+	if _, m := read(t, ws); m != "3hello" {
+		t.Fatalf("pong %q, want 3hello", m)
+	}
+	write(t, ws, big)
+	_ = readErr(t, ws)
+
+	sid := ts.handshake(t)
+	if status, _ := ts.post(t, sid, big); status != 200 {
+		t.Logf("post of the large ping: %d", status)
+	}
+	waitFor(t, func() bool { status, _ := ts.poll(t, sid); return status != 200 })
+}

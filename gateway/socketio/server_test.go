@@ -247,6 +247,12 @@ func TestConnect(t *testing.T) {
 		}
 		cl.connect("40") // the connection is still usable
 	})
+	t.Run("unknown namespace too long to repeat", func(t *testing.T) {
+		// The refusal would queue the name again for every CONNECT.
+		cl := ts.dial(t)
+		cl.send("40/" + strings.Repeat("n", maxUnknownNamespace))
+		cl.closed()
+	})
 }
 
 func TestConnectRefusedAndPID(t *testing.T) {

@@ -206,8 +206,18 @@ func (cl *client) dispatch(p Packet, atts [][]byte) {
 	}
 }
 
+// maxUnknownNamespace bounds the name of an unknown namespace the server
+// answers with CONNECT_ERROR; a longer one closes the connection.
+const maxUnknownNamespace = 256
+
 func (cl *client) connect(p Packet) {
 	h := cl.srv.handler(p.Namespace)
+	if h == nil && len(p.Namespace) > maxUnknownNamespace {
+		// The refusal names the namespace; a long made-up one would have
+		// the server queue its bytes again for every CONNECT.
+		cl.fail()
+		return
+	}
 	if h == nil {
 		cl.conn.SendText(packetFrame(Packet{Type: ConnectError, Namespace: p.Namespace, ID: -1,
 			Data: json.RawMessage(`{"message":"Invalid namespace"}`)}))
