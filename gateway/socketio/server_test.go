@@ -329,6 +329,10 @@ func TestConnectTimeout(t *testing.T) {
 	if m := cl.read(); m != `42["message-back","still here"]` {
 		t.Errorf("got %q", m)
 	}
+	// One that leaves its last namespace has the same time to join again,
+	// no more: nothing else (no token) would ever end it.
+	cl.send("41")
+	cl.closed()
 }
 
 func TestEventsAndAcks(t *testing.T) {

@@ -168,6 +168,14 @@ func (cl *client) dispatch(p Packet, atts [][]byte) {
 	case Disconnect:
 		if s := cl.socket(p.Namespace); s != nil && s.detach() {
 			s.h.Disconnected(s, ReasonClientDisconnect)
+			// A connection left without a namespace holds what one that
+			// never joined does, with no token to expire: it gets the
+			// same time to CONNECT again.
+			cl.mu.Lock()
+			if len(cl.sockets) == 0 {
+				cl.connectTimer.Reset(cl.srv.cfg.ConnectTimeout)
+			}
+			cl.mu.Unlock()
 		}
 	case Event, BinaryEvent:
 		s := cl.socket(p.Namespace)
