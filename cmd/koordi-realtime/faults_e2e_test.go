@@ -218,6 +218,11 @@ func TestServePublicationRecreated(t *testing.T) {
 	db.exec(`DROP PUBLICATION koordi_realtime`)
 	db.exec(`UPDATE events SET title = 'in the gap' WHERE id = $1`, practice)
 	waitReadyz(t, srv, http.StatusServiceUnavailable, "not streaming")
+	// The error names the database's objects (and, on a failed login, its
+	// role and address): the log has it, not a page anyone may read.
+	if _, body, err := fetch(srv.url() + "/readyz"); err != nil || strings.Contains(body, "SQLSTATE") || strings.Contains(body, "koordi_realtime") {
+		t.Errorf("/readyz says %q (%v): the replication error belongs in the log", body, err)
+	}
 	db.setup()
 	for _, id := range []string{"ada", "bob"} {
 		c.waitEvent(id, "sync:reset", func(ev socketEvent) bool { return ev.Event == schema.SyncReset })

@@ -279,7 +279,9 @@ func (s *Service) readyz(w http.ResponseWriter, _ *http.Request) {
 	}
 	switch {
 	case !st.Streaming && s.cluster == nil:
-		notReady("replication is not streaming " + st.LastError)
+		// The error itself stays in the log: it names the role, the
+		// database and its address, and /readyz answers anyone.
+		notReady("replication is not streaming (its error is in the log)")
 	case len(st.Problems) > 0:
 		// Some changes are not streamed, or not derivable: clients would
 		// miss them silently.
