@@ -63,9 +63,23 @@ type decoder struct {
 	gapKey     []byte
 	slot       string
 	forgedGaps int
+	// schemas are the watched tables' schemas (ksql.WatchedSchemas); nil
+	// takes a watched name in any schema.
+	schemas map[string]string
 	// cols and newCols are the tuple reader's scratch space (see
 	// rowMessage): an UPDATE's first tuple and its new one after an old.
 	cols, newCols []tupleCol
+}
+
+// isWatched reports whether a relation is one of Koordi's tables: a watched
+// name in the schema it was found in at the session's start. A table not
+// found then (it may be created during the session) is taken in any schema.
+func (d *decoder) isWatched(schema, name string) bool {
+	if !slices.Contains(ksql.WatchedTables, name) {
+		return false
+	}
+	want, found := d.schemas[name]
+	return !found || want == schema
 }
 
 func newDecoder(spillAt int, spillDir string) *decoder {
@@ -118,7 +132,7 @@ func (d *decoder) decode(data []byte) (*committed, error) {
 			columns: cols,
 			cols:    wal.NewColumns(cols),
 			key:     key,
-			watched: !emit && slices.Contains(ksql.WatchedTables, m.RelationName),
+			watched: !emit && d.isWatched(m.Namespace, m.RelationName),
 			emit:    emit,
 			message: slices.Index(cols, "message"),
 		}

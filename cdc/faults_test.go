@@ -347,3 +347,27 @@ func TestStandbyOwesNoResync(t *testing.T) {
 	case <-time.After(3 * resyncSettle):
 	}
 }
+
+// TestLookalikeTableIgnored: a table with a watched table's name in another
+// schema, carried by the publication (as one FOR ALL TABLES carries what any
+// role creates), is not Koordi's: its changes derive nothing.
+func TestLookalikeTableIgnored(t *testing.T) {
+	url, conn := koordiDB(t)
+	exec(t, conn, `CREATE SCHEMA lookalike`)
+	exec(t, conn, `CREATE TABLE lookalike.users (LIKE public.users INCLUDING ALL)`)
+	exec(t, conn, `ALTER TABLE lookalike.users REPLICA IDENTITY FULL`)
+	exec(t, conn, `ALTER PUBLICATION koordi_realtime ADD TABLE lookalike.users`)
+	rec := newRecorder()
+	r := start(t, Config{ConnString: url, Registerer: prometheus.NewRegistry()}, rec, discard)
+	waitStreaming(t, r.c)
+	exec(t, conn, `INSERT INTO lookalike.users (id, email, name) VALUES ($1, 'x@example.com', 'forged')`, user1)
+	exec(t, conn, `INSERT INTO public.users (id, email, name) VALUES ($1, 'a@example.com', 'real')`, user1)
+	rec.waitTx(t, sets("users", "name", "real"))
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, tx := range rec.txs {
+		if sets("users", "name", "forged")(tx) {
+			t.Fatal("a change of lookalike.users was taken for one of users")
+		}
+	}
+}

@@ -37,9 +37,9 @@ const (
 )
 
 // receive reads the replication stream until it fails or ctx ends.
-func (c *Consumer) receive(ctx context.Context, repl *pgconn.PgConn, queue chan<- *committed) error {
+func (c *Consumer) receive(ctx context.Context, repl *pgconn.PgConn, queue chan<- *committed, schemas map[string]string) error {
 	dec := newDecoder(c.cfg.SpillBytes, c.cfg.SpillDir)
-	dec.gapKey, dec.slot = c.cfg.GapKey, c.cfg.SlotName
+	dec.gapKey, dec.slot, dec.schemas = c.cfg.GapKey, c.cfg.SlotName, schemas
 	defer dec.release()
 	skipped, forged := 0, 0
 	next := time.Now().Add(c.statusEvery)

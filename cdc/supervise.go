@@ -200,6 +200,10 @@ func (c *Consumer) session(ctx context.Context, queue chan<- *committed, first b
 	if err != nil {
 		return false, err
 	}
+	schemas, err := ksql.WatchedSchemas(ctx, conn)
+	if err != nil {
+		return false, err
+	}
 	// Streaming needs only the replication connection.
 	closeCtx, cancel := context.WithTimeout(ctx, ioTimeout)
 	_ = conn.Close(closeCtx)
@@ -236,7 +240,7 @@ func (c *Consumer) session(ctx context.Context, queue chan<- *committed, first b
 	} else {
 		c.log.Info("streaming resumed", "slot", c.cfg.SlotName, "publication", c.cfg.Publication, "lsn", pglogrepl.LSN(start).String())
 	}
-	err = c.receive(ctx, repl, queue)
+	err = c.receive(ctx, repl, queue, schemas)
 	if isPublicationMissing(err) {
 		// PostgreSQL looks the publication up as of each change's position,
 		// so one dropped and created again (DROP PUBLICATION, then setup) is

@@ -282,6 +282,39 @@ func CheckTables(ctx context.Context, conn *pgx.Conn, publication string) ([]Tab
 	return problems, nil
 }
 
+// WatchedSchemas returns the schema each watched table is found in on the
+// connection's search_path, as CheckTables finds them; a table not found is
+// left out. The stream names each relation's schema, and a table of the same
+// name in another schema (one a role without grants may create, carried by
+// a publication FOR ALL TABLES) is not Koordi's.
+func WatchedSchemas(ctx context.Context, conn *pgx.Conn) (map[string]string, error) {
+	lookups := make([]string, 0, len(WatchedTables))
+	for _, t := range WatchedTables {
+		lookups = append(lookups, pgx.Identifier{t}.Sanitize())
+	}
+	rows, err := conn.Query(ctx, `
+		SELECT t.name, n.nspname
+		FROM unnest($1::text[], $2::text[]) AS t(name, lookup)
+		JOIN pg_class c ON c.oid = to_regclass(t.lookup)
+		JOIN pg_namespace n ON n.oid = c.relnamespace`, WatchedTables, lookups)
+	if err != nil {
+		return nil, fmt.Errorf("find watched tables: %w", err)
+	}
+	schemas := make(map[string]string, len(WatchedTables))
+	for rows.Next() {
+		var table, schema string
+		if err := rows.Scan(&table, &schema); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("find watched tables: %w", err)
+		}
+		schemas[table] = schema
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("find watched tables: %w", err)
+	}
+	return schemas, nil
+}
+
 // Preflight checks that the database can be streamed from: wal_level, the
 // publication and the emit function (see PreflightStream), and the watched
 // tables with REPLICA IDENTITY FULL in the publication (see CheckTables).
