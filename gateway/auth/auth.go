@@ -5,6 +5,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -163,6 +164,29 @@ type koordiClaims struct {
 	ExpiresAt numericDate `json:"exp"`
 	NotBefore numericDate `json:"nbf"`
 	IssuedAt  numericDate `json:"iat"`
+}
+
+// UnmarshalJSON reads the claims by their exact names, as jsonwebtoken
+// (JSON.parse) does. encoding/json would match names in any case: a body
+// with "exp" in the past and "EXP" in the future, or "userId" and "UserID",
+// would be read differently here than by the API. A name given twice counts
+// once, the last, as in JSON.parse.
+func (c *koordiClaims) UnmarshalJSON(b []byte) error {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b, &fields); err != nil {
+		return err
+	}
+	for name, dst := range map[string]any{
+		"userId": &c.UserID, "email": &c.Email,
+		"exp": &c.ExpiresAt, "nbf": &c.NotBefore, "iat": &c.IssuedAt,
+	} {
+		if raw, ok := fields[name]; ok {
+			if err := json.Unmarshal(raw, dst); err != nil {
+				return fmt.Errorf("claim %s: %w", name, err)
+			}
+		}
+	}
+	return nil
 }
 
 func (c *koordiClaims) GetExpirationTime() (*jwt.NumericDate, error) { return c.ExpiresAt.date, nil }

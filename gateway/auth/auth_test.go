@@ -238,6 +238,24 @@ func TestMessages(t *testing.T) {
 // JSON number ("invalid exp value"), and its sign never writes an iat that
 // is not one; golang-jwt's NumericDate reads "1795000000" (a string) as a
 // date. Such tokens are refused like any malformed one.
+// TestClaimNamesExact: a userId in another case is not the userId, so a
+// body naming two users is read as the API reads it.
+func TestClaimNamesExact(t *testing.T) {
+	v, err := NewVerifier(Config{Secret: testSecret, Now: func() time.Time { return testNow }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := itoa(testNow.Add(time.Hour).Unix())
+	other := "b0000000-0000-4000-8000-0000000000ff"
+	c, err := v.Verify(nodeToken(testSecret, `{"alg":"HS256","typ":"JWT"}`, `{"userId":"`+testUser+`","UserID":"`+other+`","exp":`+exp+`}`))
+	if err != nil || c.UserID != testUser {
+		t.Fatalf("Verify: %+v, %v; want user %s", c, err, testUser)
+	}
+	if _, err := v.Verify(nodeToken(testSecret, `{"alg":"HS256","typ":"JWT"}`, `{"USERID":"`+testUser+`","exp":`+exp+`}`)); !errors.Is(err, ErrInvalidToken) {
+		t.Fatalf("USERID alone: %v, want invalid", err)
+	}
+}
+
 func TestClaimTypes(t *testing.T) {
 	v, err := NewVerifier(Config{Secret: testSecret, Now: func() time.Time { return testNow }})
 	if err != nil {
@@ -269,6 +287,11 @@ func TestClaimTypes(t *testing.T) {
 		{"iat a string", `,"exp":` + itoa(exp) + `,"iat":"` + itoa(iat) + `"`, ErrInvalidToken},
 		{"iat null", `,"exp":` + itoa(exp) + `,"iat":null`, ErrInvalidToken},
 		{"past exp still expired", `,"exp":` + itoa(iat), ErrTokenExpired},
+		// Names are exact, as JSON.parse reads them: another case is
+		// another claim, and a name given twice counts by its last.
+		{"EXP does not stand for exp", `,"exp":` + itoa(iat) + `,"EXP":` + itoa(exp), ErrTokenExpired},
+		{"Exp alone is no exp", `,"Exp":` + itoa(exp), ErrInvalidToken},
+		{"exp twice, the last counts", `,"exp":` + itoa(iat) + `,"exp":` + itoa(exp), nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
