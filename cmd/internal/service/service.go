@@ -236,7 +236,27 @@ func (s *Service) Handler() http.Handler {
 	if s.cfg.Pages != nil {
 		mux.Handle("/", s.cfg.Pages)
 	}
-	return mux
+	return boundDrain(mux, drainTimeout)
+}
+
+// drainTimeout bounds how long the server reads a request body its handler
+// left unread.
+const drainTimeout = 5 * time.Second
+
+// boundDrain bounds, at d, net/http's read of what a handler left of a
+// request body (it reads up to 256 KiB of it to keep the connection). The
+// server has no ReadTimeout, which would cut long polls and WebSockets, so
+// that read had no deadline: a request declaring a body it never sends
+// (POST /healthz with Content-Length: 10) held its connection for ever.
+// The deadline is set after the handler, so a long poll's own wait is not
+// cut; a hijacked connection (a WebSocket) is not touched.
+func boundDrain(h http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r)
+		if r.ContentLength != 0 { // a body, declared or chunked (-1)
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
+		}
+	})
 }
 
 // whenCaughtUp answers 503 until the consumer has caught up (see the package
