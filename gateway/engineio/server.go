@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"math"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -68,7 +70,13 @@ type Config struct {
 	// 12 ms in another. Negative: no bound, and every ready connection may
 	// start one.
 	ConcurrentWrites int
-	Logger           *slog.Logger // nil: discard
+	// MaxSessions bounds the open sessions, a handshake past it answered
+	// 503 (clients retry with backoff). A session costs memory from its
+	// handshake on, before any Socket.IO CONNECT or token, and polling
+	// sessions share connections, so a bound on connections alone does not
+	// bound them: 8 keep-alive connections made 350,000 in 47 s. 0: none.
+	MaxSessions int
+	Logger      *slog.Logger // nil: discard
 }
 
 func (c *Config) setDefaults() {
@@ -149,6 +157,9 @@ type Server struct {
 	mu       sync.Mutex
 	conns    map[string]*Conn
 	shutdown bool
+	// fullSaid is when refusals past MaxSessions were last logged (unix
+	// nanoseconds): at most once a minute, however many there are.
+	fullSaid atomic.Int64
 }
 
 // NewServer returns a Server that reports connections to h.
@@ -273,15 +284,25 @@ func (s *Server) remove(c *Conn) {
 	s.mu.Unlock()
 }
 
-// register adds c to the table; false once Shutdown has begun.
-func (s *Server) register(c *Conn) bool {
+// Why a new session is refused.
+var (
+	errShuttingDown    = errors.New("server shutting down")
+	errTooManySessions = errors.New("too many sessions")
+)
+
+// register adds c to the table, unless Shutdown has begun or the table is
+// full.
+func (s *Server) register(c *Conn) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.shutdown {
-		return false
+	switch {
+	case s.shutdown:
+		return errShuttingDown
+	case s.cfg.MaxSessions > 0 && len(s.conns) >= s.cfg.MaxSessions:
+		return errTooManySessions
 	}
 	s.conns[c.id] = c
-	return true
+	return nil
 }
 
 // ServeHTTP implements http.Handler: handshakes, polling requests and
@@ -433,7 +454,7 @@ func writeError(w http.ResponseWriter, code int) {
 }
 
 // newConn creates and registers a session; nil during shutdown.
-func (s *Server) newConn(r *http.Request, transport string) *Conn {
+func (s *Server) newConn(r *http.Request, transport string) (*Conn, error) {
 	c := &Conn{
 		srv:         s,
 		id:          rand.Text(),
@@ -448,11 +469,15 @@ func (s *Server) newConn(r *http.Request, transport string) *Conn {
 		c.upgraded = make(chan struct{})
 		c.done = make(chan struct{}) // its GETs wait on it
 	}
-	if !s.register(c) {
-		return nil
+	if err := s.register(c); err != nil {
+		now, last := time.Now().UnixNano(), s.fullSaid.Load()
+		if errors.Is(err, errTooManySessions) && now-last > int64(time.Minute) && s.fullSaid.CompareAndSwap(last, now) {
+			s.cfg.Logger.Warn("sessions at their bound: new handshakes refused (503) until some end", "max_sessions", s.cfg.MaxSessions)
+		}
+		return nil, err
 	}
 	c.startHeartbeat()
-	return c
+	return c, nil
 }
 
 // openPacket is the handshake answer.
@@ -479,9 +504,9 @@ func (s *Server) openPacket(sid string, upgrades bool) []byte {
 }
 
 func (s *Server) handshakePolling(w http.ResponseWriter, r *http.Request, q url.Values) {
-	c := s.newConn(r, "polling")
-	if c == nil {
-		writeShuttingDown(w)
+	c, err := s.newConn(r, "polling")
+	if err != nil {
+		writeRefusedSession(w, err)
 		return
 	}
 	s.cfg.Logger.Debug("engine.io session opened", c.LogAttr(), "transport", "polling", "remote", r.RemoteAddr)
@@ -489,11 +514,16 @@ func (s *Server) handshakePolling(w http.ResponseWriter, r *http.Request, q url.
 	writePayload(w, s.openPacket(c.id, true))
 }
 
-// writeShuttingDown refuses a new session during shutdown; clients retry.
-func writeShuttingDown(w http.ResponseWriter) {
+// writeRefusedSession refuses a new session, during shutdown or past
+// MaxSessions; clients retry.
+func writeRefusedSession(w http.ResponseWriter, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusServiceUnavailable)
-	_, _ = w.Write([]byte(`{"code":3,"message":"Server shutting down"}`))
+	msg := `{"code":3,"message":"Server shutting down"}`
+	if errors.Is(err, errTooManySessions) {
+		msg = `{"code":3,"message":"Too many sessions"}`
+	}
+	_, _ = w.Write([]byte(msg))
 }
 
 func writePayload(w http.ResponseWriter, body []byte) {

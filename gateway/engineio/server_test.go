@@ -958,3 +958,24 @@ func TestLargePingCloses(t *testing.T) {
 	}
 	waitFor(t, func() bool { status, _ := ts.poll(t, sid); return status != 200 })
 }
+
+// TestMaxSessions: past MaxSessions a handshake is refused, 503 on polling
+// and a close "try again later" on WebSocket, until a session ends.
+func TestMaxSessions(t *testing.T) {
+	ts := newTestServer(t, Config{MaxSessions: 2})
+	first := ts.handshake(t)
+	ts.handshake(t)
+	if status, body, _ := do(t, "GET", ts.url+"?EIO=4&transport=polling", ""); status != http.StatusServiceUnavailable || !strings.Contains(body, "Too many sessions") {
+		t.Fatalf("third handshake: %d %q, want 503 Too many sessions", status, body)
+	}
+	ws := ts.dial(t, "EIO=4&transport=websocket")
+	if err := readErr(t, ws); websocket.CloseStatus(err) != websocket.StatusTryAgainLater {
+		t.Fatalf("WebSocket handshake past the bound: %v, want close %v", err, websocket.StatusTryAgainLater)
+	}
+	if status, _ := ts.post(t, first, "1"); status != 200 {
+		t.Fatalf("close of the first session: %d", status)
+	}
+	ts.poll(t, first) // a closed session lingers for its client's next GET
+	waitFor(t, func() bool { return ts.Len() < 2 })
+	ts.handshake(t)
+}

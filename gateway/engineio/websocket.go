@@ -23,7 +23,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, q url.Va
 	// would admit any Origin naming the Host, whatever its scheme.
 	opts := &websocket.AcceptOptions{InsecureSkipVerify: true}
 	if !s.wg.add() {
-		writeShuttingDown(w)
+		writeRefusedSession(w, errShuttingDown)
 		return
 	}
 	defer s.wg.done()
@@ -47,9 +47,13 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, q url.Va
 	}
 
 	if c == nil {
-		c = s.newConn(r, "websocket")
-		if c == nil {
-			closeWithin(ws, websocket.StatusGoingAway, time.Second)
+		var err error
+		if c, err = s.newConn(r, "websocket"); err != nil {
+			status := websocket.StatusGoingAway
+			if errors.Is(err, errTooManySessions) {
+				status = websocket.StatusTryAgainLater
+			}
+			closeWithin(ws, status, time.Second)
 			return
 		}
 		c.mu.Lock()

@@ -141,6 +141,12 @@ func New(cfg Config) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger}
 	gcfg := cfg.Gateway
+	if gcfg.MaxSessions == 0 {
+		// Every session holds a connection, or is about to (a poll between
+		// two requests): more sessions than connections is a client
+		// handshaking without ever connecting.
+		gcfg.MaxSessions = cfg.MaxConnections
+	}
 	gcfg.ReplayWindow = cfg.ReplayWindow
 	gcfg.Logger = cfg.Logger.With("component", "gateway")
 	gcfg.Registerer = cfg.Registry
