@@ -108,8 +108,8 @@ func deriveCases() []deriveCase {
 				}
 			}},
 		{name: "member_pending_to_accepted", txs: [][]wal.Change{
-			{ins(tM, memberRowOf(M4, C2, null, "carol@example.com", "pending"))},
-			{upd(tM, memberRowOf(M4, C2, null, "carol@example.com", "pending"), memberRowOf(M4, C2, U3, "carol@example.com", "accepted"))},
+			{ins(tM, memberRowOf(M4, C2, null, "Carol@Example.com", "pending"))},
+			{upd(tM, memberRowOf(M4, C2, null, "Carol@Example.com", "pending"), memberRowOf(M4, C2, U3, "Carol@Example.com", "accepted"))},
 		}, want: []string{"U3 invitation:received", "join U3 C2", "C2 member:added"}},
 		{name: "member_accepted_deleted", txs: [][]wal.Change{{del(tM, memberRowOf(M2, C1, U2, "bob@example.com", "accepted"))}},
 			want: []string{"leave U2 C1", "C1 member:removed", "U2 member:removed"},
@@ -129,8 +129,13 @@ func deriveCases() []deriveCase {
 			want: nil},
 		{name: "invitation_unknown_email", txs: [][]wal.Change{{ins(tM, memberRowOf(M4, C2, null, "nobody@example.com", "pending"))}},
 			want: nil},
-		{name: "invitation_case_insensitive", txs: [][]wal.Change{{ins(tM, memberRowOf(M4, C1, null, "CAROL@example.COM", "pending", "invited_by_user_id", U2))}},
-			want: []string{"U3 invitation:received"}},
+		// Emails match exactly, as in Koordi: an invitation to
+		// CAROL@example.COM is not Carol@Example.com's, who could not
+		// accept it; one to her exact address is.
+		{name: "invitation_email_exact", txs: [][]wal.Change{
+			{ins(tM, memberRowOf(M4, C1, null, "CAROL@example.COM", "pending", "invited_by_user_id", U2))},
+			{ins(tM, memberRowOf(tid(3, 6), C2, null, "Carol@Example.com", "pending", "invited_by_user_id", U2))},
+		}, want: []string{"U3 invitation:received"}},
 		{name: "invitation_user_created_same_tx", txs: [][]wal.Change{{
 			ins(tM, memberRowOf(M4, C1, null, "dave@example.com", "pending")),
 			ins(tU, userRow(U4, "Dave", "dave@example.com")),
@@ -464,7 +469,7 @@ func deriveCases() []deriveCase {
 
 		// ---- names as of the commit, wherever the rename sits ----
 		{name: "invitation_then_calendar_rename_one_tx", txs: [][]wal.Change{{
-			ins(tM, memberRowOf(M4, C1, null, "carol@example.com", "pending")),
+			ins(tM, memberRowOf(M4, C1, null, "Carol@Example.com", "pending")),
 			upd(tC, c1, with(c1, "name", "Soccer Club")),
 		}}, want: []string{"U3 invitation:received", "C1 calendar:updated"},
 			check: func(t *testing.T, d *Deriver) {
@@ -645,13 +650,13 @@ func TestDeriveDeterministic(t *testing.T) {
 // the same event.
 func TestOffsetsStableAcrossState(t *testing.T) {
 	tx := &wal.Tx{CommitLSN: 0x16B0100, Changes: []wal.Change{
-		ins(tM, memberRowOf(M4, C1, null, "carol@example.com", "pending", "invited_by_user_id", U1)),
+		ins(tM, memberRowOf(M4, C1, null, "Carol@Example.com", "pending", "invited_by_user_id", U1)),
 		del(tS, suppRow(S1, E1, "return")),
 		del(tS, suppRow(S2, E2, "departure")),
 		ins(tE, eventRow(E3, C1, "After")),
 	}}
 	tx2 := &wal.Tx{CommitLSN: 0x16B0200, Changes: []wal.Change{
-		ins(tM, memberRowOf(tid(3, 6), C2, null, "carol@example.com", "pending")),
+		ins(tM, memberRowOf(tid(3, 6), C2, null, "Carol@Example.com", "pending")),
 		ins(tE, eventRow(E4, C2, "Last")),
 	}}
 	derive := func(q *fakeQuerier) map[string]schema.Offset {

@@ -521,7 +521,7 @@ func (d *Deriver) invitation(m memberRow, r wal.Row) {
 	if email == "" {
 		return
 	}
-	to, ok := d.st.byEmail[emailKey(email)]
+	to, ok := d.st.byEmail[email]
 	if !ok {
 		d.holes(1) // a user with that email may exist when this is decoded again
 		return

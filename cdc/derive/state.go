@@ -18,7 +18,7 @@ import (
 type State struct {
 	// Owned by the Derive goroutine; no lock.
 	users     map[uid]user
-	byEmail   map[string]uid // lower-cased email → user
+	byEmail   map[string]uid // email, exactly as stored → user
 	calendars map[uid]*calendar
 	members   map[uid]membership
 	events    map[uid]uint32 // event → calendar number (see calNums)
@@ -165,31 +165,29 @@ func (s *State) deleteMember(id uid) {
 	}
 }
 
-func emailKey(email string) string {
-	// ToLower returns its argument when there is nothing to change, so the
-	// key usually shares the user record's bytes.
-	return strings.ToLower(email)
-}
-
 func (s *State) setUser(id uid, name, email string) {
 	// A row's values share one string per tuple (cdc's decoder): kept, a
 	// name would hold the whole row alive.
 	name, email = strings.Clone(name), strings.Clone(email)
 	if old, ok := s.users[id]; ok && old.email != email {
-		if k := emailKey(old.email); s.byEmail[k] == id {
-			delete(s.byEmail, k)
+		if s.byEmail[old.email] == id {
+			delete(s.byEmail, old.email)
 		}
 	}
 	s.users[id] = user{name: name, email: email}
 	if email != "" {
-		s.byEmail[emailKey(email)] = id
+		// Exactly, as Koordi matches an invitation to a user (findUnique
+		// by email, and acceptInvitation compares them with !==): a user
+		// whose email differs in case, or folds to the same under Unicode
+		// case rules, is another user, who could not accept it.
+		s.byEmail[email] = id
 	}
 }
 
 func (s *State) deleteUser(id uid) {
 	if old, ok := s.users[id]; ok {
-		if k := emailKey(old.email); s.byEmail[k] == id {
-			delete(s.byEmail, k)
+		if s.byEmail[old.email] == id {
+			delete(s.byEmail, old.email)
 		}
 		delete(s.users, id)
 	}
