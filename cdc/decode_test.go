@@ -64,7 +64,9 @@ func seed(t *testing.T, exec func(sql string, args ...any)) {
 func TestDecodeGolden(t *testing.T) {
 	url, conn := koordiDB(t)
 	rec := newRecorder()
-	r := start(t, Config{ConnString: url}, rec, discard)
+	// With a gap key, as a cluster node, so logical messages are streamed
+	// and the decoder must skip those that are not gap records.
+	r := start(t, Config{ConnString: url, GapKey: []byte("a gap key of thirty-two bytes!!!")}, rec, discard)
 	waitStreaming(t, r.c) // the slot exists: every statement below is decoded
 
 	run := func(sql string, args ...any) { exec(t, conn, sql, args...) }
@@ -138,4 +140,21 @@ func TestUnchangedToastTakenFromOldTuple(t *testing.T) {
 func waitStreaming(t *testing.T, c *Consumer) {
 	t.Helper()
 	waitFor(t, "streaming", func() bool { return c.Status().Streaming })
+}
+
+// TestMessagesOffWithoutGapKey: a single node (no gap key) has pgoutput
+// leave logical decoding messages out, so one of any size, which any role
+// may write, never reaches the service: nothing is read, nothing skipped.
+func TestMessagesOffWithoutGapKey(t *testing.T) {
+	url, conn := koordiDB(t)
+	rec := newRecorder()
+	r := start(t, Config{ConnString: url}, rec, discard)
+	waitStreaming(t, r.c)
+	exec(t, conn, `SELECT pg_logical_emit_message(false, 'anyone', repeat('x', 8 << 20))`)
+	exec(t, conn, `SELECT pg_logical_emit_message(true, 'koordi_realtime', 'transactional')`)
+	exec(t, conn, `INSERT INTO users (id, email, name) VALUES ($1, 'a@example.com', 'marker')`, user1)
+	rec.waitTx(t, sets("users", "name", "marker"))
+	if n := testutil.ToFloat64(r.c.m.skipped); n != 0 {
+		t.Fatalf("skipped = %v: logical messages were streamed", n)
+	}
 }

@@ -210,13 +210,21 @@ func (c *Consumer) session(ctx context.Context, queue chan<- *committed, first b
 	cancel()
 	conn = nil
 
+	args := []string{
+		"proto_version '1'",
+		"publication_names " + quoteLiteral(quoteIdent(c.cfg.Publication)),
+	}
+	if len(c.cfg.GapKey) > 0 {
+		// Logical decoding messages carry nothing but gap records
+		// (RecordGap), kept only where a key verifies them. Any role may
+		// write one, of up to a gigabyte, which the stream reads whole
+		// into memory before it can skip it: without a key, pgoutput is
+		// told to leave them out.
+		args = append(args, "messages 'true'")
+	}
 	err = pglogrepl.StartReplication(ctx, repl, c.cfg.SlotName, pglogrepl.LSN(start), pglogrepl.StartReplicationOptions{
-		Mode: pglogrepl.LogicalReplication,
-		PluginArgs: []string{
-			"proto_version '1'",
-			"publication_names " + quoteLiteral(quoteIdent(c.cfg.Publication)),
-			"messages 'true'",
-		},
+		Mode:       pglogrepl.LogicalReplication,
+		PluginArgs: args,
 	})
 	if err != nil {
 		var pgErr *pgconn.PgError

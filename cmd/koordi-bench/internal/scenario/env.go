@@ -314,10 +314,11 @@ func (r *slotReader) stop() error {
 }
 
 // recvLogicalArgs are pg_recvlogical's arguments to stream slot with the
-// options koordi's consumer uses (to /dev/null, until stopped).
+// options a single koordi node's consumer uses (to /dev/null, until
+// stopped): no logical messages, which only cluster nodes ask for.
 func recvLogicalArgs(url, slot string) []string {
 	return []string{"-d", url, "--slot", slot, "--start",
-		"-o", "proto_version=1", "-o", "publication_names=" + harness.Publication, "-o", "messages=true", "-f", "/dev/null"}
+		"-o", "proto_version=1", "-o", "publication_names=" + harness.Publication, "-f", "/dev/null"}
 }
 
 // startPlanned starts one of this binary's servers run from a raw.Plan
