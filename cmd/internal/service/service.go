@@ -250,18 +250,27 @@ func (s *Service) Handler() http.Handler {
 const drainTimeout = 5 * time.Second
 
 // boundDrain bounds, at d, net/http's read of what a handler left of a
-// request body (it reads up to 256 KiB of it to keep the connection). The
-// server has no ReadTimeout, which would cut long polls and WebSockets, so
-// that read had no deadline: a request declaring a body it never sends
-// (POST /healthz with Content-Length: 10) held its connection for ever.
-// The deadline is set after the handler, so a long poll's own wait is not
-// cut; a hijacked connection (a WebSocket) is not touched.
+// request body: it reads up to 256 KiB of it to keep the connection, when the
+// response's header goes out (at the handler's first 2 KiB or Flush) or
+// after the handler. The server has no ReadTimeout, which would cut long
+// polls and WebSockets, so that read had no deadline: a request declaring a
+// body it never sends (POST /healthz with Content-Length: 10) held its
+// connection for ever. The deadline is set before the handler, for a drain
+// within it, and again after, for one at its end; a handler that reads the
+// body sets its own (the engine's polling POST). Nothing reads the
+// connection meanwhile: net/http's background read starts only once the
+// body is read to its end. A WebSocket upgrade is left alone, its
+// connection being the WebSocket's from then on.
 func boundDrain(h http.Handler, d time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.ServeHTTP(w, r)
-		if r.ContentLength != 0 { // a body, declared or chunked (-1)
-			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
+		if r.ContentLength == 0 || r.Header.Get("Upgrade") != "" { // no body, declared or chunked (-1)
+			h.ServeHTTP(w, r)
+			return
 		}
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(time.Now().Add(d))
+		h.ServeHTTP(w, r)
+		_ = rc.SetReadDeadline(time.Now().Add(d))
 	})
 }
 
