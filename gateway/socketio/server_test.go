@@ -329,10 +329,42 @@ func TestConnectTimeout(t *testing.T) {
 	if m := cl.read(); m != `42["message-back","still here"]` {
 		t.Errorf("got %q", m)
 	}
-	// One that leaves its last namespace has the same time to join again,
-	// no more: nothing else (no token) would ever end it.
+	// One left without a namespace has the same time to join again, no
+	// more: nothing else (no token) would ever end it. Whether its
+	// client's DISCONNECT left it so, the server's, or a second CONNECT
+	// that was refused.
+	recv(t, ts.h.connected)
+	closedAfterTimeout := func(cl *wsClient, how string) {
+		t.Helper()
+		start := time.Now()
+		cl.closed()
+		if d := time.Since(start); d < 40*time.Millisecond {
+			t.Errorf("%s: closed after %v, before the connect timeout", how, d)
+		}
+	}
 	cl.send("41")
-	cl.closed()
+	closedAfterTimeout(cl, "client DISCONNECT")
+
+	cl = ts.dial(t)
+	cl.connect("40")
+	cl.read() // auth
+	recv(t, ts.h.connected).Disconnect()
+	if m := cl.read(); m != "41" {
+		t.Fatalf("server DISCONNECT: got %q", m)
+	}
+	closedAfterTimeout(cl, "server DISCONNECT")
+
+	cl = ts.dial(t)
+	cl.connect("40")
+	cl.read() // auth
+	recv(t, ts.h.connected)
+	ts.h.refuse = "no"
+	cl.send("40")
+	if m := cl.read(); !strings.HasPrefix(m, "44") {
+		t.Fatalf("second CONNECT: got %q, want CONNECT_ERROR", m)
+	}
+	closedAfterTimeout(cl, "refused second CONNECT")
+	ts.h.refuse = ""
 }
 
 func TestEventsAndAcks(t *testing.T) {

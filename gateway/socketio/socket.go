@@ -25,6 +25,7 @@ type client struct {
 	mu      sync.Mutex
 	sockets []*Socket // one per namespace joined; few, so a slice rather than a map
 	value   any       // the handlers' value of the connection (Socket.SetConnValue); guarded by mu
+	closing bool      // onClose has begun: a socket detached now does not re-arm connectTimer
 
 	// Binary packet being reassembled; touched only by Message and Close
 	// calls, which engineio serialises.
@@ -168,14 +169,6 @@ func (cl *client) dispatch(p Packet, atts [][]byte) {
 	case Disconnect:
 		if s := cl.socket(p.Namespace); s != nil && s.detach() {
 			s.h.Disconnected(s, ReasonClientDisconnect)
-			// A connection left without a namespace holds what one that
-			// never joined does, with no token to expire: it gets the
-			// same time to CONNECT again.
-			cl.mu.Lock()
-			if len(cl.sockets) == 0 {
-				cl.connectTimer.Reset(cl.srv.cfg.ConnectTimeout)
-			}
-			cl.mu.Unlock()
 		}
 	case Event, BinaryEvent:
 		s := cl.socket(p.Namespace)
@@ -281,9 +274,10 @@ func (cl *client) connect(p Packet) {
 
 // onClose ends every socket of the connection; it runs after the last Message.
 func (cl *client) onClose(reason string) {
-	cl.connectTimer.Stop()
 	cl.dropPending()
 	cl.mu.Lock()
+	cl.closing = true
+	cl.connectTimer.Stop()
 	socks := slices.Clone(cl.sockets)
 	cl.mu.Unlock()
 	for _, s := range socks {
@@ -314,6 +308,13 @@ func (s *Socket) detach() bool {
 	s.cl.mu.Lock()
 	if i := slices.Index(s.cl.sockets, s); i >= 0 {
 		s.cl.sockets = slices.Delete(s.cl.sockets, i, i+1)
+	}
+	if len(s.cl.sockets) == 0 && !s.cl.closing {
+		// A connection left without a namespace (its client's DISCONNECT,
+		// the server's, a refused second CONNECT) holds what one that
+		// never joined does, with no token left to expire: it gets the
+		// same time to CONNECT again, then closes.
+		s.cl.connectTimer.Reset(s.cl.srv.cfg.ConnectTimeout)
 	}
 	s.cl.mu.Unlock()
 	close(s.done)
