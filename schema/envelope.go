@@ -31,7 +31,10 @@ func NewEnvelope(off Offset, room, event string, payload any) (Envelope, error) 
 
 // Transaction is the unit cdc hands to its consumer: the events derived from
 // one committed transaction, in order, with offsets CommitLSN-00000000,
-// CommitLSN-00000001, …, and the room moves those events imply, each in its
+// CommitLSN-00000001, … (increasing; with gaps where an event's existence
+// depended on state, or a bulk change collapsed a room's events, so that
+// decoding the transaction again keeps every other offset), and the room
+// moves those events imply, each in its
 // place in that order (see [Move]). Transactions that derive no event are not
 // handed over; the acknowledged position moves past them on its own.
 //

@@ -55,6 +55,7 @@ type Deriver struct {
 	out         []schema.Envelope
 	moves       []schema.Move
 	lsn         uint64
+	next        uint32 // the next event's index in the transaction (see holes)
 	deletedCals map[uid]bool
 	deletedEvts map[uid]bool
 	returns     []string // parent event ids of deleted `return` supplementals
@@ -149,50 +150,22 @@ func (d *Deriver) Derive(tx *wal.Tx) schema.Transaction {
 	d.finish()
 	d.placeCascadeLeaves()
 	d.collapseBulk()
-	d.assignOffsets()
+	for _, e := range d.out {
+		d.m.countDerived(e.Event)
+	}
 	out := schema.Transaction{CommitLSN: tx.CommitLSN, CommitTime: tx.CommitTime, Xid: tx.Xid, Events: d.out, Moves: d.moves}
 	d.out, d.moves = nil, nil
 	return out
 }
 
-// holes keeps n places among the transaction's events for events that the
-// state, not the transaction, decided against (an invitation to an email no
-// user has yet, a conflict:resolved to a calendar the event index does not
+// holes keeps n places in the transaction's numbering for events the state,
+// not the transaction, decided against (an invitation to an email no user
+// has yet, a conflict:resolved to a calendar the event index does not
 // know). A restart decodes the replay window again against the state of
 // then, which may decide otherwise; the places keep every other event's
 // offset the same either way, so a recovering client neither misses one
-// nor gets one twice. A hole is an envelope with no room; assignOffsets
-// takes it out.
-func (d *Deriver) holes(n int) {
-	for range n {
-		d.out = append(d.out, schema.Envelope{})
-	}
-}
-
-// assignOffsets gives each event its offset, its place in the transaction
-// counting holes, and takes the holes out; moves keep their places among
-// the events kept.
-func (d *Deriver) assignOffsets() {
-	kept := d.out[:0]
-	mi := 0
-	for i := 0; i <= len(d.out); i++ {
-		for ; mi < len(d.moves) && d.moves[mi].At <= i; mi++ {
-			d.moves[mi].At = len(kept)
-		}
-		if i == len(d.out) {
-			break
-		}
-		e := d.out[i]
-		if e.Room == "" {
-			continue
-		}
-		e.Offset = schema.Offset{LSN: d.lsn, Index: uint32(i)}
-		d.m.countDerived(e.Event)
-		kept = append(kept, e)
-	}
-	clear(d.out[len(kept):])
-	d.out = kept
-}
+// nor gets one twice.
+func (d *Deriver) holes(n int) { d.next += uint32(n) }
 
 // collapseBulk replaces the events of each room that got more than the bulk
 // bound with one sync:reset {reason: "bulk_change"} at the place of its first
@@ -231,7 +204,9 @@ func (d *Deriver) collapseBulk() {
 		case !over[e.Room]:
 			kept = append(kept, e)
 		case i == d.perRoom[e.Room].indices[0]:
-			kept = append(kept, schema.Envelope{Room: e.Room, Event: schema.SyncReset, Data: reset})
+			// The first event's offset: numbers are given as events are
+			// derived, so the others' stay what they were.
+			kept = append(kept, schema.Envelope{Room: e.Room, Event: schema.SyncReset, Data: reset, Offset: e.Offset})
 		}
 	}
 	clear(d.out[len(kept):])
@@ -239,7 +214,7 @@ func (d *Deriver) collapseBulk() {
 }
 
 func (d *Deriver) begin(lsn uint64) {
-	d.lsn = lsn
+	d.lsn, d.next = lsn, 0
 	d.out, d.moves = nil, nil
 	clear(d.perRoom)
 	clear(d.deletedCals)
@@ -328,6 +303,11 @@ func (d *Deriver) add(room, event string, data []byte) bool {
 		d.perRoom[room] = r
 	}
 	r.derived++
+	// Numbered as derived, whether kept or collapsed (see holes and
+	// collapseBulk), so that only its own room's events depend on how
+	// many the room got.
+	off := schema.Offset{LSN: d.lsn, Index: d.next}
+	d.next++
 	switch {
 	case d.bulk > 0 && r.derived > d.bulk+1:
 		// Past the bound: collapseBulk replaces the room's events, so
@@ -343,8 +323,7 @@ func (d *Deriver) add(room, event string, data []byte) bool {
 	case d.bulk > 0:
 		r.indices = append(r.indices, len(d.out))
 	}
-	// Offsets are numbered once the transaction is complete (see Derive).
-	d.out = append(d.out, schema.Envelope{Room: r.name, Event: event, Data: data})
+	d.out = append(d.out, schema.Envelope{Room: r.name, Event: event, Data: data, Offset: off})
 	return true
 }
 

@@ -40,8 +40,8 @@
 //     calendar or user is a removal followed by an addition.) Each moves the
 //     user's sockets (see Room moves).
 //   - INSERT pending: invitation:received to user:<id of the user whose email
-//     equals invited_email, compared case-insensitively>; nothing when no user
-//     has that email.
+//     is exactly invited_email, as Koordi compares them>; nothing when no
+//     user has that email.
 //
 // event_calendars → calendar:<id>
 //   - sync_in_progress false→true opens a sync window (no event); true→false

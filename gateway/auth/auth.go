@@ -176,13 +176,16 @@ func (c *koordiClaims) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &fields); err != nil {
 		return err
 	}
-	for name, dst := range map[string]any{
-		"userId": &c.UserID, "email": &c.Email,
-		"exp": &c.ExpiresAt, "nbf": &c.NotBefore, "iat": &c.IssuedAt,
+	for _, f := range [...]struct {
+		name string
+		dst  any
+	}{
+		{"userId", &c.UserID}, {"email", &c.Email},
+		{"exp", &c.ExpiresAt}, {"nbf", &c.NotBefore}, {"iat", &c.IssuedAt},
 	} {
-		if raw, ok := fields[name]; ok {
-			if err := json.Unmarshal(raw, dst); err != nil {
-				return fmt.Errorf("claim %s: %w", name, err)
+		if raw, ok := fields[f.name]; ok {
+			if err := json.Unmarshal(raw, f.dst); err != nil {
+				return fmt.Errorf("claim %s: %w", f.name, err)
 			}
 		}
 	}

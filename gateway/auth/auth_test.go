@@ -234,10 +234,6 @@ func TestMessages(t *testing.T) {
 	}
 }
 
-// TestClaimTypes: jsonwebtoken refuses a token whose exp or nbf is not a
-// JSON number ("invalid exp value"), and its sign never writes an iat that
-// is not one; golang-jwt's NumericDate reads "1795000000" (a string) as a
-// date. Such tokens are refused like any malformed one.
 // TestClaimNamesExact: a userId in another case is not the userId, so a
 // body naming two users is read as the API reads it.
 func TestClaimNamesExact(t *testing.T) {
@@ -256,6 +252,10 @@ func TestClaimNamesExact(t *testing.T) {
 	}
 }
 
+// TestClaimTypes: jsonwebtoken refuses a token whose exp or nbf is not a
+// JSON number ("invalid exp value"), and its sign never writes an iat that
+// is not one; golang-jwt's NumericDate reads "1795000000" (a string) as a
+// date. Such tokens are refused like any malformed one.
 func TestClaimTypes(t *testing.T) {
 	v, err := NewVerifier(Config{Secret: testSecret, Now: func() time.Time { return testNow }})
 	if err != nil {
