@@ -169,9 +169,15 @@ func TestMetricsExposition(t *testing.T) {
 	derived := func(event string) float64 {
 		return sample(fams, "koordi_events_derived_total", map[string]string{"event": event})
 	}
+	// One scrape gathers the collectors one after another, not at one
+	// instant: under load the three transactions can be decoded and sent
+	// between its reading of the replication counters and of the
+	// gateway's, so every counter checked below is waited for.
 	waitUntil(t, "three messages sent and derived", func() bool {
 		fams = scrape(t, base)
 		return sample(fams, "koordi_gateway_messages_sent_total", nil) == 3 &&
+			sample(fams, "koordi_replication_transactions_total", nil) >= 3 &&
+			sample(fams, "koordi_gateway_commit_to_send_seconds_count", nil) >= 3 &&
 			derived(schema.EventCreated) >= 1 && derived(schema.EventDeleted) >= 1 && derived(schema.EventAssigned) >= 1
 	})
 
