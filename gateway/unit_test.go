@@ -427,6 +427,8 @@ func TestPublish(t *testing.T) {
 	if got := testutil.ToFloat64(g.metrics.droppedDup); got != 1 {
 		t.Fatalf("duplicates dropped = %v", got)
 	}
+	// The catch-up counts its frames after it has queued them.
+	waitUntil(t, "carol's replay counted", func() bool { return testutil.ToFloat64(g.metrics.messagesSent) >= 7 })
 	if got := testutil.ToFloat64(g.metrics.messagesSent); got != 7 {
 		t.Fatalf("messages sent = %v", got)
 	}

@@ -203,13 +203,16 @@ func readErr(t *testing.T, ws *websocket.Conn) error {
 }
 
 func TestHandshake(t *testing.T) {
-	ts := newTestServer(t, Config{PingInterval: 300 * time.Millisecond, PingTimeout: 200 * time.Millisecond})
+	// Heartbeats long enough that the polling session, never polled, is
+	// not closed for a ping timeout while the WebSocket half runs: both
+	// report their close on the same channel.
+	ts := newTestServer(t, Config{PingInterval: 30 * time.Second, PingTimeout: 20 * time.Second})
 	status, body, hdr := do(t, "GET", ts.url+"?EIO=4&transport=polling", "")
 	if status != 200 || !strings.HasPrefix(hdr.Get("Content-Type"), "text/plain") {
 		t.Fatalf("polling handshake: %d %s", status, hdr.Get("Content-Type"))
 	}
 	o := parseOpen(t, body)
-	want := openPacket{SID: o.SID, Upgrades: []string{"websocket"}, PingInterval: 300, PingTimeout: 200, MaxPayload: 1_000_000}
+	want := openPacket{SID: o.SID, Upgrades: []string{"websocket"}, PingInterval: 30000, PingTimeout: 20000, MaxPayload: 1_000_000}
 	if o.SID == "" || fmt.Sprint(o) != fmt.Sprint(want) {
 		t.Errorf("polling open = %+v, want %+v", o, want)
 	}
@@ -217,7 +220,7 @@ func TestHandshake(t *testing.T) {
 	ws := ts.dial(t, "EIO=4&transport=websocket")
 	_, msg := read(t, ws)
 	o = parseOpen(t, msg)
-	want = openPacket{SID: o.SID, Upgrades: []string{}, PingInterval: 300, PingTimeout: 200, MaxPayload: 1_000_000}
+	want = openPacket{SID: o.SID, Upgrades: []string{}, PingInterval: 30000, PingTimeout: 20000, MaxPayload: 1_000_000}
 	if o.SID == "" || fmt.Sprint(o) != fmt.Sprint(want) {
 		t.Errorf("websocket open = %+v, want %+v", o, want)
 	}
