@@ -117,18 +117,26 @@ func TestRecoveryRefused(t *testing.T) {
 	}
 }
 
+// sessionGone connects a socket of user and closes it, as a client that
+// drops off: the token and the pid it would reconnect with.
+func (s *testServer) sessionGone(t *testing.T, user string) (tok, pid string) {
+	t.Helper()
+	tok = s.token(t, user, time.Hour)
+	c := dialRaw(t, s.url, map[string]any{"token": tok})
+	pid = c.connected()
+	_ = c.ws.CloseNow()
+	s.waitSockets(t, 0)
+	return tok, pid
+}
+
 func TestRecoveryAcrossReset(t *testing.T) {
 	s := startServer(t, Config{})
 	user := uuid(0x63)
-	tok := s.token(t, user, time.Hour)
-	c := dialRaw(t, s.url, map[string]any{"token": tok})
-	p := c.connected()
-	_ = c.ws.CloseNow()
-	s.waitSockets(t, 0)
+	tok, p := s.sessionGone(t, user)
 	s.publish(t, schema.Envelope{Room: schema.UserRoom(user), Event: "e", Data: json.RawMessage(`1`)})
 	s.g.Reset("slot_recreated", nil)
 
-	c = dialRaw(t, s.url, map[string]any{"token": tok, "pid": p})
+	c := dialRaw(t, s.url, map[string]any{"token": tok, "pid": p})
 	fresh := c.connected()
 	if fresh == p {
 		t.Fatal("recovered across a sync:reset gap")
@@ -159,11 +167,7 @@ func TestRecoveryAcrossReset(t *testing.T) {
 func TestRecoveryMissTellsToRefetch(t *testing.T) {
 	s := startServer(t, Config{ReplayMaxEvents: 2})
 	user := uuid(0x64)
-	tok := s.token(t, user, time.Hour)
-	c := dialRaw(t, s.url, map[string]any{"token": tok})
-	p := c.connected()
-	_ = c.ws.CloseNow()
-	s.waitSockets(t, 0)
+	tok, p := s.sessionGone(t, user)
 	for i := range 3 { // one more than the window keeps
 		s.publish(t, schema.Envelope{Room: schema.UserRoom(user), Event: "e", Data: json.RawMessage(strconv.Itoa(i))})
 	}
@@ -182,7 +186,7 @@ func TestRecoveryMissTellsToRefetch(t *testing.T) {
 		s.waitSockets(t, 0)
 	}
 	// A fresh connect, with no pid, has nothing to refetch.
-	c = dialRaw(t, s.url, map[string]any{"token": tok})
+	c := dialRaw(t, s.url, map[string]any{"token": tok})
 	c.connected()
 	s.publish(t, schema.Envelope{Room: schema.UserRoom(user), Event: "after", Data: json.RawMessage(`9`)})
 	if m, err := c.read(); err != nil || !strings.HasPrefix(m, `42["after"`) {

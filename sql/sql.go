@@ -232,11 +232,7 @@ func (p TableProblem) Problem() string {
 // Koordi's Prisma migrations create them.
 func CheckTables(ctx context.Context, conn *pgx.Conn, publication string) ([]TableProblem, error) {
 	names := append(slices.Clone(WatchedTables), EmitSchema+"."+EmitTable)
-	lookups := make([]string, 0, len(names))
-	for _, t := range WatchedTables {
-		lookups = append(lookups, pgx.Identifier{t}.Sanitize())
-	}
-	lookups = append(lookups, "") // found in the catalog below, not by to_regclass
+	lookups := append(watchedLookups(), "") // the emit table: found in the catalog below, not by to_regclass
 	// The service's role need not have USAGE on the koordi_realtime schema
 	// (only emit's callers do), and to_regclass would refuse to look into it;
 	// the catalog is readable by every role.
@@ -282,16 +278,23 @@ func CheckTables(ctx context.Context, conn *pgx.Conn, publication string) ([]Tab
 	return problems, nil
 }
 
+// watchedLookups are the watched tables' names as to_regclass resolves them
+// on the search_path: quoted, unqualified.
+func watchedLookups() []string {
+	lookups := make([]string, 0, len(WatchedTables)+1)
+	for _, t := range WatchedTables {
+		lookups = append(lookups, pgx.Identifier{t}.Sanitize())
+	}
+	return lookups
+}
+
 // WatchedSchemas returns the schema each watched table is found in on the
 // connection's search_path, as CheckTables finds them; a table not found is
 // left out. The stream names each relation's schema, and a table of the same
 // name in another schema (one a role without grants may create, carried by
 // a publication FOR ALL TABLES) is not Koordi's.
 func WatchedSchemas(ctx context.Context, conn *pgx.Conn) (map[string]string, error) {
-	lookups := make([]string, 0, len(WatchedTables))
-	for _, t := range WatchedTables {
-		lookups = append(lookups, pgx.Identifier{t}.Sanitize())
-	}
+	lookups := watchedLookups()
 	rows, err := conn.Query(ctx, `
 		SELECT t.name, n.nspname
 		FROM unnest($1::text[], $2::text[]) AS t(name, lookup)
